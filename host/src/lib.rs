@@ -1,0 +1,8 @@
+//! Cairn: an etcd v3 compatible key-value store on openraft and fjall.
+//!
+//! See `ARCHITECTURE.md` at the repository root for the map of this crate.
+
+pub mod mvcc;
+pub mod raft;
+pub mod state_machine;
+pub mod storage;

@@ -1,0 +1,42 @@
+//! Errors of the MVCC store.
+//!
+//! [`MvccError`] values depend only on replicated state, so every member computes the same one
+//! for the same log entry: they travel back to the client as part of the response. Storage
+//! failures are a different kind ([`StorageError`]): a member that cannot read or write its
+//! disk stops instead of answering.
+
+use thiserror::Error;
+
+/// An etcd error decided by the store's state. `api/status.rs` maps each to etcd's gRPC code
+/// and exact message.
+#[derive(Clone, Debug, PartialEq, Eq, Error, serde::Serialize, serde::Deserialize)]
+pub enum MvccError {
+    #[error("mvcc: required revision has been compacted")]
+    Compacted,
+    #[error("mvcc: required revision is a future revision")]
+    FutureRevision,
+    #[error("key not found")]
+    KeyNotFound,
+    #[error("requested lease not found")]
+    LeaseNotFound,
+}
+
+/// The disk failed us. Never turned into a client response by the state machine.
+#[derive(Debug, Error)]
+#[error("storage: {0}")]
+pub struct StorageError(#[from] pub fjall::Error);
+
+/// Either outcome of a store operation.
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error(transparent)]
+    Mvcc(#[from] MvccError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl From<fjall::Error> for Error {
+    fn from(e: fjall::Error) -> Self {
+        Error::Storage(StorageError(e))
+    }
+}

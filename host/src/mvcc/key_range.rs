@@ -1,0 +1,123 @@
+//! etcd's key-range rules, shared by Range, DeleteRange, Compare, Watch and permissions.
+//!
+//! - empty `range_end`: the single key `key`;
+//! - `range_end == "\0"`: every key `>= key` (so `key == range_end == "\0"` is every key);
+//! - otherwise the half-open interval `[key, range_end)`, empty when `range_end <= key`.
+
+use std::ops::Bound;
+
+/// A set of keys named by etcd's `(key, range_end)` pair.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyRange {
+    /// Exactly one key.
+    Single(Vec<u8>),
+    /// `[start, end)`; `end == None` means unbounded.
+    Interval { start: Vec<u8>, end: Option<Vec<u8>> },
+}
+
+impl KeyRange {
+    pub fn new(key: &[u8], range_end: &[u8]) -> Self {
+        match range_end {
+            [] => KeyRange::Single(key.to_vec()),
+            [0] => KeyRange::Interval { start: key.to_vec(), end: None },
+            end => KeyRange::Interval { start: key.to_vec(), end: Some(end.to_vec()) },
+        }
+    }
+
+    pub fn contains(&self, k: &[u8]) -> bool {
+        match self {
+            KeyRange::Single(key) => key == k,
+            KeyRange::Interval { start, end } => {
+                k >= start.as_slice() && end.as_deref().is_none_or(|e| k < e)
+            }
+        }
+    }
+
+    /// True when no key can be in the range.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            KeyRange::Single(_) => false,
+            KeyRange::Interval { start, end } => end.as_deref().is_some_and(|e| e <= start.as_slice()),
+        }
+    }
+
+    /// The range as bounds over raw user keys.
+    pub fn bounds(&self) -> (Bound<&[u8]>, Bound<&[u8]>) {
+        match self {
+            KeyRange::Single(k) => (Bound::Included(k), Bound::Included(k)),
+            KeyRange::Interval { start, end } => (
+                Bound::Included(start),
+                end.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
+            ),
+        }
+    }
+
+    /// True when the two ranges share at least one key.
+    pub fn overlaps(&self, other: &KeyRange) -> bool {
+        if self.is_empty() || other.is_empty() {
+            return false;
+        }
+        let (a_start, a_end) = self.span();
+        let (b_start, b_end) = other.span();
+        let a_before_b = a_end.is_some_and(|e| e.lt(b_start));
+        let b_before_a = b_end.is_some_and(|e| e.lt(a_start));
+        !a_before_b && !b_before_a
+    }
+
+    /// The first key and the upper end of the range (`None` when unbounded).
+    fn span(&self) -> (&[u8], Option<EndBound<'_>>) {
+        match self {
+            KeyRange::Single(k) => (k, Some(EndBound::Inclusive(k))),
+            KeyRange::Interval { start, end } => (start, end.as_deref().map(EndBound::Exclusive)),
+        }
+    }
+}
+
+/// The upper end of a range, for overlap tests.
+#[derive(Clone, Copy, Debug)]
+enum EndBound<'a> {
+    Inclusive(&'a [u8]),
+    Exclusive(&'a [u8]),
+}
+
+impl EndBound<'_> {
+    /// True when every key of the range is below `start`.
+    fn lt(self, start: &[u8]) -> bool {
+        match self {
+            EndBound::Inclusive(e) => e < start,
+            EndBound::Exclusive(e) => e <= start,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_key_prefix_and_from_key() {
+        // Proves the three range forms etcd clients rely on.
+        let single = KeyRange::new(b"foo", b"");
+        assert!(single.contains(b"foo") && !single.contains(b"foo1"));
+        let prefix = KeyRange::new(b"foo", b"fop");
+        assert!(prefix.contains(b"foo") && prefix.contains(b"foo\xff\xff") && !prefix.contains(b"fop"));
+        let from = KeyRange::new(b"b", b"\0");
+        assert!(from.contains(b"b") && from.contains(b"\xff\xff") && !from.contains(b"a"));
+        let all = KeyRange::new(b"\0", b"\0");
+        assert!(all.contains(b"\0") && all.contains(b"zzz"));
+        assert!(KeyRange::new(b"b", b"a").is_empty());
+    }
+
+    #[test]
+    fn overlap_rules() {
+        // Proves overlap detection used by the duplicate-key rule of Txn.
+        let r = |k: &[u8], e: &[u8]| KeyRange::new(k, e);
+        assert!(r(b"a", b"").overlaps(&r(b"a", b"")));
+        assert!(!r(b"a", b"").overlaps(&r(b"b", b"")));
+        assert!(r(b"a", b"c").overlaps(&r(b"b", b"")));
+        assert!(!r(b"a", b"b").overlaps(&r(b"b", b"")));
+        assert!(r(b"a", b"\0").overlaps(&r(b"zz", b"")));
+        assert!(!r(b"c", b"d").overlaps(&r(b"a", b"c")));
+        assert!(r(b"c", b"e").overlaps(&r(b"a", b"d")));
+    }
+}

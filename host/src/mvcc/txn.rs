@@ -1,0 +1,215 @@
+//! Put, DeleteRange and Txn with etcd's apply semantics.
+//!
+//! A Txn runs in three steps, as etcd's applier does: every compare along the taken path
+//! (nested txns included) is evaluated against the state before the txn; then the ops on that
+//! path are checked (range revisions, `ignore_*` keys, leases) against the same state; only
+//! then do the ops run, each seeing the writes of the ones before it. A failed check leaves no
+//! write behind.
+
+use super::error::{Error, MvccError};
+use super::key_range::KeyRange;
+use super::read::ReadView;
+use super::types::{
+    Compare, CompareOperand, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse,
+    KeyValue, PutRequest, PutResponse, RequestOp, ResponseOp, TxnRequest, TxnResponse,
+};
+use super::write::WriteTxn;
+
+/// Answers whether a lease exists; the lease subsystem implements it.
+pub trait LeaseLookup {
+    fn lease_exists(&self, id: i64) -> bool;
+}
+
+/// No leases at all: every lease id is unknown.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoLeases;
+
+impl LeaseLookup for NoLeases {
+    fn lease_exists(&self, _id: i64) -> bool {
+        false
+    }
+}
+
+/// A standalone Put.
+pub fn put(w: &mut WriteTxn<'_>, req: &PutRequest, leases: &dyn LeaseLookup) -> Result<PutResponse, Error> {
+    if req.lease != 0 && !leases.lease_exists(req.lease) {
+        return Err(MvccError::LeaseNotFound.into());
+    }
+    if (req.ignore_value || req.ignore_lease) && w.current().get(&req.key)?.is_none() {
+        return Err(MvccError::KeyNotFound.into());
+    }
+    apply_put(w, req)
+}
+
+/// A standalone DeleteRange.
+pub fn delete_range(w: &mut WriteTxn<'_>, req: &DeleteRangeRequest) -> Result<DeleteRangeResponse, Error> {
+    apply_delete(w, req)
+}
+
+/// A Txn (see the module docs for the order of work).
+pub fn txn(w: &mut WriteTxn<'_>, req: &TxnRequest, leases: &dyn LeaseLookup) -> Result<TxnResponse, Error> {
+    let before = w.before();
+    let mut path = Vec::new();
+    compare_path(&before, req, &mut path)?;
+    check_ops(&before, req, &path, &mut 0, leases)?;
+    let mut cursor = 0;
+    let mut resp = apply_txn(w, req, &path, &mut cursor)?;
+    resp.revision = if w.changed() { w.write_rev() } else { w.begin_rev };
+    Ok(resp)
+}
+
+/// Evaluates all compares along the path the txn will take, depth first, in etcd's order.
+fn compare_path(view: &ReadView<'_>, req: &TxnRequest, path: &mut Vec<bool>) -> Result<(), Error> {
+    let mut succeeded = true;
+    for cmp in &req.compare {
+        if !compare(view, cmp)? {
+            succeeded = false;
+            break;
+        }
+    }
+    path.push(succeeded);
+    for op in branch(req, succeeded) {
+        if let RequestOp::Txn(nested) = op {
+            compare_path(view, nested, path)?;
+        }
+    }
+    Ok(())
+}
+
+fn branch(req: &TxnRequest, succeeded: bool) -> &[RequestOp] {
+    if succeeded { &req.success } else { &req.failure }
+}
+
+/// True when every key in the compare's range satisfies it (etcd's applyCompare).
+pub fn compare(view: &ReadView<'_>, cmp: &Compare) -> Result<bool, Error> {
+    let range = KeyRange::new(&cmp.key, &cmp.range_end);
+    let kvs = match &range {
+        KeyRange::Single(key) => view.get(key)?.into_iter().collect::<Vec<_>>(),
+        KeyRange::Interval { .. } => {
+            let mut out = Vec::new();
+            for (key, _) in view.metas(&range)? {
+                out.extend(view.get(&key)?);
+            }
+            out
+        }
+    };
+    if kvs.is_empty() {
+        // A missing key has no value to compare; its revisions, version and lease are 0.
+        return Ok(cmp.target != CompareTarget::Value && compare_kv(cmp, &KeyValue::default()));
+    }
+    Ok(kvs.iter().all(|kv| compare_kv(cmp, kv)))
+}
+
+fn compare_kv(cmp: &Compare, kv: &KeyValue) -> bool {
+    use std::cmp::Ordering;
+    let int = |want: fn(&CompareOperand) -> Option<i64>| cmp.operand.as_ref().and_then(want).unwrap_or(0);
+    let ord: Ordering = match cmp.target {
+        CompareTarget::Value => {
+            let empty = Vec::new();
+            let rhs = match &cmp.operand {
+                Some(CompareOperand::Value(v)) => v,
+                _ => &empty,
+            };
+            kv.value.as_slice().cmp(rhs.as_slice())
+        }
+        CompareTarget::Version => {
+            kv.version.cmp(&int(|o| if let CompareOperand::Version(v) = o { Some(*v) } else { None }))
+        }
+        CompareTarget::Create => kv
+            .create_revision
+            .cmp(&int(|o| if let CompareOperand::Create(v) = o { Some(*v) } else { None })),
+        CompareTarget::Mod => {
+            kv.mod_revision.cmp(&int(|o| if let CompareOperand::Mod(v) = o { Some(*v) } else { None }))
+        }
+        CompareTarget::Lease => {
+            kv.lease.cmp(&int(|o| if let CompareOperand::Lease(v) = o { Some(*v) } else { None }))
+        }
+    };
+    match cmp.result {
+        CompareResult::Equal => ord == Ordering::Equal,
+        CompareResult::NotEqual => ord != Ordering::Equal,
+        CompareResult::Greater => ord == Ordering::Greater,
+        CompareResult::Less => ord == Ordering::Less,
+    }
+}
+
+/// Checks the ops on the taken path before anything is written (etcd's checkRequests).
+fn check_ops(
+    view: &ReadView<'_>,
+    req: &TxnRequest,
+    path: &[bool],
+    cursor: &mut usize,
+    leases: &dyn LeaseLookup,
+) -> Result<(), Error> {
+    let succeeded = path[*cursor];
+    *cursor += 1;
+    for op in branch(req, succeeded) {
+        match op {
+            RequestOp::Range(r) => {
+                if r.revision > view.rev {
+                    return Err(MvccError::FutureRevision.into());
+                }
+                if r.revision < view.compact_rev {
+                    return Err(MvccError::Compacted.into());
+                }
+            }
+            RequestOp::Put(p) => {
+                if (p.ignore_value || p.ignore_lease) && view.get(&p.key)?.is_none() {
+                    return Err(MvccError::KeyNotFound.into());
+                }
+                if p.lease != 0 && !leases.lease_exists(p.lease) {
+                    return Err(MvccError::LeaseNotFound.into());
+                }
+            }
+            RequestOp::DeleteRange(_) => {}
+            RequestOp::Txn(nested) => check_ops(view, nested, path, cursor, leases)?,
+        }
+    }
+    Ok(())
+}
+
+fn apply_txn(
+    w: &mut WriteTxn<'_>,
+    req: &TxnRequest,
+    path: &[bool],
+    cursor: &mut usize,
+) -> Result<TxnResponse, Error> {
+    let succeeded = path[*cursor];
+    *cursor += 1;
+    let mut responses = Vec::new();
+    for op in branch(req, succeeded) {
+        let resp = match op {
+            RequestOp::Range(r) => ResponseOp::Range(w.current().range(r)?),
+            RequestOp::Put(p) => ResponseOp::Put(apply_put(w, p)?),
+            RequestOp::DeleteRange(d) => ResponseOp::DeleteRange(apply_delete(w, d)?),
+            // A nested txn's own header carries no revision, as in etcd.
+            RequestOp::Txn(nested) => ResponseOp::Txn(apply_txn(w, nested, path, cursor)?),
+        };
+        responses.push(resp);
+    }
+    Ok(TxnResponse { revision: 0, succeeded, responses })
+}
+
+fn apply_put(w: &mut WriteTxn<'_>, req: &PutRequest) -> Result<PutResponse, Error> {
+    let existing = if req.ignore_value || req.ignore_lease { w.current().get(&req.key)? } else { None };
+    let value = match (&existing, req.ignore_value) {
+        (Some(kv), true) => kv.value.clone(),
+        _ => req.value.clone(),
+    };
+    let lease = match (&existing, req.ignore_lease) {
+        (Some(kv), true) => kv.lease,
+        _ => req.lease,
+    };
+    let prev = w.put(&req.key, value, lease)?;
+    Ok(PutResponse { revision: w.write_rev(), prev_kv: if req.prev_kv { prev } else { None } })
+}
+
+fn apply_delete(w: &mut WriteTxn<'_>, req: &DeleteRangeRequest) -> Result<DeleteRangeResponse, Error> {
+    let deleted = w.delete_range(&KeyRange::new(&req.key, &req.range_end))?;
+    let revision = if w.changed() { w.write_rev() } else { w.begin_rev };
+    Ok(DeleteRangeResponse {
+        revision,
+        deleted: deleted.len() as i64,
+        prev_kvs: if req.prev_kv { deleted } else { Vec::new() },
+    })
+}

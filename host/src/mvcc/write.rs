@@ -1,0 +1,135 @@
+//! Writes: one mutating request becomes one fjall batch, one revision, and a list of events.
+//!
+//! A [`WriteTxn`] reads the state before the request through a snapshot and its own earlier
+//! writes through an overlay, so later ops of a Txn see earlier ones, as in etcd. Nothing is
+//! visible to readers until the caller commits the batch.
+
+use fjall::{OwnedWriteBatch, Snapshot};
+
+use super::encoding::{self, INDEX_DELETE, INDEX_PUT, KeyMeta, Rev, StoredEvent};
+use super::error::Error;
+use super::key_range::KeyRange;
+use super::read::{Overlay, ReadView};
+use super::types::{Event, EventKind, KeyValue, Revision};
+use crate::storage::Storage;
+
+/// The writes of one request, not yet committed.
+pub struct WriteTxn<'a> {
+    storage: &'a Storage,
+    snap: Snapshot,
+    /// The store revision before this request.
+    pub begin_rev: Revision,
+    pub compact_rev: Revision,
+    batch: &'a mut OwnedWriteBatch,
+    overlay: Overlay,
+    events: Vec<Event>,
+}
+
+impl<'a> WriteTxn<'a> {
+    pub(crate) fn new(
+        storage: &'a Storage,
+        snap: Snapshot,
+        begin_rev: Revision,
+        compact_rev: Revision,
+        batch: &'a mut OwnedWriteBatch,
+    ) -> Self {
+        WriteTxn { storage, snap, begin_rev, compact_rev, batch, overlay: Overlay::new(), events: Vec::new() }
+    }
+
+    /// The revision this request's writes get.
+    pub fn write_rev(&self) -> Revision {
+        self.begin_rev + 1
+    }
+
+    /// True once the request has changed something (and so takes a revision).
+    pub fn changed(&self) -> bool {
+        !self.events.is_empty()
+    }
+
+    /// The state before this request.
+    pub fn before(&self) -> ReadView<'_> {
+        ReadView {
+            storage: self.storage,
+            snap: self.snap.clone(),
+            rev: self.begin_rev,
+            compact_rev: self.compact_rev,
+            overlay: None,
+        }
+    }
+
+    /// The state including this request's writes so far (etcd: a txn reads its own writes).
+    pub fn current(&self) -> ReadView<'_> {
+        ReadView {
+            storage: self.storage,
+            snap: self.snap.clone(),
+            rev: if self.changed() { self.write_rev() } else { self.begin_rev },
+            compact_rev: self.compact_rev,
+            overlay: Some(&self.overlay),
+        }
+    }
+
+    /// Writes `key = value` with `lease`; returns the version it replaced.
+    pub fn put(&mut self, key: &[u8], value: Vec<u8>, lease: i64) -> Result<Option<KeyValue>, Error> {
+        let prev = self.current().get(key)?;
+        let at = self.next_rev();
+        let meta = KeyMeta {
+            create_revision: prev.as_ref().map_or(at.main, |p| p.create_revision),
+            mod_revision: at.main,
+            version: prev.as_ref().map_or(1, |p| p.version + 1),
+            lease,
+        };
+        let event = StoredEvent {
+            key: key.to_vec(),
+            kind: EventKind::Put,
+            create_revision: meta.create_revision,
+            version: meta.version,
+            lease,
+            value: value.clone(),
+        };
+        self.batch.insert(&self.storage.kv_meta, key, encoding::encode(&meta));
+        self.batch.insert(&self.storage.kv_value, key, value.as_slice());
+        self.batch.insert(&self.storage.kv_revs, at.encode(), encoding::encode(&event));
+        self.batch.insert(&self.storage.kv_index, encoding::index_key(key, at), [INDEX_PUT]);
+        self.events.push(Event { kind: EventKind::Put, kv: event.to_kv(at), prev_kv: prev.clone() });
+        self.overlay.insert(key.to_vec(), Some((meta, value)));
+        Ok(prev)
+    }
+
+    /// Deletes every live key in `range`; returns the deleted versions in key order.
+    pub fn delete_range(&mut self, range: &KeyRange) -> Result<Vec<KeyValue>, Error> {
+        if range.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = self.current().metas(range)?;
+        let mut deleted = Vec::with_capacity(keys.len());
+        for (key, _) in keys {
+            let prev = self.current().get(&key)?.expect("key listed as live a moment ago");
+            let at = self.next_rev();
+            let event = StoredEvent {
+                key: key.clone(),
+                kind: EventKind::Delete,
+                create_revision: 0,
+                version: 0,
+                lease: 0,
+                value: Vec::new(),
+            };
+            self.batch.remove(&self.storage.kv_meta, key.as_slice());
+            self.batch.remove(&self.storage.kv_value, key.as_slice());
+            self.batch.insert(&self.storage.kv_revs, at.encode(), encoding::encode(&event));
+            self.batch.insert(&self.storage.kv_index, encoding::index_key(&key, at), [INDEX_DELETE]);
+            self.events.push(Event { kind: EventKind::Delete, kv: event.to_kv(at), prev_kv: Some(prev.clone()) });
+            self.overlay.insert(key, None);
+            deleted.push(prev);
+        }
+        Ok(deleted)
+    }
+
+    /// Ends the request: the events it produced, in revision order.
+    pub fn finish(self) -> Vec<Event> {
+        self.events
+    }
+
+    fn next_rev(&self) -> Rev {
+        Rev { main: self.write_rev(), sub: self.events.len() as i64 }
+    }
+}

@@ -1,0 +1,193 @@
+//! The Raft log on fjall (`raft_log`, `raft_meta` keyspaces).
+//!
+//! Appends become visible at once and durable in groups: each `append` writes its entries in
+//! one batch without syncing and hands its flush callback to the sync thread, which takes every
+//! callback waiting at that moment, issues one `fdatasync` of the journal, and completes them
+//! all. Under load many appends share one fsync; openraft counts an entry as flushed only when
+//! its callback fires, so nothing is acknowledged before it is on disk. Votes are synced before
+//! `save_vote` returns.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, mpsc};
+
+use openraft::storage::{IOFlushed, RaftLogStorage};
+use openraft::{LogState, OptionalSend, RaftLogReader};
+
+use super::types::{Entry, LogId, TypeConfig, Vote};
+use crate::storage::Storage;
+
+const VOTE: &[u8] = b"vote";
+const COMMITTED: &[u8] = b"committed";
+const LAST_PURGED: &[u8] = b"last_purged";
+
+/// Handle to the log. Clones share the store and the sync thread.
+#[derive(Clone)]
+pub struct LogStore {
+    storage: Storage,
+    syncer: Arc<Syncer>,
+}
+
+struct Syncer {
+    tx: mpsc::Sender<IOFlushed<TypeConfig>>,
+}
+
+impl LogStore {
+    pub fn new(storage: Storage) -> io::Result<Self> {
+        let (tx, rx) = mpsc::channel::<IOFlushed<TypeConfig>>();
+        let db = storage.db.clone();
+        std::thread::Builder::new().name("raft-log-sync".into()).spawn(move || {
+            // Ends when every LogStore clone (and so every sender) is gone.
+            while let Ok(first) = rx.recv() {
+                let mut waiting = vec![first];
+                waiting.extend(rx.try_iter());
+                let result = db.persist(fjall::PersistMode::SyncData);
+                for callback in waiting {
+                    callback.io_completed(result.as_ref().map(|_| ()).map_err(|e| io::Error::other(e.to_string())));
+                }
+            }
+        })?;
+        Ok(LogStore { storage, syncer: Arc::new(Syncer { tx }) })
+    }
+
+    fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
+        match self.storage.raft_meta.get(key).map_err(to_io)? {
+            None => Ok(None),
+            Some(raw) => postcard::from_bytes(&raw).map(Some).map_err(invalid),
+        }
+    }
+
+    /// Runs blocking fjall work off the async worker threads.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(Storage) -> io::Result<T> + Send + 'static,
+    ) -> io::Result<T> {
+        let storage = self.storage.clone();
+        tokio::task::spawn_blocking(move || f(storage)).await.map_err(io::Error::other)?
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let start = match range.start_bound() {
+            Bound::Included(i) => Bound::Included(i.to_be_bytes()),
+            Bound::Excluded(i) => Bound::Excluded(i.to_be_bytes()),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(i) => Bound::Included(i.to_be_bytes()),
+            Bound::Excluded(i) => Bound::Excluded(i.to_be_bytes()),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        self.blocking(move |s| {
+            let mut out = Vec::new();
+            for guard in s.raft_log.range::<[u8; 8], _>((start, end)) {
+                let (_, raw) = guard.into_inner().map_err(to_io)?;
+                out.push(postcard::from_bytes(&raw).map_err(invalid)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        self.read_meta(VOTE)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        let last_purged_log_id: Option<LogId> = self.read_meta(LAST_PURGED)?;
+        let last = match self.storage.raft_log.last_key_value() {
+            None => None,
+            Some(guard) => {
+                let (_, raw) = guard.into_inner().map_err(to_io)?;
+                let entry: Entry = postcard::from_bytes(&raw).map_err(invalid)?;
+                Some(entry.log_id)
+            }
+        };
+        Ok(LogState { last_purged_log_id, last_log_id: last.or(last_purged_log_id) })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        let raw = postcard::to_stdvec(vote).map_err(invalid)?;
+        self.blocking(move |s| {
+            let mut batch = s.db.batch().durability(Some(fjall::PersistMode::SyncData));
+            batch.insert(&s.raft_meta, VOTE, raw);
+            batch.commit().map_err(to_io)
+        })
+        .await
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        let raw = postcard::to_stdvec(&committed).map_err(invalid)?;
+        self.blocking(move |s| s.raft_meta.insert(COMMITTED, raw).map_err(to_io)).await
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        Ok(self.read_meta::<Option<LogId>>(COMMITTED)?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut encoded = Vec::new();
+        for entry in entries {
+            encoded.push((entry.log_id.index.to_be_bytes(), postcard::to_stdvec(&entry).map_err(invalid)?));
+        }
+        self.blocking(move |s| {
+            let mut batch = s.db.batch();
+            for (index, raw) in encoded {
+                batch.insert(&s.raft_log, index, raw);
+            }
+            batch.commit().map_err(to_io)
+        })
+        .await?;
+        self.syncer.tx.send(callback).map_err(|_| io::Error::other("log sync thread stopped"))
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        let from = last_log_id.map_or(0, |id| id.index + 1);
+        self.blocking(move |s| {
+            let mut batch = s.db.batch().durability(Some(fjall::PersistMode::SyncData));
+            for guard in s.raft_log.range(from.to_be_bytes()..) {
+                batch.remove(&s.raft_log, guard.key().map_err(to_io)?);
+            }
+            batch.commit().map_err(to_io)
+        })
+        .await
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        let raw = postcard::to_stdvec(&log_id).map_err(invalid)?;
+        self.blocking(move |s| {
+            let mut batch = s.db.batch();
+            for guard in s.raft_log.range(..=log_id.index.to_be_bytes()) {
+                batch.remove(&s.raft_log, guard.key().map_err(to_io)?);
+            }
+            batch.insert(&s.raft_meta, LAST_PURGED, raw);
+            batch.commit().map_err(to_io)
+        })
+        .await
+    }
+}
+
+pub(crate) fn to_io(e: fjall::Error) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+pub(crate) fn invalid(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}

@@ -1,0 +1,171 @@
+//! The replicated state machine: `apply(Command) → CommandResponse`, in log order, on every
+//! member.
+//!
+//! Deterministic by construction: a command's effect depends only on the command and the state
+//! before it (no clock, no randomness, no unordered iteration). Each command commits in one
+//! fjall batch together with the applied-log marker the Raft layer hands in, so the state and
+//! "how far the log has been applied" can never disagree after a crash (etcd 3.5's
+//! data-inconsistency bug broke exactly this). An etcd error is part of the response; a
+//! storage error is returned as `Err` and stops the node.
+//!
+//! This module does not name openraft types: `raft/state_machine.rs` adapts it.
+
+use std::fmt;
+
+use fjall::Readable;
+use serde::{Deserialize, Serialize};
+
+use crate::mvcc::{self, Mvcc, MvccError, NoLeases, StorageError, WriteRequest, WriteResponse};
+use crate::storage::Storage;
+
+/// What the Raft log carries. Variants are only ever appended: the log on disk and the
+/// snapshots of older members decode by variant index.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// A KV write: Put, DeleteRange, Txn or Compact.
+    Kv(WriteRequest),
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::Kv(WriteRequest::Put(_)) => f.write_str("put"),
+            Command::Kv(WriteRequest::DeleteRange(_)) => f.write_str("delete_range"),
+            Command::Kv(WriteRequest::Txn(_)) => f.write_str("txn"),
+            Command::Kv(WriteRequest::Compact(c)) => write!(f, "compact({})", c.revision),
+        }
+    }
+}
+
+/// The result of applying one log entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResponse {
+    /// For entries that carry no command (blank and membership entries).
+    #[default]
+    Empty,
+    Kv(Result<WriteResponse, MvccError>),
+}
+
+/// Where the state machine records how far it has applied the log. The Raft layer encodes
+/// its own log id and membership into these bytes.
+const APPLIED: &[u8] = b"raft/applied";
+const MEMBERSHIP: &[u8] = b"raft/membership";
+
+/// The applied-log marker, opaque to this module.
+#[derive(Clone, Debug, Default)]
+pub struct AppliedMarker {
+    pub applied: Vec<u8>,
+    pub membership: Option<Vec<u8>>,
+}
+
+/// The state machine over the state keyspaces of one [`Storage`].
+#[derive(Clone, Debug)]
+pub struct StateMachine {
+    storage: Storage,
+}
+
+impl StateMachine {
+    pub fn new(storage: Storage) -> Self {
+        StateMachine { storage }
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// Applies one entry: `command` (if any) and the marker, atomically.
+    pub fn apply(&self, command: Option<&Command>, marker: &AppliedMarker) -> Result<CommandResponse, StorageError> {
+        let mut batch = self.storage.db.batch();
+        let response = match command {
+            None => CommandResponse::Empty,
+            Some(Command::Kv(req)) => {
+                let applied = Mvcc::apply(&self.storage, &mut batch, req, &NoLeases)?;
+                CommandResponse::Kv(applied.response)
+            }
+        };
+        batch.insert(&self.storage.meta, APPLIED, marker.applied.as_slice());
+        if let Some(m) = &marker.membership {
+            batch.insert(&self.storage.meta, MEMBERSHIP, m.as_slice());
+        }
+        // No fsync here: the Raft log is already durable up to this entry, and openraft
+        // re-applies from the recorded marker after a crash. Snapshots persist first.
+        batch.commit()?;
+        Ok(response)
+    }
+
+    /// The marker of the last applied entry, as the Raft layer stored it.
+    pub fn applied_marker(&self) -> Result<AppliedMarker, StorageError> {
+        let applied = self.storage.meta.get(APPLIED)?.map(|v| v.to_vec()).unwrap_or_default();
+        let membership = self.storage.meta.get(MEMBERSHIP)?.map(|v| v.to_vec());
+        Ok(AppliedMarker { applied, membership })
+    }
+
+    /// The current revision, for response headers of non-KV requests.
+    pub fn revision(&self) -> Result<mvcc::Revision, mvcc::Error> {
+        Ok(Mvcc::read_view(&self.storage)?.rev)
+    }
+
+    /// Writes every state keyspace of a consistent snapshot to `out`; returns the marker the
+    /// snapshot was taken at. Format: records of `(keyspace index u8, key len u32, key,
+    /// value len u32, value)`, big-endian lengths, keyspaces as in `storage::STATE_KEYSPACES`.
+    pub fn export(&self, out: &mut impl std::io::Write) -> Result<AppliedMarker, std::io::Error> {
+        let snap = self.storage.db.snapshot();
+        let to_io = |e: fjall::Error| std::io::Error::other(e.to_string());
+        let applied = snap.get(&self.storage.meta, APPLIED).map_err(to_io)?.map(|v| v.to_vec()).unwrap_or_default();
+        let membership = snap.get(&self.storage.meta, MEMBERSHIP).map_err(to_io)?.map(|v| v.to_vec());
+        for (idx, name) in crate::storage::STATE_KEYSPACES.iter().enumerate() {
+            let ks = self.storage.state_keyspace(name).expect("listed state keyspace");
+            for guard in snap.iter(ks) {
+                let (k, v) = guard.into_inner().map_err(to_io)?;
+                out.write_all(&[idx as u8])?;
+                out.write_all(&(k.len() as u32).to_be_bytes())?;
+                out.write_all(&k)?;
+                out.write_all(&(v.len() as u32).to_be_bytes())?;
+                out.write_all(&v)?;
+            }
+        }
+        Ok(AppliedMarker { applied, membership })
+    }
+
+    /// Replaces all state with an [`export`](Self::export)ed image, atomically and durably.
+    pub fn import(&self, input: &mut impl std::io::Read) -> Result<(), std::io::Error> {
+        let to_io = |e: fjall::Error| std::io::Error::other(e.to_string());
+        let mut batch = self.storage.db.batch().durability(Some(fjall::PersistMode::SyncAll));
+        for name in crate::storage::STATE_KEYSPACES {
+            let ks = self.storage.state_keyspace(name).expect("listed state keyspace");
+            for guard in ks.iter() {
+                batch.remove(ks, guard.key().map_err(to_io)?);
+            }
+        }
+        loop {
+            let mut idx = [0u8; 1];
+            match input.read_exact(&mut idx) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                Err(e) => return Err(e),
+            }
+            let name = crate::storage::STATE_KEYSPACES
+                .get(idx[0] as usize)
+                .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "unknown keyspace in snapshot"))?;
+            let ks = self.storage.state_keyspace(name).expect("listed state keyspace");
+            let key = read_chunk(input)?;
+            let value = read_chunk(input)?;
+            batch.insert(ks, key, value);
+        }
+        batch.commit().map_err(to_io)
+    }
+
+    /// Makes everything applied so far durable (before a snapshot lets the log be purged).
+    pub fn persist(&self) -> Result<(), StorageError> {
+        self.storage.db.persist(fjall::PersistMode::SyncAll)?;
+        Ok(())
+    }
+}
+
+fn read_chunk(input: &mut impl std::io::Read) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    input.read_exact(&mut len)?;
+    let mut buf = vec![0u8; u32::from_be_bytes(len) as usize];
+    input.read_exact(&mut buf)?;
+    Ok(buf)
+}

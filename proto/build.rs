@@ -1,0 +1,25 @@
+//! Compiles the `.proto` files with protox (a pure-Rust protobuf compiler, so no system
+//! `protoc` is needed) and generates prost messages and tonic clients and servers.
+
+use std::path::Path;
+
+const PROTOS: &[&str] = &[
+    "etcd/mvccpb/kv.proto",
+    "etcd/authpb/auth.proto",
+    "etcd/etcdserverpb/rpc.proto",
+    "etcd/v3lockpb/v3lock.proto",
+    "etcd/v3electionpb/v3election.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for proto in PROTOS {
+        println!("cargo:rerun-if-changed={}", root.join(proto).display());
+    }
+    let fds = protox::compile(PROTOS, ["etcd"])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
+    Ok(())
+}
