@@ -2,7 +2,10 @@
 //!
 //! See `ARCHITECTURE.md` at the repository root for the map of this crate.
 
+pub mod api;
+pub mod config;
 pub mod mvcc;
 pub mod raft;
+pub mod server;
 pub mod state_machine;
 pub mod storage;

@@ -1,1 +1,59 @@
-fn main() {}
+//! The `cairn` binary: parse flags, set up logging, run a member until SIGINT or SIGTERM.
+
+use std::process::ExitCode;
+
+use cairn::config::Config;
+use cairn::server::Server;
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let config = Config::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(format!("{},openraft=warn", config.log_level)))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cairn: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cairn: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> Result<(), cairn::server::ServerError> {
+    let mut server = Server::start(config).await?;
+    let result = tokio::select! {
+        r = server.wait() => r,
+        _ = shutdown_signal() => {
+            tracing::info!("received shutdown signal; stopping");
+            Ok(())
+        }
+    };
+    server.shutdown().await;
+    tracing::info!("stopped");
+    result
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; stopping on SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

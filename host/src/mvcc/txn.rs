@@ -58,6 +58,32 @@ pub fn txn(w: &mut WriteTxn<'_>, req: &TxnRequest, leases: &dyn LeaseLookup) -> 
     Ok(resp)
 }
 
+/// A Txn with no write on any branch, served from a read view without going through Raft
+/// (as etcd does). The caller checks that the txn is read-only.
+pub fn read_only(view: &ReadView<'_>, req: &TxnRequest) -> Result<TxnResponse, Error> {
+    let mut path = Vec::new();
+    compare_path(view, req, &mut path)?;
+    check_ops(view, req, &path, &mut 0, &NoLeases)?;
+    let mut resp = read_branch(view, req, &path, &mut 0)?;
+    resp.revision = view.rev;
+    Ok(resp)
+}
+
+fn read_branch(view: &ReadView<'_>, req: &TxnRequest, path: &[bool], cursor: &mut usize) -> Result<TxnResponse, Error> {
+    let succeeded = path[*cursor];
+    *cursor += 1;
+    let mut responses = Vec::new();
+    for op in branch(req, succeeded) {
+        responses.push(match op {
+            RequestOp::Range(r) => ResponseOp::Range(view.range(r)?),
+            RequestOp::Txn(nested) => ResponseOp::Txn(read_branch(view, nested, path, cursor)?),
+            // Writes never reach here: callers send only txns without writes.
+            RequestOp::Put(_) | RequestOp::DeleteRange(_) => continue,
+        });
+    }
+    Ok(TxnResponse { revision: 0, succeeded, responses })
+}
+
 /// Evaluates all compares along the path the txn will take, depth first, in etcd's order.
 fn compare_path(view: &ReadView<'_>, req: &TxnRequest, path: &mut Vec<bool>) -> Result<(), Error> {
     let mut succeeded = true;

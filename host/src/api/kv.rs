@@ -1,0 +1,137 @@
+//! etcd's KV service: Range, Put, DeleteRange, Txn, Compact.
+
+use cairn_proto::etcdserverpb as pb;
+use cairn_proto::etcdserverpb::kv_server::Kv;
+use futures::stream::BoxStream;
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+use super::status;
+use super::{Context, convert};
+use crate::mvcc::{CompactRequest, WriteRequest, WriteResponse, validate};
+use crate::state_machine::{Command, CommandResponse};
+
+pub struct KvService {
+    ctx: Context,
+}
+
+impl KvService {
+    pub fn new(ctx: Context) -> Self {
+        KvService { ctx }
+    }
+
+    /// Proposes a KV write and unwraps its response.
+    async fn write(&self, req: WriteRequest) -> Result<WriteResponse, Status> {
+        match self.ctx.propose(Command::Kv(req)).await? {
+            CommandResponse::Kv(Ok(resp)) => Ok(resp),
+            CommandResponse::Kv(Err(e)) => Err(status::mvcc_error(&e)),
+            CommandResponse::Empty => Err(Status::internal("cairn: empty response to a KV write")),
+        }
+    }
+}
+
+fn unexpected(resp: WriteResponse) -> Status {
+    Status::internal(format!("cairn: unexpected response {resp:?}"))
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn range(&self, request: Request<pb::RangeRequest>) -> Result<Response<pb::RangeResponse>, Status> {
+        let req = request.into_inner();
+        let serializable = req.serializable;
+        let req = convert::range_request(req);
+        validate::check_range(&req).map_err(|e| status::invalid_request(&e))?;
+        let resp = self.ctx.read(serializable, move |view| view.range(&req)).await?;
+        let mut out = convert::range_response(resp);
+        self.ctx.fill(&mut out.header);
+        Ok(Response::new(out))
+    }
+
+    type RangeStreamStream = BoxStream<'static, Result<pb::RangeStreamResponse, Status>>;
+
+    async fn range_stream(
+        &self,
+        _request: Request<pb::RangeRequest>,
+    ) -> Result<Response<Self::RangeStreamStream>, Status> {
+        Err(status::unimplemented("KV.RangeStream"))
+    }
+
+    async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        let req = request.into_inner();
+        self.ctx.check_size(req.encoded_len())?;
+        let req = convert::put_request(req);
+        validate::check_put(&req).map_err(|e| status::invalid_request(&e))?;
+        match self.write(WriteRequest::Put(req)).await? {
+            WriteResponse::Put(r) => {
+                let mut out = convert::put_response(r);
+                self.ctx.fill(&mut out.header);
+                Ok(Response::new(out))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<pb::DeleteRangeRequest>,
+    ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        let req = request.into_inner();
+        self.ctx.check_size(req.encoded_len())?;
+        let req = convert::delete_request(req);
+        validate::check_delete_range(&req.key).map_err(|e| status::invalid_request(&e))?;
+        match self.write(WriteRequest::DeleteRange(req)).await? {
+            WriteResponse::DeleteRange(r) => {
+                let mut out = convert::delete_response(r);
+                self.ctx.fill(&mut out.header);
+                Ok(Response::new(out))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn txn(&self, request: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+        let req = request.into_inner();
+        self.ctx.check_size(req.encoded_len())?;
+        let req = convert::txn_request(req)?;
+        validate::check_txn(&req, self.ctx.limits.max_txn_ops).map_err(|e| status::invalid_request(&e))?;
+        if is_read_only(&req) {
+            // etcd serves a read-only txn without proposing it: compares and ranges run
+            // against one consistent view after a linearizable read point.
+            let resp = self.ctx.read(false, move |view| crate::mvcc::txn::read_only(view, &req)).await?;
+            let mut out = convert::txn_response(resp);
+            self.ctx.fill(&mut out.header);
+            return Ok(Response::new(out));
+        }
+        match self.write(WriteRequest::Txn(req)).await? {
+            WriteResponse::Txn(r) => {
+                let mut out = convert::txn_response(r);
+                self.ctx.fill(&mut out.header);
+                Ok(Response::new(out))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn compact(
+        &self,
+        request: Request<pb::CompactionRequest>,
+    ) -> Result<Response<pb::CompactionResponse>, Status> {
+        let req = request.into_inner();
+        // Compaction runs inside apply, so it is physical by the time the write returns.
+        let write = WriteRequest::Compact(CompactRequest { revision: req.revision, physical: req.physical });
+        match self.write(write).await? {
+            WriteResponse::Compact(r) => Ok(Response::new(pb::CompactionResponse { header: self.ctx.header(r.revision) })),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+/// True when no branch of the txn, at any depth, writes.
+fn is_read_only(req: &crate::mvcc::TxnRequest) -> bool {
+    use crate::mvcc::RequestOp;
+    req.success.iter().chain(&req.failure).all(|op| match op {
+        RequestOp::Range(_) => true,
+        RequestOp::Put(_) | RequestOp::DeleteRange(_) => false,
+        RequestOp::Txn(t) => is_read_only(t),
+    })
+}

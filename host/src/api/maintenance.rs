@@ -1,0 +1,102 @@
+//! etcd's Maintenance service. Status and Alarm(GET) are served; the rest answer
+//! `Unimplemented` until their issue lands (see docs/compatibility.md).
+
+use cairn_proto::etcdserverpb as pb;
+use cairn_proto::etcdserverpb::maintenance_server::Maintenance;
+use futures::stream::BoxStream;
+use tonic::{Request, Response, Status};
+
+use super::{Context, status};
+use crate::mvcc::Mvcc;
+
+/// The etcd API version Cairn speaks, reported by Status and /version.
+pub const ETCD_VERSION: &str = "3.6.0";
+/// etcd's default backend quota (2 GiB); Cairn enforces no quota yet.
+const DEFAULT_QUOTA_BYTES: i64 = 2 << 30;
+
+pub struct MaintenanceService {
+    ctx: Context,
+}
+
+impl MaintenanceService {
+    pub fn new(ctx: Context) -> Self {
+        MaintenanceService { ctx }
+    }
+}
+
+#[tonic::async_trait]
+impl Maintenance for MaintenanceService {
+    async fn alarm(&self, request: Request<pb::AlarmRequest>) -> Result<Response<pb::AlarmResponse>, Status> {
+        let req = request.into_inner();
+        match pb::alarm_request::AlarmAction::try_from(req.action) {
+            // Cairn raises no alarms (no space quota yet), so the list is truly empty.
+            Ok(pb::alarm_request::AlarmAction::Get) => {
+                let rev = self.ctx.read(true, |view| Ok(view.rev)).await?;
+                Ok(Response::new(pb::AlarmResponse { header: self.ctx.header(rev), alarms: Vec::new() }))
+            }
+            _ => Err(status::unimplemented("Maintenance.Alarm activate/deactivate")),
+        }
+    }
+
+    async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        let storage = self.ctx.storage.clone();
+        let (rev, db_size, in_use) = tokio::task::spawn_blocking(move || {
+            let rev = Mvcc::read_view(&storage).map(|v| v.rev);
+            (rev, storage.disk_space(), storage.disk_space_in_use())
+        })
+        .await
+        .map_err(|e| Status::internal(format!("cairn: status task failed: {e}")))?;
+        let rev = rev.map_err(|e| status::storage_error(&e))?;
+        let raft = self.ctx.raft.status();
+        Ok(Response::new(pb::StatusResponse {
+            header: self.ctx.header(rev),
+            version: ETCD_VERSION.to_string(),
+            db_size: db_size as i64,
+            leader: raft.leader.unwrap_or(0),
+            raft_index: raft.last_log_index,
+            raft_term: raft.term,
+            raft_applied_index: raft.applied_index,
+            errors: Vec::new(),
+            db_size_in_use: in_use as i64,
+            is_learner: false,
+            storage_version: ETCD_VERSION.to_string(),
+            db_size_quota: DEFAULT_QUOTA_BYTES,
+            downgrade_info: None,
+        }))
+    }
+
+    async fn defragment(
+        &self,
+        _request: Request<pb::DefragmentRequest>,
+    ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        Err(status::unimplemented("Maintenance.Defragment"))
+    }
+
+    async fn hash(&self, _request: Request<pb::HashRequest>) -> Result<Response<pb::HashResponse>, Status> {
+        Err(status::unimplemented("Maintenance.Hash"))
+    }
+
+    async fn hash_kv(&self, _request: Request<pb::HashKvRequest>) -> Result<Response<pb::HashKvResponse>, Status> {
+        Err(status::unimplemented("Maintenance.HashKV"))
+    }
+
+    type SnapshotStream = BoxStream<'static, Result<pb::SnapshotResponse, Status>>;
+
+    async fn snapshot(&self, _request: Request<pb::SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+        Err(status::unimplemented("Maintenance.Snapshot"))
+    }
+
+    async fn move_leader(
+        &self,
+        _request: Request<pb::MoveLeaderRequest>,
+    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        Err(status::unimplemented("Maintenance.MoveLeader"))
+    }
+
+    async fn downgrade(
+        &self,
+        _request: Request<pb::DowngradeRequest>,
+    ) -> Result<Response<pb::DowngradeResponse>, Status> {
+        Err(status::unimplemented("Maintenance.Downgrade"))
+    }
+}

@@ -1,0 +1,101 @@
+//! The client API: one file per etcd service, plus conversions and the error mapping.
+//!
+//! Each handler validates and converts its request, then either proposes a
+//! [`Command`](crate::state_machine::Command) through Raft (writes) or waits for a
+//! linearizable read point and reads the local MVCC store (reads). Only this module knows
+//! protobuf types; only [`status`] builds `tonic::Status`.
+
+pub mod convert;
+pub mod kv;
+pub mod maintenance;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_proto::etcdserverpb::ResponseHeader;
+use tonic::Status;
+
+use crate::mvcc::{self, Mvcc, ReadView};
+use crate::raft::RaftNode;
+use crate::state_machine::{Command, CommandResponse};
+use crate::storage::Storage;
+
+/// Request limits, from the server's flags.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_request_bytes: usize,
+    pub max_txn_ops: usize,
+    /// How long a request may wait for Raft before it fails with "request timed out".
+    pub request_timeout: Duration,
+}
+
+/// What every service handler needs. Shared behind an `Arc`.
+pub struct ApiContext {
+    pub raft: RaftNode,
+    pub storage: Storage,
+    pub cluster_id: u64,
+    pub member_id: u64,
+    pub limits: Limits,
+}
+
+pub type Context = Arc<ApiContext>;
+
+impl ApiContext {
+    /// Fills the identity fields of a response header; the revision stays as the handler set it.
+    pub fn fill(&self, header: &mut Option<ResponseHeader>) {
+        let h = header.get_or_insert_with(ResponseHeader::default);
+        h.cluster_id = self.cluster_id;
+        h.member_id = self.member_id;
+        h.raft_term = self.raft.status().term;
+    }
+
+    /// A full header at `revision`.
+    pub fn header(&self, revision: mvcc::Revision) -> Option<ResponseHeader> {
+        let mut h = Some(ResponseHeader { revision, ..Default::default() });
+        self.fill(&mut h);
+        h
+    }
+
+    /// Rejects a write whose encoding is over `--max-request-bytes`, as etcd does before
+    /// proposing it.
+    pub fn check_size(&self, encoded_len: usize) -> Result<(), Status> {
+        if encoded_len > self.limits.max_request_bytes {
+            return Err(status::request_too_large());
+        }
+        Ok(())
+    }
+
+    /// Proposes `command` and waits for its response (bounded by the request timeout).
+    pub async fn propose(&self, command: Command) -> Result<CommandResponse, Status> {
+        match tokio::time::timeout(self.limits.request_timeout, self.raft.write(command)).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(status::propose_error(&e)),
+            Err(_) => Err(status::timed_out()),
+        }
+    }
+
+    /// Runs `read` against the local store; first waits for a ReadIndex point unless the
+    /// client asked for a serializable read.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        serializable: bool,
+        read: impl FnOnce(&ReadView<'_>) -> Result<T, mvcc::Error> + Send + 'static,
+    ) -> Result<T, Status> {
+        if !serializable {
+            match tokio::time::timeout(self.limits.request_timeout, self.raft.read_barrier()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(status::propose_error(&e)),
+                Err(_) => return Err(status::timed_out()),
+            }
+        }
+        let storage = self.storage.clone();
+        tokio::task::spawn_blocking(move || {
+            let view = Mvcc::read_view(&storage)?;
+            read(&view)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("cairn: read task failed: {e}")))?
+        .map_err(|e| status::storage_error(&e))
+    }
+}

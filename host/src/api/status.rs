@@ -1,0 +1,80 @@
+//! The one place that turns Cairn errors into `tonic::Status`, with etcd's gRPC codes and
+//! exact messages (clients match on the text, e.g. clientv3's `rpctypes` errors).
+
+use tonic::{Code, Status};
+
+use crate::mvcc::validate::InvalidRequest;
+use crate::mvcc::{self, MvccError};
+use crate::raft::ProposeError;
+
+pub const REQUEST_TOO_LARGE: &str = "etcdserver: request is too large";
+pub const REQUEST_TIMED_OUT: &str = "etcdserver: request timed out";
+
+fn etcd(code: Code, message: &str) -> Status {
+    Status::new(code, format!("etcdserver: {message}"))
+}
+
+pub fn mvcc_error(e: &MvccError) -> Status {
+    let code = match e {
+        MvccError::Compacted | MvccError::FutureRevision => Code::OutOfRange,
+        MvccError::KeyNotFound => Code::InvalidArgument,
+        MvccError::LeaseNotFound => Code::NotFound,
+    };
+    etcd(code, &e.to_string())
+}
+
+pub fn invalid_request(e: &InvalidRequest) -> Status {
+    etcd(Code::InvalidArgument, &e.to_string())
+}
+
+pub fn request_too_large() -> Status {
+    Status::new(Code::InvalidArgument, REQUEST_TOO_LARGE)
+}
+
+pub fn timed_out() -> Status {
+    Status::new(Code::Unavailable, REQUEST_TIMED_OUT)
+}
+
+pub fn propose_error(e: &ProposeError) -> Status {
+    match e {
+        ProposeError::NoLeader | ProposeError::NoQuorum => etcd(Code::Unavailable, "no leader"),
+        ProposeError::Stopped(_) => etcd(Code::Unavailable, "server stopped"),
+    }
+}
+
+/// A local storage failure while serving a read. Writes never get here: a storage error in
+/// apply stops the node.
+pub fn storage_error(e: &mvcc::Error) -> Status {
+    match e {
+        mvcc::Error::Mvcc(m) => mvcc_error(m),
+        mvcc::Error::Storage(s) => Status::new(Code::Internal, format!("cairn: {s}")),
+    }
+}
+
+pub fn invalid_argument(message: impl Into<String>) -> Status {
+    Status::new(Code::InvalidArgument, message.into())
+}
+
+pub fn unimplemented(what: &str) -> Status {
+    Status::new(Code::Unimplemented, format!("cairn: {what} is not implemented yet"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_etcds() {
+        // Proves the exact strings clients match on.
+        assert_eq!(mvcc_error(&MvccError::Compacted).message(), "etcdserver: mvcc: required revision has been compacted");
+        assert_eq!(mvcc_error(&MvccError::Compacted).code(), Code::OutOfRange);
+        assert_eq!(mvcc_error(&MvccError::FutureRevision).message(), "etcdserver: mvcc: required revision is a future revision");
+        assert_eq!(mvcc_error(&MvccError::LeaseNotFound).message(), "etcdserver: requested lease not found");
+        assert_eq!(mvcc_error(&MvccError::LeaseNotFound).code(), Code::NotFound);
+        assert_eq!(mvcc_error(&MvccError::KeyNotFound).message(), "etcdserver: key not found");
+        assert_eq!(invalid_request(&InvalidRequest::EmptyKey).message(), "etcdserver: key is not provided");
+        assert_eq!(invalid_request(&InvalidRequest::DuplicateKey).message(), "etcdserver: duplicate key given in txn request");
+        assert_eq!(invalid_request(&InvalidRequest::TooManyOps).message(), "etcdserver: too many operations in txn request");
+        assert_eq!(propose_error(&ProposeError::NoLeader).message(), "etcdserver: no leader");
+    }
+}

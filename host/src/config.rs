@@ -1,0 +1,176 @@
+//! The server's flags: etcd's names and defaults, each also readable from `CAIRN_<FLAG>`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use thiserror::Error;
+
+#[derive(Parser, Debug, Clone)]
+#[command(name = "cairn", version, about = "Cairn: an etcd v3 compatible key-value store")]
+pub struct Config {
+    /// Human-readable name for this member.
+    #[arg(long, env = "CAIRN_NAME", default_value = "default")]
+    pub name: String,
+
+    /// Path to the data directory (default: `<name>.cairn`).
+    #[arg(long, env = "CAIRN_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// URLs to listen on for client traffic, comma-separated.
+    #[arg(long, env = "CAIRN_LISTEN_CLIENT_URLS", default_value = "http://localhost:2379", value_delimiter = ',')]
+    pub listen_client_urls: Vec<String>,
+
+    /// Client URLs of this member advertised to the cluster, comma-separated.
+    #[arg(long, env = "CAIRN_ADVERTISE_CLIENT_URLS", default_value = "http://localhost:2379", value_delimiter = ',')]
+    pub advertise_client_urls: Vec<String>,
+
+    /// Peer URLs of this member advertised to the cluster (part of the member ID).
+    #[arg(
+        long,
+        env = "CAIRN_INITIAL_ADVERTISE_PEER_URLS",
+        default_value = "http://localhost:2380",
+        value_delimiter = ','
+    )]
+    pub initial_advertise_peer_urls: Vec<String>,
+
+    /// Token that keeps members of different clusters apart (part of the cluster ID).
+    #[arg(long, env = "CAIRN_INITIAL_CLUSTER_TOKEN", default_value = "etcd-cluster")]
+    pub initial_cluster_token: String,
+
+    /// Applied Raft entries between snapshots (after which the log is compacted).
+    #[arg(long, env = "CAIRN_SNAPSHOT_COUNT", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub snapshot_count: u64,
+
+    /// Largest client request Cairn accepts, in bytes.
+    #[arg(long, env = "CAIRN_MAX_REQUEST_BYTES", default_value_t = 1_572_864, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_request_bytes: u32,
+
+    /// Most operations in one Txn (compares, success ops or failure ops).
+    #[arg(long, env = "CAIRN_MAX_TXN_OPS", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_txn_ops: u32,
+
+    /// Time between leader heartbeats, in milliseconds.
+    #[arg(long, env = "CAIRN_HEARTBEAT_INTERVAL", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    pub heartbeat_interval: u64,
+
+    /// Time a follower waits without a heartbeat before it campaigns, in milliseconds.
+    #[arg(long, env = "CAIRN_ELECTION_TIMEOUT", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub election_timeout: u64,
+
+    /// Log level: debug, info, warn or error.
+    #[arg(long, env = "CAIRN_LOG_LEVEL", default_value = "info", value_parser = ["debug", "info", "warn", "error"])]
+    pub log_level: String,
+}
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("invalid URL {url:?}: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("--election-timeout ({election}ms) must be at least 5 times --heartbeat-interval ({heartbeat}ms)")]
+    Timing { election: u64, heartbeat: u64 },
+}
+
+/// A parsed `http://host:port` listen URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenUrl {
+    pub url: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Config {
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("{}.cairn", self.name)))
+    }
+
+    /// Checks what clap cannot: URL shapes and timing relations.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.client_listen_urls()?;
+        // etcd requires election timeout >= 5 x heartbeat interval.
+        if self.election_timeout < 5 * self.heartbeat_interval {
+            return Err(ConfigError::Timing { election: self.election_timeout, heartbeat: self.heartbeat_interval });
+        }
+        Ok(())
+    }
+
+    pub fn client_listen_urls(&self) -> Result<Vec<ListenUrl>, ConfigError> {
+        self.listen_client_urls.iter().map(|u| parse_url(u)).collect()
+    }
+
+    /// This member's ID: a stable hash of its peer URLs and the cluster token, as etcd
+    /// derives member IDs (the exact hash differs from etcd's).
+    pub fn member_id(&self) -> u64 {
+        let mut urls = self.initial_advertise_peer_urls.clone();
+        urls.sort();
+        fnv1a(format!("{}|{}", urls.join(","), self.initial_cluster_token).as_bytes())
+    }
+
+    /// The cluster's ID: a stable hash of its member IDs and the token.
+    pub fn cluster_id(&self, member_ids: &[u64]) -> u64 {
+        let mut ids = member_ids.to_vec();
+        ids.sort_unstable();
+        let text: Vec<String> = ids.iter().map(|id| format!("{id:x}")).collect();
+        fnv1a(format!("{}|{}", text.join(","), self.initial_cluster_token).as_bytes())
+    }
+}
+
+fn parse_url(url: &str) -> Result<ListenUrl, ConfigError> {
+    let bad = |reason: &str| ConfigError::BadUrl { url: url.to_string(), reason: reason.to_string() };
+    let rest = match url.split_once("://") {
+        Some(("http", rest)) => rest,
+        Some(("https", _)) => return Err(bad("TLS listeners are not supported yet; use http://")),
+        Some((scheme, _)) => return Err(bad(&format!("unsupported scheme {scheme:?}"))),
+        None => return Err(bad("expected http://host:port")),
+    };
+    let rest = rest.trim_end_matches('/');
+    if let Ok(addr) = rest.parse::<SocketAddr>() {
+        return Ok(ListenUrl { url: url.to_string(), host: addr.ip().to_string(), port: addr.port() });
+    }
+    let (host, port) = rest.rsplit_once(':').ok_or_else(|| bad("missing port"))?;
+    let port = port.parse::<u16>().map_err(|_| bad("port is not a number in 0..=65535"))?;
+    if host.is_empty() {
+        return Err(bad("missing host"));
+    }
+    Ok(ListenUrl { url: url.to_string(), host: host.trim_matches(['[', ']']).to_string(), port })
+}
+
+/// 64-bit FNV-1a: small, stable across platforms and Rust versions.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_listen_urls() {
+        // Proves the URL forms etcd accepts for --listen-client-urls.
+        assert_eq!(parse_url("http://127.0.0.1:2379").unwrap().port, 2379);
+        assert_eq!(parse_url("http://localhost:12379/").unwrap().host, "localhost");
+        assert_eq!(parse_url("http://[::1]:2379").unwrap().host, "::1");
+        assert!(parse_url("localhost:2379").is_err());
+        assert!(parse_url("http://localhost").is_err());
+        assert!(parse_url("https://localhost:2379").is_err());
+    }
+
+    #[test]
+    fn flags_have_etcd_defaults_and_env_vars() {
+        // Proves etcd's defaults and the CAIRN_<FLAG> spelling.
+        let c = Config::try_parse_from(["cairn"]).unwrap();
+        assert_eq!(c.name, "default");
+        assert_eq!(c.data_dir(), PathBuf::from("default.cairn"));
+        assert_eq!(c.max_request_bytes, 1_572_864);
+        assert_eq!(c.max_txn_ops, 128);
+        let c = Config::try_parse_from(["cairn", "--name=n1", "--max-txn-ops", "7"]).unwrap();
+        assert_eq!((c.data_dir(), c.max_txn_ops), (PathBuf::from("n1.cairn"), 7));
+        assert!(Config::try_parse_from(["cairn", "--max-txn-ops=0"]).is_err());
+        assert!(Config::try_parse_from(["cairn", "--no-such-flag"]).is_err());
+    }
+}
