@@ -1,0 +1,9 @@
+//! Cairn's test harness: start real `cairn` and `etcd` processes on free loopback ports,
+//! drive them with `etcdctl` or the `etcd-client` crate, kill them, and clean up by PID.
+//!
+//! Every process started here is killed when its handle drops, so a failing test never
+//! leaves a server behind. Tests bound their own time with [`with_timeout`].
+
+pub mod process;
+
+pub use process::{CairnNode, EtcdNode, Etcdctl, binary_path, free_port, with_timeout};

@@ -1,0 +1,218 @@
+//! Server processes for tests: Cairn (the binary built from this workspace) and real etcd
+//! (Debian's `etcd-server`).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// A port on 127.0.0.1 that was free a moment ago (bound, then released).
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port on loopback");
+    listener.local_addr().expect("local addr of a bound socket").port()
+}
+
+/// The `cairn` binary of this workspace. The test command builds it before running tests
+/// (`cargo build --bins`); a missing binary is a hard failure, never a skip.
+pub fn binary_path() -> PathBuf {
+    if let Ok(p) = std::env::var("CAIRN_BIN") {
+        return PathBuf::from(p);
+    }
+    // target/<profile>/deps/<test-binary> → target/<profile>/cairn
+    let exe = std::env::current_exe().expect("path of the running test binary");
+    let dir = exe.parent().and_then(Path::parent).expect("test binary lives in target/<profile>/deps");
+    let bin = dir.join("cairn");
+    assert!(bin.exists(), "{} not found: run `cargo build --bins` before the tests (the README's test command does)", bin.display());
+    bin
+}
+
+/// Runs `f` with a deadline, so a hung server fails the test instead of hanging CI.
+pub async fn with_timeout<T>(limit: Duration, what: &str, f: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(limit, f).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what} did not finish within {limit:?}"),
+    }
+}
+
+/// A child process killed (SIGKILL) and reaped on drop.
+#[derive(Debug)]
+struct Guarded(Child);
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls until `endpoint` accepts TCP connections.
+fn wait_for_port(port: u16, child: &mut Child, log: &Path, limit: Duration) {
+    let start = Instant::now();
+    loop {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("server exited with {status} before listening; log:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+        }
+        assert!(start.elapsed() < limit, "server did not listen on {port} within {limit:?}; log:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A Cairn member running as its own process.
+#[derive(Debug)]
+pub struct CairnNode {
+    child: Option<Guarded>,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub extra_args: Vec<String>,
+    log: PathBuf,
+    _dir: Option<TempDir>,
+}
+
+impl CairnNode {
+    /// Starts a fresh single-member Cairn in a new temporary data dir.
+    pub fn start(extra_args: &[&str]) -> CairnNode {
+        let dir = tempfile::tempdir().expect("temp dir for a cairn data dir");
+        let data_dir = dir.path().join("data");
+        let mut node = CairnNode {
+            child: None,
+            port: free_port(),
+            log: dir.path().join("cairn.log"),
+            data_dir,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            _dir: Some(dir),
+        };
+        node.restart();
+        node
+    }
+
+    /// Starts (again) over the same data dir and port.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart of a running node");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("open cairn log");
+        let url = format!("http://127.0.0.1:{}", self.port);
+        let mut child = Command::new(binary_path())
+            .arg(format!("--data-dir={}", self.data_dir.display()))
+            .arg(format!("--listen-client-urls={url}"))
+            .arg(format!("--advertise-client-urls={url}"))
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn cairn");
+        wait_for_port(self.port, &mut child, &self.log, Duration::from_secs(30));
+        self.child = Some(Guarded(child));
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub fn kill9(&mut self) {
+        drop(self.child.take());
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.0.id())
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// A real etcd member (Debian's `etcd-server`) for differential tests.
+#[derive(Debug)]
+pub struct EtcdNode {
+    _child: Guarded,
+    pub port: u16,
+    _dir: TempDir,
+}
+
+impl EtcdNode {
+    /// Starts a fresh single-member etcd with `extra_args` added to its flags.
+    pub fn start(extra_args: &[&str]) -> EtcdNode {
+        let etcd = which("etcd").unwrap_or_else(|| {
+            panic!("etcd not found on PATH: the test command installs Debian's etcd-server (apt-get install etcd-server etcd-client)")
+        });
+        let dir = tempfile::tempdir().expect("temp dir for an etcd data dir");
+        let (port, peer) = (free_port(), free_port());
+        let client = format!("http://127.0.0.1:{port}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let log_path = dir.path().join("etcd.log");
+        let log = std::fs::File::create(&log_path).expect("create etcd log");
+        let mut child = Command::new(etcd)
+            .arg("--name=etcd-diff")
+            .arg(format!("--data-dir={}", dir.path().join("data").display()))
+            .arg(format!("--listen-client-urls={client}"))
+            .arg(format!("--advertise-client-urls={client}"))
+            .arg(format!("--listen-peer-urls={peer_url}"))
+            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+            .arg(format!("--initial-cluster=etcd-diff={peer_url}"))
+            .args(extra_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn etcd");
+        wait_for_port(port, &mut child, &log_path, Duration::from_secs(30));
+        let node = EtcdNode { _child: Guarded(child), port, _dir: dir };
+        // etcd listens before it has elected itself; wait until it serves a write path read.
+        let ctl = Etcdctl::new(&node.endpoint());
+        let start = Instant::now();
+        while !ctl.run(&["endpoint", "health"], None).status.success() {
+            assert!(start.elapsed() < Duration::from_secs(30), "etcd did not become healthy");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        node
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+/// `etcdctl` (Debian's `etcd-client`) pointed at one endpoint.
+#[derive(Debug, Clone)]
+pub struct Etcdctl {
+    endpoint: String,
+    bin: PathBuf,
+}
+
+impl Etcdctl {
+    pub fn new(endpoint: &str) -> Etcdctl {
+        let bin = which("etcdctl").unwrap_or_else(|| {
+            panic!("etcdctl not found on PATH: the test command installs Debian's etcd-client")
+        });
+        Etcdctl { endpoint: endpoint.to_string(), bin }
+    }
+
+    /// Runs `etcdctl --endpoints=<endpoint> <args>` with optional stdin.
+    pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(&self.bin)
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.endpoint))
+            .arg("--command-timeout=10s")
+            .args(args)
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn etcdctl");
+        if let Some(input) = stdin {
+            child.stdin.take().expect("piped stdin").write_all(input.as_bytes()).expect("write etcdctl stdin");
+        }
+        child.wait_with_output().expect("wait for etcdctl")
+    }
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.is_file())
+}
