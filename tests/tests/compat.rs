@@ -184,3 +184,104 @@ fn zero_field_only_touches_the_named_numbers() {
     let zeroed = zero_field(&zero_field(&zero_field(text, "cluster_id"), "member_id"), "raft_term");
     assert_eq!(zeroed, r#"{"header":{"cluster_id":0,"member_id":0,"revision":6,"raft_term":0},"x":"raft_term"}"#);
 }
+
+/// Zeroes identity fields in a `Debug` rendering (`cluster_id: 123` → `cluster_id: 0`).
+fn zero_debug(text: &str) -> String {
+    let mut out = text.to_string();
+    for key in ["cluster_id", "member_id", "raft_term"] {
+        out = zero_field(&out.replace(&format!("{key}: "), &format!("\"{key}\":")), key)
+            .replace(&format!("\"{key}\":"), &format!("{key}: "));
+    }
+    out
+}
+
+/// A response or error from the Rust client, reduced to what must match.
+fn render<T: std::fmt::Debug>(result: Result<T, etcd_client::Error>) -> String {
+    match result {
+        Ok(resp) => zero_debug(&format!("{resp:?}")),
+        Err(etcd_client::Error::GRpcStatus(s)) => format!("error {:?}: {}", s.code(), s.message()),
+        Err(e) => format!("client error: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_client_session_matches_etcd() {
+    // Proves the Rust etcd-client crate sees identical responses and errors from Cairn and etcd,
+    // including the fields etcdctl cannot send (count_only, revision filters, nested txns).
+    use etcd_client::{Client, CompactionOptions, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions};
+    use etcd_client::{SortOrder, SortTarget, Txn, TxnOp};
+
+    let etcd = EtcdNode::start(LIMIT_FLAGS);
+    let cairn = CairnNode::start(LIMIT_FLAGS);
+    let connect = |endpoint: String| async move { Client::connect([endpoint], None).await.expect("connect") };
+    let mut clients = [connect(etcd.endpoint()).await, connect(cairn.endpoint()).await];
+    let mut transcript: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+
+    macro_rules! both {
+        ($c:ident => $op:expr) => {
+            for (i, $c) in clients.iter_mut().enumerate() {
+                let line = render($op.await);
+                transcript[i].push(format!("{}: {}", stringify!($op), line));
+            }
+        };
+    }
+
+    cairn_tests::with_timeout(std::time::Duration::from_secs(120), "etcd-client session", async {
+        for i in 0..6 {
+            both!(c => c.put(format!("k{i}"), format!("v{}", i % 3), None));
+        }
+        both!(c => c.put("k1", "again", Some(PutOptions::new().with_prev_key())));
+        both!(c => c.get("k", Some(GetOptions::new().with_prefix().with_count_only())));
+        both!(c => c.get("k", Some(GetOptions::new().with_prefix().with_keys_only().with_limit(2))));
+        both!(c => c.get("k", Some(GetOptions::new().with_prefix().with_min_mod_revision(4).with_max_mod_revision(6))));
+        both!(c => c.get("k", Some(GetOptions::new().with_prefix().with_min_create_revision(3).with_limit(1))));
+        both!(c => c.get("k", Some(GetOptions::new().with_prefix().with_max_create_revision(3).with_sort(SortTarget::Value, SortOrder::Descend))));
+        both!(c => c.get("k", Some(GetOptions::new().with_prefix().with_sort(SortTarget::Mod, SortOrder::None))));
+        both!(c => c.get("k", Some(GetOptions::new().with_prefix().with_revision(4).with_count_only())));
+        both!(c => c.get("k", Some(GetOptions::new().with_range("k3").with_serializable())));
+        both!(c => c.get("\0", Some(GetOptions::new().with_from_key())));
+        both!(c => c.get("", Some(GetOptions::new().with_all_keys().with_limit(3))));
+        both!(c => c.txn(Txn::new()
+            .when([Compare::version("k0", CompareOp::Equal, 1), Compare::value("k", CompareOp::Greater, "v0").with_prefix()])
+            .and_then([TxnOp::put("t1", "a", None), TxnOp::get("k", Some(GetOptions::new().with_prefix().with_count_only()))])
+            .or_else([TxnOp::put("t1", "b", None)])));
+        both!(c => c.txn(Txn::new()
+            .when([Compare::mod_revision("k", CompareOp::Less, 100).with_range("k3")])
+            .and_then([
+                TxnOp::txn(Txn::new().when([Compare::create_revision("t1", CompareOp::NotEqual, 0)])
+                    .and_then([TxnOp::delete("k0", Some(DeleteOptions::new().with_prev_key()))])
+                    .or_else([TxnOp::put("never", "x", None)])),
+                TxnOp::put("t2", "nested", Some(PutOptions::new().with_prev_key())),
+                TxnOp::get("k0", None),
+            ])));
+        both!(c => c.txn(Txn::new()
+            .when([Compare::lease("k1", CompareOp::Equal, 0)])
+            .and_then([TxnOp::txn(Txn::new().and_then([TxnOp::put("x", "1", None)]).or_else([TxnOp::put("x", "2", None)])), TxnOp::put("x", "3", None)])));
+        both!(c => c.txn(Txn::new()
+            .and_then([TxnOp::txn(Txn::new().and_then([TxnOp::put("x", "1", None)]).or_else([TxnOp::put("x", "2", None)]))])));
+        both!(c => c.txn(Txn::new().and_then([TxnOp::get("k", Some(GetOptions::new().with_prefix().with_revision(99)))])));
+        both!(c => c.txn(Txn::new().and_then([TxnOp::put("y", "1", Some(PutOptions::new().with_lease(42)))])));
+        both!(c => c.delete("k", Some(DeleteOptions::new().with_prefix().with_prev_key())));
+        both!(c => c.delete("k", Some(DeleteOptions::new().with_prefix())));
+        both!(c => c.compact(3, Some(CompactionOptions::new().with_physical())));
+        both!(c => c.get("k1", Some(GetOptions::new().with_revision(2))));
+        both!(c => c.get("k1", Some(GetOptions::new().with_revision(3))));
+        both!(c => c.txn(Txn::new().and_then([TxnOp::get("k1", Some(GetOptions::new().with_revision(2)))])));
+        both!(c => c.put("z", "", Some(PutOptions::new().with_ignore_value().with_ignore_lease())));
+        both!(c => c.put("t1", "v", Some(PutOptions::new().with_ignore_lease().with_lease(5))));
+    })
+    .await;
+
+    let [want, got] = transcript;
+    if std::env::var_os("CAIRN_DIFF_DUMP").is_some() {
+        eprintln!("{}", got.join("\n"));
+    }
+    assert_eq!(want.len(), got.len());
+    let diffs: Vec<String> = want
+        .iter()
+        .zip(&got)
+        .filter(|(w, g)| w != g)
+        .map(|(w, g)| format!("--- etcd\n{w}\n--- cairn\n{g}"))
+        .collect();
+    assert!(diffs.is_empty(), "{} of {} operations differ:\n{}", diffs.len(), want.len(), diffs.join("\n\n"));
+}

@@ -15,6 +15,8 @@ pub mod txn;
 pub mod types;
 pub mod validate;
 pub mod write;
+#[cfg(test)]
+mod mvcc_test;
 
 use fjall::{OwnedWriteBatch, Readable};
 use serde::{Deserialize, Serialize};

@@ -16,6 +16,8 @@ pub mod log_store;
 pub mod network;
 pub mod state_machine;
 pub mod types;
+#[cfg(test)]
+mod storage_test;
 
 use std::collections::BTreeMap;
 use std::path::Path;
