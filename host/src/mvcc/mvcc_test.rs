@@ -4,7 +4,7 @@
 //! as the state machine does) or a read through [`Mvcc::read_view`], each with the exact
 //! response or etcd error expected. The expectations follow etcd's observable behaviour.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use fjall::Readable;
 use tempfile::TempDir;
@@ -607,8 +607,9 @@ fn revision_filters_apply_before_limit_and_do_not_change_count() {
     ]);
 }
 
-/// Keys with distinct sort targets. Final state:
+/// Keys with distinct sort targets. State in `[a, e)` at revisions 6 and 7:
 /// a: value "0", create 3, mod 5, version 2 · b: "2", 4, 4, 1 · c: "1", 2, 2, 1 · d: "2", 6, 6, 1
+/// (`z` is written at 7 so that reads at 6 go through history).
 fn sort_fixture() -> Db {
     let db = Db::new();
     db.run(&[
@@ -617,12 +618,13 @@ fn sort_fixture() -> Db {
         Setup(put("b", "2")), // 4
         Setup(put("a", "0")), // 5
         Setup(put("d", "2")), // 6
+        Setup(put("z", "9")), // 7
     ]);
     db
 }
 
 fn sorted(target: SortTarget, order: SortOrder) -> RangeRequest {
-    RangeRequest { sort_target: target, sort_order: order, ..all() }
+    RangeRequest { sort_target: target, sort_order: order, ..range("a", "e") }
 }
 
 #[test]
@@ -1306,7 +1308,7 @@ fn observe(db: &Db, rev: Revision) -> Vec<Result<RangeResponse, MvccError>> {
 
 /// Checks that history at or below `c` holds exactly the latest live version of each key at `c`.
 fn assert_compacted_history(db: &Db, c: Revision, live_at_c: &RangeResponse) {
-    let kept: BTreeMap<Vec<u8>, Revision> = db
+    let mut kept: Vec<(Vec<u8>, Revision)> = db
         .history()
         .into_iter()
         .filter(|(rev, _)| rev.main <= c)
@@ -1315,7 +1317,8 @@ fn assert_compacted_history(db: &Db, c: Revision, live_at_c: &RangeResponse) {
             (event.key, rev.main)
         })
         .collect();
-    let want: BTreeMap<Vec<u8>, Revision> = live_at_c.kvs.iter().map(|kv| (kv.key.clone(), kv.mod_revision)).collect();
+    kept.sort();
+    let want: Vec<(Vec<u8>, Revision)> = live_at_c.kvs.iter().map(|kv| (kv.key.clone(), kv.mod_revision)).collect();
     assert_eq!(kept, want, "history at or below {c}");
     let kept_in_index = db.index().into_iter().filter(|(_, rev, _)| rev.main <= c).count();
     assert_eq!(kept_in_index, want.len(), "index entries at or below {c}");
@@ -1333,7 +1336,9 @@ fn compaction_preserves_every_read_at_or_above_the_compact_revision() {
     let mut prev_c = -1;
     for round in 0..2 {
         let cur = db.rev();
-        let c = (prev_c.max(1) + 1 + rng.below((cur - prev_c.max(1)) as u64) as i64).min(cur);
+        // Somewhere in the upper half of the revisions not yet compacted.
+        let lo = prev_c.max(1) + (cur - prev_c.max(1)) / 2;
+        let c = lo + rng.below((cur - lo + 1) as u64) as i64;
         let before: Vec<_> = (c..=cur).map(|rev| observe(&db, rev)).collect();
         let history_len = db.history().len();
         assert_eq!(db.write(&compact(c)), compact_ok(cur), "round {round}");
