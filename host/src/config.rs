@@ -7,7 +7,11 @@ use clap::Parser;
 use thiserror::Error;
 
 #[derive(Parser, Debug, Clone)]
-#[command(name = "cairn", version, about = "Cairn: an etcd v3 compatible key-value store")]
+#[command(
+    name = "cairn",
+    version,
+    about = "Cairn: an etcd v3 compatible key-value store"
+)]
 pub struct Config {
     /// Human-readable name for this member.
     #[arg(long, env = "CAIRN_NAME", default_value = "default")]
@@ -18,11 +22,21 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
 
     /// URLs to listen on for client traffic, comma-separated.
-    #[arg(long, env = "CAIRN_LISTEN_CLIENT_URLS", default_value = "http://localhost:2379", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "CAIRN_LISTEN_CLIENT_URLS",
+        default_value = "http://localhost:2379",
+        value_delimiter = ','
+    )]
     pub listen_client_urls: Vec<String>,
 
     /// Client URLs of this member advertised to the cluster, comma-separated.
-    #[arg(long, env = "CAIRN_ADVERTISE_CLIENT_URLS", default_value = "http://localhost:2379", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "CAIRN_ADVERTISE_CLIENT_URLS",
+        default_value = "http://localhost:2379",
+        value_delimiter = ','
+    )]
     pub advertise_client_urls: Vec<String>,
 
     /// Peer URLs of this member advertised to the cluster (part of the member ID).
@@ -35,7 +49,11 @@ pub struct Config {
     pub initial_advertise_peer_urls: Vec<String>,
 
     /// Token that keeps members of different clusters apart (part of the cluster ID).
-    #[arg(long, env = "CAIRN_INITIAL_CLUSTER_TOKEN", default_value = "etcd-cluster")]
+    #[arg(
+        long,
+        env = "CAIRN_INITIAL_CLUSTER_TOKEN",
+        default_value = "etcd-cluster"
+    )]
     pub initial_cluster_token: String,
 
     /// Applied Raft entries between snapshots (after which the log is compacted).
@@ -67,7 +85,9 @@ pub struct Config {
 pub enum ConfigError {
     #[error("invalid URL {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
-    #[error("--election-timeout ({election}ms) must be at least 5 times --heartbeat-interval ({heartbeat}ms)")]
+    #[error(
+        "--election-timeout ({election}ms) must be at least 5 times --heartbeat-interval ({heartbeat}ms)"
+    )]
     Timing { election: u64, heartbeat: u64 },
 }
 
@@ -81,7 +101,9 @@ pub struct ListenUrl {
 
 impl Config {
     pub fn data_dir(&self) -> PathBuf {
-        self.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("{}.cairn", self.name)))
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("{}.cairn", self.name)))
     }
 
     /// Checks what clap cannot: URL shapes and timing relations.
@@ -89,13 +111,19 @@ impl Config {
         self.client_listen_urls()?;
         // etcd requires election timeout >= 5 x heartbeat interval.
         if self.election_timeout < 5 * self.heartbeat_interval {
-            return Err(ConfigError::Timing { election: self.election_timeout, heartbeat: self.heartbeat_interval });
+            return Err(ConfigError::Timing {
+                election: self.election_timeout,
+                heartbeat: self.heartbeat_interval,
+            });
         }
         Ok(())
     }
 
     pub fn client_listen_urls(&self) -> Result<Vec<ListenUrl>, ConfigError> {
-        self.listen_client_urls.iter().map(|u| parse_url(u)).collect()
+        self.listen_client_urls
+            .iter()
+            .map(|u| parse_url(u))
+            .collect()
     }
 
     /// This member's ID: a stable hash of its peer URLs and the cluster token, as etcd
@@ -116,7 +144,10 @@ impl Config {
 }
 
 fn parse_url(url: &str) -> Result<ListenUrl, ConfigError> {
-    let bad = |reason: &str| ConfigError::BadUrl { url: url.to_string(), reason: reason.to_string() };
+    let bad = |reason: &str| ConfigError::BadUrl {
+        url: url.to_string(),
+        reason: reason.to_string(),
+    };
     let rest = match url.split_once("://") {
         Some(("http", rest)) => rest,
         Some(("https", _)) => return Err(bad("TLS listeners are not supported yet; use http://")),
@@ -125,14 +156,24 @@ fn parse_url(url: &str) -> Result<ListenUrl, ConfigError> {
     };
     let rest = rest.trim_end_matches('/');
     if let Ok(addr) = rest.parse::<SocketAddr>() {
-        return Ok(ListenUrl { url: url.to_string(), host: addr.ip().to_string(), port: addr.port() });
+        return Ok(ListenUrl {
+            url: url.to_string(),
+            host: addr.ip().to_string(),
+            port: addr.port(),
+        });
     }
     let (host, port) = rest.rsplit_once(':').ok_or_else(|| bad("missing port"))?;
-    let port = port.parse::<u16>().map_err(|_| bad("port is not a number in 0..=65535"))?;
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| bad("port is not a number in 0..=65535"))?;
     if host.is_empty() {
         return Err(bad("missing host"));
     }
-    Ok(ListenUrl { url: url.to_string(), host: host.trim_matches(['[', ']']).to_string(), port })
+    Ok(ListenUrl {
+        url: url.to_string(),
+        host: host.trim_matches(['[', ']']).to_string(),
+        port,
+    })
 }
 
 /// 64-bit FNV-1a: small, stable across platforms and Rust versions.
@@ -153,7 +194,10 @@ mod tests {
     fn parses_listen_urls() {
         // Proves the URL forms etcd accepts for --listen-client-urls.
         assert_eq!(parse_url("http://127.0.0.1:2379").unwrap().port, 2379);
-        assert_eq!(parse_url("http://localhost:12379/").unwrap().host, "localhost");
+        assert_eq!(
+            parse_url("http://localhost:12379/").unwrap().host,
+            "localhost"
+        );
         assert_eq!(parse_url("http://[::1]:2379").unwrap().host, "::1");
         assert!(parse_url("localhost:2379").is_err());
         assert!(parse_url("http://localhost").is_err());
@@ -169,7 +213,10 @@ mod tests {
         assert_eq!(c.max_request_bytes, 1_572_864);
         assert_eq!(c.max_txn_ops, 128);
         let c = Config::try_parse_from(["cairn", "--name=n1", "--max-txn-ops", "7"]).unwrap();
-        assert_eq!((c.data_dir(), c.max_txn_ops), (PathBuf::from("n1.cairn"), 7));
+        assert_eq!(
+            (c.data_dir(), c.max_txn_ops),
+            (PathBuf::from("n1.cairn"), 7)
+        );
         assert!(Config::try_parse_from(["cairn", "--max-txn-ops=0"]).is_err());
         assert!(Config::try_parse_from(["cairn", "--no-such-flag"]).is_err());
     }

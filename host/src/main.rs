@@ -9,10 +9,16 @@ use clap::Parser;
 fn main() -> ExitCode {
     let config = Config::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(format!("{},openraft=warn", config.log_level)))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
+            "{},openraft=warn",
+            config.log_level
+        )))
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cairn: cannot start the async runtime: {e}");

@@ -50,7 +50,10 @@ impl Server {
         config.validate()?;
         let listen = config.client_listen_urls()?;
         let dir = config.data_dir();
-        let data_dir_error = |reason: String| ServerError::DataDir { dir: dir.display().to_string(), reason };
+        let data_dir_error = |reason: String| ServerError::DataDir {
+            dir: dir.display().to_string(),
+            reason,
+        };
         std::fs::create_dir_all(&dir).map_err(|e| data_dir_error(e.to_string()))?;
         let storage = {
             let db_dir = dir.join("db");
@@ -58,7 +61,9 @@ impl Server {
                 .await
                 .map_err(|e| data_dir_error(e.to_string()))?
                 .map_err(|e| match e {
-                    fjall::Error::Locked => data_dir_error("it is in use by another process".to_string()),
+                    fjall::Error::Locked => {
+                        data_dir_error("it is in use by another process".to_string())
+                    }
                     other => data_dir_error(other.to_string()),
                 })?
         };
@@ -79,13 +84,18 @@ impl Server {
         for url in &listen {
             let listener = TcpListener::bind((url.host.as_str(), url.port))
                 .await
-                .map_err(|e| ServerError::Listen { url: url.url.clone(), reason: e.to_string() })?;
+                .map_err(|e| ServerError::Listen {
+                    url: url.url.clone(),
+                    reason: e.to_string(),
+                })?;
             listeners.push((url.url.clone(), listener));
         }
         let raft = RaftNode::start(member_id, me, storage.clone(), &dir, &raft_config).await?;
         let election = Duration::from_millis(config.election_timeout);
         if !raft.wait_for_leader(election * 4).await {
-            tracing::warn!("no leader yet; serving anyway, writes fail with \"no leader\" until one is elected");
+            tracing::warn!(
+                "no leader yet; serving anyway, writes fail with \"no leader\" until one is elected"
+            );
         }
         let ctx = Arc::new(ApiContext {
             raft: raft.clone(),
@@ -103,11 +113,19 @@ impl Server {
         let mut tasks = JoinSet::new();
         let mut client_addrs = Vec::new();
         for (url, listener) in listeners {
-            client_addrs.push(listener.local_addr().map_err(|e| ServerError::Listen { url: url.clone(), reason: e.to_string() })?);
+            client_addrs.push(listener.local_addr().map_err(|e| ServerError::Listen {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?);
             tasks.spawn(serve_client(url, listener, ctx.clone(), stopped.clone()));
         }
         tracing::info!(name = %config.name, member_id = format!("{member_id:x}"), addrs = ?client_addrs, data_dir = %dir.display(), "ready to serve client requests");
-        Ok(Server { client_addrs, stop, tasks, raft })
+        Ok(Server {
+            client_addrs,
+            stop,
+            tasks,
+            raft,
+        })
     }
 
     /// Waits until a listener fails (an error) or [`Server::shutdown`] is called elsewhere.
@@ -116,7 +134,12 @@ impl Server {
             match done {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return Err(e),
-                Err(e) => return Err(ServerError::Serve { url: "client listener".into(), reason: e.to_string() }),
+                Err(e) => {
+                    return Err(ServerError::Serve {
+                        url: "client listener".into(),
+                        reason: e.to_string(),
+                    });
+                }
             }
         }
         Ok(())
@@ -138,17 +161,25 @@ async fn serve_client(
 ) -> Result<(), ServerError> {
     let max_decoding = ctx.limits.max_request_bytes + GRPC_OVERHEAD_BYTES;
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    health_reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
     let kv = KvServer::new(KvService::new(ctx.clone())).max_decoding_message_size(max_decoding);
-    let maintenance =
-        MaintenanceServer::new(MaintenanceService::new(ctx.clone())).max_decoding_message_size(max_decoding);
+    let maintenance = MaintenanceServer::new(MaintenanceService::new(ctx.clone()))
+        .max_decoding_message_size(max_decoding);
     tonic::transport::Server::builder()
         .add_service(kv)
         .add_service(maintenance)
         .add_service(health)
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        })
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            },
+        )
         .await
-        .map_err(|e| ServerError::Serve { url, reason: e.to_string() })
+        .map_err(|e| ServerError::Serve {
+            url,
+            reason: e.to_string(),
+        })
 }

@@ -74,7 +74,11 @@ impl StateMachine {
     }
 
     /// Applies one entry: `command` (if any) and the marker, atomically.
-    pub fn apply(&self, command: Option<&Command>, marker: &AppliedMarker) -> Result<CommandResponse, StorageError> {
+    pub fn apply(
+        &self,
+        command: Option<&Command>,
+        marker: &AppliedMarker,
+    ) -> Result<CommandResponse, StorageError> {
         let mut batch = self.storage.db.batch();
         let response = match command {
             None => CommandResponse::Empty,
@@ -95,9 +99,17 @@ impl StateMachine {
 
     /// The marker of the last applied entry, as the Raft layer stored it.
     pub fn applied_marker(&self) -> Result<AppliedMarker, StorageError> {
-        let applied = self.storage.meta.get(APPLIED)?.map(|v| v.to_vec()).unwrap_or_default();
+        let applied = self
+            .storage
+            .meta
+            .get(APPLIED)?
+            .map(|v| v.to_vec())
+            .unwrap_or_default();
         let membership = self.storage.meta.get(MEMBERSHIP)?.map(|v| v.to_vec());
-        Ok(AppliedMarker { applied, membership })
+        Ok(AppliedMarker {
+            applied,
+            membership,
+        })
     }
 
     /// The current revision, for response headers of non-KV requests.
@@ -111,10 +123,20 @@ impl StateMachine {
     pub fn export(&self, out: &mut impl std::io::Write) -> Result<AppliedMarker, std::io::Error> {
         let snap = self.storage.db.snapshot();
         let to_io = |e: fjall::Error| std::io::Error::other(e.to_string());
-        let applied = snap.get(&self.storage.meta, APPLIED).map_err(to_io)?.map(|v| v.to_vec()).unwrap_or_default();
-        let membership = snap.get(&self.storage.meta, MEMBERSHIP).map_err(to_io)?.map(|v| v.to_vec());
+        let applied = snap
+            .get(&self.storage.meta, APPLIED)
+            .map_err(to_io)?
+            .map(|v| v.to_vec())
+            .unwrap_or_default();
+        let membership = snap
+            .get(&self.storage.meta, MEMBERSHIP)
+            .map_err(to_io)?
+            .map(|v| v.to_vec());
         for (idx, name) in crate::storage::STATE_KEYSPACES.iter().enumerate() {
-            let ks = self.storage.state_keyspace(name).expect("listed state keyspace");
+            let ks = self
+                .storage
+                .state_keyspace(name)
+                .expect("listed state keyspace");
             for guard in snap.iter(ks) {
                 let (k, v) = guard.into_inner().map_err(to_io)?;
                 out.write_all(&[idx as u8])?;
@@ -124,15 +146,25 @@ impl StateMachine {
                 out.write_all(&v)?;
             }
         }
-        Ok(AppliedMarker { applied, membership })
+        Ok(AppliedMarker {
+            applied,
+            membership,
+        })
     }
 
     /// Replaces all state with an [`export`](Self::export)ed image, atomically and durably.
     pub fn import(&self, input: &mut impl std::io::Read) -> Result<(), std::io::Error> {
         let to_io = |e: fjall::Error| std::io::Error::other(e.to_string());
-        let mut batch = self.storage.db.batch().durability(Some(fjall::PersistMode::SyncAll));
+        let mut batch = self
+            .storage
+            .db
+            .batch()
+            .durability(Some(fjall::PersistMode::SyncAll));
         for name in crate::storage::STATE_KEYSPACES {
-            let ks = self.storage.state_keyspace(name).expect("listed state keyspace");
+            let ks = self
+                .storage
+                .state_keyspace(name)
+                .expect("listed state keyspace");
             for guard in ks.iter() {
                 batch.remove(ks, guard.key().map_err(to_io)?);
             }
@@ -146,8 +178,16 @@ impl StateMachine {
             }
             let name = crate::storage::STATE_KEYSPACES
                 .get(idx[0] as usize)
-                .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "unknown keyspace in snapshot"))?;
-            let ks = self.storage.state_keyspace(name).expect("listed state keyspace");
+                .ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "unknown keyspace in snapshot",
+                    )
+                })?;
+            let ks = self
+                .storage
+                .state_keyspace(name)
+                .expect("listed state keyspace");
             let key = read_chunk(input)?;
             let value = read_chunk(input)?;
             batch.insert(ks, key, value);

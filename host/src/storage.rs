@@ -54,10 +54,14 @@ impl std::fmt::Debug for Storage {
 impl Storage {
     /// Opens (or creates) the database under `dir`.
     pub fn open(dir: &Path) -> fjall::Result<Self> {
-        let db = Database::builder(dir).worker_threads(2).cache_size(64 << 20).open()?;
+        let db = Database::builder(dir)
+            .worker_threads(2)
+            .cache_size(64 << 20)
+            .open()?;
         // Large values live in blob files, so scans that skip values stay cheap.
         let separated = || {
-            KeyspaceCreateOptions::default().with_kv_separation(Some(KvSeparationOptions::default()))
+            KeyspaceCreateOptions::default()
+                .with_kv_separation(Some(KvSeparationOptions::default()))
         };
         Ok(Storage {
             kv_meta: db.keyspace(KV_META, KeyspaceCreateOptions::default)?,
@@ -90,9 +94,15 @@ impl Storage {
 
     /// Bytes of tables holding live state, for `Status.dbSizeInUse`.
     pub fn disk_space_in_use(&self) -> u64 {
-        [&self.kv_meta, &self.kv_value, &self.kv_revs, &self.kv_index, &self.meta]
-            .iter()
-            .map(|ks| ks.disk_space())
-            .sum()
+        [
+            &self.kv_meta,
+            &self.kv_value,
+            &self.kv_revs,
+            &self.kv_index,
+            &self.meta,
+        ]
+        .iter()
+        .map(|ks| ks.disk_space())
+        .sum()
     }
 }

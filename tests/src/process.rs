@@ -11,7 +11,10 @@ use tempfile::TempDir;
 /// A port on 127.0.0.1 that was free a moment ago (bound, then released).
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port on loopback");
-    listener.local_addr().expect("local addr of a bound socket").port()
+    listener
+        .local_addr()
+        .expect("local addr of a bound socket")
+        .port()
 }
 
 /// The `cairn` binary of this workspace. The test command builds it before running tests
@@ -20,16 +23,29 @@ pub fn binary_path() -> PathBuf {
     if let Ok(p) = std::env::var("CAIRN_BIN") {
         return PathBuf::from(p);
     }
-    // target/<profile>/deps/<test-binary> → target/<profile>/cairn
-    let exe = std::env::current_exe().expect("path of the running test binary");
-    let dir = exe.parent().and_then(Path::parent).expect("test binary lives in target/<profile>/deps");
-    let bin = dir.join("cairn");
-    assert!(bin.exists(), "{} not found: run `cargo build --bins` before the tests (the README's test command does)", bin.display());
-    bin
+    // Test binaries live in target/<profile>/deps/, tools in target/<profile>/; `cairn` is in
+    // target/<profile>/.
+    let exe = std::env::current_exe().expect("path of the running binary");
+    let candidates: Vec<PathBuf> = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|d| d.join("cairn"))
+        .collect();
+    candidates.iter().find(|p| p.is_file()).cloned().unwrap_or_else(|| {
+        panic!(
+            "cairn binary not found at {:?}: run `cargo build --bins` first (the README's test command does), or set CAIRN_BIN",
+            candidates
+        )
+    })
 }
 
 /// Runs `f` with a deadline, so a hung server fails the test instead of hanging CI.
-pub async fn with_timeout<T>(limit: Duration, what: &str, f: impl std::future::Future<Output = T>) -> T {
+pub async fn with_timeout<T>(
+    limit: Duration,
+    what: &str,
+    f: impl std::future::Future<Output = T>,
+) -> T {
     match tokio::time::timeout(limit, f).await {
         Ok(v) => v,
         Err(_) => panic!("{what} did not finish within {limit:?}"),
@@ -55,9 +71,16 @@ fn wait_for_port(port: u16, child: &mut Child, log: &Path, limit: Duration) {
             return;
         }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("server exited with {status} before listening; log:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+            panic!(
+                "server exited with {status} before listening; log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
         }
-        assert!(start.elapsed() < limit, "server did not listen on {port} within {limit:?}; log:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+        assert!(
+            start.elapsed() < limit,
+            "server did not listen on {port} within {limit:?}; log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -93,7 +116,11 @@ impl CairnNode {
     /// Starts (again) over the same data dir and port.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "restart of a running node");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("open cairn log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open cairn log");
         let url = format!("http://127.0.0.1:{}", self.port);
         let mut child = Command::new(binary_path())
             .arg(format!("--data-dir={}", self.data_dir.display()))
@@ -162,12 +189,19 @@ impl EtcdNode {
             .spawn()
             .expect("spawn etcd");
         wait_for_port(port, &mut child, &log_path, Duration::from_secs(30));
-        let node = EtcdNode { _child: Guarded(child), port, _dir: dir };
+        let node = EtcdNode {
+            _child: Guarded(child),
+            port,
+            _dir: dir,
+        };
         // etcd listens before it has elected itself; wait until it serves a write path read.
         let ctl = Etcdctl::new(&node.endpoint());
         let start = Instant::now();
         while !ctl.run(&["endpoint", "health"], None).status.success() {
-            assert!(start.elapsed() < Duration::from_secs(30), "etcd did not become healthy");
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "etcd did not become healthy"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         node
@@ -190,7 +224,10 @@ impl Etcdctl {
         let bin = which("etcdctl").unwrap_or_else(|| {
             panic!("etcdctl not found on PATH: the test command installs Debian's etcd-client")
         });
-        Etcdctl { endpoint: endpoint.to_string(), bin }
+        Etcdctl {
+            endpoint: endpoint.to_string(),
+            bin,
+        }
     }
 
     /// Runs `etcdctl --endpoints=<endpoint> <args>` with optional stdin.
@@ -201,18 +238,31 @@ impl Etcdctl {
             .arg(format!("--endpoints={}", self.endpoint))
             .arg("--command-timeout=10s")
             .args(args)
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn etcdctl");
         if let Some(input) = stdin {
-            child.stdin.take().expect("piped stdin").write_all(input.as_bytes()).expect("write etcdctl stdin");
+            child
+                .stdin
+                .take()
+                .expect("piped stdin")
+                .write_all(input.as_bytes())
+                .expect("write etcdctl stdin");
         }
         child.wait_with_output().expect("wait for etcdctl")
     }
 }
 
 fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.is_file())
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
 }

@@ -15,11 +15,17 @@ struct Step {
 }
 
 fn cmd(line: &str) -> Step {
-    Step { args: split(line), stdin: None }
+    Step {
+        args: split(line),
+        stdin: None,
+    }
 }
 
 fn txn(input: &str) -> Step {
-    Step { args: vec!["txn".into(), "-w".into(), "json".into()], stdin: Some(input.to_string()) }
+    Step {
+        args: vec!["txn".into(), "-w".into(), "json".into()],
+        stdin: Some(input.to_string()),
+    }
 }
 
 /// Splits on spaces, with '...' quoting for arguments that contain spaces or are empty.
@@ -96,7 +102,9 @@ fn script() -> Vec<Step> {
         txn("mod(\"missing\") = \"0\"\n\nput t4 z\n\n\n"),
         txn("value(\"missing\") = \"\"\n\nput t6 z\n\nput t6 w\n\n"),
         txn("\n\nput d1 a\nput d1 b\n\n\n"),
-        txn("\n\nput m1 1\nput m2 2\nput m3 3\nput m4 4\nput m5 5\nput m6 6\nput m7 7\nput m8 8\nput m9 9\n\n\n"),
+        txn(
+            "\n\nput m1 1\nput m2 2\nput m3 3\nput m4 4\nput m5 5\nput m6 6\nput m7 7\nput m8 8\nput m9 9\n\n\n",
+        ),
         txn("\n\nget t\n\n\n"),
         cmd("put missing --ignore-value"),
         cmd("put foo --ignore-value -w json"),
@@ -116,7 +124,10 @@ fn script() -> Vec<Step> {
         cmd("get '' --prefix -w json"),
         cmd("get '' --prefix --keys-only"),
     ];
-    steps.push(Step { args: vec!["put".into(), "big".into(), big], stdin: None });
+    steps.push(Step {
+        args: vec!["put".into(), "big".into(), big],
+        stdin: None,
+    });
     steps.push(cmd("get big -w json"));
     steps
 }
@@ -129,7 +140,10 @@ fn zero_field(text: &str, key: &str) -> String {
     while let Some(i) = rest.find(&pattern) {
         let after = i + pattern.len();
         out.push_str(&rest[..after]);
-        let digits = rest[after..].chars().take_while(|c| c.is_ascii_digit()).count();
+        let digits = rest[after..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit())
+            .count();
         out.push('0');
         rest = &rest[after + digits..];
     }
@@ -149,7 +163,10 @@ fn normalize(out: &Output) -> String {
         .lines()
         .filter(|l| l.starts_with("Error:"))
         .collect();
-    format!("exit: {:?}\nstdout:\n{stdout}\nerrors: {errors:?}", out.status.code())
+    format!(
+        "exit: {:?}\nstdout:\n{stdout}\nerrors: {errors:?}",
+        out.status.code()
+    )
 }
 
 #[test]
@@ -157,7 +174,10 @@ fn etcdctl_session_matches_etcd() {
     // Proves every etcdctl KV form gives byte-identical output on Cairn and on etcd.
     let etcd = EtcdNode::start(LIMIT_FLAGS);
     let cairn = CairnNode::start(LIMIT_FLAGS);
-    let (on_etcd, on_cairn) = (Etcdctl::new(&etcd.endpoint()), Etcdctl::new(&cairn.endpoint()));
+    let (on_etcd, on_cairn) = (
+        Etcdctl::new(&etcd.endpoint()),
+        Etcdctl::new(&cairn.endpoint()),
+    );
     let mut mismatches = Vec::new();
     for (i, step) in script().iter().enumerate() {
         let args: Vec<&str> = step.args.iter().map(String::as_str).collect();
@@ -170,27 +190,46 @@ fn etcdctl_session_matches_etcd() {
             mismatches.push(format!(
                 "step {i}: etcdctl {}{}\n--- etcd\n{want}\n--- cairn\n{got}",
                 args.join(" "),
-                step.stdin.as_deref().map(|s| format!(" <<< {s:?}")).unwrap_or_default()
+                step.stdin
+                    .as_deref()
+                    .map(|s| format!(" <<< {s:?}"))
+                    .unwrap_or_default()
             ));
         }
     }
-    assert!(mismatches.is_empty(), "{} of {} steps differ:\n\n{}\n\ncairn log:\n{}", mismatches.len(), script().len(), mismatches.join("\n\n"), cairn.log());
+    assert!(
+        mismatches.is_empty(),
+        "{} of {} steps differ:\n\n{}\n\ncairn log:\n{}",
+        mismatches.len(),
+        script().len(),
+        mismatches.join("\n\n"),
+        cairn.log()
+    );
 }
 
 #[test]
 fn zero_field_only_touches_the_named_numbers() {
     // Proves the normalization zeroes identity fields and leaves everything else byte-exact.
     let text = r#"{"header":{"cluster_id":123,"member_id":45,"revision":6,"raft_term":2},"x":"raft_term"}"#;
-    let zeroed = zero_field(&zero_field(&zero_field(text, "cluster_id"), "member_id"), "raft_term");
-    assert_eq!(zeroed, r#"{"header":{"cluster_id":0,"member_id":0,"revision":6,"raft_term":0},"x":"raft_term"}"#);
+    let zeroed = zero_field(
+        &zero_field(&zero_field(text, "cluster_id"), "member_id"),
+        "raft_term",
+    );
+    assert_eq!(
+        zeroed,
+        r#"{"header":{"cluster_id":0,"member_id":0,"revision":6,"raft_term":0},"x":"raft_term"}"#
+    );
 }
 
 /// Zeroes identity fields in a `Debug` rendering (`cluster_id: 123` → `cluster_id: 0`).
 fn zero_debug(text: &str) -> String {
     let mut out = text.to_string();
     for key in ["cluster_id", "member_id", "raft_term"] {
-        out = zero_field(&out.replace(&format!("{key}: "), &format!("\"{key}\":")), key)
-            .replace(&format!("\"{key}\":"), &format!("{key}: "));
+        out = zero_field(
+            &out.replace(&format!("{key}: "), &format!("\"{key}\":")),
+            key,
+        )
+        .replace(&format!("\"{key}\":"), &format!("{key}: "));
     }
     out
 }
@@ -208,13 +247,19 @@ fn render<T: std::fmt::Debug>(result: Result<T, etcd_client::Error>) -> String {
 async fn etcd_client_session_matches_etcd() {
     // Proves the Rust etcd-client crate sees identical responses and errors from Cairn and etcd,
     // including the fields etcdctl cannot send (count_only, revision filters, nested txns).
-    use etcd_client::{Client, CompactionOptions, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions};
+    use etcd_client::{
+        Client, CompactionOptions, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions,
+    };
     use etcd_client::{SortOrder, SortTarget, Txn, TxnOp};
 
     let etcd = EtcdNode::start(LIMIT_FLAGS);
     let cairn = CairnNode::start(LIMIT_FLAGS);
-    let connect = |endpoint: String| async move { Client::connect([endpoint], None).await.expect("connect") };
-    let mut clients = [connect(etcd.endpoint()).await, connect(cairn.endpoint()).await];
+    let connect =
+        |endpoint: String| async move { Client::connect([endpoint], None).await.expect("connect") };
+    let mut clients = [
+        connect(etcd.endpoint()).await,
+        connect(cairn.endpoint()).await,
+    ];
     let mut transcript: [Vec<String>; 2] = [Vec::new(), Vec::new()];
 
     macro_rules! both {
@@ -283,5 +328,11 @@ async fn etcd_client_session_matches_etcd() {
         .filter(|(w, g)| w != g)
         .map(|(w, g)| format!("--- etcd\n{w}\n--- cairn\n{g}"))
         .collect();
-    assert!(diffs.is_empty(), "{} of {} operations differ:\n{}", diffs.len(), want.len(), diffs.join("\n\n"));
+    assert!(
+        diffs.is_empty(),
+        "{} of {} operations differ:\n{}",
+        diffs.len(),
+        want.len(),
+        diffs.join("\n\n")
+    );
 }

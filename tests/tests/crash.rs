@@ -21,14 +21,23 @@ type Acked = Arc<Mutex<BTreeMap<String, i64>>>;
 
 fn seeds() -> Vec<u64> {
     match std::env::var("CAIRN_CRASH_SEEDS") {
-        Ok(s) => s.split(',').map(|x| x.trim().parse().expect("CAIRN_CRASH_SEEDS: comma-separated u64")).collect(),
+        Ok(s) => s
+            .split(',')
+            .map(|x| {
+                x.trim()
+                    .parse()
+                    .expect("CAIRN_CRASH_SEEDS: comma-separated u64")
+            })
+            .collect(),
         Err(_) => vec![1, 2, 3],
     }
 }
 
 /// Writes unique keys until the server goes away; records each acknowledged revision.
 async fn writer(endpoint: String, id: usize, round: usize, acked: Acked) {
-    let Ok(mut client) = Client::connect([endpoint], None).await else { return };
+    let Ok(mut client) = Client::connect([endpoint], None).await else {
+        return;
+    };
     for seq in 0.. {
         let key = format!("r{round}/w{id}/{seq:06}");
         match client.put(key.clone(), format!("value-{seq}"), None).await {
@@ -42,22 +51,39 @@ async fn writer(endpoint: String, id: usize, round: usize, acked: Acked) {
 }
 
 async fn check_store(endpoint: &str, acked: &BTreeMap<String, i64>, seed: u64) -> i64 {
-    let mut client = Client::connect([endpoint], None).await.expect("connect after restart");
-    let all = client.get("", Some(GetOptions::new().with_all_keys())).await.expect("read everything");
+    let mut client = Client::connect([endpoint], None)
+        .await
+        .expect("connect after restart");
+    let all = client
+        .get("", Some(GetOptions::new().with_all_keys()))
+        .await
+        .expect("read everything");
     let current = all.header().expect("header").revision();
     let stored: BTreeMap<String, i64> = all
         .kvs()
         .iter()
-        .map(|kv| (String::from_utf8(kv.key().to_vec()).expect("utf8 key"), kv.mod_revision()))
+        .map(|kv| {
+            (
+                String::from_utf8(kv.key().to_vec()).expect("utf8 key"),
+                kv.mod_revision(),
+            )
+        })
         .collect();
     for (key, rev) in acked {
-        assert_eq!(stored.get(key), Some(rev), "seed {seed}: acknowledged write {key}@{rev} lost or changed");
+        assert_eq!(
+            stored.get(key),
+            Some(rev),
+            "seed {seed}: acknowledged write {key}@{rev} lost or changed"
+        );
     }
     // One put per revision, unique keys, nothing deleted: the revisions are exactly 2..=current.
     let mut revs: Vec<i64> = stored.values().copied().collect();
     revs.sort_unstable();
     let expected: Vec<i64> = (2..=current).collect();
-    assert_eq!(revs, expected, "seed {seed}: revisions have a gap or a repeat (current {current})");
+    assert_eq!(
+        revs, expected,
+        "seed {seed}: revisions have a gap or a repeat (current {current})"
+    );
     current
 }
 
@@ -65,7 +91,12 @@ async fn check_store(endpoint: &str, acked: &BTreeMap<String, i64>, seed: u64) -
 async fn kill9_loses_no_acknowledged_write() {
     // Proves durability: nothing acknowledged is lost across kill -9, and revisions stay dense.
     for seed in seeds() {
-        with_timeout(Duration::from_secs(240), &format!("crash test seed {seed}"), run_seed(seed)).await;
+        with_timeout(
+            Duration::from_secs(240),
+            &format!("crash test seed {seed}"),
+            run_seed(seed),
+        )
+        .await;
     }
 }
 
@@ -74,8 +105,9 @@ async fn run_seed(seed: u64) {
     let mut node = CairnNode::start(&["--snapshot-count=300"]);
     let acked: Acked = Arc::default();
     for round in 0..KILLS_PER_SEED {
-        let writers: Vec<_> =
-            (0..WRITERS).map(|id| tokio::spawn(writer(node.endpoint(), id, round, acked.clone()))).collect();
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|id| tokio::spawn(writer(node.endpoint(), id, round, acked.clone())))
+            .collect();
         tokio::time::sleep(Duration::from_millis(rng.random_range(150..1200))).await;
         node.kill9();
         for w in writers {
@@ -83,13 +115,27 @@ async fn run_seed(seed: u64) {
         }
         node.restart();
         let snapshot = acked.lock().expect("acked lock").clone();
-        assert!(!snapshot.is_empty(), "seed {seed}: no write was acknowledged before the kill");
+        assert!(
+            !snapshot.is_empty(),
+            "seed {seed}: no write was acknowledged before the kill"
+        );
         let current = check_store(&node.endpoint(), &snapshot, seed).await;
-        eprintln!("seed {seed} round {round}: {} acknowledged writes survived kill -9 (revision {current})", snapshot.len());
+        eprintln!(
+            "seed {seed} round {round}: {} acknowledged writes survived kill -9 (revision {current})",
+            snapshot.len()
+        );
         // The next write continues right after the last revision.
-        let mut client = Client::connect([node.endpoint()], None).await.expect("connect");
+        let mut client = Client::connect([node.endpoint()], None)
+            .await
+            .expect("connect");
         let key = format!("after-kill-{round}");
-        let rev = client.put(key.clone(), "x", None).await.expect("put after restart").header().expect("header").revision();
+        let rev = client
+            .put(key.clone(), "x", None)
+            .await
+            .expect("put after restart")
+            .header()
+            .expect("header")
+            .revision();
         assert_eq!(rev, current + 1, "seed {seed}: revision after restart");
         acked.lock().expect("acked lock").insert(key, rev);
     }

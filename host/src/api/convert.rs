@@ -2,7 +2,9 @@
 //! protobuf; everything below it speaks `mvcc::types`.
 
 use cairn_proto::etcdserverpb as pb;
-use cairn_proto::etcdserverpb::compare::{CompareResult as PbResult, CompareTarget as PbTarget, TargetUnion};
+use cairn_proto::etcdserverpb::compare::{
+    CompareResult as PbResult, CompareTarget as PbTarget, TargetUnion,
+};
 use cairn_proto::etcdserverpb::range_request::{SortOrder as PbOrder, SortTarget as PbSortTarget};
 use cairn_proto::etcdserverpb::request_op::Request;
 use cairn_proto::etcdserverpb::response_op::Response;
@@ -25,7 +27,10 @@ pub fn kv(kv: KeyValue) -> mvccpb::KeyValue {
 
 /// A header carrying only a revision, as etcd puts inside each response of a Txn.
 fn rev_header(revision: Revision) -> Option<pb::ResponseHeader> {
-    Some(pb::ResponseHeader { revision, ..Default::default() })
+    Some(pb::ResponseHeader {
+        revision,
+        ..Default::default()
+    })
 }
 
 pub fn range_request(r: pb::RangeRequest) -> RangeRequest {
@@ -79,11 +84,18 @@ pub fn put_request(r: pb::PutRequest) -> PutRequest {
 }
 
 pub fn put_response(r: PutResponse) -> pb::PutResponse {
-    pb::PutResponse { header: rev_header(r.revision), prev_kv: r.prev_kv.map(kv) }
+    pb::PutResponse {
+        header: rev_header(r.revision),
+        prev_kv: r.prev_kv.map(kv),
+    }
 }
 
 pub fn delete_request(r: pb::DeleteRangeRequest) -> DeleteRangeRequest {
-    DeleteRangeRequest { key: r.key, range_end: r.range_end, prev_kv: r.prev_kv }
+    DeleteRangeRequest {
+        key: r.key,
+        range_end: r.range_end,
+        prev_kv: r.prev_kv,
+    }
 }
 
 pub fn delete_response(r: DeleteRangeResponse) -> pb::DeleteRangeResponse {
@@ -100,7 +112,12 @@ pub fn compare(c: pb::Compare) -> Result<Compare, Status> {
         Ok(PbResult::Greater) => CompareResult::Greater,
         Ok(PbResult::Less) => CompareResult::Less,
         Ok(PbResult::NotEqual) => CompareResult::NotEqual,
-        Err(_) => return Err(invalid_argument(format!("cairn: unknown compare result {}", c.result))),
+        Err(_) => {
+            return Err(invalid_argument(format!(
+                "cairn: unknown compare result {}",
+                c.result
+            )));
+        }
     };
     let target = match PbTarget::try_from(c.target) {
         Ok(PbTarget::Version) => CompareTarget::Version,
@@ -108,7 +125,12 @@ pub fn compare(c: pb::Compare) -> Result<Compare, Status> {
         Ok(PbTarget::Mod) => CompareTarget::Mod,
         Ok(PbTarget::Value) => CompareTarget::Value,
         Ok(PbTarget::Lease) => CompareTarget::Lease,
-        Err(_) => return Err(invalid_argument(format!("cairn: unknown compare target {}", c.target))),
+        Err(_) => {
+            return Err(invalid_argument(format!(
+                "cairn: unknown compare target {}",
+                c.target
+            )));
+        }
     };
     let operand = c.target_union.map(|u| match u {
         TargetUnion::Version(v) => CompareOperand::Version(v),
@@ -117,7 +139,13 @@ pub fn compare(c: pb::Compare) -> Result<Compare, Status> {
         TargetUnion::Value(v) => CompareOperand::Value(v),
         TargetUnion::Lease(v) => CompareOperand::Lease(v),
     });
-    Ok(Compare { result, target, key: c.key, range_end: c.range_end, operand })
+    Ok(Compare {
+        result,
+        target,
+        key: c.key,
+        range_end: c.range_end,
+        operand,
+    })
 }
 
 fn request_op(op: pb::RequestOp) -> Result<RequestOp, Status> {
@@ -132,9 +160,21 @@ fn request_op(op: pb::RequestOp) -> Result<RequestOp, Status> {
 
 pub fn txn_request(t: pb::TxnRequest) -> Result<TxnRequest, Status> {
     Ok(TxnRequest {
-        compare: t.compare.into_iter().map(compare).collect::<Result<_, _>>()?,
-        success: t.success.into_iter().map(request_op).collect::<Result<_, _>>()?,
-        failure: t.failure.into_iter().map(request_op).collect::<Result<_, _>>()?,
+        compare: t
+            .compare
+            .into_iter()
+            .map(compare)
+            .collect::<Result<_, _>>()?,
+        success: t
+            .success
+            .into_iter()
+            .map(request_op)
+            .collect::<Result<_, _>>()?,
+        failure: t
+            .failure
+            .into_iter()
+            .map(request_op)
+            .collect::<Result<_, _>>()?,
     })
 }
 
@@ -151,5 +191,9 @@ pub fn txn_response(t: TxnResponse) -> pb::TxnResponse {
             }),
         })
         .collect();
-    pb::TxnResponse { header: rev_header(t.revision), succeeded: t.succeeded, responses }
+    pb::TxnResponse {
+        header: rev_header(t.revision),
+        succeeded: t.succeeded,
+        responses,
+    }
 }

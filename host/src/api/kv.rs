@@ -36,12 +36,18 @@ fn unexpected(resp: WriteResponse) -> Status {
 
 #[tonic::async_trait]
 impl Kv for KvService {
-    async fn range(&self, request: Request<pb::RangeRequest>) -> Result<Response<pb::RangeResponse>, Status> {
+    async fn range(
+        &self,
+        request: Request<pb::RangeRequest>,
+    ) -> Result<Response<pb::RangeResponse>, Status> {
         let req = request.into_inner();
         let serializable = req.serializable;
         let req = convert::range_request(req);
         validate::check_range(&req).map_err(|e| status::invalid_request(&e))?;
-        let resp = self.ctx.read(serializable, move |view| view.range(&req)).await?;
+        let resp = self
+            .ctx
+            .read(serializable, move |view| view.range(&req))
+            .await?;
         let mut out = convert::range_response(resp);
         self.ctx.fill(&mut out.header);
         Ok(Response::new(out))
@@ -56,7 +62,10 @@ impl Kv for KvService {
         Err(status::unimplemented("KV.RangeStream"))
     }
 
-    async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+    async fn put(
+        &self,
+        request: Request<pb::PutRequest>,
+    ) -> Result<Response<pb::PutResponse>, Status> {
         let req = request.into_inner();
         self.ctx.check_size(req.encoded_len())?;
         let req = convert::put_request(req);
@@ -89,15 +98,22 @@ impl Kv for KvService {
         }
     }
 
-    async fn txn(&self, request: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+    async fn txn(
+        &self,
+        request: Request<pb::TxnRequest>,
+    ) -> Result<Response<pb::TxnResponse>, Status> {
         let req = request.into_inner();
         self.ctx.check_size(req.encoded_len())?;
         let req = convert::txn_request(req)?;
-        validate::check_txn(&req, self.ctx.limits.max_txn_ops).map_err(|e| status::invalid_request(&e))?;
+        validate::check_txn(&req, self.ctx.limits.max_txn_ops)
+            .map_err(|e| status::invalid_request(&e))?;
         if is_read_only(&req) {
             // etcd serves a read-only txn without proposing it: compares and ranges run
             // against one consistent view after a linearizable read point.
-            let resp = self.ctx.read(false, move |view| crate::mvcc::txn::read_only(view, &req)).await?;
+            let resp = self
+                .ctx
+                .read(false, move |view| crate::mvcc::txn::read_only(view, &req))
+                .await?;
             let mut out = convert::txn_response(resp);
             self.ctx.fill(&mut out.header);
             return Ok(Response::new(out));
@@ -118,9 +134,14 @@ impl Kv for KvService {
     ) -> Result<Response<pb::CompactionResponse>, Status> {
         let req = request.into_inner();
         // Compaction runs inside apply, so it is physical by the time the write returns.
-        let write = WriteRequest::Compact(CompactRequest { revision: req.revision, physical: req.physical });
+        let write = WriteRequest::Compact(CompactRequest {
+            revision: req.revision,
+            physical: req.physical,
+        });
         match self.write(write).await? {
-            WriteResponse::Compact(r) => Ok(Response::new(pb::CompactionResponse { header: self.ctx.header(r.revision) })),
+            WriteResponse::Compact(r) => Ok(Response::new(pb::CompactionResponse {
+                header: self.ctx.header(r.revision),
+            })),
             other => Err(unexpected(other)),
         }
     }

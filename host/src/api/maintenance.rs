@@ -26,19 +26,30 @@ impl MaintenanceService {
 
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
-    async fn alarm(&self, request: Request<pb::AlarmRequest>) -> Result<Response<pb::AlarmResponse>, Status> {
+    async fn alarm(
+        &self,
+        request: Request<pb::AlarmRequest>,
+    ) -> Result<Response<pb::AlarmResponse>, Status> {
         let req = request.into_inner();
         match pb::alarm_request::AlarmAction::try_from(req.action) {
             // Cairn raises no alarms (no space quota yet), so the list is truly empty.
             Ok(pb::alarm_request::AlarmAction::Get) => {
                 let rev = self.ctx.read(true, |view| Ok(view.rev)).await?;
-                Ok(Response::new(pb::AlarmResponse { header: self.ctx.header(rev), alarms: Vec::new() }))
+                Ok(Response::new(pb::AlarmResponse {
+                    header: self.ctx.header(rev),
+                    alarms: Vec::new(),
+                }))
             }
-            _ => Err(status::unimplemented("Maintenance.Alarm activate/deactivate")),
+            _ => Err(status::unimplemented(
+                "Maintenance.Alarm activate/deactivate",
+            )),
         }
     }
 
-    async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
         let storage = self.ctx.storage.clone();
         let (rev, db_size, in_use) = tokio::task::spawn_blocking(move || {
             let rev = Mvcc::read_view(&storage).map(|v| v.rev);
@@ -72,17 +83,26 @@ impl Maintenance for MaintenanceService {
         Err(status::unimplemented("Maintenance.Defragment"))
     }
 
-    async fn hash(&self, _request: Request<pb::HashRequest>) -> Result<Response<pb::HashResponse>, Status> {
+    async fn hash(
+        &self,
+        _request: Request<pb::HashRequest>,
+    ) -> Result<Response<pb::HashResponse>, Status> {
         Err(status::unimplemented("Maintenance.Hash"))
     }
 
-    async fn hash_kv(&self, _request: Request<pb::HashKvRequest>) -> Result<Response<pb::HashKvResponse>, Status> {
+    async fn hash_kv(
+        &self,
+        _request: Request<pb::HashKvRequest>,
+    ) -> Result<Response<pb::HashKvResponse>, Status> {
         Err(status::unimplemented("Maintenance.HashKV"))
     }
 
     type SnapshotStream = BoxStream<'static, Result<pb::SnapshotResponse, Status>>;
 
-    async fn snapshot(&self, _request: Request<pb::SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+    async fn snapshot(
+        &self,
+        _request: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
         Err(status::unimplemented("Maintenance.Snapshot"))
     }
 

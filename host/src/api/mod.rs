@@ -52,7 +52,10 @@ impl ApiContext {
 
     /// A full header at `revision`.
     pub fn header(&self, revision: mvcc::Revision) -> Option<ResponseHeader> {
-        let mut h = Some(ResponseHeader { revision, ..Default::default() });
+        let mut h = Some(ResponseHeader {
+            revision,
+            ..Default::default()
+        });
         self.fill(&mut h);
         h
     }
@@ -83,7 +86,8 @@ impl ApiContext {
         read: impl FnOnce(&ReadView<'_>) -> Result<T, mvcc::Error> + Send + 'static,
     ) -> Result<T, Status> {
         if !serializable {
-            match tokio::time::timeout(self.limits.request_timeout, self.raft.read_barrier()).await {
+            match tokio::time::timeout(self.limits.request_timeout, self.raft.read_barrier()).await
+            {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return Err(status::propose_error(&e)),
                 Err(_) => return Err(status::timed_out()),

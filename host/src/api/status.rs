@@ -56,7 +56,10 @@ pub fn invalid_argument(message: impl Into<String>) -> Status {
 }
 
 pub fn unimplemented(what: &str) -> Status {
-    Status::new(Code::Unimplemented, format!("cairn: {what} is not implemented yet"))
+    Status::new(
+        Code::Unimplemented,
+        format!("cairn: {what} is not implemented yet"),
+    )
 }
 
 #[cfg(test)]
@@ -66,15 +69,39 @@ mod tests {
     #[test]
     fn messages_are_etcds() {
         // Proves the exact strings clients match on.
-        assert_eq!(mvcc_error(&MvccError::Compacted).message(), "etcdserver: mvcc: required revision has been compacted");
+        assert_eq!(
+            mvcc_error(&MvccError::Compacted).message(),
+            "etcdserver: mvcc: required revision has been compacted"
+        );
         assert_eq!(mvcc_error(&MvccError::Compacted).code(), Code::OutOfRange);
-        assert_eq!(mvcc_error(&MvccError::FutureRevision).message(), "etcdserver: mvcc: required revision is a future revision");
-        assert_eq!(mvcc_error(&MvccError::LeaseNotFound).message(), "etcdserver: requested lease not found");
+        assert_eq!(
+            mvcc_error(&MvccError::FutureRevision).message(),
+            "etcdserver: mvcc: required revision is a future revision"
+        );
+        assert_eq!(
+            mvcc_error(&MvccError::LeaseNotFound).message(),
+            "etcdserver: requested lease not found"
+        );
         assert_eq!(mvcc_error(&MvccError::LeaseNotFound).code(), Code::NotFound);
-        assert_eq!(mvcc_error(&MvccError::KeyNotFound).message(), "etcdserver: key not found");
-        assert_eq!(invalid_request(&InvalidRequest::EmptyKey).message(), "etcdserver: key is not provided");
-        assert_eq!(invalid_request(&InvalidRequest::DuplicateKey).message(), "etcdserver: duplicate key given in txn request");
-        assert_eq!(invalid_request(&InvalidRequest::TooManyOps).message(), "etcdserver: too many operations in txn request");
-        assert_eq!(propose_error(&ProposeError::NoLeader).message(), "etcdserver: no leader");
+        assert_eq!(
+            mvcc_error(&MvccError::KeyNotFound).message(),
+            "etcdserver: key not found"
+        );
+        assert_eq!(
+            invalid_request(&InvalidRequest::EmptyKey).message(),
+            "etcdserver: key is not provided"
+        );
+        assert_eq!(
+            invalid_request(&InvalidRequest::DuplicateKey).message(),
+            "etcdserver: duplicate key given in txn request"
+        );
+        assert_eq!(
+            invalid_request(&InvalidRequest::TooManyOps).message(),
+            "etcdserver: too many operations in txn request"
+        );
+        assert_eq!(
+            propose_error(&ProposeError::NoLeader).message(),
+            "etcdserver: no leader"
+        );
     }
 }

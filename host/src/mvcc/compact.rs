@@ -28,11 +28,25 @@ pub fn check(view: &ReadView<'_>, rev: Revision) -> Result<(), MvccError> {
 
 /// Adds the deletions of a compaction at `rev` to `batch`; returns how many history entries
 /// it removes. The caller has run [`check`] and records the new compact revision.
-pub fn compact(storage: &Storage, view: &ReadView<'_>, rev: Revision, batch: &mut OwnedWriteBatch) -> Result<usize, Error> {
-    let from = Rev { main: view.compact_rev.max(0) + 1, sub: 0 };
-    let to = Rev { main: rev + 1, sub: 0 };
+pub fn compact(
+    storage: &Storage,
+    view: &ReadView<'_>,
+    rev: Revision,
+    batch: &mut OwnedWriteBatch,
+) -> Result<usize, Error> {
+    let from = Rev {
+        main: view.compact_rev.max(0) + 1,
+        sub: 0,
+    };
+    let to = Rev {
+        main: rev + 1,
+        sub: 0,
+    };
     let mut touched = BTreeSet::new();
-    for guard in view.snap.range(&storage.kv_revs, from.encode()..to.encode()) {
+    for guard in view
+        .snap
+        .range(&storage.kv_revs, from.encode()..to.encode())
+    {
         let (_, raw) = guard.into_inner()?;
         let event: encoding::StoredEvent = decode(&raw)?;
         touched.insert(event.key);
@@ -44,11 +58,16 @@ pub fn compact(storage: &Storage, view: &ReadView<'_>, rev: Revision, batch: &mu
         let mut versions = Vec::new();
         for guard in view.snap.range(&storage.kv_index, start..end) {
             let (raw, kind) = guard.into_inner()?;
-            let (_, at) = encoding::decode_index_key(&raw).ok_or_else(|| corrupt(format!("bad index key {raw:?}")))?;
+            let (_, at) = encoding::decode_index_key(&raw)
+                .ok_or_else(|| corrupt(format!("bad index key {raw:?}")))?;
             versions.push((at, kind.first() == Some(&INDEX_PUT)));
         }
         let keep_last = versions.last().is_some_and(|(_, live)| *live);
-        let drop_count = if keep_last { versions.len() - 1 } else { versions.len() };
+        let drop_count = if keep_last {
+            versions.len() - 1
+        } else {
+            versions.len()
+        };
         for (at, _) in &versions[..drop_count] {
             batch.remove(&storage.kv_index, encoding::index_key(&key, *at));
             batch.remove(&storage.kv_revs, at.encode());

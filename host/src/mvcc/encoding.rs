@@ -26,7 +26,10 @@ impl Rev {
     pub fn decode(bytes: &[u8]) -> Option<Rev> {
         let main = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
         let sub = u64::from_be_bytes(bytes.get(8..16)?.try_into().ok()?);
-        Some(Rev { main: main as i64, sub: sub as i64 })
+        Some(Rev {
+            main: main as i64,
+            sub: sub as i64,
+        })
     }
 }
 
@@ -143,7 +146,7 @@ mod tests {
     fn index_keys_sort_by_key_then_revision() {
         // Proves the escaping keeps all versions of a key together and in revision order.
         let r = |m| Rev { main: m, sub: 0 };
-        let mut keys = vec![
+        let mut keys = [
             index_key(b"a\x00", r(1)),
             index_key(b"a", r(7)),
             index_key(b"ab", r(2)),

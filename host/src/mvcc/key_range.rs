@@ -12,15 +12,24 @@ pub enum KeyRange {
     /// Exactly one key.
     Single(Vec<u8>),
     /// `[start, end)`; `end == None` means unbounded.
-    Interval { start: Vec<u8>, end: Option<Vec<u8>> },
+    Interval {
+        start: Vec<u8>,
+        end: Option<Vec<u8>>,
+    },
 }
 
 impl KeyRange {
     pub fn new(key: &[u8], range_end: &[u8]) -> Self {
         match range_end {
             [] => KeyRange::Single(key.to_vec()),
-            [0] => KeyRange::Interval { start: key.to_vec(), end: None },
-            end => KeyRange::Interval { start: key.to_vec(), end: Some(end.to_vec()) },
+            [0] => KeyRange::Interval {
+                start: key.to_vec(),
+                end: None,
+            },
+            end => KeyRange::Interval {
+                start: key.to_vec(),
+                end: Some(end.to_vec()),
+            },
         }
     }
 
@@ -37,7 +46,9 @@ impl KeyRange {
     pub fn is_empty(&self) -> bool {
         match self {
             KeyRange::Single(_) => false,
-            KeyRange::Interval { start, end } => end.as_deref().is_some_and(|e| e <= start.as_slice()),
+            KeyRange::Interval { start, end } => {
+                end.as_deref().is_some_and(|e| e <= start.as_slice())
+            }
         }
     }
 
@@ -100,7 +111,9 @@ mod tests {
         let single = KeyRange::new(b"foo", b"");
         assert!(single.contains(b"foo") && !single.contains(b"foo1"));
         let prefix = KeyRange::new(b"foo", b"fop");
-        assert!(prefix.contains(b"foo") && prefix.contains(b"foo\xff\xff") && !prefix.contains(b"fop"));
+        assert!(
+            prefix.contains(b"foo") && prefix.contains(b"foo\xff\xff") && !prefix.contains(b"fop")
+        );
         let from = KeyRange::new(b"b", b"\0");
         assert!(from.contains(b"b") && from.contains(b"\xff\xff") && !from.contains(b"a"));
         let all = KeyRange::new(b"\0", b"\0");

@@ -10,13 +10,13 @@ pub mod compact;
 pub mod encoding;
 pub mod error;
 pub mod key_range;
+#[cfg(test)]
+mod mvcc_test;
 pub mod read;
 pub mod txn;
 pub mod types;
 pub mod validate;
 pub mod write;
-#[cfg(test)]
-mod mvcc_test;
 
 use fjall::{OwnedWriteBatch, Readable};
 use serde::{Deserialize, Serialize};
@@ -81,7 +81,13 @@ impl Mvcc {
         let snap = storage.db.snapshot();
         let rev = read_i64(&snap, storage, CURRENT_REV)?.unwrap_or(1);
         let compact_rev = read_i64(&snap, storage, COMPACT_REV)?.unwrap_or(-1);
-        Ok(ReadView { storage, snap, rev, compact_rev, overlay: None })
+        Ok(ReadView {
+            storage,
+            snap,
+            rev,
+            compact_rev,
+            overlay: None,
+        })
     }
 
     /// Applies one write into `batch`. The caller commits the batch (with whatever else must be
@@ -97,18 +103,28 @@ impl Mvcc {
         let (begin_rev, compact_rev, snap) = (view.rev, view.compact_rev, view.snap.clone());
         if let WriteRequest::Compact(c) = req {
             if let Err(e) = compact::check(&view, c.revision) {
-                return Ok(Applied { response: Err(e), events: Vec::new() });
+                return Ok(Applied {
+                    response: Err(e),
+                    events: Vec::new(),
+                });
             }
             compact::compact(storage, &view, c.revision, batch).map_err(into_storage)?;
             batch.insert(&storage.meta, COMPACT_REV, c.revision.to_be_bytes());
-            let response = Ok(WriteResponse::Compact(CompactResponse { revision: begin_rev }));
-            return Ok(Applied { response, events: Vec::new() });
+            let response = Ok(WriteResponse::Compact(CompactResponse {
+                revision: begin_rev,
+            }));
+            return Ok(Applied {
+                response,
+                events: Vec::new(),
+            });
         }
         drop(view);
         let mut w = WriteTxn::new(storage, snap, begin_rev, compact_rev, batch);
         let result = match req {
             WriteRequest::Put(p) => txn::put(&mut w, p, leases).map(WriteResponse::Put),
-            WriteRequest::DeleteRange(d) => txn::delete_range(&mut w, d).map(WriteResponse::DeleteRange),
+            WriteRequest::DeleteRange(d) => {
+                txn::delete_range(&mut w, d).map(WriteResponse::DeleteRange)
+            }
             WriteRequest::Txn(t) => txn::txn(&mut w, t, leases).map(WriteResponse::Txn),
             WriteRequest::Compact(_) => unreachable!("handled above"),
         };
@@ -119,15 +135,23 @@ impl Mvcc {
                 if changed {
                     batch.insert(&storage.meta, CURRENT_REV, (begin_rev + 1).to_be_bytes());
                 }
-                Ok(Applied { response: Ok(resp), events })
+                Ok(Applied {
+                    response: Ok(resp),
+                    events,
+                })
             }
             // Every etcd error is found by the checks that run before the first write (see
             // `txn.rs`). Should that ever break, half a request is in the batch: stop the node
             // rather than commit it.
-            Err(Error::Mvcc(e)) if changed => Err(StorageError(fjall::Error::Io(std::io::Error::other(
-                format!("etcd error {e} after writes began; refusing to commit a partial request"),
-            )))),
-            Err(Error::Mvcc(e)) => Ok(Applied { response: Err(e), events: Vec::new() }),
+            Err(Error::Mvcc(e)) if changed => Err(StorageError(fjall::Error::Io(
+                std::io::Error::other(format!(
+                    "etcd error {e} after writes began; refusing to commit a partial request"
+                )),
+            ))),
+            Err(Error::Mvcc(e)) => Ok(Applied {
+                response: Err(e),
+                events: Vec::new(),
+            }),
             Err(Error::Storage(e)) => Err(e),
         }
     }
@@ -137,7 +161,10 @@ fn read_i64(snap: &fjall::Snapshot, storage: &Storage, key: &[u8]) -> Result<Opt
     match snap.get(&storage.meta, key)? {
         None => Ok(None),
         Some(raw) => {
-            let bytes: [u8; 8] = raw.as_ref().try_into().map_err(|_| read::corrupt(format!("bad meta {key:?}")))?;
+            let bytes: [u8; 8] = raw
+                .as_ref()
+                .try_into()
+                .map_err(|_| read::corrupt(format!("bad meta {key:?}")))?;
             Ok(Some(i64::from_be_bytes(bytes)))
         }
     }

@@ -54,7 +54,11 @@ impl Db {
     fn with_leases(ids: &[i64]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let storage = Storage::open(dir.path()).expect("open storage");
-        Db { _dir: dir, storage, leases: ids.iter().copied().collect() }
+        Db {
+            _dir: dir,
+            storage,
+            leases: ids.iter().copied().collect(),
+        }
     }
 
     /// Applies `req` and commits the batch, as the state machine does for one log entry.
@@ -70,8 +74,31 @@ impl Db {
         applied
     }
 
+    /// Applies `req`. A txn without writes is also served the way the API serves it, from a
+    /// read view outside the log, and both answers must agree.
     fn write(&self, req: &WriteRequest) -> Result<WriteResponse, MvccError> {
-        self.apply(req).response
+        let served = match req {
+            WriteRequest::Txn(t) if !has_writes(t) => Some(self.read_txn(t)),
+            _ => None,
+        };
+        let applied = self.apply(req).response;
+        if let Some(served) = served {
+            assert_eq!(
+                served.map(WriteResponse::Txn),
+                applied,
+                "read-only txn served vs applied: {req:?}"
+            );
+        }
+        applied
+    }
+
+    fn read_txn(&self, req: &TxnRequest) -> Result<TxnResponse, MvccError> {
+        let view = Mvcc::read_view(&self.storage).expect("read view");
+        match txn::read_only(&view, req) {
+            Ok(resp) => Ok(resp),
+            Err(Error::Mvcc(e)) => Err(e),
+            Err(Error::Storage(e)) => panic!("storage error: {e}"),
+        }
     }
 
     fn read(&self, req: &RangeRequest) -> Result<RangeResponse, MvccError> {
@@ -108,7 +135,10 @@ impl Db {
         snap.iter(&self.storage.kv_revs)
             .map(|g| {
                 let (k, v) = g.into_inner().expect("read kv_revs");
-                (Rev::decode(&k).expect("rev"), encoding::decode(&v).expect("event"))
+                (
+                    Rev::decode(&k).expect("rev"),
+                    encoding::decode(&v).expect("event"),
+                )
             })
             .collect()
     }
@@ -126,6 +156,15 @@ impl Db {
     }
 }
 
+/// True when some branch of `t`, at any depth, puts or deletes.
+fn has_writes(t: &TxnRequest) -> bool {
+    t.success.iter().chain(&t.failure).any(|op| match op {
+        RequestOp::Range(_) => false,
+        RequestOp::Put(_) | RequestOp::DeleteRange(_) => true,
+        RequestOp::Txn(nested) => has_writes(nested),
+    })
+}
+
 // --- request builders ---
 
 fn b(s: &str) -> Vec<u8> {
@@ -133,7 +172,11 @@ fn b(s: &str) -> Vec<u8> {
 }
 
 fn put_req(k: &str, v: &str) -> PutRequest {
-    PutRequest { key: b(k), value: b(v), ..Default::default() }
+    PutRequest {
+        key: b(k),
+        value: b(v),
+        ..Default::default()
+    }
 }
 
 fn put(k: &str, v: &str) -> WriteRequest {
@@ -145,7 +188,11 @@ fn put_with(req: PutRequest) -> WriteRequest {
 }
 
 fn del_req(k: &str, end: &str) -> DeleteRangeRequest {
-    DeleteRangeRequest { key: b(k), range_end: b(end), prev_kv: false }
+    DeleteRangeRequest {
+        key: b(k),
+        range_end: b(end),
+        prev_kv: false,
+    }
 }
 
 fn del(k: &str, end: &str) -> WriteRequest {
@@ -153,7 +200,11 @@ fn del(k: &str, end: &str) -> WriteRequest {
 }
 
 fn txn_req(compare: Vec<Compare>, success: Vec<RequestOp>, failure: Vec<RequestOp>) -> TxnRequest {
-    TxnRequest { compare, success, failure }
+    TxnRequest {
+        compare,
+        success,
+        failure,
+    }
 }
 
 fn txn(compare: Vec<Compare>, success: Vec<RequestOp>, failure: Vec<RequestOp>) -> WriteRequest {
@@ -161,15 +212,25 @@ fn txn(compare: Vec<Compare>, success: Vec<RequestOp>, failure: Vec<RequestOp>) 
 }
 
 fn compact(rev: Revision) -> WriteRequest {
-    WriteRequest::Compact(CompactRequest { revision: rev, physical: false })
+    WriteRequest::Compact(CompactRequest {
+        revision: rev,
+        physical: false,
+    })
 }
 
 fn get(k: &str) -> RangeRequest {
-    RangeRequest { key: b(k), ..Default::default() }
+    RangeRequest {
+        key: b(k),
+        ..Default::default()
+    }
 }
 
 fn range(k: &str, end: &str) -> RangeRequest {
-    RangeRequest { key: b(k), range_end: b(end), ..Default::default() }
+    RangeRequest {
+        key: b(k),
+        range_end: b(end),
+        ..Default::default()
+    }
 }
 
 /// Every key.
@@ -206,11 +267,20 @@ fn cmp(k: &str, result: CompareResult, operand: CompareOperand) -> Compare {
         CompareOperand::Value(_) => CompareTarget::Value,
         CompareOperand::Lease(_) => CompareTarget::Lease,
     };
-    Compare { result, target, key: b(k), range_end: Vec::new(), operand: Some(operand) }
+    Compare {
+        result,
+        target,
+        key: b(k),
+        range_end: Vec::new(),
+        operand: Some(operand),
+    }
 }
 
 fn cmp_range(k: &str, end: &str, result: CompareResult, operand: CompareOperand) -> Compare {
-    Compare { range_end: b(end), ..cmp(k, result, operand) }
+    Compare {
+        range_end: b(end),
+        ..cmp(k, result, operand)
+    }
 }
 
 fn value(v: &str) -> CompareOperand {
@@ -236,7 +306,12 @@ fn leased(kv: KeyValue, lease: i64) -> KeyValue {
 
 fn rr(revision: Revision, kvs: Vec<KeyValue>) -> RangeResponse {
     let count = kvs.len() as i64;
-    RangeResponse { revision, kvs, more: false, count }
+    RangeResponse {
+        revision,
+        kvs,
+        more: false,
+        count,
+    }
 }
 
 fn found(revision: Revision, kvs: Vec<KeyValue>) -> Result<RangeResponse, MvccError> {
@@ -244,7 +319,10 @@ fn found(revision: Revision, kvs: Vec<KeyValue>) -> Result<RangeResponse, MvccEr
 }
 
 fn put_resp(revision: Revision) -> PutResponse {
-    PutResponse { revision, prev_kv: None }
+    PutResponse {
+        revision,
+        prev_kv: None,
+    }
 }
 
 fn put_ok(revision: Revision) -> Result<WriteResponse, MvccError> {
@@ -252,7 +330,11 @@ fn put_ok(revision: Revision) -> Result<WriteResponse, MvccError> {
 }
 
 fn del_resp(revision: Revision, deleted: i64) -> DeleteRangeResponse {
-    DeleteRangeResponse { revision, deleted, prev_kvs: Vec::new() }
+    DeleteRangeResponse {
+        revision,
+        deleted,
+        prev_kvs: Vec::new(),
+    }
 }
 
 fn del_ok(revision: Revision, deleted: i64) -> Result<WriteResponse, MvccError> {
@@ -260,10 +342,18 @@ fn del_ok(revision: Revision, deleted: i64) -> Result<WriteResponse, MvccError> 
 }
 
 fn txn_resp(revision: Revision, succeeded: bool, responses: Vec<ResponseOp>) -> TxnResponse {
-    TxnResponse { revision, succeeded, responses }
+    TxnResponse {
+        revision,
+        succeeded,
+        responses,
+    }
 }
 
-fn txn_ok(revision: Revision, succeeded: bool, responses: Vec<ResponseOp>) -> Result<WriteResponse, MvccError> {
+fn txn_ok(
+    revision: Revision,
+    succeeded: bool,
+    responses: Vec<ResponseOp>,
+) -> Result<WriteResponse, MvccError> {
     Ok(WriteResponse::Txn(txn_resp(revision, succeeded, responses)))
 }
 
@@ -273,7 +363,10 @@ fn compact_ok(revision: Revision) -> Result<WriteResponse, MvccError> {
 
 /// The keys of a range response, concatenated (keys in these tests are one letter).
 fn keys_of(resp: &RangeResponse) -> String {
-    resp.kvs.iter().map(|kv| String::from_utf8_lossy(&kv.key).into_owned()).collect()
+    resp.kvs
+        .iter()
+        .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -291,7 +384,10 @@ fn revisions_start_at_one_and_each_put_adds_one() {
         Write(put("b", "1"), put_ok(3)),
         Write(put("a", "2"), put_ok(4)),
         Read(get("a"), found(4, vec![kv("a", "2", 2, 4, 2)])),
-        Read(all(), found(4, vec![kv("a", "2", 2, 4, 2), kv("b", "1", 3, 3, 1)])),
+        Read(
+            all(),
+            found(4, vec![kv("a", "2", 2, 4, 2), kv("b", "1", 3, 3, 1)]),
+        ),
         // A put of an identical value is still a new version and a new revision.
         Write(put("b", "1"), put_ok(5)),
         Read(get("b"), found(5, vec![kv("b", "1", 3, 5, 2)])),
@@ -302,7 +398,10 @@ fn revisions_start_at_one_and_each_put_adds_one() {
 fn delete_ends_generation_and_reput_starts_a_new_one() {
     // Proves a delete is a tombstone revision and a re-put restarts version and create_revision.
     let db = Db::new();
-    let del_prev = DeleteRangeRequest { prev_kv: true, ..del_req("a", "") };
+    let del_prev = DeleteRangeRequest {
+        prev_kv: true,
+        ..del_req("a", "")
+    };
     db.run(&[
         Setup(put("a", "1")), // 2
         Setup(put("a", "2")), // 3
@@ -329,7 +428,7 @@ fn delete_ends_generation_and_reput_starts_a_new_one() {
 
 #[test]
 fn delete_that_deletes_nothing_keeps_the_revision() {
-    // Proves a DeleteRange that removes no key takes no revision (response carries the current one).
+    // Proves a DeleteRange that removes no key takes no revision and answers the current one.
     let db = Db::new();
     db.run(&[
         Write(del("a", ""), del_ok(1, 0)),
@@ -350,13 +449,16 @@ fn delete_that_deletes_nothing_keeps_the_revision() {
 fn delete_range_forms_and_prev_kvs() {
     // Proves prefix and from-key deletes remove exactly their keys, all at one revision.
     let db = Db::new();
-    let prev = |k: &str, end: &str| DeleteRangeRequest { prev_kv: true, ..del_req(k, end) };
+    let prev = |k: &str, end: &str| DeleteRangeRequest {
+        prev_kv: true,
+        ..del_req(k, end)
+    };
     db.run(&[
-        Setup(put("a", "1")),  // 2
+        Setup(put("a", "1")),   // 2
         Setup(put("b/1", "1")), // 3
         Setup(put("b/2", "1")), // 4
-        Setup(put("c", "1")),  // 5
-        Setup(put("d", "1")),  // 6
+        Setup(put("c", "1")),   // 5
+        Setup(put("d", "1")),   // 6
         Write(
             WriteRequest::DeleteRange(prev("b/", "b0")),
             Ok(WriteResponse::DeleteRange(DeleteRangeResponse {
@@ -367,14 +469,30 @@ fn delete_range_forms_and_prev_kvs() {
         ),
         Write(del("c", "\0"), del_ok(8, 2)),
         Read(all(), found(8, vec![kv("a", "1", 2, 2, 1)])),
-        Read(at(all(), 6), found(8, vec![
-            kv("a", "1", 2, 2, 1),
-            kv("b/1", "1", 3, 3, 1),
-            kv("b/2", "1", 4, 4, 1),
-            kv("c", "1", 5, 5, 1),
-            kv("d", "1", 6, 6, 1),
-        ])),
-        Read(at(all(), 7), found(8, vec![kv("a", "1", 2, 2, 1), kv("c", "1", 5, 5, 1), kv("d", "1", 6, 6, 1)])),
+        Read(
+            at(all(), 6),
+            found(
+                8,
+                vec![
+                    kv("a", "1", 2, 2, 1),
+                    kv("b/1", "1", 3, 3, 1),
+                    kv("b/2", "1", 4, 4, 1),
+                    kv("c", "1", 5, 5, 1),
+                    kv("d", "1", 6, 6, 1),
+                ],
+            ),
+        ),
+        Read(
+            at(all(), 7),
+            found(
+                8,
+                vec![
+                    kv("a", "1", 2, 2, 1),
+                    kv("c", "1", 5, 5, 1),
+                    kv("d", "1", 6, 6, 1),
+                ],
+            ),
+        ),
     ]);
 }
 
@@ -382,12 +500,20 @@ fn delete_range_forms_and_prev_kvs() {
 fn put_prev_kv_is_returned_only_when_asked() {
     // Proves prev_kv carries the replaced version on request, and nothing for a new key.
     let db = Db::new();
-    let with_prev = |k: &str, v: &str| put_with(PutRequest { prev_kv: true, ..put_req(k, v) });
+    let with_prev = |k: &str, v: &str| {
+        put_with(PutRequest {
+            prev_kv: true,
+            ..put_req(k, v)
+        })
+    };
     db.run(&[
         Write(with_prev("a", "1"), put_ok(2)),
         Write(
             with_prev("a", "2"),
-            Ok(WriteResponse::Put(PutResponse { revision: 3, prev_kv: Some(kv("a", "1", 2, 2, 1)) })),
+            Ok(WriteResponse::Put(PutResponse {
+                revision: 3,
+                prev_kv: Some(kv("a", "1", 2, 2, 1)),
+            })),
         ),
         Write(put("a", "3"), put_ok(4)),
         Setup(del("a", "")), // 5
@@ -397,10 +523,15 @@ fn put_prev_kv_is_returned_only_when_asked() {
 
 #[test]
 fn ignore_value_and_ignore_lease() {
-    // Proves ignore_value/ignore_lease keep the old value/lease and fail with KeyNotFound on a missing key.
+    // Proves ignore_value/ignore_lease keep the old value/lease, and a missing key is KeyNotFound.
     let db = Db::with_leases(&[7, 8]);
     let req = |k: &str, v: &str, lease: i64, ignore_value: bool, ignore_lease: bool| {
-        put_with(PutRequest { lease, ignore_value, ignore_lease, ..put_req(k, v) })
+        put_with(PutRequest {
+            lease,
+            ignore_value,
+            ignore_lease,
+            ..put_req(k, v)
+        })
     };
     db.run(&[
         Write(req("a", "", 0, true, false), Err(MvccError::KeyNotFound)),
@@ -418,10 +549,16 @@ fn ignore_value_and_ignore_lease() {
         // A plain put detaches the key from its lease.
         Write(put("a", "3"), put_ok(6)),
         Read(get("a"), found(6, vec![kv("a", "3", 2, 6, 5)])),
-        Write(req("a", "4", 9, false, false), Err(MvccError::LeaseNotFound)),
+        Write(
+            req("a", "4", 9, false, false),
+            Err(MvccError::LeaseNotFound),
+        ),
         Setup(del("a", "")), // 7
         Write(req("a", "", 0, true, false), Err(MvccError::KeyNotFound)),
-        Read(at(get("a"), 5), found(7, vec![leased(kv("a", "2", 2, 5, 4), 8)])),
+        Read(
+            at(get("a"), 5),
+            found(7, vec![leased(kv("a", "2", 2, 5, 4), 8)]),
+        ),
     ]);
 }
 
@@ -429,7 +566,12 @@ fn ignore_value_and_ignore_lease() {
 fn put_with_unknown_lease_is_rejected_without_a_revision() {
     // Proves a put naming a lease that does not exist fails with LeaseNotFound and writes nothing.
     let db = Db::new();
-    let leased_put = |k: &str| put_with(PutRequest { lease: 42, ..put_req(k, "v") });
+    let leased_put = |k: &str| {
+        put_with(PutRequest {
+            lease: 42,
+            ..put_req(k, "v")
+        })
+    };
     db.run(&[
         Write(leased_put("a"), Err(MvccError::LeaseNotFound)),
         Read(all(), found(1, vec![])),
@@ -438,7 +580,17 @@ fn put_with_unknown_lease_is_rejected_without_a_revision() {
         Read(get("a"), found(2, vec![kv("a", "1", 2, 2, 1)])),
         // Inside a txn too, and the txn's other ops are not applied.
         Write(
-            txn(vec![], vec![op_put("b", "1"), RequestOp::Put(PutRequest { lease: 42, ..put_req("c", "1") })], vec![]),
+            txn(
+                vec![],
+                vec![
+                    op_put("b", "1"),
+                    RequestOp::Put(PutRequest {
+                        lease: 42,
+                        ..put_req("c", "1")
+                    }),
+                ],
+                vec![],
+            ),
             Err(MvccError::LeaseNotFound),
         ),
         Read(all(), found(2, vec![kv("a", "1", 2, 2, 1)])),
@@ -454,11 +606,11 @@ fn reads_at_past_revisions() {
     // Proves a read at revision r sees exactly the state after r, with the current header revision.
     let db = Db::new();
     db.run(&[
-        Setup(put("a", "1")),                                               // 2
-        Setup(put("b", "1")),                                               // 3
-        Setup(put("a", "2")),                                               // 4
-        Setup(del("b", "")),                                                // 5
-        Setup(put("c", "1")),                                               // 6
+        Setup(put("a", "1")),                                                // 2
+        Setup(put("b", "1")),                                                // 3
+        Setup(put("a", "2")),                                                // 4
+        Setup(del("b", "")),                                                 // 5
+        Setup(put("c", "1")),                                                // 6
         Setup(txn(vec![], vec![op_put("b", "2"), op_del("a", "")], vec![])), // 7
     ]);
     let table: Vec<(Revision, Vec<KeyValue>)> = vec![
@@ -479,7 +631,10 @@ fn reads_at_past_revisions() {
     db.run(&[
         Read(at(all(), 8), Err(MvccError::FutureRevision)),
         Read(at(get("zz"), 8), Err(MvccError::FutureRevision)),
-        Read(at(range("a", "b"), 4), found(7, vec![kv("a", "2", 2, 4, 2)])),
+        Read(
+            at(range("a", "b"), 4),
+            found(7, vec![kv("a", "2", 2, 4, 2)]),
+        ),
         Read(at(get("b"), 5), found(7, vec![])),
     ]);
 }
@@ -499,7 +654,10 @@ fn range_forms_single_prefix_from_key_and_all() {
         (range("a\0", "ab"), vec!["a\0"]),
         (range("b/", "b0"), vec!["b/1", "b/2"]),
         (range("b", "\0"), vec!["b", "b/1", "b/2", "c"]),
-        (range("\0", "\0"), vec!["a", "a\0", "ab", "b", "b/1", "b/2", "c"]),
+        (
+            range("\0", "\0"),
+            vec!["a", "a\0", "ab", "b", "b/1", "b/2", "c"],
+        ),
         (range("c", "a"), vec![]),
         (range("a", "a"), vec![]),
         (range("d", "\0"), vec![]),
@@ -513,14 +671,18 @@ fn range_forms_single_prefix_from_key_and_all() {
         // The same range read through history (at a revision below the current one).
         let past = db.read(&at(req.clone(), 7)).expect("read past");
         let past_keys: Vec<Vec<u8>> = past.kvs.iter().map(|kv| kv.key.clone()).collect();
-        let want_past: Vec<Vec<u8>> = want.iter().filter(|k| k.as_slice() != b"c").cloned().collect();
+        let want_past: Vec<Vec<u8>> = want
+            .iter()
+            .filter(|k| k.as_slice() != b"c")
+            .cloned()
+            .collect();
         assert_eq!(past_keys, want_past, "{req:?} at 7");
     }
 }
 
 #[test]
 fn limit_more_count_keys_only_count_only() {
-    // Proves limit truncates, `more` says so, `count` ignores limit, and keys_only/count_only drop data.
+    // Proves limit truncates, `more` says so, `count` ignores limit, keys/count_only drop data.
     let db = Db::new();
     for k in ["a", "b", "c", "d", "e"] {
         db.write(&put(k, "val")).expect("put"); // revisions 2..=6
@@ -532,10 +694,20 @@ fn limit_more_count_keys_only_count_only() {
         .collect();
     let limit = |n: i64| RangeRequest { limit: n, ..all() };
     let resp = |kvs: &[KeyValue], more: bool, count: i64| {
-        Ok(RangeResponse { revision: 6, kvs: kvs.to_vec(), more, count })
+        Ok(RangeResponse {
+            revision: 6,
+            kvs: kvs.to_vec(),
+            more,
+            count,
+        })
     };
     let no_values = |kvs: &[KeyValue]| -> Vec<KeyValue> {
-        kvs.iter().map(|kv| KeyValue { value: Vec::new(), ..kv.clone() }).collect()
+        kvs.iter()
+            .map(|kv| KeyValue {
+                value: Vec::new(),
+                ..kv.clone()
+            })
+            .collect()
     };
     db.run(&[
         Read(limit(2), resp(&kvs[..2], true, 5)),
@@ -544,22 +716,73 @@ fn limit_more_count_keys_only_count_only() {
         Read(limit(6), resp(&kvs, false, 5)),
         Read(limit(0), resp(&kvs, false, 5)),
         Read(limit(-1), resp(&kvs, false, 5)),
-        Read(RangeRequest { count_only: true, ..all() }, resp(&[], false, 5)),
-        Read(RangeRequest { count_only: true, limit: 2, ..all() }, resp(&[], false, 5)),
-        Read(RangeRequest { keys_only: true, ..all() }, resp(&no_values(&kvs), false, 5)),
-        Read(RangeRequest { keys_only: true, limit: 1, ..all() }, resp(&no_values(&kvs[..1]), true, 5)),
-        Read(RangeRequest { limit: 1, ..range("b", "d") }, resp(&kvs[1..2], true, 2)),
+        Read(
+            RangeRequest {
+                count_only: true,
+                ..all()
+            },
+            resp(&[], false, 5),
+        ),
+        Read(
+            RangeRequest {
+                count_only: true,
+                limit: 2,
+                ..all()
+            },
+            resp(&[], false, 5),
+        ),
+        Read(
+            RangeRequest {
+                keys_only: true,
+                ..all()
+            },
+            resp(&no_values(&kvs), false, 5),
+        ),
+        Read(
+            RangeRequest {
+                keys_only: true,
+                limit: 1,
+                ..all()
+            },
+            resp(&no_values(&kvs[..1]), true, 5),
+        ),
+        Read(
+            RangeRequest {
+                limit: 1,
+                ..range("b", "d")
+            },
+            resp(&kvs[1..2], true, 2),
+        ),
         // The same through history.
         Read(at(limit(2), 4), resp(&kvs[..2], true, 3)),
         Read(at(limit(3), 4), resp(&kvs[..3], false, 3)),
-        Read(at(RangeRequest { count_only: true, ..all() }, 3), resp(&[], false, 2)),
-        Read(at(RangeRequest { keys_only: true, limit: 1, ..all() }, 3), resp(&no_values(&kvs[..1]), true, 2)),
+        Read(
+            at(
+                RangeRequest {
+                    count_only: true,
+                    ..all()
+                },
+                3,
+            ),
+            resp(&[], false, 2),
+        ),
+        Read(
+            at(
+                RangeRequest {
+                    keys_only: true,
+                    limit: 1,
+                    ..all()
+                },
+                3,
+            ),
+            resp(&no_values(&kvs[..1]), true, 2),
+        ),
     ]);
 }
 
 #[test]
 fn revision_filters_apply_before_limit_and_do_not_change_count() {
-    // Proves min/max mod/create filters prune before truncation while `count` counts the whole range.
+    // Proves min/max mod/create filters prune before truncation; `count` counts the whole range.
     let db = Db::new();
     db.run(&[
         Setup(put("a", "1")), // 2
@@ -572,7 +795,14 @@ fn revision_filters_apply_before_limit_and_do_not_change_count() {
     let bb = kv("b", "1", 3, 3, 1);
     let c = kv("c", "1", 4, 4, 1);
     let d = kv("d", "1", 6, 6, 1);
-    let resp = |kvs: Vec<KeyValue>, more: bool| Ok(RangeResponse { revision: 6, kvs, more, count: 4 });
+    let resp = |kvs: Vec<KeyValue>, more: bool| {
+        Ok(RangeResponse {
+            revision: 6,
+            kvs,
+            more,
+            count: 4,
+        })
+    };
     let f = |min_mod, max_mod, min_create, max_create, limit| RangeRequest {
         min_mod_revision: min_mod,
         max_mod_revision: max_mod,
@@ -582,18 +812,33 @@ fn revision_filters_apply_before_limit_and_do_not_change_count() {
         ..all()
     };
     db.run(&[
-        Read(f(4, 0, 0, 0, 0), resp(vec![a.clone(), c.clone(), d.clone()], false)),
+        Read(
+            f(4, 0, 0, 0, 0),
+            resp(vec![a.clone(), c.clone(), d.clone()], false),
+        ),
         Read(f(0, 4, 0, 0, 0), resp(vec![bb.clone(), c.clone()], false)),
-        Read(f(0, 0, 3, 0, 0), resp(vec![bb.clone(), c.clone(), d.clone()], false)),
+        Read(
+            f(0, 0, 3, 0, 0),
+            resp(vec![bb.clone(), c.clone(), d.clone()], false),
+        ),
         Read(f(0, 0, 0, 3, 0), resp(vec![a.clone(), bb.clone()], false)),
         Read(f(4, 0, 0, 4, 0), resp(vec![a.clone(), c.clone()], false)),
         Read(f(3, 5, 3, 4, 0), resp(vec![bb.clone(), c.clone()], false)),
         Read(f(7, 0, 0, 0, 0), resp(vec![], false)),
         Read(f(4, 0, 0, 0, 2), resp(vec![a.clone(), c.clone()], true)),
-        Read(f(4, 0, 0, 0, 3), resp(vec![a.clone(), c.clone(), d.clone()], false)),
+        Read(
+            f(4, 0, 0, 0, 3),
+            resp(vec![a.clone(), c.clone(), d.clone()], false),
+        ),
         // Only b passes: one key and no `more`, though four keys are in range.
         Read(f(0, 3, 0, 0, 1), resp(vec![bb.clone()], false)),
-        Read(RangeRequest { count_only: true, ..f(4, 0, 0, 0, 0) }, resp(vec![], false)),
+        Read(
+            RangeRequest {
+                count_only: true,
+                ..f(4, 0, 0, 0, 0)
+            },
+            resp(vec![], false),
+        ),
         // Filters on a past revision see that revision's versions.
         Read(
             at(f(3, 0, 0, 0, 0), 4),
@@ -608,7 +853,8 @@ fn revision_filters_apply_before_limit_and_do_not_change_count() {
 }
 
 /// Keys with distinct sort targets. State in `[a, e)` at revisions 6 and 7:
-/// a: value "0", create 3, mod 5, version 2 · b: "2", 4, 4, 1 · c: "1", 2, 2, 1 · d: "2", 6, 6, 1
+/// a: value "0", create 3, mod 5, version 2 · b: "2", 4, 4, 1 · c: "1", 2, 2, 1
+/// d: "2", 6, 6, 1
 /// (`z` is written at 7 so that reads at 6 go through history).
 fn sort_fixture() -> Db {
     let db = Db::new();
@@ -624,12 +870,16 @@ fn sort_fixture() -> Db {
 }
 
 fn sorted(target: SortTarget, order: SortOrder) -> RangeRequest {
-    RangeRequest { sort_target: target, sort_order: order, ..range("a", "e") }
+    RangeRequest {
+        sort_target: target,
+        sort_order: order,
+        ..range("a", "e")
+    }
 }
 
 #[test]
 fn sort_orders_and_targets() {
-    // Proves every sort target and order, NONE on a non-key target sorting ascending, and ties in key order.
+    // Proves every sort target and order; NONE on a non-key target ascends; ties keep key order.
     use SortOrder::{Ascend, Descend, None};
     use SortTarget::{Create, Key, Mod, Value, Version};
     let db = sort_fixture();
@@ -659,29 +909,68 @@ fn sort_orders_and_targets() {
         assert_eq!(past, resp, "{target:?} {order:?} at 6");
     }
     // Sort, then truncate.
-    let resp = db.read(&RangeRequest { limit: 2, ..sorted(Version, Descend) }).expect("read");
-    assert_eq!((keys_of(&resp).as_str(), resp.more, resp.count), ("ab", true, 4));
-    let resp = db.read(&RangeRequest { limit: 1, ..sorted(Create, Ascend) }).expect("read");
-    assert_eq!((keys_of(&resp).as_str(), resp.more, resp.count), ("c", true, 4));
-    let resp = db.read(&RangeRequest { limit: 3, ..sorted(Key, Descend) }).expect("read");
-    assert_eq!((keys_of(&resp).as_str(), resp.more, resp.count), ("dcb", true, 4));
+    let resp = db
+        .read(&RangeRequest {
+            limit: 2,
+            ..sorted(Version, Descend)
+        })
+        .expect("read");
+    assert_eq!(
+        (keys_of(&resp).as_str(), resp.more, resp.count),
+        ("ab", true, 4)
+    );
+    let resp = db
+        .read(&RangeRequest {
+            limit: 1,
+            ..sorted(Create, Ascend)
+        })
+        .expect("read");
+    assert_eq!(
+        (keys_of(&resp).as_str(), resp.more, resp.count),
+        ("c", true, 4)
+    );
+    let resp = db
+        .read(&RangeRequest {
+            limit: 3,
+            ..sorted(Key, Descend)
+        })
+        .expect("read");
+    assert_eq!(
+        (keys_of(&resp).as_str(), resp.more, resp.count),
+        ("dcb", true, 4)
+    );
 }
 
 #[test]
 fn sort_order_none_with_limit_sorts_only_the_first_keys() {
-    // Proves etcd's quirk: with SortOrder NONE and a non-key target, only the first limit+1 keys are sorted.
+    // Proves etcd's quirk: SortOrder NONE on a non-key target sorts only the first limit+1 keys.
     let db = sort_fixture();
-    let req = |order: SortOrder, limit: i64| RangeRequest { limit, ..sorted(SortTarget::Create, order) };
+    let req = |order: SortOrder, limit: i64| RangeRequest {
+        limit,
+        ..sorted(SortTarget::Create, order)
+    };
     // etcd fetches a, b (limit + 1, key order), sorts them by create revision, keeps one.
     let resp = db.read(&req(SortOrder::None, 1)).expect("read");
-    assert_eq!((keys_of(&resp).as_str(), resp.more, resp.count), ("a", true, 4));
+    assert_eq!(
+        (keys_of(&resp).as_str(), resp.more, resp.count),
+        ("a", true, 4)
+    );
     let resp = db.read(&req(SortOrder::None, 2)).expect("read");
-    assert_eq!((keys_of(&resp).as_str(), resp.more, resp.count), ("ca", true, 4));
+    assert_eq!(
+        (keys_of(&resp).as_str(), resp.more, resp.count),
+        ("ca", true, 4)
+    );
     // An explicit order sorts everything first.
     let resp = db.read(&req(SortOrder::Ascend, 1)).expect("read");
-    assert_eq!((keys_of(&resp).as_str(), resp.more, resp.count), ("c", true, 4));
+    assert_eq!(
+        (keys_of(&resp).as_str(), resp.more, resp.count),
+        ("c", true, 4)
+    );
     let resp = db.read(&at(req(SortOrder::None, 1), 6)).expect("read");
-    assert_eq!((keys_of(&resp).as_str(), resp.more, resp.count), ("a", true, 4));
+    assert_eq!(
+        (keys_of(&resp).as_str(), resp.more, resp.count),
+        ("a", true, 4)
+    );
 }
 
 #[test]
@@ -690,19 +979,118 @@ fn keys_only_still_sorts_by_value() {
     let db = sort_fixture();
     for order in [SortOrder::Ascend, SortOrder::None] {
         let resp = db
-            .read(&RangeRequest { keys_only: true, ..sorted(SortTarget::Value, order) })
+            .read(&RangeRequest {
+                keys_only: true,
+                ..sorted(SortTarget::Value, order)
+            })
             .expect("read");
         assert_eq!(keys_of(&resp), "acbd", "{order:?}");
         assert!(resp.kvs.iter().all(|kv| kv.value.is_empty()), "{order:?}");
         let past = db
-            .read(&at(RangeRequest { keys_only: true, ..sorted(SortTarget::Value, order) }, 6))
+            .read(&at(
+                RangeRequest {
+                    keys_only: true,
+                    ..sorted(SortTarget::Value, order)
+                },
+                6,
+            ))
             .expect("read");
         assert_eq!(past, resp, "{order:?} at 6");
     }
     let resp = db
-        .read(&RangeRequest { keys_only: true, ..sorted(SortTarget::Value, SortOrder::Descend) })
+        .read(&RangeRequest {
+            keys_only: true,
+            ..sorted(SortTarget::Value, SortOrder::Descend)
+        })
         .expect("read");
     assert_eq!(keys_of(&resp), "bdca");
+}
+
+#[test]
+fn binary_keys_keep_byte_order_in_latest_and_history_reads() {
+    // Proves keys with 0x00 and 0xFF bytes order and range correctly, live and through history.
+    let db = Db::new();
+    let keys: [&[u8]; 8] = [
+        b"\x00",
+        b"\x00\x00",
+        b"\x00\x01",
+        b"\x01",
+        b"\xfe",
+        b"\xff",
+        b"\xff\x00",
+        b"\xff\xff",
+    ];
+    // Written out of order; revision i + 2 for keys[order[i]].
+    let order = [5, 0, 7, 2, 4, 1, 6, 3];
+    for &i in &order {
+        db.write(&WriteRequest::Put(PutRequest {
+            key: keys[i].to_vec(),
+            value: vec![i as u8],
+            ..Default::default()
+        }))
+        .expect("put");
+    }
+    db.write(&put("zz", "bump")).expect("put"); // so reads at 9 go through history
+    let rev_of = |i: usize| order.iter().position(|&o| o == i).unwrap() as i64 + 2;
+    let expect = |idx: &[usize]| -> Vec<KeyValue> {
+        idx.iter()
+            .map(|&i| KeyValue {
+                key: keys[i].to_vec(),
+                value: vec![i as u8],
+                create_revision: rev_of(i),
+                mod_revision: rev_of(i),
+                version: 1,
+                lease: 0,
+            })
+            .collect()
+    };
+    let raw = |k: &[u8], end: &[u8]| RangeRequest {
+        key: k.to_vec(),
+        range_end: end.to_vec(),
+        ..Default::default()
+    };
+    // (range, the binary keys it holds, whether it also holds "zz")
+    let table: Vec<(RangeRequest, Vec<usize>, bool)> = vec![
+        (raw(b"\x00", b"\x00"), vec![0, 1, 2, 3, 4, 5, 6, 7], true), // all keys
+        (raw(b"\x00", b""), vec![0], false),
+        (raw(b"\x00", b"\x01"), vec![0, 1, 2], false),
+        (raw(b"\x00\x00", b"\x00\x01"), vec![1], false),
+        (raw(b"\x00\x01", b"\xff"), vec![2, 3, 4], true),
+        (raw(b"\xff", b"\x00"), vec![5, 6, 7], false), // from-key
+        (raw(b"\xff\x00", b"\xff\xff"), vec![6], false),
+        (raw(b"\xff\xff", b""), vec![7], false),
+    ];
+    for (req, idx, with_zz) in table {
+        let mut want = expect(&idx);
+        if with_zz {
+            want.push(kv("zz", "bump", 10, 10, 1));
+            want.sort_by(|x, y| x.key.cmp(&y.key));
+        }
+        assert_eq!(db.read(&req), found(10, want.clone()), "{req:?}");
+        let past: Vec<KeyValue> = want.into_iter().filter(|kv| kv.mod_revision <= 9).collect();
+        assert_eq!(
+            db.read(&at(req.clone(), 9)),
+            found(10, past),
+            "{req:?} at 9"
+        );
+    }
+    // Compaction finds every version of these keys, and only theirs.
+    for &i in &order[..3] {
+        db.write(&WriteRequest::Put(PutRequest {
+            key: keys[i].to_vec(),
+            value: b"new".to_vec(),
+            ..Default::default()
+        }))
+        .expect("put");
+    }
+    let before = db.read(&at(raw(b"\x00", b"\x00"), 12)).expect("read");
+    db.write(&compact(12)).expect("compact");
+    assert_eq!(db.read(&at(raw(b"\x00", b"\x00"), 12)), Ok(before));
+    assert_eq!(
+        db.index().len(),
+        10,
+        "one version per key after compaction at 12, plus the put at 13"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -714,7 +1102,11 @@ fn txn_is_one_revision_with_sub_revisions() {
     // Proves all writes of a txn share one revision and get sub-revisions in op order.
     let db = Db::new();
     db.run(&[Setup(put("a", "0"))]); // 2
-    let applied = db.apply(&txn(vec![], vec![op_put("b", "1"), op_put("c", "1"), op_del("a", "")], vec![]));
+    let applied = db.apply(&txn(
+        vec![],
+        vec![op_put("b", "1"), op_put("c", "1"), op_del("a", "")],
+        vec![],
+    ));
     assert_eq!(
         applied.response,
         txn_ok(
@@ -727,15 +1119,35 @@ fn txn_is_one_revision_with_sub_revisions() {
             ]
         )
     );
-    let kinds: Vec<(EventKind, Vec<u8>, Revision)> =
-        applied.events.iter().map(|e| (e.kind, e.kv.key.clone(), e.kv.mod_revision)).collect();
+    let kinds: Vec<(EventKind, Vec<u8>, Revision)> = applied
+        .events
+        .iter()
+        .map(|e| (e.kind, e.kv.key.clone(), e.kv.mod_revision))
+        .collect();
     assert_eq!(
         kinds,
-        vec![(EventKind::Put, b("b"), 3), (EventKind::Put, b("c"), 3), (EventKind::Delete, b("a"), 3)]
+        vec![
+            (EventKind::Put, b("b"), 3),
+            (EventKind::Put, b("c"), 3),
+            (EventKind::Delete, b("a"), 3)
+        ]
     );
     assert_eq!(applied.events[2].prev_kv, Some(kv("a", "0", 2, 2, 1)));
-    let history: Vec<(Rev, Vec<u8>, EventKind)> =
-        db.history().into_iter().map(|(rev, e)| (rev, e.key, e.kind)).collect();
+    // A delete event's kv carries the key and the delete's revision only.
+    assert_eq!(
+        applied.events[2].kv,
+        KeyValue {
+            key: b("a"),
+            mod_revision: 3,
+            ..Default::default()
+        }
+    );
+    assert_eq!(applied.events[0].prev_kv, None);
+    let history: Vec<(Rev, Vec<u8>, EventKind)> = db
+        .history()
+        .into_iter()
+        .map(|(rev, e)| (rev, e.key, e.kind))
+        .collect();
     let r = |main, sub| Rev { main, sub };
     assert_eq!(
         history,
@@ -747,7 +1159,10 @@ fn txn_is_one_revision_with_sub_revisions() {
         ]
     );
     db.run(&[
-        Read(all(), found(3, vec![kv("b", "1", 3, 3, 1), kv("c", "1", 3, 3, 1)])),
+        Read(
+            all(),
+            found(3, vec![kv("b", "1", 3, 3, 1), kv("c", "1", 3, 3, 1)]),
+        ),
         Read(at(all(), 2), found(3, vec![kv("a", "0", 2, 2, 1)])),
         Write(put("d", "1"), put_ok(4)),
     ]);
@@ -761,11 +1176,23 @@ fn txn_without_changes_keeps_the_revision() {
         Setup(put("a", "1")), // 2
         Write(txn(vec![], vec![], vec![]), txn_ok(2, true, vec![])),
         Write(
-            txn(vec![cmp("a", CompareResult::Equal, value("1"))], vec![op_range(get("a"))], vec![]),
-            txn_ok(2, true, vec![ResponseOp::Range(rr(2, vec![kv("a", "1", 2, 2, 1)]))]),
+            txn(
+                vec![cmp("a", CompareResult::Equal, value("1"))],
+                vec![op_range(get("a"))],
+                vec![],
+            ),
+            txn_ok(
+                2,
+                true,
+                vec![ResponseOp::Range(rr(2, vec![kv("a", "1", 2, 2, 1)]))],
+            ),
         ),
         Write(
-            txn(vec![cmp("a", CompareResult::Equal, value("nope"))], vec![op_put("b", "1")], vec![op_range(get("b"))]),
+            txn(
+                vec![cmp("a", CompareResult::Equal, value("nope"))],
+                vec![op_put("b", "1")],
+                vec![op_range(get("b"))],
+            ),
             txn_ok(2, false, vec![ResponseOp::Range(rr(2, vec![]))]),
         ),
         Write(
@@ -773,7 +1200,10 @@ fn txn_without_changes_keeps_the_revision() {
             txn_ok(
                 2,
                 true,
-                vec![ResponseOp::DeleteRange(del_resp(2, 0)), ResponseOp::Range(rr(2, vec![kv("a", "1", 2, 2, 1)]))],
+                vec![
+                    ResponseOp::DeleteRange(del_resp(2, 0)),
+                    ResponseOp::Range(rr(2, vec![kv("a", "1", 2, 2, 1)])),
+                ],
             ),
         ),
         Write(put("b", "1"), put_ok(3)),
@@ -788,7 +1218,10 @@ fn txn_ops_see_earlier_ops_writes() {
         Setup(put("a", "1")), // 2
         Setup(put("c", "1")), // 3
     ]);
-    let put_prev = RequestOp::Put(PutRequest { prev_kv: true, ..put_req("a", "2") });
+    let put_prev = RequestOp::Put(PutRequest {
+        prev_kv: true,
+        ..put_req("a", "2")
+    });
     db.run(&[Write(
         txn(
             vec![],
@@ -803,7 +1236,10 @@ fn txn_ops_see_earlier_ops_writes() {
                 op_range(at(all(), 3)),
                 op_del("c", ""),
                 op_put("d", "1"),
-                op_range(RangeRequest { count_only: true, ..all() }),
+                op_range(RangeRequest {
+                    count_only: true,
+                    ..all()
+                }),
             ],
             vec![],
         ),
@@ -813,21 +1249,107 @@ fn txn_ops_see_earlier_ops_writes() {
             vec![
                 // Before the first write the txn reads at the store's revision.
                 ResponseOp::Range(rr(3, vec![kv("a", "1", 2, 2, 1)])),
-                ResponseOp::Put(PutResponse { revision: 4, prev_kv: Some(kv("a", "1", 2, 2, 1)) }),
+                ResponseOp::Put(PutResponse {
+                    revision: 4,
+                    prev_kv: Some(kv("a", "1", 2, 2, 1)),
+                }),
                 ResponseOp::Range(rr(4, vec![kv("a", "2", 2, 4, 2)])),
                 ResponseOp::DeleteRange(del_resp(4, 1)),
                 ResponseOp::Range(rr(4, vec![])),
                 ResponseOp::Range(rr(4, vec![kv("a", "2", 2, 4, 2)])),
                 ResponseOp::Range(rr(4, vec![kv("a", "1", 2, 2, 1)])),
                 ResponseOp::Range(rr(4, vec![kv("a", "1", 2, 2, 1), kv("c", "1", 3, 3, 1)])),
-                // Deleting the already deleted key finds nothing, but the txn has changed: revision 4.
+                // Deleting the deleted key finds nothing, but the txn has changed: revision 4.
                 ResponseOp::DeleteRange(del_resp(4, 0)),
                 ResponseOp::Put(put_resp(4)),
-                ResponseOp::Range(RangeResponse { revision: 4, kvs: vec![], more: false, count: 2 }),
+                ResponseOp::Range(RangeResponse {
+                    revision: 4,
+                    kvs: vec![],
+                    more: false,
+                    count: 2,
+                }),
             ],
         ),
     )]);
-    db.run(&[Read(all(), found(4, vec![kv("a", "2", 2, 4, 2), kv("d", "1", 4, 4, 1)]))]);
+    db.run(&[Read(
+        all(),
+        found(4, vec![kv("a", "2", 2, 4, 2), kv("d", "1", 4, 4, 1)]),
+    )]);
+}
+
+#[test]
+fn txn_reads_merge_own_writes_with_stored_keys() {
+    // Proves ranges in a txn merge its own puts and deletes with stored keys (limit, count, sort).
+    let db = Db::new();
+    db.run(&[
+        Setup(put("a", "1")), // 2
+        Setup(put("c", "1")), // 3
+        Setup(put("e", "1")), // 4
+    ]);
+    let a = kv("a", "1", 2, 2, 1);
+    let bb = kv("b", "2", 5, 5, 1);
+    let d = kv("d", "2", 5, 5, 1);
+    let e = kv("e", "2", 4, 5, 2);
+    let no_value = |kv: &KeyValue| KeyValue {
+        value: Vec::new(),
+        ..kv.clone()
+    };
+    db.run(&[
+        Write(
+            txn(
+                vec![],
+                vec![
+                    op_put("b", "2"),
+                    op_del("c", ""),
+                    op_put("e", "2"),
+                    op_put("d", "2"),
+                    op_range(all()),
+                    op_range(RangeRequest { limit: 2, ..all() }),
+                    op_range(RangeRequest {
+                        limit: 3,
+                        keys_only: true,
+                        ..range("b", "\0")
+                    }),
+                    op_range(RangeRequest {
+                        sort_target: SortTarget::Create,
+                        sort_order: SortOrder::Descend,
+                        ..all()
+                    }),
+                    op_range(RangeRequest {
+                        min_mod_revision: 5,
+                        ..all()
+                    }),
+                ],
+                vec![],
+            ),
+            txn_ok(
+                5,
+                true,
+                vec![
+                    ResponseOp::Put(put_resp(5)),
+                    ResponseOp::DeleteRange(del_resp(5, 1)),
+                    ResponseOp::Put(put_resp(5)),
+                    ResponseOp::Put(put_resp(5)),
+                    ResponseOp::Range(rr(5, vec![a.clone(), bb.clone(), d.clone(), e.clone()])),
+                    ResponseOp::Range(RangeResponse {
+                        revision: 5,
+                        kvs: vec![a.clone(), bb.clone()],
+                        more: true,
+                        count: 4,
+                    }),
+                    ResponseOp::Range(rr(5, vec![no_value(&bb), no_value(&d), no_value(&e)])),
+                    ResponseOp::Range(rr(5, vec![bb.clone(), d.clone(), e.clone(), a.clone()])),
+                    ResponseOp::Range(RangeResponse {
+                        revision: 5,
+                        kvs: vec![bb.clone(), d.clone(), e.clone()],
+                        more: false,
+                        count: 4,
+                    }),
+                ],
+            ),
+        ),
+        Read(all(), found(5, vec![a, bb, d, e])),
+    ]);
 }
 
 #[test]
@@ -839,26 +1361,45 @@ fn txn_failure_branch_runs_when_any_compare_fails() {
     let bad = cmp("a", CompareResult::Equal, CompareOperand::Version(9));
     db.run(&[
         Write(
-            txn(vec![ok.clone(), bad.clone()], vec![op_put("s", "1")], vec![op_put("f", "1")]),
+            txn(
+                vec![ok.clone(), bad.clone()],
+                vec![op_put("s", "1")],
+                vec![op_put("f", "1")],
+            ),
             txn_ok(3, false, vec![ResponseOp::Put(put_resp(3))]),
         ),
         Write(
-            txn(vec![bad, ok.clone()], vec![op_put("s", "1")], vec![op_put("f", "2")]),
+            txn(
+                vec![bad, ok.clone()],
+                vec![op_put("s", "1")],
+                vec![op_put("f", "2")],
+            ),
             txn_ok(4, false, vec![ResponseOp::Put(put_resp(4))]),
         ),
         Write(
-            txn(vec![ok.clone(), ok], vec![op_put("s", "1")], vec![op_put("f", "3")]),
+            txn(
+                vec![ok.clone(), ok],
+                vec![op_put("s", "1")],
+                vec![op_put("f", "3")],
+            ),
             txn_ok(5, true, vec![ResponseOp::Put(put_resp(5))]),
         ),
-        Read(range("f", "t"), found(5, vec![kv("f", "2", 3, 4, 2), kv("s", "1", 5, 5, 1)])),
+        Read(
+            range("f", "t"),
+            found(5, vec![kv("f", "2", 3, 4, 2), kv("s", "1", 5, 5, 1)]),
+        ),
     ]);
 }
 
-/// Runs a read-only txn with one compare and returns whether it succeeded; checks no revision moved.
+/// Runs a read-only txn with one compare; returns whether it succeeded (no revision may move).
 fn compare_holds(db: &Db, c: Compare) -> bool {
     let before = db.rev();
-    let resp = db.write(&txn(vec![c.clone()], vec![], vec![])).expect("txn");
-    let WriteResponse::Txn(t) = resp else { panic!("not a txn response: {resp:?}") };
+    let resp = db
+        .write(&txn(vec![c.clone()], vec![], vec![]))
+        .expect("txn");
+    let WriteResponse::Txn(t) = resp else {
+        panic!("not a txn response: {resp:?}")
+    };
     assert_eq!((t.revision, db.rev()), (before, before), "{c:?}");
     t.succeeded
 }
@@ -870,8 +1411,11 @@ fn compare_every_target_and_result() {
     use CompareResult::{Equal, Greater, Less, NotEqual};
     let db = Db::with_leases(&[5]);
     db.run(&[
-        Setup(put("a", "x")),                                          // 2
-        Setup(put_with(PutRequest { lease: 5, ..put_req("a", "m") })), // 3
+        Setup(put("a", "x")), // 2
+        Setup(put_with(PutRequest {
+            lease: 5,
+            ..put_req("a", "m")
+        })), // 3
     ]);
     // a: version 2, create 2, mod 3, value "m", lease 5.
     let table: Vec<(CompareResult, CompareOperand, bool)> = vec![
@@ -969,12 +1513,32 @@ fn compare_operand_of_another_kind_counts_as_zero() {
     };
     use CompareResult::{Equal, Greater};
     let table = vec![
-        (CompareTarget::Mod, Equal, Some(CompareOperand::Version(3)), false),
-        (CompareTarget::Mod, Greater, Some(CompareOperand::Version(3)), true),
-        (CompareTarget::Version, Equal, Some(CompareOperand::Mod(2)), false),
+        (
+            CompareTarget::Mod,
+            Equal,
+            Some(CompareOperand::Version(3)),
+            false,
+        ),
+        (
+            CompareTarget::Mod,
+            Greater,
+            Some(CompareOperand::Version(3)),
+            true,
+        ),
+        (
+            CompareTarget::Version,
+            Equal,
+            Some(CompareOperand::Mod(2)),
+            false,
+        ),
         (CompareTarget::Version, Greater, None, true),
         (CompareTarget::Lease, Equal, None, true),
-        (CompareTarget::Value, Greater, Some(CompareOperand::Version(1)), true),
+        (
+            CompareTarget::Value,
+            Greater,
+            Some(CompareOperand::Version(1)),
+            true,
+        ),
         (CompareTarget::Value, Equal, None, false),
     ];
     for (target, result, operand, want) in table {
@@ -1005,7 +1569,10 @@ fn compare_over_a_range_needs_every_key() {
         (cmp_range("p/", "\0", Equal, value("v")), false), // z has "w"
         (cmp_range("p/3", "\0", Equal, Version(1)), true),
         (cmp_range("p/2", "\0", Equal, Version(1)), false),
-        (cmp_range("\0", "\0", Greater, CompareOperand::Create(1)), true),
+        (
+            cmp_range("\0", "\0", Greater, CompareOperand::Create(1)),
+            true,
+        ),
         (cmp_range("p/1", "p/2", Equal, Version(1)), true),
         // No key in the range: the same as a missing key.
         (cmp_range("q", "r", Equal, Version(0)), true),
@@ -1033,14 +1600,21 @@ fn nested_txn_compares_see_the_state_before_the_outer_txn() {
                 vec![],
                 vec![
                     op_put("a", "2"),
-                    op_txn(vec![cmp("a", Equal, value("1"))], vec![op_put("b", "old")], vec![op_put("b", "new")]),
+                    op_txn(
+                        vec![cmp("a", Equal, value("1"))],
+                        vec![op_put("b", "old")],
+                        vec![op_put("b", "new")],
+                    ),
                 ],
                 vec![],
             ),
             txn_ok(
                 3,
                 true,
-                vec![ResponseOp::Put(put_resp(3)), ResponseOp::Txn(txn_resp(0, true, vec![ResponseOp::Put(put_resp(3))]))],
+                vec![
+                    ResponseOp::Put(put_resp(3)),
+                    ResponseOp::Txn(txn_resp(0, true, vec![ResponseOp::Put(put_resp(3))])),
+                ],
             ),
         ),
         Read(get("b"), found(3, vec![kv("b", "old", 3, 3, 1)])),
@@ -1076,7 +1650,11 @@ fn nested_txn_compares_see_the_state_before_the_outer_txn() {
                         true,
                         vec![
                             ResponseOp::Put(put_resp(4)),
-                            ResponseOp::Txn(txn_resp(0, true, vec![ResponseOp::Range(rr(4, vec![kv("c", "1", 4, 4, 1)]))])),
+                            ResponseOp::Txn(txn_resp(
+                                0,
+                                true,
+                                vec![ResponseOp::Range(rr(4, vec![kv("c", "1", 4, 4, 1)]))],
+                            )),
                         ],
                     )),
                 ],
@@ -1089,23 +1667,58 @@ fn nested_txn_compares_see_the_state_before_the_outer_txn() {
 
 #[test]
 fn txn_put_checks_fail_the_whole_txn() {
-    // Proves ignore_value/ignore_lease on a missing key and unknown leases fail a txn (nested too) with no write.
+    // Proves missing keys for ignore_* and unknown leases fail a txn (nested too), writing nothing.
     let db = Db::new();
     db.run(&[Setup(put("a", "1"))]); // 2
-    let ignore_value = |k: &str| RequestOp::Put(PutRequest { ignore_value: true, ..put_req(k, "") });
-    let ignore_lease = |k: &str| RequestOp::Put(PutRequest { ignore_lease: true, ..put_req(k, "z") });
-    let leased = |k: &str| RequestOp::Put(PutRequest { lease: 3, ..put_req(k, "z") });
+    let ignore_value = |k: &str| {
+        RequestOp::Put(PutRequest {
+            ignore_value: true,
+            ..put_req(k, "")
+        })
+    };
+    let ignore_lease = |k: &str| {
+        RequestOp::Put(PutRequest {
+            ignore_lease: true,
+            ..put_req(k, "z")
+        })
+    };
+    let leased = |k: &str| {
+        RequestOp::Put(PutRequest {
+            lease: 3,
+            ..put_req(k, "z")
+        })
+    };
     db.run(&[
-        Write(txn(vec![], vec![op_put("x", "1"), ignore_value("b")], vec![]), Err(MvccError::KeyNotFound)),
-        Write(txn(vec![], vec![op_put("x", "1"), ignore_lease("b")], vec![]), Err(MvccError::KeyNotFound)),
-        Write(txn(vec![], vec![op_put("x", "1"), leased("b")], vec![]), Err(MvccError::LeaseNotFound)),
         Write(
-            txn(vec![], vec![op_put("x", "1"), op_txn(vec![], vec![ignore_value("b")], vec![])], vec![]),
+            txn(vec![], vec![op_put("x", "1"), ignore_value("b")], vec![]),
+            Err(MvccError::KeyNotFound),
+        ),
+        Write(
+            txn(vec![], vec![op_put("x", "1"), ignore_lease("b")], vec![]),
+            Err(MvccError::KeyNotFound),
+        ),
+        Write(
+            txn(vec![], vec![op_put("x", "1"), leased("b")], vec![]),
+            Err(MvccError::LeaseNotFound),
+        ),
+        Write(
+            txn(
+                vec![],
+                vec![
+                    op_put("x", "1"),
+                    op_txn(vec![], vec![ignore_value("b")], vec![]),
+                ],
+                vec![],
+            ),
             Err(MvccError::KeyNotFound),
         ),
         // A check on the branch not taken does not matter.
         Write(
-            txn(vec![], vec![op_put("x", "1")], vec![ignore_value("b"), leased("c")]),
+            txn(
+                vec![],
+                vec![op_put("x", "1")],
+                vec![ignore_value("b"), leased("c")],
+            ),
             txn_ok(3, true, vec![ResponseOp::Put(put_resp(3))]),
         ),
         // ignore_value on an existing key keeps its value.
@@ -1113,13 +1726,16 @@ fn txn_put_checks_fail_the_whole_txn() {
             txn(vec![], vec![ignore_value("a")], vec![]),
             txn_ok(4, true, vec![ResponseOp::Put(put_resp(4))]),
         ),
-        Read(all(), found(4, vec![kv("a", "1", 2, 4, 2), kv("x", "1", 3, 3, 1)])),
+        Read(
+            all(),
+            found(4, vec![kv("a", "1", 2, 4, 2), kv("x", "1", 3, 3, 1)]),
+        ),
     ]);
 }
 
 #[test]
 fn txn_range_revision_checks() {
-    // Proves range ops in a txn are checked against the store before the txn: future and compacted revisions.
+    // Proves txn range revisions are checked against the state before the txn (future, compacted).
     let db = Db::new();
     db.run(&[
         Setup(put("a", "1")), // 2
@@ -1129,11 +1745,21 @@ fn txn_range_revision_checks() {
     ]);
     let a2 = kv("a", "2", 2, 3, 2);
     db.run(&[
-        Write(txn(vec![], vec![op_range(at(get("a"), 2))], vec![]), Err(MvccError::Compacted)),
-        Write(txn(vec![], vec![op_range(at(get("a"), 5))], vec![]), Err(MvccError::FutureRevision)),
+        Write(
+            txn(vec![], vec![op_range(at(get("a"), 2))], vec![]),
+            Err(MvccError::Compacted),
+        ),
+        Write(
+            txn(vec![], vec![op_range(at(get("a"), 5))], vec![]),
+            Err(MvccError::FutureRevision),
+        ),
         // Revision 5 would exist once the put is applied, but etcd checks against the state before.
         Write(
-            txn(vec![], vec![op_put("c", "1"), op_range(at(get("a"), 5))], vec![]),
+            txn(
+                vec![],
+                vec![op_put("c", "1"), op_range(at(get("a"), 5))],
+                vec![],
+            ),
             Err(MvccError::FutureRevision),
         ),
         Read(all(), found(4, vec![a2.clone(), kv("b", "1", 4, 4, 1)])),
@@ -1148,7 +1774,11 @@ fn txn_range_revision_checks() {
         ),
         // Only the taken branch is checked.
         Write(
-            txn(vec![cmp("a", CompareResult::Equal, value("nope"))], vec![op_range(at(get("a"), 9))], vec![]),
+            txn(
+                vec![cmp("a", CompareResult::Equal, value("nope"))],
+                vec![op_range(at(get("a"), 9))],
+                vec![],
+            ),
             txn_ok(4, false, vec![]),
         ),
     ]);
@@ -1159,18 +1789,36 @@ fn txn_checks_puts_before_ranges() {
     // Proves etcd's check order: every put on the taken path is checked before any range.
     let db = Db::new();
     db.run(&[Setup(put("a", "1"))]); // 2
-    let leased = RequestOp::Put(PutRequest { lease: 3, ..put_req("b", "z") });
+    let leased = RequestOp::Put(PutRequest {
+        lease: 3,
+        ..put_req("b", "z")
+    });
     db.run(&[
         Write(
-            txn(vec![], vec![op_range(at(get("a"), 9)), leased.clone()], vec![]),
+            txn(
+                vec![],
+                vec![op_range(at(get("a"), 9)), leased.clone()],
+                vec![],
+            ),
             Err(MvccError::LeaseNotFound),
         ),
         Write(
-            txn(vec![], vec![op_txn(vec![], vec![op_range(at(get("a"), 9))], vec![]), leased], vec![]),
+            txn(
+                vec![],
+                vec![
+                    op_txn(vec![], vec![op_range(at(get("a"), 9))], vec![]),
+                    leased,
+                ],
+                vec![],
+            ),
             Err(MvccError::LeaseNotFound),
         ),
         Write(
-            txn(vec![], vec![op_range(at(get("a"), 9)), op_put("b", "z")], vec![]),
+            txn(
+                vec![],
+                vec![op_range(at(get("a"), 9)), op_put("b", "z")],
+                vec![],
+            ),
             Err(MvccError::FutureRevision),
         ),
     ]);
@@ -1199,22 +1847,41 @@ fn compact_boundaries() {
         Read(at(all(), 1), Err(MvccError::Compacted)),
         Read(at(get("a"), 3), found(4, vec![kv("a", "2", 2, 3, 2)])),
         Read(at(get("b"), 3), found(4, vec![])),
-        Read(all(), found(4, vec![kv("a", "2", 2, 3, 2), kv("b", "1", 4, 4, 1)])),
-        Read(at(all(), 0), found(4, vec![kv("a", "2", 2, 3, 2), kv("b", "1", 4, 4, 1)])),
+        Read(
+            all(),
+            found(4, vec![kv("a", "2", 2, 3, 2), kv("b", "1", 4, 4, 1)]),
+        ),
+        Read(
+            at(all(), 0),
+            found(4, vec![kv("a", "2", 2, 3, 2), kv("b", "1", 4, 4, 1)]),
+        ),
         // Compacting at the current revision is allowed.
         Write(compact(4), compact_ok(4)),
         Read(at(all(), 3), Err(MvccError::Compacted)),
-        Read(at(all(), 4), found(4, vec![kv("a", "2", 2, 3, 2), kv("b", "1", 4, 4, 1)])),
+        Read(
+            at(all(), 4),
+            found(4, vec![kv("a", "2", 2, 3, 2), kv("b", "1", 4, 4, 1)]),
+        ),
         // Compaction takes no revision.
         Write(put("c", "1"), put_ok(5)),
-        Read(at(all(), 5), found(5, vec![kv("a", "2", 2, 3, 2), kv("b", "1", 4, 4, 1), kv("c", "1", 5, 5, 1)])),
+        Read(
+            at(all(), 5),
+            found(
+                5,
+                vec![
+                    kv("a", "2", 2, 3, 2),
+                    kv("b", "1", 4, 4, 1),
+                    kv("c", "1", 5, 5, 1),
+                ],
+            ),
+        ),
         Write(compact(6), Err(MvccError::FutureRevision)),
     ]);
 }
 
 #[test]
 fn compaction_drops_dead_history_and_keeps_the_latest_version() {
-    // Proves compaction at C keeps each key's latest put at or below C and drops keys deleted at or before C.
+    // Proves compaction at C keeps each key's latest put <= C and drops keys deleted by C.
     let db = Db::new();
     db.run(&[
         Setup(put("a", "1")), // 2
@@ -1232,14 +1899,34 @@ fn compaction_drops_dead_history_and_keeps_the_latest_version() {
     let r = |main| Rev { main, sub: 0 };
     assert_eq!(
         db.index(),
-        vec![(b("a"), r(9), true), (b("c"), r(7), true), (b("e"), r(10), true), (b("e"), r(11), true)]
+        vec![
+            (b("a"), r(9), true),
+            (b("c"), r(7), true),
+            (b("e"), r(10), true),
+            (b("e"), r(11), true)
+        ]
     );
-    let history: Vec<(Rev, Vec<u8>)> = db.history().into_iter().map(|(rev, e)| (rev, e.key)).collect();
-    assert_eq!(history, vec![(r(7), b("c")), (r(9), b("a")), (r(10), b("e")), (r(11), b("e"))]);
+    let history: Vec<(Rev, Vec<u8>)> = db
+        .history()
+        .into_iter()
+        .map(|(rev, e)| (rev, e.key))
+        .collect();
+    assert_eq!(
+        history,
+        vec![
+            (r(7), b("c")),
+            (r(9), b("a")),
+            (r(10), b("e")),
+            (r(11), b("e"))
+        ]
+    );
     db.run(&[
         Read(at(all(), 8), found(11, vec![kv("c", "2", 6, 7, 2)])),
         Read(at(get("b"), 8), found(11, vec![])),
-        Read(at(all(), 9), found(11, vec![kv("a", "3", 9, 9, 1), kv("c", "2", 6, 7, 2)])),
+        Read(
+            at(all(), 9),
+            found(11, vec![kv("a", "3", 9, 9, 1), kv("c", "2", 6, 7, 2)]),
+        ),
         Read(at(get("e"), 10), found(11, vec![kv("e", "1", 10, 10, 1)])),
         Read(at(all(), 7), Err(MvccError::Compacted)),
         // A second compaction drops the versions the writes since have superseded.
@@ -1247,12 +1934,25 @@ fn compaction_drops_dead_history_and_keeps_the_latest_version() {
         Setup(del("e", "")),  // 13
         Write(compact(13), compact_ok(13)),
     ]);
-    assert_eq!(db.index(), vec![(b("a"), r(9), true), (b("c"), r(12), true)]);
-    let history: Vec<(Rev, Vec<u8>)> = db.history().into_iter().map(|(rev, e)| (rev, e.key)).collect();
+    assert_eq!(
+        db.index(),
+        vec![(b("a"), r(9), true), (b("c"), r(12), true)]
+    );
+    let history: Vec<(Rev, Vec<u8>)> = db
+        .history()
+        .into_iter()
+        .map(|(rev, e)| (rev, e.key))
+        .collect();
     assert_eq!(history, vec![(r(9), b("a")), (r(12), b("c"))]);
     db.run(&[
-        Read(all(), found(13, vec![kv("a", "3", 9, 9, 1), kv("c", "3", 6, 12, 3)])),
-        Read(at(all(), 13), found(13, vec![kv("a", "3", 9, 9, 1), kv("c", "3", 6, 12, 3)])),
+        Read(
+            all(),
+            found(13, vec![kv("a", "3", 9, 9, 1), kv("c", "3", 6, 12, 3)]),
+        ),
+        Read(
+            at(all(), 13),
+            found(13, vec![kv("a", "3", 9, 9, 1), kv("c", "3", 6, 12, 3)]),
+        ),
         Read(at(all(), 12), Err(MvccError::Compacted)),
     ]);
 }
@@ -1262,7 +1962,10 @@ struct Lcg(u64);
 
 impl Lcg {
     fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 33) % n
     }
 }
@@ -1281,8 +1984,9 @@ fn random_write(rng: &mut Lcg, n: usize) -> WriteRequest {
             // Distinct keys: up to three puts and one delete of another key.
             let start = rng.below(KEYS.len() as u64) as usize;
             let puts = 1 + rng.below(3) as usize;
-            let mut ops: Vec<RequestOp> =
-                (0..puts).map(|i| op_put(KEYS[(start + i) % KEYS.len()], &format!("t{n}.{i}"))).collect();
+            let mut ops: Vec<RequestOp> = (0..puts)
+                .map(|i| op_put(KEYS[(start + i) % KEYS.len()], &format!("t{n}.{i}")))
+                .collect();
             if rng.below(2) == 0 {
                 ops.push(op_del(KEYS[(start + puts) % KEYS.len()], ""));
             }
@@ -1297,13 +2001,30 @@ fn observe(db: &Db, rev: Revision) -> Vec<Result<RangeResponse, MvccError>> {
         all(),
         range("k1", "k4"),
         range("k3", "\0"),
-        RangeRequest { count_only: true, ..all() },
-        RangeRequest { keys_only: true, limit: 2, ..all() },
-        RangeRequest { limit: 3, sort_target: SortTarget::Mod, sort_order: SortOrder::Descend, ..all() },
-        RangeRequest { min_mod_revision: rev / 2, ..all() },
+        RangeRequest {
+            count_only: true,
+            ..all()
+        },
+        RangeRequest {
+            keys_only: true,
+            limit: 2,
+            ..all()
+        },
+        RangeRequest {
+            limit: 3,
+            sort_target: SortTarget::Mod,
+            sort_order: SortOrder::Descend,
+            ..all()
+        },
+        RangeRequest {
+            min_mod_revision: rev / 2,
+            ..all()
+        },
     ];
     reqs.extend(KEYS.iter().map(|k| get(k)));
-    reqs.iter().map(|req| db.read(&at(req.clone(), rev))).collect()
+    reqs.iter()
+        .map(|req| db.read(&at(req.clone(), rev)))
+        .collect()
 }
 
 /// Checks that history at or below `c` holds exactly the latest live version of each key at `c`.
@@ -1313,21 +2034,37 @@ fn assert_compacted_history(db: &Db, c: Revision, live_at_c: &RangeResponse) {
         .into_iter()
         .filter(|(rev, _)| rev.main <= c)
         .map(|(rev, event)| {
-            assert_eq!(event.kind, EventKind::Put, "tombstone at {rev:?} survived compaction at {c}");
+            assert_eq!(
+                event.kind,
+                EventKind::Put,
+                "tombstone at {rev:?} survived compaction at {c}"
+            );
             (event.key, rev.main)
         })
         .collect();
     kept.sort();
-    let want: Vec<(Vec<u8>, Revision)> = live_at_c.kvs.iter().map(|kv| (kv.key.clone(), kv.mod_revision)).collect();
+    let want: Vec<(Vec<u8>, Revision)> = live_at_c
+        .kvs
+        .iter()
+        .map(|kv| (kv.key.clone(), kv.mod_revision))
+        .collect();
     assert_eq!(kept, want, "history at or below {c}");
-    let kept_in_index = db.index().into_iter().filter(|(_, rev, _)| rev.main <= c).count();
+    let kept_in_index = db
+        .index()
+        .into_iter()
+        .filter(|(_, rev, _)| rev.main <= c)
+        .count();
     assert_eq!(kept_in_index, want.len(), "index entries at or below {c}");
-    assert_eq!(db.index().len(), db.history().len(), "index and history agree");
+    assert_eq!(
+        db.index().len(),
+        db.history().len(),
+        "index and history agree"
+    );
 }
 
 #[test]
 fn compaction_preserves_every_read_at_or_above_the_compact_revision() {
-    // Proves, over a deterministic pseudo-random history, that two compactions change no read at revisions >= C.
+    // Proves over a seeded random history that two compactions change no read at revisions >= C.
     let db = Db::new();
     let mut rng = Lcg(0x00c0_ffee);
     for n in 0..150 {
@@ -1344,10 +2081,22 @@ fn compaction_preserves_every_read_at_or_above_the_compact_revision() {
         assert_eq!(db.write(&compact(c)), compact_ok(cur), "round {round}");
         let after: Vec<_> = (c..=cur).map(|rev| observe(&db, rev)).collect();
         for (i, (b, a)) in before.iter().zip(&after).enumerate() {
-            assert_eq!(a, b, "round {round}: read at {} changed by compaction at {c}", c + i as i64);
+            assert_eq!(
+                a,
+                b,
+                "round {round}: read at {} changed by compaction at {c}",
+                c + i as i64
+            );
         }
-        assert!(db.history().len() < history_len, "round {round}: compaction at {c} removed nothing");
-        assert_eq!(db.read(&at(all(), c - 1)), Err(MvccError::Compacted), "round {round}");
+        assert!(
+            db.history().len() < history_len,
+            "round {round}: compaction at {c} removed nothing"
+        );
+        assert_eq!(
+            db.read(&at(all(), c - 1)),
+            Err(MvccError::Compacted),
+            "round {round}"
+        );
         let live_at_c = before[0][0].as_ref().expect("read at c");
         assert_compacted_history(&db, c, live_at_c);
         prev_c = c;

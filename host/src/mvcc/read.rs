@@ -43,7 +43,11 @@ struct Fetch {
 impl<'a> ReadView<'a> {
     /// Reads `[key, range_end)` with etcd's Range semantics.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, Error> {
-        let rev = if req.revision <= 0 { self.rev } else { req.revision };
+        let rev = if req.revision <= 0 {
+            self.rev
+        } else {
+            req.revision
+        };
         if rev > self.rev {
             return Err(MvccError::FutureRevision.into());
         }
@@ -55,12 +59,25 @@ impl<'a> ReadView<'a> {
             || req.max_mod_revision != 0
             || req.min_create_revision != 0
             || req.max_create_revision != 0;
-        let limit = if sort_order != SortOrder::None || filtered || req.limit <= 0 {
+        // etcd decides what to fetch from the order as requested, not as defaulted: with
+        // SortOrder::None and a non-key target it fetches `limit + 1` keys in key order and
+        // sorts only those.
+        let requested_order = !matches!(
+            (req.sort_order, req.sort_target),
+            (SortOrder::None, _) | (SortOrder::Ascend, SortTarget::Key)
+        );
+        let limit = if requested_order || filtered || req.limit <= 0 {
             0
         } else {
             req.limit as usize + 1
         };
-        let fetch = Fetch { limit, values: !req.keys_only, count_only: req.count_only };
+        // `keys_only` drops values after sorting, so a sort by value still needs them.
+        let by_value = sort_order != SortOrder::None && req.sort_target == SortTarget::Value;
+        let fetch = Fetch {
+            limit,
+            values: !req.keys_only || by_value,
+            count_only: req.count_only,
+        };
         let range = KeyRange::new(&req.key, &req.range_end);
         let (mut kvs, count) = if range.is_empty() {
             (Vec::new(), 0)
@@ -73,24 +90,38 @@ impl<'a> ReadView<'a> {
             kvs.retain(|kv| passes_filters(req, kv));
         }
         sort(&mut kvs, sort_order, req.sort_target);
+        if req.keys_only && by_value {
+            kvs.iter_mut().for_each(|kv| kv.value.clear());
+        }
         let mut more = false;
         if req.limit > 0 && kvs.len() > req.limit as usize {
             kvs.truncate(req.limit as usize);
             more = true;
         }
-        Ok(RangeResponse { revision: self.rev, kvs, more, count: count as i64 })
+        Ok(RangeResponse {
+            revision: self.rev,
+            kvs,
+            more,
+            count: count as i64,
+        })
     }
 
     /// The latest version of one key, if it is live.
     pub fn get(&self, key: &[u8]) -> Result<Option<KeyValue>, Error> {
         if let Some(entry) = self.overlay.and_then(|o| o.get(key)) {
-            return Ok(entry.as_ref().map(|(meta, value)| meta.to_kv(key.to_vec(), value.clone())));
+            return Ok(entry
+                .as_ref()
+                .map(|(meta, value)| meta.to_kv(key.to_vec(), value.clone())));
         }
         let Some(raw) = self.snap.get(&self.storage.kv_meta, key)? else {
             return Ok(None);
         };
         let meta: KeyMeta = decode(&raw)?;
-        let value = self.snap.get(&self.storage.kv_value, key)?.map(|v| v.to_vec()).unwrap_or_default();
+        let value = self
+            .snap
+            .get(&self.storage.kv_value, key)?
+            .map(|v| v.to_vec())
+            .unwrap_or_default();
         Ok(Some(meta.to_kv(key.to_vec(), value)))
     }
 
@@ -113,7 +144,9 @@ impl<'a> ReadView<'a> {
         let empty = Overlay::new();
         let overlay = self.overlay.unwrap_or(&empty);
         let mut pending = overlay.range::<[u8], _>(range.bounds()).peekable();
-        let mut iter = self.snap.range::<&[u8], _>(&self.storage.kv_meta, range.bounds());
+        let mut iter = self
+            .snap
+            .range::<&[u8], _>(&self.storage.kv_meta, range.bounds());
         let mut next_disk = next_meta(&mut iter)?;
         loop {
             // Pick the smaller of the next disk key and the next overlay key.
@@ -145,7 +178,11 @@ impl<'a> ReadView<'a> {
 
     /// Fetches at the current revision: metadata streams from `kv_meta`; values are loaded
     /// only for keys that are returned.
-    fn fetch_latest(&self, range: &KeyRange, fetch: Fetch) -> Result<(Vec<KeyValue>, usize), Error> {
+    fn fetch_latest(
+        &self,
+        range: &KeyRange,
+        fetch: Fetch,
+    ) -> Result<(Vec<KeyValue>, usize), Error> {
         let mut kvs: Vec<KeyValue> = Vec::new();
         let mut count = 0usize;
         self.scan_latest(range, |key, meta| {
@@ -167,7 +204,10 @@ impl<'a> ReadView<'a> {
         let (Some(first), Some(last)) = (kvs.first(), kvs.last()) else {
             return Ok(());
         };
-        let bounds = (Bound::Included(first.key.clone()), Bound::Included(last.key.clone()));
+        let bounds = (
+            Bound::Included(first.key.clone()),
+            Bound::Included(last.key.clone()),
+        );
         let mut values = self.snap.range(&self.storage.kv_value, bounds);
         let mut disk: Option<(Vec<u8>, Vec<u8>)> = None;
         for kv in kvs.iter_mut() {
@@ -177,7 +217,10 @@ impl<'a> ReadView<'a> {
             }
             // Advance the value scan to this key; keys it passes were shadowed by the overlay.
             loop {
-                if disk.as_ref().is_some_and(|(k, _)| k.as_slice() >= kv.key.as_slice()) {
+                if disk
+                    .as_ref()
+                    .is_some_and(|(k, _)| k.as_slice() >= kv.key.as_slice())
+                {
                     break;
                 }
                 match values.next() {
@@ -197,7 +240,12 @@ impl<'a> ReadView<'a> {
     }
 
     /// Fetches as of a past revision from the history keyspaces.
-    fn fetch_at(&self, range: &KeyRange, rev: Revision, fetch: Fetch) -> Result<(Vec<KeyValue>, usize), Error> {
+    fn fetch_at(
+        &self,
+        range: &KeyRange,
+        rev: Revision,
+        fetch: Fetch,
+    ) -> Result<(Vec<KeyValue>, usize), Error> {
         let mut kvs = Vec::new();
         let mut count = 0usize;
         self.scan_history(range, rev, |key, at| {
@@ -272,11 +320,19 @@ fn index_bounds(range: &KeyRange) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
     match range {
         KeyRange::Single(k) => (
             Bound::Included(encoding::index_key_start(k)),
-            Bound::Included(encoding::index_key(k, Rev { main: i64::MAX, sub: i64::MAX })),
+            Bound::Included(encoding::index_key(
+                k,
+                Rev {
+                    main: i64::MAX,
+                    sub: i64::MAX,
+                },
+            )),
         ),
         KeyRange::Interval { start, end } => (
             Bound::Included(encoding::index_key_start(start)),
-            end.as_ref().map_or(Bound::Unbounded, |e| Bound::Excluded(encoding::index_key_start(e))),
+            end.as_ref().map_or(Bound::Unbounded, |e| {
+                Bound::Excluded(encoding::index_key_start(e))
+            }),
         ),
     }
 }
@@ -322,8 +378,7 @@ pub(crate) fn decode<'b, T: serde::Deserialize<'b>>(raw: &'b [u8]) -> Result<T, 
 }
 
 pub(crate) fn corrupt(msg: String) -> Error {
-    Error::Storage(super::error::StorageError(fjall::Error::Io(std::io::Error::new(
-        std::io::ErrorKind::InvalidData,
-        msg,
-    ))))
+    Error::Storage(super::error::StorageError(fjall::Error::Io(
+        std::io::Error::new(std::io::ErrorKind::InvalidData, msg),
+    )))
 }

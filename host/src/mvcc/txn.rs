@@ -2,9 +2,9 @@
 //!
 //! A Txn runs in three steps, as etcd's applier does: every compare along the taken path
 //! (nested txns included) is evaluated against the state before the txn; then the ops on that
-//! path are checked (range revisions, `ignore_*` keys, leases) against the same state; only
-//! then do the ops run, each seeing the writes of the ones before it. A failed check leaves no
-//! write behind.
+//! path are checked against the same state (`ignore_*` keys and leases, then range revisions);
+//! only then do the ops run, each seeing the writes of the ones before it. A failed check
+//! leaves no write behind.
 
 use super::error::{Error, MvccError};
 use super::key_range::KeyRange;
@@ -31,7 +31,11 @@ impl LeaseLookup for NoLeases {
 }
 
 /// A standalone Put.
-pub fn put(w: &mut WriteTxn<'_>, req: &PutRequest, leases: &dyn LeaseLookup) -> Result<PutResponse, Error> {
+pub fn put(
+    w: &mut WriteTxn<'_>,
+    req: &PutRequest,
+    leases: &dyn LeaseLookup,
+) -> Result<PutResponse, Error> {
     if req.lease != 0 && !leases.lease_exists(req.lease) {
         return Err(MvccError::LeaseNotFound.into());
     }
@@ -42,19 +46,30 @@ pub fn put(w: &mut WriteTxn<'_>, req: &PutRequest, leases: &dyn LeaseLookup) -> 
 }
 
 /// A standalone DeleteRange.
-pub fn delete_range(w: &mut WriteTxn<'_>, req: &DeleteRangeRequest) -> Result<DeleteRangeResponse, Error> {
+pub fn delete_range(
+    w: &mut WriteTxn<'_>,
+    req: &DeleteRangeRequest,
+) -> Result<DeleteRangeResponse, Error> {
     apply_delete(w, req)
 }
 
 /// A Txn (see the module docs for the order of work).
-pub fn txn(w: &mut WriteTxn<'_>, req: &TxnRequest, leases: &dyn LeaseLookup) -> Result<TxnResponse, Error> {
+pub fn txn(
+    w: &mut WriteTxn<'_>,
+    req: &TxnRequest,
+    leases: &dyn LeaseLookup,
+) -> Result<TxnResponse, Error> {
     let before = w.before();
     let mut path = Vec::new();
     compare_path(&before, req, &mut path)?;
-    check_ops(&before, req, &path, &mut 0, leases)?;
+    check_path(&before, req, &path, leases)?;
     let mut cursor = 0;
     let mut resp = apply_txn(w, req, &path, &mut cursor)?;
-    resp.revision = if w.changed() { w.write_rev() } else { w.begin_rev };
+    resp.revision = if w.changed() {
+        w.write_rev()
+    } else {
+        w.begin_rev
+    };
     Ok(resp)
 }
 
@@ -63,13 +78,18 @@ pub fn txn(w: &mut WriteTxn<'_>, req: &TxnRequest, leases: &dyn LeaseLookup) -> 
 pub fn read_only(view: &ReadView<'_>, req: &TxnRequest) -> Result<TxnResponse, Error> {
     let mut path = Vec::new();
     compare_path(view, req, &mut path)?;
-    check_ops(view, req, &path, &mut 0, &NoLeases)?;
+    check_path(view, req, &path, &NoLeases)?;
     let mut resp = read_branch(view, req, &path, &mut 0)?;
     resp.revision = view.rev;
     Ok(resp)
 }
 
-fn read_branch(view: &ReadView<'_>, req: &TxnRequest, path: &[bool], cursor: &mut usize) -> Result<TxnResponse, Error> {
+fn read_branch(
+    view: &ReadView<'_>,
+    req: &TxnRequest,
+    path: &[bool],
+    cursor: &mut usize,
+) -> Result<TxnResponse, Error> {
     let succeeded = path[*cursor];
     *cursor += 1;
     let mut responses = Vec::new();
@@ -81,7 +101,11 @@ fn read_branch(view: &ReadView<'_>, req: &TxnRequest, path: &[bool], cursor: &mu
             RequestOp::Put(_) | RequestOp::DeleteRange(_) => continue,
         });
     }
-    Ok(TxnResponse { revision: 0, succeeded, responses })
+    Ok(TxnResponse {
+        revision: 0,
+        succeeded,
+        responses,
+    })
 }
 
 /// Evaluates all compares along the path the txn will take, depth first, in etcd's order.
@@ -103,7 +127,11 @@ fn compare_path(view: &ReadView<'_>, req: &TxnRequest, path: &mut Vec<bool>) -> 
 }
 
 fn branch(req: &TxnRequest, succeeded: bool) -> &[RequestOp] {
-    if succeeded { &req.success } else { &req.failure }
+    if succeeded {
+        &req.success
+    } else {
+        &req.failure
+    }
 }
 
 /// True when every key in the compare's range satisfies it (etcd's applyCompare).
@@ -128,7 +156,8 @@ pub fn compare(view: &ReadView<'_>, cmp: &Compare) -> Result<bool, Error> {
 
 fn compare_kv(cmp: &Compare, kv: &KeyValue) -> bool {
     use std::cmp::Ordering;
-    let int = |want: fn(&CompareOperand) -> Option<i64>| cmp.operand.as_ref().and_then(want).unwrap_or(0);
+    let int =
+        |want: fn(&CompareOperand) -> Option<i64>| cmp.operand.as_ref().and_then(want).unwrap_or(0);
     let ord: Ordering = match cmp.target {
         CompareTarget::Value => {
             let empty = Vec::new();
@@ -138,18 +167,34 @@ fn compare_kv(cmp: &Compare, kv: &KeyValue) -> bool {
             };
             kv.value.as_slice().cmp(rhs.as_slice())
         }
-        CompareTarget::Version => {
-            kv.version.cmp(&int(|o| if let CompareOperand::Version(v) = o { Some(*v) } else { None }))
-        }
-        CompareTarget::Create => kv
-            .create_revision
-            .cmp(&int(|o| if let CompareOperand::Create(v) = o { Some(*v) } else { None })),
-        CompareTarget::Mod => {
-            kv.mod_revision.cmp(&int(|o| if let CompareOperand::Mod(v) = o { Some(*v) } else { None }))
-        }
-        CompareTarget::Lease => {
-            kv.lease.cmp(&int(|o| if let CompareOperand::Lease(v) = o { Some(*v) } else { None }))
-        }
+        CompareTarget::Version => kv.version.cmp(&int(|o| {
+            if let CompareOperand::Version(v) = o {
+                Some(*v)
+            } else {
+                None
+            }
+        })),
+        CompareTarget::Create => kv.create_revision.cmp(&int(|o| {
+            if let CompareOperand::Create(v) = o {
+                Some(*v)
+            } else {
+                None
+            }
+        })),
+        CompareTarget::Mod => kv.mod_revision.cmp(&int(|o| {
+            if let CompareOperand::Mod(v) = o {
+                Some(*v)
+            } else {
+                None
+            }
+        })),
+        CompareTarget::Lease => kv.lease.cmp(&int(|o| {
+            if let CompareOperand::Lease(v) = o {
+                Some(*v)
+            } else {
+                None
+            }
+        })),
     };
     match cmp.result {
         CompareResult::Equal => ord == Ordering::Equal,
@@ -159,19 +204,39 @@ fn compare_kv(cmp: &Compare, kv: &KeyValue) -> bool {
     }
 }
 
-/// Checks the ops on the taken path before anything is written (etcd's checkRequests).
+/// Checks the ops on the taken path before anything is written, in etcd's order (checkTxn):
+/// every Put on the path first, then every Range, so the same error wins when several ops are
+/// invalid.
+fn check_path(
+    view: &ReadView<'_>,
+    req: &TxnRequest,
+    path: &[bool],
+    leases: &dyn LeaseLookup,
+) -> Result<(), Error> {
+    check_ops(view, req, path, &mut 0, leases, CheckPass::Puts)?;
+    check_ops(view, req, path, &mut 0, leases, CheckPass::Ranges)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CheckPass {
+    Puts,
+    Ranges,
+}
+
 fn check_ops(
     view: &ReadView<'_>,
     req: &TxnRequest,
     path: &[bool],
     cursor: &mut usize,
     leases: &dyn LeaseLookup,
+    pass: CheckPass,
 ) -> Result<(), Error> {
     let succeeded = path[*cursor];
     *cursor += 1;
     for op in branch(req, succeeded) {
         match op {
-            RequestOp::Range(r) => {
+            // Revision 0 means "current": never future, never compacted.
+            RequestOp::Range(r) if pass == CheckPass::Ranges && r.revision != 0 => {
                 if r.revision > view.rev {
                     return Err(MvccError::FutureRevision.into());
                 }
@@ -179,7 +244,7 @@ fn check_ops(
                     return Err(MvccError::Compacted.into());
                 }
             }
-            RequestOp::Put(p) => {
+            RequestOp::Put(p) if pass == CheckPass::Puts => {
                 if (p.ignore_value || p.ignore_lease) && view.get(&p.key)?.is_none() {
                     return Err(MvccError::KeyNotFound.into());
                 }
@@ -187,8 +252,8 @@ fn check_ops(
                     return Err(MvccError::LeaseNotFound.into());
                 }
             }
-            RequestOp::DeleteRange(_) => {}
-            RequestOp::Txn(nested) => check_ops(view, nested, path, cursor, leases)?,
+            RequestOp::Txn(nested) => check_ops(view, nested, path, cursor, leases, pass)?,
+            RequestOp::Range(_) | RequestOp::Put(_) | RequestOp::DeleteRange(_) => {}
         }
     }
     Ok(())
@@ -213,11 +278,19 @@ fn apply_txn(
         };
         responses.push(resp);
     }
-    Ok(TxnResponse { revision: 0, succeeded, responses })
+    Ok(TxnResponse {
+        revision: 0,
+        succeeded,
+        responses,
+    })
 }
 
 fn apply_put(w: &mut WriteTxn<'_>, req: &PutRequest) -> Result<PutResponse, Error> {
-    let existing = if req.ignore_value || req.ignore_lease { w.current().get(&req.key)? } else { None };
+    let existing = if req.ignore_value || req.ignore_lease {
+        w.current().get(&req.key)?
+    } else {
+        None
+    };
     let value = match (&existing, req.ignore_value) {
         (Some(kv), true) => kv.value.clone(),
         _ => req.value.clone(),
@@ -227,12 +300,22 @@ fn apply_put(w: &mut WriteTxn<'_>, req: &PutRequest) -> Result<PutResponse, Erro
         _ => req.lease,
     };
     let prev = w.put(&req.key, value, lease)?;
-    Ok(PutResponse { revision: w.write_rev(), prev_kv: if req.prev_kv { prev } else { None } })
+    Ok(PutResponse {
+        revision: w.write_rev(),
+        prev_kv: if req.prev_kv { prev } else { None },
+    })
 }
 
-fn apply_delete(w: &mut WriteTxn<'_>, req: &DeleteRangeRequest) -> Result<DeleteRangeResponse, Error> {
+fn apply_delete(
+    w: &mut WriteTxn<'_>,
+    req: &DeleteRangeRequest,
+) -> Result<DeleteRangeResponse, Error> {
     let deleted = w.delete_range(&KeyRange::new(&req.key, &req.range_end))?;
-    let revision = if w.changed() { w.write_rev() } else { w.begin_rev };
+    let revision = if w.changed() {
+        w.write_rev()
+    } else {
+        w.begin_rev
+    };
     Ok(DeleteRangeResponse {
         revision,
         deleted: deleted.len() as i64,

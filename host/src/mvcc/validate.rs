@@ -58,7 +58,11 @@ pub fn check_txn(req: &TxnRequest, max_txn_ops: usize) -> Result<(), InvalidRequ
 }
 
 fn check_txn_shape(req: &TxnRequest, max_txn_ops: usize) -> Result<(), InvalidRequest> {
-    let ops = req.compare.len().max(req.success.len()).max(req.failure.len());
+    let ops = req
+        .compare
+        .len()
+        .max(req.success.len())
+        .max(req.failure.len());
     if ops > max_txn_ops {
         return Err(InvalidRequest::TooManyOps);
     }
@@ -97,7 +101,9 @@ impl DeleteInterval {
 /// etcd's checkIntervals: within one branch a key may be put once and may not be put when a
 /// delete of the same branch (or of a nested txn) covers it. The two branches of a nested txn
 /// may put the same key, since only one of them runs.
-fn check_intervals(ops: &[RequestOp]) -> Result<(BTreeSet<Vec<u8>>, Vec<DeleteInterval>), InvalidRequest> {
+fn check_intervals(
+    ops: &[RequestOp],
+) -> Result<(BTreeSet<Vec<u8>>, Vec<DeleteInterval>), InvalidRequest> {
     let mut dels: Vec<DeleteInterval> = ops
         .iter()
         .filter_map(|op| match op {
@@ -145,32 +151,59 @@ mod tests {
     use crate::mvcc::types::DeleteRangeRequest;
 
     fn put(k: &str) -> RequestOp {
-        RequestOp::Put(PutRequest { key: k.into(), value: b"v".to_vec(), ..Default::default() })
+        RequestOp::Put(PutRequest {
+            key: k.into(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        })
     }
     fn del(k: &str, end: &str) -> RequestOp {
-        RequestOp::DeleteRange(DeleteRangeRequest { key: k.into(), range_end: end.into(), prev_kv: false })
+        RequestOp::DeleteRange(DeleteRangeRequest {
+            key: k.into(),
+            range_end: end.into(),
+            prev_kv: false,
+        })
     }
     fn txn(success: Vec<RequestOp>, failure: Vec<RequestOp>) -> TxnRequest {
-        TxnRequest { compare: vec![], success, failure }
+        TxnRequest {
+            compare: vec![],
+            success,
+            failure,
+        }
     }
 
     #[test]
     fn duplicate_key_rules_match_etcd() {
         // Proves the duplicate-key rule: same branch conflicts, opposite nested branches don't.
-        assert_eq!(check_txn(&txn(vec![put("a"), put("a")], vec![]), 128), Err(InvalidRequest::DuplicateKey));
-        assert_eq!(check_txn(&txn(vec![del("a", "c"), put("b")], vec![]), 128), Err(InvalidRequest::DuplicateKey));
+        assert_eq!(
+            check_txn(&txn(vec![put("a"), put("a")], vec![]), 128),
+            Err(InvalidRequest::DuplicateKey)
+        );
+        assert_eq!(
+            check_txn(&txn(vec![del("a", "c"), put("b")], vec![]), 128),
+            Err(InvalidRequest::DuplicateKey)
+        );
         assert_eq!(check_txn(&txn(vec![put("a")], vec![put("a")]), 128), Ok(()));
-        assert_eq!(check_txn(&txn(vec![del("a", "\0"), put("b")], vec![]), 128), Ok(()));
+        assert_eq!(
+            check_txn(&txn(vec![del("a", "\0"), put("b")], vec![]), 128),
+            Ok(())
+        );
         let nested = RequestOp::Txn(txn(vec![put("x")], vec![put("x")]));
         assert_eq!(check_txn(&txn(vec![nested.clone()], vec![]), 128), Ok(()));
-        assert_eq!(check_txn(&txn(vec![nested, put("x")], vec![]), 128), Err(InvalidRequest::DuplicateKey));
+        assert_eq!(
+            check_txn(&txn(vec![nested, put("x")], vec![]), 128),
+            Err(InvalidRequest::DuplicateKey)
+        );
     }
 
     #[test]
     fn too_many_ops_counts_the_largest_list() {
         // Proves --max-txn-ops applies to compares, success and failure separately.
         let ops: Vec<_> = (0..3).map(|i| put(&format!("k{i}"))).collect();
-        assert_eq!(check_txn(&txn(ops.clone(), vec![]), 2), Err(InvalidRequest::TooManyOps));
+        assert_eq!(
+            check_txn(&txn(ops.clone(), vec![]), 2),
+            Err(InvalidRequest::TooManyOps)
+        );
         assert_eq!(check_txn(&txn(ops, vec![]), 3), Ok(()));
     }
 }

@@ -33,7 +33,15 @@ impl<'a> WriteTxn<'a> {
         compact_rev: Revision,
         batch: &'a mut OwnedWriteBatch,
     ) -> Self {
-        WriteTxn { storage, snap, begin_rev, compact_rev, batch, overlay: Overlay::new(), events: Vec::new() }
+        WriteTxn {
+            storage,
+            snap,
+            begin_rev,
+            compact_rev,
+            batch,
+            overlay: Overlay::new(),
+            events: Vec::new(),
+        }
     }
 
     /// The revision this request's writes get.
@@ -62,14 +70,23 @@ impl<'a> WriteTxn<'a> {
         ReadView {
             storage: self.storage,
             snap: self.snap.clone(),
-            rev: if self.changed() { self.write_rev() } else { self.begin_rev },
+            rev: if self.changed() {
+                self.write_rev()
+            } else {
+                self.begin_rev
+            },
             compact_rev: self.compact_rev,
             overlay: Some(&self.overlay),
         }
     }
 
     /// Writes `key = value` with `lease`; returns the version it replaced.
-    pub fn put(&mut self, key: &[u8], value: Vec<u8>, lease: i64) -> Result<Option<KeyValue>, Error> {
+    pub fn put(
+        &mut self,
+        key: &[u8],
+        value: Vec<u8>,
+        lease: i64,
+    ) -> Result<Option<KeyValue>, Error> {
         let prev = self.current().get(key)?;
         let at = self.next_rev();
         let meta = KeyMeta {
@@ -86,11 +103,22 @@ impl<'a> WriteTxn<'a> {
             lease,
             value: value.clone(),
         };
-        self.batch.insert(&self.storage.kv_meta, key, encoding::encode(&meta));
-        self.batch.insert(&self.storage.kv_value, key, value.as_slice());
-        self.batch.insert(&self.storage.kv_revs, at.encode(), encoding::encode(&event));
-        self.batch.insert(&self.storage.kv_index, encoding::index_key(key, at), [INDEX_PUT]);
-        self.events.push(Event { kind: EventKind::Put, kv: event.to_kv(at), prev_kv: prev.clone() });
+        self.batch
+            .insert(&self.storage.kv_meta, key, encoding::encode(&meta));
+        self.batch
+            .insert(&self.storage.kv_value, key, value.as_slice());
+        self.batch
+            .insert(&self.storage.kv_revs, at.encode(), encoding::encode(&event));
+        self.batch.insert(
+            &self.storage.kv_index,
+            encoding::index_key(key, at),
+            [INDEX_PUT],
+        );
+        self.events.push(Event {
+            kind: EventKind::Put,
+            kv: event.to_kv(at),
+            prev_kv: prev.clone(),
+        });
         self.overlay.insert(key.to_vec(), Some((meta, value)));
         Ok(prev)
     }
@@ -103,7 +131,10 @@ impl<'a> WriteTxn<'a> {
         let keys = self.current().metas(range)?;
         let mut deleted = Vec::with_capacity(keys.len());
         for (key, _) in keys {
-            let prev = self.current().get(&key)?.expect("key listed as live a moment ago");
+            let prev = self
+                .current()
+                .get(&key)?
+                .expect("key listed as live a moment ago");
             let at = self.next_rev();
             let event = StoredEvent {
                 key: key.clone(),
@@ -115,9 +146,18 @@ impl<'a> WriteTxn<'a> {
             };
             self.batch.remove(&self.storage.kv_meta, key.as_slice());
             self.batch.remove(&self.storage.kv_value, key.as_slice());
-            self.batch.insert(&self.storage.kv_revs, at.encode(), encoding::encode(&event));
-            self.batch.insert(&self.storage.kv_index, encoding::index_key(&key, at), [INDEX_DELETE]);
-            self.events.push(Event { kind: EventKind::Delete, kv: event.to_kv(at), prev_kv: Some(prev.clone()) });
+            self.batch
+                .insert(&self.storage.kv_revs, at.encode(), encoding::encode(&event));
+            self.batch.insert(
+                &self.storage.kv_index,
+                encoding::index_key(&key, at),
+                [INDEX_DELETE],
+            );
+            self.events.push(Event {
+                kind: EventKind::Delete,
+                kv: event.to_kv(at),
+                prev_kv: Some(prev.clone()),
+            });
             self.overlay.insert(key, None);
             deleted.push(prev);
         }
@@ -130,6 +170,9 @@ impl<'a> WriteTxn<'a> {
     }
 
     fn next_rev(&self) -> Rev {
-        Rev { main: self.write_rev(), sub: self.events.len() as i64 }
+        Rev {
+            main: self.write_rev(),
+            sub: self.events.len() as i64,
+        }
     }
 }

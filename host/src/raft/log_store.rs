@@ -37,18 +37,28 @@ impl LogStore {
     pub fn new(storage: Storage) -> io::Result<Self> {
         let (tx, rx) = mpsc::channel::<IOFlushed<TypeConfig>>();
         let db = storage.db.clone();
-        std::thread::Builder::new().name("raft-log-sync".into()).spawn(move || {
-            // Ends when every LogStore clone (and so every sender) is gone.
-            while let Ok(first) = rx.recv() {
-                let mut waiting = vec![first];
-                waiting.extend(rx.try_iter());
-                let result = db.persist(fjall::PersistMode::SyncData);
-                for callback in waiting {
-                    callback.io_completed(result.as_ref().map(|_| ()).map_err(|e| io::Error::other(e.to_string())));
+        std::thread::Builder::new()
+            .name("raft-log-sync".into())
+            .spawn(move || {
+                // Ends when every LogStore clone (and so every sender) is gone.
+                while let Ok(first) = rx.recv() {
+                    let mut waiting = vec![first];
+                    waiting.extend(rx.try_iter());
+                    let result = db.persist(fjall::PersistMode::SyncData);
+                    for callback in waiting {
+                        callback.io_completed(
+                            result
+                                .as_ref()
+                                .map(|_| ())
+                                .map_err(|e| io::Error::other(e.to_string())),
+                        );
+                    }
                 }
-            }
-        })?;
-        Ok(LogStore { storage, syncer: Arc::new(Syncer { tx }) })
+            })?;
+        Ok(LogStore {
+            storage,
+            syncer: Arc::new(Syncer { tx }),
+        })
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
@@ -64,7 +74,9 @@ impl LogStore {
         f: impl FnOnce(Storage) -> io::Result<T> + Send + 'static,
     ) -> io::Result<T> {
         let storage = self.storage.clone();
-        tokio::task::spawn_blocking(move || f(storage)).await.map_err(io::Error::other)?
+        tokio::task::spawn_blocking(move || f(storage))
+            .await
+            .map_err(io::Error::other)?
     }
 }
 
@@ -112,7 +124,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 Some(entry.log_id)
             }
         };
-        Ok(LogState { last_purged_log_id, last_log_id: last.or(last_purged_log_id) })
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id: last.or(last_purged_log_id),
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -131,21 +146,29 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
         let raw = postcard::to_stdvec(&committed).map_err(invalid)?;
-        self.blocking(move |s| s.raft_meta.insert(COMMITTED, raw).map_err(to_io)).await
+        self.blocking(move |s| s.raft_meta.insert(COMMITTED, raw).map_err(to_io))
+            .await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
         Ok(self.read_meta::<Option<LogId>>(COMMITTED)?.flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
         let mut encoded = Vec::new();
         for entry in entries {
-            encoded.push((entry.log_id.index.to_be_bytes(), postcard::to_stdvec(&entry).map_err(invalid)?));
+            encoded.push((
+                entry.log_id.index.to_be_bytes(),
+                postcard::to_stdvec(&entry).map_err(invalid)?,
+            ));
         }
         self.blocking(move |s| {
             let mut batch = s.db.batch();
@@ -155,7 +178,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             batch.commit().map_err(to_io)
         })
         .await?;
-        self.syncer.tx.send(callback).map_err(|_| io::Error::other("log sync thread stopped"))
+        self.syncer
+            .tx
+            .send(callback)
+            .map_err(|_| io::Error::other("log sync thread stopped"))
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {

@@ -15,9 +15,9 @@
 pub mod log_store;
 pub mod network;
 pub mod state_machine;
-pub mod types;
 #[cfg(test)]
 mod storage_test;
+pub mod types;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -48,7 +48,12 @@ pub struct RaftConfig {
 
 impl Default for RaftConfig {
     fn default() -> Self {
-        RaftConfig { heartbeat_interval_ms: 100, election_timeout_ms: 1000, snapshot_count: 10_000, catchup_entries: 5_000 }
+        RaftConfig {
+            heartbeat_interval_ms: 100,
+            election_timeout_ms: 1000,
+            snapshot_count: 10_000,
+            catchup_entries: 5_000,
+        }
     }
 }
 
@@ -117,9 +122,14 @@ impl RaftNode {
         let raft = Raft::new(id, Arc::new(config), Network, log_store, sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
-        let initialized = raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))?;
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
         if !initialized {
-            raft.initialize(BTreeMap::from([(id, me)])).await.map_err(|e| StartError::Raft(e.to_string()))?;
+            raft.initialize(BTreeMap::from([(id, me)]))
+                .await
+                .map_err(|e| StartError::Raft(e.to_string()))?;
         }
         Ok(RaftNode { raft, id })
     }
@@ -133,7 +143,11 @@ impl RaftNode {
         match self.raft.client_write(command).await {
             Ok(resp) => Ok(resp.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(if f.leader_id.is_none() { ProposeError::NoLeader } else { ProposeError::NoQuorum })
+                Err(if f.leader_id.is_none() {
+                    ProposeError::NoLeader
+                } else {
+                    ProposeError::NoQuorum
+                })
             }
             Err(RaftError::APIError(e)) => Err(ProposeError::Stopped(e.to_string())),
             Err(RaftError::Fatal(e)) => Err(ProposeError::Stopped(e.to_string())),
@@ -146,9 +160,15 @@ impl RaftNode {
         match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
             Ok(_) => Ok(()),
             Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
-                Err(if f.leader_id.is_none() { ProposeError::NoLeader } else { ProposeError::NoQuorum })
+                Err(if f.leader_id.is_none() {
+                    ProposeError::NoLeader
+                } else {
+                    ProposeError::NoQuorum
+                })
             }
-            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_))) => Err(ProposeError::NoQuorum),
+            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_))) => {
+                Err(ProposeError::NoQuorum)
+            }
             Err(RaftError::Fatal(e)) => Err(ProposeError::Stopped(e.to_string())),
         }
     }
@@ -166,7 +186,11 @@ impl RaftNode {
 
     /// Waits until some member leads (bounded by `timeout`).
     pub async fn wait_for_leader(&self, timeout: std::time::Duration) -> bool {
-        self.raft.wait(Some(timeout)).metrics(|m| m.current_leader.is_some(), "leader elected").await.is_ok()
+        self.raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader.is_some(), "leader elected")
+            .await
+            .is_ok()
     }
 
     pub async fn shutdown(&self) {

@@ -40,7 +40,10 @@ struct CurrentSnapshot {
 impl StateMachineStore {
     pub fn new(sm: StateMachine, snapshot_dir: PathBuf) -> io::Result<Self> {
         fs::create_dir_all(&snapshot_dir)?;
-        Ok(StateMachineStore { sm, snapshot_dir: Arc::new(snapshot_dir) })
+        Ok(StateMachineStore {
+            sm,
+            snapshot_dir: Arc::new(snapshot_dir),
+        })
     }
 
     fn current(&self) -> io::Result<Option<CurrentSnapshot>> {
@@ -53,7 +56,10 @@ impl StateMachineStore {
 
     /// Makes `file` (already in the snapshot dir and synced) the current snapshot.
     fn set_current(&self, meta: &SnapshotMeta, file: &str) -> io::Result<()> {
-        let current = CurrentSnapshot { meta: meta.clone(), file: file.to_string() };
+        let current = CurrentSnapshot {
+            meta: meta.clone(),
+            file: file.to_string(),
+        };
         let raw = postcard::to_stdvec(&current).map_err(invalid)?;
         write_synced(&self.snapshot_dir, "current.meta", &raw)?;
         // Older snapshot files are no longer needed.
@@ -68,17 +74,16 @@ impl StateMachineStore {
     }
 
     fn build(&self) -> io::Result<Snapshot> {
-        self.sm.persist().map_err(|e| io::Error::other(e.to_string()))?;
+        self.sm
+            .persist()
+            .map_err(|e| io::Error::other(e.to_string()))?;
         let tmp = self.snapshot_dir.join("building.tmp");
         let mut out = BufWriter::new(File::create(&tmp)?);
         let marker = self.sm.export(&mut out)?;
         let file = out.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         let meta = snapshot_meta(&marker)?;
-        let name = match &meta.last_log_id {
-            Some(id) => format!("{}-{}.snap", id.leader_id.term, id.index),
-            None => "empty.snap".to_string(),
-        };
+        let name = snapshot_file_name(&meta);
         fs::rename(&tmp, self.snapshot_dir.join(&name))?;
         sync_dir(&self.snapshot_dir)?;
         self.set_current(&meta, &name)?;
@@ -88,23 +93,36 @@ impl StateMachineStore {
 
     fn install(&self, meta: &SnapshotMeta, mut data: File) -> io::Result<()> {
         data.rewind()?;
-        let name = match &meta.last_log_id {
-            Some(id) => format!("{}-{}.snap", id.leader_id.term, id.index),
-            None => "empty.snap".to_string(),
-        };
+        let name = snapshot_file_name(meta);
         let path = self.snapshot_dir.join(&name);
-        let mut copy = File::create(&path)?;
+        // Copy through a temporary file: `data` may be the very file at `path` (a member
+        // re-installing its own snapshot), which truncating first would destroy.
+        let tmp = self.snapshot_dir.join("installing.tmp");
+        let mut copy = File::create(&tmp)?;
         io::copy(&mut data, &mut copy)?;
         copy.sync_all()?;
+        fs::rename(&tmp, &path)?;
         sync_dir(&self.snapshot_dir)?;
         self.sm.import(&mut BufReader::new(File::open(&path)?))?;
         self.set_current(meta, &name)
     }
 }
 
+/// `<term>-<index>.snap`, so snapshot files sort and read as the log position they cover.
+fn snapshot_file_name(meta: &SnapshotMeta) -> String {
+    match &meta.last_log_id {
+        Some(id) => format!("{}-{}.snap", id.leader_id.term, id.index),
+        None => "empty.snap".to_string(),
+    }
+}
+
 /// Decodes the state machine's applied marker into openraft's terms.
 fn decode_marker(marker: &AppliedMarker) -> io::Result<(Option<LogId>, StoredMembership)> {
-    let applied = if marker.applied.is_empty() { None } else { postcard::from_bytes(&marker.applied).map_err(invalid)? };
+    let applied = if marker.applied.is_empty() {
+        None
+    } else {
+        postcard::from_bytes(&marker.applied).map_err(invalid)?
+    };
     let membership = match &marker.membership {
         None => StoredMembership::default(),
         Some(raw) => postcard::from_bytes(raw).map_err(invalid)?,
@@ -114,7 +132,10 @@ fn decode_marker(marker: &AppliedMarker) -> io::Result<(Option<LogId>, StoredMem
 
 fn snapshot_meta(marker: &AppliedMarker) -> io::Result<SnapshotMeta> {
     let (last_log_id, last_membership) = decode_marker(marker)?;
-    Ok(SnapshotMeta { last_log_id, last_membership })
+    Ok(SnapshotMeta {
+        last_log_id,
+        last_membership,
+    })
 }
 
 fn write_synced(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
@@ -142,7 +163,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.build()).await.map_err(io::Error::other)?
+        tokio::task::spawn_blocking(move || this.build())
+            .await
+            .map_err(io::Error::other)?
     }
 }
 
@@ -151,13 +174,18 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     type SnapshotBuilder = Self;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
-        let marker = self.sm.applied_marker().map_err(|e| io::Error::other(e.to_string()))?;
+        let marker = self
+            .sm
+            .applied_marker()
+            .map_err(|e| io::Error::other(e.to_string()))?;
         decode_marker(&marker)
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
     where
-        Strm: futures::Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+        Strm: futures::Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>>
+            + Unpin
+            + OptionalSend,
     {
         while let Some(first) = entries.next().await {
             // Take what is ready now, so one blocking task applies many entries.
@@ -193,10 +221,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.clone()
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: File) -> Result<(), io::Error> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: File,
+    ) -> Result<(), io::Error> {
         let this = self.clone();
         let meta = meta.clone();
-        tokio::task::spawn_blocking(move || this.install(&meta, snapshot)).await.map_err(io::Error::other)?
+        tokio::task::spawn_blocking(move || this.install(&meta, snapshot))
+            .await
+            .map_err(io::Error::other)?
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
@@ -204,7 +238,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             None => Ok(None),
             Some(c) => {
                 let snapshot = File::open(self.snapshot_dir.join(&c.file))?;
-                Ok(Some(Snapshot { meta: c.meta, snapshot }))
+                Ok(Some(Snapshot {
+                    meta: c.meta,
+                    snapshot,
+                }))
             }
         }
     }
@@ -220,5 +257,12 @@ fn to_pending((entry, responder): EntryResponder<TypeConfig>) -> io::Result<Pend
             (None, Some(postcard::to_stdvec(&stored).map_err(invalid)?))
         }
     };
-    Ok(Pending { command, marker: AppliedMarker { applied, membership }, responder })
+    Ok(Pending {
+        command,
+        marker: AppliedMarker {
+            applied,
+            membership,
+        },
+        responder,
+    })
 }
