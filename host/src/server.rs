@@ -172,7 +172,8 @@ async fn serve_client(
         .add_service(maintenance)
         .add_service(health)
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            // Small request/response messages: Nagle's algorithm would hold responses back.
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             async move {
                 let _ = stopped.wait_for(|s| *s).await;
             },

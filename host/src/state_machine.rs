@@ -15,7 +15,11 @@ use std::fmt;
 use fjall::Readable;
 use serde::{Deserialize, Serialize};
 
-use crate::mvcc::{self, Mvcc, MvccError, NoLeases, StorageError, WriteRequest, WriteResponse};
+use std::sync::{Arc, Mutex};
+
+use crate::mvcc::{
+    self, Mvcc, MvccError, NoLeases, Revisions, StorageError, WriteRequest, WriteResponse,
+};
 use crate::storage::Storage;
 
 /// What the Raft log carries. Variants are only ever appended: the log on disk and the
@@ -46,9 +50,8 @@ pub enum CommandResponse {
     Kv(Result<WriteResponse, MvccError>),
 }
 
-/// Where the state machine records how far it has applied the log. The Raft layer encodes
-/// its own log id and membership into these bytes.
-const APPLIED: &[u8] = b"raft/applied";
+/// The membership of the group as last applied, encoded by the Raft layer. (The applied log
+/// position itself is recorded with the MVCC revisions, see `Mvcc::record_position`.)
 const MEMBERSHIP: &[u8] = b"raft/membership";
 
 /// The applied-log marker, opaque to this module.
@@ -62,11 +65,17 @@ pub struct AppliedMarker {
 #[derive(Clone, Debug)]
 pub struct StateMachine {
     storage: Storage,
+    /// The MVCC counters, kept here because apply is their only writer.
+    revisions: Arc<Mutex<Revisions>>,
 }
 
 impl StateMachine {
-    pub fn new(storage: Storage) -> Self {
-        StateMachine { storage }
+    pub fn new(storage: Storage) -> Result<Self, StorageError> {
+        let revisions = Mvcc::revisions(&storage).map_err(into_storage)?;
+        Ok(StateMachine {
+            storage,
+            revisions: Arc::new(Mutex::new(revisions)),
+        })
     }
 
     pub fn storage(&self) -> &Storage {
@@ -79,80 +88,42 @@ impl StateMachine {
         command: Option<&Command>,
         marker: &AppliedMarker,
     ) -> Result<CommandResponse, StorageError> {
-        let mut batch = self.storage.db.batch();
+        // No fsync, and not even a write to the OS: the Raft log is durable up to this entry
+        // and the applied position commits with the data, so whatever a crash loses here is
+        // re-applied from the log. Snapshots persist the state before the log is purged.
+        let mut batch = self.storage.db.batch().durability(None);
+        let mut revs = self.revisions.lock().expect("revisions lock poisoned");
         let response = match command {
             None => CommandResponse::Empty,
             Some(Command::Kv(req)) => {
-                let applied = Mvcc::apply(&self.storage, &mut batch, req, &NoLeases)?;
+                let applied = Mvcc::apply(&self.storage, &mut batch, req, &NoLeases, &mut revs)?;
                 CommandResponse::Kv(applied.response)
             }
         };
-        batch.insert(&self.storage.meta, APPLIED, marker.applied.as_slice());
+        Mvcc::record_position(&self.storage, &mut batch, &revs, &marker.applied);
         if let Some(m) = &marker.membership {
             batch.insert(&self.storage.meta, MEMBERSHIP, m.as_slice());
         }
-        // No fsync here: the Raft log is already durable up to this entry, and openraft
-        // re-applies from the recorded marker after a crash. Snapshots persist first.
         batch.commit()?;
         Ok(response)
     }
 
     /// The marker of the last applied entry, as the Raft layer stored it.
     pub fn applied_marker(&self) -> Result<AppliedMarker, StorageError> {
-        let applied = self
-            .storage
-            .meta
-            .get(APPLIED)?
-            .map(|v| v.to_vec())
-            .unwrap_or_default();
-        let membership = self.storage.meta.get(MEMBERSHIP)?.map(|v| v.to_vec());
-        Ok(AppliedMarker {
-            applied,
-            membership,
-        })
+        self.view().marker()
     }
 
-    /// The current revision, for response headers of non-KV requests.
-    pub fn revision(&self) -> Result<mvcc::Revision, mvcc::Error> {
-        Ok(Mvcc::read_view(&self.storage)?.rev)
-    }
-
-    /// Writes every state keyspace of a consistent snapshot to `out`; returns the marker the
-    /// snapshot was taken at. Format: records of `(keyspace index u8, key len u32, key,
-    /// value len u32, value)`, big-endian lengths, keyspaces as in `storage::STATE_KEYSPACES`.
-    pub fn export(&self, out: &mut impl std::io::Write) -> Result<AppliedMarker, std::io::Error> {
-        let snap = self.storage.db.snapshot();
-        let to_io = |e: fjall::Error| std::io::Error::other(e.to_string());
-        let applied = snap
-            .get(&self.storage.meta, APPLIED)
-            .map_err(to_io)?
-            .map(|v| v.to_vec())
-            .unwrap_or_default();
-        let membership = snap
-            .get(&self.storage.meta, MEMBERSHIP)
-            .map_err(to_io)?
-            .map(|v| v.to_vec());
-        for (idx, name) in crate::storage::STATE_KEYSPACES.iter().enumerate() {
-            let ks = self
-                .storage
-                .state_keyspace(name)
-                .expect("listed state keyspace");
-            for guard in snap.iter(ks) {
-                let (k, v) = guard.into_inner().map_err(to_io)?;
-                out.write_all(&[idx as u8])?;
-                out.write_all(&(k.len() as u32).to_be_bytes())?;
-                out.write_all(&k)?;
-                out.write_all(&(v.len() as u32).to_be_bytes())?;
-                out.write_all(&v)?;
-            }
+    /// A consistent, pinned view of the whole state, taken in O(1). It reads the same data
+    /// however far apply moves on, until dropped (it holds back fjall's garbage collection of
+    /// what changes meanwhile, so callers keep one, not many).
+    pub fn view(&self) -> StateView {
+        StateView {
+            storage: self.storage.clone(),
+            snap: self.storage.db.snapshot(),
         }
-        Ok(AppliedMarker {
-            applied,
-            membership,
-        })
     }
 
-    /// Replaces all state with an [`export`](Self::export)ed image, atomically and durably.
+    /// Replaces all state with a [`StateView::export`]ed image, atomically and durably.
     pub fn import(&self, input: &mut impl std::io::Read) -> Result<(), std::io::Error> {
         let to_io = |e: fjall::Error| std::io::Error::other(e.to_string());
         let mut batch = self
@@ -192,13 +163,73 @@ impl StateMachine {
             let value = read_chunk(input)?;
             batch.insert(ks, key, value);
         }
-        batch.commit().map_err(to_io)
+        batch.commit().map_err(to_io)?;
+        let revisions = Mvcc::revisions(&self.storage).map_err(std::io::Error::other)?;
+        *self.revisions.lock().expect("revisions lock poisoned") = revisions;
+        Ok(())
     }
 
     /// Makes everything applied so far durable (before a snapshot lets the log be purged).
     pub fn persist(&self) -> Result<(), StorageError> {
         self.storage.db.persist(fjall::PersistMode::SyncAll)?;
         Ok(())
+    }
+}
+
+/// A pinned view of the state machine (see [`StateMachine::view`]).
+#[derive(Clone)]
+pub struct StateView {
+    storage: Storage,
+    snap: fjall::Snapshot,
+}
+
+impl fmt::Debug for StateView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StateView").finish_non_exhaustive()
+    }
+}
+
+impl StateView {
+    /// The applied-log marker this view was taken at.
+    pub fn marker(&self) -> Result<AppliedMarker, StorageError> {
+        let applied = Mvcc::applied_position(&self.snap, &self.storage).map_err(into_storage)?;
+        let membership = self
+            .snap
+            .get(&self.storage.meta, MEMBERSHIP)?
+            .map(|v| v.to_vec());
+        Ok(AppliedMarker {
+            applied,
+            membership,
+        })
+    }
+
+    /// Writes every state keyspace of the view to `out`. Format: records of `(keyspace index
+    /// u8, key len u32, key, value len u32, value)`, big-endian lengths, keyspaces as in
+    /// `storage::STATE_KEYSPACES`.
+    pub fn export(&self, out: &mut impl std::io::Write) -> Result<(), std::io::Error> {
+        let to_io = |e: fjall::Error| std::io::Error::other(e.to_string());
+        for (idx, name) in crate::storage::STATE_KEYSPACES.iter().enumerate() {
+            let ks = self
+                .storage
+                .state_keyspace(name)
+                .expect("listed state keyspace");
+            for guard in self.snap.iter(ks) {
+                let (k, v) = guard.into_inner().map_err(to_io)?;
+                out.write_all(&[idx as u8])?;
+                out.write_all(&(k.len() as u32).to_be_bytes())?;
+                out.write_all(&k)?;
+                out.write_all(&(v.len() as u32).to_be_bytes())?;
+                out.write_all(&v)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn into_storage(e: mvcc::Error) -> StorageError {
+    match e {
+        mvcc::Error::Storage(s) => s,
+        other => StorageError(fjall::Error::Io(std::io::Error::other(other.to_string()))),
     }
 }
 

@@ -1,43 +1,52 @@
 //! The one place that opens fjall. Every keyspace Cairn uses is named here.
 //!
-//! Layout (one fjall `Database`, so one journal and atomic batches across keyspaces):
+//! Two fjall databases, each with its own journal: `state/` holds the state machine, `log/`
+//! holds the Raft log. They are apart because fjall holds a database's journal lock while it
+//! fsyncs: with one journal, every state-machine commit would wait for the log's fsync and
+//! apply could never overlap the next sync. Nothing needs to be atomic across the two: the
+//! applied log id lives in `state/`, in the same batch as the data it describes.
 //!
-//! | keyspace    | key                                   | value                              |
-//! |-------------|---------------------------------------|------------------------------------|
-//! | `kv_meta`   | user key (live keys only)             | create/mod revision, version, lease |
-//! | `kv_value`  | user key (live keys only)             | the value                          |
-//! | `kv_revs`   | revision (main, sub), big-endian      | the event: key, kind, full version |
-//! | `kv_index`  | escaped user key ++ revision          | event kind                         |
-//! | `meta`      | fixed names                           | revisions, applied log id, members |
-//! | `raft_log`  | log index, big-endian                 | a Raft log entry                   |
-//! | `raft_meta` | fixed names                           | vote, committed, last purged id    |
+//! | database | keyspace    | key                              | value                              |
+//! |----------|-------------|----------------------------------|------------------------------------|
+//! | state    | `kv_meta`   | user key (live keys only)             | create/mod revision, version, lease; where its value is |
+//! | state    | `kv_revs`   | revision (main, sub), big-endian      | the event: key, kind, full version |
+//! | state    | `kv_index`  | escaped user key ++ revision          | event kind                         |
+//! | state    | `meta`      | fixed names                           | revisions, applied log id, members |
+//! | log      | `raft_log`  | log index, big-endian                 | a Raft log entry                   |
+//! | log      | `raft_meta` | fixed names                           | vote, committed, last purged id    |
 //!
-//! Latest-state reads stream from `kv_meta`/`kv_value`; `kv_revs` is the history that serves
-//! watches and reads at past revisions; `kv_index` finds a key's versions for those reads and
-//! for compaction. Metadata and values are apart so that `keys_only` and `count_only` ranges
-//! never load a value.
+//! Latest-state reads stream metadata from `kv_meta` and fetch each returned key's value from
+//! `kv_revs`, the history (which also serves watches and reads at past revisions); `kv_index`
+//! finds a key's versions for those reads and for compaction. A value is stored once, in
+//! history, as etcd does, and `keys_only` and `count_only` ranges never load one.
 
 use std::path::Path;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions};
 
 pub const KV_META: &str = "kv_meta";
-pub const KV_VALUE: &str = "kv_value";
 pub const KV_REVS: &str = "kv_revs";
 pub const KV_INDEX: &str = "kv_index";
 pub const META: &str = "meta";
 pub const RAFT_LOG: &str = "raft_log";
 pub const RAFT_META: &str = "raft_meta";
 
-/// All state keyspaces: what a snapshot of the state machine carries.
-pub const STATE_KEYSPACES: &[&str] = &[KV_META, KV_VALUE, KV_REVS, KV_INDEX, META];
+/// Memtable size of the data keyspaces.
+const MEMTABLE_BYTES: u64 = 8 << 20;
+/// Memtable size of the keyspaces that hold counters.
+const COUNTER_MEMTABLE_BYTES: u64 = 1 << 20;
 
-/// Handles to the open database and its keyspaces. Cheap to clone.
+/// All state keyspaces: what a snapshot of the state machine carries.
+pub const STATE_KEYSPACES: &[&str] = &[KV_META, KV_REVS, KV_INDEX, META];
+
+/// Handles to the open databases and their keyspaces. Cheap to clone.
 #[derive(Clone)]
 pub struct Storage {
+    /// The state machine's database.
     pub db: Database,
+    /// The Raft log's database.
+    pub log_db: Database,
     pub kv_meta: Keyspace,
-    pub kv_value: Keyspace,
     pub kv_revs: Keyspace,
     pub kv_index: Keyspace,
     pub meta: Keyspace,
@@ -52,26 +61,34 @@ impl std::fmt::Debug for Storage {
 }
 
 impl Storage {
-    /// Opens (or creates) the database under `dir`.
+    /// Opens (or creates) the databases under `dir`.
     pub fn open(dir: &Path) -> fjall::Result<Self> {
-        let db = Database::builder(dir)
+        let db = Database::builder(dir.join("state"))
             .worker_threads(2)
             .cache_size(64 << 20)
             .open()?;
+        let log_db = Database::builder(dir.join("log"))
+            .worker_threads(1)
+            .cache_size(16 << 20)
+            .open()?;
+        // Small memtables: a memtable is a skiplist, and inserts and lookups in it slow down
+        // as it grows (cache misses), so flushing often is cheaper than fjall's 64 MiB default.
+        let plain = || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES);
         // Large values live in blob files, so scans that skip values stay cheap.
-        let separated = || {
-            KeyspaceCreateOptions::default()
-                .with_kv_separation(Some(KvSeparationOptions::default()))
-        };
+        let separated = || plain().with_kv_separation(Some(KvSeparationOptions::default()));
+        // `meta` and `raft_meta` rewrite the same few keys on every entry; a smaller memtable
+        // keeps those versions few, so point lookups of them stay fast.
+        let counters =
+            || KeyspaceCreateOptions::default().max_memtable_size(COUNTER_MEMTABLE_BYTES);
         Ok(Storage {
-            kv_meta: db.keyspace(KV_META, KeyspaceCreateOptions::default)?,
-            kv_value: db.keyspace(KV_VALUE, separated)?,
+            kv_meta: db.keyspace(KV_META, plain)?,
             kv_revs: db.keyspace(KV_REVS, separated)?,
-            kv_index: db.keyspace(KV_INDEX, KeyspaceCreateOptions::default)?,
-            meta: db.keyspace(META, KeyspaceCreateOptions::default)?,
-            raft_log: db.keyspace(RAFT_LOG, separated)?,
-            raft_meta: db.keyspace(RAFT_META, KeyspaceCreateOptions::default)?,
+            kv_index: db.keyspace(KV_INDEX, plain)?,
+            meta: db.keyspace(META, counters)?,
+            raft_log: log_db.keyspace(RAFT_LOG, separated)?,
+            raft_meta: log_db.keyspace(RAFT_META, counters)?,
             db,
+            log_db,
         })
     }
 
@@ -79,7 +96,6 @@ impl Storage {
     pub fn state_keyspace(&self, name: &str) -> Option<&Keyspace> {
         match name {
             KV_META => Some(&self.kv_meta),
-            KV_VALUE => Some(&self.kv_value),
             KV_REVS => Some(&self.kv_revs),
             KV_INDEX => Some(&self.kv_index),
             META => Some(&self.meta),
@@ -87,22 +103,16 @@ impl Storage {
         }
     }
 
-    /// Bytes on disk (journal plus tables), for `Status.dbSize`.
+    /// Bytes on disk (journals plus tables of both databases), for `Status.dbSize`.
     pub fn disk_space(&self) -> u64 {
-        self.db.disk_space().unwrap_or(0)
+        self.db.disk_space().unwrap_or(0) + self.log_db.disk_space().unwrap_or(0)
     }
 
     /// Bytes of tables holding live state, for `Status.dbSizeInUse`.
     pub fn disk_space_in_use(&self) -> u64 {
-        [
-            &self.kv_meta,
-            &self.kv_value,
-            &self.kv_revs,
-            &self.kv_index,
-            &self.meta,
-        ]
-        .iter()
-        .map(|ks| ks.disk_space())
-        .sum()
+        [&self.kv_meta, &self.kv_revs, &self.kv_index, &self.meta]
+            .iter()
+            .map(|ks| ks.disk_space())
+            .sum()
     }
 }

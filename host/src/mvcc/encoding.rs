@@ -33,16 +33,27 @@ impl Rev {
     }
 }
 
-/// Latest state of a live key, without its value (`kv_meta`).
+/// Latest state of a live key, without its value (`kv_meta`); the value is in history.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyMeta {
     pub create_revision: Revision,
     pub mod_revision: Revision,
     pub version: i64,
     pub lease: i64,
+    /// Sub-revision of the latest version: with `mod_revision`, where its value lives in
+    /// `kv_revs`.
+    pub mod_sub: i64,
 }
 
 impl KeyMeta {
+    /// Where the latest version (and so the value) is in `kv_revs`.
+    pub fn at(&self) -> Rev {
+        Rev {
+            main: self.mod_revision,
+            sub: self.mod_sub,
+        }
+    }
+
     pub fn to_kv(self, key: Vec<u8>, value: Vec<u8>) -> KeyValue {
         KeyValue {
             key,

@@ -30,8 +30,10 @@ pub use types::*;
 use crate::storage::Storage;
 use write::WriteTxn;
 
-const CURRENT_REV: &[u8] = b"mvcc/current_rev";
-const COMPACT_REV: &[u8] = b"mvcc/compact_rev";
+/// The store's position: its two revisions and the opaque position of the log entry that
+/// produced them (see [`Mvcc::record_position`]). One record, so an applied entry writes one
+/// key and a read view reads one.
+const POSITION: &[u8] = b"position";
 
 /// A request that changes the store (what the Raft log carries for the KV service).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +73,16 @@ pub struct Applied {
     pub events: Vec<Event>,
 }
 
+/// The store's two counters. The state machine keeps them in memory (it is the only writer),
+/// so applying a write looks neither up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Revisions {
+    /// The revision of the latest change (1 for an empty store).
+    pub current: Revision,
+    /// Reads below this fail with `Compacted`; -1 before the first compaction.
+    pub compact: Revision,
+}
+
 /// Entry points of the store.
 #[derive(Debug)]
 pub struct Mvcc;
@@ -79,28 +91,66 @@ impl Mvcc {
     /// A consistent view of the latest state, for reads outside the apply path.
     pub fn read_view(storage: &Storage) -> Result<ReadView<'_>, Error> {
         let snap = storage.db.snapshot();
-        let rev = read_i64(&snap, storage, CURRENT_REV)?.unwrap_or(1);
-        let compact_rev = read_i64(&snap, storage, COMPACT_REV)?.unwrap_or(-1);
+        let revs = revisions_in(&snap, storage)?;
         Ok(ReadView {
             storage,
             snap,
-            rev,
-            compact_rev,
+            rev: revs.current,
+            compact_rev: revs.compact,
             overlay: None,
         })
     }
 
+    /// The counters as stored (at start-up, or after a snapshot replaced the state).
+    pub fn revisions(storage: &Storage) -> Result<Revisions, Error> {
+        revisions_in(&storage.db.snapshot(), storage)
+    }
+
+    /// The applied-log position last recorded, as seen by `snap` (empty before any).
+    pub fn applied_position(snap: &fjall::Snapshot, storage: &Storage) -> Result<Vec<u8>, Error> {
+        Ok(read_position(snap, storage)?
+            .map(|(_, applied)| applied)
+            .unwrap_or_default())
+    }
+
+    /// Records, in `batch`, the revisions after an entry and the opaque position of that entry
+    /// in the log. The state machine calls this once per applied entry, in the entry's batch,
+    /// so the data and "how far the log has been applied" commit together.
+    pub fn record_position(
+        storage: &Storage,
+        batch: &mut OwnedWriteBatch,
+        revs: &Revisions,
+        applied: &[u8],
+    ) {
+        let mut raw = Vec::with_capacity(16 + applied.len());
+        raw.extend_from_slice(&revs.current.to_be_bytes());
+        raw.extend_from_slice(&revs.compact.to_be_bytes());
+        raw.extend_from_slice(applied);
+        batch.insert(&storage.meta, POSITION, raw);
+    }
+
     /// Applies one write into `batch`. The caller commits the batch (with whatever else must be
     /// atomic with it, such as the applied log id) before applying the next write, since the
-    /// next write reads the committed state. An etcd error leaves `batch` untouched.
+    /// next write reads the committed state. An etcd error leaves `batch` untouched. `revs`
+    /// are the counters before the write; they are advanced to after it, and the caller
+    /// records them with [`Mvcc::record_position`] in the same batch (a failed commit stops
+    /// the node, so counters that got ahead of the disk are never used).
     pub fn apply(
         storage: &Storage,
         batch: &mut OwnedWriteBatch,
         req: &WriteRequest,
         leases: &dyn LeaseLookup,
+        revs: &mut Revisions,
     ) -> Result<Applied, StorageError> {
-        let view = Mvcc::read_view(storage).map_err(into_storage)?;
-        let (begin_rev, compact_rev, snap) = (view.rev, view.compact_rev, view.snap.clone());
+        let snap = storage.db.snapshot();
+        let view = ReadView {
+            storage,
+            snap: snap.clone(),
+            rev: revs.current,
+            compact_rev: revs.compact,
+            overlay: None,
+        };
+        let (begin_rev, compact_rev) = (revs.current, revs.compact);
         if let WriteRequest::Compact(c) = req {
             if let Err(e) = compact::check(&view, c.revision) {
                 return Ok(Applied {
@@ -109,7 +159,7 @@ impl Mvcc {
                 });
             }
             compact::compact(storage, &view, c.revision, batch).map_err(into_storage)?;
-            batch.insert(&storage.meta, COMPACT_REV, c.revision.to_be_bytes());
+            revs.compact = c.revision;
             let response = Ok(WriteResponse::Compact(CompactResponse {
                 revision: begin_rev,
             }));
@@ -133,7 +183,7 @@ impl Mvcc {
         match result {
             Ok(resp) => {
                 if changed {
-                    batch.insert(&storage.meta, CURRENT_REV, (begin_rev + 1).to_be_bytes());
+                    revs.current = begin_rev + 1;
                 }
                 Ok(Applied {
                     response: Ok(resp),
@@ -157,16 +207,33 @@ impl Mvcc {
     }
 }
 
-fn read_i64(snap: &fjall::Snapshot, storage: &Storage, key: &[u8]) -> Result<Option<i64>, Error> {
-    match snap.get(&storage.meta, key)? {
-        None => Ok(None),
-        Some(raw) => {
-            let bytes: [u8; 8] = raw
-                .as_ref()
-                .try_into()
-                .map_err(|_| read::corrupt(format!("bad meta {key:?}")))?;
-            Ok(Some(i64::from_be_bytes(bytes)))
+fn revisions_in(snap: &fjall::Snapshot, storage: &Storage) -> Result<Revisions, Error> {
+    Ok(read_position(snap, storage)?.map_or(
+        Revisions {
+            current: 1,
+            compact: -1,
+        },
+        |(revs, _)| revs,
+    ))
+}
+
+fn read_position(
+    snap: &fjall::Snapshot,
+    storage: &Storage,
+) -> Result<Option<(Revisions, Vec<u8>)>, Error> {
+    let Some(raw) = snap.get(&storage.meta, POSITION)? else {
+        return Ok(None);
+    };
+    let int = |at: usize| {
+        raw.get(at..at + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(i64::from_be_bytes)
+    };
+    match (int(0), int(8)) {
+        (Some(current), Some(compact)) => {
+            Ok(Some((Revisions { current, compact }, raw[16..].to_vec())))
         }
+        _ => Err(read::corrupt(format!("bad position record {raw:?}"))),
     }
 }
 

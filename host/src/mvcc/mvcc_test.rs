@@ -64,12 +64,20 @@ impl Db {
     /// Applies `req` and commits the batch, as the state machine does for one log entry.
     fn apply(&self, req: &WriteRequest) -> Applied {
         let mut batch = self.storage.db.batch();
+        let mut revs = Mvcc::revisions(&self.storage).expect("revisions");
         let applied = if self.leases.is_empty() {
-            Mvcc::apply(&self.storage, &mut batch, req, &NoLeases)
+            Mvcc::apply(&self.storage, &mut batch, req, &NoLeases, &mut revs)
         } else {
-            Mvcc::apply(&self.storage, &mut batch, req, &Leases(&self.leases))
+            Mvcc::apply(
+                &self.storage,
+                &mut batch,
+                req,
+                &Leases(&self.leases),
+                &mut revs,
+            )
         }
         .expect("no storage error");
+        Mvcc::record_position(&self.storage, &mut batch, &revs, &[]);
         batch.commit().expect("commit");
         applied
     }

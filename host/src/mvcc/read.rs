@@ -117,12 +117,19 @@ impl<'a> ReadView<'a> {
             return Ok(None);
         };
         let meta: KeyMeta = decode(&raw)?;
-        let value = self
-            .snap
-            .get(&self.storage.kv_value, key)?
-            .map(|v| v.to_vec())
-            .unwrap_or_default();
+        let value = self.event(meta.at())?.value;
         Ok(Some(meta.to_kv(key.to_vec(), value)))
+    }
+
+    /// The metadata of the latest version of one key, if it is live (no value is read).
+    pub fn meta(&self, key: &[u8]) -> Result<Option<KeyMeta>, Error> {
+        if let Some(entry) = self.overlay.and_then(|o| o.get(key)) {
+            return Ok(entry.as_ref().map(|(meta, _)| *meta));
+        }
+        match self.snap.get(&self.storage.kv_meta, key)? {
+            None => Ok(None),
+            Some(raw) => Ok(Some(decode(&raw)?)),
+        }
     }
 
     /// Every live key in `range` with its metadata, in key order, without values.
@@ -177,64 +184,36 @@ impl<'a> ReadView<'a> {
     }
 
     /// Fetches at the current revision: metadata streams from `kv_meta`; values are loaded
-    /// only for keys that are returned.
+    /// from history only for keys that are returned.
     fn fetch_latest(
         &self,
         range: &KeyRange,
         fetch: Fetch,
     ) -> Result<(Vec<KeyValue>, usize), Error> {
         let mut kvs: Vec<KeyValue> = Vec::new();
+        let mut at = Vec::new();
         let mut count = 0usize;
         self.scan_latest(range, |key, meta| {
             count += 1;
             if !fetch.count_only && (fetch.limit == 0 || kvs.len() < fetch.limit) {
                 kvs.push(meta.to_kv(key.to_vec(), Vec::new()));
+                at.push(meta.at());
             }
             Ok(true)
         })?;
         if fetch.values {
-            self.load_values(&mut kvs)?;
+            self.load_values(&mut kvs, &at)?;
         }
         Ok((kvs, count))
     }
 
-    /// Fills in values for `kvs` (sorted by key) from the overlay or a lockstep scan of
-    /// `kv_value`, so a range of n keys costs one iterator rather than n point lookups.
-    fn load_values(&self, kvs: &mut [KeyValue]) -> Result<(), Error> {
-        let (Some(first), Some(last)) = (kvs.first(), kvs.last()) else {
-            return Ok(());
-        };
-        let bounds = (
-            Bound::Included(first.key.clone()),
-            Bound::Included(last.key.clone()),
-        );
-        let mut values = self.snap.range(&self.storage.kv_value, bounds);
-        let mut disk: Option<(Vec<u8>, Vec<u8>)> = None;
-        for kv in kvs.iter_mut() {
-            if let Some(Some((_, value))) = self.overlay.and_then(|o| o.get(&kv.key)) {
-                kv.value = value.clone();
-                continue;
-            }
-            // Advance the value scan to this key; keys it passes were shadowed by the overlay.
-            loop {
-                if disk
-                    .as_ref()
-                    .is_some_and(|(k, _)| k.as_slice() >= kv.key.as_slice())
-                {
-                    break;
-                }
-                match values.next() {
-                    Some(guard) => {
-                        let (k, v) = guard.into_inner()?;
-                        disk = Some((k.to_vec(), v.to_vec()));
-                    }
-                    None => break,
-                }
-            }
-            match &disk {
-                Some((k, v)) if *k == kv.key => kv.value = v.clone(),
-                _ => return Err(corrupt(format!("value missing for key {:?}", kv.key))),
-            }
+    /// Fills in values for `kvs` from the overlay, or from the history entries `at` point to.
+    fn load_values(&self, kvs: &mut [KeyValue], at: &[Rev]) -> Result<(), Error> {
+        for (kv, at) in kvs.iter_mut().zip(at) {
+            kv.value = match self.overlay.and_then(|o| o.get(&kv.key)) {
+                Some(Some((_, value))) => value.clone(),
+                _ => self.event(*at)?.value,
+            };
         }
         Ok(())
     }

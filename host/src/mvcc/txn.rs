@@ -299,7 +299,7 @@ fn apply_put(w: &mut WriteTxn<'_>, req: &PutRequest) -> Result<PutResponse, Erro
         (Some(kv), true) => kv.lease,
         _ => req.lease,
     };
-    let prev = w.put(&req.key, value, lease)?;
+    let prev = w.put(&req.key, value, lease, req.prev_kv)?;
     Ok(PutResponse {
         revision: w.write_rev(),
         prev_kv: if req.prev_kv { prev } else { None },

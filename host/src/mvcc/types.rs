@@ -25,6 +25,9 @@ pub enum EventKind {
 }
 
 /// A change to one key. For a delete, `kv` holds the key and the delete's revision only.
+/// `prev_kv` is the replaced version when the request loaded it (a delete always does, a put
+/// only when it asked for `prev_kv`); otherwise it is in history, at the key's previous
+/// revision in `kv_index`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     pub kind: EventKind,

@@ -81,19 +81,28 @@ impl<'a> WriteTxn<'a> {
     }
 
     /// Writes `key = value` with `lease`; returns the version it replaced.
+    ///
+    /// The replaced version is loaded (value included) only when `load_prev` asks for it: most
+    /// puts need just its metadata, and reading values costs.
     pub fn put(
         &mut self,
         key: &[u8],
         value: Vec<u8>,
         lease: i64,
+        load_prev: bool,
     ) -> Result<Option<KeyValue>, Error> {
-        let prev = self.current().get(key)?;
+        let prev_meta = self.current().meta(key)?;
+        let prev = match (prev_meta, load_prev) {
+            (Some(_), true) => self.current().get(key)?,
+            _ => None,
+        };
         let at = self.next_rev();
         let meta = KeyMeta {
-            create_revision: prev.as_ref().map_or(at.main, |p| p.create_revision),
+            create_revision: prev_meta.map_or(at.main, |p| p.create_revision),
             mod_revision: at.main,
-            version: prev.as_ref().map_or(1, |p| p.version + 1),
+            version: prev_meta.map_or(1, |p| p.version + 1),
             lease,
+            mod_sub: at.sub,
         };
         let event = StoredEvent {
             key: key.to_vec(),
@@ -105,8 +114,6 @@ impl<'a> WriteTxn<'a> {
         };
         self.batch
             .insert(&self.storage.kv_meta, key, encoding::encode(&meta));
-        self.batch
-            .insert(&self.storage.kv_value, key, value.as_slice());
         self.batch
             .insert(&self.storage.kv_revs, at.encode(), encoding::encode(&event));
         self.batch.insert(
@@ -145,7 +152,6 @@ impl<'a> WriteTxn<'a> {
                 value: Vec::new(),
             };
             self.batch.remove(&self.storage.kv_meta, key.as_slice());
-            self.batch.remove(&self.storage.kv_value, key.as_slice());
             self.batch
                 .insert(&self.storage.kv_revs, at.encode(), encoding::encode(&event));
             self.batch.insert(

@@ -19,8 +19,9 @@ use super::types::{Entry, LogId, TypeConfig, Vote};
 use crate::storage::Storage;
 
 const VOTE: &[u8] = b"vote";
-const COMMITTED: &[u8] = b"committed";
 const LAST_PURGED: &[u8] = b"last_purged";
+/// Appends of at most this many entries are written without `block_in_place`.
+const INLINE_APPEND_ENTRIES: usize = 4;
 
 /// Handle to the log. Clones share the store and the sync thread.
 #[derive(Clone)]
@@ -36,7 +37,7 @@ struct Syncer {
 impl LogStore {
     pub fn new(storage: Storage) -> io::Result<Self> {
         let (tx, rx) = mpsc::channel::<IOFlushed<TypeConfig>>();
-        let db = storage.db.clone();
+        let db = storage.log_db.clone();
         std::thread::Builder::new()
             .name("raft-log-sync".into())
             .spawn(move || {
@@ -137,21 +138,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         let raw = postcard::to_stdvec(vote).map_err(invalid)?;
         self.blocking(move |s| {
-            let mut batch = s.db.batch().durability(Some(fjall::PersistMode::SyncData));
+            let mut batch = s
+                .log_db
+                .batch()
+                .durability(Some(fjall::PersistMode::SyncData));
             batch.insert(&s.raft_meta, VOTE, raw);
             batch.commit().map_err(to_io)
         })
         .await
-    }
-
-    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        let raw = postcard::to_stdvec(&committed).map_err(invalid)?;
-        self.blocking(move |s| s.raft_meta.insert(COMMITTED, raw).map_err(to_io))
-            .await
-    }
-
-    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        Ok(self.read_meta::<Option<LogId>>(COMMITTED)?.flatten())
     }
 
     async fn append<I>(
@@ -170,14 +164,30 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 postcard::to_stdvec(&entry).map_err(invalid)?,
             ));
         }
-        self.blocking(move |s| {
-            let mut batch = s.db.batch();
+        // Written in place, not on the blocking pool: without a sync this is a memtable insert
+        // and a buffered journal write, cheaper than the two thread hops a blocking task costs
+        // on every write. It can wait for the journal lock while the sync thread is inside an
+        // fsync; the Raft core waits for this append either way.
+        let encoded_len = encoded.len();
+        let write = || {
+            let mut batch = self.storage.log_db.batch().durability(None);
             for (index, raw) in encoded {
-                batch.insert(&s.raft_log, index, raw);
+                batch.insert(&self.storage.raft_log, index, raw);
             }
             batch.commit().map_err(to_io)
-        })
-        .await?;
+        };
+        // A large append means many writers, and likely an fsync holding the journal lock:
+        // let tokio move this worker's other tasks away while it may wait. A small one (light
+        // load, nothing in flight) is written directly, which is cheaper.
+        let multi_thread = matches!(
+            tokio::runtime::Handle::current().runtime_flavor(),
+            tokio::runtime::RuntimeFlavor::MultiThread
+        );
+        if multi_thread && encoded_len > INLINE_APPEND_ENTRIES {
+            tokio::task::block_in_place(write)?;
+        } else {
+            write()?;
+        }
         self.syncer
             .tx
             .send(callback)
@@ -187,7 +197,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         let from = last_log_id.map_or(0, |id| id.index + 1);
         self.blocking(move |s| {
-            let mut batch = s.db.batch().durability(Some(fjall::PersistMode::SyncData));
+            let mut batch = s
+                .log_db
+                .batch()
+                .durability(Some(fjall::PersistMode::SyncData));
             for guard in s.raft_log.range(from.to_be_bytes()..) {
                 batch.remove(&s.raft_log, guard.key().map_err(to_io)?);
             }
@@ -198,9 +211,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
         let raw = postcard::to_stdvec(&log_id).map_err(invalid)?;
+        // Start after the previous purge: scanning from the front would walk every tombstone
+        // earlier purges left behind, making each purge slower than the last.
+        let from = self
+            .read_meta::<LogId>(LAST_PURGED)?
+            .map_or(0, |p| p.index + 1);
         self.blocking(move |s| {
-            let mut batch = s.db.batch();
-            for guard in s.raft_log.range(..=log_id.index.to_be_bytes()) {
+            let mut batch = s.log_db.batch();
+            for guard in s
+                .raft_log
+                .range(from.to_be_bytes()..=log_id.index.to_be_bytes())
+            {
                 batch.remove(&s.raft_log, guard.key().map_err(to_io)?);
             }
             batch.insert(&s.raft_meta, LAST_PURGED, raw);

@@ -118,7 +118,10 @@ impl RaftNode {
         .validate()
         .map_err(|e| StartError::Config(e.to_string()))?;
         let log_store = LogStore::new(storage.clone())?;
-        let sm = StateMachineStore::new(StateMachine::new(storage), data_dir.join("snap"))?;
+        let sm = StateMachineStore::new(
+            StateMachine::new(storage).map_err(|e| StartError::Raft(e.to_string()))?,
+            data_dir.join("snap"),
+        )?;
         let raft = Raft::new(id, Arc::new(config), Network, log_store, sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;

@@ -3,7 +3,7 @@
 //! A single-member group never sends a Raft message, so for now every peer is unreachable;
 //! the peer gRPC transport (`cairn.raft.v1`) replaces this with the multi-member work.
 
-use std::fs::File;
+use super::state_machine::SnapshotData;
 use std::future::Future;
 
 use openraft::errors::{RPCError, ReplicationClosed, StreamingError, Unreachable};
@@ -38,7 +38,7 @@ impl PeerClient {
 }
 
 impl RaftNetworkV2<TypeConfig> for PeerClient {
-    type SnapshotData = File;
+    type SnapshotData = SnapshotData;
 
     async fn append_entries(
         &mut self,
@@ -59,7 +59,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
     async fn full_snapshot(
         &mut self,
         _vote: Vote,
-        _snapshot: openraft::type_config::alias::SnapshotOf<TypeConfig, File>,
+        _snapshot: openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>,
         _cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {

@@ -1,40 +1,61 @@
 //! Adapts [`crate::state_machine::StateMachine`] to openraft's `RaftStateMachine`.
 //!
-//! Snapshots are files: `build_snapshot` makes the state durable, exports a consistent fjall
-//! snapshot of the state keyspaces to `<data-dir>/snap/`, and records which file is current in
-//! `current.meta`. The file handle is the snapshot data openraft passes around (and, later, what
-//! the peer transport streams).
+//! Snapshots cost O(1) to take. The state already lives on disk (etcd's backend works the same
+//! way), so a snapshot for log compaction only needs the state to be durable up to a known log
+//! id: `build_snapshot` pins a consistent fjall view, syncs, and reads the applied log id from
+//! that view. The bytes are produced only when a snapshot has to travel (to a lagging member,
+//! or into `install_snapshot`): [`SnapshotData::write_to`] streams the pinned view. A received
+//! snapshot arrives as a file. After a restart, the current snapshot is a fresh view of the
+//! recovered state, which is durable by definition.
 
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Seek, Write};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use futures::{FutureExt, StreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
-use serde::{Deserialize, Serialize};
 
 use super::log_store::invalid;
 use super::types::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
-use crate::state_machine::{AppliedMarker, StateMachine};
+use crate::state_machine::{AppliedMarker, StateMachine, StateView};
 
 /// Applied entries handed to one blocking task at most.
 const APPLY_CHUNK: usize = 256;
+/// Chunks up to this size are applied on the async task itself.
+const INLINE_APPLY: usize = 4;
 
-pub type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, File>;
+pub type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>;
+
+/// The data of a snapshot: a pinned view of this member's state, or a file received from a
+/// peer, both in the format of [`StateView::export`].
+#[derive(Debug)]
+pub enum SnapshotData {
+    View(StateView),
+    File(File),
+}
+
+impl SnapshotData {
+    /// Streams the snapshot's bytes into `out`.
+    pub fn write_to(&mut self, out: &mut impl Write) -> io::Result<()> {
+        match self {
+            SnapshotData::View(view) => view.export(out),
+            SnapshotData::File(file) => {
+                file.rewind()?;
+                io::copy(file, out).map(|_| ())
+            }
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct StateMachineStore {
     sm: StateMachine,
+    /// Where received snapshots are staged before import.
     snapshot_dir: Arc<PathBuf>,
-}
-
-/// What `current.meta` records about the current snapshot.
-#[derive(Serialize, Deserialize)]
-struct CurrentSnapshot {
-    meta: SnapshotMeta,
-    file: String,
+    /// The latest snapshot this member built or installed, pinned.
+    current: Arc<Mutex<Option<(SnapshotMeta, StateView)>>>,
 }
 
 impl StateMachineStore {
@@ -43,76 +64,52 @@ impl StateMachineStore {
         Ok(StateMachineStore {
             sm,
             snapshot_dir: Arc::new(snapshot_dir),
+            current: Arc::default(),
         })
     }
 
-    fn current(&self) -> io::Result<Option<CurrentSnapshot>> {
-        match fs::read(self.snapshot_dir.join("current.meta")) {
-            Ok(raw) => postcard::from_bytes(&raw).map(Some).map_err(invalid),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+    /// Pins a view, makes everything in it durable, and records it as the current snapshot.
+    fn build(&self) -> io::Result<Snapshot> {
+        let view = self.sm.view();
+        // The view was taken before this sync, so everything it shows is on disk afterwards.
+        self.sm.persist().map_err(io::Error::other)?;
+        let meta = snapshot_meta(&view.marker().map_err(io::Error::other)?)?;
+        self.set_current(meta.clone(), view.clone());
+        Ok(Snapshot {
+            meta,
+            snapshot: SnapshotData::View(view),
+        })
     }
 
-    /// Makes `file` (already in the snapshot dir and synced) the current snapshot.
-    fn set_current(&self, meta: &SnapshotMeta, file: &str) -> io::Result<()> {
-        let current = CurrentSnapshot {
-            meta: meta.clone(),
-            file: file.to_string(),
-        };
-        let raw = postcard::to_stdvec(&current).map_err(invalid)?;
-        write_synced(&self.snapshot_dir, "current.meta", &raw)?;
-        // Older snapshot files are no longer needed.
-        for entry in fs::read_dir(&*self.snapshot_dir)? {
-            let name = entry?.file_name();
-            let name = name.to_string_lossy();
-            if name.ends_with(".snap") && name != file {
-                let _ = fs::remove_file(self.snapshot_dir.join(&*name));
-            }
-        }
+    fn set_current(&self, meta: SnapshotMeta, view: StateView) {
+        *self.current.lock().expect("snapshot lock poisoned") = Some((meta, view));
+    }
+
+    fn install(&self, meta: &SnapshotMeta, mut data: SnapshotData) -> io::Result<()> {
+        let staged = self.snapshot_dir.join("installing.tmp");
+        let mut file = BufWriter::new(File::create(&staged)?);
+        data.write_to(&mut file)?;
+        file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        self.sm.import(&mut BufReader::new(File::open(&staged)?))?;
+        fs::remove_file(&staged)?;
+        self.set_current(meta.clone(), self.sm.view());
         Ok(())
     }
 
-    fn build(&self) -> io::Result<Snapshot> {
-        self.sm
-            .persist()
-            .map_err(|e| io::Error::other(e.to_string()))?;
-        let tmp = self.snapshot_dir.join("building.tmp");
-        let mut out = BufWriter::new(File::create(&tmp)?);
-        let marker = self.sm.export(&mut out)?;
-        let file = out.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        let meta = snapshot_meta(&marker)?;
-        let name = snapshot_file_name(&meta);
-        fs::rename(&tmp, self.snapshot_dir.join(&name))?;
-        sync_dir(&self.snapshot_dir)?;
-        self.set_current(&meta, &name)?;
-        let snapshot = File::open(self.snapshot_dir.join(&name))?;
-        Ok(Snapshot { meta, snapshot })
-    }
-
-    fn install(&self, meta: &SnapshotMeta, mut data: File) -> io::Result<()> {
-        data.rewind()?;
-        let name = snapshot_file_name(meta);
-        let path = self.snapshot_dir.join(&name);
-        // Copy through a temporary file: `data` may be the very file at `path` (a member
-        // re-installing its own snapshot), which truncating first would destroy.
-        let tmp = self.snapshot_dir.join("installing.tmp");
-        let mut copy = File::create(&tmp)?;
-        io::copy(&mut data, &mut copy)?;
-        copy.sync_all()?;
-        fs::rename(&tmp, &path)?;
-        sync_dir(&self.snapshot_dir)?;
-        self.sm.import(&mut BufReader::new(File::open(&path)?))?;
-        self.set_current(meta, &name)
-    }
-}
-
-/// `<term>-<index>.snap`, so snapshot files sort and read as the log position they cover.
-fn snapshot_file_name(meta: &SnapshotMeta) -> String {
-    match &meta.last_log_id {
-        Some(id) => format!("{}-{}.snap", id.leader_id.term, id.index),
-        None => "empty.snap".to_string(),
+    fn current_snapshot(&self) -> io::Result<Option<Snapshot>> {
+        if let Some((meta, view)) = self.current.lock().expect("snapshot lock poisoned").clone() {
+            return Ok(Some(Snapshot {
+                meta,
+                snapshot: SnapshotData::View(view),
+            }));
+        }
+        // Nothing built since start: the recovered state is the snapshot, if anything was applied.
+        let snapshot = self.build()?;
+        if snapshot.meta.last_log_id.is_none() {
+            *self.current.lock().expect("snapshot lock poisoned") = None;
+            return Ok(None);
+        }
+        Ok(Some(snapshot))
     }
 }
 
@@ -138,19 +135,6 @@ fn snapshot_meta(marker: &AppliedMarker) -> io::Result<SnapshotMeta> {
     })
 }
 
-fn write_synced(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    let mut f = File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    fs::rename(&tmp, dir.join(name))?;
-    sync_dir(dir)
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
 /// One log entry ready to apply: what the state machine needs and who waits for the answer.
 struct Pending {
     command: Option<crate::state_machine::Command>,
@@ -159,7 +143,7 @@ struct Pending {
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
-    type SnapshotData = File;
+    type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let this = self.clone();
@@ -170,7 +154,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
-    type SnapshotData = File;
+    type SnapshotData = SnapshotData;
     type SnapshotBuilder = Self;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
@@ -196,17 +180,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     _ => break,
                 }
             }
-            let sm = self.sm.clone();
-            let done = tokio::task::spawn_blocking(move || {
-                let mut done = Vec::with_capacity(chunk.len());
-                for p in chunk {
-                    let response = sm.apply(p.command.as_ref(), &p.marker)?;
-                    done.push((p.responder, response));
-                }
-                Ok::<_, crate::mvcc::StorageError>(done)
-            })
-            .await
-            .map_err(io::Error::other)?
+            // Applying touches only memory (apply batches are not synced, see
+            // `StateMachine::apply`), so a few entries run in place; a larger chunk goes to the
+            // blocking pool rather than hold an async worker for long.
+            let done = if chunk.len() <= INLINE_APPLY {
+                apply_chunk(&self.sm, chunk)
+            } else {
+                let sm = self.sm.clone();
+                tokio::task::spawn_blocking(move || apply_chunk(&sm, chunk))
+                    .await
+                    .map_err(io::Error::other)?
+            }
             .map_err(|e| io::Error::other(e.to_string()))?;
             for (responder, response) in done {
                 if let Some(r) = responder {
@@ -224,7 +208,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: File,
+        snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
         let this = self.clone();
         let meta = meta.clone();
@@ -234,17 +218,28 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        match self.current()? {
-            None => Ok(None),
-            Some(c) => {
-                let snapshot = File::open(self.snapshot_dir.join(&c.file))?;
-                Ok(Some(Snapshot {
-                    meta: c.meta,
-                    snapshot,
-                }))
-            }
-        }
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.current_snapshot())
+            .await
+            .map_err(io::Error::other)?
     }
+}
+
+type Applied = Vec<(
+    Option<openraft::storage::ApplyResponder<TypeConfig>>,
+    crate::state_machine::CommandResponse,
+)>;
+
+fn apply_chunk(
+    sm: &StateMachine,
+    chunk: Vec<Pending>,
+) -> Result<Applied, crate::mvcc::StorageError> {
+    let mut done = Vec::with_capacity(chunk.len());
+    for p in chunk {
+        let response = sm.apply(p.command.as_ref(), &p.marker)?;
+        done.push((p.responder, response));
+    }
+    Ok(done)
 }
 
 fn to_pending((entry, responder): EntryResponder<TypeConfig>) -> io::Result<Pending> {

@@ -27,7 +27,10 @@ use crate::storage::Storage;
 fn open(dir: &Path) -> io::Result<(Storage, LogStore, StateMachineStore)> {
     let storage = Storage::open(&dir.join("db")).map_err(io::Error::other)?;
     let log_store = LogStore::new(storage.clone())?;
-    let sm = StateMachineStore::new(StateMachine::new(storage.clone()), dir.join("snap"))?;
+    let sm = StateMachineStore::new(
+        StateMachine::new(storage.clone()).map_err(io::Error::other)?,
+        dir.join("snap"),
+    )?;
     Ok((storage, log_store, sm))
 }
 

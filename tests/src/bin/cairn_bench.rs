@@ -31,6 +31,9 @@ struct Args {
     /// Most gRPC connections shared by the clients.
     #[arg(long, default_value_t = 16)]
     conns: usize,
+    /// Load this already-running endpoint only (for profiling) instead of starting both servers.
+    #[arg(long)]
+    target: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -94,6 +97,18 @@ async fn run_level(
 async fn main() {
     let args = Args::parse();
     let value = vec![b'v'; args.val_size];
+    if let Some(target) = &args.target {
+        println!("| clients | puts/s | p50 ms | p99 ms |");
+        println!("|---:|---:|---:|---:|");
+        for &clients in &args.clients {
+            let r = run_level(target, clients, args.conns, args.seconds, &value).await;
+            println!(
+                "| {clients} | {:.0} | {:.2} | {:.2} |",
+                r.ops_per_sec, r.p50_ms, r.p99_ms
+            );
+        }
+        return;
+    }
     let etcd = EtcdNode::start(&[]);
     let cairn = CairnNode::start(&[]);
     println!(
