@@ -54,6 +54,11 @@ impl Server {
             dir: dir.display().to_string(),
             reason,
         };
+        if dir.exists() && !dir.is_dir() {
+            return Err(data_dir_error(
+                "it exists and is not a directory".to_string(),
+            ));
+        }
         std::fs::create_dir_all(&dir).map_err(|e| data_dir_error(e.to_string()))?;
         let storage = {
             let db_dir = dir.join("db");

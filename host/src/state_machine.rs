@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 
 use crate::mvcc::{
-    self, Mvcc, MvccError, NoLeases, Revisions, StorageError, WriteRequest, WriteResponse,
+    self, ApplyBatch, Mvcc, MvccError, NoLeases, Revisions, StorageError, WriteRequest,
+    WriteResponse,
 };
 use crate::storage::Storage;
 
@@ -82,30 +83,30 @@ impl StateMachine {
         &self.storage
     }
 
-    /// Applies one entry: `command` (if any) and the marker, atomically.
-    pub fn apply(
+    /// Applies consecutive log entries, each a command (or none) and its marker. They commit
+    /// together, in one fjall batch, with the marker of the last one; the state on disk never
+    /// holds an entry's effects without its marker (see [`ApplyBatch`]).
+    pub fn apply<'c>(
         &self,
-        command: Option<&Command>,
-        marker: &AppliedMarker,
-    ) -> Result<CommandResponse, StorageError> {
-        // No fsync, and not even a write to the OS: the Raft log is durable up to this entry
-        // and the applied position commits with the data, so whatever a crash loses here is
-        // re-applied from the log. Snapshots persist the state before the log is purged.
-        let mut batch = self.storage.db.batch().durability(None);
+        entries: impl IntoIterator<Item = (Option<&'c Command>, &'c AppliedMarker)>,
+    ) -> Result<Vec<CommandResponse>, StorageError> {
         let mut revs = self.revisions.lock().expect("revisions lock poisoned");
-        let response = match command {
-            None => CommandResponse::Empty,
-            Some(Command::Kv(req)) => {
-                let applied = Mvcc::apply(&self.storage, &mut batch, req, &NoLeases, &mut revs)?;
-                CommandResponse::Kv(applied.response)
+        let mut batch = ApplyBatch::new(&self.storage, *revs);
+        let mut responses = Vec::new();
+        for (command, marker) in entries {
+            responses.push(match command {
+                None => CommandResponse::Empty,
+                Some(Command::Kv(req)) => {
+                    CommandResponse::Kv(batch.apply(req, &NoLeases)?.response)
+                }
+            });
+            batch.set_position(&marker.applied);
+            if let Some(m) = &marker.membership {
+                batch.insert_meta(MEMBERSHIP, m);
             }
-        };
-        Mvcc::record_position(&self.storage, &mut batch, &revs, &marker.applied);
-        if let Some(m) = &marker.membership {
-            batch.insert(&self.storage.meta, MEMBERSHIP, m.as_slice());
         }
-        batch.commit()?;
-        Ok(response)
+        *revs = batch.commit()?;
+        Ok(responses)
     }
 
     /// The marker of the last applied entry, as the Raft layer stored it.
@@ -240,3 +241,7 @@ fn read_chunk(input: &mut impl std::io::Read) -> std::io::Result<Vec<u8>> {
     input.read_exact(&mut buf)?;
     Ok(buf)
 }
+
+#[cfg(test)]
+#[path = "state_machine_test.rs"]
+mod tests;

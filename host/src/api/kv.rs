@@ -48,9 +48,7 @@ impl Kv for KvService {
             .ctx
             .read(serializable, move |view| view.range(&req))
             .await?;
-        let mut out = convert::range_response(resp);
-        self.ctx.fill(&mut out.header);
-        Ok(Response::new(out))
+        Ok(self.ctx.respond(convert::range_response(resp)))
     }
 
     type RangeStreamStream = BoxStream<'static, Result<pb::RangeStreamResponse, Status>>;
@@ -71,11 +69,7 @@ impl Kv for KvService {
         let req = convert::put_request(req);
         validate::check_put(&req).map_err(|e| status::invalid_request(&e))?;
         match self.write(WriteRequest::Put(req)).await? {
-            WriteResponse::Put(r) => {
-                let mut out = convert::put_response(r);
-                self.ctx.fill(&mut out.header);
-                Ok(Response::new(out))
-            }
+            WriteResponse::Put(r) => Ok(self.ctx.respond(convert::put_response(r))),
             other => Err(unexpected(other)),
         }
     }
@@ -89,11 +83,7 @@ impl Kv for KvService {
         let req = convert::delete_request(req);
         validate::check_delete_range(&req.key).map_err(|e| status::invalid_request(&e))?;
         match self.write(WriteRequest::DeleteRange(req)).await? {
-            WriteResponse::DeleteRange(r) => {
-                let mut out = convert::delete_response(r);
-                self.ctx.fill(&mut out.header);
-                Ok(Response::new(out))
-            }
+            WriteResponse::DeleteRange(r) => Ok(self.ctx.respond(convert::delete_response(r))),
             other => Err(unexpected(other)),
         }
     }
@@ -114,16 +104,10 @@ impl Kv for KvService {
                 .ctx
                 .read(false, move |view| crate::mvcc::txn::read_only(view, &req))
                 .await?;
-            let mut out = convert::txn_response(resp);
-            self.ctx.fill(&mut out.header);
-            return Ok(Response::new(out));
+            return Ok(self.ctx.respond(convert::txn_response(resp)));
         }
         match self.write(WriteRequest::Txn(req)).await? {
-            WriteResponse::Txn(r) => {
-                let mut out = convert::txn_response(r);
-                self.ctx.fill(&mut out.header);
-                Ok(Response::new(out))
-            }
+            WriteResponse::Txn(r) => Ok(self.ctx.respond(convert::txn_response(r))),
             other => Err(unexpected(other)),
         }
     }

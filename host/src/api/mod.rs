@@ -13,8 +13,8 @@ pub mod status;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_proto::etcdserverpb::ResponseHeader;
-use tonic::Status;
+use cairn_proto::etcdserverpb::{self as pb, ResponseHeader};
+use tonic::{Response, Status};
 
 use crate::mvcc::{self, Mvcc, ReadView};
 use crate::raft::RaftNode;
@@ -29,6 +29,28 @@ pub struct Limits {
     /// How long a request may wait for Raft before it fails with "request timed out".
     pub request_timeout: Duration,
 }
+
+/// A response message that carries etcd's `ResponseHeader`.
+pub trait WithHeader {
+    fn header_mut(&mut self) -> &mut Option<ResponseHeader>;
+}
+
+macro_rules! with_header {
+    ($($t:ty),* $(,)?) => {
+        $(impl WithHeader for $t {
+            fn header_mut(&mut self) -> &mut Option<ResponseHeader> {
+                &mut self.header
+            }
+        })*
+    };
+}
+
+with_header!(
+    pb::RangeResponse,
+    pb::PutResponse,
+    pb::DeleteRangeResponse,
+    pb::TxnResponse
+);
 
 /// What every service handler needs. Shared behind an `Arc`.
 pub struct ApiContext {
@@ -48,6 +70,12 @@ impl ApiContext {
         h.cluster_id = self.cluster_id;
         h.member_id = self.member_id;
         h.raft_term = self.raft.status().term;
+    }
+
+    /// Wraps a response whose header revision is set, filling in the identity fields.
+    pub fn respond<T: WithHeader>(&self, mut out: T) -> Response<T> {
+        self.fill(out.header_mut());
+        Response::new(out)
     }
 
     /// A full header at `revision`.

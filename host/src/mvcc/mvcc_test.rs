@@ -63,21 +63,15 @@ impl Db {
 
     /// Applies `req` and commits the batch, as the state machine does for one log entry.
     fn apply(&self, req: &WriteRequest) -> Applied {
-        let mut batch = self.storage.db.batch();
-        let mut revs = Mvcc::revisions(&self.storage).expect("revisions");
+        let revs = Mvcc::revisions(&self.storage).expect("revisions");
+        let mut batch = ApplyBatch::new(&self.storage, revs);
         let applied = if self.leases.is_empty() {
-            Mvcc::apply(&self.storage, &mut batch, req, &NoLeases, &mut revs)
+            batch.apply(req, &NoLeases)
         } else {
-            Mvcc::apply(
-                &self.storage,
-                &mut batch,
-                req,
-                &Leases(&self.leases),
-                &mut revs,
-            )
+            batch.apply(req, &Leases(&self.leases))
         }
         .expect("no storage error");
-        Mvcc::record_position(&self.storage, &mut batch, &revs, &[]);
+        batch.set_position(&[]);
         batch.commit().expect("commit");
         applied
     }

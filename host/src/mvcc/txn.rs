@@ -156,45 +156,27 @@ pub fn compare(view: &ReadView<'_>, cmp: &Compare) -> Result<bool, Error> {
 
 fn compare_kv(cmp: &Compare, kv: &KeyValue) -> bool {
     use std::cmp::Ordering;
-    let int =
-        |want: fn(&CompareOperand) -> Option<i64>| cmp.operand.as_ref().and_then(want).unwrap_or(0);
+    // etcd reads the operand only when its kind matches the target; otherwise it is 0 (or an
+    // empty value).
+    let int = match (cmp.target, &cmp.operand) {
+        (CompareTarget::Version, Some(CompareOperand::Version(v)))
+        | (CompareTarget::Create, Some(CompareOperand::Create(v)))
+        | (CompareTarget::Mod, Some(CompareOperand::Mod(v)))
+        | (CompareTarget::Lease, Some(CompareOperand::Lease(v))) => *v,
+        _ => 0,
+    };
     let ord: Ordering = match cmp.target {
         CompareTarget::Value => {
-            let empty = Vec::new();
-            let rhs = match &cmp.operand {
+            let rhs: &[u8] = match &cmp.operand {
                 Some(CompareOperand::Value(v)) => v,
-                _ => &empty,
+                _ => &[],
             };
-            kv.value.as_slice().cmp(rhs.as_slice())
+            kv.value.as_slice().cmp(rhs)
         }
-        CompareTarget::Version => kv.version.cmp(&int(|o| {
-            if let CompareOperand::Version(v) = o {
-                Some(*v)
-            } else {
-                None
-            }
-        })),
-        CompareTarget::Create => kv.create_revision.cmp(&int(|o| {
-            if let CompareOperand::Create(v) = o {
-                Some(*v)
-            } else {
-                None
-            }
-        })),
-        CompareTarget::Mod => kv.mod_revision.cmp(&int(|o| {
-            if let CompareOperand::Mod(v) = o {
-                Some(*v)
-            } else {
-                None
-            }
-        })),
-        CompareTarget::Lease => kv.lease.cmp(&int(|o| {
-            if let CompareOperand::Lease(v) = o {
-                Some(*v)
-            } else {
-                None
-            }
-        })),
+        CompareTarget::Version => kv.version.cmp(&int),
+        CompareTarget::Create => kv.create_revision.cmp(&int),
+        CompareTarget::Mod => kv.mod_revision.cmp(&int),
+        CompareTarget::Lease => kv.lease.cmp(&int),
     };
     match cmp.result {
         CompareResult::Equal => ord == Ordering::Equal,

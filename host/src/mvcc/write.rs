@@ -1,8 +1,9 @@
 //! Writes: one mutating request becomes one fjall batch, one revision, and a list of events.
 //!
-//! A [`WriteTxn`] reads the state before the request through a snapshot and its own earlier
-//! writes through an overlay, so later ops of a Txn see earlier ones, as in etcd. Nothing is
-//! visible to readers until the caller commits the batch.
+//! A [`WriteTxn`] reads the committed state through a snapshot and everything written since
+//! (by earlier requests of the same [`ApplyBatch`](super::ApplyBatch) and by its own earlier
+//! ops) through an overlay, so later ops of a Txn see earlier ones, as in etcd. Nothing is
+//! visible to readers until the batch commits.
 
 use fjall::{OwnedWriteBatch, Snapshot};
 
@@ -21,7 +22,7 @@ pub struct WriteTxn<'a> {
     pub begin_rev: Revision,
     pub compact_rev: Revision,
     batch: &'a mut OwnedWriteBatch,
-    overlay: Overlay,
+    overlay: &'a mut Overlay,
     events: Vec<Event>,
 }
 
@@ -32,6 +33,7 @@ impl<'a> WriteTxn<'a> {
         begin_rev: Revision,
         compact_rev: Revision,
         batch: &'a mut OwnedWriteBatch,
+        overlay: &'a mut Overlay,
     ) -> Self {
         WriteTxn {
             storage,
@@ -39,7 +41,7 @@ impl<'a> WriteTxn<'a> {
             begin_rev,
             compact_rev,
             batch,
-            overlay: Overlay::new(),
+            overlay,
             events: Vec::new(),
         }
     }
@@ -54,14 +56,16 @@ impl<'a> WriteTxn<'a> {
         !self.events.is_empty()
     }
 
-    /// The state before this request.
+    /// The state before this request. Valid until the request's first write: the txn logic
+    /// evaluates compares and checks through it before writing anything.
     pub fn before(&self) -> ReadView<'_> {
+        debug_assert!(!self.changed(), "before() after the request wrote");
         ReadView {
             storage: self.storage,
             snap: self.snap.clone(),
             rev: self.begin_rev,
             compact_rev: self.compact_rev,
-            overlay: None,
+            overlay: Some(&*self.overlay),
         }
     }
 
@@ -76,7 +80,7 @@ impl<'a> WriteTxn<'a> {
                 self.begin_rev
             },
             compact_rev: self.compact_rev,
-            overlay: Some(&self.overlay),
+            overlay: Some(&*self.overlay),
         }
     }
 

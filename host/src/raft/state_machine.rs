@@ -234,12 +234,12 @@ fn apply_chunk(
     sm: &StateMachine,
     chunk: Vec<Pending>,
 ) -> Result<Applied, crate::mvcc::StorageError> {
-    let mut done = Vec::with_capacity(chunk.len());
-    for p in chunk {
-        let response = sm.apply(p.command.as_ref(), &p.marker)?;
-        done.push((p.responder, response));
-    }
-    Ok(done)
+    let responses = sm.apply(chunk.iter().map(|p| (p.command.as_ref(), &p.marker)))?;
+    Ok(chunk
+        .into_iter()
+        .map(|p| p.responder)
+        .zip(responses)
+        .collect())
 }
 
 fn to_pending((entry, responder): EntryResponder<TypeConfig>) -> io::Result<Pending> {

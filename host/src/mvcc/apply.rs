@@ -1,0 +1,191 @@
+//! Applying writes: many requests, one fjall batch.
+//!
+//! An [`ApplyBatch`] applies requests one after another into a single uncommitted batch.
+//! Each request sees the ones before it: reads of the latest state go through the batch's
+//! overlay (the keys written since the last commit), exactly as the later ops of a Txn see the
+//! earlier ones. Reads of history (compaction, a range at an explicit revision) cannot see the
+//! overlay, so the batch commits first when a request needs them. Every commit records the
+//! position of the last applied request with the revisions, so the state on disk always says
+//! exactly how far the log has been applied.
+
+use fjall::{OwnedWriteBatch, Snapshot};
+
+use super::error::{Error, StorageError};
+use super::read::{Overlay, ReadView};
+use super::write::WriteTxn;
+use super::{
+    Applied, CompactResponse, LeaseLookup, POSITION, RequestOp, Revisions, TxnRequest,
+    WriteRequest, WriteResponse, compact, into_storage, txn,
+};
+use crate::storage::Storage;
+
+/// Uncommitted writes of one or more requests.
+pub struct ApplyBatch<'a> {
+    storage: &'a Storage,
+    batch: OwnedWriteBatch,
+    /// The committed state the batch builds on.
+    snap: Snapshot,
+    /// Keys written since `snap` (`None` = deleted).
+    overlay: Overlay,
+    revs: Revisions,
+    /// The opaque log position of the last request applied, recorded at each commit.
+    position: Option<Vec<u8>>,
+    /// Requests applied since the last commit.
+    pending: usize,
+}
+
+impl<'a> ApplyBatch<'a> {
+    /// Starts applying on top of the committed state, whose counters are `revs`.
+    pub fn new(storage: &'a Storage, revs: Revisions) -> Self {
+        ApplyBatch {
+            storage,
+            batch: new_batch(storage),
+            snap: storage.db.snapshot(),
+            overlay: Overlay::new(),
+            revs,
+            position: None,
+            pending: 0,
+        }
+    }
+
+    /// The counters after the requests applied so far.
+    pub fn revisions(&self) -> Revisions {
+        self.revs
+    }
+
+    /// Applies one request. An etcd error is a value in the result and leaves no write behind;
+    /// a storage error means the batch must be dropped and the node stopped.
+    pub fn apply(
+        &mut self,
+        req: &WriteRequest,
+        leases: &dyn LeaseLookup,
+    ) -> Result<Applied, StorageError> {
+        if self.pending > 0 && reads_history(req) {
+            self.flush()?;
+        }
+        self.pending += 1;
+        let (begin_rev, compact_rev) = (self.revs.current, self.revs.compact);
+        if let WriteRequest::Compact(c) = req {
+            let view = ReadView {
+                storage: self.storage,
+                snap: self.snap.clone(),
+                rev: begin_rev,
+                compact_rev,
+                overlay: None,
+            };
+            if let Err(e) = compact::check(&view, c.revision) {
+                return Ok(Applied {
+                    response: Err(e),
+                    events: Vec::new(),
+                });
+            }
+            compact::compact(self.storage, &view, c.revision, &mut self.batch)
+                .map_err(into_storage)?;
+            self.revs.compact = c.revision;
+            let response = Ok(WriteResponse::Compact(CompactResponse {
+                revision: begin_rev,
+            }));
+            return Ok(Applied {
+                response,
+                events: Vec::new(),
+            });
+        }
+        let mut w = WriteTxn::new(
+            self.storage,
+            self.snap.clone(),
+            begin_rev,
+            compact_rev,
+            &mut self.batch,
+            &mut self.overlay,
+        );
+        let result = match req {
+            WriteRequest::Put(p) => txn::put(&mut w, p, leases).map(WriteResponse::Put),
+            WriteRequest::DeleteRange(d) => {
+                txn::delete_range(&mut w, d).map(WriteResponse::DeleteRange)
+            }
+            WriteRequest::Txn(t) => txn::txn(&mut w, t, leases).map(WriteResponse::Txn),
+            WriteRequest::Compact(_) => unreachable!("compaction returned above"),
+        };
+        let changed = w.changed();
+        let events = w.finish();
+        match result {
+            Ok(resp) => {
+                if changed {
+                    self.revs.current = begin_rev + 1;
+                }
+                Ok(Applied {
+                    response: Ok(resp),
+                    events,
+                })
+            }
+            // Every etcd error is found by the checks that run before the first write (see
+            // `txn.rs`). Should that ever break, half a request is in the batch: stop the node
+            // rather than commit it.
+            Err(Error::Mvcc(e)) if changed => Err(StorageError(fjall::Error::Io(
+                std::io::Error::other(format!(
+                    "etcd error {e} after writes began; refusing to commit a partial request"
+                )),
+            ))),
+            Err(Error::Mvcc(e)) => Ok(Applied {
+                response: Err(e),
+                events: Vec::new(),
+            }),
+            Err(Error::Storage(e)) => Err(e),
+        }
+    }
+
+    /// Sets the log position of the request just applied (opaque to the store).
+    pub fn set_position(&mut self, applied: &[u8]) {
+        self.position = Some(applied.to_vec());
+    }
+
+    /// Adds a write of the caller's own to the batch (for example the Raft membership).
+    pub fn insert_meta(&mut self, key: &[u8], value: &[u8]) {
+        self.batch.insert(&self.storage.meta, key, value);
+    }
+
+    /// Commits everything applied; returns the counters after it.
+    pub fn commit(mut self) -> Result<Revisions, StorageError> {
+        self.flush()?;
+        Ok(self.revs)
+    }
+
+    /// Commits the batch with the position and revisions, and starts over on the new state.
+    fn flush(&mut self) -> Result<(), StorageError> {
+        if let Some(applied) = &self.position {
+            let mut raw = Vec::with_capacity(16 + applied.len());
+            raw.extend_from_slice(&self.revs.current.to_be_bytes());
+            raw.extend_from_slice(&self.revs.compact.to_be_bytes());
+            raw.extend_from_slice(applied);
+            self.batch.insert(&self.storage.meta, POSITION, raw);
+        }
+        std::mem::replace(&mut self.batch, new_batch(self.storage)).commit()?;
+        self.snap = self.storage.db.snapshot();
+        self.overlay.clear();
+        self.pending = 0;
+        Ok(())
+    }
+}
+
+/// The state machine's batches are not synced, nor even written to the OS: the Raft log is
+/// durable, and the position commits with the data, so a crash only loses entries that are
+/// then re-applied from the log. Snapshots persist the state before the log is purged.
+fn new_batch(storage: &Storage) -> OwnedWriteBatch {
+    storage.db.batch().durability(None)
+}
+
+/// True when `req` reads history, which the overlay cannot show.
+fn reads_history(req: &WriteRequest) -> bool {
+    fn txn_reads_history(t: &TxnRequest) -> bool {
+        t.success.iter().chain(&t.failure).any(|op| match op {
+            RequestOp::Range(r) => r.revision != 0,
+            RequestOp::Txn(nested) => txn_reads_history(nested),
+            RequestOp::Put(_) | RequestOp::DeleteRange(_) => false,
+        })
+    }
+    match req {
+        WriteRequest::Compact(_) => true,
+        WriteRequest::Txn(t) => txn_reads_history(t),
+        WriteRequest::Put(_) | WriteRequest::DeleteRange(_) => false,
+    }
+}
