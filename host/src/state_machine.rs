@@ -52,7 +52,7 @@ pub enum CommandResponse {
 }
 
 /// The membership of the group as last applied, encoded by the Raft layer. (The applied log
-/// position itself is recorded with the MVCC revisions, see `Mvcc::record_position`.)
+/// position itself is recorded with the MVCC revisions, see `ApplyBatch::set_position`.)
 const MEMBERSHIP: &[u8] = b"raft/membership";
 
 /// The applied-log marker, opaque to this module.

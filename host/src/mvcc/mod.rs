@@ -31,7 +31,7 @@ pub use types::*;
 use crate::storage::Storage;
 
 /// The store's position: its two revisions and the opaque position of the log entry that
-/// produced them (see [`Mvcc::record_position`]). One record, so an applied entry writes one
+/// produced them (see [`ApplyBatch::set_position`]). One record, so an applied entry writes one
 /// key and a read view reads one.
 pub(crate) const POSITION: &[u8] = b"position";
 

@@ -1,6 +1,6 @@
 //! Table-driven tests of the MVCC core against a real fjall database in a temporary directory.
 //!
-//! Each test is a list of [`Step`]s: a write applied through [`Mvcc::apply`] (then committed,
+//! Each test is a list of [`Step`]s: a write applied through an [`ApplyBatch`] (then committed,
 //! as the state machine does) or a read through [`Mvcc::read_view`], each with the exact
 //! response or etcd error expected. The expectations follow etcd's observable behaviour.
 
