@@ -141,6 +141,23 @@ impl CairnNode {
         drop(self.child.take());
     }
 
+    /// Waits (bounded) for the process to exit on its own, and reaps it.
+    pub fn wait_for_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let mut guarded = self.child.take().expect("wait_for_exit on a stopped node");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = guarded.0.try_wait().expect("try_wait on cairn") {
+                return status;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "cairn did not exit within {limit:?}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.0.id())
     }

@@ -1,0 +1,146 @@
+//! The `cairn` process as an operator meets it: health, status, clean shutdown, and clear
+//! failures on bad flags, a busy port or an unusable data directory.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cairn_tests::{CairnNode, Etcdctl, binary_path, free_port};
+
+/// Runs `cairn` with `args` until it exits (bounded), returning (exit code, stderr).
+fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = Command::new(binary_path())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cairn");
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for cairn") {
+            let out = child.wait_with_output().expect("collect stderr");
+            return (
+                status.code(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            );
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("cairn {args:?} did not exit within 20s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn bad_flags_exit_with_a_message() {
+    // Proves a typo in a flag stops cairn at once with clap's message, not a crash.
+    let (code, err) = run_to_exit(&["--no-such-flag"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("unexpected argument '--no-such-flag'"),
+        "stderr: {err}"
+    );
+    let (code, err) = run_to_exit(&["--max-txn-ops=zero"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--max-txn-ops"), "stderr: {err}");
+}
+
+#[test]
+fn busy_port_and_unusable_data_dir_fail_clearly() {
+    // Proves the three start-up failures an operator hits most give one clear line and exit 1.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let busy = format!(
+        "http://127.0.0.1:{}",
+        taken.local_addr().expect("addr").port()
+    );
+    let data = dir.path().join("a");
+    let (code, err) = run_to_exit(&[
+        &format!("--data-dir={}", data.display()),
+        &format!("--listen-client-urls={busy}"),
+    ]);
+    assert_eq!(code, Some(1), "stderr: {err}");
+    assert!(
+        err.contains(&format!("cannot listen on {busy}")),
+        "stderr: {err}"
+    );
+
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"not a directory").expect("write file");
+    let free = format!("--listen-client-urls=http://127.0.0.1:{}", free_port());
+    let (code, err) = run_to_exit(&[&format!("--data-dir={}", file.display()), &free]);
+    assert_eq!(code, Some(1), "stderr: {err}");
+    assert!(err.contains("is not a directory"), "stderr: {err}");
+
+    let node = CairnNode::start(&[]);
+    let (code, err) = run_to_exit(&[&format!("--data-dir={}", node.data_dir.display()), &free]);
+    assert_eq!(code, Some(1), "stderr: {err}");
+    assert!(err.contains("in use by another process"), "stderr: {err}");
+}
+
+#[test]
+fn sigterm_stops_cleanly_and_data_survives() {
+    // Proves SIGTERM drains and exits 0, and a restart over the same data dir serves the data.
+    let mut node = CairnNode::start(&[]);
+    let ctl = Etcdctl::new(&node.endpoint());
+    assert!(ctl.run(&["put", "k", "v"], None).status.success());
+    let pid = node.pid().expect("running").to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let status = node.wait_for_exit(Duration::from_secs(15));
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    assert!(node.log().contains("stopped"), "log: {}", node.log());
+    node.restart();
+    let out = ctl.run(&["get", "k", "--print-value-only"], None);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "v\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_status_report_the_member() {
+    // Proves grpc.health.v1 says SERVING and Maintenance.Status describes this member.
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let node = CairnNode::start(&[]);
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", node.endpoint()))
+        .expect("endpoint url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut health = HealthClient::new(channel);
+    let resp = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health check");
+    assert_eq!(resp.into_inner().status, ServingStatus::Serving as i32);
+
+    let ctl = Etcdctl::new(&node.endpoint());
+    assert!(ctl.run(&["put", "a", "1"], None).status.success());
+    let out = ctl.run(&["endpoint", "status", "-w", "json"], None);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+    let s = &status[0]["Status"];
+    assert_eq!(
+        s["header"]["member_id"], s["leader"],
+        "a single member leads itself: {status}"
+    );
+    assert_eq!(s["version"], "3.6.0");
+    assert!(
+        s["raftIndex"].as_u64().expect("raftIndex")
+            >= s["raftAppliedIndex"].as_u64().expect("applied")
+    );
+    assert!(
+        s["raftAppliedIndex"].as_u64().expect("applied") >= 2,
+        "{status}"
+    );
+    assert!(s["dbSize"].as_i64().expect("dbSize") > 0);
+    assert_eq!(s["header"]["revision"], 2);
+}
