@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use cairn_proto::etcdserverpb::kv_server::KvServer;
 use cairn_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use cairn_proto::etcdserverpb::watch_server::WatchServer;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -13,6 +14,7 @@ use tokio::task::JoinSet;
 
 use crate::api::kv::KvService;
 use crate::api::maintenance::MaintenanceService;
+use crate::api::watch::WatchService;
 use crate::api::{ApiContext, Limits};
 use crate::config::{Config, ConfigError};
 use crate::raft::{MemberInfo, RaftConfig, RaftNode, StartError};
@@ -102,7 +104,9 @@ impl Server {
                 "no leader yet; serving anyway, writes fail with \"no leader\" until one is elected"
             );
         }
+        let (stop, stopped) = watch::channel(false);
         let ctx = Arc::new(ApiContext {
+            stopping: stopped.clone(),
             raft: raft.clone(),
             storage,
             cluster_id: config.cluster_id(&[member_id]),
@@ -114,7 +118,6 @@ impl Server {
                 request_timeout: Duration::from_secs(5) + election * 2,
             },
         });
-        let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let mut client_addrs = Vec::new();
         for (url, listener) in listeners {
@@ -175,6 +178,10 @@ async fn serve_client(
     tonic::transport::Server::builder()
         .add_service(kv)
         .add_service(maintenance)
+        .add_service(
+            WatchServer::new(WatchService::new(ctx.clone()))
+                .max_decoding_message_size(max_decoding),
+        )
         .add_service(health)
         .serve_with_incoming_shutdown(
             // Small request/response messages: Nagle's algorithm would hold responses back.

@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::watch;
+
 use crate::mvcc::{
     self, ApplyBatch, Mvcc, MvccError, NoLeases, Revisions, StorageError, WriteRequest,
     WriteResponse,
@@ -68,12 +70,16 @@ pub struct StateMachine {
     storage: Storage,
     /// The MVCC counters, kept here because apply is their only writer.
     revisions: Arc<Mutex<Revisions>>,
+    /// The counters as of the last commit, for watchers. Publishing never waits for them.
+    committed: Arc<watch::Sender<Revisions>>,
 }
 
 impl StateMachine {
     pub fn new(storage: Storage) -> Result<Self, StorageError> {
         let revisions = Mvcc::revisions(&storage).map_err(into_storage)?;
+        let (committed, _) = watch::channel(revisions);
         Ok(StateMachine {
+            committed: Arc::new(committed),
             storage,
             revisions: Arc::new(Mutex::new(revisions)),
         })
@@ -106,7 +112,14 @@ impl StateMachine {
             }
         }
         *revs = batch.commit()?;
+        self.committed.send_replace(*revs);
         Ok(responses)
+    }
+
+    /// Follows the revisions of committed state: a receiver sees each commit's counters (or a
+    /// later one's; intermediate values may be skipped, history has them all).
+    pub fn subscribe(&self) -> watch::Receiver<Revisions> {
+        self.committed.subscribe()
     }
 
     /// The marker of the last applied entry, as the Raft layer stored it.
@@ -167,6 +180,7 @@ impl StateMachine {
         batch.commit().map_err(to_io)?;
         let revisions = Mvcc::revisions(&self.storage).map_err(std::io::Error::other)?;
         *self.revisions.lock().expect("revisions lock poisoned") = revisions;
+        self.committed.send_replace(revisions);
         Ok(())
     }
 

@@ -247,6 +247,28 @@ impl Etcdctl {
         }
     }
 
+    /// Runs a command that does not end by itself (`watch`) for `period`, then kills it and
+    /// returns what it printed until then.
+    pub fn run_for(&self, args: &[&str], period: Duration) -> Output {
+        let child = Command::new(&self.bin)
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.endpoint))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn etcdctl");
+        let pid = child.id();
+        std::thread::sleep(period);
+        // SIGKILL if it is still running; an exited process just makes `kill` fail.
+        let _ = Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .stderr(Stdio::null())
+            .status();
+        child.wait_with_output().expect("wait for etcdctl")
+    }
+
     /// Runs `etcdctl --endpoints=<endpoint> <args>` with optional stdin.
     pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
         use std::io::Write;

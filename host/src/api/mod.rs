@@ -9,6 +9,7 @@ pub mod convert;
 pub mod kv;
 pub mod maintenance;
 pub mod status;
+pub mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,6 +60,8 @@ pub struct ApiContext {
     pub cluster_id: u64,
     pub member_id: u64,
     pub limits: Limits,
+    /// Becomes true when the member shuts down; long-lived streams end on it.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 pub type Context = Arc<ApiContext>;

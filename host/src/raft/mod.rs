@@ -92,6 +92,7 @@ pub struct RaftStatus {
 pub struct RaftNode {
     raft: Raft<TypeConfig, StateMachineStore>,
     id: u64,
+    committed: tokio::sync::watch::Receiver<crate::mvcc::Revisions>,
 }
 
 impl RaftNode {
@@ -118,10 +119,10 @@ impl RaftNode {
         .validate()
         .map_err(|e| StartError::Config(e.to_string()))?;
         let log_store = LogStore::new(storage.clone())?;
-        let sm = StateMachineStore::new(
-            StateMachine::new(storage).map_err(|e| StartError::Raft(e.to_string()))?,
-            data_dir.join("snap"),
-        )?;
+        let state_machine =
+            StateMachine::new(storage).map_err(|e| StartError::Raft(e.to_string()))?;
+        let committed = state_machine.subscribe();
+        let sm = StateMachineStore::new(state_machine, data_dir.join("snap"))?;
         let raft = Raft::new(id, Arc::new(config), Network, log_store, sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -134,11 +135,20 @@ impl RaftNode {
                 .await
                 .map_err(|e| StartError::Raft(e.to_string()))?;
         }
-        Ok(RaftNode { raft, id })
+        Ok(RaftNode {
+            raft,
+            id,
+            committed,
+        })
     }
 
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// Follows the revisions of this member's applied state (see `StateMachine::subscribe`).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<crate::mvcc::Revisions> {
+        self.committed.clone()
     }
 
     /// Proposes `command`; returns once it is committed, durable and applied here.
