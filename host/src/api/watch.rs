@@ -203,10 +203,7 @@ impl WatchStream {
         let revs = *self.revs.borrow_and_update();
         let ids: Vec<i64> = self.watchers.keys().copied().collect();
         for id in ids {
-            loop {
-                let Some(w) = self.watchers.get(&id) else {
-                    break;
-                };
+            while let Some(w) = self.watchers.get(&id) {
                 if w.next_rev > revs.current {
                     break;
                 }
