@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_proto::etcdserverpb::kv_server::KvServer;
+use cairn_proto::etcdserverpb::lease_server::LeaseServer;
 use cairn_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use cairn_proto::etcdserverpb::watch_server::WatchServer;
 use thiserror::Error;
@@ -13,6 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::api::kv::KvService;
+use crate::api::lease::LeaseService;
 use crate::api::maintenance::MaintenanceService;
 use crate::api::watch::WatchService;
 use crate::api::{ApiContext, Limits};
@@ -107,6 +109,7 @@ impl Server {
         let (stop, stopped) = watch::channel(false);
         let ctx = Arc::new(ApiContext {
             stopping: stopped.clone(),
+            lessor: Arc::new(crate::lease::Lessor::new(member_id)),
             raft: raft.clone(),
             storage,
             cluster_id: config.cluster_id(&[member_id]),
@@ -116,6 +119,8 @@ impl Server {
                 max_txn_ops: config.max_txn_ops as usize,
                 // etcd: 5 s plus two election timeouts.
                 request_timeout: Duration::from_secs(5) + election * 2,
+                // etcd: ceil(1.5 x election timeout), in seconds.
+                min_lease_ttl_secs: (3 * config.election_timeout / 2).div_ceil(1000) as i64,
             },
         });
         let mut tasks = JoinSet::new();
@@ -127,6 +132,11 @@ impl Server {
             })?);
             tasks.spawn(serve_client(url, listener, ctx.clone(), stopped.clone()));
         }
+        let lessor_ctx = ctx.clone();
+        tasks.spawn(async move {
+            crate::api::lease::run_lessor(lessor_ctx).await;
+            Ok(())
+        });
         tracing::info!(name = %config.name, member_id = format!("{member_id:x}"), addrs = ?client_addrs, data_dir = %dir.display(), "ready to serve client requests");
         Ok(Server {
             client_addrs,
@@ -178,6 +188,10 @@ async fn serve_client(
     tonic::transport::Server::builder()
         .add_service(kv)
         .add_service(maintenance)
+        .add_service(
+            LeaseServer::new(LeaseService::new(ctx.clone()))
+                .max_decoding_message_size(max_decoding),
+        )
         .add_service(
             WatchServer::new(WatchService::new(ctx.clone()))
                 .max_decoding_message_size(max_decoding),

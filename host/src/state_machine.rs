@@ -19,9 +19,9 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
+use crate::lease::{self, Leases};
 use crate::mvcc::{
-    self, ApplyBatch, Mvcc, MvccError, NoLeases, Revisions, StorageError, WriteRequest,
-    WriteResponse,
+    self, ApplyBatch, Mvcc, MvccError, Revisions, StorageError, WriteRequest, WriteResponse,
 };
 use crate::storage::Storage;
 
@@ -31,6 +31,10 @@ use crate::storage::Storage;
 pub enum Command {
     /// A KV write: Put, DeleteRange, Txn or Compact.
     Kv(WriteRequest),
+    /// Creates a lease (the proposer chose the id and applied the minimum TTL).
+    LeaseGrant { id: i64, ttl_secs: i64 },
+    /// Deletes a lease and every key it holds (a client's revoke, or the leader's expiry).
+    LeaseRevoke { id: i64 },
 }
 
 impl fmt::Display for Command {
@@ -40,6 +44,8 @@ impl fmt::Display for Command {
             Command::Kv(WriteRequest::DeleteRange(_)) => f.write_str("delete_range"),
             Command::Kv(WriteRequest::Txn(_)) => f.write_str("txn"),
             Command::Kv(WriteRequest::Compact(c)) => write!(f, "compact({})", c.revision),
+            Command::LeaseGrant { id, ttl_secs } => write!(f, "lease_grant({id:x}, {ttl_secs}s)"),
+            Command::LeaseRevoke { id } => write!(f, "lease_revoke({id:x})"),
         }
     }
 }
@@ -51,6 +57,8 @@ pub enum CommandResponse {
     #[default]
     Empty,
     Kv(Result<WriteResponse, MvccError>),
+    /// A lease command: the store revision after it, or an etcd error.
+    Lease(Result<mvcc::Revision, MvccError>),
 }
 
 /// The membership of the group as last applied, encoded by the Raft layer. (The applied log
@@ -103,8 +111,15 @@ impl StateMachine {
             responses.push(match command {
                 None => CommandResponse::Empty,
                 Some(Command::Kv(req)) => {
-                    CommandResponse::Kv(batch.apply(req, &NoLeases)?.response)
+                    CommandResponse::Kv(batch.apply(req, &Leases(&self.storage))?.response)
                 }
+                Some(Command::LeaseGrant { id, ttl_secs }) => CommandResponse::Lease(
+                    lease::grant(&mut batch, &self.storage, *id, *ttl_secs)?
+                        .map(|()| batch.revisions().current),
+                ),
+                Some(Command::LeaseRevoke { id }) => CommandResponse::Lease(
+                    lease::revoke(&mut batch, &self.storage, *id)?.map(|(revision, _)| revision),
+                ),
             });
             batch.set_position(&marker.applied);
             if let Some(m) = &marker.membership {

@@ -11,6 +11,8 @@
 //! | state    | `kv_meta`   | user key (live keys only)             | create/mod revision, version, lease; where its value is |
 //! | state    | `kv_revs`   | revision (main, sub), big-endian      | the event: key, kind, full version |
 //! | state    | `kv_index`  | escaped user key ++ revision          | event kind                         |
+//! | state    | `leases`    | lease id, big-endian             | granted TTL                        |
+//! | state    | `kv_lease`  | lease id ++ user key             | (empty): the keys a lease holds    |
 //! | state    | `meta`      | fixed names                           | revisions, applied log id, members |
 //! | log      | `raft_log`  | log index, big-endian                 | a Raft log entry                   |
 //! | log      | `raft_meta` | fixed names                           | vote, committed, last purged id    |
@@ -28,6 +30,8 @@ pub const KV_META: &str = "kv_meta";
 pub const KV_REVS: &str = "kv_revs";
 pub const KV_INDEX: &str = "kv_index";
 pub const META: &str = "meta";
+pub const LEASES: &str = "leases";
+pub const KV_LEASE: &str = "kv_lease";
 pub const RAFT_LOG: &str = "raft_log";
 pub const RAFT_META: &str = "raft_meta";
 
@@ -37,7 +41,7 @@ const MEMTABLE_BYTES: u64 = 8 << 20;
 const COUNTER_MEMTABLE_BYTES: u64 = 1 << 20;
 
 /// All state keyspaces: what a snapshot of the state machine carries.
-pub const STATE_KEYSPACES: &[&str] = &[KV_META, KV_REVS, KV_INDEX, META];
+pub const STATE_KEYSPACES: &[&str] = &[KV_META, KV_REVS, KV_INDEX, META, LEASES, KV_LEASE];
 
 /// Handles to the open databases and their keyspaces. Cheap to clone.
 #[derive(Clone)]
@@ -50,6 +54,8 @@ pub struct Storage {
     pub kv_revs: Keyspace,
     pub kv_index: Keyspace,
     pub meta: Keyspace,
+    pub leases: Keyspace,
+    pub kv_lease: Keyspace,
     pub raft_log: Keyspace,
     pub raft_meta: Keyspace,
 }
@@ -85,6 +91,8 @@ impl Storage {
             kv_revs: db.keyspace(KV_REVS, separated)?,
             kv_index: db.keyspace(KV_INDEX, plain)?,
             meta: db.keyspace(META, counters)?,
+            leases: db.keyspace(LEASES, plain)?,
+            kv_lease: db.keyspace(KV_LEASE, plain)?,
             raft_log: log_db.keyspace(RAFT_LOG, separated)?,
             raft_meta: log_db.keyspace(RAFT_META, counters)?,
             db,
@@ -99,6 +107,8 @@ impl Storage {
             KV_REVS => Some(&self.kv_revs),
             KV_INDEX => Some(&self.kv_index),
             META => Some(&self.meta),
+            LEASES => Some(&self.leases),
+            KV_LEASE => Some(&self.kv_lease),
             _ => None,
         }
     }
@@ -110,9 +120,16 @@ impl Storage {
 
     /// Bytes of tables holding live state, for `Status.dbSizeInUse`.
     pub fn disk_space_in_use(&self) -> u64 {
-        [&self.kv_meta, &self.kv_revs, &self.kv_index, &self.meta]
-            .iter()
-            .map(|ks| ks.disk_space())
-            .sum()
+        [
+            &self.kv_meta,
+            &self.kv_revs,
+            &self.kv_index,
+            &self.meta,
+            &self.leases,
+            &self.kv_lease,
+        ]
+        .iter()
+        .map(|ks| ks.disk_space())
+        .sum()
     }
 }

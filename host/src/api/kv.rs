@@ -25,7 +25,9 @@ impl KvService {
         match self.ctx.propose(Command::Kv(req)).await? {
             CommandResponse::Kv(Ok(resp)) => Ok(resp),
             CommandResponse::Kv(Err(e)) => Err(status::mvcc_error(&e)),
-            CommandResponse::Empty => Err(Status::internal("cairn: empty response to a KV write")),
+            other => Err(Status::internal(format!(
+                "cairn: unexpected response {other:?} to a KV write"
+            ))),
         }
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod convert;
 pub mod kv;
+pub mod lease;
 pub mod maintenance;
 pub mod status;
 pub mod watch;
@@ -29,6 +30,8 @@ pub struct Limits {
     pub max_txn_ops: usize,
     /// How long a request may wait for Raft before it fails with "request timed out".
     pub request_timeout: Duration,
+    /// Shorter lease TTLs are raised to this (etcd: 1.5 election timeouts, rounded up).
+    pub min_lease_ttl_secs: i64,
 }
 
 /// A response message that carries etcd's `ResponseHeader`.
@@ -62,6 +65,8 @@ pub struct ApiContext {
     pub limits: Limits,
     /// Becomes true when the member shuts down; long-lived streams end on it.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Lease deadlines (meaningful on the leader).
+    pub lessor: Arc<crate::lease::Lessor>,
 }
 
 pub type Context = Arc<ApiContext>;

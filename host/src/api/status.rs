@@ -19,12 +19,17 @@ pub fn mvcc_error(e: &MvccError) -> Status {
         MvccError::Compacted | MvccError::FutureRevision => Code::OutOfRange,
         MvccError::KeyNotFound => Code::InvalidArgument,
         MvccError::LeaseNotFound => Code::NotFound,
+        MvccError::LeaseExists => Code::FailedPrecondition,
     };
     etcd(code, &e.to_string())
 }
 
 pub fn invalid_request(e: &InvalidRequest) -> Status {
     etcd(Code::InvalidArgument, &e.to_string())
+}
+
+pub fn lease_ttl_too_large() -> Status {
+    etcd(Code::OutOfRange, "too large lease TTL")
 }
 
 pub fn request_too_large() -> Status {

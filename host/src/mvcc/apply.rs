@@ -8,10 +8,12 @@
 //! position of the last applied request with the revisions, so the state on disk always says
 //! exactly how far the log has been applied.
 
-use fjall::{OwnedWriteBatch, Snapshot};
+use fjall::{OwnedWriteBatch, Readable, Snapshot};
 
 use super::error::{Error, StorageError};
+use super::key_range::KeyRange;
 use super::read::{Overlay, ReadView};
+use super::types::{Event, Revision};
 use super::write::WriteTxn;
 use super::{
     Applied, CompactResponse, LeaseLookup, POSITION, RequestOp, Revisions, TxnRequest,
@@ -132,6 +134,69 @@ impl<'a> ApplyBatch<'a> {
             }),
             Err(Error::Storage(e)) => Err(e),
         }
+    }
+
+    /// Deletes every key `lease` holds, in one revision (one DELETE event each), as when a
+    /// lease is revoked or expires. Commits what came before first, so the lease's keys are
+    /// read from committed state. Returns the revision after it.
+    pub fn delete_lease_keys(
+        &mut self,
+        lease: i64,
+    ) -> Result<(Revision, Vec<Event>), StorageError> {
+        self.commit_pending()?;
+        let mut keys = Vec::new();
+        for guard in self
+            .snap
+            .prefix(&self.storage.kv_lease, (lease as u64).to_be_bytes())
+        {
+            let raw = guard.key().map_err(StorageError)?;
+            keys.push(raw[8..].to_vec());
+        }
+        let begin_rev = self.revs.current;
+        let mut w = WriteTxn::new(
+            self.storage,
+            self.snap.clone(),
+            begin_rev,
+            self.revs.compact,
+            &mut self.batch,
+            &mut self.overlay,
+        );
+        for key in keys {
+            w.delete_range(&KeyRange::Single(key))
+                .map_err(into_storage)?;
+        }
+        let changed = w.changed();
+        let events = w.finish();
+        if changed {
+            self.revs.current = begin_rev + 1;
+        }
+        self.pending += 1;
+        Ok((self.revs.current, events))
+    }
+
+    /// Commits what has been applied so far, so later reads of committed state see it.
+    pub fn commit_pending(&mut self) -> Result<(), StorageError> {
+        if self.pending > 0 {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// The committed state this batch builds on (current after `commit_pending`).
+    pub fn committed(&self) -> &Snapshot {
+        &self.snap
+    }
+
+    /// Adds a write to one of the state keyspaces outside the KV store (leases).
+    pub fn insert(&mut self, keyspace: &fjall::Keyspace, key: &[u8], value: Vec<u8>) {
+        self.batch.insert(keyspace, key, value);
+        self.pending += 1;
+    }
+
+    /// Removes a key from one of the state keyspaces outside the KV store (leases).
+    pub fn remove(&mut self, keyspace: &fjall::Keyspace, key: &[u8]) {
+        self.batch.remove(keyspace, key);
+        self.pending += 1;
     }
 
     /// Sets the log position of the request just applied (opaque to the store).

@@ -134,6 +134,14 @@ pub fn decode_index_key(raw: &[u8]) -> Option<(Vec<u8>, Rev)> {
     Some((key, Rev::decode(rev)?))
 }
 
+/// The `kv_lease` key recording that `lease` holds `key`.
+pub fn lease_key(lease: i64, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + key.len());
+    out.extend_from_slice(&(lease as u64).to_be_bytes());
+    out.extend_from_slice(key);
+    out
+}
+
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // Serializing plain structs of integers and byte vectors into a Vec cannot fail.
     postcard::to_stdvec(value).expect("postcard encoding of an in-memory record")

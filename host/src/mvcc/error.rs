@@ -19,6 +19,8 @@ pub enum MvccError {
     KeyNotFound,
     #[error("requested lease not found")]
     LeaseNotFound,
+    #[error("lease already exists")]
+    LeaseExists,
 }
 
 /// The disk failed us. Never turned into a client response by the state machine.

@@ -125,6 +125,14 @@ impl<'a> WriteTxn<'a> {
             encoding::index_key(key, at),
             [INDEX_PUT],
         );
+        let prev_lease = prev_meta.map_or(0, |p| p.lease);
+        if prev_lease != lease {
+            self.detach(prev_lease, key);
+            if lease != 0 {
+                self.batch
+                    .insert(&self.storage.kv_lease, encoding::lease_key(lease, key), []);
+            }
+        }
         self.events.push(Event {
             kind: EventKind::Put,
             kv: event.to_kv(at),
@@ -141,7 +149,8 @@ impl<'a> WriteTxn<'a> {
         }
         let keys = self.current().metas(range)?;
         let mut deleted = Vec::with_capacity(keys.len());
-        for (key, _) in keys {
+        for (key, meta) in keys {
+            self.detach(meta.lease, &key);
             let prev = self
                 .current()
                 .get(&key)?
@@ -172,6 +181,14 @@ impl<'a> WriteTxn<'a> {
             deleted.push(prev);
         }
         Ok(deleted)
+    }
+
+    /// Removes `key` from the keys `lease` holds (no-op for lease 0).
+    fn detach(&mut self, lease: i64, key: &[u8]) {
+        if lease != 0 {
+            self.batch
+                .remove(&self.storage.kv_lease, encoding::lease_key(lease, key));
+        }
     }
 
     /// Ends the request: the events it produced, in revision order.

@@ -1,0 +1,212 @@
+//! Leases: the replicated lease table and its apply logic, plus the leader-only [`Lessor`]
+//! that decides expiry.
+//!
+//! What is replicated (and so deterministic) lives here: which leases exist, each one's
+//! granted TTL, and (through `mvcc`) which keys each holds. Time does not: only the leader's
+//! [`Lessor`] keeps deadlines, from its own clock, and it expires a lease by proposing a
+//! revoke through Raft, so every member deletes the same keys at the same revision.
+
+pub mod lessor;
+
+use fjall::Readable;
+
+pub use lessor::Lessor;
+
+use crate::mvcc::{ApplyBatch, Event, LeaseLookup, MvccError, Revision, StorageError};
+use crate::storage::Storage;
+
+/// etcd's largest lease TTL, in seconds.
+pub const MAX_LEASE_TTL_SECS: i64 = 9_000_000_000;
+
+fn lease_key(id: i64) -> [u8; 8] {
+    (id as u64).to_be_bytes()
+}
+
+/// Grants lease `id` with `ttl_secs`, unless it exists.
+pub fn grant(
+    batch: &mut ApplyBatch<'_>,
+    storage: &Storage,
+    id: i64,
+    ttl_secs: i64,
+) -> Result<Result<(), MvccError>, StorageError> {
+    batch.commit_pending()?;
+    if batch
+        .committed()
+        .contains_key(&storage.leases, lease_key(id))?
+    {
+        return Ok(Err(MvccError::LeaseExists));
+    }
+    batch.insert(
+        &storage.leases,
+        &lease_key(id),
+        ttl_secs.to_be_bytes().to_vec(),
+    );
+    batch.commit_pending()?;
+    Ok(Ok(()))
+}
+
+/// Revokes lease `id`: deletes every key it holds in one revision, then the lease.
+pub fn revoke(
+    batch: &mut ApplyBatch<'_>,
+    storage: &Storage,
+    id: i64,
+) -> Result<Result<(Revision, Vec<Event>), MvccError>, StorageError> {
+    batch.commit_pending()?;
+    if !batch
+        .committed()
+        .contains_key(&storage.leases, lease_key(id))?
+    {
+        return Ok(Err(MvccError::LeaseNotFound));
+    }
+    let deleted = batch.delete_lease_keys(id)?;
+    batch.remove(&storage.leases, &lease_key(id));
+    batch.commit_pending()?;
+    Ok(Ok(deleted))
+}
+
+/// A lease and its granted TTL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseInfo {
+    pub id: i64,
+    pub ttl_secs: i64,
+}
+
+/// Reads the committed lease table.
+#[derive(Clone, Copy, Debug)]
+pub struct Leases<'a>(pub &'a Storage);
+
+impl Leases<'_> {
+    pub fn get(&self, id: i64) -> Result<Option<LeaseInfo>, StorageError> {
+        Ok(self.0.leases.get(lease_key(id))?.map(|raw| LeaseInfo {
+            id,
+            ttl_secs: decode_ttl(&raw),
+        }))
+    }
+
+    /// Every lease, in id order.
+    pub fn all(&self) -> Result<Vec<LeaseInfo>, StorageError> {
+        let mut out = Vec::new();
+        for guard in self.0.leases.iter() {
+            let (k, v) = guard.into_inner()?;
+            let id = k
+                .as_ref()
+                .try_into()
+                .map(|b| u64::from_be_bytes(b) as i64)
+                .unwrap_or(0);
+            out.push(LeaseInfo {
+                id,
+                ttl_secs: decode_ttl(&v),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The keys lease `id` holds, in key order.
+    pub fn keys(&self, id: i64) -> Result<Vec<Vec<u8>>, StorageError> {
+        let mut out = Vec::new();
+        for guard in self.0.kv_lease.prefix(lease_key(id)) {
+            out.push(guard.key()?[8..].to_vec());
+        }
+        Ok(out)
+    }
+}
+
+impl LeaseLookup for Leases<'_> {
+    fn lease_exists(&self, id: i64) -> bool {
+        // A read error here would mean a failing disk; the next write to it stops the node.
+        matches!(self.get(id), Ok(Some(_)))
+    }
+}
+
+fn decode_ttl(raw: &[u8]) -> i64 {
+    raw.try_into().map(i64::from_be_bytes).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mvcc::{Mvcc, PutRequest, WriteRequest};
+
+    fn put(key: &str, lease: i64) -> WriteRequest {
+        WriteRequest::Put(PutRequest {
+            key: key.into(),
+            value: b"v".to_vec(),
+            lease,
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn revoke_deletes_every_held_key_in_one_revision() {
+        // Proves grant/attach/move/revoke keep the lease index exact and revoke is one revision.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = Storage::open(dir.path()).expect("open");
+        let mut batch = ApplyBatch::new(&storage, Mvcc::revisions(&storage).expect("revisions"));
+        assert_eq!(grant(&mut batch, &storage, 7, 10).expect("io"), Ok(()));
+        assert_eq!(
+            grant(&mut batch, &storage, 7, 10).expect("io"),
+            Err(MvccError::LeaseExists)
+        );
+        assert_eq!(grant(&mut batch, &storage, 8, 10).expect("io"), Ok(()));
+        for (key, lease) in [("a", 7), ("b", 7), ("c", 8), ("b", 8), ("d", 0)] {
+            let applied = batch
+                .apply(&put(key, lease), &Leases(&storage))
+                .expect("io");
+            assert!(applied.response.is_ok(), "put {key} with lease {lease}");
+        }
+        let unknown = batch.apply(&put("e", 99), &Leases(&storage)).expect("io");
+        assert_eq!(unknown.response, Err(MvccError::LeaseNotFound));
+        batch.commit_pending().expect("commit");
+        assert_eq!(Leases(&storage).keys(7).expect("keys"), vec![b"a".to_vec()]);
+        assert_eq!(
+            Leases(&storage).keys(8).expect("keys"),
+            vec![b"b".to_vec(), b"c".to_vec()]
+        );
+
+        let before = batch.revisions().current;
+        let (rev, events) = revoke(&mut batch, &storage, 8)
+            .expect("io")
+            .expect("lease 8 exists");
+        assert_eq!(rev, before + 1, "one revision for the whole revoke");
+        let keys: Vec<_> = events.iter().map(|e| e.kv.key.clone()).collect();
+        assert_eq!(keys, vec![b"b".to_vec(), b"c".to_vec()]);
+        assert!(events.iter().all(|e| e.kv.mod_revision == rev));
+        assert_eq!(
+            revoke(&mut batch, &storage, 8).expect("io"),
+            Err(MvccError::LeaseNotFound)
+        );
+        batch.commit().expect("commit");
+        let leases: Vec<i64> = Leases(&storage)
+            .all()
+            .expect("all")
+            .iter()
+            .map(|l| l.id)
+            .collect();
+        assert_eq!(leases, vec![7]);
+        assert!(Leases(&storage).keys(8).expect("keys").is_empty());
+        let view = Mvcc::read_view(&storage).expect("view");
+        assert!(view.get(b"b").expect("get").is_none() && view.get(b"a").expect("get").is_some());
+    }
+
+    #[test]
+    fn lessor_expires_only_past_deadline_and_follows_the_table() {
+        // Proves the lessor reconciles with the lease table and reports only expired leases.
+        let lessor = Lessor::new(0x1234);
+        let (a, b) = (lessor.next_id(), lessor.next_id());
+        assert!(a > 0 && b == a + 1);
+        let table = [
+            LeaseInfo { id: a, ttl_secs: 0 },
+            LeaseInfo {
+                id: b,
+                ttl_secs: 100,
+            },
+        ];
+        assert_eq!(lessor.tick(&table), vec![a], "a zero TTL is due at once");
+        assert!(lessor.remaining(b).expect("tracked") > std::time::Duration::from_secs(99));
+        assert!(lessor.tick(&table[1..]).is_empty());
+        assert!(
+            lessor.remaining(a).is_none(),
+            "a revoked lease is forgotten"
+        );
+    }
+}
