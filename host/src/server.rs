@@ -8,13 +8,17 @@ use cairn_proto::etcdserverpb::kv_server::KvServer;
 use cairn_proto::etcdserverpb::lease_server::LeaseServer;
 use cairn_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use cairn_proto::etcdserverpb::watch_server::WatchServer;
+use cairn_proto::v3electionpb::election_server::ElectionServer;
+use cairn_proto::v3lockpb::lock_server::LockServer;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::api::election::ElectionService;
 use crate::api::kv::KvService;
 use crate::api::lease::LeaseService;
+use crate::api::lock::LockService;
 use crate::api::maintenance::MaintenanceService;
 use crate::api::watch::WatchService;
 use crate::api::{ApiContext, Limits};
@@ -194,6 +198,13 @@ async fn serve_client(
         )
         .add_service(
             WatchServer::new(WatchService::new(ctx.clone()))
+                .max_decoding_message_size(max_decoding),
+        )
+        .add_service(
+            LockServer::new(LockService::new(ctx.clone())).max_decoding_message_size(max_decoding),
+        )
+        .add_service(
+            ElectionServer::new(ElectionService::new(ctx.clone()))
                 .max_decoding_message_size(max_decoding),
         )
         .add_service(health)

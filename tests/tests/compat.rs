@@ -576,3 +576,129 @@ fn etcdctl_lock_and_elect_behave_as_on_etcd() {
     );
     assert!(got.contains("candidate:\nE/<id>\np1"), "{got}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_and_election_services_match_etcd() {
+    // Proves the v3lockpb and v3electionpb services answer as etcd's do: lock keys and their
+    // order under contention, campaign, proclaim, leader, observe, resign, and their errors.
+    use etcd_client::{Client, LeaseGrantOptions, LockOptions, ProclaimOptions, ResignOptions};
+
+    let etcd = EtcdNode::start(&[]);
+    let cairn = CairnNode::start(&[]);
+    let mut transcripts = Vec::new();
+    for endpoint in [etcd.endpoint(), cairn.endpoint()] {
+        let t = cairn_tests::with_timeout(
+            std::time::Duration::from_secs(60),
+            "lock/election session",
+            async {
+                let mut c = Client::connect([endpoint.clone()], None)
+                    .await
+                    .expect("connect");
+                let mut t: Vec<String> = Vec::new();
+                for id in [0x1001, 0x1002] {
+                    c.lease_grant(30, Some(LeaseGrantOptions::new().with_id(id)))
+                        .await
+                        .expect("grant");
+                }
+                // Lock: the second locker waits until the first unlocks.
+                let first = c
+                    .lock("L", Some(LockOptions::new().with_lease(0x1001)))
+                    .await
+                    .expect("lock 1");
+                t.push(format!(
+                    "lock 1: key {:?}",
+                    String::from_utf8_lossy(first.key())
+                ));
+                let mut c2 = c.clone();
+                let waiter = tokio::spawn(async move {
+                    c2.lock("L", Some(LockOptions::new().with_lease(0x1002)))
+                        .await
+                });
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                t.push(format!(
+                    "second locker done before unlock: {}",
+                    waiter.is_finished()
+                ));
+                c.unlock(first.key()).await.expect("unlock");
+                let second = waiter.await.expect("join").expect("lock 2");
+                t.push(format!(
+                    "lock 2: key {:?}",
+                    String::from_utf8_lossy(second.key())
+                ));
+                c.unlock(second.key()).await.expect("unlock 2");
+                t.push(format!(
+                    "lock with unknown lease: {}",
+                    render(
+                        c.lock("L", Some(LockOptions::new().with_lease(0x9999)))
+                            .await
+                    )
+                ));
+
+                // Election.
+                t.push(format!(
+                    "leader before any campaign: {}",
+                    render(c.leader("E").await)
+                ));
+                let won = c.campaign("E", "v1", 0x1001).await.expect("campaign");
+                let leader = won.leader().expect("leader key").clone();
+                t.push(format!(
+                    "campaign: key {:?} rev {} lease {:x}",
+                    String::from_utf8_lossy(leader.key()),
+                    leader.rev(),
+                    leader.lease()
+                ));
+                let mut observe = c.observe("E").await.expect("observe");
+                let first_seen = observe.message().await.expect("observe").expect("open");
+                t.push(format!(
+                    "observe: {:?}",
+                    first_seen.kv().map(|kv| (
+                        kv.key_str().unwrap().to_string(),
+                        kv.value_str().unwrap().to_string()
+                    ))
+                ));
+                c.proclaim(
+                    "v2",
+                    Some(ProclaimOptions::new().with_leader(leader.clone())),
+                )
+                .await
+                .expect("proclaim");
+                let seen = observe.message().await.expect("observe").expect("open");
+                t.push(format!(
+                    "observe after proclaim: {:?}",
+                    seen.kv().map(|kv| kv.value_str().unwrap().to_string())
+                ));
+                let now = c.leader("E").await.expect("leader");
+                let kv = now.kv().expect("leader kv");
+                t.push(format!(
+                    "leader: {:?} = {:?} (create {}, mod {})",
+                    kv.key_str().unwrap(),
+                    kv.value_str().unwrap(),
+                    kv.create_revision(),
+                    kv.mod_revision()
+                ));
+                c.resign(Some(ResignOptions::new().with_leader(leader.clone())))
+                    .await
+                    .expect("resign");
+                t.push(format!(
+                    "leader after resign: {}",
+                    render(c.leader("E").await)
+                ));
+                t.push(format!(
+                    "proclaim after resign: {}",
+                    render(
+                        c.proclaim("v3", Some(ProclaimOptions::new().with_leader(leader)))
+                            .await
+                    )
+                ));
+                t
+            },
+        )
+        .await;
+        transcripts.push(t);
+    }
+    assert_eq!(
+        transcripts[0], transcripts[1],
+        "\n--- etcd\n{:#?}\n--- cairn\n{:#?}",
+        transcripts[0], transcripts[1]
+    );
+}

@@ -5,9 +5,12 @@
 //! linearizable read point and reads the local MVCC store (reads). Only this module knows
 //! protobuf types; only [`status`] builds `tonic::Status`.
 
+pub mod concurrency;
 pub mod convert;
+pub mod election;
 pub mod kv;
 pub mod lease;
+pub mod lock;
 pub mod maintenance;
 pub mod status;
 pub mod watch;

@@ -56,6 +56,34 @@ pub fn storage_error(e: &mvcc::Error) -> Status {
     }
 }
 
+/// A KV error met inside the Lock or Election service. etcd runs those recipes through an
+/// internal client, so the KV error's message comes back with code Unknown.
+pub fn through_recipe(e: &MvccError) -> Status {
+    Status::new(Code::Unknown, mvcc_error(e).message().to_string())
+}
+
+/// Errors of etcd's election recipe, which etcd returns with code Unknown.
+pub fn election_not_leader() -> Status {
+    Status::new(Code::Unknown, "election: not leader")
+}
+
+pub fn election_no_leader() -> Status {
+    Status::new(Code::Unknown, "election: no leader")
+}
+
+pub fn missing_leader_key() -> Status {
+    Status::new(Code::Unknown, "\"leader\" field must be provided")
+}
+
+/// The lock or campaign key vanished while waiting (its lease ended).
+pub fn session_expired() -> Status {
+    Status::new(Code::Unknown, "mutex: session is expired")
+}
+
+pub fn stopping() -> Status {
+    etcd(Code::Unavailable, "server stopped")
+}
+
 pub fn invalid_argument(message: impl Into<String>) -> Status {
     Status::new(Code::InvalidArgument, message.into())
 }
