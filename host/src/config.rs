@@ -76,6 +76,15 @@ pub struct Config {
     #[arg(long, env = "CAIRN_ELECTION_TIMEOUT", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub election_timeout: u64,
 
+    /// Period of progress notifications to watchers that ask for them (Go-style duration:
+    /// `500ms`, `10s`, `10m`, `1h`).
+    #[arg(
+        long,
+        env = "CAIRN_WATCH_PROGRESS_NOTIFY_INTERVAL",
+        default_value = "10m"
+    )]
+    pub watch_progress_notify_interval: GoDuration,
+
     /// Log level: debug, info, warn or error.
     #[arg(long, env = "CAIRN_LOG_LEVEL", default_value = "info", value_parser = ["debug", "info", "warn", "error"])]
     pub log_level: String,
@@ -89,6 +98,33 @@ pub enum ConfigError {
         "--election-timeout ({election}ms) must be at least 5 times --heartbeat-interval ({heartbeat}ms)"
     )]
     Timing { election: u64, heartbeat: u64 },
+}
+
+/// A duration written as etcd's flags write them: a number and a unit (`ms`, `s`, `m`, `h`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GoDuration(pub std::time::Duration);
+
+impl std::str::FromStr for GoDuration {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (number, unit) = s.split_at(split);
+        let n: u64 = number
+            .parse()
+            .map_err(|_| format!("{s:?} is not a duration like 500ms, 10s or 10m"))?;
+        let millis = match unit {
+            "ms" => n,
+            "s" => n * 1000,
+            "m" => n * 60_000,
+            "h" => n * 3_600_000,
+            _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+        };
+        if millis == 0 {
+            return Err(format!("{s:?}: must be positive"));
+        }
+        Ok(GoDuration(std::time::Duration::from_millis(millis)))
+    }
 }
 
 /// A parsed `http://host:port` listen URL.
@@ -219,5 +255,20 @@ mod tests {
         );
         assert!(Config::try_parse_from(["cairn", "--max-txn-ops=0"]).is_err());
         assert!(Config::try_parse_from(["cairn", "--no-such-flag"]).is_err());
+        let c =
+            Config::try_parse_from(["cairn", "--watch-progress-notify-interval=1500ms"]).unwrap();
+        assert_eq!(
+            c.watch_progress_notify_interval.0,
+            std::time::Duration::from_millis(1500)
+        );
+        assert_eq!(
+            Config::try_parse_from(["cairn"])
+                .unwrap()
+                .watch_progress_notify_interval
+                .0
+                .as_secs(),
+            600
+        );
+        assert!(Config::try_parse_from(["cairn", "--watch-progress-notify-interval=5x"]).is_err());
     }
 }

@@ -125,6 +125,7 @@ impl Server {
                 request_timeout: Duration::from_secs(5) + election * 2,
                 // etcd: ceil(1.5 x election timeout), in seconds.
                 min_lease_ttl_secs: (3 * config.election_timeout / 2).div_ceil(1000) as i64,
+                watch_progress_notify_interval: config.watch_progress_notify_interval.0,
             },
         });
         let mut tasks = JoinSet::new();

@@ -260,3 +260,125 @@ async fn watch_guarantees_hold_under_concurrent_writes() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_notify_marks_quiet_periods() {
+    // Proves a progress_notify watcher gets empty responses at the current revision when
+    // nothing happens, at --watch-progress-notify-interval.
+    let node = CairnNode::start(&["--watch-progress-notify-interval=300ms"]);
+    with_timeout(Duration::from_secs(30), "progress notify", async {
+        let mut client = Client::connect([node.endpoint()], None)
+            .await
+            .expect("connect");
+        client.put("p", "1", None).await.expect("put");
+        let mut stream = client
+            .watch("p", Some(WatchOptions::new().with_progress_notify()))
+            .await
+            .expect("watch");
+        let created = stream.message().await.expect("stream").expect("open");
+        assert!(created.created());
+        let quiet = stream.message().await.expect("stream").expect("open");
+        assert!(quiet.events().is_empty() && quiet.watch_id() == created.watch_id());
+        assert_eq!(quiet.header().expect("header").revision(), 2);
+        client.put("p", "2", None).await.expect("put");
+        let event = stream.message().await.expect("stream").expect("open");
+        assert_eq!(event.events().len(), 1);
+        let quiet = stream.message().await.expect("stream").expect("open");
+        assert!(quiet.events().is_empty());
+        assert_eq!(quiet.header().expect("header").revision(), 3);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_watcher_delays_no_one_and_misses_nothing() {
+    // Proves a client that stops reading does not hold up 1,000 other watchers, and gets every
+    // event once it reads again.
+    const STREAMS: usize = 20;
+    const PER_STREAM: usize = 50;
+    const PUTS: usize = 80;
+    let node = CairnNode::start(&[]);
+    with_timeout(Duration::from_secs(120), "stalled watcher", async {
+        let mut client = Client::connect([node.endpoint()], None)
+            .await
+            .expect("connect");
+        // The stalled stream: created, then never read until the end.
+        let mut stalled = client
+            .watch("s/", Some(WatchOptions::new().with_prefix()))
+            .await
+            .expect("watch");
+        let mut readers = Vec::new();
+        for s in 0..STREAMS {
+            let mut c = Client::connect([node.endpoint()], None)
+                .await
+                .expect("connect");
+            let mut stream = c
+                .watch("s/", Some(WatchOptions::new().with_prefix()))
+                .await
+                .expect("watch");
+            for _ in 1..PER_STREAM {
+                stream
+                    .watch("s/", Some(WatchOptions::new().with_prefix()))
+                    .await
+                    .expect("more watchers");
+            }
+            readers.push(tokio::spawn(async move {
+                let _keep = c;
+                let mut seen: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+                while seen.values().map(Vec::len).sum::<usize>() < PER_STREAM * PUTS {
+                    let resp = stream.message().await.expect("stream").expect("open");
+                    for e in resp.events() {
+                        seen.entry(resp.watch_id())
+                            .or_default()
+                            .push(e.kv().expect("kv").mod_revision());
+                    }
+                }
+                (s, seen)
+            }));
+        }
+        // Values big enough that the stalled stream's buffers fill long before the end.
+        let value = vec![b'x'; 16 * 1024];
+        for i in 0..PUTS {
+            client
+                .put(format!("s/{}", i % 7), value.clone(), None)
+                .await
+                .expect("put");
+        }
+        let first = client
+            .get("s/", Some(GetOptions::new().with_prefix()))
+            .await
+            .expect("get");
+        let last_rev = first.header().expect("header").revision();
+        // Everyone but the stalled stream gets every event, while it still reads nothing.
+        for r in readers {
+            let (s, seen) = tokio::time::timeout(Duration::from_secs(60), r)
+                .await
+                .expect("readers delayed")
+                .expect("reader");
+            assert_eq!(seen.len(), PER_STREAM, "stream {s}: every watcher heard");
+            for (id, revs) in seen {
+                let want: Vec<i64> = (last_rev - PUTS as i64 + 1..=last_rev).collect();
+                assert_eq!(revs, want, "stream {s} watcher {id}: all events, in order");
+            }
+        }
+        let mut got = Vec::new();
+        while got.len() < PUTS {
+            let resp = stalled
+                .message()
+                .await
+                .expect("stalled stream")
+                .expect("open");
+            got.extend(
+                resp.events()
+                    .iter()
+                    .map(|e| e.kv().expect("kv").mod_revision()),
+            );
+        }
+        let want: Vec<i64> = (last_rev - PUTS as i64 + 1..=last_rev).collect();
+        assert_eq!(
+            got, want,
+            "the stalled watcher, reading again, gets every event in order"
+        );
+    })
+    .await;
+}

@@ -35,6 +35,8 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Shorter lease TTLs are raised to this (etcd: 1.5 election timeouts, rounded up).
     pub min_lease_ttl_secs: i64,
+    /// Period of progress notifications to watchers that asked for them.
+    pub watch_progress_notify_interval: Duration,
 }
 
 /// A response message that carries etcd's `ResponseHeader`.

@@ -68,6 +68,10 @@ struct Watcher {
     no_put: bool,
     no_delete: bool,
     prev_kv: bool,
+    /// Send an empty response every progress interval in which no event was sent.
+    progress_notify: bool,
+    /// Whether an event went out since the last progress tick.
+    sent_since_tick: bool,
 }
 
 /// The client went away; the stream ends.
@@ -84,8 +88,16 @@ struct WatchStream {
 impl WatchStream {
     async fn run(mut self, mut inbound: Streaming<pb::WatchRequest>) {
         let mut stopping = self.ctx.stopping.clone();
+        let period = self.ctx.limits.watch_progress_notify_interval;
+        let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         loop {
             tokio::select! {
+                _ = progress.tick() => {
+                    if self.deliver().await.is_err() || self.notify_progress().await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
                 msg = inbound.message() => match msg {
                     Ok(Some(req)) => {
                         if self.handle(req).await.is_err() {
@@ -192,69 +204,132 @@ impl WatchStream {
                 no_put: filters.contains(&FilterType::Noput),
                 no_delete: filters.contains(&FilterType::Nodelete),
                 prev_kv: c.prev_kv,
+                progress_notify: c.progress_notify,
+                sent_since_tick: false,
             },
         );
         self.send(resp).await?;
         self.deliver().await
     }
 
-    /// Sends every watcher the events it has not had, up to the latest commit.
+    /// etcd's periodic progress notification: each `progress_notify` watcher that is caught up
+    /// and was sent nothing since the last tick gets an empty response at the current
+    /// revision, so its client knows it has seen everything up to there.
+    async fn notify_progress(&mut self) -> Result<(), Closed> {
+        let current = self.revs.borrow().current;
+        let due: Vec<i64> = self
+            .watchers
+            .iter_mut()
+            .filter_map(|(id, w)| {
+                let due = w.progress_notify && !w.sent_since_tick && w.next_rev > current;
+                w.sent_since_tick = false;
+                due.then_some(*id)
+            })
+            .collect();
+        for id in due {
+            self.send(self.response(id, current)).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends every watcher the events it has not had, up to the latest commit. All due
+    /// watchers of the stream are read from one snapshot in one blocking call per round; a
+    /// watcher more than [`MAX_REVS_PER_RESPONSE`] behind takes several rounds.
     async fn deliver(&mut self) -> Result<(), Closed> {
-        let revs = *self.revs.borrow_and_update();
-        let ids: Vec<i64> = self.watchers.keys().copied().collect();
-        for id in ids {
-            while let Some(w) = self.watchers.get(&id) {
-                if w.next_rev > revs.current {
-                    break;
-                }
-                if w.next_rev < revs.compact {
-                    // History the watcher needs is gone: cancel it, as etcd does (its header
-                    // carries no revision).
-                    self.watchers.remove(&id);
-                    let resp = pb::WatchResponse {
-                        canceled: true,
-                        compact_revision: revs.compact,
-                        ..self.response(id, 0)
-                    };
-                    self.send(resp).await?;
-                    break;
-                }
-                let (from, to) = (
-                    w.next_rev,
-                    revs.current.min(w.next_rev + MAX_REVS_PER_RESPONSE - 1),
-                );
-                let (range, prev_kv, no_put, no_delete) =
-                    (w.range.clone(), w.prev_kv, w.no_put, w.no_delete);
-                let storage = self.ctx.storage.clone();
-                let read = tokio::task::spawn_blocking(move || {
-                    let view = Mvcc::read_view(&storage)?;
-                    view.events(from, to, &range, prev_kv)
+        loop {
+            let revs = *self.revs.borrow_and_update();
+            // A watcher whose next revision was compacted away is canceled, as etcd does (the
+            // response's header carries no revision).
+            let compacted: Vec<i64> = self
+                .watchers
+                .iter()
+                .filter(|(_, w)| w.next_rev < revs.compact)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in compacted {
+                self.watchers.remove(&id);
+                let resp = pb::WatchResponse {
+                    canceled: true,
+                    compact_revision: revs.compact,
+                    ..self.response(id, 0)
+                };
+                self.send(resp).await?;
+            }
+            let plan: Vec<Read> = self
+                .watchers
+                .iter()
+                .filter(|(_, w)| w.next_rev <= revs.current)
+                .map(|(id, w)| Read {
+                    id: *id,
+                    from: w.next_rev,
+                    to: revs.current.min(w.next_rev + MAX_REVS_PER_RESPONSE - 1),
+                    range: w.range.clone(),
+                    prev_kv: w.prev_kv,
+                    no_put: w.no_put,
+                    no_delete: w.no_delete,
                 })
-                .await;
-                let events = match read {
-                    Ok(Ok(events)) => events,
-                    Ok(Err(e)) => {
-                        let _ = self.tx.send(Err(super::status::storage_error(&e))).await;
-                        return Err(Closed);
-                    }
-                    Err(e) => {
-                        let _ = self
-                            .tx
-                            .send(Err(Status::internal(format!(
-                                "cairn: watch read failed: {e}"
-                            ))))
-                            .await;
-                        return Err(Closed);
+                .collect();
+            if plan.is_empty() {
+                return Ok(());
+            }
+            let storage = self.ctx.storage.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                let view = Mvcc::read_view(&storage)?;
+                plan.into_iter()
+                    .map(|r| {
+                        if r.from < view.compact_rev {
+                            // Compacted after the plan was made: cancel with the new mark.
+                            return Ok((r.id, r.to, Err(view.compact_rev)));
+                        }
+                        let events = view.events(r.from, r.to, &r.range, r.prev_kv)?;
+                        let events = events
+                            .into_iter()
+                            .filter(|e| passes(e, r.no_put, r.no_delete))
+                            .map(event)
+                            .collect();
+                        Ok((r.id, r.to, Ok(events)))
+                    })
+                    .collect::<Result<
+                        Vec<(i64, Revision, Result<Vec<mvccpb::Event>, Revision>)>,
+                        crate::mvcc::Error,
+                    >>()
+            })
+            .await;
+            let batches = match read {
+                Ok(Ok(batches)) => batches,
+                Ok(Err(e)) => {
+                    let _ = self.tx.send(Err(super::status::storage_error(&e))).await;
+                    return Err(Closed);
+                }
+                Err(e) => {
+                    let _ = self
+                        .tx
+                        .send(Err(Status::internal(format!(
+                            "cairn: watch read failed: {e}"
+                        ))))
+                        .await;
+                    return Err(Closed);
+                }
+            };
+            for (id, to, outcome) in batches {
+                let events = match outcome {
+                    Ok(events) => events,
+                    Err(compact_revision) => {
+                        self.watchers.remove(&id);
+                        let resp = pb::WatchResponse {
+                            canceled: true,
+                            compact_revision,
+                            ..self.response(id, 0)
+                        };
+                        self.send(resp).await?;
+                        continue;
                     }
                 };
-                let events: Vec<mvccpb::Event> = events
-                    .into_iter()
-                    .filter(|e| passes(e, no_put, no_delete))
-                    .map(event)
-                    .collect();
-                if let Some(w) = self.watchers.get_mut(&id) {
-                    w.next_rev = to + 1;
-                }
+                let Some(w) = self.watchers.get_mut(&id) else {
+                    continue;
+                }; // canceled meanwhile
+                w.next_rev = to + 1;
+                w.sent_since_tick |= !events.is_empty();
                 if !events.is_empty() {
                     self.send(pb::WatchResponse {
                         events,
@@ -264,8 +339,18 @@ impl WatchStream {
                 }
             }
         }
-        Ok(())
     }
+}
+
+/// What one watcher needs read from history in a delivery round.
+struct Read {
+    id: i64,
+    from: Revision,
+    to: Revision,
+    range: KeyRange,
+    prev_kv: bool,
+    no_put: bool,
+    no_delete: bool,
 }
 
 fn event(e: Event) -> mvccpb::Event {
