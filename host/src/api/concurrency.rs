@@ -53,6 +53,22 @@ fn create_rev_is(key: &[u8], rev: Revision) -> Compare {
     }
 }
 
+fn put_op(key: &[u8], value: &[u8], lease: i64) -> RequestOp {
+    RequestOp::Put(PutRequest {
+        key: key.to_vec(),
+        value: value.to_vec(),
+        lease,
+        ..Default::default()
+    })
+}
+
+fn delete_op(key: &[u8]) -> RequestOp {
+    RequestOp::DeleteRange(crate::mvcc::DeleteRangeRequest {
+        key: key.to_vec(),
+        ..Default::default()
+    })
+}
+
 fn get(key: &[u8]) -> RequestOp {
     RequestOp::Range(RangeRequest {
         key: key.to_vec(),
@@ -79,12 +95,7 @@ pub async fn create_entry(
     value: &[u8],
     lease: i64,
 ) -> Result<(KeyValue, bool), Status> {
-    let put = RequestOp::Put(PutRequest {
-        key: key.to_vec(),
-        value: value.to_vec(),
-        lease,
-        ..Default::default()
-    });
+    let put = put_op(key, value, lease);
     let resp = txn(
         ctx,
         TxnRequest {
@@ -180,12 +191,7 @@ pub async fn put_if_created_at(
     value: &[u8],
     lease: i64,
 ) -> Result<bool, Status> {
-    let put = RequestOp::Put(PutRequest {
-        key: key.to_vec(),
-        value: value.to_vec(),
-        lease,
-        ..Default::default()
-    });
+    let put = put_op(key, value, lease);
     let resp = txn(
         ctx,
         TxnRequest {
@@ -204,10 +210,7 @@ pub async fn delete_if_created_at(
     key: &[u8],
     rev: Revision,
 ) -> Result<Revision, Status> {
-    let del = RequestOp::DeleteRange(crate::mvcc::DeleteRangeRequest {
-        key: key.to_vec(),
-        ..Default::default()
-    });
+    let del = delete_op(key);
     Ok(txn(
         ctx,
         TxnRequest {
@@ -222,10 +225,7 @@ pub async fn delete_if_created_at(
 
 /// Deletes `key` outright; returns the revision after.
 pub async fn delete(ctx: &Context, key: &[u8]) -> Result<Revision, Status> {
-    let del = RequestOp::DeleteRange(crate::mvcc::DeleteRangeRequest {
-        key: key.to_vec(),
-        ..Default::default()
-    });
+    let del = delete_op(key);
     Ok(txn(
         ctx,
         TxnRequest {

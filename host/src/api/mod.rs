@@ -1,7 +1,7 @@
 //! The client API: one file per etcd service, plus conversions and the error mapping.
 //!
 //! Each handler validates and converts its request, then either proposes a
-//! [`Command`](crate::state_machine::Command) through Raft (writes) or waits for a
+//! `state_machine::Command` through Raft (writes) or waits for a
 //! linearizable read point and reads the local MVCC store (reads). Only this module knows
 //! protobuf types; only [`status`] builds `tonic::Status`.
 
