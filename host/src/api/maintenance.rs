@@ -1,4 +1,4 @@
-//! etcd's Maintenance service. Status and Alarm(GET) are served; the rest answer
+//! etcd's Maintenance service. Status, Hash, HashKV and Alarm(GET) are served; the rest answer
 //! `Unimplemented` until their issue lands (see docs/compatibility.md).
 
 use cairn_proto::etcdserverpb as pb;
@@ -87,14 +87,34 @@ impl Maintenance for MaintenanceService {
         &self,
         _request: Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
-        Err(status::unimplemented("Maintenance.Hash"))
+        let (hash, rev) = self
+            .ctx
+            .read(true, |view| Ok((view.hash_all()?, view.rev)))
+            .await?;
+        Ok(Response::new(pb::HashResponse {
+            header: self.ctx.header(rev),
+            hash,
+        }))
     }
 
     async fn hash_kv(
         &self,
-        _request: Request<pb::HashKvRequest>,
+        request: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
-        Err(status::unimplemented("Maintenance.HashKV"))
+        let revision = request.into_inner().revision;
+        let (hash, compact_revision, current) = self
+            .ctx
+            .read(true, move |view| {
+                view.hash_kv(revision).map(|(h, c)| (h, c, view.rev))
+            })
+            .await?;
+        let hash_revision = if revision <= 0 { current } else { revision };
+        Ok(Response::new(pb::HashKvResponse {
+            header: self.ctx.header(current),
+            hash,
+            compact_revision,
+            hash_revision,
+        }))
     }
 
     type SnapshotStream = BoxStream<'static, Result<pb::SnapshotResponse, Status>>;

@@ -9,6 +9,7 @@ pub mod apply;
 pub mod compact;
 pub mod encoding;
 pub mod error;
+pub mod hash;
 pub mod history;
 pub mod key_range;
 #[cfg(test)]
