@@ -84,7 +84,7 @@ pub struct StateMachine {
 
 impl StateMachine {
     pub fn new(storage: Storage) -> Result<Self, StorageError> {
-        let revisions = Mvcc::revisions(&storage).map_err(into_storage)?;
+        let revisions = Mvcc::revisions(&storage).map_err(mvcc::into_storage)?;
         let (committed, _) = watch::channel(revisions);
         Ok(StateMachine {
             committed: Arc::new(committed),
@@ -222,7 +222,8 @@ impl fmt::Debug for StateView {
 impl StateView {
     /// The applied-log marker this view was taken at.
     pub fn marker(&self) -> Result<AppliedMarker, StorageError> {
-        let applied = Mvcc::applied_position(&self.snap, &self.storage).map_err(into_storage)?;
+        let applied =
+            Mvcc::applied_position(&self.snap, &self.storage).map_err(mvcc::into_storage)?;
         let membership = self
             .snap
             .get(&self.storage.meta, MEMBERSHIP)?
@@ -253,13 +254,6 @@ impl StateView {
             }
         }
         Ok(())
-    }
-}
-
-fn into_storage(e: mvcc::Error) -> StorageError {
-    match e {
-        mvcc::Error::Storage(s) => s,
-        other => StorageError(fjall::Error::Io(std::io::Error::other(other.to_string()))),
     }
 }
 

@@ -120,16 +120,10 @@ impl Storage {
 
     /// Bytes of tables holding live state, for `Status.dbSizeInUse`.
     pub fn disk_space_in_use(&self) -> u64 {
-        [
-            &self.kv_meta,
-            &self.kv_revs,
-            &self.kv_index,
-            &self.meta,
-            &self.leases,
-            &self.kv_lease,
-        ]
-        .iter()
-        .map(|ks| ks.disk_space())
-        .sum()
+        STATE_KEYSPACES
+            .iter()
+            .filter_map(|name| self.state_keyspace(name))
+            .map(|ks| ks.disk_space())
+            .sum()
     }
 }

@@ -146,10 +146,11 @@ fn read_position(
     }
 }
 
+/// For callers that can only meet storage errors (views, history reads, compaction): an etcd
+/// error there would be a bug, and is reported as a storage failure, which stops the node.
 pub(crate) fn into_storage(e: Error) -> StorageError {
     match e {
         Error::Storage(s) => s,
-        // Only storage errors can come out of building a view or compacting.
         Error::Mvcc(m) => StorageError(fjall::Error::Io(std::io::Error::other(m.to_string()))),
     }
 }
