@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "etcd/etcdserverpb/rpc.proto",
     "etcd/v3lockpb/v3lock.proto",
     "etcd/v3electionpb/v3election.proto",
+    "cairn/raft/v1/raft.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -16,7 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in PROTOS {
         println!("cargo:rerun-if-changed={}", root.join(proto).display());
     }
-    let fds = protox::compile(PROTOS, ["etcd"])?;
+    let fds = protox::compile(PROTOS, ["etcd", "."])?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

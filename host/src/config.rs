@@ -39,6 +39,15 @@ pub struct Config {
     )]
     pub advertise_client_urls: Vec<String>,
 
+    /// URLs to listen on for traffic from the other members, comma-separated.
+    #[arg(
+        long,
+        env = "CAIRN_LISTEN_PEER_URLS",
+        default_value = "http://localhost:2380",
+        value_delimiter = ','
+    )]
+    pub listen_peer_urls: Vec<String>,
+
     /// Peer URLs of this member advertised to the cluster (part of the member ID).
     #[arg(
         long,
@@ -47,6 +56,18 @@ pub struct Config {
         value_delimiter = ','
     )]
     pub initial_advertise_peer_urls: Vec<String>,
+
+    /// The founding members, `name=peerURL,...` (a name may appear once per peer URL).
+    #[arg(
+        long,
+        env = "CAIRN_INITIAL_CLUSTER",
+        default_value = "default=http://localhost:2380"
+    )]
+    pub initial_cluster: String,
+
+    /// `new` to found a cluster, `existing` to join one that `member add` prepared.
+    #[arg(long, env = "CAIRN_INITIAL_CLUSTER_STATE", default_value = "new", value_parser = ["new", "existing"])]
+    pub initial_cluster_state: String,
 
     /// Token that keeps members of different clusters apart (part of the cluster ID).
     #[arg(
@@ -59,6 +80,15 @@ pub struct Config {
     /// Applied Raft entries between snapshots (after which the log is compacted).
     #[arg(long, env = "CAIRN_SNAPSHOT_COUNT", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub snapshot_count: u64,
+
+    /// Log entries kept behind a snapshot for members that lag; a member further behind
+    /// catches up by receiving a snapshot.
+    #[arg(
+        long,
+        env = "CAIRN_EXPERIMENTAL_SNAPSHOT_CATCHUP_ENTRIES",
+        default_value_t = 5_000
+    )]
+    pub experimental_snapshot_catchup_entries: u64,
 
     /// Largest client request Cairn accepts, in bytes.
     #[arg(long, env = "CAIRN_MAX_REQUEST_BYTES", default_value_t = 1_572_864, value_parser = clap::value_parser!(u32).range(1..))]
@@ -85,6 +115,11 @@ pub struct Config {
     )]
     pub watch_progress_notify_interval: GoDuration,
 
+    /// Lets tests drop this member's traffic with chosen peers (the `SetFaults` peer call).
+    /// Never for production.
+    #[arg(long, env = "CAIRN_EXPERIMENTAL_FAULT_INJECTION", hide = true)]
+    pub experimental_fault_injection: bool,
+
     /// Log level: debug, info, warn or error.
     #[arg(long, env = "CAIRN_LOG_LEVEL", default_value = "info", value_parser = ["debug", "info", "warn", "error"])]
     pub log_level: String,
@@ -94,6 +129,8 @@ pub struct Config {
 pub enum ConfigError {
     #[error("invalid URL {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
+    #[error("--initial-cluster: {0}")]
+    InitialCluster(String),
     #[error(
         "--election-timeout ({election}ms) must be at least 5 times --heartbeat-interval ({heartbeat}ms)"
     )]
@@ -145,6 +182,7 @@ impl Config {
     /// Checks what clap cannot: URL shapes and timing relations.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.client_listen_urls()?;
+        self.peer_listen_urls()?;
         // etcd requires election timeout >= 5 x heartbeat interval.
         if self.election_timeout < 5 * self.heartbeat_interval {
             return Err(ConfigError::Timing {
@@ -153,6 +191,46 @@ impl Config {
             });
         }
         Ok(())
+    }
+
+    pub fn peer_listen_urls(&self) -> Result<Vec<ListenUrl>, ConfigError> {
+        self.listen_peer_urls.iter().map(|u| parse_url(u)).collect()
+    }
+
+    /// The founding members named by `--initial-cluster`: name → peer URLs, in flag order.
+    /// This member must be among them, with exactly its `--initial-advertise-peer-urls`.
+    pub fn initial_members(&self) -> Result<Vec<(String, Vec<String>)>, ConfigError> {
+        let bad = |m: String| ConfigError::InitialCluster(m);
+        let mut members: Vec<(String, Vec<String>)> = Vec::new();
+        for entry in self.initial_cluster.split(',').filter(|e| !e.is_empty()) {
+            let (name, url) = entry
+                .split_once('=')
+                .ok_or_else(|| bad(format!("{entry:?} is not name=peerURL")))?;
+            parse_url(url)?;
+            match members.iter_mut().find(|(n, _)| n == name) {
+                Some((_, urls)) => urls.push(url.to_string()),
+                None => members.push((name.to_string(), vec![url.to_string()])),
+            }
+        }
+        let mine = members
+            .iter()
+            .find(|(n, _)| *n == self.name)
+            .ok_or_else(|| {
+                bad(format!(
+                    "couldn't find local name {:?} in the initial cluster configuration",
+                    self.name
+                ))
+            })?;
+        let (mut theirs, mut ours) = (mine.1.clone(), self.initial_advertise_peer_urls.clone());
+        theirs.sort();
+        ours.sort();
+        if theirs != ours {
+            return Err(bad(format!(
+                "--initial-advertise-peer-urls has {ours:?} but missing from --initial-cluster={:?}",
+                self.initial_cluster
+            )));
+        }
+        Ok(members)
     }
 
     pub fn client_listen_urls(&self) -> Result<Vec<ListenUrl>, ConfigError> {
@@ -165,9 +243,13 @@ impl Config {
     /// This member's ID: a stable hash of its peer URLs and the cluster token, as etcd
     /// derives member IDs (the exact hash differs from etcd's).
     pub fn member_id(&self) -> u64 {
-        let mut urls = self.initial_advertise_peer_urls.clone();
-        urls.sort();
-        fnv1a(format!("{}|{}", urls.join(","), self.initial_cluster_token).as_bytes())
+        self.member_id_for(&self.initial_advertise_peer_urls)
+    }
+
+    /// The ID of the member with `peer_urls` in this cluster (the same rule on every member,
+    /// so `member add` and the added member agree on it).
+    pub fn member_id_for(&self, peer_urls: &[String]) -> u64 {
+        member_id(peer_urls, &self.initial_cluster_token)
     }
 
     /// The cluster's ID: a stable hash of its member IDs and the token.
@@ -179,7 +261,7 @@ impl Config {
     }
 }
 
-fn parse_url(url: &str) -> Result<ListenUrl, ConfigError> {
+pub fn parse_url(url: &str) -> Result<ListenUrl, ConfigError> {
     let bad = |reason: &str| ConfigError::BadUrl {
         url: url.to_string(),
         reason: reason.to_string(),
@@ -210,6 +292,14 @@ fn parse_url(url: &str) -> Result<ListenUrl, ConfigError> {
         host: host.trim_matches(['[', ']']).to_string(),
         port,
     })
+}
+
+/// The ID of the member with `peer_urls` in the cluster with `token`: the same rule on every
+/// member, so `member add` and the member it adds agree on the ID.
+pub fn member_id(peer_urls: &[String], token: &str) -> u64 {
+    let mut urls = peer_urls.to_vec();
+    urls.sort();
+    fnv1a(format!("{}|{}", urls.join(","), token).as_bytes())
 }
 
 /// 64-bit FNV-1a: small, stable across platforms and Rust versions.

@@ -1,9 +1,12 @@
 //! Starts a member: opens storage, starts Raft, binds the client listeners and serves the
 //! gRPC services until shutdown.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cairn_proto::cairn_raft::peer_server::PeerServer;
+use cairn_proto::etcdserverpb::cluster_server::ClusterServer;
 use cairn_proto::etcdserverpb::kv_server::KvServer;
 use cairn_proto::etcdserverpb::lease_server::LeaseServer;
 use cairn_proto::etcdserverpb::maintenance_server::MaintenanceServer;
@@ -15,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::api::cluster::ClusterService;
 use crate::api::election::ElectionService;
 use crate::api::kv::KvService;
 use crate::api::lease::LeaseService;
@@ -22,14 +26,24 @@ use crate::api::lock::LockService;
 use crate::api::maintenance::MaintenanceService;
 use crate::api::watch::WatchService;
 use crate::api::{ApiContext, Limits};
+use crate::config::ListenUrl;
 use crate::config::{Config, ConfigError};
-use crate::raft::{MemberInfo, RaftConfig, RaftNode, StartError};
+use crate::raft::peers::MAX_PEER_MESSAGE_BYTES;
+use crate::raft::service::PeerService;
+use crate::raft::{
+    Bootstrap, MemberInfo, MembershipChange, RaftConfig, RaftNode, StartError, StartParams,
+    load_cluster_id, save_cluster_id,
+};
 use crate::storage::Storage;
 
 /// gRPC accepts this much more than `--max-request-bytes`, as etcd does, so that an oversized
 /// request reaches the handler and gets etcd's "request is too large" rather than a transport
 /// error.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+/// Rounds (of 500 ms) between asking a peer whether this member was removed.
+const REMOVAL_CHECK_ROUNDS: u64 = 4;
+/// How long a member started with `--initial-cluster-state existing` looks for the cluster.
+const JOIN_PATIENCE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Error)]
 pub enum ServerError {
@@ -41,6 +55,10 @@ pub enum ServerError {
     Listen { url: String, reason: String },
     #[error(transparent)]
     Raft(#[from] StartError),
+    #[error("cannot join the cluster: {reason}")]
+    Join { reason: String },
+    #[error("the member has been permanently removed from the cluster")]
+    Removed,
     #[error("serving {url}: {reason}")]
     Serve { url: String, reason: String },
 }
@@ -81,43 +99,47 @@ impl Server {
                 })?
         };
         let member_id = config.member_id();
-        let me = MemberInfo {
-            name: config.name.clone(),
-            peer_urls: config.initial_advertise_peer_urls.clone(),
-            client_urls: config.advertise_client_urls.clone(),
-        };
         let raft_config = RaftConfig {
             heartbeat_interval_ms: config.heartbeat_interval,
             election_timeout_ms: config.election_timeout,
             snapshot_count: config.snapshot_count,
-            ..RaftConfig::default()
+            catchup_entries: config.experimental_snapshot_catchup_entries,
         };
         // Bind before starting Raft so a busy port fails fast and cleanly.
-        let mut listeners = Vec::new();
-        for url in &listen {
-            let listener = TcpListener::bind((url.host.as_str(), url.port))
-                .await
-                .map_err(|e| ServerError::Listen {
-                    url: url.url.clone(),
-                    reason: e.to_string(),
-                })?;
-            listeners.push((url.url.clone(), listener));
+        let listeners = bind_all(&listen).await?;
+        let peer_listeners = bind_all(&config.peer_listen_urls()?).await?;
+        let (cluster_id, bootstrap) = enter_cluster(&config, member_id, &storage).await?;
+        let raft = RaftNode::start(StartParams {
+            id: member_id,
+            cluster_id,
+            storage: storage.clone(),
+            data_dir: &dir,
+            config: &raft_config,
+            bootstrap,
+            fault_injection: config.experimental_fault_injection,
+        })
+        .await?;
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        // Peers first: the election needs them.
+        for (url, listener) in peer_listeners {
+            let service = raft.peer_service(dir.join("snap"));
+            tasks.spawn(serve_peer(url, listener, service, stopped.clone()));
         }
-        let raft = RaftNode::start(member_id, me, storage.clone(), &dir, &raft_config).await?;
         let election = Duration::from_millis(config.election_timeout);
         if !raft.wait_for_leader(election * 4).await {
             tracing::warn!(
                 "no leader yet; serving anyway, writes fail with \"no leader\" until one is elected"
             );
         }
-        let (stop, stopped) = watch::channel(false);
         let ctx = Arc::new(ApiContext {
             stopping: stopped.clone(),
             lessor: Arc::new(crate::lease::Lessor::new(member_id)),
             raft: raft.clone(),
             storage,
-            cluster_id: config.cluster_id(&[member_id]),
+            cluster_id,
             member_id,
+            cluster_token: config.initial_cluster_token.clone(),
             limits: Limits {
                 max_request_bytes: config.max_request_bytes as usize,
                 max_txn_ops: config.max_txn_ops as usize,
@@ -128,7 +150,19 @@ impl Server {
                 watch_progress_notify_interval: config.watch_progress_notify_interval.0,
             },
         });
-        let mut tasks = JoinSet::new();
+        crate::api::lease::register_leader_handler(&ctx);
+        let me = MemberInfo {
+            name: config.name.clone(),
+            peer_urls: config.initial_advertise_peer_urls.clone(),
+            client_urls: config.advertise_client_urls.clone(),
+        };
+        // Like etcd, publish this member's name and client URLs before serving clients, so
+        // a MemberList right after start shows them (bounded: a member that cannot reach the
+        // leader yet serves anyway and keeps trying).
+        if !publish(&raft, &me, election * 4).await {
+            tracing::warn!("could not publish this member's name and client URLs yet; will retry");
+        }
+        tasks.spawn(membership_duties(raft.clone(), me, stopped.clone()));
         let mut client_addrs = Vec::new();
         for (url, listener) in listeners {
             client_addrs.push(listener.local_addr().map_err(|e| ServerError::Listen {
@@ -176,6 +210,171 @@ impl Server {
     }
 }
 
+/// Binds every URL, failing on the first that cannot be bound.
+async fn bind_all(urls: &[ListenUrl]) -> Result<Vec<(String, TcpListener)>, ServerError> {
+    let mut listeners = Vec::new();
+    for url in urls {
+        let listener = TcpListener::bind((url.host.as_str(), url.port))
+            .await
+            .map_err(|e| ServerError::Listen {
+                url: url.url.clone(),
+                reason: e.to_string(),
+            })?;
+        listeners.push((url.url.clone(), listener));
+    }
+    Ok(listeners)
+}
+
+/// Decides this member's cluster ID and how it enters the cluster. A data dir that has
+/// joined a cluster resumes it (the `--initial-cluster*` flags are then ignored, as etcd
+/// ignores them); an empty one founds a cluster (`new`) or joins one (`existing`).
+async fn enter_cluster(
+    config: &Config,
+    member_id: u64,
+    storage: &Storage,
+) -> Result<(u64, Bootstrap), ServerError> {
+    let data_dir_error = |reason: String| ServerError::DataDir {
+        dir: config.data_dir().display().to_string(),
+        reason,
+    };
+    if let Some(cluster_id) = load_cluster_id(storage).map_err(|e| data_dir_error(e.to_string()))? {
+        // A founding member that stopped before Raft initialized is brought in by the others.
+        return Ok((cluster_id, Bootstrap::Join));
+    }
+    let initial = config.initial_members()?;
+    let (cluster_id, bootstrap) = if config.initial_cluster_state == "new" {
+        let members: BTreeMap<u64, MemberInfo> = initial
+            .iter()
+            .map(|(name, urls)| {
+                let info = MemberInfo {
+                    name: name.clone(),
+                    peer_urls: urls.clone(),
+                    // Identical on every founding member; each publishes its own later.
+                    client_urls: Vec::new(),
+                };
+                (config.member_id_for(urls), info)
+            })
+            .collect();
+        let ids: Vec<u64> = members.keys().copied().collect();
+        (config.cluster_id(&ids), Bootstrap::New(members))
+    } else {
+        let others: Vec<String> = initial
+            .iter()
+            .filter(|(name, _)| *name != config.name)
+            .flat_map(|(_, urls)| urls.clone())
+            .collect();
+        let join_error = |reason: String| ServerError::Join { reason };
+        let reply = crate::raft::hello(member_id, &others, JOIN_PATIENCE)
+            .await
+            .map_err(|e| join_error(format!("no member of the cluster answered ({e})")))?;
+        if !reply.members.iter().any(|m| m.id == member_id) {
+            return Err(join_error(format!(
+                "this member ({member_id:x}) is not in the cluster's member list; add it first with `etcdctl member add {} --peer-urls={}`",
+                config.name,
+                config.initial_advertise_peer_urls.join(",")
+            )));
+        }
+        (reply.cluster_id, Bootstrap::Join)
+    };
+    save_cluster_id(storage, cluster_id).map_err(|e| data_dir_error(e.to_string()))?;
+    Ok((cluster_id, bootstrap))
+}
+
+/// Tries (until `limit`) to record this member's attributes in the membership; true once
+/// they are there.
+async fn publish(raft: &RaftNode, me: &MemberInfo, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let listed = raft.members().into_iter().find(|m| m.id == raft.id());
+        if listed.as_ref().is_some_and(|m| m.info == *me) {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        if listed.is_some() {
+            let change = MembershipChange::Publish {
+                id: raft.id(),
+                info: me.clone(),
+            };
+            if let Ok(Ok(_)) = tokio::time::timeout(limit, raft.change_members(change)).await {
+                continue;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// This member's duties toward the membership, for as long as it runs:
+/// - record its name and URLs once it runs (etcd publishes its attributes the same way):
+///   `member add` knows only peer URLs, and founding members know only each other's names and
+///   peer URLs;
+/// - stop when it has been removed from the cluster, as etcd does, rather than linger as a
+///   member nobody replicates to.
+async fn membership_duties(
+    raft: RaftNode,
+    me: MemberInfo,
+    mut stopped: watch::Receiver<bool>,
+) -> Result<(), ServerError> {
+    let id = raft.id();
+    let mut listed_once = false;
+    let mut round = 0u64;
+    loop {
+        round += 1;
+        match raft.members().into_iter().find(|m| m.id == id) {
+            // Every few seconds, ask a peer whether this member is still in the cluster.
+            Some(_)
+                if round.is_multiple_of(REMOVAL_CHECK_ROUNDS) && raft.removed_by_peers().await =>
+            {
+                return Err(ServerError::Removed);
+            }
+            Some(m) => {
+                listed_once = true;
+                if m.info != me {
+                    let change = MembershipChange::Publish {
+                        id,
+                        info: me.clone(),
+                    };
+                    if let Err(e) = raft.change_members(change).await {
+                        tracing::debug!(error = %e, "publishing this member's attributes; will retry");
+                    }
+                }
+            }
+            None if listed_once => return Err(ServerError::Removed),
+            None => {}
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = stopped.wait_for(|s| *s) => return Ok(()),
+        }
+    }
+}
+
+async fn serve_peer(
+    url: String,
+    listener: TcpListener,
+    service: PeerService,
+    mut stopped: watch::Receiver<bool>,
+) -> Result<(), ServerError> {
+    tonic::transport::Server::builder()
+        .add_service(
+            PeerServer::new(service)
+                .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            },
+        )
+        .await
+        .map_err(|e| ServerError::Serve {
+            url,
+            reason: e.to_string(),
+        })
+}
+
 async fn serve_client(
     url: String,
     listener: TcpListener,
@@ -206,6 +405,10 @@ async fn serve_client(
         )
         .add_service(
             ElectionServer::new(ElectionService::new(ctx.clone()))
+                .max_decoding_message_size(max_decoding),
+        )
+        .add_service(
+            ClusterServer::new(ClusterService::new(ctx.clone()))
                 .max_decoding_message_size(max_decoding),
         )
         .add_service(health)

@@ -1,4 +1,5 @@
-//! etcd's v3 wire protocol, generated from the `.proto` files beside this crate.
+//! etcd's v3 wire protocol and Cairn's peer protocol, generated from the `.proto` files beside
+//! this crate.
 //!
 //! Module names are the protobuf packages (`etcdserverpb`, `mvccpb`, …) so that code reads like
 //! etcd's. This crate holds generated code only: no behaviour lives here.
@@ -23,4 +24,9 @@ pub mod v3lockpb {
 
 pub mod v3electionpb {
     tonic::include_proto!("v3electionpb");
+}
+
+/// Cairn's own member-to-member protocol (`cairn.raft.v1`), not part of etcd's API.
+pub mod cairn_raft {
+    tonic::include_proto!("cairn.raft.v1");
 }

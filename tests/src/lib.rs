@@ -4,6 +4,11 @@
 //! Every process started here is killed when its handle drops, so a failing test never
 //! leaves a server behind. Tests bound their own time with [`with_timeout`].
 
+pub mod linearizability;
+pub mod cluster;
+pub mod converge;
 pub mod process;
+pub mod workload;
 
+pub use cluster::{Cluster, Flavor, Member};
 pub use process::{CairnNode, EtcdNode, Etcdctl, binary_path, free_port, with_timeout};

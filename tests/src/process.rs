@@ -54,7 +54,7 @@ pub async fn with_timeout<T>(
 
 /// A child process killed (SIGKILL) and reaped on drop.
 #[derive(Debug)]
-struct Guarded(Child);
+pub(crate) struct Guarded(pub(crate) Child);
 
 impl Drop for Guarded {
     fn drop(&mut self) {
@@ -64,7 +64,7 @@ impl Drop for Guarded {
 }
 
 /// Polls until `endpoint` accepts TCP connections.
-fn wait_for_port(port: u16, child: &mut Child, log: &Path, limit: Duration) {
+pub(crate) fn wait_for_port(port: u16, child: &mut Child, log: &Path, limit: Duration) {
     let start = Instant::now();
     loop {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -90,6 +90,7 @@ fn wait_for_port(port: u16, child: &mut Child, log: &Path, limit: Duration) {
 pub struct CairnNode {
     child: Option<Guarded>,
     pub port: u16,
+    pub peer_port: u16,
     pub data_dir: PathBuf,
     pub extra_args: Vec<String>,
     log: PathBuf,
@@ -104,6 +105,7 @@ impl CairnNode {
         let mut node = CairnNode {
             child: None,
             port: free_port(),
+            peer_port: free_port(),
             log: dir.path().join("cairn.log"),
             data_dir,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
@@ -122,10 +124,14 @@ impl CairnNode {
             .open(&self.log)
             .expect("open cairn log");
         let url = format!("http://127.0.0.1:{}", self.port);
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let mut child = Command::new(binary_path())
             .arg(format!("--data-dir={}", self.data_dir.display()))
             .arg(format!("--listen-client-urls={url}"))
             .arg(format!("--advertise-client-urls={url}"))
+            .arg(format!("--listen-peer-urls={peer}"))
+            .arg(format!("--initial-advertise-peer-urls={peer}"))
+            .arg(format!("--initial-cluster=default={peer}"))
             .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))
@@ -298,7 +304,7 @@ impl Etcdctl {
     }
 }
 
-fn which(name: &str) -> Option<PathBuf> {
+pub(crate) fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?
         .to_str()?
         .split(':')

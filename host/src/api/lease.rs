@@ -2,7 +2,12 @@
 //! LeaseLeases. Grants and revokes go through Raft; keepalives and remaining TTLs are the
 //! leader's lessor's business (see `lease::lessor`).
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 use cairn_proto::etcdserverpb as pb;
 use cairn_proto::etcdserverpb::lease_server::Lease;
@@ -13,6 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{Context, status};
 use crate::lease::{Leases, Lessor, MAX_LEASE_TTL_SECS};
 use crate::mvcc::Mvcc;
+use crate::raft::AppHandler;
 use crate::state_machine::{Command, CommandResponse};
 
 /// Keepalive responses buffered per stream.
@@ -122,31 +128,7 @@ impl Lease for LeaseService {
                     },
                     _ = stopping.changed() => return,
                 };
-                let storage = ctx.storage.clone();
-                let looked_up = tokio::task::spawn_blocking(move || {
-                    let lease = Leases(&storage).get(req.id)?;
-                    let rev = Mvcc::read_view(&storage)
-                        .map(|v| v.rev)
-                        .map_err(crate::mvcc::into_storage)?;
-                    Ok::<_, crate::mvcc::StorageError>((lease, rev))
-                })
-                .await;
-                let resp = match looked_up {
-                    Ok(Ok((lease, rev))) => {
-                        // etcd answers TTL 0 for a lease that does not exist.
-                        let ttl = lease.map_or(0, |l| {
-                            ctx.lessor.renew(l.id, l.ttl_secs);
-                            l.ttl_secs
-                        });
-                        Ok(pb::LeaseKeepAliveResponse {
-                            header: ctx.header(rev),
-                            id: req.id,
-                            ttl,
-                        })
-                    }
-                    Ok(Err(e)) => Err(Status::internal(format!("cairn: {e}"))),
-                    Err(e) => Err(Status::internal(format!("cairn: keepalive failed: {e}"))),
-                };
+                let resp = keep_alive(&ctx, req.id).await;
                 if tx.send(resp).await.is_err() {
                     return;
                 }
@@ -184,11 +166,10 @@ impl Lease for LeaseService {
                 keys: Vec::new(),
             }));
         };
-        let remaining = self
-            .ctx
-            .lessor
-            .remaining(id)
-            .map_or(lease.ttl_secs, whole_secs);
+        let remaining = match remaining_secs(&self.ctx, id).await? {
+            Some(secs) => secs,
+            None => lease.ttl_secs,
+        };
         Ok(Response::new(pb::LeaseTimeToLiveResponse {
             header,
             id,
@@ -214,6 +195,98 @@ impl Lease for LeaseService {
     }
 }
 
+/// A lease request only the leader's lessor can answer (it owns the deadlines). Members that
+/// do not lead send these to the leader (`RaftNode::on_leader_app`).
+#[derive(Debug, Serialize, Deserialize)]
+enum LessorRequest {
+    /// Renews a lease; answers its TTL (0 if the lease does not exist).
+    KeepAlive(i64),
+    /// Answers the whole seconds left on a lease, or -1 if the lessor does not track it.
+    Remaining(i64),
+}
+
+/// Serves forwarded [`LessorRequest`]s on the leader.
+struct LeaderLessor(std::sync::Weak<super::ApiContext>);
+
+impl AppHandler for LeaderLessor {
+    fn handle(
+        &self,
+        request: Vec<u8>,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send + 'static>> {
+        let ctx = self.0.upgrade();
+        Box::pin(async move {
+            let ctx = ctx.ok_or("server stopped")?;
+            let request: LessorRequest =
+                postcard::from_bytes(&request).map_err(|e| e.to_string())?;
+            let answer = match request {
+                LessorRequest::KeepAlive(id) => renew_local(&ctx, id).await?,
+                LessorRequest::Remaining(id) => ctx.lessor.remaining(id).map_or(-1, whole_secs),
+            };
+            postcard::to_stdvec(&answer).map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// Lets other members reach this member's lessor while it leads.
+pub fn register_leader_handler(ctx: &Context) {
+    ctx.raft
+        .set_app_handler(Arc::new(LeaderLessor(Arc::downgrade(ctx))));
+}
+
+/// Asks the leader's lessor, here or over the peer channel.
+async fn ask_lessor(ctx: &Context, request: LessorRequest) -> Result<i64, Status> {
+    if ctx.raft.status().is_leader {
+        return match request {
+            LessorRequest::KeepAlive(id) => renew_local(ctx, id)
+                .await
+                .map_err(|e| Status::internal(format!("cairn: {e}"))),
+            LessorRequest::Remaining(id) => Ok(ctx.lessor.remaining(id).map_or(-1, whole_secs)),
+        };
+    }
+    let bytes = postcard::to_stdvec(&request).map_err(|e| Status::internal(e.to_string()))?;
+    let answer = ctx
+        .raft
+        .on_leader_app(bytes)
+        .await
+        .map_err(|e| status::propose_error(&e))?;
+    postcard::from_bytes(&answer)
+        .map_err(|e| Status::internal(format!("cairn: bad lessor reply: {e}")))
+}
+
+/// Renews lease `id` on this member's lessor; its TTL, or 0 if it does not exist.
+async fn renew_local(ctx: &Context, id: i64) -> Result<i64, String> {
+    let storage = ctx.storage.clone();
+    let lease = tokio::task::spawn_blocking(move || Leases(&storage).get(id))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    // etcd answers TTL 0 for a lease that does not exist.
+    Ok(lease.map_or(0, |l| {
+        ctx.lessor.renew(l.id, l.ttl_secs);
+        l.ttl_secs
+    }))
+}
+
+async fn keep_alive(ctx: &Context, id: i64) -> Result<pb::LeaseKeepAliveResponse, Status> {
+    let ttl = ask_lessor(ctx, LessorRequest::KeepAlive(id)).await?;
+    let storage = ctx.storage.clone();
+    let rev = tokio::task::spawn_blocking(move || Mvcc::read_view(&storage).map(|v| v.rev))
+        .await
+        .map_err(|e| Status::internal(format!("cairn: keepalive failed: {e}")))?
+        .map_err(|e| status::storage_error(&e))?;
+    Ok(pb::LeaseKeepAliveResponse {
+        header: ctx.header(rev),
+        id,
+        ttl,
+    })
+}
+
+/// Seconds left on lease `id` per the leader's lessor, if it tracks the lease.
+async fn remaining_secs(ctx: &Context, id: i64) -> Result<Option<i64>, Status> {
+    let secs = ask_lessor(ctx, LessorRequest::Remaining(id)).await?;
+    Ok((secs >= 0).then_some(secs))
+}
+
 /// The leader's expiry loop: every tick, reconcile deadlines with the lease table and, while
 /// this member leads, propose a revoke for each expired lease. Ends when the member stops.
 pub async fn run_lessor(ctx: Context) {
@@ -228,10 +301,14 @@ pub async fn run_lessor(ctx: Context) {
         let Ok(table) = tokio::task::spawn_blocking(move || Lessor::table(&storage)).await else {
             continue;
         };
-        let expired = ctx.lessor.tick(&table);
         if !ctx.raft.status().is_leader {
+            // Deadlines are the leader's alone. Dropping them here means a member that becomes
+            // leader starts every lease's countdown afresh, instead of expiring leases whose
+            // keepalives went to the previous leader.
+            ctx.lessor.clear();
             continue;
         }
+        let expired = ctx.lessor.tick(&table);
         for id in expired {
             match ctx.propose(Command::LeaseRevoke { id }).await {
                 Ok(_) => ctx.lessor.forget(id),

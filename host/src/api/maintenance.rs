@@ -8,6 +8,7 @@ use tonic::{Request, Response, Status};
 
 use super::{Context, status};
 use crate::mvcc::Mvcc;
+use crate::raft::ProposeError;
 
 /// The etcd API version Cairn speaks, reported by Status and /version.
 pub const ETCD_VERSION: &str = "3.6.0";
@@ -69,7 +70,7 @@ impl Maintenance for MaintenanceService {
             raft_applied_index: raft.applied_index,
             errors: Vec::new(),
             db_size_in_use: in_use as i64,
-            is_learner: false,
+            is_learner: raft.is_learner,
             storage_version: ETCD_VERSION.to_string(),
             db_size_quota: DEFAULT_QUOTA_BYTES,
             downgrade_info: None,
@@ -126,11 +127,32 @@ impl Maintenance for MaintenanceService {
         Err(status::unimplemented("Maintenance.Snapshot"))
     }
 
+    /// Hands leadership to a voter. As in etcd, only the leader accepts it (etcdctl sends it
+    /// to the leader's endpoint).
     async fn move_leader(
         &self,
-        _request: Request<pb::MoveLeaderRequest>,
+        request: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
-        Err(status::unimplemented("Maintenance.MoveLeader"))
+        let target = request.into_inner().target_id;
+        let raft = &self.ctx.raft;
+        if !raft.status().is_leader {
+            return Err(status::propose_error(&ProposeError::NotLeader {
+                leader: None,
+            }));
+        }
+        let voter = raft
+            .members()
+            .iter()
+            .any(|m| m.id == target && !m.is_learner);
+        if !voter {
+            return Err(status::bad_leader_transferee());
+        }
+        raft.transfer_leader(target, self.ctx.limits.request_timeout)
+            .await
+            .map_err(|e| status::propose_error(&e))?;
+        Ok(Response::new(pb::MoveLeaderResponse {
+            header: self.ctx.header(0),
+        }))
     }
 
     async fn downgrade(

@@ -5,6 +5,7 @@
 //! linearizable read point and reads the local MVCC store (reads). Only this module knows
 //! protobuf types; only [`status`] builds `tonic::Status`.
 
+pub mod cluster;
 pub mod concurrency;
 pub mod convert;
 pub mod election;
@@ -67,6 +68,8 @@ pub struct ApiContext {
     pub storage: Storage,
     pub cluster_id: u64,
     pub member_id: u64,
+    /// `--initial-cluster-token`: part of every member ID (see `config::member_id`).
+    pub cluster_token: String,
     pub limits: Limits,
     /// Becomes true when the member shuts down; long-lived streams end on it.
     pub stopping: tokio::sync::watch::Receiver<bool>,
@@ -112,8 +115,24 @@ impl ApiContext {
 
     /// Proposes `command` and waits for its response (bounded by the request timeout).
     pub async fn propose(&self, command: Command) -> Result<CommandResponse, Status> {
+        if self.raft.status().is_learner {
+            return Err(status::not_supported_for_learner());
+        }
         match tokio::time::timeout(self.limits.request_timeout, self.raft.write(command)).await {
             Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(status::propose_error(&e)),
+            Err(_) => Err(status::timed_out()),
+        }
+    }
+
+    /// Waits for a ReadIndex point (bounded by the request timeout): local reads after it are
+    /// linearizable.
+    pub async fn read_barrier(&self) -> Result<(), Status> {
+        if self.raft.status().is_learner {
+            return Err(status::not_supported_for_learner());
+        }
+        match tokio::time::timeout(self.limits.request_timeout, self.raft.read_barrier()).await {
+            Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(status::propose_error(&e)),
             Err(_) => Err(status::timed_out()),
         }
@@ -127,12 +146,7 @@ impl ApiContext {
         read: impl FnOnce(&ReadView<'_>) -> Result<T, mvcc::Error> + Send + 'static,
     ) -> Result<T, Status> {
         if !serializable {
-            match tokio::time::timeout(self.limits.request_timeout, self.raft.read_barrier()).await
-            {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(status::propose_error(&e)),
-                Err(_) => return Err(status::timed_out()),
-            }
+            self.read_barrier().await?;
         }
         let storage = self.storage.clone();
         tokio::task::spawn_blocking(move || {

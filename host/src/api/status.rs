@@ -5,7 +5,7 @@ use tonic::{Code, Status};
 
 use crate::mvcc::validate::InvalidRequest;
 use crate::mvcc::{self, MvccError};
-use crate::raft::ProposeError;
+use crate::raft::{MembershipError, ProposeError};
 
 pub const REQUEST_TOO_LARGE: &str = "etcdserver: request is too large";
 pub const REQUEST_TIMED_OUT: &str = "etcdserver: request timed out";
@@ -42,9 +42,45 @@ pub fn timed_out() -> Status {
 
 pub fn propose_error(e: &ProposeError) -> Status {
     match e {
-        ProposeError::NoLeader | ProposeError::NoQuorum => etcd(Code::Unavailable, "no leader"),
+        ProposeError::NoLeader | ProposeError::NotSent(_) => etcd(Code::Unavailable, "no leader"),
+        ProposeError::NotLeader { .. } => etcd(Code::FailedPrecondition, "not leader"),
+        ProposeError::LeaderChanged => etcd(Code::Unavailable, "leader changed"),
+        ProposeError::ConnectionLost => etcd(
+            Code::Unavailable,
+            "request timed out, possibly due to connection lost",
+        ),
+        ProposeError::Membership(m) => membership_error(m),
+        ProposeError::App(message) => Status::new(Code::Unknown, message.clone()),
         ProposeError::Stopped(_) => etcd(Code::Unavailable, "server stopped"),
     }
+}
+
+pub fn membership_error(e: &MembershipError) -> Status {
+    let code = match e {
+        MembershipError::MemberNotFound => Code::NotFound,
+        MembershipError::MemberExists
+        | MembershipError::PeerUrlExists
+        | MembershipError::NotLearner
+        | MembershipError::LearnerNotReady
+        | MembershipError::TooManyLearners
+        | MembershipError::NotEnoughStarted => Code::FailedPrecondition,
+    };
+    etcd(code, &e.to_string())
+}
+
+/// A learner serves only serializable reads and status, as in etcd.
+pub fn not_supported_for_learner() -> Status {
+    etcd(Code::Unavailable, "rpc not supported for learner")
+}
+
+/// etcd's answer to member URLs that do not parse.
+pub fn bad_member_urls() -> Status {
+    etcd(Code::InvalidArgument, "given member URLs are invalid")
+}
+
+/// MoveLeader to a member that is not a voter of this cluster.
+pub fn bad_leader_transferee() -> Status {
+    etcd(Code::FailedPrecondition, "bad leader transferee")
 }
 
 /// A local storage failure while serving a read. Writes never get here: a storage error in
@@ -135,6 +171,18 @@ mod tests {
         assert_eq!(
             propose_error(&ProposeError::NoLeader).message(),
             "etcdserver: no leader"
+        );
+        assert_eq!(
+            membership_error(&MembershipError::LearnerNotReady).message(),
+            "etcdserver: can only promote a learner member which is in sync with leader"
+        );
+        assert_eq!(
+            membership_error(&MembershipError::MemberNotFound).code(),
+            Code::NotFound
+        );
+        assert_eq!(
+            membership_error(&MembershipError::PeerUrlExists).message(),
+            "etcdserver: Peer URLs already exists"
         );
     }
 }

@@ -59,6 +59,11 @@ impl Lessor {
             .remove(&id);
     }
 
+    /// Forgets every deadline (this member does not lead).
+    pub fn clear(&self) {
+        self.deadlines.lock().expect("lessor lock poisoned").clear();
+    }
+
     /// Time left on lease `id`, if this member tracks it.
     pub fn remaining(&self, id: i64) -> Option<Duration> {
         let deadlines = self.deadlines.lock().expect("lessor lock poisoned");

@@ -20,6 +20,8 @@ use crate::storage::Storage;
 
 const VOTE: &[u8] = b"vote";
 const LAST_PURGED: &[u8] = b"last_purged";
+/// The cluster this member belongs to, fixed when it first starts.
+const CLUSTER_ID: &[u8] = b"cluster_id";
 /// Appends of at most this many entries are written without `block_in_place`.
 const INLINE_APPEND_ENTRIES: usize = 4;
 
@@ -229,6 +231,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         })
         .await
     }
+}
+
+/// The cluster ID this data dir belongs to, if it has joined one.
+pub fn load_cluster_id(storage: &Storage) -> io::Result<Option<u64>> {
+    match storage.raft_meta.get(CLUSTER_ID).map_err(to_io)? {
+        None => Ok(None),
+        Some(raw) => postcard::from_bytes(&raw).map(Some).map_err(invalid),
+    }
+}
+
+/// Records the cluster ID durably, before the member takes part in the cluster.
+pub fn save_cluster_id(storage: &Storage, cluster_id: u64) -> io::Result<()> {
+    let raw = postcard::to_stdvec(&cluster_id).map_err(invalid)?;
+    storage.raft_meta.insert(CLUSTER_ID, raw).map_err(to_io)?;
+    storage
+        .log_db
+        .persist(fjall::PersistMode::SyncAll)
+        .map_err(to_io)
 }
 
 pub(crate) fn to_io(e: fjall::Error) -> io::Error {

@@ -1,19 +1,27 @@
 //! Consensus: the only module that names openraft types.
 //!
 //! ```text
-//!  api ──write(Command)──▶ RaftNode ──client_write──▶ openraft core
+//!  api ──write(Command)──▶ RaftNode ──(not leader? Peer.Forward to the leader)──┐
+//!                              │                                                 ▼
+//!                              └──────────────▶ client_write ──▶ openraft core (leader)
 //!                                                      │ append (fjall, group fsync)
+//!                                                      │ replicate over Peer.AppendEntries
 //!                                                      │ commit on a majority
 //!                                                      ▼
 //!  api ◀──CommandResponse── StateMachineStore::apply ──▶ state_machine::StateMachine
 //! ```
 //!
 //! [`RaftNode`] is the narrow face the rest of the server sees: propose a command, wait for a
-//! linearizable read point, read status. Everything else (log store, state machine adapter,
-//! network) stays inside this module.
+//! linearizable read point, change membership, read status. Any member serves any of these:
+//! what only the leader can do is forwarded to it (`forward.rs`). Everything else (log store,
+//! state machine adapter, peer transport) stays inside this module.
 
+mod forward;
 pub mod log_store;
+mod membership;
 pub mod network;
+pub mod peers;
+pub mod service;
 pub mod state_machine;
 #[cfg(test)]
 mod storage_test;
@@ -21,17 +29,24 @@ pub mod types;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::{Config, Raft, ReadPolicy, ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::state_machine::{Command, CommandResponse, StateMachine};
 use crate::storage::Storage;
+pub use forward::AppHandler;
+use forward::{ForwardReply, ForwardRequest};
 use log_store::LogStore;
+pub use log_store::{load_cluster_id, save_cluster_id};
+pub use membership::{Member, MembershipChange, MembershipError};
 use network::Network;
+use peers::Peers;
 use state_machine::StateMachineStore;
 pub use types::{MemberInfo, TypeConfig};
 
@@ -57,13 +72,49 @@ impl Default for RaftConfig {
     }
 }
 
-/// Why a proposal or a read barrier did not complete.
-#[derive(Debug, Error)]
+/// How a member with an empty data dir enters its cluster.
+#[derive(Clone, Debug)]
+pub enum Bootstrap {
+    /// Founding member of a new cluster of these members (`--initial-cluster-state new`).
+    New(BTreeMap<u64, MemberInfo>),
+    /// Joining a running cluster that already lists it (`--initial-cluster-state existing`):
+    /// wait for the leader to replicate to it.
+    Join,
+}
+
+/// Everything [`RaftNode::start`] needs.
+pub struct StartParams<'a> {
+    pub id: u64,
+    pub cluster_id: u64,
+    pub storage: Storage,
+    pub data_dir: &'a Path,
+    pub config: &'a RaftConfig,
+    pub bootstrap: Bootstrap,
+    pub fault_injection: bool,
+}
+
+/// Why a proposal, a read barrier or a leader-only request did not complete.
+#[derive(Clone, Debug, Error, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ProposeError {
     #[error("no leader")]
     NoLeader,
-    #[error("not enough members to form a quorum")]
-    NoQuorum,
+    /// The member that got the request does not lead (any more); `leader` is its hint.
+    #[error("not leader")]
+    NotLeader { leader: Option<u64> },
+    /// Leadership changed while the request was in flight: its outcome is unknown.
+    #[error("leader changed")]
+    LeaderChanged,
+    /// The request could not be delivered to the leader (nothing was proposed).
+    #[error("not delivered to the leader: {0}")]
+    NotSent(String),
+    /// The connection to the leader broke after the request was sent: outcome unknown.
+    #[error("connection to the leader lost")]
+    ConnectionLost,
+    #[error(transparent)]
+    Membership(#[from] MembershipError),
+    /// An application request failed on the leader.
+    #[error("{0}")]
+    App(String),
     #[error("raft stopped: {0}")]
     Stopped(String),
 }
@@ -86,6 +137,7 @@ pub struct RaftStatus {
     pub last_log_index: u64,
     pub applied_index: u64,
     pub is_leader: bool,
+    pub is_learner: bool,
 }
 
 #[derive(Clone)]
@@ -93,18 +145,19 @@ pub struct RaftNode {
     raft: Raft<TypeConfig, StateMachineStore>,
     id: u64,
     committed: tokio::sync::watch::Receiver<crate::mvcc::Revisions>,
+    peers: Peers,
+    app: Arc<OnceLock<Arc<dyn AppHandler>>>,
+    /// Serializes membership changes on the leader.
+    membership_lock: Arc<tokio::sync::Mutex<()>>,
+    /// How long a request waits for a leader to appear before it fails with "no leader".
+    leader_patience: Duration,
 }
 
 impl RaftNode {
-    /// Starts Raft for member `id` over `storage`; a fresh data dir bootstraps a one-member
-    /// group, an existing one resumes from its log and state.
-    pub async fn start(
-        id: u64,
-        me: MemberInfo,
-        storage: Storage,
-        data_dir: &Path,
-        cfg: &RaftConfig,
-    ) -> Result<Self, StartError> {
+    /// Starts Raft for member `params.id`. An empty data dir enters the cluster as
+    /// `params.bootstrap` says; a used one resumes from its log and state.
+    pub async fn start(params: StartParams<'_>) -> Result<Self, StartError> {
+        let cfg = params.config;
         let config = Config {
             cluster_name: "cairn".to_string(),
             heartbeat_interval: cfg.heartbeat_interval_ms,
@@ -118,27 +171,37 @@ impl RaftNode {
         }
         .validate()
         .map_err(|e| StartError::Config(e.to_string()))?;
-        let log_store = LogStore::new(storage.clone())?;
+        let log_store = LogStore::new(params.storage.clone())?;
         let state_machine =
-            StateMachine::new(storage).map_err(|e| StartError::Raft(e.to_string()))?;
+            StateMachine::new(params.storage).map_err(|e| StartError::Raft(e.to_string()))?;
         let committed = state_machine.subscribe();
-        let sm = StateMachineStore::new(state_machine, data_dir.join("snap"))?;
-        let raft = Raft::new(id, Arc::new(config), Network, log_store, sm)
+        let sm = StateMachineStore::new(state_machine, params.data_dir.join("snap"))?;
+        let peers = Peers::new(params.id, params.cluster_id, params.fault_injection);
+        let network = Network {
+            peers: peers.clone(),
+        };
+        let raft = Raft::new(params.id, Arc::new(config), network, log_store, sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
         let initialized = raft
             .is_initialized()
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
-        if !initialized {
-            raft.initialize(BTreeMap::from([(id, me)]))
+        if let (false, Bootstrap::New(members)) = (initialized, params.bootstrap) {
+            // Every founding member initializes with the same membership, which openraft
+            // allows: the election picks one leader.
+            raft.initialize(members)
                 .await
                 .map_err(|e| StartError::Raft(e.to_string()))?;
         }
         Ok(RaftNode {
             raft,
-            id,
+            id: params.id,
             committed,
+            peers,
+            app: Arc::default(),
+            membership_lock: Arc::default(),
+            leader_patience: Duration::from_millis(cfg.election_timeout_ms * 3),
         })
     }
 
@@ -146,44 +209,115 @@ impl RaftNode {
         self.id
     }
 
+    pub fn cluster_id(&self) -> u64 {
+        self.peers.cluster_id()
+    }
+
+    /// The gRPC service for the peer port.
+    pub fn peer_service(&self, snapshot_dir: std::path::PathBuf) -> service::PeerService {
+        service::PeerService::new(self.clone(), snapshot_dir)
+    }
+
     /// Follows the revisions of this member's applied state (see `StateMachine::subscribe`).
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<crate::mvcc::Revisions> {
         self.committed.clone()
     }
 
-    /// Proposes `command`; returns once it is committed, durable and applied here.
+    /// Proposes `command` on the leader; returns once it is committed, durable and applied
+    /// there.
     pub async fn write(&self, command: Command) -> Result<CommandResponse, ProposeError> {
+        if self.status().is_leader {
+            // The common case: no clone of the command, no serialization.
+            return self.write_local(command).await;
+        }
+        match self.on_leader(ForwardRequest::Write(command)).await? {
+            ForwardReply::Write(response) => Ok(response),
+            other => Err(forward::unexpected(&other)),
+        }
+    }
+
+    async fn write_local(&self, command: Command) -> Result<CommandResponse, ProposeError> {
         match self.raft.client_write(command).await {
             Ok(resp) => Ok(resp.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(if f.leader_id.is_none() {
-                    ProposeError::NoLeader
-                } else {
-                    ProposeError::NoQuorum
+                Err(ProposeError::NotLeader {
+                    leader: f.leader_id,
                 })
+            }
+            Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => {
+                Err(ProposeError::LeaderChanged)
             }
             Err(RaftError::APIError(e)) => Err(ProposeError::Stopped(e.to_string())),
             Err(RaftError::Fatal(e)) => Err(ProposeError::Stopped(e.to_string())),
         }
     }
 
-    /// Waits until this member has applied everything committed before the call (ReadIndex),
-    /// so a local read after it is linearizable.
+    /// Waits until this member has applied everything committed before the call (ReadIndex,
+    /// asked of the leader), so a local read after it is linearizable.
     pub async fn read_barrier(&self) -> Result<(), ProposeError> {
-        match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
-            Ok(_) => Ok(()),
+        let index = if self.status().is_leader {
+            match self.read_index_local().await {
+                Err(ProposeError::NotLeader { .. }) => self.read_index_remote().await?,
+                other => other?,
+            }
+        } else {
+            self.read_index_remote().await?
+        };
+        self.raft
+            .wait(None)
+            .applied_index_at_least(Some(index), "read index applied")
+            .await
+            .map(|_| ())
+            .map_err(|e| ProposeError::Stopped(e.to_string()))
+    }
+
+    async fn read_index_remote(&self) -> Result<u64, ProposeError> {
+        match self.on_leader(ForwardRequest::ReadIndex).await? {
+            ForwardReply::ReadIndex(index) => Ok(index),
+            other => Err(forward::unexpected(&other)),
+        }
+    }
+
+    /// On the leader: confirms leadership with a quorum and returns the index reads must wait
+    /// for.
+    async fn read_index_local(&self) -> Result<u64, ProposeError> {
+        match self.raft.get_read_log_id(ReadPolicy::ReadIndex).await {
+            Ok((read_log_id, _applied)) => Ok(read_log_id.index()),
             Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
-                Err(if f.leader_id.is_none() {
-                    ProposeError::NoLeader
-                } else {
-                    ProposeError::NoQuorum
+                Err(ProposeError::NotLeader {
+                    leader: f.leader_id,
                 })
             }
             Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_))) => {
-                Err(ProposeError::NoQuorum)
+                Err(ProposeError::NoLeader)
             }
             Err(RaftError::Fatal(e)) => Err(ProposeError::Stopped(e.to_string())),
         }
+    }
+
+    /// Hands leadership to member `to`. Only the leader may; the transfer is done when `to`
+    /// leads (bounded by `limit`).
+    pub async fn transfer_leader(&self, to: u64, limit: Duration) -> Result<(), ProposeError> {
+        let status = self.status();
+        if !status.is_leader {
+            return Err(ProposeError::NotLeader {
+                leader: status.leader,
+            });
+        }
+        if to == self.id {
+            return Ok(());
+        }
+        self.raft
+            .trigger()
+            .transfer_leader(to)
+            .await
+            .map_err(|e| ProposeError::Stopped(e.to_string()))?;
+        self.raft
+            .wait(Some(limit))
+            .metrics(|m| m.current_leader == Some(to), "leader transferred")
+            .await
+            .map(|_| ())
+            .map_err(|_| ProposeError::LeaderChanged)
     }
 
     pub fn status(&self) -> RaftStatus {
@@ -194,11 +328,12 @@ impl RaftNode {
             last_log_index: m.last_log_index.unwrap_or(0),
             applied_index: m.last_applied.map_or(0, |id| id.index),
             is_leader: m.state == ServerState::Leader,
+            is_learner: m.state == ServerState::Learner,
         }
     }
 
     /// Waits until some member leads (bounded by `timeout`).
-    pub async fn wait_for_leader(&self, timeout: std::time::Duration) -> bool {
+    pub async fn wait_for_leader(&self, timeout: Duration) -> bool {
         self.raft
             .wait(Some(timeout))
             .metrics(|m| m.current_leader.is_some(), "leader elected")
@@ -211,4 +346,38 @@ impl RaftNode {
             tracing::warn!(error = %e, "raft shutdown");
         }
     }
+}
+
+/// Asks the members at `peer_urls` who is in their cluster (for a member joining with
+/// `--initial-cluster-state existing`). Returns the first answer.
+pub async fn hello(
+    me: u64,
+    peer_urls: &[String],
+    limit: Duration,
+) -> Result<service::HelloReply, String> {
+    let peers = Peers::new(me, 0, false);
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut last_error = String::from("no peer URLs to ask");
+    while tokio::time::Instant::now() < deadline {
+        for url in peer_urls {
+            let mut client = match peers.client(url) {
+                Ok(c) => c,
+                Err(e) => {
+                    last_error = e;
+                    continue;
+                }
+            };
+            let call = client.hello(peers.envelope(Vec::new()));
+            match tokio::time::timeout(Duration::from_secs(2), call).await {
+                Ok(Ok(reply)) => {
+                    return postcard::from_bytes(&reply.into_inner().payload)
+                        .map_err(|e| format!("undecodable answer from {url}: {e}"));
+                }
+                Ok(Err(status)) => last_error = format!("{url}: {}", status.message()),
+                Err(_) => last_error = format!("{url}: no answer"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(last_error)
 }

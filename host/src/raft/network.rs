@@ -1,68 +1,261 @@
-//! The Raft network between members.
+//! The Raft network, sending side: openraft's RPCs over `cairn.raft.v1.Peer` (see
+//! `proto/cairn/raft/v1/raft.proto`; the receiving side is `service.rs`).
 //!
-//! A single-member group never sends a Raft message, so for now every peer is unreachable;
-//! the peer gRPC transport (`cairn.raft.v1`) replaces this with the multi-member work.
+//! Payloads are openraft's own message types, postcard-encoded. A transport failure becomes
+//! openraft's `Unreachable` (openraft backs off and retries); every call is bounded by the
+//! deadline openraft hands in. Snapshots stream in chunks: a blocking task writes the
+//! snapshot's bytes (`SnapshotData::write_to`) into a bounded channel that feeds the gRPC
+//! request stream, so a snapshot never sits in memory whole.
 
-use super::state_machine::SnapshotData;
 use std::future::Future;
+use std::io::{self, Write};
 
-use openraft::errors::{RPCError, ReplicationClosed, StreamingError, Unreachable};
+use cairn_proto::cairn_raft::{Envelope, SnapshotChunk};
+use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::RPCOption;
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{OptionalSend, RaftNetworkFactory, RaftNetworkV2};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 
+use super::peers::Peers;
+use super::state_machine::{Snapshot, SnapshotData};
 use super::types::{MemberInfo, TypeConfig, Vote};
 
-#[derive(Clone, Debug, Default)]
-pub struct Network;
+/// Bytes per snapshot chunk.
+const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+/// Chunks buffered between the reader task and the gRPC stream.
+const SNAPSHOT_CHUNKS_IN_FLIGHT: usize = 4;
 
 #[derive(Clone, Debug)]
-pub struct PeerClient {
+pub struct Network {
+    pub peers: Peers,
+}
+
+/// openraft's handle on one peer.
+#[derive(Clone, Debug)]
+pub struct PeerLink {
+    peers: Peers,
     target: u64,
+    url: String,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
-    type Network = PeerClient;
+    type Network = PeerLink;
 
-    async fn new_client(&mut self, target: u64, _node: &MemberInfo) -> PeerClient {
-        PeerClient { target }
+    async fn new_client(&mut self, target: u64, node: &MemberInfo) -> PeerLink {
+        PeerLink {
+            peers: self.peers.clone(),
+            target,
+            url: node.peer_urls.first().cloned().unwrap_or_default(),
+        }
     }
 }
 
-impl PeerClient {
-    fn unreachable(&self) -> Unreachable<TypeConfig> {
-        Unreachable::from_string(format!("no peer transport to member {:x}", self.target))
+/// The unary peer RPCs.
+#[derive(Clone, Copy, Debug)]
+enum Rpc {
+    AppendEntries,
+    Vote,
+    PreVote,
+    TransferLeader,
+}
+
+impl PeerLink {
+    fn unreachable(&self, why: impl std::fmt::Display) -> Unreachable<TypeConfig> {
+        Unreachable::from_string(format!("member {:x} ({}): {why}", self.target, self.url))
+    }
+
+    async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        rpc: Rpc,
+        request: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<TypeConfig>> {
+        if self.peers.is_isolated(self.target) {
+            return Err(RPCError::Unreachable(
+                self.unreachable("isolated by fault injection"),
+            ));
+        }
+        let payload = postcard::to_stdvec(request)
+            .map_err(|e| RPCError::Network(NetworkError::from_string(e)))?;
+        let mut client = self
+            .peers
+            .client(&self.url)
+            .map_err(|e| RPCError::Unreachable(self.unreachable(e)))?;
+        let envelope = self.peers.envelope(payload);
+        let call = async {
+            match rpc {
+                Rpc::AppendEntries => client.append_entries(envelope).await,
+                Rpc::Vote => client.vote(envelope).await,
+                Rpc::PreVote => client.pre_vote(envelope).await,
+                Rpc::TransferLeader => client.transfer_leader(envelope).await,
+            }
+        };
+        let reply = match tokio::time::timeout(option.hard_ttl(), call).await {
+            Ok(Ok(reply)) => reply.into_inner(),
+            Ok(Err(status)) => {
+                return Err(RPCError::Unreachable(self.unreachable(status.message())));
+            }
+            Err(_) => {
+                return Err(RPCError::Unreachable(
+                    self.unreachable(format!("no reply within {:?}", option.hard_ttl())),
+                ));
+            }
+        };
+        postcard::from_bytes(&reply.payload)
+            .map_err(|e| RPCError::Network(NetworkError::from_string(e)))
+    }
+
+    /// Streams `snapshot` to the peer; returns its reply.
+    async fn send_snapshot(
+        &self,
+        vote: Vote,
+        snapshot: Snapshot,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        if self.peers.is_isolated(self.target) {
+            return Err(StreamingError::Unreachable(
+                self.unreachable("isolated by fault injection"),
+            ));
+        }
+        let header = postcard::to_stdvec(&(vote, snapshot.meta.clone()))
+            .map_err(|e| StreamingError::Network(NetworkError::from_string(e)))?;
+        let (tx, rx) = mpsc::channel(SNAPSHOT_CHUNKS_IN_FLIGHT);
+        let (cluster_id, from) = (self.peers.cluster_id(), self.peers.me());
+        let first = SnapshotChunk {
+            cluster_id,
+            from,
+            header,
+            data: Vec::new(),
+        };
+        // The first chunk goes in before the reader starts, so the channel never lacks it.
+        tx.try_send(first)
+            .map_err(|e| StreamingError::Network(NetworkError::from_string(e)))?;
+        let mut data = snapshot.snapshot;
+        let reader = tokio::task::spawn_blocking(move || {
+            let mut out = ChunkWriter {
+                tx,
+                buf: Vec::with_capacity(SNAPSHOT_CHUNK_BYTES),
+                cluster_id,
+                from,
+            };
+            data.write_to(&mut out)?;
+            out.flush()
+        });
+        let mut client = self
+            .peers
+            .client(&self.url)
+            .map_err(|e| StreamingError::Unreachable(self.unreachable(e)))?;
+        let sent = client
+            .install_snapshot(ReceiverStream::new(rx))
+            .await
+            .map_err(|status| StreamingError::Unreachable(self.unreachable(status.message())));
+        match reader.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return Err(StreamingError::Network(NetworkError::from_string(format!(
+                    "reading the snapshot: {e}"
+                ))));
+            }
+            Err(e) => return Err(StreamingError::Network(NetworkError::from_string(e))),
+        }
+        let reply: Envelope = sent?.into_inner();
+        postcard::from_bytes(&reply.payload)
+            .map_err(|e| StreamingError::Network(NetworkError::from_string(e)))
     }
 }
 
-impl RaftNetworkV2<TypeConfig> for PeerClient {
+/// Cuts the snapshot's byte stream into chunks for the gRPC request stream.
+struct ChunkWriter {
+    tx: mpsc::Sender<SnapshotChunk>,
+    buf: Vec<u8>,
+    cluster_id: u64,
+    from: u64,
+}
+
+impl ChunkWriter {
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(SNAPSHOT_CHUNK_BYTES));
+        self.tx
+            .blocking_send(SnapshotChunk {
+                cluster_id: self.cluster_id,
+                from: self.from,
+                header: Vec::new(),
+                data,
+            })
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "snapshot stream closed"))
+    }
+}
+
+impl Write for ChunkWriter {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let room = SNAPSHOT_CHUNK_BYTES - self.buf.len();
+        let n = bytes.len().min(room);
+        self.buf.extend_from_slice(&bytes[..n]);
+        if self.buf.len() == SNAPSHOT_CHUNK_BYTES {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.send()
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerLink {
     type SnapshotData = SnapshotData;
 
     async fn append_entries(
         &mut self,
-        _rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        Err(RPCError::Unreachable(self.unreachable()))
+        self.call(Rpc::AppendEntries, &rpc, &option).await
     }
 
     async fn vote(
         &mut self,
-        _rpc: VoteRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        Err(RPCError::Unreachable(self.unreachable()))
+        self.call(Rpc::Vote, &rpc, &option).await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(Rpc::PreVote, &rpc, &option).await
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(Rpc::TransferLeader, &req, &option).await
     }
 
     async fn full_snapshot(
         &mut self,
-        _vote: Vote,
-        _snapshot: openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>,
-        _cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        Err(StreamingError::Unreachable(self.unreachable()))
+        tokio::select! {
+            reply = self.send_snapshot(vote, snapshot) => reply,
+            closed = cancel => Err(StreamingError::Closed(closed)),
+        }
     }
 }

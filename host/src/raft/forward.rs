@@ -1,0 +1,196 @@
+//! Requests only the leader can serve, from any member.
+//!
+//! A client may talk to any member. Writes, read indexes, membership changes and the
+//! application's leader-only requests (lease keepalives) run on the leader: a member that does
+//! not lead sends them over the peer channel (`Peer.Forward`) and relays the reply.
+//!
+//! Retries are safe only when the request cannot have been proposed: the leader said "not
+//! leader", or the connection to it was never made. Once a forwarded write may have reached
+//! the leader, a lost reply is reported as such (etcd's "request timed out, possibly due to
+//! connection lost") rather than retried, so a write is never applied twice.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::membership::{Member, MembershipChange};
+use super::{ProposeError, RaftNode};
+use crate::state_machine::{Command, CommandResponse};
+
+/// How long to wait for a leader to appear before a request fails with "no leader", per try.
+const LEADER_WAIT: Duration = Duration::from_millis(100);
+
+/// A leader-only request.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ForwardRequest {
+    Write(Command),
+    /// The leader's commit index after a leadership check (ReadIndex).
+    ReadIndex,
+    Membership(MembershipChange),
+    /// An application request (see [`AppHandler`]), opaque to Raft.
+    App(Vec<u8>),
+}
+
+impl ForwardRequest {
+    /// False for requests that may run twice without harm.
+    fn changes_state(&self) -> bool {
+        match self {
+            ForwardRequest::Write(_) | ForwardRequest::Membership(_) => true,
+            // Keepalives and lessor queries: renewing twice is renewing.
+            ForwardRequest::ReadIndex | ForwardRequest::App(_) => false,
+        }
+    }
+}
+
+/// True if `status` says the connection to the peer was never made, so the request was not
+/// sent (tonic reports connect failures from the channel's readiness check).
+fn never_connected(status: &tonic::Status) -> bool {
+    let message = status.message();
+    message.starts_with("Service was not ready")
+        || message.contains("tcp connect error")
+        || message.contains("error trying to connect")
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ForwardReply {
+    Write(CommandResponse),
+    ReadIndex(u64),
+    Membership(Vec<Member>),
+    App(Vec<u8>),
+}
+
+/// Serves the application's leader-only requests, such as lease keepalives (the leader's
+/// lessor owns lease deadlines). Registered once at start.
+pub trait AppHandler: Send + Sync + 'static {
+    fn handle(
+        &self,
+        request: Vec<u8>,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send + 'static>>;
+}
+
+impl RaftNode {
+    /// Runs `request` on the leader, wherever it is.
+    pub(super) async fn on_leader(
+        &self,
+        request: ForwardRequest,
+    ) -> Result<ForwardReply, ProposeError> {
+        let started = tokio::time::Instant::now();
+        loop {
+            let leader = self.status().leader;
+            let outcome = match leader {
+                Some(id) if id == self.id => self.serve_forwarded(request.clone()).await,
+                Some(id) => self.forward_to(id, &request).await,
+                None => Err(ProposeError::NotLeader { leader: None }),
+            };
+            match outcome {
+                Err(ProposeError::NotLeader { .. }) | Err(ProposeError::NotSent(_)) => {
+                    // No leader yet, or leadership moved: wait for the next one.
+                    if started.elapsed() >= self.leader_patience {
+                        return Err(ProposeError::NoLeader);
+                    }
+                    self.wait_for_leader_change(leader, LEADER_WAIT).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Waits (up to `limit`) until the known leader differs from `old`.
+    async fn wait_for_leader_change(&self, old: Option<u64>, limit: Duration) {
+        let _ = self
+            .raft
+            .wait(Some(limit))
+            .metrics(
+                |m| m.current_leader.is_some() && m.current_leader != old,
+                "leader change",
+            )
+            .await;
+    }
+
+    /// Sends `request` to member `leader` and returns its reply.
+    async fn forward_to(
+        &self,
+        leader: u64,
+        request: &ForwardRequest,
+    ) -> Result<ForwardReply, ProposeError> {
+        let Some(url) = self.peer_url(leader) else {
+            return Err(ProposeError::NotLeader { leader: None });
+        };
+        if self.peers.is_isolated(leader) {
+            return Err(ProposeError::NotSent("isolated by fault injection".into()));
+        }
+        let payload =
+            postcard::to_stdvec(request).map_err(|e| ProposeError::Stopped(e.to_string()))?;
+        let mut client = self.peers.client(&url).map_err(ProposeError::NotSent)?;
+        match client.forward(self.peers.envelope(payload)).await {
+            Ok(reply) => postcard::from_bytes::<Result<ForwardReply, ProposeError>>(
+                &reply.into_inner().payload,
+            )
+            .map_err(|e| ProposeError::Stopped(format!("bad reply from the leader: {e}")))?,
+            // The leader refused it (another cluster, or fault injection): nothing ran.
+            Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+                Err(ProposeError::NotSent(s.message().to_string()))
+            }
+            // A connection that could not be made: nothing was sent. Requests that change
+            // nothing may always be sent again.
+            Err(s) if !request.changes_state() || never_connected(&s) => {
+                Err(ProposeError::NotSent(s.message().to_string()))
+            }
+            Err(s) => {
+                tracing::debug!(error = %s, "forwarded request lost");
+                Err(ProposeError::ConnectionLost)
+            }
+        }
+    }
+
+    /// Serves a leader-only request on this member, which believes it leads.
+    pub(super) async fn serve_forwarded(
+        &self,
+        request: ForwardRequest,
+    ) -> Result<ForwardReply, ProposeError> {
+        match request {
+            ForwardRequest::Write(command) => {
+                self.write_local(command).await.map(ForwardReply::Write)
+            }
+            ForwardRequest::ReadIndex => self.read_index_local().await.map(ForwardReply::ReadIndex),
+            ForwardRequest::Membership(change) => self
+                .change_members_local(change)
+                .await
+                .map(ForwardReply::Membership),
+            ForwardRequest::App(bytes) => {
+                if !self.status().is_leader {
+                    return Err(ProposeError::NotLeader {
+                        leader: self.status().leader,
+                    });
+                }
+                let Some(handler) = self.app.get() else {
+                    return Err(ProposeError::App("no application handler".into()));
+                };
+                handler
+                    .handle(bytes)
+                    .await
+                    .map(ForwardReply::App)
+                    .map_err(ProposeError::App)
+            }
+        }
+    }
+
+    /// Runs an application request on the leader (see [`AppHandler`]).
+    pub async fn on_leader_app(&self, request: Vec<u8>) -> Result<Vec<u8>, ProposeError> {
+        match self.on_leader(ForwardRequest::App(request)).await? {
+            ForwardReply::App(bytes) => Ok(bytes),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Registers the handler for application requests; later calls are ignored.
+    pub fn set_app_handler(&self, handler: std::sync::Arc<dyn AppHandler>) {
+        let _ = self.app.set(handler);
+    }
+}
+
+pub(super) fn unexpected(reply: &ForwardReply) -> ProposeError {
+    ProposeError::Stopped(format!("unexpected reply from the leader: {reply:?}"))
+}

@@ -1,0 +1,150 @@
+//! Connections to the other members, and the rules every peer message passes.
+//!
+//! One lazily connected gRPC channel per peer URL, shared by Raft replication, votes,
+//! snapshots and forwarded requests (HTTP/2 multiplexes them). Every envelope carries the
+//! sender's cluster ID; a member refuses envelopes from another cluster, so members started
+//! with different `--initial-cluster-token`s never talk to each other.
+//!
+//! Fault injection (tests only, `--experimental-fault-injection`): a set of member IDs whose
+//! traffic this member drops in both directions. Tests partition a cluster by isolating the
+//! same pairs on both sides.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use cairn_proto::cairn_raft::Envelope;
+use cairn_proto::cairn_raft::peer_client::PeerClient;
+use tonic::transport::{Channel, Endpoint};
+
+/// Largest peer message accepted or sent: an append of many large entries, or a snapshot chunk.
+pub const MAX_PEER_MESSAGE_BYTES: usize = 256 << 20;
+/// How long a connection attempt to a peer may take before the call fails.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Why a peer refused an envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The envelope came from another cluster.
+    ClusterMismatch { ours: u64, theirs: u64 },
+    /// Fault injection drops this sender's traffic.
+    Isolated(u64),
+}
+
+#[derive(Clone)]
+pub struct Peers {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    me: u64,
+    cluster_id: AtomicU64,
+    fault_injection: bool,
+    channels: Mutex<BTreeMap<String, Channel>>,
+    isolated: RwLock<BTreeSet<u64>>,
+}
+
+impl std::fmt::Debug for Peers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peers")
+            .field("me", &self.inner.me)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Peers {
+    pub fn new(me: u64, cluster_id: u64, fault_injection: bool) -> Self {
+        Peers {
+            inner: Arc::new(Inner {
+                me,
+                cluster_id: AtomicU64::new(cluster_id),
+                fault_injection,
+                channels: Mutex::default(),
+                isolated: RwLock::default(),
+            }),
+        }
+    }
+
+    pub fn me(&self) -> u64 {
+        self.inner.me
+    }
+
+    pub fn cluster_id(&self) -> u64 {
+        self.inner.cluster_id.load(Ordering::Relaxed)
+    }
+
+    /// A client for the member at `url` (the first of its peer URLs).
+    pub fn client(&self, url: &str) -> Result<PeerClient<Channel>, String> {
+        let mut channels = self
+            .inner
+            .channels
+            .lock()
+            .expect("peer channel lock poisoned");
+        let channel = match channels.get(url) {
+            Some(c) => c.clone(),
+            None => {
+                let channel = Endpoint::from_shared(url.to_string())
+                    .map_err(|e| format!("bad peer URL {url:?}: {e}"))?
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(10))
+                    .keep_alive_while_idle(true)
+                    .connect_lazy();
+                channels.insert(url.to_string(), channel.clone());
+                channel
+            }
+        };
+        Ok(PeerClient::new(channel)
+            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES))
+    }
+
+    /// Wraps a payload for sending.
+    pub fn envelope(&self, payload: Vec<u8>) -> Envelope {
+        Envelope {
+            cluster_id: self.cluster_id(),
+            from: self.inner.me,
+            payload,
+        }
+    }
+
+    /// Checks a received envelope's cluster and sender.
+    pub fn admit(&self, cluster_id: u64, from: u64) -> Result<(), Refusal> {
+        let ours = self.cluster_id();
+        if cluster_id != ours {
+            return Err(Refusal::ClusterMismatch {
+                ours,
+                theirs: cluster_id,
+            });
+        }
+        if self.is_isolated(from) {
+            return Err(Refusal::Isolated(from));
+        }
+        Ok(())
+    }
+
+    /// True while fault injection drops traffic with member `id`.
+    pub fn is_isolated(&self, id: u64) -> bool {
+        self.inner.fault_injection
+            && self
+                .inner
+                .isolated
+                .read()
+                .expect("fault set lock poisoned")
+                .contains(&id)
+    }
+
+    /// Replaces the set of isolated members; `false` when fault injection is off.
+    pub fn set_isolated(&self, ids: BTreeSet<u64>) -> bool {
+        if !self.inner.fault_injection {
+            return false;
+        }
+        *self
+            .inner
+            .isolated
+            .write()
+            .expect("fault set lock poisoned") = ids;
+        true
+    }
+}

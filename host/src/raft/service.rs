@@ -1,0 +1,189 @@
+//! The Raft network, receiving side: the `cairn.raft.v1.Peer` gRPC service on the peer port.
+//!
+//! Every call first passes [`Peers::admit`] (same cluster, not isolated by fault injection);
+//! a refusal is `FailedPrecondition`, which the sender treats as "not delivered". Raft calls go
+//! straight into openraft; forwarded requests run on this member if it leads (`forward.rs`).
+//! A snapshot is received into a file in the snapshot directory and handed to openraft whole.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::PathBuf;
+
+use cairn_proto::cairn_raft::peer_server::Peer;
+use cairn_proto::cairn_raft::{Envelope, Faults, SnapshotChunk};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::RaftNode;
+use super::membership::Member;
+use super::peers::Refusal;
+use super::state_machine::{Snapshot, SnapshotData};
+use super::types::{SnapshotMeta, Vote};
+
+/// What `Hello` answers: enough for a new member to check it was added and to learn the
+/// cluster's ID.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct HelloReply {
+    pub cluster_id: u64,
+    pub members: Vec<Member>,
+}
+
+pub struct PeerService {
+    node: RaftNode,
+    snapshot_dir: PathBuf,
+}
+
+impl PeerService {
+    pub fn new(node: RaftNode, snapshot_dir: PathBuf) -> Self {
+        PeerService { node, snapshot_dir }
+    }
+
+    fn admit(&self, cluster_id: u64, from: u64) -> Result<(), Status> {
+        self.node.peers.admit(cluster_id, from).map_err(|r| match r {
+            Refusal::ClusterMismatch { ours, theirs } => Status::failed_precondition(format!(
+                "cluster ID mismatch: this member is in cluster {ours:x}, the sender in {theirs:x}"
+            )),
+            Refusal::Isolated(id) => Status::failed_precondition(format!(
+                "traffic from member {id:x} is dropped by fault injection"
+            )),
+        })
+    }
+
+    /// Admits and decodes a unary request.
+    fn open<T: DeserializeOwned>(&self, request: Request<Envelope>) -> Result<T, Status> {
+        let envelope = request.into_inner();
+        self.admit(envelope.cluster_id, envelope.from)?;
+        postcard::from_bytes(&envelope.payload)
+            .map_err(|e| Status::invalid_argument(format!("undecodable peer payload: {e}")))
+    }
+
+    fn seal<T: Serialize>(&self, reply: &T) -> Result<Response<Envelope>, Status> {
+        let payload = postcard::to_stdvec(reply)
+            .map_err(|e| Status::internal(format!("encoding a peer reply: {e}")))?;
+        Ok(Response::new(self.node.peers.envelope(payload)))
+    }
+
+    async fn receive_snapshot(
+        &self,
+        mut chunks: Streaming<SnapshotChunk>,
+    ) -> Result<(Vote, SnapshotMeta, std::fs::File), Status> {
+        let first = chunks
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+        self.admit(first.cluster_id, first.from)?;
+        let (vote, meta): (Vote, SnapshotMeta) = postcard::from_bytes(&first.header)
+            .map_err(|e| Status::invalid_argument(format!("undecodable snapshot header: {e}")))?;
+        let io = |e: std::io::Error| Status::internal(format!("staging a snapshot: {e}"));
+        std::fs::create_dir_all(&self.snapshot_dir).map_err(io)?;
+        // Unnamed: the file disappears on its own if this member dies mid-transfer.
+        let mut file = tempfile::tempfile_in(&self.snapshot_dir).map_err(io)?;
+        file.write_all(&first.data).map_err(io)?;
+        while let Some(chunk) = chunks.message().await? {
+            file.write_all(&chunk.data).map_err(io)?;
+        }
+        Ok((vote, meta, file))
+    }
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn append_entries(
+        &self,
+        request: Request<Envelope>,
+    ) -> Result<Response<Envelope>, Status> {
+        let rpc = self.open(request)?;
+        let reply = self
+            .node
+            .raft
+            .append_entries(rpc)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        self.seal(&reply)
+    }
+
+    async fn vote(&self, request: Request<Envelope>) -> Result<Response<Envelope>, Status> {
+        let rpc = self.open(request)?;
+        let reply = self
+            .node
+            .raft
+            .vote(rpc)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        self.seal(&reply)
+    }
+
+    async fn pre_vote(&self, request: Request<Envelope>) -> Result<Response<Envelope>, Status> {
+        let rpc = self.open(request)?;
+        let reply = self
+            .node
+            .raft
+            .pre_vote(rpc)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        self.seal(&reply)
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<Envelope>,
+    ) -> Result<Response<Envelope>, Status> {
+        let rpc = self.open(request)?;
+        let reply = self
+            .node
+            .raft
+            .handle_transfer_leader(rpc)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        self.seal(&reply)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<Envelope>, Status> {
+        let (vote, meta, file) = self.receive_snapshot(request.into_inner()).await?;
+        tracing::info!(last_log_id = ?meta.last_log_id, "installing a snapshot from the leader");
+        let snapshot = Snapshot {
+            meta,
+            snapshot: SnapshotData::File(file),
+        };
+        let reply = self
+            .node
+            .raft
+            .install_full_snapshot(vote, snapshot)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        self.seal(&reply)
+    }
+
+    async fn forward(&self, request: Request<Envelope>) -> Result<Response<Envelope>, Status> {
+        let forwarded = self.open(request)?;
+        let reply = self.node.serve_forwarded(forwarded).await;
+        self.seal(&reply)
+    }
+
+    async fn hello(&self, request: Request<Envelope>) -> Result<Response<Envelope>, Status> {
+        // A joining member does not know the cluster ID yet; it checks our answer instead.
+        let envelope = request.into_inner();
+        if self.node.peers.is_isolated(envelope.from) {
+            return Err(Status::failed_precondition("dropped by fault injection"));
+        }
+        self.seal(&HelloReply {
+            cluster_id: self.node.peers.cluster_id(),
+            members: self.node.committed_members(),
+        })
+    }
+
+    async fn set_faults(&self, request: Request<Faults>) -> Result<Response<Faults>, Status> {
+        let faults = request.into_inner();
+        let ids: BTreeSet<u64> = faults.isolate_from.iter().copied().collect();
+        if !self.node.peers.set_isolated(ids) {
+            return Err(Status::permission_denied(
+                "fault injection is off; start the member with --experimental-fault-injection",
+            ));
+        }
+        Ok(Response::new(faults))
+    }
+}

@@ -1,0 +1,396 @@
+//! Multi-member clusters for tests: Cairn or real etcd, started with the same etcd flags on
+//! free loopback ports, each member its own process.
+//!
+//! Faults: `kill9` and `restart`, `pause` and `resume` (SIGSTOP / SIGCONT), and for Cairn
+//! network partitions through each member's fault-injection hook (`SetFaults` on the peer
+//! port, enabled by `--experimental-fault-injection`): a partition makes members of different
+//! groups drop each other's traffic in both directions.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cairn_proto::cairn_raft::Faults;
+use cairn_proto::cairn_raft::peer_client::PeerClient;
+use etcd_client::Client;
+use tempfile::TempDir;
+
+use crate::process::{Guarded, binary_path, free_port, wait_for_port, which};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    Cairn,
+    Etcd,
+}
+
+/// One member process.
+#[derive(Debug)]
+pub struct Member {
+    pub name: String,
+    pub client_port: u16,
+    pub peer_port: u16,
+    pub data_dir: PathBuf,
+    log: PathBuf,
+    flavor: Flavor,
+    args: Vec<String>,
+    child: Option<Guarded>,
+    id: std::sync::OnceLock<u64>,
+}
+
+impl Member {
+    fn new(flavor: Flavor, name: &str, dir: &std::path::Path) -> Member {
+        Member {
+            name: name.to_string(),
+            client_port: free_port(),
+            peer_port: free_port(),
+            data_dir: dir.join(format!("{name}.data")),
+            log: dir.join(format!("{name}.log")),
+            flavor,
+            args: Vec::new(),
+            child: None,
+            id: std::sync::OnceLock::new(),
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn client_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.0.id())
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Starts the process with `self.args`; returns once its client port listens.
+    fn spawn(&mut self) {
+        assert!(self.child.is_none(), "{} is already running", self.name);
+        let bin = match self.flavor {
+            Flavor::Cairn => binary_path(),
+            Flavor::Etcd => which("etcd").unwrap_or_else(|| {
+                panic!("etcd not found on PATH: the test command installs Debian's etcd-server")
+            }),
+        };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open member log");
+        let mut child = Command::new(bin)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn member");
+        wait_for_port(
+            self.client_port,
+            &mut child,
+            &self.log,
+            Duration::from_secs(60),
+        );
+        self.child = Some(Guarded(child));
+    }
+
+    /// The exit status, if the process has ended by itself.
+    pub fn has_exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut()?.0.try_wait().ok().flatten()
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub fn kill9(&mut self) {
+        if let Some(c) = self.child.take() {
+            // SIGCONT first: a stopped process dies on SIGKILL too, but resume keeps ours tidy.
+            signal(c.0.id(), "CONT");
+            drop(c);
+        }
+    }
+
+    /// Starts again over the same data dir and ports, with the same flags.
+    pub fn restart(&mut self) {
+        self.spawn();
+    }
+
+    /// SIGSTOP: the process freezes mid-whatever, holding its sockets open.
+    pub fn pause(&self) {
+        signal(self.pid().expect("pause of a stopped member"), "STOP");
+    }
+
+    /// SIGCONT.
+    pub fn resume(&self) {
+        signal(self.pid().expect("resume of a stopped member"), "CONT");
+    }
+
+    /// The member's ID, from its own Status response (cached).
+    pub async fn id(&self) -> u64 {
+        if let Some(id) = self.id.get() {
+            return *id;
+        }
+        let mut client = connect(&self.endpoint()).await;
+        let status = client.status().await.expect("status of a member");
+        let id = status.header().expect("status header").member_id();
+        let _ = self.id.set(id);
+        id
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .args([format!("-{sig}"), pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// A client with short timeouts, so a dead member fails a call quickly.
+pub async fn connect(endpoint: &str) -> Client {
+    let options = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(Duration::from_secs(10));
+    Client::connect([endpoint], Some(options))
+        .await
+        .expect("connect to a member")
+}
+
+/// A cluster of member processes in one temporary directory.
+#[derive(Debug)]
+pub struct Cluster {
+    pub members: Vec<Member>,
+    pub flavor: Flavor,
+    token: String,
+    extra_args: Vec<String>,
+    dir: TempDir,
+}
+
+impl Cluster {
+    /// Starts `size` founding members (`--initial-cluster-state new`) and waits until every
+    /// one of them sees a leader.
+    pub async fn start(flavor: Flavor, size: usize, extra_args: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir for a cluster");
+        let token = format!("test-{}", free_port());
+        let mut members: Vec<Member> = (0..size)
+            .map(|i| Member::new(flavor, &format!("m{i}"), dir.path()))
+            .collect();
+        let initial: Vec<String> = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url()))
+            .collect();
+        let initial = initial.join(",");
+        let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        for m in &mut members {
+            m.args = member_args(flavor, m, &token, &initial, "new", &extra_args);
+        }
+        // Spawned together: each waits for its client port only, and the first to listen
+        // does so before the others have started (etcd waits for peers before it serves).
+        std::thread::scope(|s| {
+            for m in &mut members {
+                s.spawn(move || m.spawn());
+            }
+        });
+        let cluster = Cluster {
+            members,
+            flavor,
+            token,
+            extra_args,
+            dir,
+        };
+        cluster.wait_for_leader(Duration::from_secs(60)).await;
+        cluster
+    }
+
+    /// Client endpoints of the running members.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .filter(|m| m.is_running())
+            .map(|m| m.endpoint())
+            .collect()
+    }
+
+    /// A new member's ports and data dir, not started: its peer URL goes into `member add`.
+    pub fn prepare_member(&mut self, name: &str) -> usize {
+        self.members
+            .push(Member::new(self.flavor, name, self.dir.path()));
+        self.members.len() - 1
+    }
+
+    /// Starts a prepared member with `--initial-cluster-state existing` and
+    /// `--initial-cluster` listing it and the current members.
+    pub fn start_joining(&mut self, index: usize, initial_cluster: &str) {
+        let args = member_args(
+            self.flavor,
+            &self.members[index],
+            &self.token,
+            initial_cluster,
+            "existing",
+            &self.extra_args,
+        );
+        let m = &mut self.members[index];
+        m.args = args;
+        m.spawn();
+    }
+
+    /// The `--initial-cluster` value for the running members plus `extra` (name, peer URL).
+    pub fn initial_cluster_with(&self, extra: usize) -> String {
+        let mut parts: Vec<String> = self
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(i, m)| m.is_running() || *i == extra)
+            .map(|(_, m)| format!("{}={}", m.name, m.peer_url()))
+            .collect();
+        parts.sort();
+        parts.join(",")
+    }
+
+    /// The index of the member that reports itself leader, if a running one does.
+    pub async fn leader(&self) -> Option<usize> {
+        for (i, m) in self.members.iter().enumerate() {
+            if !m.is_running() {
+                continue;
+            }
+            let Ok(Ok(mut client)) = tokio::time::timeout(
+                Duration::from_secs(2),
+                Client::connect([m.endpoint()], None),
+            )
+            .await
+            else {
+                continue;
+            };
+            let Ok(Ok(status)) =
+                tokio::time::timeout(Duration::from_secs(2), client.status()).await
+            else {
+                continue;
+            };
+            let me = status.header().map(|h| h.member_id());
+            if me.is_some() && Some(status.leader()) == me {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// Waits (bounded) until a running member leads and every running member knows a leader.
+    pub async fn wait_for_leader(&self, limit: Duration) -> usize {
+        let start = Instant::now();
+        loop {
+            if let Some(leader) = self.leader().await
+                && self.all_see_a_leader().await
+            {
+                return leader;
+            }
+            if start.elapsed() > limit {
+                let logs: Vec<String> = self
+                    .members
+                    .iter()
+                    .map(|m| format!("--- {} ---\n{}", m.name, tail(&m.log(), 40)))
+                    .collect();
+                panic!("no leader within {limit:?}; logs:\n{}", logs.join("\n"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn all_see_a_leader(&self) -> bool {
+        for m in self.members.iter().filter(|m| m.is_running()) {
+            let seen = async {
+                let mut client = Client::connect([m.endpoint()], None).await.ok()?;
+                let status = client.status().await.ok()?;
+                (status.leader() != 0).then_some(())
+            };
+            match tokio::time::timeout(Duration::from_secs(2), seen).await {
+                Ok(Some(())) => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// Cuts the cluster into `groups` (member indexes): members in different groups drop
+    /// each other's traffic. Members in no group are left as they are. Cairn only.
+    pub async fn partition(&self, groups: &[&[usize]]) {
+        assert_eq!(
+            self.flavor,
+            Flavor::Cairn,
+            "partitions need Cairn's fault hook"
+        );
+        for (g, group) in groups.iter().enumerate() {
+            let mut others = Vec::new();
+            for (h, other) in groups.iter().enumerate() {
+                if h != g {
+                    for &i in other.iter() {
+                        others.push(self.members[i].id().await);
+                    }
+                }
+            }
+            for &i in group.iter() {
+                self.set_faults(i, others.clone()).await;
+            }
+        }
+    }
+
+    /// Ends every partition.
+    pub async fn heal(&self) {
+        for (i, m) in self.members.iter().enumerate() {
+            if m.is_running() {
+                self.set_faults(i, Vec::new()).await;
+            }
+        }
+    }
+
+    async fn set_faults(&self, index: usize, isolate_from: Vec<u64>) {
+        let url = self.members[index].peer_url();
+        let mut client = PeerClient::connect(url.clone())
+            .await
+            .unwrap_or_else(|e| panic!("connect to the peer port {url}: {e}"));
+        client
+            .set_faults(Faults { isolate_from })
+            .await
+            .unwrap_or_else(|e| panic!("SetFaults on {url}: {e}"));
+    }
+}
+
+/// The etcd flags of one member; Cairn takes the same ones.
+fn member_args(
+    flavor: Flavor,
+    m: &Member,
+    token: &str,
+    initial_cluster: &str,
+    state: &str,
+    extra: &[String],
+) -> Vec<String> {
+    let mut args = vec![
+        format!("--name={}", m.name),
+        format!("--data-dir={}", m.data_dir.display()),
+        format!("--listen-client-urls={}", m.client_url()),
+        format!("--advertise-client-urls={}", m.client_url()),
+        format!("--listen-peer-urls={}", m.peer_url()),
+        format!("--initial-advertise-peer-urls={}", m.peer_url()),
+        format!("--initial-cluster={initial_cluster}"),
+        format!("--initial-cluster-state={state}"),
+        format!("--initial-cluster-token={token}"),
+    ];
+    if flavor == Flavor::Cairn {
+        args.push("--experimental-fault-injection".to_string());
+    }
+    args.extend(extra.iter().cloned());
+    args
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

@@ -1,0 +1,90 @@
+//! Checks that the members of a cluster agree: the same revision, the same HashKV, and every
+//! acknowledged key present on each of them.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use etcd_client::{GetOptions, SortOrder, SortTarget};
+
+use crate::cluster::{Cluster, connect};
+
+/// What one member reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberHash {
+    pub name: String,
+    pub revision: i64,
+    pub hash: u32,
+}
+
+/// Waits (bounded) until every running member reports the same revision and the same HashKV
+/// at it; returns that revision and hash. Panics with every member's answer otherwise.
+pub async fn wait_converged(cluster: &Cluster, limit: Duration) -> (i64, u32) {
+    let start = Instant::now();
+    let mut last = Vec::new();
+    loop {
+        last = hashes(cluster).await.unwrap_or(last);
+        if let Some(first) = last.first()
+            && last.len() == cluster.endpoints().len()
+            && last
+                .iter()
+                .all(|m| m.revision == first.revision && m.hash == first.hash)
+        {
+            return (first.revision, first.hash);
+        }
+        assert!(
+            start.elapsed() < limit,
+            "members did not converge within {limit:?}: {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn hashes(cluster: &Cluster) -> Option<Vec<MemberHash>> {
+    let mut out = Vec::new();
+    for m in cluster.members.iter().filter(|m| m.is_running()) {
+        let ask = async {
+            let mut client = connect(&m.endpoint()).await;
+            client.hash_kv(0).await.ok()
+        };
+        let resp = tokio::time::timeout(Duration::from_secs(5), ask)
+            .await
+            .ok()??;
+        out.push(MemberHash {
+            name: m.name.clone(),
+            revision: resp.header()?.revision(),
+            hash: resp.hash(),
+        });
+    }
+    Some(out)
+}
+
+/// Asserts that every running member holds every key in `acked` (serializable reads, so each
+/// member answers from its own state).
+pub async fn assert_all_present(cluster: &Cluster, prefix: &str, acked: &[String]) {
+    let want: BTreeSet<&str> = acked.iter().map(String::as_str).collect();
+    for m in cluster.members.iter().filter(|m| m.is_running()) {
+        let mut client = connect(&m.endpoint()).await;
+        let options = GetOptions::new()
+            .with_prefix()
+            .with_keys_only()
+            .with_serializable()
+            .with_sort(SortTarget::Key, SortOrder::Ascend);
+        let resp = client
+            .get(prefix, Some(options))
+            .await
+            .unwrap_or_else(|e| panic!("range on {}: {e}", m.name));
+        let have: BTreeSet<String> = resp
+            .kvs()
+            .iter()
+            .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+            .collect();
+        let missing: Vec<&&str> = want.iter().filter(|k| !have.contains(**k)).collect();
+        assert!(
+            missing.is_empty(),
+            "{} lost {} acknowledged writes, e.g. {:?}",
+            m.name,
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+    }
+}

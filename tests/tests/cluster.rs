@@ -1,0 +1,308 @@
+//! Multi-member Cairn: any member serves any request, membership changes while writes run,
+//! and etcdctl's cluster commands against Cairn and against a real etcd cluster.
+
+use std::time::{Duration, Instant};
+
+use cairn_tests::cluster::connect;
+use cairn_tests::converge::{assert_all_present, wait_converged};
+use cairn_tests::workload::Writers;
+use cairn_tests::{Cluster, Etcdctl, Flavor, with_timeout};
+use etcd_client::{Compare, CompareOp, GetOptions, MemberAddOptions, Txn, TxnOp};
+
+/// Multi-member tests load two cores with several servers each; they run one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_member_serves_every_request() {
+    // Proves writes on followers are forwarded, linearizable reads on every member see the
+    // latest write, Status and MemberList agree, and HashKV is equal on all members.
+    let _serial = SERIAL.lock().await;
+    with_timeout(Duration::from_secs(120), "every member serves", async {
+        let cluster = Cluster::start(Flavor::Cairn, 3, &[]).await;
+        let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
+        for (i, m) in cluster.members.iter().enumerate() {
+            let mut client = connect(&m.endpoint()).await;
+            let key = format!("k{i}");
+            let put = client.put(key.as_str(), m.name.as_str(), None).await;
+            put.unwrap_or_else(|e| panic!("put on {} (leader {leader}): {e}", m.name));
+            // Read the write back on every member, linearizably.
+            for other in &cluster.members {
+                let mut reader = connect(&other.endpoint()).await;
+                let got = reader
+                    .get(key.as_str(), None)
+                    .await
+                    .expect("linearizable get");
+                assert_eq!(got.kvs().len(), 1, "{} misses {key}", other.name);
+                assert_eq!(got.kvs()[0].value(), m.name.as_bytes());
+            }
+        }
+        // A compare-and-swap through a follower.
+        let follower = (leader + 1) % 3;
+        let mut client = connect(&cluster.members[follower].endpoint()).await;
+        let txn = Txn::new()
+            .when([Compare::value("k0", CompareOp::Equal, "m0")])
+            .and_then([TxnOp::put("k0", "swapped", None)]);
+        assert!(client.txn(txn).await.expect("txn").succeeded());
+        let serial = client
+            .get("k0", Some(GetOptions::new().with_serializable()))
+            .await
+            .expect("serializable get");
+        assert_eq!(serial.kvs()[0].value(), b"swapped");
+
+        let mut terms = Vec::new();
+        for m in &cluster.members {
+            let mut c = connect(&m.endpoint()).await;
+            let status = c.status().await.expect("status");
+            terms.push((status.raft_term(), status.leader()));
+            // Founding members publish their names and client URLs after start.
+            let wanted = vec![
+                ("m0".to_string(), 1),
+                ("m1".to_string(), 1),
+                ("m2".to_string(), 1),
+            ];
+            let start = Instant::now();
+            let mut names = Vec::new();
+            while start.elapsed() < Duration::from_secs(10) {
+                let list = c.member_list().await.expect("member list");
+                names = list
+                    .members()
+                    .iter()
+                    .map(|x| (x.name().to_string(), x.client_urls().len()))
+                    .collect::<Vec<_>>();
+                names.sort();
+                if names == wanted {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert_eq!(names, wanted);
+        }
+        assert!(terms.windows(2).all(|w| w[0] == w[1]), "terms: {terms:?}");
+        wait_converged(&cluster, Duration::from_secs(10)).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_add_promote_remove_while_writing() {
+    // Proves the membership dance an operator does (add a learner, start it with
+    // `existing`, promote it, remove another member) works while writes run, loses no
+    // acknowledged write, and ends with equal HashKV on every member.
+    let _serial = SERIAL.lock().await;
+    with_timeout(Duration::from_secs(180), "membership changes", async {
+        let mut cluster = Cluster::start(Flavor::Cairn, 3, &[]).await;
+        let writers = Writers::start(cluster.endpoints(), 4, "w/");
+        writers.wait_for_progress(50, Duration::from_secs(20)).await;
+
+        let new = cluster.prepare_member("m3");
+        let mut admin = connect(&cluster.members[0].endpoint()).await;
+        let added = admin
+            .member_add(
+                [cluster.members[new].peer_url()],
+                Some(MemberAddOptions::new().with_is_learner()),
+            )
+            .await
+            .expect("member add --learner");
+        let new_id = added.member().expect("added member").id();
+        assert!(added.member().expect("added member").is_learner());
+        let initial = cluster.initial_cluster_with(new);
+        cluster.start_joining(new, &initial);
+        assert_eq!(cluster.members[new].id().await, new_id, "IDs agree");
+
+        // Promotion waits until the learner has caught up, as in etcd.
+        let start = Instant::now();
+        loop {
+            match admin.member_promote(new_id).await {
+                Ok(_) => break,
+                Err(e) => {
+                    assert!(
+                        e.to_string().contains("in sync with leader"),
+                        "unexpected promote error: {e}"
+                    );
+                    assert!(
+                        start.elapsed() < Duration::from_secs(30),
+                        "learner never caught up"
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        writers.wait_for_progress(50, Duration::from_secs(20)).await;
+
+        // Remove a founding member that is not the one the admin client talks to.
+        let removed = 1;
+        let removed_id = cluster.members[removed].id().await;
+        let left = admin
+            .member_remove(removed_id)
+            .await
+            .expect("member remove");
+        assert_eq!(left.members().len(), 3);
+        assert!(left.members().iter().all(|m| m.id() != removed_id));
+        // The removed member stops by itself, as etcd's does.
+        let start = Instant::now();
+        while cluster.members[removed].has_exited().is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "removed member kept running"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        cluster.members[removed].kill9();
+        writers.wait_for_progress(50, Duration::from_secs(30)).await;
+        let acked = writers.stop().await;
+        wait_converged(&cluster, Duration::from_secs(30)).await;
+        assert_all_present(&cluster, "w/", &acked).await;
+    })
+    .await;
+}
+
+/// Replaces every member ID (16 hex digits or fewer, as etcdctl prints them) with `<id>`.
+fn normalize_ids(text: &str, ids: &[u64]) -> String {
+    let mut out = text.to_string();
+    let mut ids = ids.to_vec();
+    // Longest first, so no ID is a prefix match of a longer one.
+    ids.sort_by_key(|id| std::cmp::Reverse(format!("{id:x}").len()));
+    for id in ids {
+        out = out.replace(&format!("{id:x}"), "<id>");
+        out = out.replace(&id.to_string(), "<id>");
+    }
+    out
+}
+
+/// What etcdctl printed, with member and cluster IDs and ports made comparable.
+async fn run_ctl(cluster: &Cluster, member: usize, args: &[&str]) -> (bool, String) {
+    let mut ids = Vec::new();
+    for m in cluster.members.iter().filter(|m| m.is_running()) {
+        ids.push(m.id().await);
+    }
+    let mut c = connect(&cluster.members[member].endpoint()).await;
+    let list = c.member_list().await.expect("member list");
+    ids.extend(list.members().iter().map(|m| m.id()));
+    if let Some(h) = list.header() {
+        ids.push(h.cluster_id());
+    }
+    let ctl = Etcdctl::new(&cluster.members[member].endpoint());
+    let out = ctl.run(args, None);
+    // Members the command added.
+    let list = c.member_list().await.expect("member list");
+    ids.extend(list.members().iter().map(|m| m.id()));
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    // etcdctl's error line (the last line of stderr) is what a user reads.
+    if let Some(line) = String::from_utf8_lossy(&out.stderr).lines().last() {
+        text.push_str(line);
+    }
+    for (i, m) in cluster.members.iter().enumerate() {
+        text = text.replace(&m.client_port.to_string(), &format!("<client{i}>"));
+        text = text.replace(&m.peer_port.to_string(), &format!("<peer{i}>"));
+    }
+    (
+        out.status.success(),
+        comparable(&normalize_ids(&text, &ids)),
+    )
+}
+
+/// Sorts what etcdctl prints in an order that depends on IDs or on Go's map iteration: the
+/// lines of a member table and the members in `ETCD_INITIAL_CLUSTER`.
+fn comparable(text: &str) -> String {
+    let mut lines: Vec<String> = text
+        .lines()
+        .map(|line| match line.strip_prefix("ETCD_INITIAL_CLUSTER=") {
+            Some(list) => {
+                let mut parts: Vec<&str> = list.trim_matches('"').split(',').collect();
+                parts.sort();
+                format!("ETCD_INITIAL_CLUSTER=\"{}\"", parts.join(","))
+            }
+            // etcdctl pads IDs to 16 columns.
+            None => line
+                .split(' ')
+                .filter(|w| !w.is_empty())
+                .collect::<Vec<_>>()
+                .join(" "),
+        })
+        .collect();
+    lines.sort();
+    lines.join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_member_commands_match_etcd() {
+    // Proves `etcdctl member list/add/promote/remove` and `move-leader` give the same
+    // output and errors against Cairn as against a real 3-member etcd cluster.
+    let _serial = SERIAL.lock().await;
+    with_timeout(Duration::from_secs(240), "etcdctl member commands", async {
+        let mut outputs = Vec::new();
+        for flavor in [Flavor::Etcd, Flavor::Cairn] {
+            let mut cluster = Cluster::start(flavor, 3, &[]).await;
+            let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
+            let follower = (leader + 1) % 3;
+            let other = (leader + 2) % 3;
+            if flavor == Flavor::Etcd {
+                // etcd refuses membership changes ("unhealthy cluster") until every member has
+                // been connected for 5 s.
+                tokio::time::sleep(Duration::from_secs(6)).await;
+            }
+            let mut steps: Vec<(String, bool, String)> = Vec::new();
+            let new = cluster.prepare_member("m3");
+            let new_peer = cluster.members[new].peer_url();
+            let add_arg = format!("--peer-urls={new_peer}");
+            let dup_arg = format!("--peer-urls={}", cluster.members[other].peer_url());
+            let other_id = format!("{:x}", cluster.members[other].id().await);
+            let script: Vec<(&str, Vec<String>)> = vec![
+                ("member list", vec!["member".into(), "list".into()]),
+                (
+                    "member add --learner",
+                    vec![
+                        "member".into(),
+                        "add".into(),
+                        "m3".into(),
+                        add_arg,
+                        "--learner".into(),
+                    ],
+                ),
+                (
+                    "member add <taken peer URL>",
+                    vec!["member".into(), "add".into(), "m4".into(), dup_arg],
+                ),
+                (
+                    "member remove <unknown>",
+                    vec!["member".into(), "remove".into(), "abcdef12".into()],
+                ),
+                (
+                    "member promote <voter>",
+                    vec!["member".into(), "promote".into(), other_id.clone()],
+                ),
+            ];
+            for (label, args) in &script {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let (ok, out) = run_ctl(&cluster, follower, &args).await;
+                steps.push((label.to_string(), ok, out));
+            }
+            // The learner has not started, so it cannot be in sync with the leader.
+            let learner = {
+                let mut c = connect(&cluster.members[follower].endpoint()).await;
+                let list = c.member_list().await.expect("member list");
+                list.members()
+                    .iter()
+                    .find(|m| m.is_learner())
+                    .map(|m| format!("{:x}", m.id()))
+                    .expect("a learner")
+            };
+            let (ok, out) = run_ctl(&cluster, follower, &["member", "promote", &learner]).await;
+            steps.push(("member promote <unstarted learner>".into(), ok, out));
+            let (ok, out) = run_ctl(&cluster, follower, &["member", "remove", &learner]).await;
+            steps.push(("member remove <learner>".into(), ok, out));
+            // move-leader: etcdctl sends it to the leader endpoint it finds itself.
+            let target = format!("{:x}", cluster.members[follower].id().await);
+            let (ok, out) = run_ctl(&cluster, leader, &["move-leader", &target]).await;
+            steps.push(("move-leader <follower>".into(), ok, out));
+            let new_leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
+            assert_eq!(new_leader, follower, "{flavor:?}: leadership moved");
+            outputs.push(steps);
+        }
+        let (etcd, cairn) = (&outputs[0], &outputs[1]);
+        for (e, c) in etcd.iter().zip(cairn) {
+            assert_eq!(e, c, "etcdctl {} differs (left etcd, right Cairn)", e.0);
+        }
+    })
+    .await;
+}
