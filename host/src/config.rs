@@ -115,6 +115,15 @@ pub struct Config {
     )]
     pub watch_progress_notify_interval: GoDuration,
 
+    /// How often the leader records remaining lease TTLs through Raft, so that a new leader
+    /// continues each lease's countdown instead of restarting it (Go-style duration).
+    #[arg(
+        long,
+        env = "CAIRN_EXPERIMENTAL_LEASE_CHECKPOINT_INTERVAL",
+        default_value = "5m"
+    )]
+    pub experimental_lease_checkpoint_interval: GoDuration,
+
     /// Lets tests drop this member's traffic with chosen peers (the `SetFaults` peer call).
     /// Never for production.
     #[arg(long, env = "CAIRN_EXPERIMENTAL_FAULT_INJECTION", hide = true)]

@@ -148,6 +148,7 @@ impl Server {
                 // etcd: ceil(1.5 x election timeout), in seconds.
                 min_lease_ttl_secs: (3 * config.election_timeout / 2).div_ceil(1000) as i64,
                 watch_progress_notify_interval: config.watch_progress_notify_interval.0,
+                lease_checkpoint_interval: config.experimental_lease_checkpoint_interval.0,
             },
         });
         crate::api::lease::register_leader_handler(&ctx);

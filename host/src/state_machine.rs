@@ -35,6 +35,11 @@ pub enum Command {
     LeaseGrant { id: i64, ttl_secs: i64 },
     /// Deletes a lease and every key it holds (a client's revoke, or the leader's expiry).
     LeaseRevoke { id: i64 },
+    /// Records the leader's remaining TTLs (`Some(secs)`), or forgets one after a keepalive
+    /// (`None`), so a new leader continues countdowns instead of restarting them.
+    LeaseCheckpoint {
+        checkpoints: Vec<(i64, Option<i64>)>,
+    },
 }
 
 impl fmt::Display for Command {
@@ -46,6 +51,9 @@ impl fmt::Display for Command {
             Command::Kv(WriteRequest::Compact(c)) => write!(f, "compact({})", c.revision),
             Command::LeaseGrant { id, ttl_secs } => write!(f, "lease_grant({id:x}, {ttl_secs}s)"),
             Command::LeaseRevoke { id } => write!(f, "lease_revoke({id:x})"),
+            Command::LeaseCheckpoint { checkpoints } => {
+                write!(f, "lease_checkpoint({} leases)", checkpoints.len())
+            }
         }
     }
 }
@@ -120,6 +128,10 @@ impl StateMachine {
                 Some(Command::LeaseRevoke { id }) => CommandResponse::Lease(
                     lease::revoke(&mut batch, &self.storage, *id)?.map(|(revision, _)| revision),
                 ),
+                Some(Command::LeaseCheckpoint { checkpoints }) => {
+                    lease::checkpoint(&mut batch, &self.storage, checkpoints)?;
+                    CommandResponse::Lease(Ok(batch.revisions().current))
+                }
             });
             batch.set_position(&marker.applied);
             if let Some(m) = &marker.membership {

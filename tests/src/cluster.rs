@@ -157,12 +157,15 @@ fn signal(pid: u32, sig: &str) {
 
 /// A client with short timeouts, so a dead member fails a call quickly.
 pub async fn connect(endpoint: &str) -> Client {
+    try_connect(endpoint).await.expect("connect to a member")
+}
+
+/// [`connect`], for callers that expect members to be down at times.
+pub async fn try_connect(endpoint: &str) -> Result<Client, etcd_client::Error> {
     let options = etcd_client::ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(2))
         .with_timeout(Duration::from_secs(10));
-    Client::connect([endpoint], Some(options))
-        .await
-        .expect("connect to a member")
+    Client::connect([endpoint], Some(options)).await
 }
 
 /// A cluster of member processes in one temporary directory.

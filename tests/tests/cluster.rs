@@ -306,3 +306,86 @@ async fn etcdctl_member_commands_match_etcd() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_ttl_survives_a_leader_change() {
+    // Proves remaining TTLs are checkpointed through Raft: after a forced leader transfer a
+    // lease continues its countdown (etcd restarts it from full), expires near its original
+    // deadline and never before it, while a lease kept alive across the change survives.
+    let _serial = SERIAL.lock().await;
+    with_timeout(
+        Duration::from_secs(120),
+        "lease TTL across a leader change",
+        async {
+            let flags = ["--experimental-lease-checkpoint-interval=1s"];
+            let cluster = Cluster::start(Flavor::Cairn, 3, &flags).await;
+            let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
+            let mut client = connect(&cluster.members[leader].endpoint()).await;
+            let granted = Instant::now();
+            let counting = client.lease_grant(15, None).await.expect("grant").id();
+            let kept = client.lease_grant(6, None).await.expect("grant").id();
+            let with_lease = |id| Some(etcd_client::PutOptions::new().with_lease(id));
+            client
+                .put("counting", "v", with_lease(counting))
+                .await
+                .expect("put");
+            client
+                .put("kept", "v", with_lease(kept))
+                .await
+                .expect("put");
+            let (mut keeper, mut keepalive) =
+                client.lease_keep_alive(kept).await.expect("keepalive");
+            let keep = tokio::spawn(async move {
+                loop {
+                    if keeper.keep_alive().await.is_err() || keepalive.message().await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            });
+
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            let target = (leader + 1) % 3;
+            let target_id = cluster.members[target].id().await;
+            client.move_leader(target_id).await.expect("move-leader");
+            assert_eq!(
+                cluster.wait_for_leader(Duration::from_secs(10)).await,
+                target
+            );
+            let mut on_new = connect(&cluster.members[target].endpoint()).await;
+            let ttl = on_new
+                .lease_time_to_live(counting, None)
+                .await
+                .expect("time to live")
+                .ttl();
+            let elapsed = granted.elapsed().as_secs() as i64;
+            assert!(
+                ttl <= 15 - elapsed + 2,
+                "TTL {ttl} s after {elapsed} s: the countdown restarted on the new leader"
+            );
+            assert!(ttl >= 15 - elapsed - 2, "TTL {ttl} s after {elapsed} s");
+
+            // It expires near its original deadline, and not before.
+            loop {
+                let left = on_new.get("counting", None).await.expect("get");
+                if left.kvs().is_empty() {
+                    break;
+                }
+                assert!(
+                    granted.elapsed() < Duration::from_secs(15 + 5),
+                    "the lease outlived its original deadline by more than 5 s"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let lived = granted.elapsed();
+            assert!(
+                lived >= Duration::from_secs(14),
+                "expired early, after {lived:?}"
+            );
+            let kept_key = on_new.get("kept", None).await.expect("get");
+            assert_eq!(kept_key.kvs().len(), 1, "a lease kept alive expired");
+            keep.abort();
+        },
+    )
+    .await;
+}

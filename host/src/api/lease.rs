@@ -166,9 +166,11 @@ impl Lease for LeaseService {
                 keys: Vec::new(),
             }));
         };
+        // A leader that has not ticked since it was elected does not track the lease yet; the
+        // checkpoint is then the best answer.
         let remaining = match remaining_secs(&self.ctx, id).await? {
             Some(secs) => secs,
-            None => lease.ttl_secs,
+            None => lease.remaining_secs.unwrap_or(lease.ttl_secs),
         };
         Ok(Response::new(pb::LeaseTimeToLiveResponse {
             header,
@@ -261,10 +263,19 @@ async fn renew_local(ctx: &Context, id: i64) -> Result<i64, String> {
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
     // etcd answers TTL 0 for a lease that does not exist.
-    Ok(lease.map_or(0, |l| {
-        ctx.lessor.renew(l.id, l.ttl_secs);
-        l.ttl_secs
-    }))
+    let Some(lease) = lease else { return Ok(0) };
+    if lease.remaining_secs.is_some() {
+        // A checkpoint would make the next leader count from before this keepalive: clear it
+        // first (etcd #13491), so no leader change can expire a lease that was kept alive.
+        let clear = Command::LeaseCheckpoint {
+            checkpoints: vec![(id, None)],
+        };
+        ctx.propose(clear)
+            .await
+            .map_err(|e| e.message().to_string())?;
+    }
+    ctx.lessor.renew(lease.id, lease.ttl_secs);
+    Ok(lease.ttl_secs)
 }
 
 async fn keep_alive(ctx: &Context, id: i64) -> Result<pb::LeaseKeepAliveResponse, Status> {
@@ -292,6 +303,8 @@ async fn remaining_secs(ctx: &Context, id: i64) -> Result<Option<i64>, Status> {
 pub async fn run_lessor(ctx: Context) {
     let mut stopping = ctx.stopping.clone();
     let mut tick = tokio::time::interval(crate::lease::lessor::TICK);
+    let checkpoint_every = ctx.limits.lease_checkpoint_interval;
+    let mut last_checkpoint = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -309,6 +322,18 @@ pub async fn run_lessor(ctx: Context) {
             continue;
         }
         let expired = ctx.lessor.tick(&table);
+        if last_checkpoint.elapsed() >= checkpoint_every {
+            last_checkpoint = tokio::time::Instant::now();
+            let due = ctx.lessor.checkpoints_due(&table);
+            for chunk in due.chunks(crate::lease::lessor::MAX_CHECKPOINTS) {
+                let command = Command::LeaseCheckpoint {
+                    checkpoints: chunk.to_vec(),
+                };
+                if let Err(e) = ctx.propose(command).await {
+                    tracing::warn!(error = %e.message(), "lease checkpoint failed; will retry");
+                }
+            }
+        }
         for id in expired {
             match ctx.propose(Command::LeaseRevoke { id }).await {
                 Ok(_) => ctx.lessor.forget(id),

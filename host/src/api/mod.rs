@@ -38,6 +38,8 @@ pub struct Limits {
     pub min_lease_ttl_secs: i64,
     /// Period of progress notifications to watchers that asked for them.
     pub watch_progress_notify_interval: Duration,
+    /// How often the leader checkpoints remaining lease TTLs through Raft.
+    pub lease_checkpoint_interval: Duration,
 }
 
 /// A response message that carries etcd's `ResponseHeader`.

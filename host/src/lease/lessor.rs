@@ -2,8 +2,11 @@
 //!
 //! Deadlines come from this member's clock and never enter the state machine. Every tick the
 //! lessor reconciles its deadlines with the replicated lease table (a lease it has not seen
-//! gets a full TTL, a revoked one is dropped) and, while this member leads, proposes a revoke
-//! for each lease past its deadline. Keepalives renew deadlines here.
+//! gets its checkpointed remaining TTL, or the full TTL if it has none; a revoked one is
+//! dropped) and, while this member leads, proposes a revoke for each lease past its deadline.
+//! Keepalives renew deadlines here. Periodically the leader checkpoints remaining TTLs through
+//! Raft, so the next leader continues the countdowns (etcd resets them to full unless its
+//! checkpoint feature is on).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -17,6 +20,8 @@ use crate::storage::Storage;
 pub const TICK: Duration = Duration::from_millis(500);
 /// Most revokes proposed per tick (etcd caps expiry at 1000 revokes a second).
 pub const MAX_REVOKES_PER_TICK: usize = 500;
+/// Most leases in one checkpoint command (etcd: 1000).
+pub const MAX_CHECKPOINTS: usize = 1000;
 
 #[derive(Debug)]
 pub struct Lessor {
@@ -78,11 +83,13 @@ impl Lessor {
         let now = Instant::now();
         let mut deadlines = self.deadlines.lock().expect("lessor lock poisoned");
         let live: BTreeMap<i64, i64> = table.iter().map(|l| (l.id, l.ttl_secs)).collect();
+        debug_assert_eq!(live.len(), table.len(), "lease ids are unique");
         deadlines.retain(|id, _| live.contains_key(id));
-        for (id, ttl) in &live {
+        for lease in table {
+            let left = lease.remaining_secs.unwrap_or(lease.ttl_secs).max(0) as u64;
             deadlines
-                .entry(*id)
-                .or_insert_with(|| now + Duration::from_secs((*ttl).max(0) as u64));
+                .entry(lease.id)
+                .or_insert_with(|| now + Duration::from_secs(left));
         }
         let mut expired: Vec<(Instant, i64)> = deadlines
             .iter()
@@ -94,6 +101,23 @@ impl Lessor {
             .into_iter()
             .take(MAX_REVOKES_PER_TICK)
             .map(|(_, id)| id)
+            .collect()
+    }
+
+    /// Remaining TTLs worth checkpointing: leases whose countdown has moved at least a second
+    /// away from what the table records. Rounded up, so a checkpoint never shortens a lease.
+    pub fn checkpoints_due(&self, table: &[LeaseInfo]) -> Vec<(i64, Option<i64>)> {
+        let now = Instant::now();
+        let deadlines = self.deadlines.lock().expect("lessor lock poisoned");
+        table
+            .iter()
+            .filter_map(|lease| {
+                let deadline = deadlines.get(&lease.id)?;
+                let left = deadline.saturating_duration_since(now);
+                let secs = left.as_secs() as i64 + i64::from(left.subsec_nanos() > 0);
+                let recorded = lease.remaining_secs.unwrap_or(lease.ttl_secs);
+                (secs < recorded && secs < lease.ttl_secs).then_some((lease.id, Some(secs)))
+            })
             .collect()
     }
 

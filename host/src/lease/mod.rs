@@ -2,7 +2,7 @@
 //! that decides expiry.
 //!
 //! What is replicated (and so deterministic) lives here: which leases exist, each one's
-//! granted TTL, and (through `mvcc`) which keys each holds. Time does not: only the leader's
+//! granted TTL and last checkpointed remaining TTL, and (through `mvcc`) which keys each holds. Time does not: only the leader's
 //! [`Lessor`] keeps deadlines, from its own clock, and it expires a lease by proposing a
 //! revoke through Raft, so every member deletes the same keys at the same revision.
 
@@ -36,13 +36,28 @@ pub fn grant(
     {
         return Ok(Err(MvccError::LeaseExists));
     }
-    batch.insert(
-        &storage.leases,
-        &lease_key(id),
-        ttl_secs.to_be_bytes().to_vec(),
-    );
+    batch.insert(&storage.leases, &lease_key(id), encode(ttl_secs, None));
     batch.commit_pending()?;
     Ok(Ok(()))
+}
+
+/// Records remaining TTLs (`Some`) or clears them (`None`). Leases that no longer exist are
+/// skipped: a checkpoint may race with a revoke. Changes no revision, as in etcd.
+pub fn checkpoint(
+    batch: &mut ApplyBatch<'_>,
+    storage: &Storage,
+    checkpoints: &[(i64, Option<i64>)],
+) -> Result<(), StorageError> {
+    batch.commit_pending()?;
+    for (id, remaining) in checkpoints {
+        let Some(raw) = batch.committed().get(&storage.leases, lease_key(*id))? else {
+            continue;
+        };
+        let (ttl, _) = decode(&raw);
+        batch.insert(&storage.leases, &lease_key(*id), encode(ttl, *remaining));
+    }
+    batch.commit_pending()?;
+    Ok(())
 }
 
 /// Revokes lease `id`: deletes every key it holds in one revision, then the lease.
@@ -64,11 +79,14 @@ pub fn revoke(
     Ok(Ok(deleted))
 }
 
-/// A lease and its granted TTL.
+/// A lease, its granted TTL and its last checkpointed remaining TTL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LeaseInfo {
     pub id: i64,
     pub ttl_secs: i64,
+    /// What the leader had left when it last checkpointed; `None` after a keepalive (a new
+    /// leader then starts from the full TTL).
+    pub remaining_secs: Option<i64>,
 }
 
 /// Reads the committed lease table.
@@ -77,9 +95,13 @@ pub struct Leases<'a>(pub &'a Storage);
 
 impl Leases<'_> {
     pub fn get(&self, id: i64) -> Result<Option<LeaseInfo>, StorageError> {
-        Ok(self.0.leases.get(lease_key(id))?.map(|raw| LeaseInfo {
-            id,
-            ttl_secs: decode_ttl(&raw),
+        Ok(self.0.leases.get(lease_key(id))?.map(|raw| {
+            let (ttl_secs, remaining_secs) = decode(&raw);
+            LeaseInfo {
+                id,
+                ttl_secs,
+                remaining_secs,
+            }
         }))
     }
 
@@ -93,9 +115,11 @@ impl Leases<'_> {
                 .try_into()
                 .map(|b| u64::from_be_bytes(b) as i64)
                 .unwrap_or(0);
+            let (ttl_secs, remaining_secs) = decode(&v);
             out.push(LeaseInfo {
                 id,
-                ttl_secs: decode_ttl(&v),
+                ttl_secs,
+                remaining_secs,
             });
         }
         Ok(out)
@@ -118,8 +142,22 @@ impl LeaseLookup for Leases<'_> {
     }
 }
 
-fn decode_ttl(raw: &[u8]) -> i64 {
-    raw.try_into().map(i64::from_be_bytes).unwrap_or(0)
+/// A lease record: the granted TTL, then the checkpointed remaining TTL if there is one
+/// (8 or 16 bytes, big-endian).
+fn encode(ttl_secs: i64, remaining_secs: Option<i64>) -> Vec<u8> {
+    let mut out = ttl_secs.to_be_bytes().to_vec();
+    if let Some(r) = remaining_secs {
+        out.extend_from_slice(&r.to_be_bytes());
+    }
+    out
+}
+
+fn decode(raw: &[u8]) -> (i64, Option<i64>) {
+    let word = |b: &[u8]| b.try_into().map(i64::from_be_bytes).unwrap_or(0);
+    match raw.len() {
+        16 => (word(&raw[..8]), Some(word(&raw[8..]))),
+        _ => (word(raw), None),
+    }
 }
 
 #[cfg(test)]
@@ -195,10 +233,15 @@ mod tests {
         let (a, b) = (lessor.next_id(), lessor.next_id());
         assert!(a > 0 && b == a + 1);
         let table = [
-            LeaseInfo { id: a, ttl_secs: 0 },
+            LeaseInfo {
+                id: a,
+                ttl_secs: 0,
+                remaining_secs: None,
+            },
             LeaseInfo {
                 id: b,
                 ttl_secs: 100,
+                remaining_secs: None,
             },
         ];
         assert_eq!(lessor.tick(&table), vec![a], "a zero TTL is due at once");
