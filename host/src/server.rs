@@ -25,7 +25,7 @@ use crate::api::lease::LeaseService;
 use crate::api::lock::LockService;
 use crate::api::maintenance::MaintenanceService;
 use crate::api::watch::WatchService;
-use crate::api::{ApiContext, Limits};
+use crate::api::{ApiContext, GRPC_OVERHEAD_BYTES, Limits};
 use crate::config::ListenUrl;
 use crate::config::{Config, ConfigError};
 use crate::raft::peers::MAX_PEER_MESSAGE_BYTES;
@@ -36,10 +36,6 @@ use crate::raft::{
 };
 use crate::storage::Storage;
 
-/// gRPC accepts this much more than `--max-request-bytes`, as etcd does, so that an oversized
-/// request reaches the handler and gets etcd's "request is too large" rather than a transport
-/// error.
-const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 /// Rounds (of 500 ms) between asking a peer whether this member was removed.
 const REMOVAL_CHECK_ROUNDS: u64 = 4;
 /// How long a member started with `--initial-cluster-state existing` looks for the cluster.
@@ -149,6 +145,7 @@ impl Server {
                 min_lease_ttl_secs: (3 * config.election_timeout / 2).div_ceil(1000) as i64,
                 watch_progress_notify_interval: config.watch_progress_notify_interval.0,
                 lease_checkpoint_interval: config.experimental_lease_checkpoint_interval.0,
+                election_timeout: election,
             },
         });
         crate::api::lease::register_leader_handler(&ctx);

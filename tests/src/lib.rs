@@ -4,9 +4,9 @@
 //! Every process started here is killed when its handle drops, so a failing test never
 //! leaves a server behind. Tests bound their own time with [`with_timeout`].
 
-pub mod linearizability;
 pub mod cluster;
 pub mod converge;
+pub mod linearizability;
 pub mod process;
 pub mod workload;
 

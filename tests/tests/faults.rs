@@ -109,6 +109,17 @@ async fn minority_partition_cannot_write_or_read_linearizably() {
             .await
             .expect("put before the partition");
 
+        // A watch that requires a leader (clientv3's WithRequireLeader) on the member about to
+        // be cut off.
+        let options = etcd_client::ConnectOptions::new().with_require_leader(true);
+        let mut needs_leader =
+            etcd_client::Client::connect([cluster.members[old].endpoint()], Some(options))
+                .await
+                .expect("connect");
+        let mut leader_watch = needs_leader
+            .watch("before", None)
+            .await
+            .expect("watch with hasleader");
         let writers = Writers::start(
             majority
                 .iter()
@@ -144,6 +155,21 @@ async fn minority_partition_cannot_write_or_read_linearizably() {
             .await
             .expect("serializable read on the minority");
         assert_eq!(stale.kvs().len(), 1);
+        // The hasleader watch ends with "no leader" once the member knows it has none.
+        let ended = with_timeout(Duration::from_secs(30), "hasleader watch end", async {
+            loop {
+                match leader_watch.message().await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => return String::from("stream closed"),
+                    Err(e) => return e.to_string(),
+                }
+            }
+        })
+        .await;
+        assert!(
+            ended.contains("no leader"),
+            "hasleader watch ended with: {ended}"
+        );
 
         cluster.heal().await;
         writers

@@ -590,3 +590,99 @@ async fn watch_guarantees_hold_across_a_leader_kill() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_watchers_keep_working() {
+    // Proves one member serves 10,000 watchers, each on its own key, plus 100 sharing a
+    // prefix: every watcher gets exactly the events of its keys.
+    const STREAMS: usize = 20;
+    const PER_STREAM: usize = 500;
+    const SHARED: usize = 100;
+    const WRITES: usize = 200;
+    let node = CairnNode::start(&[]);
+    with_timeout(Duration::from_secs(300), "10,000 watchers", async {
+        let client = Client::connect([node.endpoint()], None)
+            .await
+            .expect("connect");
+        let mut streams = Vec::new();
+        for s in 0..STREAMS {
+            let mut c = client.clone();
+            let first = format!("fan/{}", s * PER_STREAM);
+            let mut stream = c.watch(first, None).await.expect("watch");
+            for w in 1..PER_STREAM {
+                let key = format!("fan/{}", s * PER_STREAM + w);
+                stream.watch(key, None).await.expect("add watcher");
+            }
+            streams.push(stream);
+        }
+        let mut shared = client
+            .clone()
+            .watch("fan/", Some(WatchOptions::new().with_prefix()))
+            .await
+            .expect("watch prefix");
+        for _ in 1..SHARED {
+            shared
+                .watch("fan/", Some(WatchOptions::new().with_prefix()))
+                .await
+                .expect("add prefix watcher");
+        }
+        // Every watcher is created before the writes start.
+        let mut created = 0;
+        for stream in streams.iter_mut().chain(std::iter::once(&mut shared)) {
+            let mut here = 0;
+            let want = if created < STREAMS * PER_STREAM {
+                PER_STREAM
+            } else {
+                SHARED
+            };
+            while here < want {
+                let resp = stream.message().await.expect("stream").expect("open");
+                assert!(resp.created() && !resp.canceled(), "unexpected {resp:?}");
+                here += 1;
+            }
+            created += here;
+        }
+        assert_eq!(created, STREAMS * PER_STREAM + SHARED);
+
+        let mut rng = StdRng::seed_from_u64(10_000);
+        let mut writer = client.clone();
+        let mut written: BTreeMap<usize, usize> = BTreeMap::new();
+        for _ in 0..WRITES {
+            let key = rng.random_range(0..STREAMS * PER_STREAM);
+            writer
+                .put(format!("fan/{key}"), "v", None)
+                .await
+                .expect("put");
+            *written.entry(key).or_default() += 1;
+        }
+        for (s, stream) in streams.iter_mut().enumerate() {
+            let keys = s * PER_STREAM..(s + 1) * PER_STREAM;
+            let want: usize = written
+                .iter()
+                .filter(|(k, _)| keys.contains(k))
+                .map(|(_, n)| n)
+                .sum();
+            let mut got = 0;
+            while got < want {
+                let resp = stream.message().await.expect("stream").expect("open");
+                for e in resp.events() {
+                    let key = e.kv().expect("kv").key_str().expect("utf8");
+                    let n: usize = key["fan/".len()..].parse().expect("key number");
+                    assert!(keys.contains(&n), "stream {s} got an event for {key}");
+                    got += 1;
+                }
+            }
+        }
+        let mut per_watcher: BTreeMap<i64, usize> = BTreeMap::new();
+        while per_watcher.values().sum::<usize>() < WRITES * SHARED {
+            let resp = shared.message().await.expect("stream").expect("open");
+            *per_watcher.entry(resp.watch_id()).or_default() += resp.events().len();
+        }
+        assert_eq!(per_watcher.len(), SHARED);
+        assert!(
+            per_watcher.values().all(|n| *n == WRITES),
+            "{per_watcher:?}"
+        );
+    })
+    .await;
+}

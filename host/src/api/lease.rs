@@ -115,6 +115,9 @@ impl Lease for LeaseService {
         &self,
         request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        if super::requires_leader(&request) && self.ctx.raft.status().leader.is_none() {
+            return Err(status::propose_error(&crate::raft::ProposeError::NoLeader));
+        }
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(KEEPALIVE_BUFFER);
         let ctx = self.ctx.clone();

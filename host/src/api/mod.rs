@@ -27,6 +27,11 @@ use crate::raft::RaftNode;
 use crate::state_machine::{Command, CommandResponse};
 use crate::storage::Storage;
 
+/// gRPC accepts this much more than `--max-request-bytes`, as etcd does, so that an oversized
+/// request reaches the handler and gets etcd's "request is too large" rather than a transport
+/// error. etcd also fragments watch responses (when asked) at the limit plus this.
+pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
 /// Request limits, from the server's flags.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -38,6 +43,8 @@ pub struct Limits {
     pub min_lease_ttl_secs: i64,
     /// Period of progress notifications to watchers that asked for them.
     pub watch_progress_notify_interval: Duration,
+    /// `--election-timeout`.
+    pub election_timeout: Duration,
     /// How often the leader checkpoints remaining lease TTLs through Raft.
     pub lease_checkpoint_interval: Duration,
 }
@@ -80,6 +87,15 @@ pub struct ApiContext {
 }
 
 pub type Context = Arc<ApiContext>;
+
+/// True if the client sent gRPC metadata `hasleader: true` (etcd clientv3's
+/// `WithRequireLeader`): the stream must fail rather than wait while there is no leader.
+pub fn requires_leader<T>(request: &tonic::Request<T>) -> bool {
+    request
+        .metadata()
+        .get("hasleader")
+        .is_some_and(|v| v.as_bytes() == b"true")
+}
 
 impl ApiContext {
     /// Fills the identity fields of a response header; the revision stays as the handler set it.

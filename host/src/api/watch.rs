@@ -48,8 +48,15 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let require_leader = super::requires_leader(&request);
+        if require_leader && self.ctx.raft.status().leader.is_none() {
+            return Err(super::status::propose_error(
+                &crate::raft::ProposeError::NoLeader,
+            ));
+        }
         let (tx, rx) = mpsc::channel(SEND_BUFFER);
         let stream = WatchStream {
+            require_leader,
             revs: self.ctx.raft.subscribe(),
             ctx: self.ctx.clone(),
             tx,
@@ -72,6 +79,8 @@ struct Watcher {
     progress_notify: bool,
     /// Whether an event went out since the last progress tick.
     sent_since_tick: bool,
+    /// Split responses larger than the request size limit (etcd's `fragment`).
+    fragment: bool,
 }
 
 /// The client went away; the stream ends.
@@ -79,6 +88,9 @@ struct Closed;
 
 struct WatchStream {
     ctx: Context,
+    /// The client asked (gRPC metadata `hasleader=true`) that the stream end when this member
+    /// loses its leader, as etcd's clientv3 `WithRequireLeader` does.
+    require_leader: bool,
     revs: watch::Receiver<Revisions>,
     tx: mpsc::Sender<Result<pb::WatchResponse, Status>>,
     watchers: BTreeMap<i64, Watcher>,
@@ -90,8 +102,25 @@ impl WatchStream {
         let mut stopping = self.ctx.stopping.clone();
         let period = self.ctx.limits.watch_progress_notify_interval;
         let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        let mut leader_check = tokio::time::interval(LEADER_CHECK);
+        let mut leaderless_since: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
+                _ = leader_check.tick(), if self.require_leader => {
+                    if self.ctx.raft.status().leader.is_some() {
+                        leaderless_since = None;
+                    } else if leaderless_since
+                        .get_or_insert_with(tokio::time::Instant::now)
+                        .elapsed()
+                        >= self.ctx.limits.election_timeout * 3
+                    {
+                        // etcd ends such streams with "no leader" so clients move elsewhere.
+                        let no_leader = crate::raft::ProposeError::NoLeader;
+                        let _ = self.tx.send(Err(super::status::propose_error(&no_leader))).await;
+                        return;
+                    }
+                    continue;
+                }
                 _ = progress.tick() => {
                     if self.deliver().await.is_err() || self.notify_progress().await.is_err() {
                         return;
@@ -206,6 +235,7 @@ impl WatchStream {
                 prev_kv: c.prev_kv,
                 progress_notify: c.progress_notify,
                 sent_since_tick: false,
+                fragment: c.fragment,
             },
         );
         self.send(resp).await?;
@@ -273,28 +303,7 @@ impl WatchStream {
                 return Ok(());
             }
             let storage = self.ctx.storage.clone();
-            let read = tokio::task::spawn_blocking(move || {
-                let view = Mvcc::read_view(&storage)?;
-                plan.into_iter()
-                    .map(|r| {
-                        if r.from < view.compact_rev {
-                            // Compacted after the plan was made: cancel with the new mark.
-                            return Ok((r.id, r.to, Err(view.compact_rev)));
-                        }
-                        let events = view.events(r.from, r.to, &r.range, r.prev_kv)?;
-                        let events = events
-                            .into_iter()
-                            .filter(|e| passes(e, r.no_put, r.no_delete))
-                            .map(event)
-                            .collect();
-                        Ok((r.id, r.to, Ok(events)))
-                    })
-                    .collect::<Result<
-                        Vec<(i64, Revision, Result<Vec<mvccpb::Event>, Revision>)>,
-                        crate::mvcc::Error,
-                    >>()
-            })
-            .await;
+            let read = tokio::task::spawn_blocking(move || read_plan(&storage, plan)).await;
             let batches = match read {
                 Ok(Ok(batches)) => batches,
                 Ok(Err(e)) => {
@@ -330,16 +339,117 @@ impl WatchStream {
                 }; // canceled meanwhile
                 w.next_rev = to + 1;
                 w.sent_since_tick |= !events.is_empty();
-                if !events.is_empty() {
-                    self.send(pb::WatchResponse {
-                        events,
-                        ..self.response(id, to)
-                    })
-                    .await?;
+                let fragment = w.fragment;
+                if events.is_empty() {
+                    continue;
+                }
+                let whole = pb::WatchResponse {
+                    events,
+                    ..self.response(id, to)
+                };
+                if fragment {
+                    // etcd's threshold: the request limit plus gRPC's allowance.
+                    let limit = self.ctx.limits.max_request_bytes + super::GRPC_OVERHEAD_BYTES;
+                    for part in fragments(whole, limit) {
+                        self.send(part).await?;
+                    }
+                } else {
+                    self.send(whole).await?;
                 }
             }
         }
     }
+}
+
+/// How often a `hasleader` stream checks that its member still has a leader.
+const LEADER_CHECK: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Splits a response for a watcher that asked for `fragment`, as etcd does: a response of at
+/// least `limit` encoded bytes with two or more events goes out in parts, each as many events
+/// as fit under the limit (at least one), every part but the last marked `fragment`. etcd's
+/// client reassembles them.
+fn fragments(whole: pb::WatchResponse, limit: usize) -> Vec<pb::WatchResponse> {
+    use prost::Message;
+    if whole.encoded_len() < limit || whole.events.len() < 2 {
+        return vec![whole];
+    }
+    let mut parts = Vec::new();
+    let mut events = whole.events.clone().into_iter().peekable();
+    while events.peek().is_some() {
+        let mut part = pb::WatchResponse {
+            events: Vec::new(),
+            fragment: true,
+            ..whole.clone()
+        };
+        while let Some(e) = events.peek() {
+            part.events.push(e.clone());
+            if part.events.len() > 1 && part.encoded_len() >= limit {
+                part.events.pop();
+                break;
+            }
+            events.next();
+        }
+        parts.push(part);
+    }
+    if let Some(last) = parts.last_mut() {
+        last.fragment = false;
+    }
+    parts
+}
+
+/// Events read for one watcher in a round: its id, the last revision covered, and the events
+/// (or the compact revision that took them away).
+type Batch = (i64, Revision, Result<Vec<mvccpb::Event>, Revision>);
+
+/// Reads a round's plan from one snapshot. Watchers that need the same revision window (the
+/// common case: every caught-up watcher needs the latest commits) share one scan of history,
+/// each taking the events in its range; a lone watcher scans only its own range.
+fn read_plan(
+    storage: &crate::storage::Storage,
+    plan: Vec<Read>,
+) -> Result<Vec<Batch>, crate::mvcc::Error> {
+    let view = Mvcc::read_view(storage)?;
+    let mut windows: BTreeMap<(Revision, Revision), Vec<Read>> = BTreeMap::new();
+    for r in plan {
+        windows.entry((r.from, r.to)).or_default().push(r);
+    }
+    let mut out = Vec::new();
+    for ((from, to), reads) in windows {
+        if from < view.compact_rev {
+            // Compacted after the plan was made: cancel with the new mark.
+            out.extend(reads.iter().map(|r| (r.id, to, Err(view.compact_rev))));
+            continue;
+        }
+        let shared = if reads.len() > 1 {
+            let any_prev = reads.iter().any(|r| r.prev_kv);
+            Some(view.events(from, to, &KeyRange::new(&[0], &[0]), any_prev)?)
+        } else {
+            None
+        };
+        for r in reads {
+            let events = match &shared {
+                Some(all) => all
+                    .iter()
+                    .filter(|e| r.range.contains(&e.kv.key))
+                    .cloned()
+                    .map(|mut e| {
+                        if !r.prev_kv {
+                            e.prev_kv = None;
+                        }
+                        e
+                    })
+                    .collect(),
+                None => view.events(from, to, &r.range, r.prev_kv)?,
+            };
+            let events = events
+                .into_iter()
+                .filter(|e| passes(e, r.no_put, r.no_delete))
+                .map(event)
+                .collect();
+            out.push((r.id, to, Ok(events)));
+        }
+    }
+    Ok(out)
 }
 
 /// What one watcher needs read from history in a delivery round.

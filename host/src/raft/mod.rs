@@ -32,6 +32,7 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use openraft::Instant as _;
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::{Config, Raft, ReadPolicy, ServerState, SnapshotPolicy};
@@ -151,6 +152,9 @@ pub struct RaftNode {
     membership_lock: Arc<tokio::sync::Mutex<()>>,
     /// How long a request waits for a leader to appear before it fails with "no leader".
     leader_patience: Duration,
+    /// openraft's leader lease (its longest election timeout): a leader without a quorum
+    /// acknowledgement for this long cannot take proposals.
+    leader_lease: Duration,
 }
 
 impl RaftNode {
@@ -202,6 +206,7 @@ impl RaftNode {
             app: Arc::default(),
             membership_lock: Arc::default(),
             leader_patience: Duration::from_millis(cfg.election_timeout_ms * 3),
+            leader_lease: Duration::from_millis(cfg.election_timeout_ms * 2),
         })
     }
 
@@ -322,14 +327,24 @@ impl RaftNode {
 
     pub fn status(&self) -> RaftStatus {
         let m = self.raft.metrics().borrow_watched().clone();
-        RaftStatus {
+        let mut status = RaftStatus {
             term: m.current_term,
             leader: m.current_leader,
             last_log_index: m.last_log_index.unwrap_or(0),
             applied_index: m.last_applied.map_or(0, |id| id.index),
             is_leader: m.state == ServerState::Leader,
             is_learner: m.state == ServerState::Learner,
+        };
+        // A leader that has not heard from a quorum for a lease period cannot commit: report
+        // no leader, as etcd's leader does when CheckQuorum makes it step down. (openraft keeps
+        // the role and rejects proposals meanwhile; it resumes when the quorum answers.)
+        let voters = m.membership_config.voter_ids().count();
+        let acked = m.last_quorum_acked.map(|t| t.into_inner());
+        if status.is_leader && voters > 1 && acked.is_none_or(|t| t.elapsed() > self.leader_lease) {
+            status.is_leader = false;
+            status.leader = None;
         }
+        status
     }
 
     /// Waits until some member leads (bounded by `timeout`).
