@@ -1,17 +1,38 @@
-//! Put and range throughput and latency, Cairn against real etcd, side by side in one run.
+//! Put, range, watch fan-out and lease keepalive throughput and latency, Cairn against real
+//! etcd, side by side in one run.
 //!
 //! Starts fresh Cairn (the release binary next to this tool, or `CAIRN_BIN`) and etcd (from
 //! `PATH`) servers, each in its own temporary data dir on loopback, runs the same workloads
-//! against both at every concurrency level (`--clients`), and prints one Markdown table per
-//! workload, preceded by a header line (command line, members, endpoints mode, value size,
-//! seconds, `nproc` and CPU model) ready to paste into `docs/benchmarks.md`. Both servers
-//! fsync every acknowledged write. Only one server's load runs at any moment.
+//! against both at every level (`--clients`, or `--watchers` for `watch-fanout`), and prints one
+//! Markdown table per workload, preceded by a header line (command line, members, endpoints
+//! mode, value size, seconds, `nproc` and CPU model) ready to paste into `docs/benchmarks.md`.
+//! Both servers fsync every acknowledged write. Only one server's load runs at any moment.
 //!
-//! Workloads (`--workload`, `all` runs the three in this order):
+//! Workloads (`--workload`, a comma-separated list; `all` runs the first three in this order):
 //! - `put`: each client puts 8-byte keys (as etcd's benchmark tool does) back to back.
 //! - `range-linearizable`: 1,000 keys `bench/<n>` are written once per server first, then each
 //!   client gets a random one of them back to back (etcd-client's default, linearizable `get`).
 //! - `range-serializable`: the same with serializable (member-local) gets.
+//! - `watch-fanout` (long, only when named): for each `--watchers` level W, W watchers on the
+//!   prefix `fan/` are opened on one member (the first endpoint of the level: the only member,
+//!   the leader with `--endpoints-mode leader`, a follower with `all`), spread over
+//!   `--watch-streams` gRPC watch streams on at most `--conns` connections, so every watcher
+//!   sees every event. Once all are created, one writer puts `fan/<n>` through that member at
+//!   `--watch-rate` puts/s for `--seconds`, each value its send time (nanoseconds since a base
+//!   `Instant`, ASCII). One task per stream records every event's delivery latency (receive −
+//!   send) in a fixed-size histogram and counts events per watcher. The table gives events
+//!   delivered per second over all watchers (from the first put to the last event), p50/p99
+//!   delivery latency; the notes under it say whether every watcher got every acknowledged put
+//!   (W × puts), and the missing count if not, and the puts' own p50/p99 round trips (the
+//!   commit part of every delivery latency). Receivers wait for stragglers at most 60 s after
+//!   the last put, and give up after 10 s without any event.
+//! - `lease-keepalive` (long, only when named): `--leases` leases (TTL 60 s) are granted per
+//!   server (64 at a time over the connection pool), then at each `--clients` level every
+//!   client owns a slice of them (lease i to client i % clients) and one `LeaseKeepAlive`
+//!   stream, and renews its leases round-robin, one keepalive in flight at a time, as fast as
+//!   the server answers. The table gives keepalives/s and p50/p99 round trips. The stream is
+//!   driven through the generated tonic client, since etcd-client's `LeaseKeeper` renews one
+//!   fixed lease per stream. The leases are revoked after the workload's last level.
 //!
 //! Members (`--members`):
 //! - 1 (default): one single-member Cairn and one single-member etcd run side by side for the
@@ -37,19 +58,34 @@
 //! ./target/release/cairn-bench --members 3 --workload all --clients 1,16,256 --seconds 10
 //! # 3-member clusters, everything sent to the leader
 //! ./target/release/cairn-bench --members 3 --workload all --endpoints-mode leader --clients 1,16,256 --seconds 10
+//! # several workloads in one run
+//! ./target/release/cairn-bench --workload put,range-serializable --clients 16 --seconds 10
+//! # watch fan-out: 1,000 and 10,000 watchers over 100 streams, 100 puts/s
+//! ./target/release/cairn-bench --workload watch-fanout --watchers 1000,10000 --seconds 10
+//! # lease keepalives: 10,000 leases renewed by 16 and by 256 clients
+//! ./target/release/cairn-bench --workload lease-keepalive --leases 10000 --clients 16,256 --seconds 10
 //! # load running endpoints only (profiling), e.g. a cluster started by hand
 //! ./target/release/cairn-bench --target 127.0.0.1:2379,127.0.0.1:22379 --workload range-linearizable --clients 16
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use cairn_proto::etcdserverpb::lease_client::LeaseClient;
+use cairn_proto::etcdserverpb::{LeaseKeepAliveRequest, LeaseKeepAliveResponse};
 use cairn_tests::{CairnNode, Cluster, EtcdNode, Flavor};
 use clap::{Parser, ValueEnum};
-use etcd_client::{Client, ConnectOptions, GetOptions};
+use etcd_client::{Client, ConnectOptions, GetOptions, WatchOptions};
 use futures::StreamExt;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+use tonic::transport::Channel;
 
 /// Keys written before a range workload, `bench/0` .. `bench/999`.
 const RANGE_KEYS: usize = 1_000;
@@ -57,9 +93,27 @@ const RANGE_KEYS: usize = 1_000;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Slack past `--seconds` for a level to finish (in-flight requests, connecting).
 const LEVEL_SLACK: Duration = Duration::from_secs(60);
+/// The prefix every fan-out watcher watches and the writer writes under.
+const FAN_PREFIX: &str = "fan/";
+/// Longest a fan-out level may take to create its watchers.
+const WATCH_CREATE_LIMIT: Duration = Duration::from_secs(120);
+/// After the last put, receivers give up once no event arrived for this long...
+const WATCH_STALL: Duration = Duration::from_secs(10);
+/// ...and at the latest this long after the last put.
+const WATCH_DRAIN_LIMIT: Duration = Duration::from_secs(60);
+/// Slack past `--seconds` for a fan-out level: creating watchers, draining, connecting.
+const WATCH_LEVEL_SLACK: Duration = Duration::from_secs(240);
+/// Largest watch response the fan-out receivers accept (a lagging watcher gets batches).
+const MAX_WATCH_MESSAGE: usize = 64 << 20;
+/// TTL of the leases the keepalive workload renews.
+const LEASE_TTL: i64 = 60;
+/// Lease grants (and revokes) in flight at once while preparing the keepalive workload.
+const LEASE_GRANT_CONCURRENCY: usize = 64;
 
 #[derive(Parser, Debug)]
-#[command(about = "Put and range throughput and latency: Cairn vs etcd on this machine")]
+#[command(
+    about = "Put, range, watch fan-out and lease keepalive throughput and latency: Cairn vs etcd on this machine"
+)]
 struct Args {
     /// Concurrency levels (clients issuing requests back to back).
     #[arg(long, value_delimiter = ',', default_value = "1,16,256")]
@@ -77,9 +131,9 @@ struct Args {
     /// Cairn cluster and then an N-member etcd cluster.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=9))]
     members: u16,
-    /// Workload to run.
-    #[arg(long, value_enum, default_value_t = WorkloadArg::Put)]
-    workload: WorkloadArg,
+    /// Workloads to run, comma-separated (`all`: put, range-linearizable, range-serializable).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "put")]
+    workload: Vec<WorkloadArg>,
     /// Where clients send requests in a cluster (ignored with one member).
     #[arg(long, value_enum, default_value_t = EndpointsMode::All)]
     endpoints_mode: EndpointsMode,
@@ -87,6 +141,18 @@ struct Args {
     /// starting servers; `all` uses them in the order given.
     #[arg(long, value_delimiter = ',')]
     target: Vec<String>,
+    /// watch-fanout: watcher counts, one level each.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    watchers: Vec<usize>,
+    /// watch-fanout: gRPC watch streams the watchers are spread over.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    watch_streams: u32,
+    /// watch-fanout: the writer's puts per second.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    watch_rate: u32,
+    /// lease-keepalive: leases granted per server (TTL 60 s).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    leases: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -94,6 +160,8 @@ enum WorkloadArg {
     Put,
     RangeLinearizable,
     RangeSerializable,
+    WatchFanout,
+    LeaseKeepalive,
     All,
 }
 
@@ -103,6 +171,8 @@ impl WorkloadArg {
             WorkloadArg::Put => vec![Workload::Put],
             WorkloadArg::RangeLinearizable => vec![Workload::RangeLinearizable],
             WorkloadArg::RangeSerializable => vec![Workload::RangeSerializable],
+            WorkloadArg::WatchFanout => vec![Workload::WatchFanout],
+            WorkloadArg::LeaseKeepalive => vec![Workload::LeaseKeepalive],
             WorkloadArg::All => vec![
                 Workload::Put,
                 Workload::RangeLinearizable,
@@ -112,11 +182,24 @@ impl WorkloadArg {
     }
 }
 
+/// The workloads named on the command line, in order, each once.
+fn expand_workloads(args: &[WorkloadArg]) -> Vec<Workload> {
+    let mut out = Vec::new();
+    for w in args.iter().flat_map(|a| a.expand()) {
+        if !out.contains(&w) {
+            out.push(w);
+        }
+    }
+    out
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Workload {
     Put,
     RangeLinearizable,
     RangeSerializable,
+    WatchFanout,
+    LeaseKeepalive,
 }
 
 impl Workload {
@@ -125,11 +208,49 @@ impl Workload {
             Workload::Put => "put",
             Workload::RangeLinearizable => "range-linearizable",
             Workload::RangeSerializable => "range-serializable",
+            Workload::WatchFanout => "watch-fanout",
+            Workload::LeaseKeepalive => "lease-keepalive",
         }
     }
 
     fn is_range(self) -> bool {
-        self != Workload::Put
+        matches!(
+            self,
+            Workload::RangeLinearizable | Workload::RangeSerializable
+        )
+    }
+
+    /// What a level counts (the table's second column).
+    fn level_name(self) -> &'static str {
+        match self {
+            Workload::WatchFanout => "watchers",
+            _ => "clients",
+        }
+    }
+
+    /// The levels this workload runs.
+    fn levels(self, args: &Args) -> &[usize] {
+        match self {
+            Workload::WatchFanout => &args.watchers,
+            _ => &args.clients,
+        }
+    }
+
+    /// What the throughput column counts per second.
+    fn unit(self) -> &'static str {
+        match self {
+            Workload::WatchFanout => "events/s",
+            Workload::LeaseKeepalive => "keepalives/s",
+            _ => "ops/s",
+        }
+    }
+
+    /// Slack past `--seconds` for one level.
+    fn slack(self) -> Duration {
+        match self {
+            Workload::WatchFanout => WATCH_LEVEL_SLACK,
+            _ => LEVEL_SLACK,
+        }
     }
 }
 
@@ -147,6 +268,8 @@ struct Stats {
     p99_ms: f64,
     errors: u64,
     first_error: Option<String>,
+    /// A line for under the tables (watch fan-out: whether every event was delivered).
+    note: Option<String>,
 }
 
 /// Where one level's connections go.
@@ -172,6 +295,28 @@ impl Deployment<'_> {
             Deployment::Single(e) => vec![e.clone()],
             Deployment::Cluster(c) => c.endpoints(),
             Deployment::Target(t) => t.clone(),
+        }
+    }
+
+    /// Which member `endpoint` is, for the notes.
+    fn describe(&self, endpoint: &str, plan: &Plan) -> String {
+        match self {
+            Deployment::Single(_) => "the only member".to_string(),
+            Deployment::Cluster(cluster) => {
+                let name = cluster
+                    .members
+                    .iter()
+                    .find(|m| m.endpoint() == endpoint)
+                    .map(|m| m.name.clone())
+                    .unwrap_or_else(|| endpoint.to_string());
+                let role = if plan.leader.as_deref() == Some(name.as_str()) {
+                    "leader"
+                } else {
+                    "follower"
+                };
+                format!("member {name} ({role})")
+            }
+            Deployment::Target(_) => endpoint.to_string(),
         }
     }
 
@@ -230,6 +375,21 @@ fn connect_options() -> ConnectOptions {
 async fn connect(endpoint: &str) -> Client {
     Client::connect([endpoint], Some(connect_options()))
         .await
+        .unwrap_or_else(|e| panic!("connect to {endpoint}: {e}"))
+}
+
+/// A plain tonic channel to `endpoint`, for the generated clients (bounded: 10 s).
+async fn grpc_channel(endpoint: &str) -> Channel {
+    let uri = format!("http://{endpoint}");
+    let target = Channel::from_shared(uri)
+        .unwrap_or_else(|e| panic!("endpoint {endpoint}: {e}"))
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true);
+    tokio::time::timeout(REQUEST_TIMEOUT, target.connect())
+        .await
+        .unwrap_or_else(|_| {
+            panic!("connect to {endpoint}: no connection within {REQUEST_TIMEOUT:?}")
+        })
         .unwrap_or_else(|e| panic!("connect to {endpoint}: {e}"))
 }
 
@@ -293,6 +453,76 @@ async fn seed(server: &str, endpoint: &str, members: &[String], value: &[u8]) {
     tokio::time::timeout(limit, work)
         .await
         .unwrap_or_else(|_| panic!("{server}: writing the range keys took over {limit:?}"));
+}
+
+/// Latencies in nanoseconds, in log-linear buckets (128 per power of two, so under 1 % error):
+/// a fixed 58 KiB however many samples.
+#[derive(Clone)]
+struct Histogram {
+    counts: Vec<u64>,
+    total: u64,
+}
+
+/// log2 of the buckets per power of two.
+const HIST_SUB_BITS: u32 = 7;
+/// Values below 128 exactly, then 128 buckets for each of the 57 higher powers of two.
+const HIST_BUCKETS: usize = (64 - HIST_SUB_BITS as usize + 1) << HIST_SUB_BITS;
+
+impl Histogram {
+    fn new() -> Self {
+        Histogram {
+            counts: vec![0; HIST_BUCKETS],
+            total: 0,
+        }
+    }
+
+    fn index(v: u64) -> usize {
+        let sub = 1u64 << HIST_SUB_BITS;
+        if v < sub {
+            return v as usize;
+        }
+        let shift = 63 - v.leading_zeros() - HIST_SUB_BITS;
+        ((u64::from(shift) + 1) * sub + ((v >> shift) - sub)) as usize
+    }
+
+    /// The middle of bucket `i`.
+    fn value(i: usize) -> u64 {
+        let sub = 1usize << HIST_SUB_BITS;
+        if i < sub {
+            return i as u64;
+        }
+        let shift = (i / sub - 1) as u32;
+        let low = ((sub + i % sub) as u64) << shift;
+        low + ((1u64 << shift) >> 1)
+    }
+
+    fn record(&mut self, nanos: u64) {
+        self.counts[Self::index(nanos)] += 1;
+        self.total += 1;
+    }
+
+    fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.total += other.total;
+    }
+
+    /// The `p` quantile in milliseconds (the same rank as `run_level`'s sorted samples).
+    fn quantile_ms(&self, p: f64) -> f64 {
+        if self.total == 0 {
+            return f64::NAN;
+        }
+        let rank = ((self.total as f64 * p) as u64).min(self.total - 1) + 1;
+        let mut seen = 0;
+        for (i, &c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Self::value(i) as f64 / 1e6;
+            }
+        }
+        f64::NAN
+    }
 }
 
 /// Runs `clients` clients for `seconds` over a pool of connections spread over `endpoints`.
@@ -380,14 +610,589 @@ async fn run_level(
         p99_ms: pct(0.99),
         errors,
         first_error,
+        note: None,
     }
 }
 
-/// What goes under the tables: failed requests and the leaders seen.
+/// What one watch stream's receiving task saw.
+struct StreamOutcome {
+    latencies: Histogram,
+    /// Events per watcher (watch id) on this stream.
+    counts: HashMap<i64, u64>,
+    /// Watchers this stream was meant to carry.
+    watchers: usize,
+    events: u64,
+    last_event: Option<Instant>,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+/// Nanoseconds since `base`: the clock the fan-out writer stamps values with.
+fn nanos_since(base: Instant) -> u64 {
+    base.elapsed().as_nanos() as u64
+}
+
+/// One watch stream carrying `watchers` watchers on `FAN_PREFIX`: creates them, says so on
+/// `ready`, then records every event until the writer's put count (`puts`) is known and every
+/// watcher has seen that many, or the receivers stall or run out of time.
+async fn watch_stream_task(
+    client: Client,
+    watchers: usize,
+    base: Instant,
+    created_total: Arc<AtomicUsize>,
+    ready: oneshot::Sender<Result<(), String>>,
+    mut puts: watch::Receiver<Option<u64>>,
+) -> StreamOutcome {
+    let mut out = StreamOutcome {
+        latencies: Histogram::new(),
+        counts: HashMap::with_capacity(watchers),
+        watchers,
+        events: 0,
+        last_event: None,
+        errors: 0,
+        first_error: None,
+    };
+    let options = WatchOptions::new().with_prefix();
+    let mut watch_client = client
+        .watch_client()
+        .max_decoding_message_size(MAX_WATCH_MESSAGE);
+    let mut stream = match tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        watch_client.watch(FAN_PREFIX, Some(options.clone())),
+    )
+    .await
+    {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            let _ = ready.send(Err(format!("opening a watch stream: {e}")));
+            return out;
+        }
+        Err(_) => {
+            let _ = ready.send(Err(format!(
+                "opening a watch stream: no answer within {REQUEST_TIMEOUT:?}"
+            )));
+            return out;
+        }
+    };
+    for _ in 1..watchers {
+        let sent = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            stream.watch(FAN_PREFIX, Some(options.clone())),
+        )
+        .await;
+        let failure = match sent {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => format!("sending a watch create request: {e}"),
+            Err(_) => format!("sending a watch create request: blocked for {REQUEST_TIMEOUT:?}"),
+        };
+        let _ = ready.send(Err(failure));
+        return out;
+    }
+    let mut ready = Some(ready);
+    let mut expected: Option<u64> = None;
+    let mut drain_deadline = None;
+    let mut last_progress = Instant::now();
+    loop {
+        if expected.is_none() {
+            expected = *puts.borrow_and_update();
+        }
+        if let Some(expected) = expected {
+            let deadline =
+                *drain_deadline.get_or_insert_with(|| Instant::now() + WATCH_DRAIN_LIMIT);
+            let complete = out.counts.len() >= watchers
+                && out.events >= expected * watchers as u64
+                && out.counts.values().all(|&c| c >= expected);
+            if complete || Instant::now() >= deadline || last_progress.elapsed() >= WATCH_STALL {
+                break;
+            }
+        }
+        let message = match tokio::time::timeout(Duration::from_millis(200), stream.message()).await
+        {
+            // Nothing yet: look at the stop conditions again.
+            Err(_) => continue,
+            Ok(Ok(Some(message))) => message,
+            Ok(Ok(None)) => {
+                out.errors += 1;
+                out.first_error
+                    .get_or_insert_with(|| "the server closed a watch stream".to_string());
+                break;
+            }
+            Ok(Err(e)) => {
+                out.errors += 1;
+                out.first_error
+                    .get_or_insert_with(|| format!("watch stream: {e}"));
+                break;
+            }
+        };
+        let events = message.events();
+        if !events.is_empty() {
+            let now = nanos_since(base);
+            for event in events {
+                let sent = event
+                    .kv()
+                    .and_then(|kv| std::str::from_utf8(kv.value()).ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                match sent {
+                    Some(sent) => out.latencies.record(now.saturating_sub(sent)),
+                    None => {
+                        out.errors += 1;
+                        out.first_error.get_or_insert_with(|| {
+                            "a fan-out event without a send time in its value".to_string()
+                        });
+                    }
+                }
+            }
+            *out.counts.entry(message.watch_id()).or_default() += events.len() as u64;
+            out.events += events.len() as u64;
+            last_progress = Instant::now();
+            out.last_event = Some(last_progress);
+        }
+        if message.created() {
+            out.counts.entry(message.watch_id()).or_default();
+            created_total.fetch_add(1, Ordering::Relaxed);
+            if out.counts.len() >= watchers
+                && let Some(ready) = ready.take()
+            {
+                let _ = ready.send(Ok(()));
+            }
+        }
+        if message.canceled() {
+            out.errors += 1;
+            out.first_error.get_or_insert_with(|| {
+                format!(
+                    "watch {} canceled: {}",
+                    message.watch_id(),
+                    message.cancel_reason()
+                )
+            });
+        }
+    }
+    if let Some(ready) = ready {
+        let why = out
+            .first_error
+            .clone()
+            .unwrap_or_else(|| "the stream ended".to_string());
+        let _ = ready.send(Err(why));
+    }
+    out
+}
+
+/// What the fan-out writer did.
+struct WriterOutcome {
+    acked: u64,
+    errors: u64,
+    first_error: Option<String>,
+    /// When the last put was sent.
+    last_put: Instant,
+    /// The puts' own round trips (commit latency, part of every delivery latency).
+    put_latencies: Histogram,
+}
+
+/// Puts `fan/<n>` through `endpoint` at `rate` per second for `seconds`, each value its send
+/// time. Puts are sent on schedule even while earlier ones are still in flight.
+async fn write_fan(endpoint: &str, rate: u32, seconds: u64, base: Instant) -> WriterOutcome {
+    let client = connect(endpoint).await;
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
+    let end = Instant::now() + Duration::from_secs(seconds);
+    let mut puts = JoinSet::new();
+    let mut n = 0u64;
+    let mut last_put = Instant::now();
+    loop {
+        ticker.tick().await;
+        if Instant::now() >= end {
+            break;
+        }
+        let mut client = client.clone();
+        let key = format!("{FAN_PREFIX}{n}");
+        n += 1;
+        last_put = Instant::now();
+        puts.spawn(async move {
+            let t = Instant::now();
+            let sent = nanos_since(base).to_string();
+            match tokio::time::timeout(REQUEST_TIMEOUT, client.put(key, sent, None)).await {
+                Ok(Ok(_)) => Ok(t.elapsed()),
+                Ok(Err(e)) => Err(format!("fan-out put: {e}")),
+                Err(_) => Err(format!("fan-out put: no answer within {REQUEST_TIMEOUT:?}")),
+            }
+        });
+    }
+    let mut out = WriterOutcome {
+        acked: 0,
+        errors: 0,
+        first_error: None,
+        last_put,
+        put_latencies: Histogram::new(),
+    };
+    while let Some(joined) = puts.join_next().await {
+        match joined.expect("fan-out put task panicked") {
+            Ok(latency) => {
+                out.acked += 1;
+                out.put_latencies.record(latency.as_nanos() as u64);
+            }
+            Err(e) => {
+                out.errors += 1;
+                out.first_error.get_or_insert(e);
+            }
+        }
+    }
+    out
+}
+
+/// `watchers` watchers on one member, one writer: see the module doc.
+async fn run_watch_level(endpoint: &str, watchers: usize, args: &Args) -> Stats {
+    let streams = (args.watch_streams as usize).min(watchers).max(1);
+    let conns = args.conns.min(streams).max(1);
+    let mut pool = Vec::new();
+    for _ in 0..conns {
+        pool.push(connect(endpoint).await);
+    }
+    let base = Instant::now();
+    let created = Arc::new(AtomicUsize::new(0));
+    let (puts_tx, puts_rx) = watch::channel(None);
+    let mut tasks = Vec::new();
+    let mut readies = Vec::new();
+    for s in 0..streams {
+        let n = watchers / streams + usize::from(s < watchers % streams);
+        let (ready_tx, ready_rx) = oneshot::channel();
+        readies.push(ready_rx);
+        tasks.push(tokio::spawn(watch_stream_task(
+            pool[s % conns].clone(),
+            n,
+            base,
+            created.clone(),
+            ready_tx,
+            puts_rx.clone(),
+        )));
+    }
+    let create_start = Instant::now();
+    let all_ready = async {
+        for ready in readies {
+            match ready.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err("a watch stream task ended early".to_string()),
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(WATCH_CREATE_LIMIT, all_ready).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => panic!(
+            "watch-fanout: creating {watchers} watchers on {endpoint} failed after {} were \
+             created: {e}",
+            created.load(Ordering::Relaxed)
+        ),
+        Err(_) => panic!(
+            "watch-fanout: only {} of {watchers} watchers created on {endpoint} within \
+             {WATCH_CREATE_LIMIT:?}",
+            created.load(Ordering::Relaxed)
+        ),
+    }
+    eprintln!(
+        "  {watchers} watchers on {streams} streams created in {:.2} s",
+        create_start.elapsed().as_secs_f64()
+    );
+    let writer_start = Instant::now();
+    let writer = write_fan(endpoint, args.watch_rate, args.seconds, base).await;
+    // Receivers stop once every watcher saw every acknowledged put (or they give up).
+    let _ = puts_tx.send(Some(writer.acked));
+    let mut latencies = Histogram::new();
+    let mut delivered = 0u64;
+    let (mut missing, mut extra, mut short) = (0u64, 0u64, 0u64);
+    let mut last_event: Option<Instant> = None;
+    let mut errors = writer.errors;
+    let mut first_error = writer.first_error.clone();
+    for t in tasks {
+        let o = t.await.expect("watch stream task panicked");
+        latencies.merge(&o.latencies);
+        delivered += o.events;
+        for &c in o.counts.values() {
+            missing += writer.acked.saturating_sub(c);
+            extra += c.saturating_sub(writer.acked);
+            short += u64::from(c < writer.acked);
+        }
+        // Watchers whose creation was never confirmed saw nothing this stream counted.
+        let unconfirmed = o.watchers.saturating_sub(o.counts.len()) as u64;
+        missing += unconfirmed * writer.acked;
+        short += unconfirmed;
+        last_event = last_event.max(o.last_event);
+        errors += o.errors;
+        if first_error.is_none() {
+            first_error = o.first_error;
+        }
+    }
+    let span = last_event.map(|t| t.duration_since(writer_start).as_secs_f64());
+    let events_per_sec = match span {
+        Some(s) if s > 0.0 => delivered as f64 / s,
+        _ => 0.0,
+    };
+    let expected = writer.acked * watchers as u64;
+    let failed_puts = if writer.errors > 0 {
+        format!(" ({} failed)", writer.errors)
+    } else {
+        String::new()
+    };
+    let drain = last_event
+        .map(|t| {
+            format!(
+                ", last event {:.2} s after the last put",
+                t.saturating_duration_since(writer.last_put).as_secs_f64()
+            )
+        })
+        .unwrap_or_default();
+    let delivery = if missing == 0 && extra == 0 {
+        format!("all {expected} events delivered{drain}")
+    } else {
+        format!(
+            "{delivered} of {expected} events delivered, {missing} MISSING ({short} watchers \
+             short), {extra} extra{drain}"
+        )
+    };
+    Stats {
+        ops_per_sec: events_per_sec,
+        p50_ms: latencies.quantile_ms(0.50),
+        p99_ms: latencies.quantile_ms(0.99),
+        errors,
+        first_error,
+        note: Some(format!(
+            "{} acknowledged puts{failed_puts} × {watchers} watchers on {streams} streams: \
+             {delivery}; the puts themselves: p50 {} ms, p99 {} ms",
+            writer.acked,
+            ms(writer.put_latencies.quantile_ms(0.50)),
+            ms(writer.put_latencies.quantile_ms(0.99)),
+        )),
+    }
+}
+
+/// One open `LeaseKeepAlive` stream: requests in, responses out.
+type KeepAliveStream = (
+    mpsc::Sender<LeaseKeepAliveRequest>,
+    Streaming<LeaseKeepAliveResponse>,
+);
+
+/// Opens a keepalive stream, renewing `first` to get it going (grpc-go servers send the
+/// response headers with the first response). Bounded: 2 × 10 s.
+async fn open_keepalive(
+    client: &mut LeaseClient<Channel>,
+    first: i64,
+) -> Result<KeepAliveStream, String> {
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(LeaseKeepAliveRequest { id: first })
+        .await
+        .map_err(|_| "queueing the first keepalive".to_string())?;
+    let mut stream = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        client.lease_keep_alive(ReceiverStream::new(rx)),
+    )
+    .await
+    .map_err(|_| format!("opening a keepalive stream: no answer within {REQUEST_TIMEOUT:?}"))?
+    .map_err(|e| format!("opening a keepalive stream: {e}"))?
+    .into_inner();
+    match tokio::time::timeout(REQUEST_TIMEOUT, stream.message()).await {
+        Ok(Ok(Some(_))) => Ok((tx, stream)),
+        Ok(Ok(None)) => Err("the server closed a new keepalive stream".to_string()),
+        Ok(Err(e)) => Err(format!("first keepalive: {e}")),
+        Err(_) => Err(format!(
+            "first keepalive: no answer within {REQUEST_TIMEOUT:?}"
+        )),
+    }
+}
+
+/// One keepalive round trip for `id`. `Err((why, broken))`: `broken` when the stream is no
+/// longer usable (it is then opened again).
+async fn keep_alive_once(stream: &mut KeepAliveStream, id: i64) -> Result<(), (String, bool)> {
+    let (tx, rx) = stream;
+    let round_trip = async {
+        tx.send(LeaseKeepAliveRequest { id })
+            .await
+            .map_err(|_| ("the keepalive stream closed".to_string(), true))?;
+        match rx.message().await {
+            Ok(Some(r)) if r.id == id && r.ttl > 0 => Ok(()),
+            Ok(Some(r)) if r.id == id => Err((format!("lease {id:x} not found (expired?)"), false)),
+            Ok(Some(r)) => Err((
+                format!("keepalive for {id:x} answered for {:x}", r.id),
+                true,
+            )),
+            Ok(None) => Err(("the server closed the keepalive stream".to_string(), true)),
+            Err(e) => Err((format!("keepalive: {e}"), true)),
+        }
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, round_trip)
+        .await
+        .unwrap_or_else(|_| {
+            Err((
+                format!("keepalive: no answer within {REQUEST_TIMEOUT:?}"),
+                true,
+            ))
+        })
+}
+
+/// `clients` clients renewing `leases` round-robin for `seconds` (see the module doc).
+async fn run_lease_level(
+    endpoints: &[String],
+    leases: &[i64],
+    clients: usize,
+    conns: usize,
+    seconds: u64,
+) -> Stats {
+    assert!(!leases.is_empty(), "lease-keepalive without leases");
+    let conns = conns.min(clients).max(1);
+    let mut pool = Vec::new();
+    for i in 0..conns {
+        pool.push(grpc_channel(&endpoints[i % endpoints.len()]).await);
+    }
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let mut client = LeaseClient::new(pool[c % conns].clone());
+        let mut mine: Vec<i64> = leases.iter().skip(c).step_by(clients).copied().collect();
+        if mine.is_empty() {
+            mine.push(leases[c % leases.len()]);
+        }
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Histogram::new();
+            let mut errors = 0u64;
+            let mut first_error: Option<String> = None;
+            let mut stream: Option<KeepAliveStream> = None;
+            let mut next = 0usize;
+            while Instant::now() < deadline {
+                if stream.is_none() {
+                    match open_keepalive(&mut client, mine[0]).await {
+                        Ok(opened) => stream = Some(opened),
+                        Err(e) => {
+                            errors += 1;
+                            first_error.get_or_insert(e);
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            continue;
+                        }
+                    }
+                }
+                let Some(open) = stream.as_mut() else {
+                    continue;
+                };
+                let id = mine[next % mine.len()];
+                next += 1;
+                let t = Instant::now();
+                match keep_alive_once(open, id).await {
+                    Ok(()) => latencies.record(t.elapsed().as_nanos() as u64),
+                    Err((e, broken)) => {
+                        errors += 1;
+                        first_error.get_or_insert(e);
+                        if broken {
+                            stream = None;
+                        }
+                        // No busy loop against a failing server.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+            (latencies, errors, first_error)
+        }));
+    }
+    let mut all = Histogram::new();
+    let mut errors = 0;
+    let mut first_error = None;
+    for t in tasks {
+        let (latencies, e, first) = t.await.expect("keepalive client panicked");
+        all.merge(&latencies);
+        errors += e;
+        if first_error.is_none() {
+            first_error = first;
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    Stats {
+        ops_per_sec: all.total as f64 / elapsed,
+        p50_ms: all.quantile_ms(0.50),
+        p99_ms: all.quantile_ms(0.99),
+        errors,
+        first_error,
+        note: None,
+    }
+}
+
+/// Grants `count` leases (TTL 60 s) over a pool of connections to `endpoints`.
+async fn grant_leases(server: &str, endpoints: &[String], count: usize, conns: usize) -> Vec<i64> {
+    let start = Instant::now();
+    let work = async {
+        let mut pool = Vec::new();
+        for i in 0..conns.clamp(1, count) {
+            pool.push(connect(&endpoints[i % endpoints.len()]).await);
+        }
+        let results: Vec<_> = futures::stream::iter(0..count)
+            .map(|i| {
+                let mut client = pool[i % pool.len()].clone();
+                async move { client.lease_grant(LEASE_TTL, None).await }
+            })
+            .buffer_unordered(LEASE_GRANT_CONCURRENCY)
+            .collect()
+            .await;
+        results
+            .into_iter()
+            .map(|r| {
+                r.map(|g| g.id())
+                    .unwrap_or_else(|e| panic!("{server}: granting a lease: {e}"))
+            })
+            .collect::<Vec<i64>>()
+    };
+    let limit = Duration::from_secs(60) + Duration::from_millis(10) * count as u32;
+    let leases = tokio::time::timeout(limit, work)
+        .await
+        .unwrap_or_else(|_| panic!("{server}: granting {count} leases took over {limit:?}"));
+    eprintln!(
+        "{server}: granted {count} leases (TTL {LEASE_TTL} s) in {:.2} s",
+        start.elapsed().as_secs_f64()
+    );
+    leases
+}
+
+/// Revokes `leases` (cleanup, so their expiry does not load a later measurement). Bounded;
+/// failures are only reported.
+async fn revoke_leases(server: &str, endpoints: &[String], leases: &[i64], conns: usize) {
+    if leases.is_empty() {
+        return;
+    }
+    let start = Instant::now();
+    let work = async {
+        let mut pool = Vec::new();
+        for i in 0..conns.clamp(1, leases.len()) {
+            pool.push(connect(&endpoints[i % endpoints.len()]).await);
+        }
+        futures::stream::iter(leases.iter().enumerate())
+            .map(|(i, &id)| {
+                let mut client = pool[i % pool.len()].clone();
+                async move { client.lease_revoke(id).await.is_err() }
+            })
+            .buffer_unordered(LEASE_GRANT_CONCURRENCY)
+            .filter(|&failed| std::future::ready(failed))
+            .count()
+            .await
+    };
+    let limit = Duration::from_secs(60) + Duration::from_millis(10) * leases.len() as u32;
+    match tokio::time::timeout(limit, work).await {
+        Ok(0) => eprintln!(
+            "{server}: revoked {} leases in {:.2} s",
+            leases.len(),
+            start.elapsed().as_secs_f64()
+        ),
+        Ok(failed) => eprintln!(
+            "{server}: revoking leases: {failed} of {} failed (expired?)",
+            leases.len()
+        ),
+        Err(_) => eprintln!(
+            "{server}: revoking {} leases took over {limit:?}",
+            leases.len()
+        ),
+    }
+}
+
+/// What goes under the tables: failed requests, the leaders seen, per-level notes.
 #[derive(Default)]
 struct Notes {
     errors: Vec<String>,
     leaders: BTreeMap<&'static str, BTreeSet<String>>,
+    info: Vec<String>,
 }
 
 impl Notes {
@@ -402,8 +1207,9 @@ impl Notes {
             };
             lines.push(format!("{server} {what}: {}", leaders.join(", ")));
         }
+        lines.extend(self.info.iter().cloned());
         lines.extend(self.errors.iter().cloned());
-        if lines.is_empty() {
+        if self.errors.is_empty() {
             lines.push("no failed requests".to_string());
         }
         for l in lines {
@@ -412,40 +1218,60 @@ impl Notes {
     }
 }
 
-/// One level on one server: plan, load (bounded), progress on stderr, notes.
+/// One level on one server: plan, load (bounded), progress on stderr, notes. `leases` are the
+/// server's granted leases (lease-keepalive only).
+#[allow(clippy::too_many_arguments)]
 async fn measure(
     deployment: &Deployment<'_>,
     server: &'static str,
     workload: Workload,
-    clients: usize,
+    level: usize,
     args: &Args,
     value: &[u8],
+    leases: &[i64],
     notes: &mut Notes,
 ) -> Stats {
     let plan = deployment.plan(args.endpoints_mode).await;
-    let limit = Duration::from_secs(args.seconds) + LEVEL_SLACK;
-    let stats = tokio::time::timeout(
-        limit,
-        run_level(
-            &plan.endpoints,
-            workload,
-            clients,
-            args.conns,
-            args.seconds,
-            value,
-        ),
-    )
-    .await
-    .unwrap_or_else(|_| {
+    let limit = Duration::from_secs(args.seconds) + workload.slack();
+    let run = async {
+        match workload {
+            Workload::Put | Workload::RangeLinearizable | Workload::RangeSerializable => {
+                run_level(
+                    &plan.endpoints,
+                    workload,
+                    level,
+                    args.conns,
+                    args.seconds,
+                    value,
+                )
+                .await
+            }
+            Workload::WatchFanout => {
+                let endpoint = &plan.endpoints[0];
+                let mut stats = run_watch_level(endpoint, level, args).await;
+                stats.note = stats
+                    .note
+                    .map(|n| format!("on {}, {n}", deployment.describe(endpoint, &plan)));
+                stats
+            }
+            Workload::LeaseKeepalive => {
+                run_lease_level(&plan.endpoints, leases, level, args.conns, args.seconds).await
+            }
+        }
+    };
+    let stats = tokio::time::timeout(limit, run).await.unwrap_or_else(|_| {
         panic!(
-            "{server} {} with {clients} clients did not finish within {limit:?}",
-            workload.name()
+            "{server} {} with {level} {} did not finish within {limit:?}",
+            workload.name(),
+            workload.level_name()
         )
     });
     eprintln!(
-        "{server} {} clients={clients}: {:.0} ops/s, p50 {:.2} ms, p99 {:.2} ms, {} errors{}",
+        "{server} {} {}={level}: {:.0} {}, p50 {:.2} ms, p99 {:.2} ms, {} errors{}",
         workload.name(),
+        workload.level_name(),
         stats.ops_per_sec,
+        workload.unit(),
         stats.p50_ms,
         stats.p99_ms,
         stats.errors,
@@ -457,15 +1283,66 @@ async fn measure(
     if let Some(leader) = plan.leader {
         notes.leaders.entry(server).or_default().insert(leader);
     }
+    if let Some(note) = &stats.note {
+        eprintln!("  {note}");
+        notes.info.push(format!(
+            "{server} {} {}={level} {note}",
+            workload.name(),
+            workload.level_name()
+        ));
+    }
     if stats.errors > 0 {
         notes.errors.push(format!(
-            "{server} {} clients={clients}: {} failed requests, first: {}",
+            "{server} {} {}={level}: {} failed requests, first: {}",
             workload.name(),
+            workload.level_name(),
             stats.errors,
             stats.first_error.as_deref().unwrap_or("?")
         ));
     }
     stats
+}
+
+/// One server's state between workloads: range keys written, leases granted.
+#[derive(Default)]
+struct Prepared {
+    seeded: bool,
+    leases: Vec<i64>,
+}
+
+/// Writes the range keys (once) or grants the leases a workload needs on one server.
+async fn prepare(
+    deployment: &Deployment<'_>,
+    server: &'static str,
+    workload: Workload,
+    args: &Args,
+    value: &[u8],
+    prepared: &mut Prepared,
+) {
+    if workload.is_range() && !prepared.seeded {
+        let plan = deployment.plan(args.endpoints_mode).await;
+        seed(server, &plan.endpoints[0], &deployment.members(), value).await;
+        prepared.seeded = true;
+    }
+    if workload == Workload::LeaseKeepalive {
+        let plan = deployment.plan(args.endpoints_mode).await;
+        prepared.leases =
+            grant_leases(server, &plan.endpoints, args.leases as usize, args.conns).await;
+    }
+}
+
+/// Undoes `prepare` where it matters for later workloads: revokes the leases.
+async fn finish(
+    deployment: &Deployment<'_>,
+    server: &'static str,
+    args: &Args,
+    prepared: &mut Prepared,
+) {
+    let leases = std::mem::take(&mut prepared.leases);
+    if !leases.is_empty() {
+        let plan = deployment.plan(args.endpoints_mode).await;
+        revoke_leases(server, &plan.endpoints, &leases, args.conns).await;
+    }
 }
 
 /// Every workload and level on one server, in order; range keys written once.
@@ -477,18 +1354,27 @@ async fn measure_all(
     value: &[u8],
     notes: &mut Notes,
 ) -> Vec<Vec<Stats>> {
-    let mut seeded = false;
+    let mut prepared = Prepared::default();
     let mut out = Vec::new();
     for &w in workloads {
-        if w.is_range() && !seeded {
-            let plan = deployment.plan(args.endpoints_mode).await;
-            seed(server, &plan.endpoints[0], &deployment.members(), value).await;
-            seeded = true;
-        }
+        prepare(deployment, server, w, args, value, &mut prepared).await;
         let mut rows = Vec::new();
-        for &clients in &args.clients {
-            rows.push(measure(deployment, server, w, clients, args, value, notes).await);
+        for &level in w.levels(args) {
+            rows.push(
+                measure(
+                    deployment,
+                    server,
+                    w,
+                    level,
+                    args,
+                    value,
+                    &prepared.leases,
+                    notes,
+                )
+                .await,
+            );
         }
+        finish(deployment, server, args, &mut prepared).await;
         out.push(rows);
     }
     out
@@ -502,21 +1388,22 @@ fn ms(v: f64) -> String {
     }
 }
 
-fn print_table_header() {
+fn print_table_header(workload: Workload) {
+    let (level, unit) = (workload.level_name(), workload.unit());
     println!(
-        "| workload | clients | Cairn ops/s | Cairn p50 ms | Cairn p99 ms | etcd ops/s | etcd p50 ms | etcd p99 ms | Cairn/etcd |"
+        "| workload | {level} | Cairn {unit} | Cairn p50 ms | Cairn p99 ms | etcd {unit} | etcd p50 ms | etcd p99 ms | Cairn/etcd |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
 }
 
-fn print_row(workload: Workload, clients: usize, cairn: &Stats, etcd: &Stats) {
+fn print_row(workload: Workload, level: usize, cairn: &Stats, etcd: &Stats) {
     let ratio = if etcd.ops_per_sec > 0.0 {
         format!("{:.2}", cairn.ops_per_sec / etcd.ops_per_sec)
     } else {
         "–".to_string()
     };
     println!(
-        "| {} | {clients} | {:.0} | {} | {} | {:.0} | {} | {} | {ratio} |",
+        "| {} | {level} | {:.0} | {} | {} | {:.0} | {} | {} | {ratio} |",
         workload.name(),
         cairn.ops_per_sec,
         ms(cairn.p50_ms),
@@ -553,7 +1440,7 @@ fn etcd_version() -> String {
         .unwrap_or_else(|| "?".to_string())
 }
 
-fn header_line(args: &Args) -> String {
+fn header_line(args: &Args, workloads: &[Workload]) -> String {
     let command: Vec<String> = std::env::args().collect();
     let nproc = std::thread::available_parallelism()
         .map(|n| n.get().to_string())
@@ -577,9 +1464,23 @@ fn header_line(args: &Args) -> String {
     } else {
         (args.members.to_string(), mode)
     };
+    let mut extra = String::new();
+    if workloads.contains(&Workload::WatchFanout) {
+        extra.push_str(&format!(
+            " · watch-fanout: prefix `{FAN_PREFIX}` on one member, ≤ {} streams, one writer at \
+             {} puts/s",
+            args.watch_streams, args.watch_rate
+        ));
+    }
+    if workloads.contains(&Workload::LeaseKeepalive) {
+        extra.push_str(&format!(
+            " · lease-keepalive: {} leases (TTL {LEASE_TTL} s), one keepalive stream per client",
+            args.leases
+        ));
+    }
     format!(
         "`{}` · members: {members} · endpoints mode: {mode} · value size: {} B · {} s per level · \
-         ≤ {} connections · nproc {nproc} · CPU: {} · etcd {}",
+         ≤ {} connections{extra} · nproc {nproc} · CPU: {} · etcd {}",
         command.join(" "),
         args.val_size,
         args.seconds,
@@ -593,12 +1494,16 @@ async fn run_target(args: &Args, workloads: &[Workload], value: &[u8]) {
     let deployment = Deployment::Target(args.target.clone());
     let mut notes = Notes::default();
     let results = measure_all(&deployment, "target", workloads, args, value, &mut notes).await;
-    for (w, rows) in workloads.iter().zip(&results) {
-        println!("| workload | clients | ops/s | p50 ms | p99 ms |");
+    for (&w, rows) in workloads.iter().zip(&results) {
+        println!(
+            "| workload | {} | {} | p50 ms | p99 ms |",
+            w.level_name(),
+            w.unit()
+        );
         println!("|---|---:|---:|---:|---:|");
-        for (&clients, r) in args.clients.iter().zip(rows) {
+        for (&level, r) in w.levels(args).iter().zip(rows) {
             println!(
-                "| {} | {clients} | {:.0} | {} | {} |",
+                "| {} | {level} | {:.0} | {} | {} |",
                 w.name(),
                 r.ops_per_sec,
                 ms(r.p50_ms),
@@ -617,20 +1522,40 @@ async fn run_single(args: &Args, workloads: &[Workload], value: &[u8]) {
     let etcd = Deployment::Single(etcd_node.endpoint());
     let cairn = Deployment::Single(cairn_node.endpoint());
     let mut notes = Notes::default();
-    let mut seeded = false;
+    let mut etcd_prepared = Prepared::default();
+    let mut cairn_prepared = Prepared::default();
     for &w in workloads {
-        if w.is_range() && !seeded {
-            seed("etcd", &etcd.members()[0], &etcd.members(), value).await;
-            seed("Cairn", &cairn.members()[0], &cairn.members(), value).await;
-            seeded = true;
-        }
-        print_table_header();
-        for &clients in &args.clients {
-            let e = measure(&etcd, "etcd", w, clients, args, value, &mut notes).await;
-            let c = measure(&cairn, "Cairn", w, clients, args, value, &mut notes).await;
-            print_row(w, clients, &c, &e);
+        prepare(&etcd, "etcd", w, args, value, &mut etcd_prepared).await;
+        prepare(&cairn, "Cairn", w, args, value, &mut cairn_prepared).await;
+        print_table_header(w);
+        for &level in w.levels(args) {
+            let e = measure(
+                &etcd,
+                "etcd",
+                w,
+                level,
+                args,
+                value,
+                &etcd_prepared.leases,
+                &mut notes,
+            )
+            .await;
+            let c = measure(
+                &cairn,
+                "Cairn",
+                w,
+                level,
+                args,
+                value,
+                &cairn_prepared.leases,
+                &mut notes,
+            )
+            .await;
+            print_row(w, level, &c, &e);
         }
         println!();
+        finish(&etcd, "etcd", args, &mut etcd_prepared).await;
+        finish(&cairn, "Cairn", args, &mut cairn_prepared).await;
     }
     notes.print();
 }
@@ -648,9 +1573,9 @@ async fn run_clusters(args: &Args, workloads: &[Workload], value: &[u8]) {
     }
     let (cairn, etcd) = (&results[0], &results[1]);
     for (i, &w) in workloads.iter().enumerate() {
-        print_table_header();
-        for (j, &clients) in args.clients.iter().enumerate() {
-            print_row(w, clients, &cairn[i][j], &etcd[i][j]);
+        print_table_header(w);
+        for (j, &level) in w.levels(args).iter().enumerate() {
+            print_row(w, level, &cairn[i][j], &etcd[i][j]);
         }
         println!();
     }
@@ -660,9 +1585,16 @@ async fn run_clusters(args: &Args, workloads: &[Workload], value: &[u8]) {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let workloads = args.workload.expand();
+    let workloads = expand_workloads(&args.workload);
+    for &w in &workloads {
+        assert!(
+            w.levels(&args).iter().all(|&l| l > 0),
+            "--{}: every level must be at least 1",
+            w.level_name()
+        );
+    }
     let value = vec![b'v'; args.val_size];
-    println!("{}", header_line(&args));
+    println!("{}", header_line(&args, &workloads));
     println!();
     if !args.target.is_empty() {
         run_target(&args, &workloads, &value).await;
