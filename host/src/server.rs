@@ -128,7 +128,9 @@ impl Server {
                 "no leader yet; serving anyway, writes fail with \"no leader\" until one is elected"
             );
         }
+        let hub = crate::watch::EventHub::start(storage.clone(), raft.subscribe(), stopped.clone());
         let ctx = Arc::new(ApiContext {
+            hub,
             stopping: stopped.clone(),
             lessor: Arc::new(crate::lease::Lessor::new(member_id)),
             raft: raft.clone(),

@@ -84,6 +84,8 @@ pub struct ApiContext {
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// Lease deadlines (meaningful on the leader).
     pub lessor: Arc<crate::lease::Lessor>,
+    /// Recent events shared by every watch stream.
+    pub hub: crate::watch::EventHub,
 }
 
 pub type Context = Arc<ApiContext>;

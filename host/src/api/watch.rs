@@ -1,10 +1,10 @@
 //! etcd's Watch service: one bidirectional stream carries many watches.
 //!
-//! Each stream runs one task. It learns of commits from the state machine's revision channel
-//! (which apply never waits on) and pulls, for each watcher, the events after the last
-//! revision it was sent from history. Delivery is therefore ordered, gap-free and whole per
-//! revision by construction, a watcher that falls behind simply reads more history, and a slow
-//! client only ever delays its own stream.
+//! Each stream runs one task. It learns of commits from the member's watch hub (`crate::watch`)
+//! and pulls, for each watcher, the events after the last revision it was sent: from the hub's
+//! in-memory ring when the watcher is caught up, from history when it is behind. Delivery is
+//! therefore ordered, gap-free and whole per revision by construction, a watcher that falls
+//! behind simply reads more history, and a slow client only ever delays its own stream.
 
 use std::collections::BTreeMap;
 
@@ -20,6 +20,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{Context, convert};
 use crate::mvcc::history::passes;
 use crate::mvcc::{Event, EventKind, KeyRange, Mvcc, Revision, Revisions};
+use crate::watch::PrevKvInterest;
 
 /// Most revisions in one response while catching up (etcd's watchBatchMaxRevs).
 const MAX_REVS_PER_RESPONSE: i64 = 1000;
@@ -57,7 +58,8 @@ impl Watch for WatchService {
         let (tx, rx) = mpsc::channel(SEND_BUFFER);
         let stream = WatchStream {
             require_leader,
-            revs: self.ctx.raft.subscribe(),
+            revs: self.ctx.hub.subscribe(),
+            store: self.ctx.raft.subscribe(),
             ctx: self.ctx.clone(),
             tx,
             watchers: BTreeMap::new(),
@@ -81,6 +83,11 @@ struct Watcher {
     sent_since_tick: bool,
     /// Split responses larger than the request size limit (etcd's `fragment`).
     fragment: bool,
+    /// Keeps the hub reading previous values while this watcher wants them.
+    _prev_interest: Option<PrevKvInterest>,
+    /// False until a watcher that started in the past has read history up to the store's
+    /// revision (as etcd's unsynced watchers do, in one batch); then it follows the hub.
+    synced: bool,
 }
 
 /// The client went away; the stream ends.
@@ -91,7 +98,10 @@ struct WatchStream {
     /// The client asked (gRPC metadata `hasleader=true`) that the stream end when this member
     /// loses its leader, as etcd's clientv3 `WithRequireLeader` does.
     require_leader: bool,
+    /// Revisions whose events the hub holds: what delivery follows.
     revs: watch::Receiver<Revisions>,
+    /// The store's revisions: where a new watcher starts.
+    store: watch::Receiver<Revisions>,
     tx: mpsc::Sender<Result<pb::WatchResponse, Status>>,
     watchers: BTreeMap<i64, Watcher>,
     next_id: i64,
@@ -166,7 +176,7 @@ impl WatchStream {
     }
 
     async fn handle(&mut self, req: pb::WatchRequest) -> Result<(), Closed> {
-        let current = self.revs.borrow().current;
+        let current = self.store.borrow().current;
         match req.request_union {
             Some(RequestUnion::CreateRequest(c)) => self.create(c, current).await,
             Some(RequestUnion::CancelRequest(c)) => {
@@ -236,6 +246,8 @@ impl WatchStream {
                 progress_notify: c.progress_notify,
                 sent_since_tick: false,
                 fragment: c.fragment,
+                _prev_interest: c.prev_kv.then(|| self.ctx.hub.want_prev_kv()),
+                synced: c.start_revision == 0 || c.start_revision > current,
             },
         );
         self.send(resp).await?;
@@ -285,41 +297,74 @@ impl WatchStream {
                 };
                 self.send(resp).await?;
             }
-            let plan: Vec<Read> = self
-                .watchers
-                .iter()
-                .filter(|(_, w)| w.next_rev <= revs.current)
-                .map(|(id, w)| Read {
-                    id: *id,
-                    from: w.next_rev,
-                    to: revs.current.min(w.next_rev + MAX_REVS_PER_RESPONSE - 1),
-                    range: w.range.clone(),
-                    prev_kv: w.prev_kv,
-                    no_put: w.no_put,
-                    no_delete: w.no_delete,
-                })
-                .collect();
-            if plan.is_empty() {
+            // Caught-up watchers take their events from the hub's ring; the others read history.
+            let mut batches: Vec<Batch> = Vec::new();
+            let mut plan: Vec<Read> = Vec::new();
+            let store_current = self.store.borrow().current;
+            for (id, w) in &mut self.watchers {
+                if !w.synced {
+                    if w.next_rev > store_current {
+                        w.synced = true;
+                    } else {
+                        plan.push(Read {
+                            id: *id,
+                            from: w.next_rev,
+                            to: store_current.min(w.next_rev + MAX_REVS_PER_RESPONSE - 1),
+                            range: w.range.clone(),
+                            prev_kv: w.prev_kv,
+                            no_put: w.no_put,
+                            no_delete: w.no_delete,
+                        });
+                        continue;
+                    }
+                }
+                if w.next_rev > revs.current {
+                    continue;
+                }
+                let to = revs.current.min(w.next_rev + MAX_REVS_PER_RESPONSE - 1);
+                match self.ctx.hub.events(w.next_rev, to, &w.range, w.prev_kv) {
+                    Some(events) => {
+                        let events = events
+                            .into_iter()
+                            .filter(|e| passes(e, w.no_put, w.no_delete))
+                            .map(event)
+                            .collect();
+                        batches.push((*id, to, Ok(events)));
+                    }
+                    None => plan.push(Read {
+                        id: *id,
+                        from: w.next_rev,
+                        to,
+                        range: w.range.clone(),
+                        prev_kv: w.prev_kv,
+                        no_put: w.no_put,
+                        no_delete: w.no_delete,
+                    }),
+                }
+            }
+            if batches.is_empty() && plan.is_empty() {
                 return Ok(());
             }
-            let storage = self.ctx.storage.clone();
-            let read = tokio::task::spawn_blocking(move || read_plan(&storage, plan)).await;
-            let batches = match read {
-                Ok(Ok(batches)) => batches,
-                Ok(Err(e)) => {
-                    let _ = self.tx.send(Err(super::status::storage_error(&e))).await;
-                    return Err(Closed);
+            if !plan.is_empty() {
+                let storage = self.ctx.storage.clone();
+                let read = tokio::task::spawn_blocking(move || read_plan(&storage, plan)).await;
+                match read {
+                    Ok(Ok(read)) => batches.extend(read),
+                    Ok(Err(e)) => {
+                        let _ = self.tx.send(Err(super::status::storage_error(&e))).await;
+                        return Err(Closed);
+                    }
+                    Err(e) => {
+                        let _ = self
+                            .tx
+                            .send(Err(Status::internal(format!(
+                                "cairn: watch read failed: {e}"
+                            ))))
+                            .await;
+                        return Err(Closed);
+                    }
                 }
-                Err(e) => {
-                    let _ = self
-                        .tx
-                        .send(Err(Status::internal(format!(
-                            "cairn: watch read failed: {e}"
-                        ))))
-                        .await;
-                    return Err(Closed);
-                }
-            };
+            }
             for (id, to, outcome) in batches {
                 let events = match outcome {
                     Ok(events) => events,
@@ -338,6 +383,7 @@ impl WatchStream {
                     continue;
                 }; // canceled meanwhile
                 w.next_rev = to + 1;
+                w.synced |= to >= store_current;
                 w.sent_since_tick |= !events.is_empty();
                 let fragment = w.fragment;
                 if events.is_empty() {

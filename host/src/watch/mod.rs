@@ -1,0 +1,353 @@
+//! The watch hub: recent events of this member, in memory, shared by every watch stream.
+//!
+//! ```text
+//!  state machine ──revisions (watch channel, never blocks apply)──▶ hub task
+//!                                                                    │ one history read per
+//!                                                                    │ commit, all keys
+//!                                                                    ▼
+//!                                   ring of recent revisions' events (bounded)
+//!                                                                    │ published revision
+//!                                          watch streams ◀───────────┘ (filter in memory)
+//! ```
+//!
+//! History (`kv_revs`) stays the source of truth: the hub reads each new commit's events from
+//! it once, so a thousand watchers cost one read, not a thousand. A watcher whose next
+//! revision has left the ring (it fell behind, or it started in the past) reads history
+//! itself, as before, and comes back to the ring once it has caught up. Nothing here ever
+//! waits on a watcher, and apply never waits on the hub.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::watch;
+
+use crate::mvcc::{Event, KeyRange, Mvcc, Revision, Revisions};
+use crate::storage::Storage;
+
+/// Most revisions the ring holds.
+const RING_REVISIONS: usize = 10_000;
+/// Most bytes of keys and values the ring holds (an estimate; events are shared, not copied).
+const RING_BYTES: usize = 64 << 20;
+/// Most revisions read from history in one step when the hub catches up.
+const READ_CHUNK: i64 = 1_000;
+
+/// One revision's events.
+struct Slot {
+    rev: Revision,
+    events: Arc<Vec<Event>>,
+    /// Whether the events carry `prev_kv` (read while a watcher wanted it).
+    with_prev: bool,
+    bytes: usize,
+}
+
+/// Events for every revision in `(base, last]` that has any.
+struct Ring {
+    base: Revision,
+    last: Revision,
+    slots: VecDeque<Slot>,
+    bytes: usize,
+}
+
+impl Ring {
+    fn reset(&mut self, at: Revision) {
+        self.base = at;
+        self.last = at;
+        self.slots.clear();
+        self.bytes = 0;
+    }
+
+    fn push(&mut self, slot: Slot) {
+        self.bytes += slot.bytes;
+        self.slots.push_back(slot);
+        while self.slots.len() > RING_REVISIONS || self.bytes > RING_BYTES {
+            let Some(old) = self.slots.pop_front() else {
+                break;
+            };
+            self.bytes -= old.bytes;
+            self.base = old.rev;
+        }
+    }
+}
+
+/// Handle to the hub; cheap to clone.
+#[derive(Clone)]
+pub struct EventHub {
+    ring: Arc<RwLock<Ring>>,
+    published: watch::Sender<Revisions>,
+    prev_watchers: Arc<AtomicUsize>,
+}
+
+/// Registration of a watcher that wants `prev_kv`: while one exists, the hub reads previous
+/// values too.
+pub struct PrevKvInterest(Arc<AtomicUsize>);
+
+impl Drop for PrevKvInterest {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl EventHub {
+    /// Starts the hub task, which follows `revisions` until `stopping` turns true.
+    pub fn start(
+        storage: Storage,
+        revisions: watch::Receiver<Revisions>,
+        stopping: watch::Receiver<bool>,
+    ) -> EventHub {
+        let start = *revisions.borrow();
+        let hub = EventHub {
+            ring: Arc::new(RwLock::new(Ring {
+                base: start.current,
+                last: start.current,
+                slots: VecDeque::new(),
+                bytes: 0,
+            })),
+            published: watch::Sender::new(start),
+            prev_watchers: Arc::default(),
+        };
+        tokio::spawn(hub.clone().run(storage, revisions, stopping));
+        hub
+    }
+
+    /// Follows the revisions whose events the hub holds (or has given up holding: a watcher
+    /// that finds nothing in the ring reads history).
+    pub fn subscribe(&self) -> watch::Receiver<Revisions> {
+        self.published.subscribe()
+    }
+
+    pub fn want_prev_kv(&self) -> PrevKvInterest {
+        self.prev_watchers.fetch_add(1, Ordering::Relaxed);
+        PrevKvInterest(self.prev_watchers.clone())
+    }
+
+    /// The events of revisions `from..=to` in `range`, if the ring holds all of them (with
+    /// previous values when `prev_kv`); `None` sends the caller to history.
+    pub fn events(
+        &self,
+        from: Revision,
+        to: Revision,
+        range: &KeyRange,
+        prev_kv: bool,
+    ) -> Option<Vec<Event>> {
+        let ring = self.ring.read().expect("watch ring lock poisoned");
+        if from <= ring.base || to > ring.last {
+            return None;
+        }
+        let start = ring.slots.partition_point(|s| s.rev < from);
+        let mut out = Vec::new();
+        for slot in ring.slots.range(start..).take_while(|s| s.rev <= to) {
+            if prev_kv && !slot.with_prev {
+                return None;
+            }
+            out.extend(
+                slot.events
+                    .iter()
+                    .filter(|e| range.contains(&e.kv.key))
+                    .map(|e| Event {
+                        prev_kv: if prev_kv { e.prev_kv.clone() } else { None },
+                        ..e.clone()
+                    }),
+            );
+        }
+        Some(out)
+    }
+
+    async fn run(
+        self,
+        storage: Storage,
+        mut revisions: watch::Receiver<Revisions>,
+        mut stopping: watch::Receiver<bool>,
+    ) {
+        loop {
+            let target = *revisions.borrow_and_update();
+            self.catch_up(&storage, target).await;
+            self.published.send_replace(Revisions {
+                current: self.ring.read().expect("watch ring lock poisoned").last,
+                ..target
+            });
+            tokio::select! {
+                changed = revisions.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                _ = stopping.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    /// Reads the events of revisions after the ring's last, up to `target.current`.
+    async fn catch_up(&self, storage: &Storage, target: Revisions) {
+        let last = self.ring.read().expect("watch ring lock poisoned").last;
+        let mut from = last + 1;
+        if target.current - last > RING_REVISIONS as i64 {
+            // Far behind (a snapshot was installed, or the hub was starved): keep only what
+            // the ring can hold; older revisions come from history.
+            from = target.current - RING_REVISIONS as i64 + 1;
+            self.ring
+                .write()
+                .expect("watch ring lock poisoned")
+                .reset(from - 1);
+        }
+        while from <= target.current {
+            let to = target.current.min(from + READ_CHUNK - 1);
+            let with_prev = self.prev_watchers.load(Ordering::Relaxed) > 0;
+            let storage = storage.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                let view = Mvcc::read_view(&storage)?;
+                view.events(from, to, &KeyRange::new(&[0], &[0]), with_prev)
+            })
+            .await;
+            let events = match read {
+                Ok(Ok(events)) => events,
+                failed => {
+                    // Leave these revisions to history reads, which report the error.
+                    tracing::error!(?failed, "watch hub could not read history");
+                    self.ring
+                        .write()
+                        .expect("watch ring lock poisoned")
+                        .reset(target.current);
+                    return;
+                }
+            };
+            let mut ring = self.ring.write().expect("watch ring lock poisoned");
+            let mut slot_events: Vec<Event> = Vec::new();
+            let mut slot_rev = from;
+            for e in events {
+                if e.kv.mod_revision != slot_rev && !slot_events.is_empty() {
+                    push_slot(
+                        &mut ring,
+                        slot_rev,
+                        std::mem::take(&mut slot_events),
+                        with_prev,
+                    );
+                }
+                slot_rev = e.kv.mod_revision;
+                slot_events.push(e);
+            }
+            if !slot_events.is_empty() {
+                push_slot(&mut ring, slot_rev, slot_events, with_prev);
+            }
+            ring.last = to;
+            from = to + 1;
+        }
+    }
+}
+
+fn push_slot(ring: &mut Ring, rev: Revision, events: Vec<Event>, with_prev: bool) {
+    let bytes = events
+        .iter()
+        .map(|e| {
+            e.kv.key.len() + e.kv.value.len() + e.prev_kv.as_ref().map_or(0, |p| p.value.len())
+        })
+        .sum::<usize>()
+        + 64;
+    ring.push(Slot {
+        rev,
+        events: Arc::new(events),
+        with_prev,
+        bytes,
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mvcc::{EventKind, KeyValue};
+
+    fn put(key: &str, rev: Revision, prev: bool) -> Event {
+        let kv = |value: &str| KeyValue {
+            key: key.as_bytes().to_vec(),
+            create_revision: 2,
+            mod_revision: rev,
+            version: 1,
+            value: value.as_bytes().to_vec(),
+            lease: 0,
+        };
+        Event {
+            kind: EventKind::Put,
+            kv: kv("new"),
+            prev_kv: prev.then(|| kv("old")),
+        }
+    }
+
+    fn hub(base: Revision) -> EventHub {
+        EventHub {
+            ring: Arc::new(RwLock::new(Ring {
+                base,
+                last: base,
+                slots: VecDeque::new(),
+                bytes: 0,
+            })),
+            published: watch::Sender::new(Revisions {
+                current: base,
+                compact: -1,
+            }),
+            prev_watchers: Arc::default(),
+        }
+    }
+
+    #[test]
+    fn ring_serves_only_what_it_holds_whole() {
+        // Proves the ring answers a window only when it holds every revision of it (with
+        // prev_kv if asked), filters by key range, and sends everything else to history.
+        let hub = hub(1);
+        {
+            let mut ring = hub.ring.write().expect("lock");
+            push_slot(
+                &mut ring,
+                2,
+                vec![put("a", 2, false), put("b", 2, false)],
+                false,
+            );
+            push_slot(&mut ring, 3, vec![put("a", 3, true)], true);
+            ring.last = 4; // revision 4 changed nothing the ring needs (none in history)
+        }
+        let a = KeyRange::new(b"a", b"");
+        let all = KeyRange::new(&[0], &[0]);
+        let got = hub.events(2, 4, &a, false).expect("held");
+        assert_eq!(got.len(), 2);
+        assert!(got.iter().all(|e| e.kv.key == b"a" && e.prev_kv.is_none()));
+        assert_eq!(hub.events(2, 3, &all, false).expect("held").len(), 3);
+        assert!(
+            hub.events(1, 3, &all, false).is_none(),
+            "revision 1 is before the ring"
+        );
+        assert!(
+            hub.events(2, 5, &all, false).is_none(),
+            "revision 5 is not read yet"
+        );
+        assert!(
+            hub.events(2, 3, &all, true).is_none(),
+            "revision 2 was read without prev_kv"
+        );
+        let with_prev = hub.events(3, 3, &all, true).expect("held with prev");
+        assert!(with_prev[0].prev_kv.is_some());
+    }
+
+    #[test]
+    fn ring_forgets_the_oldest_revisions_first() {
+        // Proves the ring stays within its revision bound and moves its base accordingly.
+        let hub = hub(0);
+        let mut ring = hub.ring.write().expect("lock");
+        let n = RING_REVISIONS as i64 + 10;
+        for rev in 1..=n {
+            push_slot(&mut ring, rev, vec![put("k", rev, false)], false);
+        }
+        ring.last = n;
+        assert_eq!(ring.slots.len(), RING_REVISIONS);
+        assert_eq!(ring.base, 10);
+        drop(ring);
+        assert!(
+            hub.events(10, n, &KeyRange::new(b"k", b""), false)
+                .is_none()
+        );
+        assert_eq!(
+            hub.events(11, n, &KeyRange::new(b"k", b""), false)
+                .expect("held")
+                .len(),
+            RING_REVISIONS
+        );
+    }
+}
