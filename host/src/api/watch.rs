@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{Context, convert};
 use crate::mvcc::history::passes;
 use crate::mvcc::{Event, EventKind, KeyRange, Mvcc, Revision, Revisions};
-use crate::watch::PrevKvInterest;
+use crate::watch::{PrevKvInterest, WatcherInterest};
 
 /// Most revisions in one response while catching up (etcd's watchBatchMaxRevs).
 const MAX_REVS_PER_RESPONSE: i64 = 1000;
@@ -83,6 +83,8 @@ struct Watcher {
     sent_since_tick: bool,
     /// Split responses larger than the request size limit (etcd's `fragment`).
     fragment: bool,
+    /// Keeps the hub reading while this watcher lives.
+    _interest: WatcherInterest,
     /// Keeps the hub reading previous values while this watcher wants them.
     _prev_interest: Option<PrevKvInterest>,
     /// False until a watcher that started in the past has read history up to the store's
@@ -246,6 +248,7 @@ impl WatchStream {
                 progress_notify: c.progress_notify,
                 sent_since_tick: false,
                 fragment: c.fragment,
+                _interest: self.ctx.hub.watching(),
                 _prev_interest: c.prev_kv.then(|| self.ctx.hub.want_prev_kv()),
                 synced: c.start_revision == 0 || c.start_revision > current,
             },

@@ -24,6 +24,8 @@ const LAST_PURGED: &[u8] = b"last_purged";
 const CLUSTER_ID: &[u8] = b"cluster_id";
 /// Appends of at most this many entries are written without `block_in_place`.
 const INLINE_APPEND_ENTRIES: usize = 4;
+/// Log reads of at most this many entries run on the async task (see `try_get_log_entries`).
+const INLINE_READ_ENTRIES: u64 = 16;
 
 /// Handle to the log. Clones share the store and the sync thread.
 #[derive(Clone)]
@@ -98,15 +100,27 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(i) => Bound::Excluded(i.to_be_bytes()),
             Bound::Unbounded => Bound::Unbounded,
         };
-        self.blocking(move |s| {
+        let read = move |s: Storage| {
             let mut out = Vec::new();
             for guard in s.raft_log.range::<[u8; 8], _>((start, end)) {
                 let (_, raw) = guard.into_inner().map_err(to_io)?;
                 out.push(postcard::from_bytes(&raw).map_err(invalid)?);
             }
             Ok(out)
-        })
-        .await
+        };
+        // Replication reads the entries it just appended, still in the memtable: a few are
+        // read in place, which spares every replicated write two thread hops. Long ranges (a
+        // follower catching up) go to the blocking pool.
+        let few = match (range.start_bound(), range.end_bound()) {
+            (Bound::Included(a), Bound::Excluded(b)) => b.saturating_sub(*a) <= INLINE_READ_ENTRIES,
+            (Bound::Included(a), Bound::Included(b)) => b.saturating_sub(*a) < INLINE_READ_ENTRIES,
+            _ => false,
+        };
+        if few {
+            read(self.storage.clone())
+        } else {
+            self.blocking(read).await
+        }
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {

@@ -81,14 +81,24 @@ pub enum MembershipError {
 impl RaftNode {
     /// The members as this member last saw them (voters and learners, by ID).
     pub fn members(&self) -> Vec<Member> {
-        let metrics = self.raft.metrics().borrow_watched().clone();
-        to_members(&metrics.membership_config)
+        let membership = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .clone();
+        to_members(&membership)
     }
 
     /// The members in the latest membership this member knows to be committed.
     pub fn committed_members(&self) -> Vec<Member> {
-        let metrics = self.raft.metrics().borrow_watched().clone();
-        to_members(&metrics.committed_membership_config)
+        let membership = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .committed_membership_config
+            .clone();
+        to_members(&membership)
     }
 
     /// True if another member's committed membership no longer lists this member. A removed
@@ -127,9 +137,9 @@ fn to_members(stored: &super::types::StoredMembership) -> Vec<Member> {
 impl RaftNode {
     /// The first peer URL of member `id`.
     pub(super) fn peer_url(&self, id: u64) -> Option<String> {
-        let metrics = self.raft.metrics().borrow_watched().clone();
-        metrics
-            .membership_config
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        m.membership_config
             .get_node(&id)
             .and_then(|info| info.peer_urls.first().cloned())
     }

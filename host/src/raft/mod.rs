@@ -326,7 +326,9 @@ impl RaftNode {
     }
 
     pub fn status(&self) -> RaftStatus {
-        let m = self.raft.metrics().borrow_watched().clone();
+        // Read in place: this runs several times per request.
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
         let mut status = RaftStatus {
             term: m.current_term,
             leader: m.current_leader,
@@ -340,6 +342,7 @@ impl RaftNode {
         // the role and rejects proposals meanwhile; it resumes when the quorum answers.)
         let voters = m.membership_config.voter_ids().count();
         let acked = m.last_quorum_acked.map(|t| t.into_inner());
+        drop(m);
         if status.is_leader && voters > 1 && acked.is_none_or(|t| t.elapsed() > self.leader_lease) {
             status.is_leader = false;
             status.leader = None;

@@ -76,6 +76,17 @@ pub struct EventHub {
     ring: Arc<RwLock<Ring>>,
     published: watch::Sender<Revisions>,
     prev_watchers: Arc<AtomicUsize>,
+    /// Live watchers on this member: with none, the hub reads nothing.
+    watchers: Arc<AtomicUsize>,
+}
+
+/// Registration of a live watcher (see [`EventHub::watching`]).
+pub struct WatcherInterest(Arc<AtomicUsize>);
+
+impl Drop for WatcherInterest {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Registration of a watcher that wants `prev_kv`: while one exists, the hub reads previous
@@ -105,6 +116,7 @@ impl EventHub {
             })),
             published: watch::Sender::new(start),
             prev_watchers: Arc::default(),
+            watchers: Arc::default(),
         };
         tokio::spawn(hub.clone().run(storage, revisions, stopping));
         hub
@@ -114,6 +126,13 @@ impl EventHub {
     /// that finds nothing in the ring reads history).
     pub fn subscribe(&self) -> watch::Receiver<Revisions> {
         self.published.subscribe()
+    }
+
+    /// Registers a watcher for as long as the returned value lives. While no watcher is
+    /// registered the hub skips reading history: a member nobody watches pays nothing.
+    pub fn watching(&self) -> WatcherInterest {
+        self.watchers.fetch_add(1, Ordering::Relaxed);
+        WatcherInterest(self.watchers.clone())
     }
 
     pub fn want_prev_kv(&self) -> PrevKvInterest {
@@ -179,6 +198,15 @@ impl EventHub {
 
     /// Reads the events of revisions after the ring's last, up to `target.current`.
     async fn catch_up(&self, storage: &Storage, target: Revisions) {
+        if self.watchers.load(Ordering::Relaxed) == 0 {
+            // Nobody to serve: move on without reading (a watcher arriving later that needs
+            // these revisions reads them from history).
+            self.ring
+                .write()
+                .expect("watch ring lock poisoned")
+                .reset(target.current);
+            return;
+        }
         let last = self.ring.read().expect("watch ring lock poisoned").last;
         let mut from = last + 1;
         if target.current - last > RING_REVISIONS as i64 {
@@ -285,6 +313,7 @@ mod tests {
                 compact: -1,
             }),
             prev_watchers: Arc::default(),
+            watchers: Arc::default(),
         }
     }
 
