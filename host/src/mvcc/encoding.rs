@@ -69,11 +69,13 @@ impl KeyMeta {
 /// One entry of history (`kv_revs`). For a delete, everything but `key` is zero.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredEvent {
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     pub kind: EventKind,
     pub create_revision: Revision,
     pub version: i64,
     pub lease: i64,
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
 }
 
@@ -160,6 +162,38 @@ pub struct CorruptRecord(pub String);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_fields_keep_their_on_disk_encoding() {
+        // Proves `serde_bytes` (fast decoding of keys and values) writes exactly what a plain
+        // `Vec<u8>` wrote, so data written before the change still decodes.
+        #[derive(Serialize)]
+        struct Plain {
+            key: Vec<u8>,
+            kind: EventKind,
+            create_revision: Revision,
+            version: i64,
+            lease: i64,
+            value: Vec<u8>,
+        }
+        let stored = StoredEvent {
+            key: b"k\x00\xff".to_vec(),
+            kind: EventKind::Put,
+            create_revision: 7,
+            version: 2,
+            lease: -1,
+            value: vec![0, 1, 200, 255],
+        };
+        let plain = Plain {
+            key: stored.key.clone(),
+            kind: stored.kind,
+            create_revision: 7,
+            version: 2,
+            lease: -1,
+            value: stored.value.clone(),
+        };
+        assert_eq!(encode(&stored), encode(&plain));
+    }
 
     #[test]
     fn index_keys_sort_by_key_then_revision() {
