@@ -414,7 +414,11 @@ async fn serve_client(
         .add_service(health)
         .serve_with_incoming_shutdown(
             // Small request/response messages: Nagle's algorithm would hold responses back.
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            // Every connection goes through the `:authority` repair for etcd 3.4 clients.
+            tokio_stream::StreamExt::map(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                |conn| conn.map(crate::authority::AuthorityRepair::new),
+            ),
             async move {
                 let _ = stopped.wait_for(|s| *s).await;
             },

@@ -156,6 +156,86 @@ async fn member_add_promote_remove_while_writing() {
     .await;
 }
 
+/// `etcdctl endpoint status --cluster -w json`, reduced to what must agree: how many members
+/// answered, whether they name one leader among them, and whether their terms agree.
+async fn cluster_status_shape(cluster: &Cluster, via: usize) -> String {
+    // Right after a leader change, members may briefly disagree: ask until they settle.
+    let mut shape = String::new();
+    for _ in 0..20 {
+        shape = status_shape_once(cluster, via);
+        if shape.contains(" 1 leader(s)") && shape.ends_with(" 1 term(s)") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    shape
+}
+
+fn status_shape_once(cluster: &Cluster, via: usize) -> String {
+    let ctl = Etcdctl::new(&cluster.members[via].endpoint());
+    let out = ctl.run(&["endpoint", "status", "--cluster", "-w", "json"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+    let all = all.as_array().expect("a list of endpoints");
+    let field = |e: &serde_json::Value, name: &str| e["Status"][name].clone();
+    let leaders: std::collections::BTreeSet<String> =
+        all.iter().map(|e| field(e, "leader").to_string()).collect();
+    let ids: std::collections::BTreeSet<String> = all
+        .iter()
+        .map(|e| e["Status"]["header"]["member_id"].to_string())
+        .collect();
+    let terms: std::collections::BTreeSet<String> = all
+        .iter()
+        .map(|e| field(e, "raft_term").to_string())
+        .collect();
+    format!(
+        "{} endpoints, {} leader(s), leader is a member: {}, {} term(s)",
+        all.len(),
+        leaders.len(),
+        leaders.iter().all(|l| ids.contains(l)),
+        terms.len()
+    )
+}
+
+/// `etcdctl endpoint hashkv --cluster -w json`, reduced to how many members answered and
+/// whether their hashes agree.
+async fn cluster_hashkv_shape(cluster: &Cluster, via: usize) -> String {
+    let mut shape = String::new();
+    for _ in 0..20 {
+        shape = hashkv_shape_once(cluster, via);
+        if shape.ends_with(" 1 distinct hash(es)") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    shape
+}
+
+fn hashkv_shape_once(cluster: &Cluster, via: usize) -> String {
+    let ctl = Etcdctl::new(&cluster.members[via].endpoint());
+    let out = ctl.run(&["endpoint", "hashkv", "--cluster", "-w", "json"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).expect("hashkv json");
+    let all = all.as_array().expect("a list of endpoints");
+    let hashes: std::collections::BTreeSet<String> = all
+        .iter()
+        .map(|e| e["HashKV"]["hash"].to_string())
+        .collect();
+    format!(
+        "{} endpoints, {} distinct hash(es)",
+        all.len(),
+        hashes.len()
+    )
+}
+
 /// Replaces every member ID (16 hex digits or fewer, as etcdctl prints them) with `<id>`.
 fn normalize_ids(text: &str, ids: &[u64]) -> String {
     let mut out = text.to_string();
@@ -297,6 +377,18 @@ async fn etcdctl_member_commands_match_etcd() {
             steps.push(("move-leader <follower>".into(), ok, out));
             let new_leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
             assert_eq!(new_leader, follower, "{flavor:?}: leadership moved");
+            // `--cluster` commands find every member through MemberList's client URLs; their
+            // numbers differ between the two servers, so compare what they say.
+            steps.push((
+                "endpoint status --cluster".into(),
+                true,
+                cluster_status_shape(&cluster, follower).await,
+            ));
+            steps.push((
+                "endpoint hashkv --cluster".into(),
+                true,
+                cluster_hashkv_shape(&cluster, follower).await,
+            ));
             outputs.push(steps);
         }
         let (etcd, cairn) = (&outputs[0], &outputs[1]);
