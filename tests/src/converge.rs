@@ -7,6 +7,15 @@ use std::time::{Duration, Instant};
 use etcd_client::{GetOptions, SortOrder, SortTarget};
 
 use crate::cluster::{Cluster, connect};
+use crate::workload::Writers;
+
+/// Stops `writers`, waits (bounded) until every running member has the same revision and
+/// HashKV, and checks that each holds every write the cluster acknowledged.
+pub async fn stop_and_verify(cluster: &Cluster, writers: Writers, prefix: &str) {
+    let acked = writers.stop().await;
+    wait_converged(cluster, Duration::from_secs(60)).await;
+    assert_all_present(cluster, prefix, &acked).await;
+}
 
 /// What one member reports.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use cairn_tests::cluster::connect;
-use cairn_tests::converge::{assert_all_present, wait_converged};
+use cairn_tests::converge::{stop_and_verify, wait_converged};
 use cairn_tests::workload::Writers;
 use cairn_tests::{Cluster, Etcdctl, Flavor, with_timeout};
 use etcd_client::{Compare, CompareOp, GetOptions, MemberAddOptions, Txn, TxnOp};
@@ -149,9 +149,7 @@ async fn member_add_promote_remove_while_writing() {
         }
         cluster.members[removed].kill9();
         writers.wait_for_progress(50, Duration::from_secs(30)).await;
-        let acked = writers.stop().await;
-        wait_converged(&cluster, Duration::from_secs(30)).await;
-        assert_all_present(&cluster, "w/", &acked).await;
+        stop_and_verify(&cluster, writers, "w/").await;
     })
     .await;
 }

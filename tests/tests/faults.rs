@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use cairn_tests::cluster::connect;
-use cairn_tests::converge::{assert_all_present, wait_converged};
+use cairn_tests::converge::stop_and_verify;
 use cairn_tests::workload::Writers;
 use cairn_tests::{Cluster, Flavor, with_timeout};
 use etcd_client::GetOptions;
@@ -41,9 +41,7 @@ async fn leader_kill_under_load(size: usize) {
     writers
         .wait_for_progress(100, Duration::from_secs(30))
         .await;
-    let acked = writers.stop().await;
-    wait_converged(&cluster, Duration::from_secs(60)).await;
-    assert_all_present(&cluster, "w/", &acked).await;
+    stop_and_verify(&cluster, writers, "w/").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,9 +173,7 @@ async fn minority_partition_cannot_write_or_read_linearizably() {
         writers
             .wait_for_progress(100, Duration::from_secs(30))
             .await;
-        let acked = writers.stop().await;
-        wait_converged(&cluster, Duration::from_secs(60)).await;
-        assert_all_present(&cluster, "w/", &acked).await;
+        stop_and_verify(&cluster, writers, "w/").await;
         let mut after = connect(&cluster.members[old].endpoint()).await;
         let lost = after
             .get("minority", None)
@@ -216,9 +212,7 @@ async fn lagging_member_catches_up_by_snapshot() {
         writers
             .wait_for_progress(200, Duration::from_secs(30))
             .await;
-        let acked = writers.stop().await;
-        wait_converged(&cluster, Duration::from_secs(60)).await;
-        assert_all_present(&cluster, "w/", &acked).await;
+        stop_and_verify(&cluster, writers, "w/").await;
         let log = cluster.members[lagging].log();
         assert!(
             log.contains("installing a snapshot from the leader"),

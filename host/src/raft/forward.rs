@@ -55,7 +55,12 @@ fn never_connected(status: &tonic::Status) -> bool {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum ForwardReply {
-    Write(CommandResponse),
+    /// The response, and the log index of the write (so the forwarding member can wait until
+    /// it has applied the write itself before answering its client).
+    Write {
+        response: CommandResponse,
+        index: u64,
+    },
     ReadIndex(u64),
     Membership(Vec<Member>),
     App(Vec<u8>),
@@ -152,7 +157,8 @@ impl RaftNode {
     ) -> Result<ForwardReply, ProposeError> {
         match request {
             ForwardRequest::Write(command) => {
-                self.write_local(command).await.map(ForwardReply::Write)
+                let (response, index) = self.write_local(command).await?;
+                Ok(ForwardReply::Write { response, index })
             }
             ForwardRequest::ReadIndex => self.read_index_local().await.map(ForwardReply::ReadIndex),
             ForwardRequest::Membership(change) => self

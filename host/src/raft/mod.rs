@@ -233,17 +233,30 @@ impl RaftNode {
     pub async fn write(&self, command: Command) -> Result<CommandResponse, ProposeError> {
         if self.status().is_leader {
             // The common case: no clone of the command, no serialization.
-            return self.write_local(command).await;
+            return self
+                .write_local(command)
+                .await
+                .map(|(response, _)| response);
         }
         match self.on_leader(ForwardRequest::Write(command)).await? {
-            ForwardReply::Write(response) => Ok(response),
+            ForwardReply::Write { response, index } => {
+                // Answer only once this member has applied the write too, as etcd does for a
+                // proposal made through it: a serializable read here then sees it.
+                self.raft
+                    .wait(None)
+                    .applied_index_at_least(Some(index), "forwarded write applied")
+                    .await
+                    .map_err(|e| ProposeError::Stopped(e.to_string()))?;
+                Ok(response)
+            }
             other => Err(forward::unexpected(&other)),
         }
     }
 
-    async fn write_local(&self, command: Command) -> Result<CommandResponse, ProposeError> {
+    /// Proposes `command` on this member, which leads: its response and log index.
+    async fn write_local(&self, command: Command) -> Result<(CommandResponse, u64), ProposeError> {
         match self.raft.client_write(command).await {
-            Ok(resp) => Ok(resp.data),
+            Ok(resp) => Ok((resp.data, resp.log_id.index)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 Err(ProposeError::NotLeader {
                     leader: f.leader_id,
@@ -339,11 +352,14 @@ impl RaftNode {
         };
         // A leader that has not heard from a quorum for a lease period cannot commit: report
         // no leader, as etcd's leader does when CheckQuorum makes it step down. (openraft keeps
-        // the role and rejects proposals meanwhile; it resumes when the quorum answers.)
+        // the role and rejects proposals meanwhile; it resumes when the quorum answers.) A
+        // leader with no acknowledgement recorded yet has just been elected by a quorum, and
+        // counts as leader: openraft fills this metric in only seconds after an election.
         let voters = m.membership_config.voter_ids().count();
         let acked = m.last_quorum_acked.map(|t| t.into_inner());
         drop(m);
-        if status.is_leader && voters > 1 && acked.is_none_or(|t| t.elapsed() > self.leader_lease) {
+        if status.is_leader && voters > 1 && acked.is_some_and(|t| t.elapsed() > self.leader_lease)
+        {
             status.is_leader = false;
             status.leader = None;
         }

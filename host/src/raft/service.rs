@@ -29,6 +29,11 @@ pub struct HelloReply {
     pub members: Vec<Member>,
 }
 
+/// openraft stopped (or is stopping) on this member: the sender will retry elsewhere.
+fn unavailable(e: impl std::fmt::Display) -> Status {
+    Status::unavailable(e.to_string())
+}
+
 pub struct PeerService {
     node: RaftNode,
     snapshot_dir: PathBuf,
@@ -94,35 +99,20 @@ impl Peer for PeerService {
         request: Request<Envelope>,
     ) -> Result<Response<Envelope>, Status> {
         let rpc = self.open(request)?;
-        let reply = self
-            .node
-            .raft
-            .append_entries(rpc)
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
-        self.seal(&reply)
+        let reply = self.node.raft.append_entries(rpc).await;
+        self.seal(&reply.map_err(unavailable)?)
     }
 
     async fn vote(&self, request: Request<Envelope>) -> Result<Response<Envelope>, Status> {
         let rpc = self.open(request)?;
-        let reply = self
-            .node
-            .raft
-            .vote(rpc)
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
-        self.seal(&reply)
+        let reply = self.node.raft.vote(rpc).await;
+        self.seal(&reply.map_err(unavailable)?)
     }
 
     async fn pre_vote(&self, request: Request<Envelope>) -> Result<Response<Envelope>, Status> {
         let rpc = self.open(request)?;
-        let reply = self
-            .node
-            .raft
-            .pre_vote(rpc)
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
-        self.seal(&reply)
+        let reply = self.node.raft.pre_vote(rpc).await;
+        self.seal(&reply.map_err(unavailable)?)
     }
 
     async fn transfer_leader(
@@ -130,13 +120,8 @@ impl Peer for PeerService {
         request: Request<Envelope>,
     ) -> Result<Response<Envelope>, Status> {
         let rpc = self.open(request)?;
-        let reply = self
-            .node
-            .raft
-            .handle_transfer_leader(rpc)
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
-        self.seal(&reply)
+        let reply = self.node.raft.handle_transfer_leader(rpc).await;
+        self.seal(&reply.map_err(unavailable)?)
     }
 
     async fn install_snapshot(
@@ -154,7 +139,7 @@ impl Peer for PeerService {
             .raft
             .install_full_snapshot(vote, snapshot)
             .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+            .map_err(unavailable)?;
         self.seal(&reply)
     }
 
