@@ -111,7 +111,9 @@ impl RaftNode {
             .filter(|m| m.id != self.id)
             .filter_map(|m| m.info.peer_urls.first().cloned())
             .collect();
-        match super::hello(self.id, &urls, std::time::Duration::from_secs(1)).await {
+        // Over this member's own channels: no new connection every few seconds.
+        let limit = std::time::Duration::from_secs(1);
+        match super::hello_through(&self.peers, &urls, limit).await {
             Ok(reply) => {
                 reply.cluster_id == self.cluster_id()
                     && !reply.members.is_empty()

@@ -152,6 +152,8 @@ pub struct RaftNode {
     membership_lock: Arc<tokio::sync::Mutex<()>>,
     /// How long a request waits for a leader to appear before it fails with "no leader".
     leader_patience: Duration,
+    /// The index of the last entry this member applied (see `StateMachineStore`).
+    applied: tokio::sync::watch::Receiver<u64>,
     /// openraft's leader lease (its longest election timeout): a leader without a quorum
     /// acknowledgement for this long cannot take proposals.
     leader_lease: Duration,
@@ -180,6 +182,7 @@ impl RaftNode {
             StateMachine::new(params.storage).map_err(|e| StartError::Raft(e.to_string()))?;
         let committed = state_machine.subscribe();
         let sm = StateMachineStore::new(state_machine, params.data_dir.join("snap"))?;
+        let applied = sm.applied_index();
         let peers = Peers::new(params.id, params.cluster_id, params.fault_injection);
         let network = Network {
             peers: peers.clone(),
@@ -207,6 +210,7 @@ impl RaftNode {
             membership_lock: Arc::default(),
             leader_patience: Duration::from_millis(cfg.election_timeout_ms * 3),
             leader_lease: Duration::from_millis(cfg.election_timeout_ms * 2),
+            applied,
         })
     }
 
@@ -242,11 +246,7 @@ impl RaftNode {
             ForwardReply::Write { response, index } => {
                 // Answer only once this member has applied the write too, as etcd does for a
                 // proposal made through it: a serializable read here then sees it.
-                self.raft
-                    .wait(None)
-                    .applied_index_at_least(Some(index), "forwarded write applied")
-                    .await
-                    .map_err(|e| ProposeError::Stopped(e.to_string()))?;
+                self.wait_applied(index).await?;
                 Ok(response)
             }
             other => Err(forward::unexpected(&other)),
@@ -281,12 +281,17 @@ impl RaftNode {
         } else {
             self.read_index_remote().await?
         };
-        self.raft
-            .wait(None)
-            .applied_index_at_least(Some(index), "read index applied")
+        self.wait_applied(index).await
+    }
+
+    /// Waits until this member has applied log index `index`.
+    async fn wait_applied(&self, index: u64) -> Result<(), ProposeError> {
+        let mut applied = self.applied.clone();
+        applied
+            .wait_for(|i| *i >= index)
             .await
             .map(|_| ())
-            .map_err(|e| ProposeError::Stopped(e.to_string()))
+            .map_err(|_| ProposeError::Stopped("state machine stopped".into()))
     }
 
     async fn read_index_remote(&self) -> Result<u64, ProposeError> {
@@ -389,7 +394,15 @@ pub async fn hello(
     peer_urls: &[String],
     limit: Duration,
 ) -> Result<service::HelloReply, String> {
-    let peers = Peers::new(me, 0, false);
+    hello_through(&Peers::new(me, 0, false), peer_urls, limit).await
+}
+
+/// [`hello`] over existing peer channels.
+async fn hello_through(
+    peers: &Peers,
+    peer_urls: &[String],
+    limit: Duration,
+) -> Result<service::HelloReply, String> {
     let deadline = tokio::time::Instant::now() + limit;
     let mut last_error = String::from("no peer URLs to ask");
     while tokio::time::Instant::now() < deadline {

@@ -56,16 +56,31 @@ pub struct StateMachineStore {
     snapshot_dir: Arc<PathBuf>,
     /// The latest snapshot this member built or installed, pinned.
     current: Arc<Mutex<Option<(SnapshotMeta, StateView)>>>,
+    /// The log index of the last applied entry, published as soon as it is applied (openraft's
+    /// metrics report it later), for reads and forwarded writes waiting on this member.
+    applied: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl StateMachineStore {
     pub fn new(sm: StateMachine, snapshot_dir: PathBuf) -> io::Result<Self> {
         fs::create_dir_all(&snapshot_dir)?;
+        let marker = sm
+            .applied_marker()
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        let (applied, _) = decode_marker(&marker)?;
         Ok(StateMachineStore {
             sm,
             snapshot_dir: Arc::new(snapshot_dir),
             current: Arc::default(),
+            applied: Arc::new(tokio::sync::watch::Sender::new(
+                applied.map_or(0, |id| id.index),
+            )),
         })
+    }
+
+    /// Follows the index of the last applied log entry.
+    pub fn applied_index(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.applied.subscribe()
     }
 
     /// Pins a view, makes everything in it durable, and records it as the current snapshot.
@@ -93,6 +108,9 @@ impl StateMachineStore {
         self.sm.import(&mut BufReader::new(File::open(&staged)?))?;
         fs::remove_file(&staged)?;
         self.set_current(meta.clone(), self.sm.view());
+        if let Some(id) = &meta.last_log_id {
+            self.applied.send_replace(id.index);
+        }
         Ok(())
     }
 
@@ -137,6 +155,7 @@ fn snapshot_meta(marker: &AppliedMarker) -> io::Result<SnapshotMeta> {
 
 /// One log entry ready to apply: what the state machine needs and who waits for the answer.
 struct Pending {
+    index: u64,
     command: Option<crate::state_machine::Command>,
     marker: AppliedMarker,
     responder: Option<openraft::storage::ApplyResponder<TypeConfig>>,
@@ -174,9 +193,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         while let Some(first) = entries.next().await {
             // Take what is ready now, so one blocking task applies many entries.
             let mut chunk = vec![to_pending(first?)?];
+            let mut last_index = chunk[0].index;
             while chunk.len() < APPLY_CHUNK {
                 match entries.next().now_or_never() {
-                    Some(Some(item)) => chunk.push(to_pending(item?)?),
+                    Some(Some(item)) => {
+                        let pending = to_pending(item?)?;
+                        last_index = pending.index;
+                        chunk.push(pending);
+                    }
                     _ => break,
                 }
             }
@@ -192,6 +216,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     .map_err(io::Error::other)?
             }
             .map_err(|e| io::Error::other(e.to_string()))?;
+            self.applied.send_replace(last_index);
             for (responder, response) in done {
                 if let Some(r) = responder {
                     r.send(response);
@@ -253,6 +278,7 @@ fn to_pending((entry, responder): EntryResponder<TypeConfig>) -> io::Result<Pend
         }
     };
     Ok(Pending {
+        index: entry.log_id.index,
         command,
         marker: AppliedMarker {
             applied,
