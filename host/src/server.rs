@@ -280,35 +280,53 @@ async fn enter_cluster(
     Ok((cluster_id, bootstrap))
 }
 
-/// Tries (until `limit`) to record this member's attributes in the membership; true once
-/// they are there.
-async fn publish(raft: &RaftNode, me: &MemberInfo, limit: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let listed = raft.members().into_iter().find(|m| m.id == raft.id());
-        if listed.as_ref().is_some_and(|m| m.info == *me) {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        if listed.is_some() {
+/// Where this member's attributes stand after one attempt to record them.
+enum Published {
+    Yes,
+    /// The membership does not list this member (not yet added, or removed).
+    Unlisted,
+    /// Listed with other attributes; the change did not go through (yet).
+    Pending,
+}
+
+/// Records this member's name and URLs in the membership if they differ from `me` (etcd
+/// publishes its attributes the same way): `member add` knows only peer URLs, and founding
+/// members know only each other's names and peer URLs.
+async fn publish_step(raft: &RaftNode, me: &MemberInfo) -> Published {
+    match raft.members().into_iter().find(|m| m.id == raft.id()) {
+        None => Published::Unlisted,
+        Some(m) if m.info == *me => Published::Yes,
+        Some(_) => {
             let change = MembershipChange::Publish {
                 id: raft.id(),
                 info: me.clone(),
             };
-            if let Ok(Ok(_)) = tokio::time::timeout(limit, raft.change_members(change)).await {
-                continue;
+            match raft.change_members(change).await {
+                Ok(_) => Published::Yes,
+                Err(e) => {
+                    tracing::debug!(error = %e, "publishing this member's attributes; will retry");
+                    Published::Pending
+                }
             }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
+/// Tries (until `limit`) to record this member's attributes; true once they are there.
+async fn publish(raft: &RaftNode, me: &MemberInfo, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        let left = deadline - tokio::time::Instant::now();
+        if let Ok(Published::Yes) = tokio::time::timeout(left, publish_step(raft, me)).await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 /// This member's duties toward the membership, for as long as it runs:
-/// - record its name and URLs once it runs (etcd publishes its attributes the same way):
-///   `member add` knows only peer URLs, and founding members know only each other's names and
-///   peer URLs;
+/// - keep its attributes published (see [`publish_step`]);
 /// - stop when it has been removed from the cluster, as etcd does, rather than linger as a
 ///   member nobody replicates to.
 async fn membership_duties(
@@ -316,32 +334,20 @@ async fn membership_duties(
     me: MemberInfo,
     mut stopped: watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
-    let id = raft.id();
     let mut listed_once = false;
     let mut round = 0u64;
     loop {
         round += 1;
-        match raft.members().into_iter().find(|m| m.id == id) {
-            // Every few seconds, ask a peer whether this member is still in the cluster.
-            Some(_)
-                if round.is_multiple_of(REMOVAL_CHECK_ROUNDS) && raft.removed_by_peers().await =>
-            {
-                return Err(ServerError::Removed);
-            }
-            Some(m) => {
+        match publish_step(&raft, &me).await {
+            Published::Unlisted if listed_once => return Err(ServerError::Removed),
+            Published::Unlisted => {}
+            Published::Yes | Published::Pending => {
                 listed_once = true;
-                if m.info != me {
-                    let change = MembershipChange::Publish {
-                        id,
-                        info: me.clone(),
-                    };
-                    if let Err(e) = raft.change_members(change).await {
-                        tracing::debug!(error = %e, "publishing this member's attributes; will retry");
-                    }
+                // Every few seconds, ask a peer whether this member is still in the cluster.
+                if round.is_multiple_of(REMOVAL_CHECK_ROUNDS) && raft.removed_by_peers().await {
+                    return Err(ServerError::Removed);
                 }
             }
-            None if listed_once => return Err(ServerError::Removed),
-            None => {}
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}

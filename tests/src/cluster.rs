@@ -7,7 +7,7 @@
 //! groups drop each other's traffic in both directions.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cairn_proto::cairn_raft::Faults;
@@ -15,7 +15,7 @@ use cairn_proto::cairn_raft::peer_client::PeerClient;
 use etcd_client::Client;
 use tempfile::TempDir;
 
-use crate::process::{Guarded, binary_path, free_port, wait_for_port, which};
+use crate::process::{Guarded, binary_path, free_port, signal, spawn_logged, wait_for_port, which};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flavor {
@@ -85,18 +85,9 @@ impl Member {
                 panic!("etcd not found on PATH: the test command installs Debian's etcd-server")
             }),
         };
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("open member log");
-        let mut child = Command::new(bin)
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log handle"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn member");
+        let mut command = Command::new(bin);
+        command.args(&self.args);
+        let mut child = spawn_logged(command, &self.log);
         wait_for_port(
             self.client_port,
             &mut child,
@@ -146,13 +137,6 @@ impl Member {
         let _ = self.id.set(id);
         id
     }
-}
-
-fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill")
-        .args([format!("-{sig}"), pid.to_string()])
-        .stderr(Stdio::null())
-        .status();
 }
 
 /// A client with short timeouts, so a dead member fails a call quickly.

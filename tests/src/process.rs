@@ -52,6 +52,30 @@ pub async fn with_timeout<T>(
     }
 }
 
+/// Starts `command` with stdin closed and stdout and stderr appended to `log`.
+pub(crate) fn spawn_logged(mut command: Command, log: &Path) -> Child {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap_or_else(|e| panic!("open server log {}: {e}", log.display()));
+    command
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("clone log handle"))
+        .stderr(file)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {:?}: {e}", command.get_program()))
+}
+
+/// Sends signal `sig` (`KILL`, `STOP`, `CONT`, ...) to process `pid`; a process that is
+/// already gone just makes `kill` fail.
+pub(crate) fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .args([format!("-{sig}"), pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
+}
+
 /// A child process killed (SIGKILL) and reaped on drop.
 #[derive(Debug)]
 pub(crate) struct Guarded(pub(crate) Child);
@@ -118,26 +142,18 @@ impl CairnNode {
     /// Starts (again) over the same data dir and port.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "restart of a running node");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("open cairn log");
         let url = format!("http://127.0.0.1:{}", self.port);
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let mut child = Command::new(binary_path())
+        let mut cairn = Command::new(binary_path());
+        cairn
             .arg(format!("--data-dir={}", self.data_dir.display()))
             .arg(format!("--listen-client-urls={url}"))
             .arg(format!("--advertise-client-urls={url}"))
             .arg(format!("--listen-peer-urls={peer}"))
             .arg(format!("--initial-advertise-peer-urls={peer}"))
             .arg(format!("--initial-cluster=default={peer}"))
-            .args(&self.extra_args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log handle"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn cairn");
+            .args(&self.extra_args);
+        let mut child = spawn_logged(cairn, &self.log);
         wait_for_port(self.port, &mut child, &self.log, Duration::from_secs(30));
         self.child = Some(Guarded(child));
     }
@@ -196,8 +212,8 @@ impl EtcdNode {
         let client = format!("http://127.0.0.1:{port}");
         let peer_url = format!("http://127.0.0.1:{peer}");
         let log_path = dir.path().join("etcd.log");
-        let log = std::fs::File::create(&log_path).expect("create etcd log");
-        let mut child = Command::new(etcd)
+        let mut command = Command::new(etcd);
+        command
             .arg("--name=etcd-diff")
             .arg(format!("--data-dir={}", dir.path().join("data").display()))
             .arg(format!("--listen-client-urls={client}"))
@@ -205,12 +221,8 @@ impl EtcdNode {
             .arg(format!("--listen-peer-urls={peer_url}"))
             .arg(format!("--initial-advertise-peer-urls={peer_url}"))
             .arg(format!("--initial-cluster=etcd-diff={peer_url}"))
-            .args(extra_args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log handle"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn etcd");
+            .args(extra_args);
+        let mut child = spawn_logged(command, &log_path);
         wait_for_port(port, &mut child, &log_path, Duration::from_secs(30));
         let node = EtcdNode {
             _child: Guarded(child),
@@ -268,10 +280,7 @@ impl Etcdctl {
         let pid = child.id();
         std::thread::sleep(period);
         // SIGKILL if it is still running; an exited process just makes `kill` fail.
-        let _ = Command::new("kill")
-            .args(["-9", &pid.to_string()])
-            .stderr(Stdio::null())
-            .status();
+        signal(pid, "KILL");
         child.wait_with_output().expect("wait for etcdctl")
     }
 

@@ -210,6 +210,16 @@ enum LessorRequest {
     Remaining(i64),
 }
 
+impl LessorRequest {
+    /// The answer of this member's lessor (which should be the leader's).
+    async fn answer_here(self, ctx: &Context) -> Result<i64, String> {
+        match self {
+            LessorRequest::KeepAlive(id) => renew_local(ctx, id).await,
+            LessorRequest::Remaining(id) => Ok(ctx.lessor.remaining(id).map_or(-1, whole_secs)),
+        }
+    }
+}
+
 /// Serves forwarded [`LessorRequest`]s on the leader.
 struct LeaderLessor(std::sync::Weak<super::ApiContext>);
 
@@ -223,10 +233,7 @@ impl AppHandler for LeaderLessor {
             let ctx = ctx.ok_or("server stopped")?;
             let request: LessorRequest =
                 postcard::from_bytes(&request).map_err(|e| e.to_string())?;
-            let answer = match request {
-                LessorRequest::KeepAlive(id) => renew_local(&ctx, id).await?,
-                LessorRequest::Remaining(id) => ctx.lessor.remaining(id).map_or(-1, whole_secs),
-            };
+            let answer = request.answer_here(&ctx).await?;
             postcard::to_stdvec(&answer).map_err(|e| e.to_string())
         })
     }
@@ -241,12 +248,10 @@ pub fn register_leader_handler(ctx: &Context) {
 /// Asks the leader's lessor, here or over the peer channel.
 async fn ask_lessor(ctx: &Context, request: LessorRequest) -> Result<i64, Status> {
     if ctx.raft.status().is_leader {
-        return match request {
-            LessorRequest::KeepAlive(id) => renew_local(ctx, id)
-                .await
-                .map_err(|e| Status::internal(format!("cairn: {e}"))),
-            LessorRequest::Remaining(id) => Ok(ctx.lessor.remaining(id).map_or(-1, whole_secs)),
-        };
+        return request
+            .answer_here(ctx)
+            .await
+            .map_err(|e| Status::internal(format!("cairn: {e}")));
     }
     let bytes = postcard::to_stdvec(&request).map_err(|e| Status::internal(e.to_string()))?;
     let answer = ctx

@@ -422,28 +422,37 @@ fn fragments(whole: pb::WatchResponse, limit: usize) -> Vec<pb::WatchResponse> {
     if whole.encoded_len() < limit || whole.events.len() < 2 {
         return vec![whole];
     }
+    let mut template = whole;
+    let events = std::mem::take(&mut template.events);
+    template.fragment = true;
+    // Sizes add up: a part is the template plus, per event, the field key (field 11, length
+    // delimited: one byte), the length prefix and the event.
+    let base = template.encoded_len();
+    let field_len =
+        |e: &mvccpb::Event| 1 + prost::length_delimiter_len(e.encoded_len()) + e.encoded_len();
     let mut parts = Vec::new();
-    let mut events = whole.events.clone().into_iter().peekable();
-    while events.peek().is_some() {
-        let mut part = pb::WatchResponse {
-            events: Vec::new(),
-            fragment: true,
-            ..whole.clone()
-        };
-        while let Some(e) = events.peek() {
-            part.events.push(e.clone());
-            if part.events.len() > 1 && part.encoded_len() >= limit {
-                part.events.pop();
-                break;
-            }
-            events.next();
+    let mut current: Vec<mvccpb::Event> = Vec::new();
+    let mut size = base;
+    for e in events {
+        let len = field_len(&e);
+        if !current.is_empty() && size + len >= limit {
+            parts.push(std::mem::take(&mut current));
+            size = base;
         }
-        parts.push(part);
+        size += len;
+        current.push(e);
     }
-    if let Some(last) = parts.last_mut() {
-        last.fragment = false;
-    }
+    parts.push(current);
+    let last = parts.len() - 1;
     parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, events)| pb::WatchResponse {
+            events,
+            fragment: i < last,
+            ..template.clone()
+        })
+        .collect()
 }
 
 /// Events read for one watcher in a round: its id, the last revision covered, and the events
@@ -471,7 +480,7 @@ fn read_plan(
         }
         let shared = if reads.len() > 1 {
             let any_prev = reads.iter().any(|r| r.prev_kv);
-            Some(view.events(from, to, &KeyRange::new(&[0], &[0]), any_prev)?)
+            Some(view.events(from, to, &KeyRange::all(), any_prev)?)
         } else {
             None
         };
@@ -520,5 +529,52 @@ fn event(e: Event) -> mvccpb::Event {
         },
         kv: Some(convert::kv(e.kv)),
         prev_kv: e.prev_kv.map(convert::kv),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    #[test]
+    fn fragments_follow_etcds_rule() {
+        // Proves every part but the last is as full as etcd makes it: under the limit, and the
+        // next event would reach it; events keep their order, and only the last part is final.
+        let events: Vec<mvccpb::Event> = (0..40)
+            .map(|i| mvccpb::Event {
+                kv: Some(mvccpb::KeyValue {
+                    key: format!("k{i}").into_bytes(),
+                    value: vec![b'v'; 50 + 37 * (i % 7)],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .collect();
+        let whole = pb::WatchResponse {
+            watch_id: 3,
+            events: events.clone(),
+            ..Default::default()
+        };
+        let limit = 1000;
+        let parts = fragments(whole, limit);
+        assert!(parts.len() > 2);
+        let joined: Vec<_> = parts.iter().flat_map(|p| p.events.clone()).collect();
+        assert_eq!(joined, events);
+        let mut next = 0;
+        for (i, part) in parts.iter().enumerate() {
+            let last = i == parts.len() - 1;
+            assert_eq!(part.fragment, !last);
+            assert!(part.events.len() == 1 || part.encoded_len() < limit);
+            next += part.events.len();
+            if !last {
+                let mut fuller = part.clone();
+                fuller.events.push(events[next].clone());
+                assert!(
+                    fuller.encoded_len() >= limit,
+                    "part {i} could hold one more event"
+                );
+            }
+        }
     }
 }

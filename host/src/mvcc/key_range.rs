@@ -33,6 +33,14 @@ impl KeyRange {
         }
     }
 
+    /// Every key (what a watch hub or a whole-store scan reads).
+    pub fn all() -> Self {
+        KeyRange::Interval {
+            start: Vec::new(),
+            end: None,
+        }
+    }
+
     pub fn contains(&self, k: &[u8]) -> bool {
         match self {
             KeyRange::Single(key) => key == k,

@@ -166,9 +166,10 @@ impl RaftNode {
                 .await
                 .map(ForwardReply::Membership),
             ForwardRequest::App(bytes) => {
-                if !self.status().is_leader {
+                let status = self.status();
+                if !status.is_leader {
                     return Err(ProposeError::NotLeader {
-                        leader: self.status().leader,
+                        leader: status.leader,
                     });
                 }
                 let Some(handler) = self.app.get() else {

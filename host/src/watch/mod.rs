@@ -224,7 +224,7 @@ impl EventHub {
             let storage = storage.clone();
             let read = tokio::task::spawn_blocking(move || {
                 let view = Mvcc::read_view(&storage)?;
-                view.events(from, to, &KeyRange::new(&[0], &[0]), with_prev)
+                view.events(from, to, &KeyRange::all(), with_prev)
             })
             .await;
             let events = match read {
@@ -334,7 +334,7 @@ mod tests {
             ring.last = 4; // revision 4 changed nothing the ring needs (none in history)
         }
         let a = KeyRange::new(b"a", b"");
-        let all = KeyRange::new(&[0], &[0]);
+        let all = KeyRange::all();
         let got = hub.events(2, 4, &a, false).expect("held");
         assert_eq!(got.len(), 2);
         assert!(got.iter().all(|e| e.kv.key == b"a" && e.prev_kv.is_none()));
