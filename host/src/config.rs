@@ -30,6 +30,19 @@ pub struct Config {
     )]
     pub listen_client_urls: Vec<String>,
 
+    /// URLs to serve HTTP on (the JSON gateway, /health, /version, /metrics), comma-separated.
+    /// When set, the client URLs serve only gRPC.
+    #[arg(
+        long,
+        env = "CAIRN_LISTEN_CLIENT_HTTP_URLS",
+        value_delimiter = ','
+    )]
+    pub listen_client_http_urls: Vec<String>,
+
+    /// Extra URLs that serve only /metrics and the health probes, comma-separated.
+    #[arg(long, env = "CAIRN_LISTEN_METRICS_URLS", value_delimiter = ',')]
+    pub listen_metrics_urls: Vec<String>,
+
     /// Client URLs of this member advertised to the cluster, comma-separated.
     #[arg(
         long,
@@ -244,6 +257,20 @@ impl Config {
 
     pub fn client_listen_urls(&self) -> Result<Vec<ListenUrl>, ConfigError> {
         self.listen_client_urls
+            .iter()
+            .map(|u| parse_url(u))
+            .collect()
+    }
+
+    pub fn client_http_listen_urls(&self) -> Result<Vec<ListenUrl>, ConfigError> {
+        self.listen_client_http_urls
+            .iter()
+            .map(|u| parse_url(u))
+            .collect()
+    }
+
+    pub fn metrics_listen_urls(&self) -> Result<Vec<ListenUrl>, ConfigError> {
+        self.listen_metrics_urls
             .iter()
             .map(|u| parse_url(u))
             .collect()

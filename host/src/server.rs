@@ -103,6 +103,8 @@ impl Server {
         };
         // Bind before starting Raft so a busy port fails fast and cleanly.
         let listeners = bind_all(&listen).await?;
+        let http_listeners = bind_all(&config.client_http_listen_urls()?).await?;
+        let metrics_listeners = bind_all(&config.metrics_listen_urls()?).await?;
         let peer_listeners = bind_all(&config.peer_listen_urls()?).await?;
         let (cluster_id, bootstrap) = enter_cluster(&config, member_id, &storage).await?;
         let raft = RaftNode::start(StartParams {
@@ -163,13 +165,37 @@ impl Server {
             tracing::warn!("could not publish this member's name and client URLs yet; will retry");
         }
         tasks.spawn(membership_duties(raft.clone(), me, stopped.clone()));
+        {
+            let raft = raft.clone();
+            let stopped = stopped.clone();
+            tasks.spawn(async move {
+                raft.count_leader_changes(stopped).await;
+                Ok(())
+            });
+        }
+        // etcd serves gRPC and HTTP on the client URLs, unless HTTP has URLs of its own.
+        let client_serves = if http_listeners.is_empty() {
+            Serves::GrpcAndHttp
+        } else {
+            Serves::Grpc
+        };
         let mut client_addrs = Vec::new();
         for (url, listener) in listeners {
             client_addrs.push(listener.local_addr().map_err(|e| ServerError::Listen {
                 url: url.clone(),
                 reason: e.to_string(),
             })?);
-            tasks.spawn(serve_client(url, listener, ctx.clone(), stopped.clone()));
+            let router = client_router(&ctx, client_serves).await;
+            tasks.spawn(serve_client(url, listener, router, stopped.clone()));
+        }
+        for (serves, listeners) in [
+            (Serves::Http, http_listeners),
+            (Serves::Metrics, metrics_listeners),
+        ] {
+            for (url, listener) in listeners {
+                let router = client_router(&ctx, serves).await;
+                tasks.spawn(serve_client(url, listener, router, stopped.clone()));
+            }
         }
         let lessor_ctx = ctx.clone();
         tasks.spawn(async move {
@@ -381,23 +407,50 @@ async fn serve_peer(
         })
 }
 
-async fn serve_client(
-    url: String,
-    listener: TcpListener,
-    ctx: Arc<ApiContext>,
-    mut stopped: watch::Receiver<bool>,
-) -> Result<(), ServerError> {
+/// What a client-side listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Serves {
+    /// etcd's default client port: gRPC, and HTTP/1.1 (gateway, health, version, metrics).
+    GrpcAndHttp,
+    /// The client URLs when `--listen-client-http-urls` is set.
+    Grpc,
+    /// `--listen-client-http-urls`.
+    Http,
+    /// `--listen-metrics-urls`: metrics and the health probes.
+    Metrics,
+}
+
+/// The router of one client-side listener. gRPC calls are counted by method and code for
+/// `/metrics`; unknown paths get gRPC's `Unimplemented` or an HTTP 404, as the caller speaks.
+async fn client_router(ctx: &Arc<ApiContext>, serves: Serves) -> axum::Router {
+    let mut router = axum::Router::new();
+    if matches!(serves, Serves::GrpcAndHttp | Serves::Grpc) {
+        router = router.merge(grpc_routes(ctx).await.into_axum_router());
+    }
+    match serves {
+        Serves::GrpcAndHttp | Serves::Http => router = router.merge(crate::api::http::routes(ctx)),
+        Serves::Metrics => router = router.merge(crate::api::http::metrics_routes(ctx)),
+        Serves::Grpc => {}
+    }
+    router
+        .fallback(crate::api::http::not_found)
+        .layer(axum::middleware::from_fn(crate::metrics::count_grpc))
+}
+
+/// etcd's gRPC services, each accepting requests up to the size limit plus gRPC overhead.
+async fn grpc_routes(ctx: &Arc<ApiContext>) -> tonic::service::Routes {
     let max_decoding = ctx.limits.max_request_bytes + GRPC_OVERHEAD_BYTES;
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
-    let kv = KvServer::new(KvService::new(ctx.clone())).max_decoding_message_size(max_decoding);
-    let maintenance = MaintenanceServer::new(MaintenanceService::new(ctx.clone()))
-        .max_decoding_message_size(max_decoding);
-    tonic::transport::Server::builder()
-        .add_service(kv)
-        .add_service(maintenance)
+    let mut routes = tonic::service::Routes::builder();
+    routes
+        .add_service(KvServer::new(KvService::new(ctx.clone())).max_decoding_message_size(max_decoding))
+        .add_service(
+            MaintenanceServer::new(MaintenanceService::new(ctx.clone()))
+                .max_decoding_message_size(max_decoding),
+        )
         .add_service(
             LeaseServer::new(LeaseService::new(ctx.clone()))
                 .max_decoding_message_size(max_decoding),
@@ -417,7 +470,19 @@ async fn serve_client(
             ClusterServer::new(ClusterService::new(ctx.clone()))
                 .max_decoding_message_size(max_decoding),
         )
-        .add_service(health)
+        .add_service(health);
+    routes.routes()
+}
+
+async fn serve_client(
+    url: String,
+    listener: TcpListener,
+    router: axum::Router,
+    mut stopped: watch::Receiver<bool>,
+) -> Result<(), ServerError> {
+    tonic::transport::Server::builder()
+        .accept_http1(true)
+        .add_routes(tonic::service::Routes::from(router))
         .serve_with_incoming_shutdown(
             // Small request/response messages: Nagle's algorithm would hold responses back.
             // Every connection goes through the `:authority` repair for etcd 3.4 clients.

@@ -138,7 +138,11 @@ impl StateMachine {
                 batch.insert_meta(MEMBERSHIP, m);
             }
         }
+        let started = std::time::Instant::now();
         *revs = batch.commit()?;
+        crate::metrics::METRICS
+            .backend_commit
+            .observe(started.elapsed());
         self.committed.send_replace(*revs);
         Ok(responses)
     }

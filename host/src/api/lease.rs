@@ -13,6 +13,7 @@ use cairn_proto::etcdserverpb as pb;
 use cairn_proto::etcdserverpb::lease_server::Lease;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{Context, status};
@@ -115,29 +116,8 @@ impl Lease for LeaseService {
         &self,
         request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        if super::requires_leader(&request) && self.ctx.raft.status().leader.is_none() {
-            return Err(status::propose_error(&crate::raft::ProposeError::NoLeader));
-        }
-        let mut inbound = request.into_inner();
-        let (tx, rx) = mpsc::channel(KEEPALIVE_BUFFER);
-        let ctx = self.ctx.clone();
-        tokio::spawn(async move {
-            let mut stopping = ctx.stopping.clone();
-            loop {
-                let req = tokio::select! {
-                    msg = inbound.message() => match msg {
-                        Ok(Some(req)) => req,
-                        Ok(None) | Err(_) => return,
-                    },
-                    _ = stopping.changed() => return,
-                };
-                let resp = keep_alive(&ctx, req.id).await;
-                if tx.send(resp).await.is_err() {
-                    return;
-                }
-            }
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        let require_leader = super::requires_leader(&request);
+        keep_alive_stream(&self.ctx, require_leader, request.into_inner()).map(Response::new)
     }
 
     async fn lease_time_to_live(
@@ -301,6 +281,41 @@ async fn keep_alive(ctx: &Context, id: i64) -> Result<pb::LeaseKeepAliveResponse
 }
 
 /// Seconds left on lease `id` per the leader's lessor, if it tracks the lease.
+/// Answers each keepalive request from `inbound` (gRPC's request stream, or the HTTP
+/// gateway's) in order.
+pub fn keep_alive_stream<S>(
+    ctx: &Context,
+    require_leader: bool,
+    mut inbound: S,
+) -> Result<ReceiverStream<Result<pb::LeaseKeepAliveResponse, Status>>, Status>
+where
+    S: Stream<Item = Result<pb::LeaseKeepAliveRequest, Status>> + Unpin + Send + 'static,
+{
+    if require_leader && ctx.raft.status().leader.is_none() {
+        return Err(status::propose_error(&crate::raft::ProposeError::NoLeader));
+    }
+    let (tx, rx) = mpsc::channel(KEEPALIVE_BUFFER);
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let mut stopping = ctx.stopping.clone();
+        loop {
+            let req = tokio::select! {
+                msg = inbound.next() => match msg {
+                    Some(Ok(req)) => req,
+                    None | Some(Err(_)) => return,
+                },
+                _ = stopping.changed() => return,
+                _ = tx.closed() => return,
+            };
+            let resp = keep_alive(&ctx, req.id).await;
+            if tx.send(resp).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(ReceiverStream::new(rx))
+}
+
 async fn remaining_secs(ctx: &Context, id: i64) -> Result<Option<i64>, Status> {
     let secs = ask_lessor(ctx, LessorRequest::Remaining(id)).await?;
     Ok((secs >= 0).then_some(secs))

@@ -13,7 +13,7 @@ use crate::raft::ProposeError;
 /// The etcd API version Cairn speaks, reported by Status and /version.
 pub const ETCD_VERSION: &str = "3.6.0";
 /// etcd's default backend quota (2 GiB); Cairn enforces no quota yet.
-const DEFAULT_QUOTA_BYTES: i64 = 2 << 30;
+pub const DEFAULT_QUOTA_BYTES: i64 = 2 << 30;
 
 pub struct MaintenanceService {
     ctx: Context,

@@ -9,6 +9,8 @@ pub mod cluster;
 pub mod concurrency;
 pub mod convert;
 pub mod election;
+pub mod gateway;
+pub mod http;
 pub mod kv;
 pub mod lease;
 pub mod lock;
@@ -138,11 +140,19 @@ impl ApiContext {
         if self.raft.status().is_learner {
             return Err(status::not_supported_for_learner());
         }
-        match tokio::time::timeout(self.limits.request_timeout, self.raft.write(command)).await {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(status::propose_error(&e)),
-            Err(_) => Err(status::timed_out()),
+        let metrics = &crate::metrics::METRICS;
+        let _pending = crate::metrics::GaugeGuard::new(&metrics.proposals_pending);
+        let outcome =
+            match tokio::time::timeout(self.limits.request_timeout, self.raft.write(command)).await
+            {
+                Ok(Ok(resp)) => Ok(resp),
+                Ok(Err(e)) => Err(status::propose_error(&e)),
+                Err(_) => Err(status::timed_out()),
+            };
+        if outcome.is_err() {
+            metrics.proposals_failed.inc();
         }
+        outcome
     }
 
     /// Waits for a ReadIndex point (bounded by the request timeout): local reads after it are

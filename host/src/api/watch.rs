@@ -15,9 +15,11 @@ use cairn_proto::etcdserverpb::watch_server::Watch;
 use cairn_proto::mvccpb;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{Context, convert};
+use crate::metrics::{GaugeGuard, METRICS};
 use crate::mvcc::history::passes;
 use crate::mvcc::{Event, EventKind, KeyRange, Mvcc, Revision, Revisions};
 use crate::watch::{PrevKvInterest, WatcherInterest};
@@ -50,24 +52,37 @@ impl Watch for WatchService {
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let require_leader = super::requires_leader(&request);
-        if require_leader && self.ctx.raft.status().leader.is_none() {
-            return Err(super::status::propose_error(
-                &crate::raft::ProposeError::NoLeader,
-            ));
-        }
-        let (tx, rx) = mpsc::channel(SEND_BUFFER);
-        let stream = WatchStream {
-            require_leader,
-            revs: self.ctx.hub.subscribe(),
-            store: self.ctx.raft.subscribe(),
-            ctx: self.ctx.clone(),
-            tx,
-            watchers: BTreeMap::new(),
-            next_id: 0,
-        };
-        tokio::spawn(stream.run(request.into_inner()));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        open(&self.ctx, require_leader, request.into_inner()).map(Response::new)
     }
+}
+
+/// Opens a watch stream fed by `inbound` (gRPC's request stream, or the HTTP gateway's).
+/// `require_leader` is clientv3's `WithRequireLeader`.
+pub fn open<S>(
+    ctx: &Context,
+    require_leader: bool,
+    inbound: S,
+) -> Result<ReceiverStream<Result<pb::WatchResponse, Status>>, Status>
+where
+    S: Stream<Item = Result<pb::WatchRequest, Status>> + Unpin + Send + 'static,
+{
+    if require_leader && ctx.raft.status().leader.is_none() {
+        return Err(super::status::propose_error(
+            &crate::raft::ProposeError::NoLeader,
+        ));
+    }
+    let (tx, rx) = mpsc::channel(SEND_BUFFER);
+    let stream = WatchStream {
+        require_leader,
+        revs: ctx.hub.subscribe(),
+        store: ctx.raft.subscribe(),
+        ctx: ctx.clone(),
+        tx,
+        watchers: BTreeMap::new(),
+        next_id: 0,
+    };
+    tokio::spawn(stream.run(inbound));
+    Ok(ReceiverStream::new(rx))
 }
 
 /// One watch: a key range and the first revision not yet sent.
@@ -90,6 +105,17 @@ struct Watcher {
     /// False until a watcher that started in the past has read history up to the store's
     /// revision (as etcd's unsynced watchers do, in one batch); then it follows the hub.
     synced: bool,
+    /// Counts this watcher in `etcd_debugging_mvcc_watcher_total`.
+    _counted: GaugeGuard,
+    /// Counts it in `etcd_debugging_mvcc_slow_watcher_total` while it is not synced.
+    slow: Option<GaugeGuard>,
+}
+
+impl Watcher {
+    fn set_synced(&mut self) {
+        self.synced = true;
+        self.slow = None;
+    }
 }
 
 /// The client went away; the stream ends.
@@ -110,7 +136,10 @@ struct WatchStream {
 }
 
 impl WatchStream {
-    async fn run(mut self, mut inbound: Streaming<pb::WatchRequest>) {
+    async fn run<S>(mut self, mut inbound: S)
+    where
+        S: Stream<Item = Result<pb::WatchRequest, Status>> + Unpin,
+    {
         let mut stopping = self.ctx.stopping.clone();
         let period = self.ctx.limits.watch_progress_notify_interval;
         let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -139,15 +168,17 @@ impl WatchStream {
                     }
                     continue;
                 }
-                msg = inbound.message() => match msg {
-                    Ok(Some(req)) => {
+                msg = inbound.next() => match msg {
+                    Some(Ok(req)) => {
                         if self.handle(req).await.is_err() {
                             return;
                         }
                     }
                     // The client closed its side, or the transport failed.
-                    Ok(None) | Err(_) => return,
+                    None | Some(Err(_)) => return,
                 },
+                // The client went away: nobody reads the responses any more.
+                _ = self.tx.closed() => return,
                 changed = self.revs.changed() => {
                     if changed.is_err() {
                         return; // the state machine is gone: the member is stopping
@@ -233,6 +264,7 @@ impl WatchStream {
             .iter()
             .filter_map(|f| FilterType::try_from(*f).ok())
             .collect();
+        let synced = c.start_revision == 0 || c.start_revision > current;
         self.watchers.insert(
             id,
             Watcher {
@@ -250,7 +282,9 @@ impl WatchStream {
                 fragment: c.fragment,
                 _interest: self.ctx.hub.watching(),
                 _prev_interest: c.prev_kv.then(|| self.ctx.hub.want_prev_kv()),
-                synced: c.start_revision == 0 || c.start_revision > current,
+                synced,
+                _counted: GaugeGuard::new(&METRICS.watchers),
+                slow: (!synced).then(|| GaugeGuard::new(&METRICS.slow_watchers)),
             },
         );
         self.send(resp).await?;
@@ -307,7 +341,7 @@ impl WatchStream {
             for (id, w) in &mut self.watchers {
                 if !w.synced {
                     if w.next_rev > store_current {
-                        w.synced = true;
+                        w.set_synced();
                     } else {
                         plan.push(Read {
                             id: *id,
@@ -386,7 +420,9 @@ impl WatchStream {
                     continue;
                 }; // canceled meanwhile
                 w.next_rev = to + 1;
-                w.synced |= to >= store_current;
+                if to >= store_current {
+                    w.set_synced();
+                }
                 w.sent_since_tick |= !events.is_empty();
                 let fragment = w.fragment;
                 if events.is_empty() {

@@ -49,7 +49,9 @@ impl LogStore {
                 while let Ok(first) = rx.recv() {
                     let mut waiting = vec![first];
                     waiting.extend(rx.try_iter());
+                    let started = std::time::Instant::now();
                     let result = db.persist(fjall::PersistMode::SyncData);
+                    crate::metrics::METRICS.wal_fsync.observe(started.elapsed());
                     for callback in waiting {
                         callback.io_completed(
                             result

@@ -136,6 +136,8 @@ pub struct RaftStatus {
     pub term: u64,
     pub leader: Option<u64>,
     pub last_log_index: u64,
+    /// The highest log index this member knows to be committed.
+    pub committed_index: u64,
     pub applied_index: u64,
     pub is_leader: bool,
     pub is_learner: bool,
@@ -351,6 +353,7 @@ impl RaftNode {
             term: m.current_term,
             leader: m.current_leader,
             last_log_index: m.last_log_index.unwrap_or(0),
+            committed_index: m.local_committed.map_or(0, |id| id.index),
             applied_index: m.last_applied.map_or(0, |id| id.index),
             is_leader: m.state == ServerState::Leader,
             is_learner: m.state == ServerState::Learner,
@@ -369,6 +372,29 @@ impl RaftNode {
             status.leader = None;
         }
         status
+    }
+
+    /// Counts leader changes into `etcd_server_leader_changes_seen_total` until `stopped`, as
+    /// etcd does: each time a leader is known that differs from the last one seen (losing the
+    /// leader and getting it back counts again).
+    pub async fn count_leader_changes(&self, mut stopped: tokio::sync::watch::Receiver<bool>) {
+        let mut metrics = self.raft.metrics();
+        let mut last = None;
+        loop {
+            let leader = metrics.borrow_watched().current_leader;
+            if leader.is_some() && leader != last {
+                crate::metrics::METRICS.leader_changes.inc();
+            }
+            last = leader;
+            tokio::select! {
+                changed = metrics.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                _ = stopped.wait_for(|s| *s) => return,
+            }
+        }
     }
 
     /// Waits until some member leads (bounded by `timeout`).

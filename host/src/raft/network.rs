@@ -219,7 +219,15 @@ impl RaftNetworkV2<TypeConfig> for PeerLink {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(Rpc::AppendEntries, &rpc, &option).await
+        // Heartbeats (no entries, so no disk write on the other side) time the round trip.
+        let started = rpc.entries.is_empty().then(std::time::Instant::now);
+        let reply = self.call(Rpc::AppendEntries, &rpc, &option).await;
+        if let (Some(started), Ok(_)) = (started, &reply) {
+            crate::metrics::METRICS
+                .peer_rtt(self.target)
+                .observe(started.elapsed());
+        }
+        reply
     }
 
     async fn vote(

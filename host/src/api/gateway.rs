@@ -1,0 +1,630 @@
+//! The HTTP/JSON gateway: etcd's grpc-gateway paths (`POST /v3/kv/put`, …) on the client port.
+//!
+//! Each route decodes a JSON body into the gRPC request message, calls the same service
+//! handler gRPC calls, and encodes the answer. The JSON is grpc-gateway's proto3 mapping as
+//! etcd 3.4 configures it, produced by the pbjson impls generated in `cairn-proto`: proto field
+//! names on output (`create_revision`, `ID`), proto or lowerCamel names on input, bytes as
+//! base64, 64-bit integers as strings, enums by name, zero values omitted, unknown fields
+//! ignored. Errors are `{"error","message","code"}` with grpc-gateway's HTTP status for the
+//! gRPC code.
+//!
+//! Streaming RPCs (`/v3/watch`, `/v3/lease/keepalive`, `/v3/election/observe`,
+//! `/v3/maintenance/snapshot`) answer with one `{"result":…}` object per line. Their requests
+//! are the JSON objects of the POST body, in order; as with etcd, the response stream stays
+//! open after the body ends, until the client goes away.
+//!
+//! The gateway enforces gRPC's request size limit on the decoded message, so an oversized
+//! request gets the error a gRPC client would get.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use axum::routing::post;
+use cairn_proto::etcdserverpb as pb;
+use cairn_proto::etcdserverpb::cluster_server::Cluster;
+use cairn_proto::etcdserverpb::kv_server::Kv;
+use cairn_proto::etcdserverpb::lease_server::Lease;
+use cairn_proto::etcdserverpb::maintenance_server::Maintenance;
+use cairn_proto::v3electionpb::{self as electionpb, election_server::Election};
+use cairn_proto::v3lockpb::{self as lockpb, lock_server::Lock};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Status};
+
+use super::cluster::ClusterService;
+use super::election::ElectionService;
+use super::kv::KvService;
+use super::lease::LeaseService;
+use super::lock::LockService;
+use super::maintenance::MaintenanceService;
+use super::{Context, GRPC_OVERHEAD_BYTES, status};
+use crate::metrics::{GrpcMethod, METRICS};
+
+/// The path prefixes etcd 3.4 serves the gateway under (`/v3beta` is 3.3's, kept by 3.4).
+const PREFIXES: [&str; 2] = ["/v3", "/v3beta"];
+
+/// What every gateway handler shares.
+struct Gateway {
+    ctx: Context,
+    /// gRPC's limit on a decoded request message.
+    max_message: usize,
+    /// The most JSON a request body may hold: base64 and field names make JSON larger than
+    /// the message it carries, but never twice as large plus a little.
+    max_body: usize,
+}
+
+type Shared = Arc<Gateway>;
+
+/// The gateway's routes, under every prefix.
+pub fn routes(ctx: &Context) -> Router {
+    let max_message = ctx.limits.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let gw = Arc::new(Gateway {
+        ctx: ctx.clone(),
+        max_message,
+        max_body: max_message * 2 + 64 * 1024,
+    });
+    let mut v3 = Router::new();
+    v3 = kv_routes(v3, &gw);
+    v3 = lease_routes(v3, &gw);
+    v3 = cluster_routes(v3, &gw);
+    v3 = maintenance_routes(v3, &gw);
+    v3 = concurrency_routes(v3, &gw);
+    v3 = auth_routes(v3, &gw);
+    let mut router = Router::new();
+    for prefix in PREFIXES {
+        router = router.nest(prefix, v3.clone());
+    }
+    router
+}
+
+/// Adds `POST path` calling `$svc.$method` with a `$req` decoded from JSON.
+macro_rules! unary {
+    ($router:ident, $gw:expr, $svc:expr, $path:literal, $method:ident, $req:ty, $grpc:literal) => {{
+        let gw = $gw.clone();
+        let svc = $svc.clone();
+        $router = $router.route(
+            $path,
+            post(move |headers: HeaderMap, body: Body| {
+                let gw = gw.clone();
+                let svc = svc.clone();
+                async move {
+                    unary::<$req, _, _, _>(&gw, $grpc, headers, body, move |req| async move {
+                        svc.$method(req).await
+                    })
+                    .await
+                }
+            }),
+        );
+    }};
+}
+
+fn kv_routes(mut r: Router, gw: &Shared) -> Router {
+    let kv = Arc::new(KvService::new(gw.ctx.clone()));
+    unary!(r, gw, kv, "/kv/range", range, pb::RangeRequest, "etcdserverpb.KV/Range");
+    unary!(r, gw, kv, "/kv/put", put, pb::PutRequest, "etcdserverpb.KV/Put");
+    unary!(r, gw, kv, "/kv/deleterange", delete_range, pb::DeleteRangeRequest, "etcdserverpb.KV/DeleteRange");
+    unary!(r, gw, kv, "/kv/txn", txn, pb::TxnRequest, "etcdserverpb.KV/Txn");
+    unary!(r, gw, kv, "/kv/compaction", compact, pb::CompactionRequest, "etcdserverpb.KV/Compact");
+    let g = gw.clone();
+    r.route(
+        "/watch",
+        post(move |headers: HeaderMap, body: Body| {
+            let gw = g.clone();
+            async move {
+                let inbound = request_stream::<pb::WatchRequest>(body, gw.max_message);
+                let opened = super::watch::open(&gw.ctx, requires_leader(&headers), inbound);
+                streaming(method("etcdserverpb.Watch/Watch"), opened.map(|s| s.boxed()))
+            }
+        }),
+    )
+}
+
+fn lease_routes(mut r: Router, gw: &Shared) -> Router {
+    let lease = Arc::new(LeaseService::new(gw.ctx.clone()));
+    unary!(r, gw, lease, "/lease/grant", lease_grant, pb::LeaseGrantRequest, "etcdserverpb.Lease/LeaseGrant");
+    // etcd serves revoke, timetolive and leases under /kv/lease too (their 3.3 paths).
+    unary!(r, gw, lease, "/lease/revoke", lease_revoke, pb::LeaseRevokeRequest, "etcdserverpb.Lease/LeaseRevoke");
+    unary!(r, gw, lease, "/kv/lease/revoke", lease_revoke, pb::LeaseRevokeRequest, "etcdserverpb.Lease/LeaseRevoke");
+    unary!(r, gw, lease, "/lease/timetolive", lease_time_to_live, pb::LeaseTimeToLiveRequest, "etcdserverpb.Lease/LeaseTimeToLive");
+    unary!(r, gw, lease, "/kv/lease/timetolive", lease_time_to_live, pb::LeaseTimeToLiveRequest, "etcdserverpb.Lease/LeaseTimeToLive");
+    unary!(r, gw, lease, "/lease/leases", lease_leases, pb::LeaseLeasesRequest, "etcdserverpb.Lease/LeaseLeases");
+    unary!(r, gw, lease, "/kv/lease/leases", lease_leases, pb::LeaseLeasesRequest, "etcdserverpb.Lease/LeaseLeases");
+    let g = gw.clone();
+    r.route(
+        "/lease/keepalive",
+        post(move |headers: HeaderMap, body: Body| {
+            let gw = g.clone();
+            async move {
+                let inbound = request_stream::<pb::LeaseKeepAliveRequest>(body, gw.max_message);
+                let opened = super::lease::keep_alive_stream(
+                    &gw.ctx,
+                    requires_leader(&headers),
+                    inbound,
+                );
+                streaming(
+                    method("etcdserverpb.Lease/LeaseKeepAlive"),
+                    opened.map(|s| s.boxed()),
+                )
+            }
+        }),
+    )
+}
+
+fn cluster_routes(mut r: Router, gw: &Shared) -> Router {
+    let c = Arc::new(ClusterService::new(gw.ctx.clone()));
+    unary!(r, gw, c, "/cluster/member/add", member_add, pb::MemberAddRequest, "etcdserverpb.Cluster/MemberAdd");
+    unary!(r, gw, c, "/cluster/member/remove", member_remove, pb::MemberRemoveRequest, "etcdserverpb.Cluster/MemberRemove");
+    unary!(r, gw, c, "/cluster/member/update", member_update, pb::MemberUpdateRequest, "etcdserverpb.Cluster/MemberUpdate");
+    unary!(r, gw, c, "/cluster/member/list", member_list, pb::MemberListRequest, "etcdserverpb.Cluster/MemberList");
+    unary!(r, gw, c, "/cluster/member/promote", member_promote, pb::MemberPromoteRequest, "etcdserverpb.Cluster/MemberPromote");
+    r
+}
+
+fn maintenance_routes(mut r: Router, gw: &Shared) -> Router {
+    let m = Arc::new(MaintenanceService::new(gw.ctx.clone()));
+    unary!(r, gw, m, "/maintenance/alarm", alarm, pb::AlarmRequest, "etcdserverpb.Maintenance/Alarm");
+    unary!(r, gw, m, "/maintenance/status", status, pb::StatusRequest, "etcdserverpb.Maintenance/Status");
+    unary!(r, gw, m, "/maintenance/defragment", defragment, pb::DefragmentRequest, "etcdserverpb.Maintenance/Defragment");
+    unary!(r, gw, m, "/maintenance/hash", hash, pb::HashRequest, "etcdserverpb.Maintenance/Hash");
+    // etcd 3.4 has HashKV on `/maintenance/hash` too, where Hash shadows it; 3.5 moved it here.
+    unary!(r, gw, m, "/maintenance/hashkv", hash_kv, pb::HashKvRequest, "etcdserverpb.Maintenance/HashKV");
+    unary!(r, gw, m, "/maintenance/transfer-leadership", move_leader, pb::MoveLeaderRequest, "etcdserverpb.Maintenance/MoveLeader");
+    unary!(r, gw, m, "/maintenance/downgrade", downgrade, pb::DowngradeRequest, "etcdserverpb.Maintenance/Downgrade");
+    let g = gw.clone();
+    r.route(
+        "/maintenance/snapshot",
+        post(move |headers: HeaderMap, body: Body| {
+            let gw = g.clone();
+            let m = m.clone();
+            async move {
+                let grpc = method("etcdserverpb.Maintenance/Snapshot");
+                let req = match decode::<pb::SnapshotRequest>(&gw, body).await {
+                    Ok(req) => req,
+                    Err(status) => return error_response(&status),
+                };
+                let opened = m.snapshot(grpc_request(&headers, req)).await;
+                streaming(grpc, opened.map(|r| r.into_inner()))
+            }
+        }),
+    )
+}
+
+fn concurrency_routes(mut r: Router, gw: &Shared) -> Router {
+    let lock = Arc::new(LockService::new(gw.ctx.clone()));
+    unary!(r, gw, lock, "/lock/lock", lock, lockpb::LockRequest, "v3lockpb.Lock/Lock");
+    unary!(r, gw, lock, "/lock/unlock", unlock, lockpb::UnlockRequest, "v3lockpb.Lock/Unlock");
+    let e = Arc::new(ElectionService::new(gw.ctx.clone()));
+    unary!(r, gw, e, "/election/campaign", campaign, electionpb::CampaignRequest, "v3electionpb.Election/Campaign");
+    unary!(r, gw, e, "/election/proclaim", proclaim, electionpb::ProclaimRequest, "v3electionpb.Election/Proclaim");
+    unary!(r, gw, e, "/election/leader", leader, electionpb::LeaderRequest, "v3electionpb.Election/Leader");
+    unary!(r, gw, e, "/election/resign", resign, electionpb::ResignRequest, "v3electionpb.Election/Resign");
+    let g = gw.clone();
+    r.route(
+        "/election/observe",
+        post(move |headers: HeaderMap, body: Body| {
+            let gw = g.clone();
+            let e = e.clone();
+            async move {
+                let grpc = method("v3electionpb.Election/Observe");
+                let req = match decode::<electionpb::LeaderRequest>(&gw, body).await {
+                    Ok(req) => req,
+                    Err(status) => return error_response(&status),
+                };
+                let opened = e.observe(grpc_request(&headers, req)).await;
+                streaming(grpc, opened.map(|r| r.into_inner().boxed()))
+            }
+        }),
+    )
+}
+
+/// Cairn has no Auth service yet: its paths answer `Unimplemented`, as gRPC does.
+fn auth_routes(mut r: Router, _gw: &Shared) -> Router {
+    const PATHS: [(&str, &str); 17] = [
+        ("/auth/enable", "AuthEnable"),
+        ("/auth/disable", "AuthDisable"),
+        ("/auth/status", "AuthStatus"),
+        ("/auth/authenticate", "Authenticate"),
+        ("/auth/user/add", "UserAdd"),
+        ("/auth/user/get", "UserGet"),
+        ("/auth/user/list", "UserList"),
+        ("/auth/user/delete", "UserDelete"),
+        ("/auth/user/changepw", "UserChangePassword"),
+        ("/auth/user/grant", "UserGrantRole"),
+        ("/auth/user/revoke", "UserRevokeRole"),
+        ("/auth/role/add", "RoleAdd"),
+        ("/auth/role/get", "RoleGet"),
+        ("/auth/role/list", "RoleList"),
+        ("/auth/role/delete", "RoleDelete"),
+        ("/auth/role/grant", "RoleGrantPermission"),
+        ("/auth/role/revoke", "RoleRevokePermission"),
+    ];
+    for (path, rpc) in PATHS {
+        r = r.route(
+            path,
+            post(move || async move {
+                if let Some(m) = GrpcMethod::get("etcdserverpb.Auth", rpc) {
+                    METRICS.grpc_started(m);
+                    METRICS.grpc_handled(m, Code::Unimplemented as i32);
+                }
+                error_response(&status::unimplemented(&format!("Auth.{rpc}")))
+            }),
+        );
+    }
+    r
+}
+
+/// The metrics label of a method this file routes (all are in the table).
+fn method(full: &str) -> Option<GrpcMethod> {
+    GrpcMethod::from_path(&format!("/{full}"))
+}
+
+/// Decodes, calls and encodes one unary RPC.
+async fn unary<Req, Resp, F, Fut>(
+    gw: &Gateway,
+    grpc: &str,
+    headers: HeaderMap,
+    body: Body,
+    call: F,
+) -> Response
+where
+    Req: DeserializeOwned + prost::Message + Default,
+    Resp: Serialize,
+    F: FnOnce(tonic::Request<Req>) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+{
+    let req = match decode::<Req>(gw, body).await {
+        Ok(req) => req,
+        Err(status) => return error_response(&status),
+    };
+    let grpc = method(grpc);
+    if let Some(m) = grpc {
+        METRICS.grpc_started(m);
+    }
+    let result = call(grpc_request(&headers, req)).await;
+    if let Some(m) = grpc {
+        METRICS.grpc_handled(m, result.as_ref().map_or_else(|s| s.code() as i32, |_| 0));
+    }
+    match result {
+        Ok(resp) => json_response(StatusCode::OK, &resp.into_inner()),
+        Err(status) => error_response(&status),
+    }
+}
+
+/// Reads and decodes a request body. An empty body is the empty message, as in etcd.
+async fn decode<Req>(gw: &Gateway, body: Body) -> Result<Req, Status>
+where
+    Req: DeserializeOwned + prost::Message + Default,
+{
+    let bytes = axum::body::to_bytes(body, gw.max_body)
+        .await
+        .map_err(|_| body_too_large(gw.max_body))?;
+    let req: Req = if bytes.iter().all(u8::is_ascii_whitespace) {
+        Req::default()
+    } else {
+        serde_json::from_slice(&bytes).map_err(|e| bad_json(&e))?
+    };
+    let len = req.encoded_len();
+    if len > gw.max_message {
+        // What a gRPC client sending the same message gets from etcd.
+        return Err(Status::resource_exhausted(format!(
+            "grpc: received message larger than max ({len} vs. {})",
+            gw.max_message
+        )));
+    }
+    Ok(req)
+}
+
+fn bad_json(e: &serde_json::Error) -> Status {
+    Status::invalid_argument(format!("invalid JSON request body: {e}"))
+}
+
+fn body_too_large(max: usize) -> Status {
+    Status::resource_exhausted(format!(
+        "request body is larger than {max} bytes of JSON"
+    ))
+}
+
+/// The gRPC request a gateway call stands for. As in etcd's gateway, the `Authorization`
+/// header carries the auth token, and `Grpc-Metadata-<key>` headers become metadata `<key>`
+/// (`Grpc-Metadata-Hasleader: true` is clientv3's `WithRequireLeader`).
+fn grpc_request<T>(headers: &HeaderMap, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let metadata = request.metadata_mut();
+    if let Some(token) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| tonic::metadata::MetadataValue::try_from(v.as_bytes()).ok())
+    {
+        metadata.insert("token", token);
+    }
+    for (name, value) in headers {
+        let Some(key) = name.as_str().strip_prefix("grpc-metadata-") else {
+            continue;
+        };
+        if let (Ok(key), Ok(value)) = (
+            tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
+            tonic::metadata::MetadataValue::try_from(value.as_bytes()),
+        ) {
+            metadata.insert(key, value);
+        }
+    }
+    request
+}
+
+fn requires_leader(headers: &HeaderMap) -> bool {
+    headers
+        .get("grpc-metadata-hasleader")
+        .is_some_and(|v| v.as_bytes() == b"true")
+}
+
+/// The request messages of a streaming call: the JSON objects of the body, in order, each
+/// under gRPC's message limit. When the body ends, the stream stays open (pending) until the
+/// response side is dropped, so the call lives until the client disconnects, as in etcd.
+fn request_stream<Req>(body: Body, max_message: usize) -> ReceiverStream<Result<Req, Status>>
+where
+    Req: DeserializeOwned + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        let mut data = body.into_data_stream();
+        let mut buf: Vec<u8> = Vec::new();
+        let mut ready = false;
+        loop {
+            while ready {
+                let mut values = serde_json::Deserializer::from_slice(&buf).into_iter::<Req>();
+                match values.next() {
+                    Some(Ok(req)) => {
+                        let used = values.byte_offset();
+                        buf.drain(..used);
+                        if tx.send(Ok(req)).await.is_err() {
+                            return;
+                        }
+                    }
+                    // Only part of an object so far: wait for more.
+                    Some(Err(e)) if e.is_eof() => ready = false,
+                    Some(Err(e)) => {
+                        let _ = tx.send(Err(bad_json(&e))).await;
+                        return;
+                    }
+                    None => {
+                        buf.clear();
+                        ready = false;
+                    }
+                }
+            }
+            match data.next().await {
+                Some(Ok(chunk)) => {
+                    // Try to decode only once an object may have closed.
+                    ready = chunk.contains(&b'}');
+                    buf.extend_from_slice(&chunk);
+                    if buf.len() > max_message * 2 {
+                        let _ = tx.send(Err(body_too_large(max_message * 2))).await;
+                        return;
+                    }
+                }
+                Some(Err(_)) => return,
+                None => break,
+            }
+        }
+        tx.closed().await;
+    });
+    ReceiverStream::new(rx)
+}
+
+/// Answers a streaming call: one `{"result":…}` line per message; an error after the stream
+/// began is a last line `{"error":{…}}`, grpc-gateway's stream error.
+fn streaming<Resp>(
+    grpc: Option<GrpcMethod>,
+    opened: Result<BoxStream<'static, Result<Resp, Status>>, Status>,
+) -> Response
+where
+    Resp: Serialize + Send + 'static,
+{
+    if let Some(m) = grpc {
+        METRICS.grpc_started(m);
+    }
+    let inner = match opened {
+        Ok(inner) => inner,
+        Err(status) => {
+            if let Some(m) = grpc {
+                METRICS.grpc_handled(m, status.code() as i32);
+            }
+            return error_response(&status);
+        }
+    };
+    let tally = StreamTally { grpc, code: None };
+    let lines = futures::stream::unfold((inner, tally, false), |(mut inner, mut tally, done)| async move {
+        if done {
+            return None;
+        }
+        let line = match inner.next().await {
+            Some(Ok(msg)) => {
+                let mut line = serde_json::to_vec(&StreamResult { result: &msg })
+                    .unwrap_or_else(|e| encode_failure(&e));
+                line.push(b'\n');
+                return Some((Ok::<_, std::convert::Infallible>(Bytes::from(line)), (inner, tally, false)));
+            }
+            Some(Err(status)) => {
+                tally.finish(status.code() as i32);
+                stream_error_line(&status)
+            }
+            None => {
+                tally.finish(0);
+                return None;
+            }
+        };
+        Some((Ok(Bytes::from(line)), (inner, tally, true)))
+    });
+    let mut response = Response::new(Body::from_stream(lines));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Counts a streaming call as handled when its response stream ends or is dropped.
+struct StreamTally {
+    grpc: Option<GrpcMethod>,
+    code: Option<i32>,
+}
+
+impl StreamTally {
+    fn finish(&mut self, code: i32) {
+        self.code = Some(code);
+    }
+}
+
+impl Drop for StreamTally {
+    fn drop(&mut self) {
+        if let Some(m) = self.grpc {
+            METRICS.grpc_handled(m, self.code.unwrap_or(Code::Cancelled as i32));
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct StreamResult<'a, T> {
+    result: &'a T,
+}
+
+fn stream_error_line(status: &Status) -> Vec<u8> {
+    let code = status.code() as i32;
+    let http = http_status(status.code());
+    let body = serde_json::json!({
+        "error": {
+            "grpc_code": code,
+            "http_code": http.as_u16(),
+            "message": status.message(),
+            "http_status": http.canonical_reason().unwrap_or(""),
+        }
+    });
+    let mut line = body.to_string().into_bytes();
+    line.push(b'\n');
+    line
+}
+
+/// pbjson encodes every message of etcd's protos; this is reachable only through a bug there.
+fn encode_failure(e: &serde_json::Error) -> Vec<u8> {
+    stream_error_line(&Status::internal(format!(
+        "cairn: cannot encode the response as JSON: {e}"
+    )))
+}
+
+fn json_response<T: Serialize>(code: StatusCode, body: &T) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => {
+            let mut response = Response::new(Body::from(bytes));
+            *response.status_mut() = code;
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+        Err(e) => error_response(&Status::internal(format!(
+            "cairn: cannot encode the response as JSON: {e}"
+        ))),
+    }
+}
+
+/// etcd 3.4's gateway error body, with grpc-gateway's HTTP status for the code.
+pub fn error_response(status: &Status) -> Response {
+    #[derive(Serialize)]
+    struct ErrorBody<'a> {
+        error: &'a str,
+        message: &'a str,
+        code: i32,
+    }
+    let body = ErrorBody {
+        error: status.message(),
+        message: status.message(),
+        code: status.code() as i32,
+    };
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    let mut response = Response::new(Body::from(bytes));
+    *response.status_mut() = http_status(status.code());
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// grpc-gateway's `HTTPStatusFromCode`.
+pub fn http_status(code: Code) -> StatusCode {
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::Cancelled => StatusCode::REQUEST_TIMEOUT,
+        Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+            StatusCode::BAD_REQUEST
+        }
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_follows_etcds_gateway() {
+        let req: pb::RangeRequest = serde_json::from_str(
+            r#"{"key":"Zm9v","rangeEnd":"Zm9w","sort_order":"DESCEND","revision":"7","limit":3,"bogus":1}"#,
+        )
+        .expect("decodes");
+        assert_eq!(req.key, b"foo");
+        assert_eq!(req.range_end, b"fop");
+        assert_eq!(req.sort_order, pb::range_request::SortOrder::Descend as i32);
+        assert_eq!((req.revision, req.limit), (7, 3));
+        let null: pb::RangeRequest = serde_json::from_str(r#"{"key":null}"#).expect("null");
+        assert!(null.key.is_empty());
+
+        let resp = pb::LeaseGrantResponse {
+            header: Some(pb::ResponseHeader {
+                revision: 4,
+                ..Default::default()
+            }),
+            id: 12,
+            ttl: 30,
+            error: String::new(),
+        };
+        assert_eq!(
+            serde_json::to_string(&resp).expect("encodes"),
+            r#"{"header":{"revision":"4"},"ID":"12","TTL":"30"}"#
+        );
+        let event = cairn_proto::mvccpb::Event {
+            r#type: cairn_proto::mvccpb::event::EventType::Delete as i32,
+            kv: None,
+            prev_kv: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&event).expect("encodes"),
+            r#"{"type":"DELETE"}"#
+        );
+    }
+
+    #[test]
+    fn http_status_follows_grpc_gateway() {
+        assert_eq!(http_status(Code::OutOfRange), StatusCode::BAD_REQUEST);
+        assert_eq!(http_status(Code::FailedPrecondition), StatusCode::BAD_REQUEST);
+        assert_eq!(http_status(Code::ResourceExhausted), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(http_status(Code::Unavailable), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(http_status(Code::Unimplemented), StatusCode::NOT_IMPLEMENTED);
+    }
+}

@@ -1,0 +1,604 @@
+//! Prometheus metrics: etcd's most-watched series under etcd's names and meanings, plus
+//! Cairn's own.
+//!
+//! The instruments are process-wide, as etcd's are: the places that measure (the Raft log's
+//! fsync, the state machine's commit, the peer transport, the watch streams, the gRPC layer)
+//! record into [`METRICS`] without any plumbing. Values that already live elsewhere (the
+//! leader, the applied index, the database size) are not duplicated here: the `/metrics`
+//! handler reads them at scrape time and writes them with the same [`TextEncoder`].
+//!
+//! Nothing here is read by the state machine, so metrics never influence what is applied.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+use http_body::Frame;
+
+/// The process's instruments.
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::default);
+
+/// etcd's buckets for disk latencies: 1 ms to 8 s, doubling.
+const DISK_BUCKETS: [f64; 14] = [
+    0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096,
+    8.192,
+];
+/// etcd's buckets for peer round trips: 100 µs to 3.2 s, doubling.
+const PEER_RTT_BUCKETS: [f64; 16] = [
+    0.0001, 0.0002, 0.0004, 0.0008, 0.0016, 0.0032, 0.0064, 0.0128, 0.0256, 0.0512, 0.1024, 0.2048,
+    0.4096, 0.8192, 1.6384, 3.2768,
+];
+
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicI64);
+
+impl Gauge {
+    pub fn add(&self, delta: i64) {
+        self.0.fetch_add(delta, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Adds one to a gauge for as long as it lives.
+#[derive(Debug)]
+pub struct GaugeGuard(&'static Gauge);
+
+impl GaugeGuard {
+    pub fn new(gauge: &'static Gauge) -> Self {
+        gauge.add(1);
+        GaugeGuard(gauge)
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.add(-1);
+    }
+}
+
+/// A latency histogram with fixed upper bounds, in seconds.
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    /// Observations at or under each bound (not cumulative; summed when encoded).
+    buckets: Vec<AtomicU64>,
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        if let Some(i) = self.bounds.iter().position(|&b| secs <= b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+/// One gRPC method, as go-grpc-prometheus labels it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct GrpcMethod {
+    pub service: &'static str,
+    pub method: &'static str,
+    pub kind: &'static str,
+}
+
+/// Every etcd RPC with its kind. Only these are counted, so a client sending made-up paths
+/// cannot grow the label sets without bound.
+const GRPC_METHODS: &[(&str, &[(&str, &str)])] = &[
+    (
+        "etcdserverpb.KV",
+        &[
+            ("Range", UNARY),
+            ("Put", UNARY),
+            ("DeleteRange", UNARY),
+            ("Txn", UNARY),
+            ("Compact", UNARY),
+        ],
+    ),
+    ("etcdserverpb.Watch", &[("Watch", BIDI)]),
+    (
+        "etcdserverpb.Lease",
+        &[
+            ("LeaseGrant", UNARY),
+            ("LeaseRevoke", UNARY),
+            ("LeaseKeepAlive", BIDI),
+            ("LeaseTimeToLive", UNARY),
+            ("LeaseLeases", UNARY),
+        ],
+    ),
+    (
+        "etcdserverpb.Cluster",
+        &[
+            ("MemberAdd", UNARY),
+            ("MemberRemove", UNARY),
+            ("MemberUpdate", UNARY),
+            ("MemberList", UNARY),
+            ("MemberPromote", UNARY),
+        ],
+    ),
+    (
+        "etcdserverpb.Maintenance",
+        &[
+            ("Alarm", UNARY),
+            ("Status", UNARY),
+            ("Defragment", UNARY),
+            ("Hash", UNARY),
+            ("HashKV", UNARY),
+            ("Snapshot", SERVER_STREAM),
+            ("MoveLeader", UNARY),
+            ("Downgrade", UNARY),
+        ],
+    ),
+    (
+        "etcdserverpb.Auth",
+        &[
+            ("AuthEnable", UNARY),
+            ("AuthDisable", UNARY),
+            ("AuthStatus", UNARY),
+            ("Authenticate", UNARY),
+            ("UserAdd", UNARY),
+            ("UserGet", UNARY),
+            ("UserList", UNARY),
+            ("UserDelete", UNARY),
+            ("UserChangePassword", UNARY),
+            ("UserGrantRole", UNARY),
+            ("UserRevokeRole", UNARY),
+            ("RoleAdd", UNARY),
+            ("RoleGet", UNARY),
+            ("RoleList", UNARY),
+            ("RoleDelete", UNARY),
+            ("RoleGrantPermission", UNARY),
+            ("RoleRevokePermission", UNARY),
+        ],
+    ),
+    ("v3lockpb.Lock", &[("Lock", UNARY), ("Unlock", UNARY)]),
+    (
+        "v3electionpb.Election",
+        &[
+            ("Campaign", UNARY),
+            ("Proclaim", UNARY),
+            ("Leader", UNARY),
+            ("Observe", SERVER_STREAM),
+            ("Resign", UNARY),
+        ],
+    ),
+];
+const UNARY: &str = "unary";
+const BIDI: &str = "bidi_stream";
+const SERVER_STREAM: &str = "server_stream";
+
+impl GrpcMethod {
+    /// The method named by a gRPC path (`/etcdserverpb.KV/Range`), if it is one of etcd's.
+    pub fn from_path(path: &str) -> Option<GrpcMethod> {
+        let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+        let (service, methods) = GRPC_METHODS.iter().find(|(s, _)| *s == service)?;
+        let (method, kind) = methods.iter().find(|(m, _)| *m == method)?;
+        Some(GrpcMethod {
+            service,
+            method,
+            kind,
+        })
+    }
+
+    pub fn get(service: &str, method: &str) -> Option<GrpcMethod> {
+        Self::from_path(&format!("/{service}/{method}"))
+    }
+}
+
+/// gRPC status codes by number, with go-grpc-prometheus's names.
+fn code_name(code: i32) -> &'static str {
+    const NAMES: [&str; 17] = [
+        "OK",
+        "Canceled",
+        "Unknown",
+        "InvalidArgument",
+        "DeadlineExceeded",
+        "NotFound",
+        "AlreadyExists",
+        "PermissionDenied",
+        "ResourceExhausted",
+        "FailedPrecondition",
+        "Aborted",
+        "OutOfRange",
+        "Unimplemented",
+        "Internal",
+        "Unavailable",
+        "DataLoss",
+        "Unauthenticated",
+    ];
+    usize::try_from(code)
+        .ok()
+        .and_then(|i| NAMES.get(i).copied())
+        .unwrap_or("Unknown")
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    pub leader_changes: Counter,
+    pub proposals_failed: Counter,
+    pub proposals_pending: Gauge,
+    pub wal_fsync: Histogram,
+    pub backend_commit: Histogram,
+    /// Open watchers, and those still reading history to catch up (etcd's "slow" ones).
+    pub watchers: Gauge,
+    pub slow_watchers: Gauge,
+    peer_rtt: Mutex<BTreeMap<u64, Arc<Histogram>>>,
+    grpc_started: Mutex<BTreeMap<GrpcMethod, u64>>,
+    grpc_handled: Mutex<BTreeMap<(GrpcMethod, &'static str), u64>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            leader_changes: Counter::default(),
+            proposals_failed: Counter::default(),
+            proposals_pending: Gauge::default(),
+            wal_fsync: Histogram::new(&DISK_BUCKETS),
+            backend_commit: Histogram::new(&DISK_BUCKETS),
+            watchers: Gauge::default(),
+            slow_watchers: Gauge::default(),
+            peer_rtt: Mutex::default(),
+            grpc_started: Mutex::default(),
+            grpc_handled: Mutex::default(),
+        }
+    }
+}
+
+/// Locks a metrics map. A panic elsewhere while holding it leaves counts that are still
+/// valid numbers, so a poisoned lock is simply taken over.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Metrics {
+    /// The round-trip histogram towards one peer.
+    pub fn peer_rtt(&self, to: u64) -> Arc<Histogram> {
+        lock(&self.peer_rtt)
+            .entry(to)
+            .or_insert_with(|| Arc::new(Histogram::new(&PEER_RTT_BUCKETS)))
+            .clone()
+    }
+
+    pub fn grpc_started(&self, method: GrpcMethod) {
+        *lock(&self.grpc_started).entry(method).or_default() += 1;
+    }
+
+    pub fn grpc_handled(&self, method: GrpcMethod, code: i32) {
+        *lock(&self.grpc_handled)
+            .entry((method, code_name(code)))
+            .or_default() += 1;
+    }
+
+    /// Writes the instruments this struct owns.
+    pub fn encode(&self, out: &mut TextEncoder) {
+        out.counter(
+            "etcd_server_leader_changes_seen_total",
+            "The number of leader changes seen.",
+            self.leader_changes.get(),
+        );
+        out.counter(
+            "etcd_server_proposals_failed_total",
+            "The total number of failed proposals seen.",
+            self.proposals_failed.get(),
+        );
+        out.gauge(
+            "etcd_server_proposals_pending",
+            "The current number of pending proposals to commit.",
+            self.proposals_pending.get() as f64,
+        );
+        out.histogram(
+            "etcd_disk_wal_fsync_duration_seconds",
+            "The latency distributions of fsync called by the Raft log.",
+            &[],
+            &self.wal_fsync,
+        );
+        out.histogram(
+            "etcd_disk_backend_commit_duration_seconds",
+            "The latency distributions of commits by the state machine's backend.",
+            &[],
+            &self.backend_commit,
+        );
+        out.gauge(
+            "etcd_debugging_mvcc_watcher_total",
+            "Total number of watchers.",
+            self.watchers.get() as f64,
+        );
+        out.gauge(
+            "etcd_debugging_mvcc_slow_watcher_total",
+            "Total number of unsynced slow watchers.",
+            self.slow_watchers.get() as f64,
+        );
+        {
+            let rtt = lock(&self.peer_rtt);
+            out.header(
+                "etcd_network_peer_round_trip_time_seconds",
+                "Round-trip time histogram between peers (heartbeats).",
+                "histogram",
+            );
+            for (to, h) in rtt.iter() {
+                out.histogram_samples(
+                    "etcd_network_peer_round_trip_time_seconds",
+                    &[("To", &format!("{to:x}"))],
+                    h,
+                );
+            }
+        }
+        {
+            let started = lock(&self.grpc_started);
+            out.header(
+                "grpc_server_started_total",
+                "Total number of RPCs started on the server.",
+                "counter",
+            );
+            for (m, n) in started.iter() {
+                out.sample(
+                    "grpc_server_started_total",
+                    &[
+                        ("grpc_method", m.method),
+                        ("grpc_service", m.service),
+                        ("grpc_type", m.kind),
+                    ],
+                    *n as f64,
+                );
+            }
+        }
+        let handled = lock(&self.grpc_handled);
+        out.header(
+            "grpc_server_handled_total",
+            "Total number of RPCs completed on the server, regardless of success or failure.",
+            "counter",
+        );
+        for ((m, code), n) in handled.iter() {
+            out.sample(
+                "grpc_server_handled_total",
+                &[
+                    ("grpc_code", code),
+                    ("grpc_method", m.method),
+                    ("grpc_service", m.service),
+                    ("grpc_type", m.kind),
+                ],
+                *n as f64,
+            );
+        }
+    }
+}
+
+/// Writes Prometheus' text exposition format (version 0.0.4).
+#[derive(Debug, Default)]
+pub struct TextEncoder {
+    out: String,
+}
+
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+impl TextEncoder {
+    pub fn finish(self) -> String {
+        self.out
+    }
+
+    pub fn header(&mut self, name: &str, help: &str, kind: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{k}=\"");
+                for c in v.chars() {
+                    match c {
+                        '\\' => self.out.push_str("\\\\"),
+                        '"' => self.out.push_str("\\\""),
+                        '\n' => self.out.push_str("\\n"),
+                        c => self.out.push(c),
+                    }
+                }
+                self.out.push('"');
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+
+    pub fn gauge(&mut self, name: &str, help: &str, value: f64) {
+        self.header(name, help, "gauge");
+        self.sample(name, &[], value);
+    }
+
+    pub fn labeled_gauge(&mut self, name: &str, help: &str, labels: &[(&str, &str)], value: f64) {
+        self.header(name, help, "gauge");
+        self.sample(name, labels, value);
+    }
+
+    pub fn counter(&mut self, name: &str, help: &str, value: u64) {
+        self.header(name, help, "counter");
+        self.sample(name, &[], value as f64);
+    }
+
+    pub fn histogram(&mut self, name: &str, help: &str, labels: &[(&str, &str)], h: &Histogram) {
+        self.header(name, help, "histogram");
+        self.histogram_samples(name, labels, h);
+    }
+
+    fn histogram_samples(&mut self, name: &str, labels: &[(&str, &str)], h: &Histogram) {
+        let bucket = format!("{name}_bucket");
+        let mut cumulative = 0;
+        for (bound, n) in h.bounds.iter().zip(&h.buckets) {
+            cumulative += n.load(Ordering::Relaxed);
+            let le = bound.to_string();
+            let mut l = labels.to_vec();
+            l.push(("le", &le));
+            self.sample(&bucket, &l, cumulative as f64);
+        }
+        let count = h.count.load(Ordering::Relaxed);
+        let mut l = labels.to_vec();
+        l.push(("le", "+Inf"));
+        self.sample(&bucket, &l, count as f64);
+        let sum = Duration::from_nanos(h.sum_nanos.load(Ordering::Relaxed)).as_secs_f64();
+        self.sample(&format!("{name}_sum"), labels, sum);
+        self.sample(&format!("{name}_count"), labels, count as f64);
+    }
+}
+
+/// Middleware on the client port: counts gRPC calls started and handled, by method and code,
+/// as go-grpc-prometheus does for etcd. The code comes from the response headers
+/// (trailers-only responses) or from the trailers at the end of the body; a body dropped
+/// before its trailers counts as `Canceled`.
+pub async fn count_grpc(request: Request, next: Next) -> Response {
+    let is_grpc = request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let method = match GrpcMethod::from_path(request.uri().path()) {
+        Some(m) if is_grpc => m,
+        _ => return next.run(request).await,
+    };
+    METRICS.grpc_started(method);
+    let response = next.run(request).await;
+    if let Some(code) = grpc_status(response.headers()) {
+        METRICS.grpc_handled(method, code);
+        return response;
+    }
+    response.map(|inner| {
+        Body::new(CountingBody {
+            inner,
+            method,
+            counted: false,
+        })
+    })
+}
+
+fn grpc_status(headers: &http::HeaderMap) -> Option<i32> {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+struct CountingBody {
+    inner: Body,
+    method: GrpcMethod,
+    counted: bool,
+}
+
+impl CountingBody {
+    fn count(&mut self, code: i32) {
+        if !self.counted {
+            self.counted = true;
+            METRICS.grpc_handled(self.method, code);
+        }
+    }
+}
+
+impl http_body::Body for CountingBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(code) = frame.trailers_ref().and_then(grpc_status) {
+                    self.count(code);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => self.count(tonic::Code::Internal as i32),
+            Poll::Ready(None) => self.count(tonic::Code::Unknown as i32),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for CountingBody {
+    fn drop(&mut self) {
+        self.count(tonic::Code::Cancelled as i32);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_in_the_text() {
+        let h = Histogram::new(&DISK_BUCKETS);
+        h.observe(Duration::from_micros(500));
+        h.observe(Duration::from_millis(3));
+        h.observe(Duration::from_secs(100));
+        let mut enc = TextEncoder::default();
+        enc.histogram("x_seconds", "help", &[("To", "a\"b")], &h);
+        let text = enc.finish();
+        assert!(text.contains("x_seconds_bucket{To=\"a\\\"b\",le=\"0.001\"} 1\n"));
+        assert!(text.contains("x_seconds_bucket{To=\"a\\\"b\",le=\"0.004\"} 2\n"));
+        assert!(text.contains("x_seconds_bucket{To=\"a\\\"b\",le=\"8.192\"} 2\n"));
+        assert!(text.contains("x_seconds_bucket{To=\"a\\\"b\",le=\"+Inf\"} 3\n"));
+        assert!(text.contains("x_seconds_count{To=\"a\\\"b\"} 3\n"));
+        assert!(text.contains("x_seconds_sum{To=\"a\\\"b\"} 100.0035\n"));
+    }
+
+    #[test]
+    fn only_etcds_methods_are_labels() {
+        let m = GrpcMethod::from_path("/etcdserverpb.Watch/Watch").expect("known");
+        assert_eq!(m.kind, "bidi_stream");
+        assert!(GrpcMethod::from_path("/etcdserverpb.KV/Made-Up").is_none());
+        assert!(GrpcMethod::from_path("/nope").is_none());
+        assert_eq!(code_name(5), "NotFound");
+        assert_eq!(code_name(99), "Unknown");
+    }
+}
