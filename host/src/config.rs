@@ -32,11 +32,7 @@ pub struct Config {
 
     /// URLs to serve HTTP on (the JSON gateway, /health, /version, /metrics), comma-separated.
     /// When set, the client URLs serve only gRPC.
-    #[arg(
-        long,
-        env = "CAIRN_LISTEN_CLIENT_HTTP_URLS",
-        value_delimiter = ','
-    )]
+    #[arg(long, env = "CAIRN_LISTEN_CLIENT_HTTP_URLS", value_delimiter = ',')]
     pub listen_client_http_urls: Vec<String>,
 
     /// Extra URLs that serve only /metrics and the health probes, comma-separated.

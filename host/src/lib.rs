@@ -5,8 +5,8 @@
 pub mod api;
 pub mod authority;
 pub mod config;
-pub mod metrics;
 pub mod lease;
+pub mod metrics;
 pub mod mvcc;
 pub mod raft;
 pub mod server;

@@ -432,9 +432,13 @@ async fn client_router(ctx: &Arc<ApiContext>, serves: Serves) -> axum::Router {
         Serves::Metrics => router = router.merge(crate::api::http::metrics_routes(ctx)),
         Serves::Grpc => {}
     }
-    router
-        .fallback(crate::api::http::not_found)
-        .layer(axum::middleware::from_fn(crate::metrics::count_grpc))
+    let router = router.fallback(crate::api::http::not_found);
+    let router = if serves == Serves::Grpc {
+        router
+    } else {
+        router.layer(axum::middleware::from_fn(crate::api::http::preflight))
+    };
+    router.layer(axum::middleware::from_fn(crate::metrics::count_grpc))
 }
 
 /// etcd's gRPC services, each accepting requests up to the size limit plus gRPC overhead.
@@ -446,7 +450,9 @@ async fn grpc_routes(ctx: &Arc<ApiContext>) -> tonic::service::Routes {
         .await;
     let mut routes = tonic::service::Routes::builder();
     routes
-        .add_service(KvServer::new(KvService::new(ctx.clone())).max_decoding_message_size(max_decoding))
+        .add_service(
+            KvServer::new(KvService::new(ctx.clone())).max_decoding_message_size(max_decoding),
+        )
         .add_service(
             MaintenanceServer::new(MaintenanceService::new(ctx.clone()))
                 .max_decoding_message_size(max_decoding),

@@ -10,8 +10,8 @@
 //!
 //! Streaming RPCs (`/v3/watch`, `/v3/lease/keepalive`, `/v3/election/observe`,
 //! `/v3/maintenance/snapshot`) answer with one `{"result":…}` object per line. Their requests
-//! are the JSON objects of the POST body, in order; as with etcd, the response stream stays
-//! open after the body ends, until the client goes away.
+//! are the JSON objects of the POST body, in order. As with etcd, a watch stays open after
+//! the body ends, until the client goes away, and a keepalive stream ends with the body.
 //!
 //! The gateway enforces gRPC's request size limit on the decoded message, so an oversized
 //! request gets the error a gRPC client would get.
@@ -33,8 +33,8 @@ use cairn_proto::v3electionpb::{self as electionpb, election_server::Election};
 use cairn_proto::v3lockpb::{self as lockpb, lock_server::Lock};
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status};
@@ -108,20 +108,64 @@ macro_rules! unary {
 
 fn kv_routes(mut r: Router, gw: &Shared) -> Router {
     let kv = Arc::new(KvService::new(gw.ctx.clone()));
-    unary!(r, gw, kv, "/kv/range", range, pb::RangeRequest, "etcdserverpb.KV/Range");
-    unary!(r, gw, kv, "/kv/put", put, pb::PutRequest, "etcdserverpb.KV/Put");
-    unary!(r, gw, kv, "/kv/deleterange", delete_range, pb::DeleteRangeRequest, "etcdserverpb.KV/DeleteRange");
-    unary!(r, gw, kv, "/kv/txn", txn, pb::TxnRequest, "etcdserverpb.KV/Txn");
-    unary!(r, gw, kv, "/kv/compaction", compact, pb::CompactionRequest, "etcdserverpb.KV/Compact");
+    unary!(
+        r,
+        gw,
+        kv,
+        "/kv/range",
+        range,
+        pb::RangeRequest,
+        "etcdserverpb.KV/Range"
+    );
+    unary!(
+        r,
+        gw,
+        kv,
+        "/kv/put",
+        put,
+        pb::PutRequest,
+        "etcdserverpb.KV/Put"
+    );
+    unary!(
+        r,
+        gw,
+        kv,
+        "/kv/deleterange",
+        delete_range,
+        pb::DeleteRangeRequest,
+        "etcdserverpb.KV/DeleteRange"
+    );
+    unary!(
+        r,
+        gw,
+        kv,
+        "/kv/txn",
+        txn,
+        pb::TxnRequest,
+        "etcdserverpb.KV/Txn"
+    );
+    unary!(
+        r,
+        gw,
+        kv,
+        "/kv/compaction",
+        compact,
+        pb::CompactionRequest,
+        "etcdserverpb.KV/Compact"
+    );
     let g = gw.clone();
     r.route(
         "/watch",
         post(move |headers: HeaderMap, body: Body| {
             let gw = g.clone();
             async move {
-                let inbound = request_stream::<pb::WatchRequest>(body, gw.max_message);
+                let inbound =
+                    request_stream::<pb::WatchRequest>(body, gw.max_message, BodyEnd::Hold);
                 let opened = super::watch::open(&gw.ctx, requires_leader(&headers), inbound);
-                streaming(method("etcdserverpb.Watch/Watch"), opened.map(|s| s.boxed()))
+                streaming(
+                    method("etcdserverpb.Watch/Watch"),
+                    opened.map(|s| s.boxed()),
+                )
             }
         }),
     )
@@ -129,26 +173,83 @@ fn kv_routes(mut r: Router, gw: &Shared) -> Router {
 
 fn lease_routes(mut r: Router, gw: &Shared) -> Router {
     let lease = Arc::new(LeaseService::new(gw.ctx.clone()));
-    unary!(r, gw, lease, "/lease/grant", lease_grant, pb::LeaseGrantRequest, "etcdserverpb.Lease/LeaseGrant");
+    unary!(
+        r,
+        gw,
+        lease,
+        "/lease/grant",
+        lease_grant,
+        pb::LeaseGrantRequest,
+        "etcdserverpb.Lease/LeaseGrant"
+    );
     // etcd serves revoke, timetolive and leases under /kv/lease too (their 3.3 paths).
-    unary!(r, gw, lease, "/lease/revoke", lease_revoke, pb::LeaseRevokeRequest, "etcdserverpb.Lease/LeaseRevoke");
-    unary!(r, gw, lease, "/kv/lease/revoke", lease_revoke, pb::LeaseRevokeRequest, "etcdserverpb.Lease/LeaseRevoke");
-    unary!(r, gw, lease, "/lease/timetolive", lease_time_to_live, pb::LeaseTimeToLiveRequest, "etcdserverpb.Lease/LeaseTimeToLive");
-    unary!(r, gw, lease, "/kv/lease/timetolive", lease_time_to_live, pb::LeaseTimeToLiveRequest, "etcdserverpb.Lease/LeaseTimeToLive");
-    unary!(r, gw, lease, "/lease/leases", lease_leases, pb::LeaseLeasesRequest, "etcdserverpb.Lease/LeaseLeases");
-    unary!(r, gw, lease, "/kv/lease/leases", lease_leases, pb::LeaseLeasesRequest, "etcdserverpb.Lease/LeaseLeases");
+    unary!(
+        r,
+        gw,
+        lease,
+        "/lease/revoke",
+        lease_revoke,
+        pb::LeaseRevokeRequest,
+        "etcdserverpb.Lease/LeaseRevoke"
+    );
+    unary!(
+        r,
+        gw,
+        lease,
+        "/kv/lease/revoke",
+        lease_revoke,
+        pb::LeaseRevokeRequest,
+        "etcdserverpb.Lease/LeaseRevoke"
+    );
+    unary!(
+        r,
+        gw,
+        lease,
+        "/lease/timetolive",
+        lease_time_to_live,
+        pb::LeaseTimeToLiveRequest,
+        "etcdserverpb.Lease/LeaseTimeToLive"
+    );
+    unary!(
+        r,
+        gw,
+        lease,
+        "/kv/lease/timetolive",
+        lease_time_to_live,
+        pb::LeaseTimeToLiveRequest,
+        "etcdserverpb.Lease/LeaseTimeToLive"
+    );
+    unary!(
+        r,
+        gw,
+        lease,
+        "/lease/leases",
+        lease_leases,
+        pb::LeaseLeasesRequest,
+        "etcdserverpb.Lease/LeaseLeases"
+    );
+    unary!(
+        r,
+        gw,
+        lease,
+        "/kv/lease/leases",
+        lease_leases,
+        pb::LeaseLeasesRequest,
+        "etcdserverpb.Lease/LeaseLeases"
+    );
     let g = gw.clone();
     r.route(
         "/lease/keepalive",
         post(move |headers: HeaderMap, body: Body| {
             let gw = g.clone();
             async move {
-                let inbound = request_stream::<pb::LeaseKeepAliveRequest>(body, gw.max_message);
-                let opened = super::lease::keep_alive_stream(
-                    &gw.ctx,
-                    requires_leader(&headers),
-                    inbound,
+                let inbound = request_stream::<pb::LeaseKeepAliveRequest>(
+                    body,
+                    gw.max_message,
+                    BodyEnd::Close,
                 );
+                let opened =
+                    super::lease::keep_alive_stream(&gw.ctx, requires_leader(&headers), inbound);
                 streaming(
                     method("etcdserverpb.Lease/LeaseKeepAlive"),
                     opened.map(|s| s.boxed()),
@@ -160,24 +261,120 @@ fn lease_routes(mut r: Router, gw: &Shared) -> Router {
 
 fn cluster_routes(mut r: Router, gw: &Shared) -> Router {
     let c = Arc::new(ClusterService::new(gw.ctx.clone()));
-    unary!(r, gw, c, "/cluster/member/add", member_add, pb::MemberAddRequest, "etcdserverpb.Cluster/MemberAdd");
-    unary!(r, gw, c, "/cluster/member/remove", member_remove, pb::MemberRemoveRequest, "etcdserverpb.Cluster/MemberRemove");
-    unary!(r, gw, c, "/cluster/member/update", member_update, pb::MemberUpdateRequest, "etcdserverpb.Cluster/MemberUpdate");
-    unary!(r, gw, c, "/cluster/member/list", member_list, pb::MemberListRequest, "etcdserverpb.Cluster/MemberList");
-    unary!(r, gw, c, "/cluster/member/promote", member_promote, pb::MemberPromoteRequest, "etcdserverpb.Cluster/MemberPromote");
+    unary!(
+        r,
+        gw,
+        c,
+        "/cluster/member/add",
+        member_add,
+        pb::MemberAddRequest,
+        "etcdserverpb.Cluster/MemberAdd"
+    );
+    unary!(
+        r,
+        gw,
+        c,
+        "/cluster/member/remove",
+        member_remove,
+        pb::MemberRemoveRequest,
+        "etcdserverpb.Cluster/MemberRemove"
+    );
+    unary!(
+        r,
+        gw,
+        c,
+        "/cluster/member/update",
+        member_update,
+        pb::MemberUpdateRequest,
+        "etcdserverpb.Cluster/MemberUpdate"
+    );
+    unary!(
+        r,
+        gw,
+        c,
+        "/cluster/member/list",
+        member_list,
+        pb::MemberListRequest,
+        "etcdserverpb.Cluster/MemberList"
+    );
+    unary!(
+        r,
+        gw,
+        c,
+        "/cluster/member/promote",
+        member_promote,
+        pb::MemberPromoteRequest,
+        "etcdserverpb.Cluster/MemberPromote"
+    );
     r
 }
 
 fn maintenance_routes(mut r: Router, gw: &Shared) -> Router {
     let m = Arc::new(MaintenanceService::new(gw.ctx.clone()));
-    unary!(r, gw, m, "/maintenance/alarm", alarm, pb::AlarmRequest, "etcdserverpb.Maintenance/Alarm");
-    unary!(r, gw, m, "/maintenance/status", status, pb::StatusRequest, "etcdserverpb.Maintenance/Status");
-    unary!(r, gw, m, "/maintenance/defragment", defragment, pb::DefragmentRequest, "etcdserverpb.Maintenance/Defragment");
-    unary!(r, gw, m, "/maintenance/hash", hash, pb::HashRequest, "etcdserverpb.Maintenance/Hash");
+    unary!(
+        r,
+        gw,
+        m,
+        "/maintenance/alarm",
+        alarm,
+        pb::AlarmRequest,
+        "etcdserverpb.Maintenance/Alarm"
+    );
+    unary!(
+        r,
+        gw,
+        m,
+        "/maintenance/status",
+        status,
+        pb::StatusRequest,
+        "etcdserverpb.Maintenance/Status"
+    );
+    unary!(
+        r,
+        gw,
+        m,
+        "/maintenance/defragment",
+        defragment,
+        pb::DefragmentRequest,
+        "etcdserverpb.Maintenance/Defragment"
+    );
+    unary!(
+        r,
+        gw,
+        m,
+        "/maintenance/hash",
+        hash,
+        pb::HashRequest,
+        "etcdserverpb.Maintenance/Hash"
+    );
     // etcd 3.4 has HashKV on `/maintenance/hash` too, where Hash shadows it; 3.5 moved it here.
-    unary!(r, gw, m, "/maintenance/hashkv", hash_kv, pb::HashKvRequest, "etcdserverpb.Maintenance/HashKV");
-    unary!(r, gw, m, "/maintenance/transfer-leadership", move_leader, pb::MoveLeaderRequest, "etcdserverpb.Maintenance/MoveLeader");
-    unary!(r, gw, m, "/maintenance/downgrade", downgrade, pb::DowngradeRequest, "etcdserverpb.Maintenance/Downgrade");
+    unary!(
+        r,
+        gw,
+        m,
+        "/maintenance/hashkv",
+        hash_kv,
+        pb::HashKvRequest,
+        "etcdserverpb.Maintenance/HashKV"
+    );
+    unary!(
+        r,
+        gw,
+        m,
+        "/maintenance/transfer-leadership",
+        move_leader,
+        pb::MoveLeaderRequest,
+        "etcdserverpb.Maintenance/MoveLeader"
+    );
+    unary!(
+        r,
+        gw,
+        m,
+        "/maintenance/downgrade",
+        downgrade,
+        pb::DowngradeRequest,
+        "etcdserverpb.Maintenance/Downgrade"
+    );
     let g = gw.clone();
     r.route(
         "/maintenance/snapshot",
@@ -199,13 +396,61 @@ fn maintenance_routes(mut r: Router, gw: &Shared) -> Router {
 
 fn concurrency_routes(mut r: Router, gw: &Shared) -> Router {
     let lock = Arc::new(LockService::new(gw.ctx.clone()));
-    unary!(r, gw, lock, "/lock/lock", lock, lockpb::LockRequest, "v3lockpb.Lock/Lock");
-    unary!(r, gw, lock, "/lock/unlock", unlock, lockpb::UnlockRequest, "v3lockpb.Lock/Unlock");
+    unary!(
+        r,
+        gw,
+        lock,
+        "/lock/lock",
+        lock,
+        lockpb::LockRequest,
+        "v3lockpb.Lock/Lock"
+    );
+    unary!(
+        r,
+        gw,
+        lock,
+        "/lock/unlock",
+        unlock,
+        lockpb::UnlockRequest,
+        "v3lockpb.Lock/Unlock"
+    );
     let e = Arc::new(ElectionService::new(gw.ctx.clone()));
-    unary!(r, gw, e, "/election/campaign", campaign, electionpb::CampaignRequest, "v3electionpb.Election/Campaign");
-    unary!(r, gw, e, "/election/proclaim", proclaim, electionpb::ProclaimRequest, "v3electionpb.Election/Proclaim");
-    unary!(r, gw, e, "/election/leader", leader, electionpb::LeaderRequest, "v3electionpb.Election/Leader");
-    unary!(r, gw, e, "/election/resign", resign, electionpb::ResignRequest, "v3electionpb.Election/Resign");
+    unary!(
+        r,
+        gw,
+        e,
+        "/election/campaign",
+        campaign,
+        electionpb::CampaignRequest,
+        "v3electionpb.Election/Campaign"
+    );
+    unary!(
+        r,
+        gw,
+        e,
+        "/election/proclaim",
+        proclaim,
+        electionpb::ProclaimRequest,
+        "v3electionpb.Election/Proclaim"
+    );
+    unary!(
+        r,
+        gw,
+        e,
+        "/election/leader",
+        leader,
+        electionpb::LeaderRequest,
+        "v3electionpb.Election/Leader"
+    );
+    unary!(
+        r,
+        gw,
+        e,
+        "/election/resign",
+        resign,
+        electionpb::ResignRequest,
+        "v3electionpb.Election/Resign"
+    );
     let g = gw.clone();
     r.route(
         "/election/observe",
@@ -309,7 +554,18 @@ where
     let req: Req = if bytes.iter().all(u8::is_ascii_whitespace) {
         Req::default()
     } else {
-        serde_json::from_slice(&bytes).map_err(|e| bad_json(&e))?
+        // The first JSON value; anything after it is ignored, as Go's decoder in etcd does.
+        let mut value = serde_json::Deserializer::from_slice(&bytes)
+            .into_iter::<serde_json::Value>()
+            .next()
+            .unwrap_or(Ok(serde_json::Value::Null))
+            .map_err(|e| bad_json(&e))?;
+        drop_nulls(&mut value);
+        if value.is_null() {
+            Req::default()
+        } else {
+            Req::deserialize(value).map_err(|e| bad_json(&e))?
+        }
     };
     let len = req.encoded_len();
     if len > gw.max_message {
@@ -322,14 +578,25 @@ where
     Ok(req)
 }
 
+/// proto3 JSON reads `null` as the field's default, which is what leaving it out means
+/// (etcd accepts `{"key":null}`); pbjson refuses `null` for some types, so nulls go first.
+fn drop_nulls(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(drop_nulls);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+        _ => {}
+    }
+}
+
 fn bad_json(e: &serde_json::Error) -> Status {
     Status::invalid_argument(format!("invalid JSON request body: {e}"))
 }
 
 fn body_too_large(max: usize) -> Status {
-    Status::resource_exhausted(format!(
-        "request body is larger than {max} bytes of JSON"
-    ))
+    Status::resource_exhausted(format!("request body is larger than {max} bytes of JSON"))
 }
 
 /// The gRPC request a gateway call stands for. As in etcd's gateway, the `Authorization`
@@ -364,10 +631,24 @@ fn requires_leader(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes() == b"true")
 }
 
+/// What the request stream of a streaming call does when the POST body ends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum BodyEnd {
+    /// Stay open (pending) until the response side is dropped, so the call lives until the
+    /// client disconnects: etcd's watch server ignores the end of the client's stream.
+    Hold,
+    /// End: etcd's keepalive server ends the call when the client's stream ends.
+    Close,
+}
+
 /// The request messages of a streaming call: the JSON objects of the body, in order, each
-/// under gRPC's message limit. When the body ends, the stream stays open (pending) until the
-/// response side is dropped, so the call lives until the client disconnects, as in etcd.
-fn request_stream<Req>(body: Body, max_message: usize) -> ReceiverStream<Result<Req, Status>>
+/// under gRPC's message limit. Malformed JSON ends the requests as the end of the body does
+/// (etcd's gateway stops reading there too).
+fn request_stream<Req>(
+    body: Body,
+    max_message: usize,
+    at_end: BodyEnd,
+) -> ReceiverStream<Result<Req, Status>>
 where
     Req: DeserializeOwned + Send + 'static,
 {
@@ -390,14 +671,17 @@ where
                     // Only part of an object so far: wait for more.
                     Some(Err(e)) if e.is_eof() => ready = false,
                     Some(Err(e)) => {
-                        let _ = tx.send(Err(bad_json(&e))).await;
-                        return;
+                        tracing::debug!(error = %e, "malformed JSON in a gateway request stream");
+                        break;
                     }
                     None => {
                         buf.clear();
                         ready = false;
                     }
                 }
+            }
+            if ready {
+                break; // malformed: stop reading
             }
             match data.next().await {
                 Some(Ok(chunk)) => {
@@ -413,7 +697,9 @@ where
                 None => break,
             }
         }
-        tx.closed().await;
+        if at_end == BodyEnd::Hold {
+            tx.closed().await;
+        }
     });
     ReceiverStream::new(rx)
 }
@@ -440,28 +726,34 @@ where
         }
     };
     let tally = StreamTally { grpc, code: None };
-    let lines = futures::stream::unfold((inner, tally, false), |(mut inner, mut tally, done)| async move {
-        if done {
-            return None;
-        }
-        let line = match inner.next().await {
-            Some(Ok(msg)) => {
-                let mut line = serde_json::to_vec(&StreamResult { result: &msg })
-                    .unwrap_or_else(|e| encode_failure(&e));
-                line.push(b'\n');
-                return Some((Ok::<_, std::convert::Infallible>(Bytes::from(line)), (inner, tally, false)));
-            }
-            Some(Err(status)) => {
-                tally.finish(status.code() as i32);
-                stream_error_line(&status)
-            }
-            None => {
-                tally.finish(0);
+    let lines = futures::stream::unfold(
+        (inner, tally, false),
+        |(mut inner, mut tally, done)| async move {
+            if done {
                 return None;
             }
-        };
-        Some((Ok(Bytes::from(line)), (inner, tally, true)))
-    });
+            let line = match inner.next().await {
+                Some(Ok(msg)) => {
+                    let mut line = serde_json::to_vec(&StreamResult { result: &msg })
+                        .unwrap_or_else(|e| encode_failure(&e));
+                    line.push(b'\n');
+                    return Some((
+                        Ok::<_, std::convert::Infallible>(Bytes::from(line)),
+                        (inner, tally, false),
+                    ));
+                }
+                Some(Err(status)) => {
+                    tally.finish(status.code() as i32);
+                    stream_error_line(&status)
+                }
+                None => {
+                    tally.finish(0);
+                    return None;
+                }
+            };
+            Some((Ok(Bytes::from(line)), (inner, tally, true)))
+        },
+    );
     let mut response = Response::new(Body::from_stream(lines));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -558,15 +850,15 @@ pub fn error_response(status: &Status) -> Response {
     response
 }
 
-/// grpc-gateway's `HTTPStatusFromCode`.
+/// grpc-gateway's `HTTPStatusFromCode` as etcd 3.4 vendors it: `FailedPrecondition` is
+/// 412 there (later grpc-gateway releases answer 400).
 pub fn http_status(code: Code) -> StatusCode {
     match code {
         Code::Ok => StatusCode::OK,
         Code::Cancelled => StatusCode::REQUEST_TIMEOUT,
         Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
-        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
-            StatusCode::BAD_REQUEST
-        }
+        Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
+        Code::FailedPrecondition => StatusCode::PRECONDITION_FAILED,
         Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
         Code::NotFound => StatusCode::NOT_FOUND,
         Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
@@ -592,8 +884,11 @@ mod tests {
         assert_eq!(req.range_end, b"fop");
         assert_eq!(req.sort_order, pb::range_request::SortOrder::Descend as i32);
         assert_eq!((req.revision, req.limit), (7, 3));
-        let null: pb::RangeRequest = serde_json::from_str(r#"{"key":null}"#).expect("null");
+        let mut nulls = serde_json::json!({"key": null, "range_end": "Zm9w", "limit": null});
+        drop_nulls(&mut nulls);
+        let null = pb::RangeRequest::deserialize(nulls).expect("nulls are defaults");
         assert!(null.key.is_empty());
+        assert_eq!(null.range_end, b"fop");
 
         let resp = pb::LeaseGrantResponse {
             header: Some(pb::ResponseHeader {
@@ -622,9 +917,21 @@ mod tests {
     #[test]
     fn http_status_follows_grpc_gateway() {
         assert_eq!(http_status(Code::OutOfRange), StatusCode::BAD_REQUEST);
-        assert_eq!(http_status(Code::FailedPrecondition), StatusCode::BAD_REQUEST);
-        assert_eq!(http_status(Code::ResourceExhausted), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(http_status(Code::Unavailable), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(http_status(Code::Unimplemented), StatusCode::NOT_IMPLEMENTED);
+        assert_eq!(
+            http_status(Code::FailedPrecondition),
+            StatusCode::PRECONDITION_FAILED
+        );
+        assert_eq!(
+            http_status(Code::ResourceExhausted),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(
+            http_status(Code::Unavailable),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            http_status(Code::Unimplemented),
+            StatusCode::NOT_IMPLEMENTED
+        );
     }
 }

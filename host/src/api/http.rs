@@ -81,6 +81,14 @@ async fn allow_cors(mut response: Response) -> Response {
     response
 }
 
+/// Answers CORS preflights (`OPTIONS`) on every HTTP path with 200, as etcd does.
+pub async fn preflight(request: Request, next: axum::middleware::Next) -> Response {
+    if request.method() == axum::http::Method::OPTIONS {
+        return allow_cors(Response::new(Body::empty())).await;
+    }
+    next.run(request).await
+}
+
 /// Unknown paths. A gRPC client gets gRPC's `Unimplemented`; an HTTP client gets a 404 as
 /// from etcd: grpc-gateway's `Not Found` under its prefixes, Go's `404 page not found`
 /// elsewhere.
@@ -96,7 +104,10 @@ pub async fn not_found(request: Request) -> Response {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/grpc"),
         );
-        h.insert("grpc-status", HeaderValue::from(tonic::Code::Unimplemented as i32));
+        h.insert(
+            "grpc-status",
+            HeaderValue::from(tonic::Code::Unimplemented as i32),
+        );
         return response;
     }
     let path = request.uri().path();
@@ -131,7 +142,12 @@ fn json(code: StatusCode, body: &serde_json::Value) -> Response {
 
 fn query(uri: &Uri) -> BTreeMap<String, Vec<String>> {
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for pair in uri.query().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+    for pair in uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         out.entry(k.to_string()).or_default().push(v.to_string());
     }
@@ -283,11 +299,10 @@ fn cluster_version() -> String {
 /// `GET /metrics`: the process's instruments and this member's Raft and storage state.
 async fn metrics(ctx: &Context) -> Response {
     let storage = ctx.storage.clone();
-    let sizes = tokio::task::spawn_blocking(move || {
-        (storage.disk_space(), storage.disk_space_in_use())
-    })
-    .await
-    .ok();
+    let sizes =
+        tokio::task::spawn_blocking(move || (storage.disk_space(), storage.disk_space_in_use()))
+            .await
+            .ok();
     let raft = ctx.raft.status();
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
     let mut out = TextEncoder::default();
