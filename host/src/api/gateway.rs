@@ -33,8 +33,8 @@ use cairn_proto::v3electionpb::{self as electionpb, election_server::Election};
 use cairn_proto::v3lockpb::{self as lockpb, lock_server::Lock};
 use futures::StreamExt;
 use futures::stream::BoxStream;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status};
@@ -873,6 +873,7 @@ pub fn http_status(code: Code) -> StatusCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::Deserialize;
 
     #[test]
     fn json_follows_etcds_gateway() {
