@@ -570,10 +570,7 @@ where
     let len = req.encoded_len();
     if len > gw.max_message {
         // What a gRPC client sending the same message gets from etcd.
-        return Err(Status::resource_exhausted(format!(
-            "grpc: received message larger than max ({len} vs. {})",
-            gw.max_message
-        )));
+        return Err(status::message_too_large(len, gw.max_message));
     }
     Ok(req)
 }
@@ -592,11 +589,11 @@ fn drop_nulls(value: &mut serde_json::Value) {
 }
 
 fn bad_json(e: &serde_json::Error) -> Status {
-    Status::invalid_argument(format!("invalid JSON request body: {e}"))
+    status::bad_json(&e.to_string())
 }
 
 fn body_too_large(max: usize) -> Status {
-    Status::resource_exhausted(format!("request body is larger than {max} bytes of JSON"))
+    status::body_too_large(max)
 }
 
 /// The gRPC request a gateway call stands for. As in etcd's gateway, the `Authorization`
@@ -805,9 +802,7 @@ fn stream_error_line(status: &Status) -> Vec<u8> {
 
 /// pbjson encodes every message of etcd's protos; this is reachable only through a bug there.
 fn encode_failure(e: &serde_json::Error) -> Vec<u8> {
-    stream_error_line(&Status::internal(format!(
-        "cairn: cannot encode the response as JSON: {e}"
-    )))
+    stream_error_line(&status::cannot_encode_json(&e.to_string()))
 }
 
 fn json_response<T: Serialize>(code: StatusCode, body: &T) -> Response {
@@ -821,9 +816,7 @@ fn json_response<T: Serialize>(code: StatusCode, body: &T) -> Response {
             );
             response
         }
-        Err(e) => error_response(&Status::internal(format!(
-            "cairn: cannot encode the response as JSON: {e}"
-        ))),
+        Err(e) => error_response(&status::cannot_encode_json(&e.to_string())),
     }
 }
 

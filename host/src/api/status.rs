@@ -131,6 +131,30 @@ pub fn unimplemented(what: &str) -> Status {
     )
 }
 
+/// A gateway request whose JSON does not decode (malformed, bad base64, wrong types).
+pub fn bad_json(reason: &str) -> Status {
+    Status::invalid_argument(format!("invalid JSON request body: {reason}"))
+}
+
+/// A gateway request body too large to decode at all.
+pub fn body_too_large(max: usize) -> Status {
+    Status::resource_exhausted(format!("request body is larger than {max} bytes of JSON"))
+}
+
+/// A decoded message over gRPC's receive limit: grpc-go's words, as etcd's clients see them.
+pub fn message_too_large(len: usize, max: usize) -> Status {
+    Status::resource_exhausted(format!(
+        "grpc: received message larger than max ({len} vs. {max})"
+    ))
+}
+
+/// A response the gateway cannot write as JSON (a bug: every etcd message has a mapping).
+pub fn cannot_encode_json(reason: &str) -> Status {
+    Status::internal(format!(
+        "cairn: cannot encode the response as JSON: {reason}"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
