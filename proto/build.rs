@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "etcd/v3lockpb/v3lock.proto",
     "etcd/v3electionpb/v3election.proto",
     "cairn/raft/v1/raft.proto",
+    "cairn/plugin/v1/plugin.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -36,6 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ".etcdserverpb",
             ".v3lockpb",
             ".v3electionpb",
+            ".cairn.plugin.v1",
         ])?;
     Ok(())
 }

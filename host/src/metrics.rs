@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::middleware::Next;
 use axum::response::Response;
 use http_body::Frame;
 
@@ -114,113 +113,93 @@ impl Histogram {
 }
 
 /// One gRPC method, as go-grpc-prometheus labels it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GrpcMethod {
     pub service: &'static str,
     pub method: &'static str,
     pub kind: &'static str,
+    /// Its row in [`GRPC_METHODS`], where its counters are.
+    index: usize,
 }
 
-/// Every etcd RPC with its kind. Only these are counted, so a client sending made-up paths
-/// cannot grow the label sets without bound.
-const GRPC_METHODS: &[(&str, &[(&str, &str)])] = &[
-    (
-        "etcdserverpb.KV",
-        &[
-            ("Range", UNARY),
-            ("Put", UNARY),
-            ("DeleteRange", UNARY),
-            ("Txn", UNARY),
-            ("Compact", UNARY),
-        ],
-    ),
-    ("etcdserverpb.Watch", &[("Watch", BIDI)]),
-    (
-        "etcdserverpb.Lease",
-        &[
-            ("LeaseGrant", UNARY),
-            ("LeaseRevoke", UNARY),
-            ("LeaseKeepAlive", BIDI),
-            ("LeaseTimeToLive", UNARY),
-            ("LeaseLeases", UNARY),
-        ],
-    ),
-    (
-        "etcdserverpb.Cluster",
-        &[
-            ("MemberAdd", UNARY),
-            ("MemberRemove", UNARY),
-            ("MemberUpdate", UNARY),
-            ("MemberList", UNARY),
-            ("MemberPromote", UNARY),
-        ],
-    ),
-    (
-        "etcdserverpb.Maintenance",
-        &[
-            ("Alarm", UNARY),
-            ("Status", UNARY),
-            ("Defragment", UNARY),
-            ("Hash", UNARY),
-            ("HashKV", UNARY),
-            ("Snapshot", SERVER_STREAM),
-            ("MoveLeader", UNARY),
-            ("Downgrade", UNARY),
-        ],
-    ),
-    (
-        "etcdserverpb.Auth",
-        &[
-            ("AuthEnable", UNARY),
-            ("AuthDisable", UNARY),
-            ("AuthStatus", UNARY),
-            ("Authenticate", UNARY),
-            ("UserAdd", UNARY),
-            ("UserGet", UNARY),
-            ("UserList", UNARY),
-            ("UserDelete", UNARY),
-            ("UserChangePassword", UNARY),
-            ("UserGrantRole", UNARY),
-            ("UserRevokeRole", UNARY),
-            ("RoleAdd", UNARY),
-            ("RoleGet", UNARY),
-            ("RoleList", UNARY),
-            ("RoleDelete", UNARY),
-            ("RoleGrantPermission", UNARY),
-            ("RoleRevokePermission", UNARY),
-        ],
-    ),
-    ("v3lockpb.Lock", &[("Lock", UNARY), ("Unlock", UNARY)]),
-    (
-        "v3electionpb.Election",
-        &[
-            ("Campaign", UNARY),
-            ("Proclaim", UNARY),
-            ("Leader", UNARY),
-            ("Observe", SERVER_STREAM),
-            ("Resign", UNARY),
-        ],
-    ),
-];
 const UNARY: &str = "unary";
 const BIDI: &str = "bidi_stream";
 const SERVER_STREAM: &str = "server_stream";
+
+/// Every etcd RPC with its kind. Only these are counted, so a client sending made-up paths
+/// cannot grow the label sets without bound.
+const GRPC_METHODS: [(&str, &str, &str); 48] = [
+    ("etcdserverpb.KV", "Range", UNARY),
+    ("etcdserverpb.KV", "Put", UNARY),
+    ("etcdserverpb.KV", "DeleteRange", UNARY),
+    ("etcdserverpb.KV", "Txn", UNARY),
+    ("etcdserverpb.KV", "Compact", UNARY),
+    ("etcdserverpb.Watch", "Watch", BIDI),
+    ("etcdserverpb.Lease", "LeaseGrant", UNARY),
+    ("etcdserverpb.Lease", "LeaseRevoke", UNARY),
+    ("etcdserverpb.Lease", "LeaseKeepAlive", BIDI),
+    ("etcdserverpb.Lease", "LeaseTimeToLive", UNARY),
+    ("etcdserverpb.Lease", "LeaseLeases", UNARY),
+    ("etcdserverpb.Cluster", "MemberAdd", UNARY),
+    ("etcdserverpb.Cluster", "MemberRemove", UNARY),
+    ("etcdserverpb.Cluster", "MemberUpdate", UNARY),
+    ("etcdserverpb.Cluster", "MemberList", UNARY),
+    ("etcdserverpb.Cluster", "MemberPromote", UNARY),
+    ("etcdserverpb.Maintenance", "Alarm", UNARY),
+    ("etcdserverpb.Maintenance", "Status", UNARY),
+    ("etcdserverpb.Maintenance", "Defragment", UNARY),
+    ("etcdserverpb.Maintenance", "Hash", UNARY),
+    ("etcdserverpb.Maintenance", "HashKV", UNARY),
+    ("etcdserverpb.Maintenance", "Snapshot", SERVER_STREAM),
+    ("etcdserverpb.Maintenance", "MoveLeader", UNARY),
+    ("etcdserverpb.Maintenance", "Downgrade", UNARY),
+    ("etcdserverpb.Auth", "AuthEnable", UNARY),
+    ("etcdserverpb.Auth", "AuthDisable", UNARY),
+    ("etcdserverpb.Auth", "AuthStatus", UNARY),
+    ("etcdserverpb.Auth", "Authenticate", UNARY),
+    ("etcdserverpb.Auth", "UserAdd", UNARY),
+    ("etcdserverpb.Auth", "UserGet", UNARY),
+    ("etcdserverpb.Auth", "UserList", UNARY),
+    ("etcdserverpb.Auth", "UserDelete", UNARY),
+    ("etcdserverpb.Auth", "UserChangePassword", UNARY),
+    ("etcdserverpb.Auth", "UserGrantRole", UNARY),
+    ("etcdserverpb.Auth", "UserRevokeRole", UNARY),
+    ("etcdserverpb.Auth", "RoleAdd", UNARY),
+    ("etcdserverpb.Auth", "RoleGet", UNARY),
+    ("etcdserverpb.Auth", "RoleList", UNARY),
+    ("etcdserverpb.Auth", "RoleDelete", UNARY),
+    ("etcdserverpb.Auth", "RoleGrantPermission", UNARY),
+    ("etcdserverpb.Auth", "RoleRevokePermission", UNARY),
+    ("v3lockpb.Lock", "Lock", UNARY),
+    ("v3lockpb.Lock", "Unlock", UNARY),
+    ("v3electionpb.Election", "Campaign", UNARY),
+    ("v3electionpb.Election", "Proclaim", UNARY),
+    ("v3electionpb.Election", "Leader", UNARY),
+    ("v3electionpb.Election", "Observe", SERVER_STREAM),
+    ("v3electionpb.Election", "Resign", UNARY),
+];
+
+/// gRPC has 17 status codes.
+const CODES: usize = 17;
 
 impl GrpcMethod {
     /// The method named by a gRPC path (`/etcdserverpb.KV/Range`), if it is one of etcd's.
     pub fn from_path(path: &str) -> Option<GrpcMethod> {
         let (service, method) = path.strip_prefix('/')?.split_once('/')?;
-        let (service, methods) = GRPC_METHODS.iter().find(|(s, _)| *s == service)?;
-        let (method, kind) = methods.iter().find(|(m, _)| *m == method)?;
+        Self::get(service, method)
+    }
+
+    pub fn get(service: &str, method: &str) -> Option<GrpcMethod> {
+        let index = GRPC_METHODS
+            .iter()
+            .position(|(s, m, _)| *m == method && *s == service)?;
+        let (service, method, kind) = GRPC_METHODS[index];
         Some(GrpcMethod {
             service,
             method,
             kind,
+            index,
         })
-    }
-
-    pub fn get(service: &str, method: &str) -> Option<GrpcMethod> {
-        Self::from_path(&format!("/{service}/{method}"))
     }
 }
 
@@ -262,8 +241,9 @@ pub struct Metrics {
     pub watchers: Gauge,
     pub slow_watchers: Gauge,
     peer_rtt: Mutex<BTreeMap<u64, Arc<Histogram>>>,
-    grpc_started: Mutex<BTreeMap<GrpcMethod, u64>>,
-    grpc_handled: Mutex<BTreeMap<(GrpcMethod, &'static str), u64>>,
+    /// Per row of [`GRPC_METHODS`]; handled also per status code.
+    grpc_started: Vec<AtomicU64>,
+    grpc_handled: Vec<[AtomicU64; CODES]>,
 }
 
 impl Default for Metrics {
@@ -277,8 +257,11 @@ impl Default for Metrics {
             watchers: Gauge::default(),
             slow_watchers: Gauge::default(),
             peer_rtt: Mutex::default(),
-            grpc_started: Mutex::default(),
-            grpc_handled: Mutex::default(),
+            grpc_started: GRPC_METHODS.iter().map(|_| AtomicU64::new(0)).collect(),
+            grpc_handled: GRPC_METHODS
+                .iter()
+                .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
+                .collect(),
         }
     }
 }
@@ -299,13 +282,15 @@ impl Metrics {
     }
 
     pub fn grpc_started(&self, method: GrpcMethod) {
-        *lock(&self.grpc_started).entry(method).or_default() += 1;
+        self.grpc_started[method.index].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn grpc_handled(&self, method: GrpcMethod, code: i32) {
-        *lock(&self.grpc_handled)
-            .entry((method, code_name(code)))
-            .or_default() += 1;
+        let code = usize::try_from(code)
+            .ok()
+            .filter(|c| *c < CODES)
+            .unwrap_or(2); // Unknown
+        self.grpc_handled[method.index][code].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Writes the instruments this struct owns.
@@ -362,42 +347,46 @@ impl Metrics {
                 );
             }
         }
-        {
-            let started = lock(&self.grpc_started);
-            out.header(
-                "grpc_server_started_total",
-                "Total number of RPCs started on the server.",
-                "counter",
-            );
-            for (m, n) in started.iter() {
+        out.header(
+            "grpc_server_started_total",
+            "Total number of RPCs started on the server.",
+            "counter",
+        );
+        for (row, (service, method, kind)) in GRPC_METHODS.iter().enumerate() {
+            let n = self.grpc_started[row].load(Ordering::Relaxed);
+            if n > 0 {
                 out.sample(
                     "grpc_server_started_total",
                     &[
-                        ("grpc_method", m.method),
-                        ("grpc_service", m.service),
-                        ("grpc_type", m.kind),
+                        ("grpc_method", method),
+                        ("grpc_service", service),
+                        ("grpc_type", kind),
                     ],
-                    *n as f64,
+                    n as f64,
                 );
             }
         }
-        let handled = lock(&self.grpc_handled);
         out.header(
             "grpc_server_handled_total",
             "Total number of RPCs completed on the server, regardless of success or failure.",
             "counter",
         );
-        for ((m, code), n) in handled.iter() {
-            out.sample(
-                "grpc_server_handled_total",
-                &[
-                    ("grpc_code", code),
-                    ("grpc_method", m.method),
-                    ("grpc_service", m.service),
-                    ("grpc_type", m.kind),
-                ],
-                *n as f64,
-            );
+        for (row, (service, method, kind)) in GRPC_METHODS.iter().enumerate() {
+            for (code, count) in self.grpc_handled[row].iter().enumerate() {
+                let n = count.load(Ordering::Relaxed);
+                if n > 0 {
+                    out.sample(
+                        "grpc_server_handled_total",
+                        &[
+                            ("grpc_code", code_name(code as i32)),
+                            ("grpc_method", method),
+                            ("grpc_service", service),
+                            ("grpc_type", kind),
+                        ],
+                        n as f64,
+                    );
+                }
+            }
         }
     }
 }
@@ -484,21 +473,27 @@ impl TextEncoder {
     }
 }
 
-/// Middleware on the client port: counts gRPC calls started and handled, by method and code,
-/// as go-grpc-prometheus does for etcd. The code comes from the response headers
-/// (trailers-only responses) or from the trailers at the end of the body; a body dropped
-/// before its trailers counts as `Canceled`.
-pub async fn count_grpc(request: Request, next: Next) -> Response {
+/// The etcd RPC a request calls, if it is a gRPC call of one.
+pub fn grpc_call(request: &Request) -> Option<GrpcMethod> {
     let is_grpc = request
         .headers()
         .get(http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    let method = match GrpcMethod::from_path(request.uri().path()) {
-        Some(m) if is_grpc => m,
-        _ => return next.run(request).await,
-    };
+    if !is_grpc {
+        return None;
+    }
+    GrpcMethod::from_path(request.uri().path())
+}
+
+/// Counts a gRPC call started and handled, by method and code, as go-grpc-prometheus does
+/// for etcd. The code comes from the response headers (trailers-only responses) or from the
+/// trailers at the end of the body; a body dropped before its trailers counts as `Canceled`.
+pub async fn count_grpc(
+    method: GrpcMethod,
+    response: impl std::future::Future<Output = Response>,
+) -> Response {
     METRICS.grpc_started(method);
-    let response = next.run(request).await;
+    let response = response.await;
     if let Some(code) = grpc_status(response.headers()) {
         METRICS.grpc_handled(method, code);
         return response;

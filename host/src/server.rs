@@ -420,8 +420,9 @@ enum Serves {
     Metrics,
 }
 
-/// The router of one client-side listener. gRPC calls are counted by method and code for
-/// `/metrics`; unknown paths get gRPC's `Unimplemented` or an HTTP 404, as the caller speaks.
+/// The router of one client-side listener. gRPC calls go through etcd's interceptor (counted
+/// for `/metrics`, `hasleader` honoured); unknown paths get gRPC's `Unimplemented` or an HTTP
+/// 404, as the caller speaks.
 async fn client_router(ctx: &Arc<ApiContext>, serves: Serves) -> axum::Router {
     let mut router = axum::Router::new();
     if matches!(serves, Serves::GrpcAndHttp | Serves::Grpc) {
@@ -438,7 +439,10 @@ async fn client_router(ctx: &Arc<ApiContext>, serves: Serves) -> axum::Router {
     } else {
         router.layer(axum::middleware::from_fn(crate::api::http::preflight))
     };
-    router.layer(axum::middleware::from_fn(crate::metrics::count_grpc))
+    router.layer(axum::middleware::from_fn_with_state(
+        ctx.clone(),
+        crate::api::intercept_grpc,
+    ))
 }
 
 /// etcd's gRPC services, each accepting requests up to the size limit plus gRPC overhead.

@@ -32,6 +32,20 @@ pub mod v3electionpb {
     include!(concat!(env!("OUT_DIR"), "/v3electionpb.serde.rs"));
 }
 
+/// Cairn's own packages, nested as protobuf nests them (`cairn.plugin.v1` refers to
+/// `etcdserverpb` by relative path).
+pub mod cairn {
+    pub mod plugin {
+        pub mod v1 {
+            tonic::include_proto!("cairn.plugin.v1");
+            include!(concat!(env!("OUT_DIR"), "/cairn.plugin.v1.serde.rs"));
+        }
+    }
+}
+
+/// Cairn's plugin registry (`cairn.plugin.v1`), not part of etcd's API.
+pub use cairn::plugin::v1 as cairn_plugin;
+
 /// Cairn's own member-to-member protocol (`cairn.raft.v1`), not part of etcd's API.
 pub mod cairn_raft {
     tonic::include_proto!("cairn.raft.v1");

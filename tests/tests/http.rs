@@ -580,6 +580,32 @@ async fn health_follows_the_quorum() {
         lost["reason"].as_str().is_some_and(|r| !r.is_empty()),
         "{lost}"
     );
+    // Requests that require a leader fail at once with etcd's error, over gRPC and HTTP.
+    let options = etcd_client::ConnectOptions::new().with_require_leader(true);
+    let mut strict = etcd_client::Client::connect([survivor.clone()], Some(options))
+        .await
+        .expect("connect");
+    let started = Instant::now();
+    let refused = strict.put("k", "v", None).await.expect_err("no leader");
+    assert!(
+        refused.to_string().contains("etcdserver: no leader"),
+        "{refused}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let refused = client
+        .post(format!("http://{survivor}/v3/kv/range"))
+        .header("Grpc-Metadata-Hasleader", "true")
+        .body(json!({"key": b64("k")}).to_string())
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(refused.status().as_u16(), 503);
+    let body = refused.json_or_text().await;
+    assert_eq!(body["error"], "etcdserver: no leader", "{body}");
     // Serializable health needs no leader: the member itself still reads.
     let serializable = client
         .get(format!(

@@ -125,7 +125,8 @@ pub fn compare(c: pb::Compare) -> Result<Compare, Status> {
         Ok(PbTarget::Mod) => CompareTarget::Mod,
         Ok(PbTarget::Value) => CompareTarget::Value,
         Ok(PbTarget::Lease) => CompareTarget::Lease,
-        Err(_) => {
+        // Until the plugin engine lands, a computed compare is an unknown target here.
+        Ok(PbTarget::CairnComputed) | Err(_) => {
             return Err(invalid_argument(format!(
                 "cairn: unknown compare target {}",
                 c.target

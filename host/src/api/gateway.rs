@@ -533,7 +533,11 @@ where
     if let Some(m) = grpc {
         METRICS.grpc_started(m);
     }
-    let result = call(grpc_request(&headers, req)).await;
+    let result = if requires_leader(&headers) && gw.ctx.raft.status().leader.is_none() {
+        Err(status::propose_error(&crate::raft::ProposeError::NoLeader))
+    } else {
+        call(grpc_request(&headers, req)).await
+    };
     if let Some(m) = grpc {
         METRICS.grpc_handled(m, result.as_ref().map_or_else(|s| s.code() as i32, |_| 0));
     }

@@ -101,6 +101,32 @@ pub fn requires_leader<T>(request: &tonic::Request<T>) -> bool {
         .is_some_and(|v| v.as_bytes() == b"true")
 }
 
+/// etcd's gRPC interceptor, on the client port: counts every call by method and code for
+/// `/metrics`, and fails a unary call with metadata `hasleader: true` with `no leader` while
+/// this member has none, instead of letting it wait for one. (Streams check that metadata
+/// themselves, see `watch.rs` and `lease.rs`.)
+pub async fn intercept_grpc(
+    axum::extract::State(ctx): axum::extract::State<Context>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let method = match crate::metrics::grpc_call(&request) {
+        Some(m) => m,
+        None => return next.run(request).await,
+    };
+    let wants_leader = request
+        .headers()
+        .get("hasleader")
+        .is_some_and(|v| v.as_bytes() == b"true");
+    if wants_leader && method.kind == "unary" && ctx.raft.status().leader.is_none() {
+        let no_leader = status::propose_error(&crate::raft::ProposeError::NoLeader);
+        crate::metrics::METRICS.grpc_started(method);
+        crate::metrics::METRICS.grpc_handled(method, no_leader.code() as i32);
+        return no_leader.into_http();
+    }
+    crate::metrics::count_grpc(method, next.run(request)).await
+}
+
 impl ApiContext {
     /// Fills the identity fields of a response header; the revision stays as the handler set it.
     pub fn fill(&self, header: &mut Option<ResponseHeader>) {

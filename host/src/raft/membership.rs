@@ -26,6 +26,9 @@ use super::{ProposeError, RaftNode};
 /// etcd's `--max-learners` default.
 const MAX_LEARNERS: usize = 1;
 
+/// How long a membership change waits for the previous one to commit.
+const MEMBERSHIP_SETTLE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// A member as MemberList shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
@@ -162,6 +165,17 @@ impl RaftNode {
         change: MembershipChange,
     ) -> Result<Vec<Member>, ProposeError> {
         let _serial = self.membership_lock.lock().await;
+        // openraft refuses (and logs an error) while the last membership is uncommitted, as
+        // it is right after a cluster is founded: wait for it briefly. On timeout the change
+        // is tried anyway and its error returned.
+        let _ = self
+            .raft
+            .wait(Some(MEMBERSHIP_SETTLE))
+            .metrics(
+                |m| m.membership_config.log_id() == m.committed_membership_config.log_id(),
+                "membership committed",
+            )
+            .await;
         let members: BTreeMap<u64, Member> =
             self.members().into_iter().map(|m| (m.id, m)).collect();
         let fail = |e: MembershipError| Err(ProposeError::Membership(e));
