@@ -8,6 +8,7 @@ pub mod config;
 pub mod lease;
 pub mod metrics;
 pub mod mvcc;
+pub mod plugin;
 pub mod raft;
 pub mod server;
 pub mod state_machine;

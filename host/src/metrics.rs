@@ -30,6 +30,11 @@ const DISK_BUCKETS: [f64; 14] = [
     0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096,
     8.192,
 ];
+/// Plugin call durations: 10 µs to about 0.33 s, doubling.
+const PLUGIN_CALL_BUCKETS: [f64; 16] = [
+    0.00001, 0.00002, 0.00004, 0.00008, 0.00016, 0.00032, 0.00064, 0.00128, 0.00256, 0.00512,
+    0.01024, 0.02048, 0.04096, 0.08192, 0.16384, 0.32768,
+];
 /// etcd's buckets for peer round trips: 100 µs to 3.2 s, doubling.
 const PEER_RTT_BUCKETS: [f64; 16] = [
     0.0001, 0.0002, 0.0004, 0.0008, 0.0016, 0.0032, 0.0064, 0.0128, 0.0256, 0.0512, 0.1024, 0.2048,
@@ -241,6 +246,8 @@ pub struct Metrics {
     pub watchers: Gauge,
     pub slow_watchers: Gauge,
     peer_rtt: Mutex<BTreeMap<u64, Arc<Histogram>>>,
+    /// Wall time of plugin calls on this member, per binding.
+    plugin_calls: Mutex<BTreeMap<String, Arc<Histogram>>>,
     /// Per row of [`GRPC_METHODS`]; handled also per status code.
     grpc_started: Vec<AtomicU64>,
     grpc_handled: Vec<[AtomicU64; CODES]>,
@@ -257,6 +264,7 @@ impl Default for Metrics {
             watchers: Gauge::default(),
             slow_watchers: Gauge::default(),
             peer_rtt: Mutex::default(),
+            plugin_calls: Mutex::default(),
             grpc_started: GRPC_METHODS.iter().map(|_| AtomicU64::new(0)).collect(),
             grpc_handled: GRPC_METHODS
                 .iter()
@@ -279,6 +287,17 @@ impl Metrics {
             .entry(to)
             .or_insert_with(|| Arc::new(Histogram::new(&PEER_RTT_BUCKETS)))
             .clone()
+    }
+
+    /// The call-duration histogram of one plugin binding.
+    pub fn plugin_call(&self, binding: &str) -> Arc<Histogram> {
+        let mut calls = lock(&self.plugin_calls);
+        if let Some(h) = calls.get(binding) {
+            return h.clone();
+        }
+        let h = Arc::new(Histogram::new(&PLUGIN_CALL_BUCKETS));
+        calls.insert(binding.to_string(), h.clone());
+        h
     }
 
     pub fn grpc_started(&self, method: GrpcMethod) {
@@ -343,6 +362,21 @@ impl Metrics {
                 out.histogram_samples(
                     "etcd_network_peer_round_trip_time_seconds",
                     &[("To", &format!("{to:x}"))],
+                    h,
+                );
+            }
+        }
+        {
+            let calls = lock(&self.plugin_calls);
+            out.header(
+                "cairn_plugin_call_duration_seconds",
+                "Wall time of plugin calls (instantiate and call) on this member, per binding.",
+                "histogram",
+            );
+            for (binding, h) in calls.iter() {
+                out.histogram_samples(
+                    "cairn_plugin_call_duration_seconds",
+                    &[("binding", binding)],
                     h,
                 );
             }

@@ -480,6 +480,12 @@ async fn grpc_routes(ctx: &Arc<ApiContext>) -> tonic::service::Routes {
             ClusterServer::new(ClusterService::new(ctx.clone()))
                 .max_decoding_message_size(max_decoding),
         )
+        .add_service(
+            cairn_proto::cairn_plugin::plugin_server::PluginServer::new(
+                crate::api::plugin::PluginService::new(ctx.clone()),
+            )
+            .max_decoding_message_size(max_decoding),
+        )
         .add_service(health);
     routes.routes()
 }

@@ -23,6 +23,8 @@ use crate::lease::{self, Leases};
 use crate::mvcc::{
     self, ApplyBatch, Mvcc, MvccError, Revisions, StorageError, WriteRequest, WriteResponse,
 };
+use crate::plugin::hooks::Hooks;
+use crate::plugin::{Engine, PluginCommand, PluginError, PluginOutcome, Registry};
 use crate::storage::Storage;
 
 /// What the Raft log carries. Variants are only ever appended: the log on disk and the
@@ -40,6 +42,8 @@ pub enum Command {
     LeaseCheckpoint {
         checkpoints: Vec<(i64, Option<i64>)>,
     },
+    /// A plugin registry change (install chunk, bind, unbind, remove).
+    Plugin(PluginCommand),
 }
 
 impl fmt::Display for Command {
@@ -54,6 +58,12 @@ impl fmt::Display for Command {
             Command::LeaseCheckpoint { checkpoints } => {
                 write!(f, "lease_checkpoint({} leases)", checkpoints.len())
             }
+            Command::Plugin(PluginCommand::Install { name, offset, .. }) => {
+                write!(f, "plugin_install({name}, @{offset})")
+            }
+            Command::Plugin(PluginCommand::Bind(b)) => write!(f, "plugin_bind({})", b.name),
+            Command::Plugin(PluginCommand::Unbind { name }) => write!(f, "plugin_unbind({name})"),
+            Command::Plugin(PluginCommand::Remove { name }) => write!(f, "plugin_remove({name})"),
         }
     }
 }
@@ -67,6 +77,8 @@ pub enum CommandResponse {
     Kv(Result<WriteResponse, MvccError>),
     /// A lease command: the store revision after it, or an etcd error.
     Lease(Result<mvcc::Revision, MvccError>),
+    /// A plugin registry command, and the store revision it was applied at.
+    Plugin(Result<PluginOutcome, PluginError>, mvcc::Revision),
 }
 
 /// The membership of the group as last applied, encoded by the Raft layer. (The applied log
@@ -88,17 +100,48 @@ pub struct StateMachine {
     revisions: Arc<Mutex<Revisions>>,
     /// The counters as of the last commit, for watchers. Publishing never waits for them.
     committed: Arc<watch::Sender<Revisions>>,
+    /// The plugin registry as applied (apply is its only writer), and this member's engine.
+    registry: Arc<Mutex<Registry>>,
+    engine: Engine,
 }
 
 impl StateMachine {
     pub fn new(storage: Storage) -> Result<Self, StorageError> {
         let revisions = Mvcc::revisions(&storage).map_err(mvcc::into_storage)?;
         let (committed, _) = watch::channel(revisions);
-        Ok(StateMachine {
+        let engine = Engine::new()
+            .map_err(|e| StorageError(fjall::Error::Io(std::io::Error::other(e.to_string()))))?;
+        let registry = Registry::load(&storage)?;
+        let machine = StateMachine {
             committed: Arc::new(committed),
             storage,
             revisions: Arc::new(Mutex::new(revisions)),
-        })
+            registry: Arc::new(Mutex::new(registry)),
+            engine,
+        };
+        machine.prepare_modules()?;
+        Ok(machine)
+    }
+
+    /// Starts compiling every installed module in the background.
+    fn prepare_modules(&self) -> Result<(), StorageError> {
+        let plugins: Vec<String> = self
+            .registry()
+            .plugins
+            .values()
+            .map(|p| p.sha256.clone())
+            .collect();
+        for sha in plugins {
+            if let Some(bytes) = Registry::module(&self.storage, &sha)? {
+                self.engine.prepare(&sha, &bytes);
+            }
+        }
+        Ok(())
+    }
+
+    /// The plugin registry as applied so far.
+    pub fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().expect("registry lock poisoned")
     }
 
     pub fn storage(&self) -> &Storage {
@@ -113,13 +156,33 @@ impl StateMachine {
         entries: impl IntoIterator<Item = (Option<&'c Command>, &'c AppliedMarker)>,
     ) -> Result<Vec<CommandResponse>, StorageError> {
         let mut revs = self.revisions.lock().expect("revisions lock poisoned");
+        let mut registry = self.registry.lock().expect("registry lock poisoned");
         let mut batch = ApplyBatch::new(&self.storage, *revs);
         let mut responses = Vec::new();
         for (command, marker) in entries {
             responses.push(match command {
                 None => CommandResponse::Empty,
                 Some(Command::Kv(req)) => {
-                    CommandResponse::Kv(batch.apply(req, &Leases(&self.storage))?.response)
+                    let mut hooks = Hooks::new(&mut registry, &self.engine);
+                    let applied = batch.apply_with(req, &Leases(&self.storage), &mut hooks)?;
+                    if let Some(fault) = hooks.fault {
+                        // Not a decision: stop rather than answer differently from the others.
+                        return Err(StorageError(fjall::Error::Io(std::io::Error::other(
+                            fault.to_string(),
+                        ))));
+                    }
+                    for name in std::mem::take(&mut hooks.touched) {
+                        registry.persist_binding(&mut batch, &self.storage, &name);
+                    }
+                    CommandResponse::Kv(applied.response)
+                }
+                Some(Command::Plugin(cmd)) => {
+                    let engine = &self.engine;
+                    let outcome =
+                        registry.apply(&mut batch, &self.storage, cmd, &mut |sha, bytes| {
+                            engine.prepare(sha, bytes)
+                        });
+                    CommandResponse::Plugin(outcome, batch.revisions().current)
                 }
                 Some(Command::LeaseGrant { id, ttl_secs }) => CommandResponse::Lease(
                     lease::grant(&mut batch, &self.storage, *id, *ttl_secs)?
@@ -209,6 +272,9 @@ impl StateMachine {
             batch.insert(ks, key, value);
         }
         batch.commit().map_err(to_io)?;
+        *self.registry.lock().expect("registry lock poisoned") =
+            Registry::load(&self.storage).map_err(std::io::Error::other)?;
+        self.prepare_modules().map_err(std::io::Error::other)?;
         let revisions = Mvcc::revisions(&self.storage).map_err(std::io::Error::other)?;
         *self.revisions.lock().expect("revisions lock poisoned") = revisions;
         self.committed.send_replace(revisions);

@@ -14,6 +14,7 @@
 //! | state    | `leases`    | lease id, big-endian             | granted TTL                        |
 //! | state    | `kv_lease`  | lease id ++ user key             | (empty): the keys a lease holds    |
 //! | state    | `meta`      | fixed names                           | revisions, applied log id, members |
+//! | state    | `plugins`   | `module/`, `plugin/`, `upload/`, `binding/` + name | the plugin registry (`plugin/registry.rs`) |
 //! | log      | `raft_log`  | log index, big-endian                 | a Raft log entry                   |
 //! | log      | `raft_meta` | fixed names                           | vote, committed, last purged id    |
 //!
@@ -32,6 +33,7 @@ pub const KV_INDEX: &str = "kv_index";
 pub const META: &str = "meta";
 pub const LEASES: &str = "leases";
 pub const KV_LEASE: &str = "kv_lease";
+pub const PLUGINS: &str = "plugins";
 pub const RAFT_LOG: &str = "raft_log";
 pub const RAFT_META: &str = "raft_meta";
 
@@ -41,7 +43,8 @@ const MEMTABLE_BYTES: u64 = 8 << 20;
 const COUNTER_MEMTABLE_BYTES: u64 = 1 << 20;
 
 /// All state keyspaces: what a snapshot of the state machine carries.
-pub const STATE_KEYSPACES: &[&str] = &[KV_META, KV_REVS, KV_INDEX, META, LEASES, KV_LEASE];
+/// Appended only: a snapshot names keyspaces by their index here.
+pub const STATE_KEYSPACES: &[&str] = &[KV_META, KV_REVS, KV_INDEX, META, LEASES, KV_LEASE, PLUGINS];
 
 /// Handles to the open databases and their keyspaces. Cheap to clone.
 #[derive(Clone)]
@@ -56,6 +59,7 @@ pub struct Storage {
     pub meta: Keyspace,
     pub leases: Keyspace,
     pub kv_lease: Keyspace,
+    pub plugins: Keyspace,
     pub raft_log: Keyspace,
     pub raft_meta: Keyspace,
 }
@@ -93,6 +97,7 @@ impl Storage {
             meta: db.keyspace(META, counters)?,
             leases: db.keyspace(LEASES, plain)?,
             kv_lease: db.keyspace(KV_LEASE, plain)?,
+            plugins: db.keyspace(PLUGINS, separated)?,
             raft_log: log_db.keyspace(RAFT_LOG, separated)?,
             raft_meta: log_db.keyspace(RAFT_META, counters)?,
             db,
@@ -109,6 +114,7 @@ impl Storage {
             META => Some(&self.meta),
             LEASES => Some(&self.leases),
             KV_LEASE => Some(&self.kv_lease),
+            PLUGINS => Some(&self.plugins),
             _ => None,
         }
     }

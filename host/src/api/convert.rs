@@ -125,14 +125,38 @@ pub fn compare(c: pb::Compare) -> Result<Compare, Status> {
         Ok(PbTarget::Mod) => CompareTarget::Mod,
         Ok(PbTarget::Value) => CompareTarget::Value,
         Ok(PbTarget::Lease) => CompareTarget::Lease,
-        // Until the plugin engine lands, a computed compare is an unknown target here.
-        Ok(PbTarget::CairnComputed) | Err(_) => {
+        Ok(PbTarget::CairnComputed) => CompareTarget::Computed,
+        Err(_) => {
             return Err(invalid_argument(format!(
                 "cairn: unknown compare target {}",
                 c.target
             )));
         }
     };
+    if target == CompareTarget::Computed {
+        let Some(computed) = c.computed else {
+            return Err(invalid_argument(
+                "cairn: a CAIRN_COMPUTED compare needs its `computed` field",
+            ));
+        };
+        use cairn_proto::etcdserverpb::cairn_computed::Expected;
+        let expected = match computed.expected {
+            Some(Expected::IntValue(i)) => ComputedValue::Int(i),
+            Some(Expected::BytesValue(b)) => ComputedValue::Bytes(b),
+            None => ComputedValue::Int(0),
+        };
+        return Ok(Compare {
+            result,
+            target,
+            key: c.key,
+            range_end: c.range_end,
+            operand: Some(CompareOperand::Computed(Computed {
+                binding: computed.binding,
+                argument: computed.argument,
+                expected,
+            })),
+        });
+    }
     let operand = c.target_union.map(|u| match u {
         TargetUnion::Version(v) => CompareOperand::Version(v),
         TargetUnion::CreateRevision(v) => CompareOperand::Create(v),

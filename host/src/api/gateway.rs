@@ -78,6 +78,7 @@ pub fn routes(ctx: &Context) -> Router {
     v3 = maintenance_routes(v3, &gw);
     v3 = concurrency_routes(v3, &gw);
     v3 = auth_routes(v3, &gw);
+    v3 = plugin_routes(v3, &gw);
     let mut router = Router::new();
     for prefix in PREFIXES {
         router = router.nest(prefix, v3.clone());
@@ -468,6 +469,68 @@ fn concurrency_routes(mut r: Router, gw: &Shared) -> Router {
             }
         }),
     )
+}
+
+/// Cairn's own plugin registry, under `/v3/cairn/plugin/`.
+fn plugin_routes(mut r: Router, gw: &Shared) -> Router {
+    use cairn_proto::cairn_plugin as pp;
+    use cairn_proto::cairn_plugin::plugin_server::Plugin as _;
+    let p = Arc::new(super::plugin::PluginService::new(gw.ctx.clone()));
+    unary!(
+        r,
+        gw,
+        p,
+        "/cairn/plugin/install",
+        install,
+        pp::InstallRequest,
+        "cairn.plugin.v1.Plugin/Install"
+    );
+    unary!(
+        r,
+        gw,
+        p,
+        "/cairn/plugin/bind",
+        bind,
+        pp::BindRequest,
+        "cairn.plugin.v1.Plugin/Bind"
+    );
+    unary!(
+        r,
+        gw,
+        p,
+        "/cairn/plugin/unbind",
+        unbind,
+        pp::UnbindRequest,
+        "cairn.plugin.v1.Plugin/Unbind"
+    );
+    unary!(
+        r,
+        gw,
+        p,
+        "/cairn/plugin/remove",
+        remove,
+        pp::RemoveRequest,
+        "cairn.plugin.v1.Plugin/Remove"
+    );
+    unary!(
+        r,
+        gw,
+        p,
+        "/cairn/plugin/list",
+        list,
+        pp::ListRequest,
+        "cairn.plugin.v1.Plugin/List"
+    );
+    unary!(
+        r,
+        gw,
+        p,
+        "/cairn/plugin/get",
+        get,
+        pp::GetRequest,
+        "cairn.plugin.v1.Plugin/Get"
+    );
+    r
 }
 
 /// Cairn has no Auth service yet: its paths answer `Unimplemented`, as gRPC does.

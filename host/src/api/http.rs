@@ -366,12 +366,55 @@ async fn metrics(ctx: &Context) -> Response {
         "Current backend storage quota size in bytes.",
         DEFAULT_QUOTA_BYTES as f64,
     );
+    plugin_metrics(ctx, &mut out).await;
     METRICS.encode(&mut out);
     let mut response = Response::new(Body::from(out.finish()));
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
     response
+}
+
+/// Per-binding counters from the registry: the same on every member, since apply keeps them.
+async fn plugin_metrics(ctx: &Context, out: &mut TextEncoder) {
+    let storage = ctx.storage.clone();
+    let Ok(Ok(registry)) =
+        tokio::task::spawn_blocking(move || crate::plugin::Registry::load(&storage)).await
+    else {
+        return;
+    };
+    let series: [(&str, &str, fn(&crate::plugin::BindingStats) -> u64); 4] = [
+        (
+            "cairn_plugin_calls_total",
+            "Plugin calls, per binding.",
+            |s| s.calls,
+        ),
+        (
+            "cairn_plugin_denials_total",
+            "Writes a guard denied, per binding.",
+            |s| s.denials,
+        ),
+        (
+            "cairn_plugin_failures_total",
+            "Calls that trapped, ran out of fuel or hit a limit, per binding.",
+            |s| s.failures,
+        ),
+        (
+            "cairn_plugin_fuel_used_total",
+            "Fuel charged, per binding.",
+            |s| s.fuel_used,
+        ),
+    ];
+    for (name, help, get) in series {
+        out.header(name, help, "counter");
+        for b in registry.bindings.values() {
+            out.sample(
+                name,
+                &[("binding", &b.name), ("plugin", &b.plugin)],
+                get(&b.stats) as f64,
+            );
+        }
+    }
 }
 
 #[cfg(test)]

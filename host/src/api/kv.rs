@@ -99,7 +99,9 @@ impl Kv for KvService {
         let req = convert::txn_request(req)?;
         validate::check_txn(&req, self.ctx.limits.max_txn_ops)
             .map_err(|e| status::invalid_request(&e))?;
-        if is_read_only(&req) {
+        // A computed compare runs a plugin, and plugins run only in apply (where their
+        // statistics are kept identically on every member): such txns always go through Raft.
+        if is_read_only(&req) && !crate::plugin::hooks::has_computed(&req) {
             // etcd serves a read-only txn without proposing it: compares and ranges run
             // against one consistent view after a linearizable read point.
             let resp = self

@@ -15,6 +15,7 @@ pub mod kv;
 pub mod lease;
 pub mod lock;
 pub mod maintenance;
+pub mod plugin;
 pub mod status;
 pub mod watch;
 

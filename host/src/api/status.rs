@@ -20,8 +20,27 @@ pub fn mvcc_error(e: &MvccError) -> Status {
         MvccError::KeyNotFound => Code::InvalidArgument,
         MvccError::LeaseNotFound => Code::NotFound,
         MvccError::LeaseExists => Code::FailedPrecondition,
+        // Cairn's own: a plugin's decision, named after the binding that made it.
+        MvccError::GuardDenied { .. } | MvccError::PluginFailed { .. } => {
+            return Status::new(Code::FailedPrecondition, format!("cairn: {e}"));
+        }
+        MvccError::NoSuchCompare { .. } => {
+            return Status::new(Code::InvalidArgument, format!("cairn: {e}"));
+        }
     };
     etcd(code, &e.to_string())
+}
+
+/// A plugin registry command refused by the registry's state.
+pub fn plugin_error(e: &crate::plugin::PluginError) -> Status {
+    let code = if e.is_not_found() {
+        Code::NotFound
+    } else if e.is_conflict() {
+        Code::FailedPrecondition
+    } else {
+        Code::InvalidArgument
+    };
+    Status::new(code, format!("cairn: {e}"))
 }
 
 pub fn invalid_request(e: &InvalidRequest) -> Status {

@@ -16,8 +16,8 @@ use super::read::{Overlay, ReadView};
 use super::types::{Event, Revision};
 use super::write::WriteTxn;
 use super::{
-    Applied, CompactResponse, LeaseLookup, POSITION, RequestOp, Revisions, TxnRequest,
-    WriteRequest, WriteResponse, compact, into_storage, txn,
+    Applied, CompactResponse, LeaseLookup, NoHooks, POSITION, RequestOp, Revisions, TxnRequest,
+    WriteHooks, WriteRequest, WriteResponse, compact, into_storage, txn,
 };
 use crate::storage::Storage;
 
@@ -62,7 +62,19 @@ impl<'a> ApplyBatch<'a> {
         req: &WriteRequest,
         leases: &dyn LeaseLookup,
     ) -> Result<Applied, StorageError> {
-        if self.pending > 0 && reads_history(req) {
+        self.apply_with(req, leases, &mut NoHooks)
+    }
+
+    /// Applies one request with plugins in its path. A request the hooks take part in sees
+    /// only committed state (the batch commits first), so the hooks read through a plain
+    /// snapshot; what they read is the same however the log was chunked into batches.
+    pub fn apply_with(
+        &mut self,
+        req: &WriteRequest,
+        leases: &dyn LeaseLookup,
+        hooks: &mut dyn WriteHooks,
+    ) -> Result<Applied, StorageError> {
+        if self.pending > 0 && (reads_history(req) || hooks.involves(req)) {
             self.flush()?;
         }
         self.pending += 1;
@@ -101,11 +113,11 @@ impl<'a> ApplyBatch<'a> {
             &mut self.overlay,
         );
         let result = match req {
-            WriteRequest::Put(p) => txn::put(&mut w, p, leases).map(WriteResponse::Put),
+            WriteRequest::Put(p) => txn::put(&mut w, p, leases, hooks).map(WriteResponse::Put),
             WriteRequest::DeleteRange(d) => {
-                txn::delete_range(&mut w, d).map(WriteResponse::DeleteRange)
+                txn::delete_range(&mut w, d, hooks).map(WriteResponse::DeleteRange)
             }
-            WriteRequest::Txn(t) => txn::txn(&mut w, t, leases).map(WriteResponse::Txn),
+            WriteRequest::Txn(t) => txn::txn(&mut w, t, leases, hooks).map(WriteResponse::Txn),
             WriteRequest::Compact(_) => unreachable!("compaction returned above"),
         };
         let changed = w.changed();

@@ -21,6 +21,15 @@ pub enum MvccError {
     LeaseNotFound,
     #[error("lease already exists")]
     LeaseExists,
+    /// A guard plugin denied the write.
+    #[error("guard {binding} denied the write: {reason}")]
+    GuardDenied { binding: String, reason: String },
+    /// A plugin trapped, ran out of fuel or hit a limit, under a fail-closed binding.
+    #[error("plugin binding {binding} failed: {reason}")]
+    PluginFailed { binding: String, reason: String },
+    /// A computed compare names no compare binding.
+    #[error("no compare binding named {binding:?}")]
+    NoSuchCompare { binding: String },
 }
 
 /// The disk failed us. Never turned into a client response by the state machine.

@@ -27,7 +27,7 @@ pub use apply::ApplyBatch;
 pub use error::{Error, MvccError, StorageError};
 pub use key_range::KeyRange;
 pub use read::ReadView;
-pub use txn::{LeaseLookup, NoLeases};
+pub use txn::{LeaseLookup, NoHooks, NoLeases, WriteHooks, WriteOp};
 pub use types::*;
 
 use crate::storage::Storage;

@@ -268,6 +268,7 @@ fn cmp(k: &str, result: CompareResult, operand: CompareOperand) -> Compare {
         CompareOperand::Mod(_) => CompareTarget::Mod,
         CompareOperand::Value(_) => CompareTarget::Value,
         CompareOperand::Lease(_) => CompareTarget::Lease,
+        CompareOperand::Computed(_) => CompareTarget::Computed,
     };
     Compare {
         result,
@@ -2106,4 +2107,158 @@ fn compaction_preserves_every_read_at_or_above_the_compact_revision() {
             db.apply(&random_write(&mut rng, 1000 * (round + 1) + n));
         }
     }
+}
+
+/// Hooks for the write-path tests: denies puts whose value is "bad", records what it was
+/// shown, and computes the argument's length.
+#[derive(Default)]
+struct FakeHooks {
+    shown: Vec<String>,
+}
+
+impl crate::mvcc::WriteHooks for FakeHooks {
+    fn involves(&self, _req: &WriteRequest) -> bool {
+        true
+    }
+
+    fn guard(
+        &mut self,
+        _view: &ReadView<'_>,
+        writes: &[crate::mvcc::WriteOp<'_>],
+    ) -> Result<(), MvccError> {
+        for w in writes {
+            match w {
+                crate::mvcc::WriteOp::Put(p) => {
+                    self.shown
+                        .push(format!("put {}", String::from_utf8_lossy(&p.key)));
+                    if p.value == b"bad" {
+                        return Err(MvccError::GuardDenied {
+                            binding: "fake".into(),
+                            reason: "bad value".into(),
+                        });
+                    }
+                }
+                crate::mvcc::WriteOp::DeleteRange(d) => {
+                    self.shown
+                        .push(format!("del {}", String::from_utf8_lossy(&d.key)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn compute(
+        &mut self,
+        _view: &ReadView<'_>,
+        computed: &Computed,
+    ) -> Result<Option<ComputedValue>, MvccError> {
+        Ok((computed.binding == "len").then(|| ComputedValue::Int(computed.argument.len() as i64)))
+    }
+}
+
+impl Db {
+    fn apply_hooked(
+        &self,
+        req: &WriteRequest,
+        hooks: &mut FakeHooks,
+    ) -> Result<WriteResponse, MvccError> {
+        let revs = Mvcc::revisions(&self.storage).expect("revisions");
+        let mut batch = ApplyBatch::new(&self.storage, revs);
+        let applied = batch
+            .apply_with(req, &NoLeases, hooks)
+            .expect("no storage error");
+        batch.set_position(&[]);
+        batch.commit().expect("commit");
+        applied.response
+    }
+}
+
+fn computed(binding: &str, argument: &str, result: CompareResult, expected: i64) -> Compare {
+    Compare {
+        result,
+        target: CompareTarget::Computed,
+        key: b(binding),
+        range_end: Vec::new(),
+        operand: Some(CompareOperand::Computed(Computed {
+            binding: binding.into(),
+            argument: b(argument),
+            expected: ComputedValue::Int(expected),
+        })),
+    }
+}
+
+#[test]
+fn guards_see_the_taken_path_and_a_denial_writes_nothing() {
+    // Proves guards are shown exactly the writes that will run (the taken branch, nested
+    // txns included, in order), and that a denial leaves no write and no revision behind.
+    let db = Db::new();
+    let mut hooks = FakeHooks::default();
+    assert_eq!(db.apply_hooked(&put("a", "1"), &mut hooks), put_ok(2));
+    let t = txn(
+        vec![cmp("a", CompareResult::Equal, value("1"))],
+        vec![
+            op_put("b", "2"),
+            op_txn(
+                vec![cmp("zz", CompareResult::Equal, value("x"))],
+                vec![op_put("never", "x")],
+                vec![op_del("c", "")],
+            ),
+        ],
+        vec![op_put("other", "x")],
+    );
+    assert!(db.apply_hooked(&t, &mut hooks).is_ok());
+    assert_eq!(hooks.shown, ["put a", "put b", "del c"]);
+    let denied = txn(vec![], vec![op_put("d", "ok"), op_put("e", "bad")], vec![]);
+    assert_eq!(
+        db.apply_hooked(&denied, &mut hooks),
+        Err(MvccError::GuardDenied {
+            binding: "fake".into(),
+            reason: "bad value".into()
+        })
+    );
+    assert_eq!(
+        db.read(&get("d")),
+        found(3, vec![]),
+        "nothing of the denied txn was written"
+    );
+    assert_eq!(
+        db.apply_hooked(&put("f", "bad"), &mut hooks).map(|_| ()),
+        Err(MvccError::GuardDenied {
+            binding: "fake".into(),
+            reason: "bad value".into()
+        })
+    );
+}
+
+#[test]
+fn computed_compares_pick_the_branch() {
+    // Proves a computed compare is compared with the compare's operator, and that a missing
+    // value (an unknown or failing compare) is false.
+    let db = Db::new();
+    let mut hooks = FakeHooks::default();
+    let t = |c: Compare| txn(vec![c], vec![op_put("yes", "1")], vec![op_put("no", "1")]);
+    let succeeded = |r: Result<WriteResponse, MvccError>| match r {
+        Ok(WriteResponse::Txn(t)) => t.succeeded,
+        other => panic!("{other:?}"),
+    };
+    assert!(succeeded(db.apply_hooked(
+        &t(computed("len", "abc", CompareResult::Equal, 3)),
+        &mut hooks
+    )));
+    assert!(succeeded(db.apply_hooked(
+        &t(computed("len", "abc", CompareResult::Greater, 2)),
+        &mut hooks
+    )));
+    assert!(!succeeded(db.apply_hooked(
+        &t(computed("len", "abc", CompareResult::Less, 3)),
+        &mut hooks
+    )));
+    assert!(succeeded(db.apply_hooked(
+        &t(computed("len", "abc", CompareResult::NotEqual, 4)),
+        &mut hooks
+    )));
+    assert!(!succeeded(db.apply_hooked(
+        &t(computed("other", "abc", CompareResult::Equal, 3)),
+        &mut hooks
+    )));
 }

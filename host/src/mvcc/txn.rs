@@ -5,13 +5,19 @@
 //! path are checked against the same state (`ignore_*` keys and leases, then range revisions);
 //! only then do the ops run, each seeing the writes of the ones before it. A failed check
 //! leaves no write behind.
+//!
+//! Plugins come in through [`WriteHooks`]: computed compares are evaluated with the other
+//! compares, and guards see the writes on the taken path after the checks, before the first
+//! write, so a denial is one more error that leaves nothing behind.
 
+use super::WriteRequest;
 use super::error::{Error, MvccError};
 use super::key_range::KeyRange;
 use super::read::ReadView;
 use super::types::{
-    Compare, CompareOperand, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse,
-    KeyValue, PutRequest, PutResponse, RequestOp, ResponseOp, TxnRequest, TxnResponse,
+    Compare, CompareOperand, CompareResult, CompareTarget, Computed, ComputedValue,
+    DeleteRangeRequest, DeleteRangeResponse, KeyValue, PutRequest, PutResponse, RequestOp,
+    ResponseOp, TxnRequest, TxnResponse,
 };
 use super::write::WriteTxn;
 
@@ -30,11 +36,61 @@ impl LeaseLookup for NoLeases {
     }
 }
 
+/// One write a guard is shown.
+#[derive(Clone, Copy, Debug)]
+pub enum WriteOp<'a> {
+    Put(&'a PutRequest),
+    DeleteRange(&'a DeleteRangeRequest),
+}
+
+/// Plugins in the write path (implemented by `plugin/`; the store knows only this trait).
+/// Everything here runs in apply, so implementations must be deterministic.
+pub trait WriteHooks {
+    /// Whether `req` needs the hooks at all. When it does, the batch commits what came before
+    /// first, so the hooks read committed state (see `ApplyBatch::apply_with`).
+    fn involves(&self, req: &WriteRequest) -> bool;
+    /// Called once per Put, DeleteRange or Txn with the writes that will run (for a txn, those
+    /// on the taken path, in order), after etcd's checks and before the first write. An error
+    /// rejects the request.
+    fn guard(&mut self, view: &ReadView<'_>, writes: &[WriteOp<'_>]) -> Result<(), MvccError>;
+    /// The left side of a computed compare: `Ok(None)` makes the compare false.
+    fn compute(
+        &mut self,
+        view: &ReadView<'_>,
+        computed: &Computed,
+    ) -> Result<Option<ComputedValue>, MvccError>;
+}
+
+/// No plugins.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoHooks;
+
+impl WriteHooks for NoHooks {
+    fn involves(&self, _req: &WriteRequest) -> bool {
+        false
+    }
+
+    fn guard(&mut self, _view: &ReadView<'_>, _writes: &[WriteOp<'_>]) -> Result<(), MvccError> {
+        Ok(())
+    }
+
+    fn compute(
+        &mut self,
+        _view: &ReadView<'_>,
+        computed: &Computed,
+    ) -> Result<Option<ComputedValue>, MvccError> {
+        Err(MvccError::NoSuchCompare {
+            binding: computed.binding.clone(),
+        })
+    }
+}
+
 /// A standalone Put.
 pub fn put(
     w: &mut WriteTxn<'_>,
     req: &PutRequest,
     leases: &dyn LeaseLookup,
+    hooks: &mut dyn WriteHooks,
 ) -> Result<PutResponse, Error> {
     if req.lease != 0 && !leases.lease_exists(req.lease) {
         return Err(MvccError::LeaseNotFound.into());
@@ -42,6 +98,7 @@ pub fn put(
     if (req.ignore_value || req.ignore_lease) && w.current().get(&req.key)?.is_none() {
         return Err(MvccError::KeyNotFound.into());
     }
+    hooks.guard(&w.before(), &[WriteOp::Put(req)])?;
     apply_put(w, req)
 }
 
@@ -49,7 +106,9 @@ pub fn put(
 pub fn delete_range(
     w: &mut WriteTxn<'_>,
     req: &DeleteRangeRequest,
+    hooks: &mut dyn WriteHooks,
 ) -> Result<DeleteRangeResponse, Error> {
+    hooks.guard(&w.before(), &[WriteOp::DeleteRange(req)])?;
     apply_delete(w, req)
 }
 
@@ -58,11 +117,18 @@ pub fn txn(
     w: &mut WriteTxn<'_>,
     req: &TxnRequest,
     leases: &dyn LeaseLookup,
+    hooks: &mut dyn WriteHooks,
 ) -> Result<TxnResponse, Error> {
     let before = w.before();
     let mut path = Vec::new();
-    compare_path(&before, req, &mut path)?;
+    compare_path(&before, req, &mut path, hooks)?;
     check_path(&before, req, &path, leases)?;
+    let mut writes = Vec::new();
+    writes_on_path(req, &path, &mut 0, &mut writes);
+    if !writes.is_empty() {
+        hooks.guard(&before, &writes)?;
+    }
+    drop(before);
     let mut cursor = 0;
     let mut resp = apply_txn(w, req, &path, &mut cursor)?;
     resp.revision = if w.changed() {
@@ -77,7 +143,7 @@ pub fn txn(
 /// (as etcd does). The caller checks that the txn is read-only.
 pub fn read_only(view: &ReadView<'_>, req: &TxnRequest) -> Result<TxnResponse, Error> {
     let mut path = Vec::new();
-    compare_path(view, req, &mut path)?;
+    compare_path(view, req, &mut path, &mut NoHooks)?;
     check_path(view, req, &path, &NoLeases)?;
     let mut resp = read_branch(view, req, &path, &mut 0)?;
     resp.revision = view.rev;
@@ -109,10 +175,21 @@ fn read_branch(
 }
 
 /// Evaluates all compares along the path the txn will take, depth first, in etcd's order.
-fn compare_path(view: &ReadView<'_>, req: &TxnRequest, path: &mut Vec<bool>) -> Result<(), Error> {
+fn compare_path(
+    view: &ReadView<'_>,
+    req: &TxnRequest,
+    path: &mut Vec<bool>,
+    hooks: &mut dyn WriteHooks,
+) -> Result<(), Error> {
     let mut succeeded = true;
     for cmp in &req.compare {
-        if !compare(view, cmp)? {
+        let holds = match &cmp.operand {
+            Some(CompareOperand::Computed(c)) if cmp.target == CompareTarget::Computed => {
+                computed_holds(cmp.result, hooks.compute(view, c)?, &c.expected)
+            }
+            _ => compare(view, cmp)?,
+        };
+        if !holds {
             succeeded = false;
             break;
         }
@@ -120,10 +197,49 @@ fn compare_path(view: &ReadView<'_>, req: &TxnRequest, path: &mut Vec<bool>) -> 
     path.push(succeeded);
     for op in branch(req, succeeded) {
         if let RequestOp::Txn(nested) = op {
-            compare_path(view, nested, path)?;
+            compare_path(view, nested, path, hooks)?;
         }
     }
     Ok(())
+}
+
+/// A computed value against the expected one; a missing value or one of the other type never
+/// holds.
+fn computed_holds(
+    result: CompareResult,
+    got: Option<ComputedValue>,
+    expected: &ComputedValue,
+) -> bool {
+    let ord = match (got, expected) {
+        (Some(ComputedValue::Int(a)), ComputedValue::Int(b)) => a.cmp(b),
+        (Some(ComputedValue::Bytes(a)), ComputedValue::Bytes(b)) => a.as_slice().cmp(b),
+        _ => return false,
+    };
+    matches!(
+        (result, ord),
+        (CompareResult::Equal, std::cmp::Ordering::Equal)
+            | (CompareResult::Greater, std::cmp::Ordering::Greater)
+            | (CompareResult::Less, std::cmp::Ordering::Less)
+    ) || (result == CompareResult::NotEqual && ord != std::cmp::Ordering::Equal)
+}
+
+/// The writes on the taken path, in the order they will run.
+fn writes_on_path<'r>(
+    req: &'r TxnRequest,
+    path: &[bool],
+    cursor: &mut usize,
+    out: &mut Vec<WriteOp<'r>>,
+) {
+    let succeeded = path[*cursor];
+    *cursor += 1;
+    for op in branch(req, succeeded) {
+        match op {
+            RequestOp::Put(p) => out.push(WriteOp::Put(p)),
+            RequestOp::DeleteRange(d) => out.push(WriteOp::DeleteRange(d)),
+            RequestOp::Txn(nested) => writes_on_path(nested, path, cursor, out),
+            RequestOp::Range(_) => {}
+        }
+    }
 }
 
 fn branch(req: &TxnRequest, succeeded: bool) -> &[RequestOp] {
@@ -177,6 +293,9 @@ fn compare_kv(cmp: &Compare, kv: &KeyValue) -> bool {
         CompareTarget::Create => kv.create_revision.cmp(&int),
         CompareTarget::Mod => kv.mod_revision.cmp(&int),
         CompareTarget::Lease => kv.lease.cmp(&int),
+        // Computed compares never reach here (see `compare_path`); as a key compare they
+        // compare nothing.
+        CompareTarget::Computed => return false,
     };
     match cmp.result {
         CompareResult::Equal => ord == Ordering::Equal,

@@ -133,6 +133,8 @@ pub enum CompareTarget {
     Mod,
     Value,
     Lease,
+    /// Cairn's computed compare: a compare plugin computes the left side.
+    Computed,
 }
 
 /// The right-hand side of a compare, as the client sent it. etcd reads the operand only when
@@ -144,6 +146,23 @@ pub enum CompareOperand {
     Mod(Revision),
     Value(#[serde(with = "serde_bytes")] Vec<u8>),
     Lease(i64),
+    Computed(Computed),
+}
+
+/// A computed compare's binding, argument and expected value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Computed {
+    pub binding: String,
+    #[serde(with = "serde_bytes")]
+    pub argument: Vec<u8>,
+    pub expected: ComputedValue,
+}
+
+/// What a compare plugin computes (and what it is compared with).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ComputedValue {
+    Int(i64),
+    Bytes(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

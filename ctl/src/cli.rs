@@ -1,0 +1,147 @@
+//! Flags and subcommands, as etcdctl spells them where etcdctl has them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::module::DEFAULT_CHUNK_BYTES;
+use crate::output::WriteOut;
+use crate::units::{parse_bytes, parse_duration};
+
+/// Cairn's command-line client: etcd transactions with computed compares, and the plugin
+/// registry.
+#[derive(Debug, Parser)]
+#[command(name = "cairnctl", version)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// etcdctl's global flags.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
+pub struct GlobalArgs {
+    /// gRPC endpoints, comma-separated (host:port or http://host:port); the first that answers
+    /// serves the command.
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        default_value = "127.0.0.1:2379"
+    )]
+    pub endpoints: Vec<String>,
+    /// Output format.
+    #[arg(short = 'w', long = "write-out", global = true, value_enum, default_value_t = WriteOut::Simple)]
+    pub write_out: WriteOut,
+    /// How long to wait for a connection (Go duration: 2s, 500ms).
+    #[arg(long, global = true, default_value = "2s", value_parser = parse_duration)]
+    pub dial_timeout: Duration,
+    /// How long each request may take (Go duration: 5s, 1m).
+    #[arg(long, global = true, default_value = "5s", value_parser = parse_duration)]
+    pub command_timeout: Duration,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage WebAssembly plugins: install modules, bind them to key ranges.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+    /// Run a transaction read from stdin, in etcdctl's txn format (plus computed compares).
+    Txn(TxnArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TxnArgs {
+    /// Prompt for each section (compares, success ops, failure ops).
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Upload a plugin (a component, or a core module that is made one) under a name.
+    Install(InstallArgs),
+    /// Create or replace a binding: which plugin runs, where, with what limits.
+    Bind(BindArgs),
+    /// Delete a binding.
+    Unbind {
+        /// The binding's name.
+        binding: String,
+    },
+    /// Delete a plugin (refused while a binding uses it).
+    Remove {
+        /// The plugin's name.
+        name: String,
+    },
+    /// List plugins and bindings.
+    List,
+    /// Show one plugin and the bindings that use it.
+    Get {
+        /// The plugin's name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// The plugin's name.
+    pub name: String,
+    /// A .wasm file: a component, or a core module built with wit-bindgen.
+    pub file: PathBuf,
+    /// Bytes per Install request (e.g. 1048576, 512KiB, 1MiB).
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes, default_value_t = DEFAULT_CHUNK_BYTES)]
+    pub chunk_size: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct BindArgs {
+    /// The binding's name.
+    pub binding: String,
+    /// The plugin it runs.
+    #[arg(long)]
+    pub plugin: String,
+    /// What the plugin does: check writes (guard) or compute a txn compare (compare).
+    #[arg(long, value_enum)]
+    pub kind: KindArg,
+    /// The key, or the start of the range, the binding applies to.
+    #[arg(long, default_value = "")]
+    pub key: String,
+    /// The end of the range [key, range-end).
+    #[arg(long, conflicts_with = "prefix")]
+    pub range_end: Option<String>,
+    /// Apply to every key that starts with --key (every key if --key is empty).
+    #[arg(long)]
+    pub prefix: bool,
+    /// Configuration handed to the plugin.
+    #[arg(long, conflicts_with = "config_file")]
+    pub config: Option<String>,
+    /// Configuration handed to the plugin, read from a file.
+    #[arg(long, value_name = "PATH")]
+    pub config_file: Option<PathBuf>,
+    /// Fuel per call (0: the server's default).
+    #[arg(long, default_value_t = 0)]
+    pub fuel: u64,
+    /// Memory limit in bytes, e.g. 16MiB (0: the server's default).
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes, default_value_t = 0)]
+    pub memory: u64,
+    /// What happens when the plugin traps or runs out of fuel.
+    #[arg(long, value_enum, default_value_t = FailurePolicyArg::FailClosed)]
+    pub failure_policy: FailurePolicyArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KindArg {
+    Guard,
+    Compare,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FailurePolicyArg {
+    /// Reject the write (guards) or the txn (compares).
+    FailClosed,
+    /// Allow the write (guards) or make the compare false (compares).
+    Ignore,
+}

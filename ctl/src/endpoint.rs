@@ -1,0 +1,138 @@
+//! Dialing the cluster and bounding each call, as etcdctl's `--endpoints`, `--dial-timeout` and
+//! `--command-timeout`.
+//!
+//! Endpoints are tried in the order given; the first that completes the HTTP/2 handshake within
+//! the dial timeout serves the whole command. Every call gets the command timeout, both as a
+//! local deadline and as the `grpc-timeout` the server sees. Plain HTTP only: no TLS yet.
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use cairn_proto::cairn_plugin::plugin_client::PluginClient;
+use cairn_proto::etcdserverpb::kv_client::KvClient;
+use tonic::Code;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::Error;
+
+/// Largest response accepted: a big `get --prefix` in a txn must not fail at gRPC's default
+/// 4 MiB, yet memory stays bounded.
+pub const MAX_RESPONSE_BYTES: usize = 64 << 20;
+
+/// A channel to one member and the deadline each call gets.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    channel: Channel,
+    command_timeout: Duration,
+}
+
+/// `host:port` or `http://host:port` as a URI tonic dials.
+pub fn endpoint_uri(endpoint: &str) -> Result<String, Error> {
+    let bad = |reason: &str| Error::Endpoint {
+        endpoint: endpoint.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let trimmed = endpoint.trim().trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Err(bad("empty"));
+    }
+    if trimmed.starts_with("https://") {
+        return Err(bad("TLS is not supported yet; use http://"));
+    }
+    if trimmed.starts_with("http://") {
+        return Ok(trimmed.to_owned());
+    }
+    if trimmed.contains("://") {
+        return Err(bad("only http:// endpoints are supported"));
+    }
+    Ok(format!("http://{trimmed}"))
+}
+
+impl Connection {
+    /// Connects to the first of `endpoints` that answers within `dial_timeout`.
+    pub async fn dial(
+        endpoints: &[String],
+        dial_timeout: Duration,
+        command_timeout: Duration,
+    ) -> Result<Self, Error> {
+        let mut failures = Vec::new();
+        for endpoint in endpoints {
+            let uri = endpoint_uri(endpoint)?;
+            let dialer = Endpoint::from_shared(uri).map_err(|error| Error::Endpoint {
+                endpoint: endpoint.clone(),
+                reason: error_chain(&error),
+            })?;
+            let dialer = dialer.connect_timeout(dial_timeout).tcp_nodelay(true);
+            match tokio::time::timeout(dial_timeout, dialer.connect()).await {
+                Ok(Ok(channel)) => {
+                    return Ok(Self {
+                        channel,
+                        command_timeout,
+                    });
+                }
+                Ok(Err(error)) => failures.push(format!("{endpoint}: {}", error_chain(&error))),
+                Err(_) => failures.push(format!(
+                    "{endpoint}: no answer within the dial timeout ({dial_timeout:?})"
+                )),
+            }
+        }
+        if failures.is_empty() {
+            return Err(Error::Usage("no endpoints given".to_owned()));
+        }
+        Err(Error::Connect(failures.join("; ")))
+    }
+
+    pub fn kv(&self) -> KvClient<Channel> {
+        KvClient::new(self.channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES)
+    }
+
+    pub fn plugin(&self) -> PluginClient<Channel> {
+        PluginClient::new(self.channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES)
+    }
+
+    /// `message` as a request that tells the server the command timeout.
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(self.command_timeout);
+        request
+    }
+
+    /// Runs one call under the command timeout; a refusal becomes the server's message.
+    pub async fn deadline<T>(
+        &self,
+        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, Error> {
+        let started = Instant::now();
+        match tokio::time::timeout(self.command_timeout, call).await {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            // A server that honours `grpc-timeout` may give up first, as DEADLINE_EXCEEDED or
+            // (tonic's) CANCELLED: the same deadline, so the same message.
+            Ok(Err(status))
+                if status.code() == Code::DeadlineExceeded
+                    || (status.code() == Code::Cancelled
+                        && started.elapsed() >= self.command_timeout) =>
+            {
+                Err(Error::DeadlineExceeded)
+            }
+            Ok(Err(status)) => Err(status.into()),
+            Err(_) => Err(Error::DeadlineExceeded),
+        }
+    }
+}
+
+/// An error and its sources on one line: tonic's "transport error" alone says nothing, its
+/// source ("Connection refused") does.
+fn error_chain(error: &dyn StdError) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,228 @@
+//! Runs one parsed command: reads its local inputs (stdin, files) first, so that a typo fails
+//! before any network traffic and the command timeout covers only the server's work, then dials
+//! and calls.
+
+use std::fs::File;
+use std::io::{BufRead, Read, Write};
+use std::path::Path;
+
+use cairn_proto::cairn_plugin::{
+    BindRequest, Binding, FailurePolicy, GetRequest, InstallResponse, Kind, ListRequest,
+    RemoveRequest, UnbindRequest,
+};
+
+use crate::cli::{
+    BindArgs, Cli, Command, FailurePolicyArg, GlobalArgs, InstallArgs, KindArg, PluginCommand,
+};
+use crate::endpoint::Connection;
+use crate::error::Error;
+use crate::key_range::prefix_range_end;
+use crate::module::{self, MAX_MODULE_BYTES, Module};
+use crate::output::{self, WriteOut};
+use crate::txn_parse;
+
+/// The largest `--config-file`: a binding travels in one request, under gRPC's 4 MiB.
+pub const MAX_CONFIG_BYTES: usize = 1 << 20;
+
+/// Runs `cli`, reading a txn from `input` and printing to `out`.
+pub async fn run(cli: Cli, input: &mut dyn BufRead, out: &mut dyn Write) -> Result<(), Error> {
+    let global = cli.global;
+    match cli.command {
+        Command::Txn(args) => {
+            let prompts: Option<&mut dyn Write> = if args.interactive {
+                Some(&mut *out)
+            } else {
+                None
+            };
+            let request = txn_parse::read_txn(input, prompts)?;
+            let connection = dial(&global).await?;
+            let response = connection
+                .deadline(connection.kv().txn(connection.request(request)))
+                .await?;
+            match global.write_out {
+                WriteOut::Simple => output::txn(out, &response)?,
+                WriteOut::Json => output::json(out, &response)?,
+            }
+        }
+        Command::Plugin(PluginCommand::Install(args)) => install(&global, args, out).await?,
+        Command::Plugin(PluginCommand::Bind(args)) => bind(&global, args, out).await?,
+        Command::Plugin(PluginCommand::Unbind { binding }) => {
+            let connection = dial(&global).await?;
+            let request = connection.request(UnbindRequest {
+                name: binding.clone(),
+            });
+            let response = connection
+                .deadline(connection.plugin().unbind(request))
+                .await?;
+            match global.write_out {
+                WriteOut::Simple => writeln!(out, "unbound {binding}")?,
+                WriteOut::Json => output::json(out, &response)?,
+            }
+        }
+        Command::Plugin(PluginCommand::Remove { name }) => {
+            let connection = dial(&global).await?;
+            let request = connection.request(RemoveRequest { name: name.clone() });
+            let response = connection
+                .deadline(connection.plugin().remove(request))
+                .await?;
+            match global.write_out {
+                WriteOut::Simple => writeln!(out, "removed {name}")?,
+                WriteOut::Json => output::json(out, &response)?,
+            }
+        }
+        Command::Plugin(PluginCommand::List) => {
+            let connection = dial(&global).await?;
+            let request = connection.request(ListRequest {});
+            let response = connection
+                .deadline(connection.plugin().list(request))
+                .await?;
+            match global.write_out {
+                WriteOut::Simple => output::plugin_list(out, &response)?,
+                WriteOut::Json => output::json(out, &response)?,
+            }
+        }
+        Command::Plugin(PluginCommand::Get { name }) => {
+            let connection = dial(&global).await?;
+            let request = connection.request(GetRequest { name });
+            let response = connection
+                .deadline(connection.plugin().get(request))
+                .await?;
+            match global.write_out {
+                WriteOut::Simple => output::plugin_get(out, &response)?,
+                WriteOut::Json => output::json(out, &response)?,
+            }
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+async fn dial(global: &GlobalArgs) -> Result<Connection, Error> {
+    Connection::dial(
+        &global.endpoints,
+        global.dial_timeout,
+        global.command_timeout,
+    )
+    .await
+}
+
+/// `plugin install`: the chunks go one unary call each, in order; each answer must count the
+/// bytes sent so far, and the last must say the plugin is installed. A server that already
+/// has these bytes may say so early, which ends the upload.
+async fn install(global: &GlobalArgs, args: InstallArgs, out: &mut dyn Write) -> Result<(), Error> {
+    let chunk_bytes = usize::try_from(args.chunk_size)
+        .ok()
+        .filter(|&bytes| bytes > 0)
+        .ok_or_else(|| Error::Usage("--chunk-size must be between 1 byte and 4GiB".to_owned()))?;
+    let path = args.file.display().to_string();
+    let bytes = read_file(&args.file, MAX_MODULE_BYTES)?;
+    let module = module::prepare(&path, bytes)?;
+    let connection = dial(global).await?;
+    let response = send_chunks(&connection, &args.name, &module, chunk_bytes).await?;
+    match global.write_out {
+        WriteOut::Simple => writeln!(
+            out,
+            "installed {} sha256:{} ({} bytes)",
+            args.name,
+            module.sha256,
+            module.bytes.len()
+        )?,
+        WriteOut::Json => output::json(out, &response)?,
+    }
+    Ok(())
+}
+
+async fn send_chunks(
+    connection: &Connection,
+    name: &str,
+    module: &Module,
+    chunk_bytes: usize,
+) -> Result<InstallResponse, Error> {
+    let mut client = connection.plugin();
+    let mut last = None;
+    for request in module::install_requests(name, module, chunk_bytes) {
+        let sent = request.offset + request.data.len() as u64;
+        let response = connection
+            .deadline(client.install(connection.request(request)))
+            .await?;
+        if response.installed {
+            return Ok(response);
+        }
+        if response.received != sent {
+            return Err(Error::Protocol(format!(
+                "after {sent} bytes sent the server reports {} received",
+                response.received
+            )));
+        }
+        last = Some(response);
+    }
+    Err(Error::Protocol(format!(
+        "the server received all {} bytes but did not install the plugin (last answer: {last:?})",
+        module.bytes.len()
+    )))
+}
+
+/// `plugin bind`: one Bind request with the binding as the flags describe it.
+async fn bind(global: &GlobalArgs, args: BindArgs, out: &mut dyn Write) -> Result<(), Error> {
+    let config = match (args.config, &args.config_file) {
+        (Some(text), _) => text.into_bytes(),
+        (None, Some(path)) => read_file(path, MAX_CONFIG_BYTES)?,
+        (None, None) => Vec::new(),
+    };
+    if config.len() > MAX_CONFIG_BYTES {
+        return Err(Error::Usage(format!(
+            "the config is {} bytes; a binding carries at most {MAX_CONFIG_BYTES}",
+            config.len()
+        )));
+    }
+    let key = args.key.into_bytes();
+    let range_end = if args.prefix {
+        prefix_range_end(&key)
+    } else {
+        args.range_end.map(String::into_bytes).unwrap_or_default()
+    };
+    let binding = Binding {
+        name: args.binding.clone(),
+        plugin: args.plugin,
+        kind: match args.kind {
+            KindArg::Guard => Kind::Guard,
+            KindArg::Compare => Kind::Compare,
+        } as i32,
+        key,
+        range_end,
+        config,
+        fuel: args.fuel,
+        memory_bytes: args.memory,
+        failure_policy: match args.failure_policy {
+            FailurePolicyArg::FailClosed => FailurePolicy::FailClosed,
+            FailurePolicyArg::Ignore => FailurePolicy::Ignore,
+        } as i32,
+        ..Binding::default()
+    };
+    let connection = dial(global).await?;
+    let request = connection.request(BindRequest {
+        binding: Some(binding),
+    });
+    let response = connection
+        .deadline(connection.plugin().bind(request))
+        .await?;
+    match global.write_out {
+        WriteOut::Simple => writeln!(out, "bound {}", args.binding)?,
+        WriteOut::Json => output::json(out, &response)?,
+    }
+    Ok(())
+}
+
+/// A whole file, or `limit + 1` bytes of it so that the caller sees it is too large.
+fn read_file(path: &Path, limit: usize) -> Result<Vec<u8>, Error> {
+    let read_error = |source| Error::ReadFile {
+        path: path.display().to_string(),
+        source,
+    };
+    let file = File::open(path).map_err(read_error)?;
+    let mut bytes = Vec::new();
+    file.take(limit as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    Ok(bytes)
+}

@@ -1,0 +1,66 @@
+//! Flag values with units: Go-style durations (`2s`, `500ms`, `1m30s`, as etcdctl takes them)
+//! and byte sizes (`1048576`, `1MiB`, `512KiB`, `64MB`).
+//!
+//! Pure parsing; clap calls these as value parsers and shows their messages.
+
+use std::time::Duration;
+
+/// Parses a Go duration: one or more `<number><unit>` groups, unit one of `ns`, `us`, `µs`,
+/// `ms`, `s`, `m`, `h`. A bare `0` is zero. Fractions (`1.5s`) are allowed.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration {text:?}: expected e.g. 2s, 500ms or 1m30s");
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if text.is_empty() {
+        return Err(bad());
+    }
+    let mut total = 0f64;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let number: f64 = rest[..number_len].parse().map_err(|_| bad())?;
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds_per_unit = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit_len..];
+        total += number * seconds_per_unit;
+    }
+    Duration::try_from_secs_f64(total).map_err(|_| bad())
+}
+
+/// Parses a byte count: a plain integer, or one with a suffix `K`/`KiB`, `M`/`MiB`, `G`/`GiB`
+/// (powers of 1024) or `KB`, `MB`, `GB` (powers of 1000). `B` alone is bytes.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let bad = || format!("invalid size {text:?}: expected bytes, e.g. 1048576, 1MiB or 512KiB");
+    let digits_len = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    if digits_len == 0 {
+        return Err(bad());
+    }
+    let number: u64 = text[..digits_len].parse().map_err(|_| bad())?;
+    let multiplier: u64 = match text[digits_len..].trim_start() {
+        "" | "B" => 1,
+        "K" | "KiB" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(bad()),
+    };
+    number.checked_mul(multiplier).ok_or_else(bad)
+}

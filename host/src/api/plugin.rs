@@ -1,0 +1,221 @@
+//! Cairn's plugin registry service (`cairn.plugin.v1.Plugin`): every change is a Raft command
+//! (see `plugin/registry.rs`); List and Get read the registry after a linearizable read point.
+
+use cairn_proto::cairn_plugin as pb;
+use cairn_proto::cairn_plugin::plugin_server::Plugin;
+use tonic::{Request, Response, Status};
+
+use super::{Context, status};
+use crate::plugin::registry::hex;
+use crate::plugin::{
+    Binding, BindingStats, FailurePolicy, Kind, PluginCommand, PluginOutcome, PluginRecord,
+    Registry,
+};
+use crate::state_machine::{Command, CommandResponse};
+
+pub struct PluginService {
+    ctx: Context,
+}
+
+impl PluginService {
+    pub fn new(ctx: Context) -> Self {
+        PluginService { ctx }
+    }
+
+    async fn change(&self, command: PluginCommand) -> Result<(PluginOutcome, i64), Status> {
+        match self.ctx.propose(Command::Plugin(command)).await? {
+            CommandResponse::Plugin(Ok(outcome), revision) => Ok((outcome, revision)),
+            CommandResponse::Plugin(Err(e), _) => Err(status::plugin_error(&e)),
+            other => Err(Status::internal(format!(
+                "cairn: unexpected response {other:?} to a plugin command"
+            ))),
+        }
+    }
+
+    async fn registry(&self) -> Result<(Registry, i64), Status> {
+        self.ctx
+            .read(false, |view| {
+                let rev = view.rev;
+                Registry::load(view.storage)
+                    .map(|r| (r, rev))
+                    .map_err(crate::mvcc::Error::from)
+            })
+            .await
+    }
+}
+
+fn kind_from(k: i32) -> Result<Kind, Status> {
+    match pb::Kind::try_from(k) {
+        Ok(pb::Kind::Guard) => Ok(Kind::Guard),
+        Ok(pb::Kind::Compare) => Ok(Kind::Compare),
+        _ => Err(status::invalid_argument(format!(
+            "cairn: binding kind must be GUARD or COMPARE (got {k})"
+        ))),
+    }
+}
+
+fn binding_to_pb(b: &Binding) -> pb::Binding {
+    pb::Binding {
+        name: b.name.clone(),
+        plugin: b.plugin.clone(),
+        kind: match b.kind {
+            Kind::Guard => pb::Kind::Guard,
+            Kind::Compare => pb::Kind::Compare,
+        } as i32,
+        key: b.key.clone(),
+        range_end: b.range_end.clone(),
+        config: b.config.clone(),
+        fuel: b.fuel,
+        memory_bytes: b.memory_bytes,
+        failure_policy: match b.failure_policy {
+            FailurePolicy::FailClosed => pb::FailurePolicy::FailClosed,
+            FailurePolicy::Ignore => pb::FailurePolicy::Ignore,
+        } as i32,
+        sha256: b.sha256.clone(),
+        stats: Some(pb::BindingStats {
+            calls: b.stats.calls,
+            denials: b.stats.denials,
+            failures: b.stats.failures,
+            fuel_used: b.stats.fuel_used,
+            decisions_hash: hex(&b.stats.decisions_hash),
+        }),
+    }
+}
+
+fn plugin_to_pb(p: &PluginRecord) -> pb::PluginInfo {
+    pb::PluginInfo {
+        name: p.name.clone(),
+        sha256: p.sha256.clone(),
+        size: p.size,
+        exports: p.exports.clone(),
+    }
+}
+
+#[tonic::async_trait]
+impl Plugin for PluginService {
+    async fn install(
+        &self,
+        request: Request<pb::InstallRequest>,
+    ) -> Result<Response<pb::InstallResponse>, Status> {
+        let r = request.into_inner();
+        self.ctx.check_size(r.data.len())?;
+        let (outcome, revision) = self
+            .change(PluginCommand::Install {
+                name: r.name,
+                sha256: r.sha256,
+                size: r.size,
+                offset: r.offset,
+                data: r.data,
+            })
+            .await?;
+        let (received, installed) = match outcome {
+            PluginOutcome::Install {
+                received,
+                installed,
+            } => (received, installed),
+            PluginOutcome::Done => (0, false),
+        };
+        Ok(Response::new(pb::InstallResponse {
+            header: self.ctx.header(revision),
+            received,
+            installed,
+        }))
+    }
+
+    async fn bind(
+        &self,
+        request: Request<pb::BindRequest>,
+    ) -> Result<Response<pb::BindResponse>, Status> {
+        let Some(b) = request.into_inner().binding else {
+            return Err(status::invalid_argument(
+                "cairn: BindRequest needs a binding",
+            ));
+        };
+        self.ctx
+            .check_size(b.config.len() + b.key.len() + b.range_end.len())?;
+        let failure_policy = match pb::FailurePolicy::try_from(b.failure_policy) {
+            Ok(pb::FailurePolicy::FailClosed) => FailurePolicy::FailClosed,
+            Ok(pb::FailurePolicy::Ignore) => FailurePolicy::Ignore,
+            Err(_) => {
+                return Err(status::invalid_argument(format!(
+                    "cairn: unknown failure policy {}",
+                    b.failure_policy
+                )));
+            }
+        };
+        let spec = Binding {
+            name: b.name,
+            plugin: b.plugin,
+            kind: kind_from(b.kind)?,
+            key: b.key,
+            range_end: b.range_end,
+            config: b.config,
+            fuel: b.fuel,
+            memory_bytes: b.memory_bytes,
+            failure_policy,
+            sha256: String::new(),
+            stats: BindingStats::default(),
+        };
+        let (_, revision) = self.change(PluginCommand::Bind(spec)).await?;
+        Ok(Response::new(pb::BindResponse {
+            header: self.ctx.header(revision),
+        }))
+    }
+
+    async fn unbind(
+        &self,
+        request: Request<pb::UnbindRequest>,
+    ) -> Result<Response<pb::UnbindResponse>, Status> {
+        let name = request.into_inner().name;
+        let (_, revision) = self.change(PluginCommand::Unbind { name }).await?;
+        Ok(Response::new(pb::UnbindResponse {
+            header: self.ctx.header(revision),
+        }))
+    }
+
+    async fn remove(
+        &self,
+        request: Request<pb::RemoveRequest>,
+    ) -> Result<Response<pb::RemoveResponse>, Status> {
+        let name = request.into_inner().name;
+        let (_, revision) = self.change(PluginCommand::Remove { name }).await?;
+        Ok(Response::new(pb::RemoveResponse {
+            header: self.ctx.header(revision),
+        }))
+    }
+
+    async fn list(
+        &self,
+        _request: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
+        let (registry, revision) = self.registry().await?;
+        Ok(Response::new(pb::ListResponse {
+            header: self.ctx.header(revision),
+            plugins: registry.plugins.values().map(plugin_to_pb).collect(),
+            bindings: registry.bindings.values().map(binding_to_pb).collect(),
+        }))
+    }
+
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::GetResponse>, Status> {
+        let name = request.into_inner().name;
+        let (registry, revision) = self.registry().await?;
+        let Some(plugin) = registry.plugins.get(&name) else {
+            return Err(status::plugin_error(
+                &crate::plugin::PluginError::PluginNotFound(name),
+            ));
+        };
+        Ok(Response::new(pb::GetResponse {
+            header: self.ctx.header(revision),
+            plugin: Some(plugin_to_pb(plugin)),
+            bindings: registry
+                .bindings
+                .values()
+                .filter(|b| b.plugin == name)
+                .map(binding_to_pb)
+                .collect(),
+        }))
+    }
+}

@@ -1,0 +1,697 @@
+//! The deterministic engine: wasmtime configured so that the same component, inputs and
+//! store give the same answer and the same fuel on every member.
+//!
+//! - Fuel on, epochs off: a budget, not a clock, stops a runaway plugin.
+//! - NaN canonicalization on; relaxed SIMD and 64-bit memories off (threads are not even
+//!   compiled in).
+//! - Backtraces off, so a trap's message is the same everywhere.
+//! - A fixed memory limit per binding (growth past it fails inside the guest, which then
+//!   traps: the same on every member).
+//! - One fresh instance per call, from a pre-instantiated component: nothing a call leaves
+//!   behind can reach the next one, and a member that restarted or installed a snapshot
+//!   behaves like one that did not.
+//! - The fuel protocol: a separate budget covers instantiation, the call's budget is set right
+//!   before the call, host calls charge a fixed price, and a call that fails is charged its
+//!   whole budget (fuel spent before a trap is not reported alike everywhere).
+//!
+//! Compilation is per member and off the apply path: installing a module starts compiling
+//! it in the background; a call that finds it not compiled yet compiles it then (apply waits,
+//! which costs time, not agreement). Members never exchange compiled code.
+//!
+//! Known limit: the point where deep recursion overflows the wasm stack depends on the
+//! compiled code, so members must run the same Cairn build on the same architecture (as
+//! every member of a cluster does today). A logical stack limit instrumented at install would
+//! lift this.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{
+    Config, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
+    StoreLimitsBuilder,
+};
+
+use super::MAX_MEMORY_BYTES;
+use crate::mvcc::{self, KeyValue, RangeRequest, ReadView, Revision};
+use crate::storage::Storage;
+
+mod guard_world {
+    wasmtime::component::bindgen!({
+        path: "../sdk/wit",
+        world: "guard-plugin",
+        imports: { default: trappable },
+    });
+}
+
+mod compare_world {
+    wasmtime::component::bindgen!({
+        path: "../sdk/wit",
+        world: "compare-plugin",
+        imports: { default: trappable },
+    });
+}
+
+/// Fuel for instantiating a component (its start-up code), apart from the call's budget.
+const INSTANTIATE_FUEL: u64 = 10_000_000;
+/// Host call prices, in fuel.
+const HOST_CALL_FUEL: u64 = 1_000;
+const PER_KEY_FUEL: u64 = 100;
+/// Most keys one `range` returns.
+const RANGE_CAP: u32 = 1_000;
+/// Longest denial message or error a plugin may return, and longest log line.
+pub const MAX_MESSAGE_BYTES: usize = 4096;
+/// Longest bytes value a compare may return.
+const MAX_VALUE_BYTES: usize = 64 * 1024;
+/// Wasm stack per call.
+const MAX_WASM_STACK: usize = 512 * 1024;
+/// Instances the pooling allocator keeps room for (apply runs one call at a time).
+const POOL_INSTANCES: u32 = 16;
+
+/// The store a hook reads: committed state at the revision being applied.
+#[derive(Clone)]
+pub struct View {
+    pub storage: Storage,
+    pub snap: fjall::Snapshot,
+    pub rev: Revision,
+    pub compact_rev: Revision,
+}
+
+impl View {
+    /// The committed state a read view shows. The write path commits before it runs hooks,
+    /// so `view` has no uncommitted overlay (see `ApplyBatch::apply_with`).
+    pub fn of(view: &ReadView<'_>) -> View {
+        debug_assert!(
+            view.overlay
+                .is_none_or(std::collections::BTreeMap::is_empty),
+            "hooks read committed state"
+        );
+        View {
+            storage: view.storage.clone(),
+            snap: view.snap.clone(),
+            rev: view.rev,
+            compact_rev: view.compact_rev,
+        }
+    }
+
+    fn read(&self) -> ReadView<'_> {
+        ReadView {
+            storage: &self.storage,
+            snap: self.snap.clone(),
+            rev: self.rev,
+            compact_rev: self.compact_rev,
+            overlay: None,
+        }
+    }
+}
+
+/// A write as a guard sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GuardOp {
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        lease: i64,
+        ignore_value: bool,
+        ignore_lease: bool,
+    },
+    DeleteRange {
+        key: Vec<u8>,
+        range_end: Vec<u8>,
+    },
+}
+
+/// What a call decided, identically on every member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome<T> {
+    /// The plugin answered.
+    Answered(T),
+    /// It trapped, ran out of fuel, hit a limit or answered out of bounds.
+    Failed(String),
+}
+
+/// A guard's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    Deny(String),
+}
+
+/// A compare's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Computed {
+    Int(i64),
+    Bytes(Vec<u8>),
+    /// The plugin returned an error: the compare is false.
+    Error(String),
+}
+
+/// One call's result and the fuel charged for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Call<T> {
+    pub outcome: Outcome<T>,
+    pub fuel: u64,
+}
+
+/// A failure of this member, not a decision: the caller must stop applying.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("plugin engine fault: {0}")]
+pub struct HostFault(pub String);
+
+/// What one call's store holds.
+struct HostState {
+    view: View,
+    limits: StoreLimits,
+    /// Fuel charged by host calls, and the call's budget they count against.
+    host_fuel: u64,
+    budget: u64,
+    binding: String,
+    /// Set when a host call failed for a reason of this member (a storage read error).
+    fault: Option<String>,
+}
+
+impl HostState {
+    fn charge(&mut self, fuel: u64) -> wasmtime::Result<()> {
+        self.host_fuel = self.host_fuel.saturating_add(fuel);
+        if self.host_fuel > self.budget {
+            return Err(wasmtime::Error::msg("all fuel consumed by host calls"));
+        }
+        Ok(())
+    }
+
+    fn storage_fault(&mut self, e: mvcc::Error) -> wasmtime::Error {
+        let message = format!("reading the store: {e}");
+        self.fault = Some(message.clone());
+        wasmtime::Error::msg(message)
+    }
+
+    fn get(&mut self, key: Vec<u8>) -> wasmtime::Result<Option<KeyValue>> {
+        self.charge(HOST_CALL_FUEL + key.len() as u64)?;
+        let kv = self
+            .view
+            .read()
+            .get(&key)
+            .map_err(|e| self.storage_fault(e))?;
+        if let Some(kv) = &kv {
+            self.charge(kv.value.len() as u64)?;
+        }
+        Ok(kv)
+    }
+
+    fn range(
+        &mut self,
+        key: Vec<u8>,
+        range_end: Vec<u8>,
+        limit: u32,
+    ) -> wasmtime::Result<Vec<KeyValue>> {
+        self.charge(HOST_CALL_FUEL)?;
+        let limit = if limit == 0 || limit > RANGE_CAP {
+            RANGE_CAP
+        } else {
+            limit
+        };
+        let req = RangeRequest {
+            key,
+            range_end,
+            limit: i64::from(limit),
+            ..Default::default()
+        };
+        let resp = self
+            .view
+            .read()
+            .range(&req)
+            .map_err(|e| self.storage_fault(e))?;
+        let bytes: u64 = resp
+            .kvs
+            .iter()
+            .map(|kv| (kv.key.len() + kv.value.len()) as u64)
+            .sum();
+        self.charge(PER_KEY_FUEL * resp.kvs.len() as u64 + bytes)?;
+        Ok(resp.kvs)
+    }
+
+    fn count(&mut self, key: Vec<u8>, range_end: Vec<u8>) -> wasmtime::Result<u64> {
+        self.charge(HOST_CALL_FUEL)?;
+        let req = RangeRequest {
+            key,
+            range_end,
+            count_only: true,
+            ..Default::default()
+        };
+        let resp = self
+            .view
+            .read()
+            .range(&req)
+            .map_err(|e| self.storage_fault(e))?;
+        let count = u64::try_from(resp.count).unwrap_or(0);
+        self.charge(count / 10)?;
+        Ok(count)
+    }
+
+    fn log(&mut self, level: &str, message: String) -> wasmtime::Result<()> {
+        self.charge(HOST_CALL_FUEL + message.len() as u64)?;
+        let mut message = message;
+        if message.len() > MAX_MESSAGE_BYTES {
+            let mut end = MAX_MESSAGE_BYTES;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+        }
+        let binding = &self.binding;
+        match level {
+            "warn" => tracing::warn!(%binding, "plugin: {message}"),
+            "info" => tracing::info!(%binding, "plugin: {message}"),
+            _ => tracing::debug!(%binding, "plugin: {message}"),
+        }
+        Ok(())
+    }
+}
+
+/// The host side of the contract, once per world (each world's bindings have their own
+/// copies of the interface types).
+macro_rules! host_imports {
+    ($world:ident) => {
+        impl $world::cairn::plugin::types::Host for HostState {}
+
+        impl $world::cairn::plugin::store::Host for HostState {
+            fn revision(&mut self) -> wasmtime::Result<i64> {
+                self.charge(HOST_CALL_FUEL)?;
+                Ok(self.view.rev)
+            }
+
+            fn get(
+                &mut self,
+                key: Vec<u8>,
+            ) -> wasmtime::Result<Option<$world::cairn::plugin::types::KeyValue>> {
+                Ok(
+                    HostState::get(self, key)?.map(|kv| $world::cairn::plugin::types::KeyValue {
+                        key: kv.key,
+                        value: kv.value,
+                        create_revision: kv.create_revision,
+                        mod_revision: kv.mod_revision,
+                        version: kv.version,
+                        lease: kv.lease,
+                    }),
+                )
+            }
+
+            fn range(
+                &mut self,
+                key: Vec<u8>,
+                range_end: Vec<u8>,
+                limit: u32,
+            ) -> wasmtime::Result<Vec<$world::cairn::plugin::types::KeyValue>> {
+                Ok(HostState::range(self, key, range_end, limit)?
+                    .into_iter()
+                    .map(|kv| $world::cairn::plugin::types::KeyValue {
+                        key: kv.key,
+                        value: kv.value,
+                        create_revision: kv.create_revision,
+                        mod_revision: kv.mod_revision,
+                        version: kv.version,
+                        lease: kv.lease,
+                    })
+                    .collect())
+            }
+
+            fn count(&mut self, key: Vec<u8>, range_end: Vec<u8>) -> wasmtime::Result<u64> {
+                HostState::count(self, key, range_end)
+            }
+        }
+
+        impl $world::cairn::plugin::log::Host for HostState {
+            fn write(
+                &mut self,
+                level: $world::cairn::plugin::log::Level,
+                message: String,
+            ) -> wasmtime::Result<()> {
+                use $world::cairn::plugin::log::Level;
+                let level = match level {
+                    Level::Debug => "debug",
+                    Level::Info => "info",
+                    Level::Warn => "warn",
+                };
+                self.log(level, message)
+            }
+        }
+    };
+}
+
+host_imports!(guard_world);
+host_imports!(compare_world);
+
+/// A module compiled on this member, ready to instantiate as each hook it exports.
+struct Compiled {
+    guard: Option<guard_world::GuardPluginPre<HostState>>,
+    compare: Option<compare_world::ComparePluginPre<HostState>>,
+}
+
+/// The engine of one member. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    engine: wasmtime::Engine,
+    guard_linker: Arc<Linker<HostState>>,
+    compare_linker: Arc<Linker<HostState>>,
+    cache: Arc<Mutex<BTreeMap<String, Arc<Compiled>>>>,
+    /// Whether the pooling allocator could reserve its memory on this machine.
+    pub pooling: bool,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("pooling", &self.pooling)
+            .finish_non_exhaustive()
+    }
+}
+
+fn config(pooling: bool) -> Config {
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .consume_fuel(true)
+        .epoch_interruption(false)
+        .cranelift_nan_canonicalization(true)
+        .wasm_relaxed_simd(false)
+        .wasm_memory64(false)
+        .wasm_backtrace_max_frames(None)
+        .max_wasm_stack(MAX_WASM_STACK)
+        .memory_init_cow(true);
+    if pooling {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(POOL_INSTANCES)
+            .total_core_instances(POOL_INSTANCES * 4)
+            .total_memories(POOL_INSTANCES * 2)
+            .total_tables(POOL_INSTANCES * 4)
+            .max_memory_size(MAX_MEMORY_BYTES as usize);
+        config
+            .memory_reservation(MAX_MEMORY_BYTES)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    config
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Engine {
+    /// Builds the engine, with the pooling allocator when this machine can reserve its
+    /// memory, else with on-demand allocation (same results, slower instantiation).
+    pub fn new() -> Result<Engine, HostFault> {
+        let fault = |e: wasmtime::Error| HostFault(format!("{e:#}"));
+        let (engine, pooling) = match wasmtime::Engine::new(&config(true)) {
+            Ok(engine) => (engine, true),
+            Err(e) => {
+                tracing::warn!(error = %e, "pooling allocator unavailable; instantiating on demand");
+                (wasmtime::Engine::new(&config(false)).map_err(fault)?, false)
+            }
+        };
+        let mut guard_linker = Linker::new(&engine);
+        guard_world::GuardPlugin::add_to_linker::<HostState, HasSelf<HostState>>(
+            &mut guard_linker,
+            |s| s,
+        )
+        .map_err(fault)?;
+        let mut compare_linker = Linker::new(&engine);
+        compare_world::ComparePlugin::add_to_linker::<HostState, HasSelf<HostState>>(
+            &mut compare_linker,
+            |s| s,
+        )
+        .map_err(fault)?;
+        Ok(Engine {
+            engine,
+            guard_linker: Arc::new(guard_linker),
+            compare_linker: Arc::new(compare_linker),
+            cache: Arc::default(),
+            pooling,
+        })
+    }
+
+    /// Compiles a newly installed module in the background, so the first call finds it ready.
+    pub fn prepare(&self, sha256: &str, bytes: &[u8]) {
+        if locked(&self.cache).contains_key(sha256) {
+            return;
+        }
+        let (engine, sha256, bytes) = (self.clone(), sha256.to_string(), bytes.to_vec());
+        let spawned = std::thread::Builder::new()
+            .name("plugin-compile".into())
+            .spawn(move || {
+                if let Err(e) = engine.compile(&sha256, &bytes) {
+                    tracing::warn!(%sha256, error = %e, "compiling a plugin in the background");
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "no thread to compile a plugin; it compiles on first use");
+        }
+    }
+
+    fn compile(&self, sha256: &str, bytes: &[u8]) -> Result<Arc<Compiled>, HostFault> {
+        let fault = |e: wasmtime::Error| HostFault(format!("compiling module {sha256}: {e:#}"));
+        let component = Component::new(&self.engine, bytes).map_err(fault)?;
+        let guard = self
+            .guard_linker
+            .instantiate_pre(&component)
+            .ok()
+            .and_then(|pre| guard_world::GuardPluginPre::new(pre).ok());
+        let compare = self
+            .compare_linker
+            .instantiate_pre(&component)
+            .ok()
+            .and_then(|pre| compare_world::ComparePluginPre::new(pre).ok());
+        let compiled = Arc::new(Compiled { guard, compare });
+        locked(&self.cache).insert(sha256.to_string(), compiled.clone());
+        Ok(compiled)
+    }
+
+    fn compiled(&self, sha256: &str, storage: &Storage) -> Result<Arc<Compiled>, HostFault> {
+        if let Some(c) = locked(&self.cache).get(sha256) {
+            return Ok(c.clone());
+        }
+        let bytes = super::Registry::module(storage, sha256)
+            .map_err(|e| HostFault(format!("reading module {sha256}: {e}")))?
+            .ok_or_else(|| HostFault(format!("module {sha256} is bound but not stored")))?;
+        self.compile(sha256, &bytes)
+    }
+
+    fn store(&self, view: View, binding: &str, budget: u64, memory: u64) -> Store<HostState> {
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(usize::try_from(memory).unwrap_or(usize::MAX))
+            .instances(POOL_INSTANCES as usize)
+            .trap_on_grow_failure(false)
+            .build();
+        let mut store = Store::new(
+            &self.engine,
+            HostState {
+                view,
+                limits,
+                host_fuel: 0,
+                budget,
+                binding: binding.to_string(),
+                fault: None,
+            },
+        );
+        store.limiter(|s| &mut s.limits);
+        store
+    }
+
+    /// Runs a guard on `ops`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn guard(
+        &self,
+        binding: &str,
+        sha256: &str,
+        view: View,
+        config: &[u8],
+        ops: &[GuardOp],
+        budget: u64,
+        memory: u64,
+    ) -> Result<Call<Verdict>, HostFault> {
+        use guard_world::cairn::plugin::types::{DeleteRange, Op, Put};
+        let compiled = self.compiled(sha256, &view.storage)?;
+        let Some(pre) = &compiled.guard else {
+            return Ok(failed(budget, "the module does not export the guard hook"));
+        };
+        let ops: Vec<Op> = ops
+            .iter()
+            .map(|op| match op {
+                GuardOp::Put {
+                    key,
+                    value,
+                    lease,
+                    ignore_value,
+                    ignore_lease,
+                } => Op::Put(Put {
+                    key: key.clone(),
+                    value: value.clone(),
+                    lease: *lease,
+                    ignore_value: *ignore_value,
+                    ignore_lease: *ignore_lease,
+                }),
+                GuardOp::DeleteRange { key, range_end } => Op::DeleteRange(DeleteRange {
+                    key: key.clone(),
+                    range_end: range_end.clone(),
+                }),
+            })
+            .collect();
+        let timer = Timer::start(binding);
+        let mut store = self.store(view, binding, budget, memory);
+        let instance = match start(&mut store, budget, |s| pre.instantiate(s))? {
+            Ok(instance) => instance,
+            Err(failure) => return Ok(failure),
+        };
+        let result = instance
+            .cairn_plugin_guard()
+            .call_check(&mut store, config, &ops);
+        drop(timer);
+        finish(&mut store, budget, result, |decision| match decision {
+            guard_world::cairn::plugin::types::Decision::Allow => Ok(Verdict::Allow),
+            guard_world::cairn::plugin::types::Decision::Deny(reason) => {
+                if reason.len() > MAX_MESSAGE_BYTES {
+                    Err(format!(
+                        "denial message of {} bytes is over the {MAX_MESSAGE_BYTES}-byte limit",
+                        reason.len()
+                    ))
+                } else {
+                    Ok(Verdict::Deny(reason))
+                }
+            }
+        })
+    }
+
+    /// Runs a compare.
+    #[allow(clippy::too_many_arguments)]
+    pub fn compare(
+        &self,
+        binding: &str,
+        sha256: &str,
+        view: View,
+        config: &[u8],
+        argument: &[u8],
+        budget: u64,
+        memory: u64,
+    ) -> Result<Call<Computed>, HostFault> {
+        use compare_world::cairn::plugin::types::Value;
+        let compiled = self.compiled(sha256, &view.storage)?;
+        let Some(pre) = &compiled.compare else {
+            return Ok(failed(
+                budget,
+                "the module does not export the compare hook",
+            ));
+        };
+        let timer = Timer::start(binding);
+        let mut store = self.store(view, binding, budget, memory);
+        let instance = match start(&mut store, budget, |s| pre.instantiate(s))? {
+            Ok(instance) => instance,
+            Err(failure) => return Ok(failure),
+        };
+        let result = instance
+            .cairn_plugin_compare()
+            .call_compute(&mut store, config, argument);
+        drop(timer);
+        finish(&mut store, budget, result, |answer| match answer {
+            Ok(Value::Int(i)) => Ok(Computed::Int(i)),
+            Ok(Value::Bytes(b)) if b.len() > MAX_VALUE_BYTES => Err(format!(
+                "value of {} bytes is over the {MAX_VALUE_BYTES}-byte limit",
+                b.len()
+            )),
+            Ok(Value::Bytes(b)) => Ok(Computed::Bytes(b)),
+            Err(e) if e.len() > MAX_MESSAGE_BYTES => Err(format!(
+                "error message of {} bytes is over the {MAX_MESSAGE_BYTES}-byte limit",
+                e.len()
+            )),
+            Err(e) => Ok(Computed::Error(e)),
+        })
+    }
+}
+
+/// Times a call for `/metrics` (this member's wall time: observed, never decided on).
+struct Timer {
+    histogram: Arc<crate::metrics::Histogram>,
+    started: std::time::Instant,
+}
+
+impl Timer {
+    fn start(binding: &str) -> Timer {
+        Timer {
+            histogram: crate::metrics::METRICS.plugin_call(binding),
+            started: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        self.histogram.observe(self.started.elapsed());
+    }
+}
+
+fn failed<T>(budget: u64, reason: &str) -> Call<T> {
+    Call {
+        outcome: Outcome::Failed(reason.to_string()),
+        fuel: budget,
+    }
+}
+
+/// Instantiates with the instantiation budget, then sets the call's budget. A trap while
+/// instantiating is the plugin's failure; any other error is this member's fault.
+fn start<I, T>(
+    store: &mut Store<HostState>,
+    budget: u64,
+    instantiate: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<I>,
+) -> Result<Result<I, Call<T>>, HostFault> {
+    let fault = |e: wasmtime::Error| HostFault(format!("{e:#}"));
+    store.set_fuel(INSTANTIATE_FUEL).map_err(fault)?;
+    match instantiate(store) {
+        Ok(instance) => {
+            store.set_fuel(budget).map_err(fault)?;
+            Ok(Ok(instance))
+        }
+        Err(e) if e.downcast_ref::<wasmtime::Trap>().is_some() => Ok(Err(failed(
+            budget,
+            &format!("trapped while starting: {}", trap_words(&e)),
+        ))),
+        Err(e) => Err(fault(e)),
+    }
+}
+
+/// Turns a call's result into a [`Call`]: the fuel used (wasm plus host calls), or the whole
+/// budget when it failed.
+fn finish<R, T>(
+    store: &mut Store<HostState>,
+    budget: u64,
+    result: wasmtime::Result<R>,
+    answer: impl FnOnce(R) -> Result<T, String>,
+) -> Result<Call<T>, HostFault> {
+    if let Some(fault) = store.data_mut().fault.take() {
+        return Err(HostFault(fault));
+    }
+    match result {
+        Ok(r) => {
+            let left = store.get_fuel().unwrap_or(0);
+            let used = budget.saturating_sub(left) + store.data().host_fuel;
+            Ok(match answer(r) {
+                Ok(t) => Call {
+                    outcome: Outcome::Answered(t),
+                    fuel: used.min(budget),
+                },
+                Err(reason) => failed(budget, &reason),
+            })
+        }
+        Err(e) => Ok(failed(budget, &trap_words(&e))),
+    }
+}
+
+/// A trap in words that are the same on every member.
+fn trap_words(e: &wasmtime::Error) -> String {
+    match e.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::OutOfFuel) => "out of fuel".to_string(),
+        Some(wasmtime::Trap::StackOverflow) => "stack overflow".to_string(),
+        Some(wasmtime::Trap::UnreachableCodeReached) => {
+            "trap: unreachable (a panic, or an allocation over the memory limit)".to_string()
+        }
+        Some(trap) => format!("trap: {trap}"),
+        None => format!("{e}"),
+    }
+}

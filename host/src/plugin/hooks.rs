@@ -1,0 +1,233 @@
+//! The store's [`WriteHooks`] on top of the registry and the engine: which bindings a write
+//! meets, calling them in a fixed order, and turning their outcomes into etcd-style errors
+//! per failure policy. Runs in apply.
+
+use std::collections::BTreeSet;
+
+use crate::mvcc::{
+    ComputedValue, KeyRange, MvccError, ReadView, RequestOp, TxnRequest, WriteHooks, WriteOp,
+    WriteRequest,
+};
+
+use super::engine::{Call, Computed, Engine, GuardOp, HostFault, Outcome, Verdict, View};
+use super::registry::{Binding, FailurePolicy, Kind, Registry};
+
+/// Hooks for one batch of requests.
+pub struct Hooks<'a> {
+    pub registry: &'a mut Registry,
+    pub engine: &'a Engine,
+    /// Bindings whose statistics changed: written back after the request.
+    pub touched: BTreeSet<String>,
+    /// A failure of this member (not a decision); apply must stop.
+    pub fault: Option<HostFault>,
+}
+
+impl<'a> Hooks<'a> {
+    pub fn new(registry: &'a mut Registry, engine: &'a Engine) -> Self {
+        Hooks {
+            registry,
+            engine,
+            touched: BTreeSet::new(),
+            fault: None,
+        }
+    }
+
+    fn guards(&self) -> impl Iterator<Item = &Binding> {
+        self.registry
+            .bindings
+            .values()
+            .filter(|b| b.kind == Kind::Guard)
+    }
+
+    fn host_fault(&mut self, binding: &str, fault: HostFault) -> MvccError {
+        let reason = fault.to_string();
+        self.fault = Some(fault);
+        MvccError::PluginFailed {
+            binding: binding.to_string(),
+            reason,
+        }
+    }
+}
+
+fn write_range(op: &WriteOp<'_>) -> KeyRange {
+    match op {
+        WriteOp::Put(p) => KeyRange::new(&p.key, &[]),
+        WriteOp::DeleteRange(d) => KeyRange::new(&d.key, &d.range_end),
+    }
+}
+
+/// Every write a request may make, on any branch.
+fn all_writes<'r>(req: &'r WriteRequest, out: &mut Vec<WriteOp<'r>>) {
+    fn txn<'r>(t: &'r TxnRequest, out: &mut Vec<WriteOp<'r>>) {
+        for op in t.success.iter().chain(&t.failure) {
+            match op {
+                RequestOp::Put(p) => out.push(WriteOp::Put(p)),
+                RequestOp::DeleteRange(d) => out.push(WriteOp::DeleteRange(d)),
+                RequestOp::Txn(nested) => txn(nested, out),
+                RequestOp::Range(_) => {}
+            }
+        }
+    }
+    match req {
+        WriteRequest::Put(p) => out.push(WriteOp::Put(p)),
+        WriteRequest::DeleteRange(d) => out.push(WriteOp::DeleteRange(d)),
+        WriteRequest::Txn(t) => txn(t, out),
+        WriteRequest::Compact(_) => {}
+    }
+}
+
+/// Whether a txn (or one nested in it) has a computed compare.
+pub fn has_computed(t: &TxnRequest) -> bool {
+    t.compare
+        .iter()
+        .any(|c| c.target == crate::mvcc::CompareTarget::Computed)
+        || t.success.iter().chain(&t.failure).any(|op| match op {
+            RequestOp::Txn(nested) => has_computed(nested),
+            _ => false,
+        })
+}
+
+impl WriteHooks for Hooks<'_> {
+    fn involves(&self, req: &WriteRequest) -> bool {
+        if let WriteRequest::Txn(t) = req
+            && has_computed(t)
+        {
+            return true;
+        }
+        let mut writes = Vec::new();
+        all_writes(req, &mut writes);
+        self.guards()
+            .any(|b| writes.iter().any(|w| write_range(w).overlaps(&b.range())))
+    }
+
+    fn guard(&mut self, view: &ReadView<'_>, writes: &[WriteOp<'_>]) -> Result<(), MvccError> {
+        // Bindings in name order, each shown the writes in its range, in request order.
+        let calls: Vec<(Binding, Vec<GuardOp>)> = self
+            .guards()
+            .filter_map(|b| {
+                let range = b.range();
+                let ops: Vec<GuardOp> = writes
+                    .iter()
+                    .filter(|w| write_range(w).overlaps(&range))
+                    .map(|w| match w {
+                        WriteOp::Put(p) => GuardOp::Put {
+                            key: p.key.clone(),
+                            value: p.value.clone(),
+                            lease: p.lease,
+                            ignore_value: p.ignore_value,
+                            ignore_lease: p.ignore_lease,
+                        },
+                        WriteOp::DeleteRange(d) => GuardOp::DeleteRange {
+                            key: d.key.clone(),
+                            range_end: d.range_end.clone(),
+                        },
+                    })
+                    .collect();
+                (!ops.is_empty()).then(|| (b.clone(), ops))
+            })
+            .collect();
+        for (b, ops) in calls {
+            let call = self.engine.guard(
+                &b.name,
+                &b.sha256,
+                View::of(view),
+                &b.config,
+                &ops,
+                b.fuel,
+                b.memory_bytes,
+            );
+            let Call { outcome, fuel } = match call {
+                Ok(call) => call,
+                Err(fault) => return Err(self.host_fault(&b.name, fault)),
+            };
+            let (words, denied, failed) = match &outcome {
+                Outcome::Answered(Verdict::Allow) => ("allow".to_string(), false, false),
+                Outcome::Answered(Verdict::Deny(r)) => (format!("deny: {r}"), true, false),
+                Outcome::Failed(r) => (format!("fail: {r}"), false, true),
+            };
+            if let Some(stats) = self
+                .registry
+                .bindings
+                .get_mut(&b.name)
+                .map(|b| &mut b.stats)
+            {
+                stats.record(&words, fuel, denied, failed);
+            }
+            self.touched.insert(b.name.clone());
+            match outcome {
+                Outcome::Answered(Verdict::Allow) => {}
+                Outcome::Answered(Verdict::Deny(reason)) => {
+                    return Err(MvccError::GuardDenied {
+                        binding: b.name,
+                        reason,
+                    });
+                }
+                Outcome::Failed(_) if b.failure_policy == FailurePolicy::Ignore => {}
+                Outcome::Failed(reason) => {
+                    return Err(MvccError::PluginFailed {
+                        binding: b.name,
+                        reason,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn compute(
+        &mut self,
+        view: &ReadView<'_>,
+        computed: &crate::mvcc::Computed,
+    ) -> Result<Option<ComputedValue>, MvccError> {
+        let Some(b) = self
+            .registry
+            .bindings
+            .get(&computed.binding)
+            .filter(|b| b.kind == Kind::Compare)
+            .cloned()
+        else {
+            return Err(MvccError::NoSuchCompare {
+                binding: computed.binding.clone(),
+            });
+        };
+        let call = self.engine.compare(
+            &b.name,
+            &b.sha256,
+            View::of(view),
+            &b.config,
+            &computed.argument,
+            b.fuel,
+            b.memory_bytes,
+        );
+        let Call { outcome, fuel } = match call {
+            Ok(call) => call,
+            Err(fault) => return Err(self.host_fault(&b.name, fault)),
+        };
+        let words = match &outcome {
+            Outcome::Answered(Computed::Int(i)) => format!("int: {i}"),
+            Outcome::Answered(Computed::Bytes(v)) => format!("bytes: {v:?}"),
+            Outcome::Answered(Computed::Error(e)) => format!("error: {e}"),
+            Outcome::Failed(r) => format!("fail: {r}"),
+        };
+        let failed = matches!(outcome, Outcome::Failed(_));
+        if let Some(stats) = self
+            .registry
+            .bindings
+            .get_mut(&b.name)
+            .map(|b| &mut b.stats)
+        {
+            stats.record(&words, fuel, false, failed);
+        }
+        self.touched.insert(b.name.clone());
+        match outcome {
+            Outcome::Answered(Computed::Int(i)) => Ok(Some(ComputedValue::Int(i))),
+            Outcome::Answered(Computed::Bytes(v)) => Ok(Some(ComputedValue::Bytes(v))),
+            Outcome::Answered(Computed::Error(_)) => Ok(None),
+            Outcome::Failed(_) if b.failure_policy == FailurePolicy::Ignore => Ok(None),
+            Outcome::Failed(reason) => Err(MvccError::PluginFailed {
+                binding: b.name,
+                reason,
+            }),
+        }
+    }
+}

@@ -1,0 +1,485 @@
+//! The replicated plugin registry: installed modules, in-progress uploads, and bindings.
+//!
+//! Changed only in apply, by [`PluginCommand`]s, and so identical on every member. Stored in
+//! the `plugins` keyspace (a state keyspace, so snapshots carry it) and mirrored in memory,
+//! where the apply path reads it:
+//!
+//! | key                | value                                                      |
+//! |--------------------|------------------------------------------------------------|
+//! | `module/<sha256>`  | the component's bytes                                      |
+//! | `plugin/<name>`    | [`PluginRecord`]: which module the name installs           |
+//! | `upload/<name>`    | [`Upload`]: chunks received so far                         |
+//! | `binding/<name>`   | [`Binding`], with its statistics                           |
+//!
+//! The registry's own commands are never guarded: they do not go through the KV write
+//! path, so no plugin can lock the operator out of unbinding or removing it.
+
+use std::collections::BTreeMap;
+
+use fjall::Readable;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use super::validate::{hook_of, validate};
+use super::{DEFAULT_FUEL, DEFAULT_MEMORY_BYTES, MAX_FUEL, MAX_MEMORY_BYTES, MAX_MODULE_BYTES};
+use crate::mvcc::{ApplyBatch, KeyRange, StorageError};
+use crate::storage::Storage;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Kind {
+    Guard,
+    Compare,
+}
+
+impl Kind {
+    /// The hook interface a plugin must export for this kind.
+    pub fn hook(self) -> &'static str {
+        match self {
+            Kind::Guard => "guard",
+            Kind::Compare => "compare",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FailurePolicy {
+    /// A failing plugin rejects the write.
+    #[default]
+    FailClosed,
+    /// A failing guard allows; a failing compare is false.
+    Ignore,
+}
+
+/// An installed plugin name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginRecord {
+    pub name: String,
+    pub sha256: String,
+    pub size: u64,
+    /// Exported hook interfaces (`cairn:plugin/guard@0.1.0`).
+    pub exports: Vec<String>,
+}
+
+/// An upload in progress.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upload {
+    pub sha256: String,
+    pub size: u64,
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+}
+
+/// What a binding did so far; identical on every member, since it is computed in apply.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindingStats {
+    pub calls: u64,
+    pub denials: u64,
+    pub failures: u64,
+    pub fuel_used: u64,
+    /// sha256 chained over every call's decision and fuel.
+    pub decisions_hash: [u8; 32],
+}
+
+impl BindingStats {
+    /// Records one call: `decision` is what it decided, in words (`allow`, `deny: …`,
+    /// `fail: …`, or a compare's value).
+    pub fn record(&mut self, decision: &str, fuel: u64, denied: bool, failed: bool) {
+        self.calls += 1;
+        self.denials += u64::from(denied);
+        self.failures += u64::from(failed);
+        self.fuel_used = self.fuel_used.saturating_add(fuel);
+        let mut h = Sha256::new();
+        h.update(self.decisions_hash);
+        h.update(decision.as_bytes());
+        h.update(fuel.to_be_bytes());
+        self.decisions_hash = h.finalize().into();
+    }
+}
+
+/// Where and how a plugin runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Binding {
+    pub name: String,
+    pub plugin: String,
+    pub kind: Kind,
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub range_end: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub config: Vec<u8>,
+    pub fuel: u64,
+    pub memory_bytes: u64,
+    pub failure_policy: FailurePolicy,
+    /// The module it runs: the plugin's when bound (set in apply).
+    pub sha256: String,
+    pub stats: BindingStats,
+}
+
+impl Binding {
+    pub fn range(&self) -> KeyRange {
+        KeyRange::new(&self.key, &self.range_end)
+    }
+}
+
+/// A registry change, carried by the Raft log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PluginCommand {
+    Install {
+        name: String,
+        sha256: String,
+        size: u64,
+        offset: u64,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// Binds (or rebinds) as described; `sha256` and `stats` are ignored.
+    Bind(Binding),
+    Unbind {
+        name: String,
+    },
+    Remove {
+        name: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PluginOutcome {
+    /// An install chunk was taken: bytes received so far, and whether the module is in.
+    Install {
+        received: u64,
+        installed: bool,
+    },
+    Done,
+}
+
+/// Why a registry command was refused. Decided by replicated state only.
+#[derive(Clone, Debug, PartialEq, Eq, Error, Serialize, Deserialize)]
+pub enum PluginError {
+    #[error("plugin {0:?} not found")]
+    PluginNotFound(String),
+    #[error("binding {0:?} not found")]
+    BindingNotFound(String),
+    #[error("plugin {plugin:?} is used by binding {binding:?}; unbind it first")]
+    PluginInUse { plugin: String, binding: String },
+    #[error("install of {name:?}: {reason}")]
+    BadChunk { name: String, reason: String },
+    #[error("module {name:?} was rejected: {reason}")]
+    Rejected { name: String, reason: String },
+    #[error("binding {name:?}: {reason}")]
+    BadBinding { name: String, reason: String },
+}
+
+impl PluginError {
+    /// Whether the error names something that does not exist (NotFound) rather than a bad
+    /// request (InvalidArgument) or a conflict (FailedPrecondition).
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            PluginError::PluginNotFound(_) | PluginError::BindingNotFound(_)
+        )
+    }
+
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, PluginError::PluginInUse { .. })
+    }
+}
+
+const MODULE: &str = "module/";
+const PLUGIN: &str = "plugin/";
+const UPLOAD: &str = "upload/";
+const BINDING: &str = "binding/";
+
+fn key(prefix: &str, name: &str) -> Vec<u8> {
+    [prefix.as_bytes(), name.as_bytes()].concat()
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // postcard cannot fail on these plain structs except on out-of-memory.
+    postcard::to_stdvec(value).expect("registry records always encode")
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StorageError> {
+    postcard::from_bytes(bytes).map_err(|e| {
+        StorageError(fjall::Error::Io(std::io::Error::other(format!(
+            "corrupt plugin registry record: {e}"
+        ))))
+    })
+}
+
+/// The registry, in memory.
+#[derive(Clone, Debug, Default)]
+pub struct Registry {
+    pub plugins: BTreeMap<String, PluginRecord>,
+    pub bindings: BTreeMap<String, Binding>,
+    uploads: BTreeMap<String, Upload>,
+}
+
+impl Registry {
+    /// Reads the registry as committed in `storage`.
+    pub fn load(storage: &Storage) -> Result<Registry, StorageError> {
+        let mut registry = Registry::default();
+        let snap = storage.db.snapshot();
+        for guard in snap.prefix(&storage.plugins, PLUGIN) {
+            let (_, v) = guard.into_inner()?;
+            let record: PluginRecord = decode(&v)?;
+            registry.plugins.insert(record.name.clone(), record);
+        }
+        for guard in snap.prefix(&storage.plugins, BINDING) {
+            let (_, v) = guard.into_inner()?;
+            let binding: Binding = decode(&v)?;
+            registry.bindings.insert(binding.name.clone(), binding);
+        }
+        for guard in snap.prefix(&storage.plugins, UPLOAD) {
+            let (k, v) = guard.into_inner()?;
+            let name = String::from_utf8_lossy(&k[UPLOAD.len()..]).into_owned();
+            registry.uploads.insert(name, decode(&v)?);
+        }
+        Ok(registry)
+    }
+
+    /// The committed bytes of a module.
+    pub fn module(storage: &Storage, sha256: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(storage
+            .db
+            .snapshot()
+            .get(&storage.plugins, key(MODULE, sha256))?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Applies one command. `installed` is told about each newly installed module (the
+    /// engine starts compiling it, off the apply path).
+    pub fn apply(
+        &mut self,
+        batch: &mut ApplyBatch<'_>,
+        storage: &Storage,
+        command: &PluginCommand,
+        installed: &mut dyn FnMut(&str, &[u8]),
+    ) -> Result<PluginOutcome, PluginError> {
+        match command {
+            PluginCommand::Install {
+                name,
+                sha256,
+                size,
+                offset,
+                data,
+            } => self.install(
+                batch, storage, name, sha256, *size, *offset, data, installed,
+            ),
+            PluginCommand::Bind(spec) => self.bind(batch, storage, spec),
+            PluginCommand::Unbind { name } => {
+                if self.bindings.remove(name).is_none() {
+                    return Err(PluginError::BindingNotFound(name.clone()));
+                }
+                batch.remove(&storage.plugins, &key(BINDING, name));
+                Ok(PluginOutcome::Done)
+            }
+            PluginCommand::Remove { name } => {
+                let Some(record) = self.plugins.get(name).cloned() else {
+                    return Err(PluginError::PluginNotFound(name.clone()));
+                };
+                if let Some(b) = self.bindings.values().find(|b| b.plugin == *name) {
+                    return Err(PluginError::PluginInUse {
+                        plugin: name.clone(),
+                        binding: b.name.clone(),
+                    });
+                }
+                self.plugins.remove(name);
+                batch.remove(&storage.plugins, &key(PLUGIN, name));
+                self.drop_module_if_unused(batch, storage, &record.sha256);
+                Ok(PluginOutcome::Done)
+            }
+        }
+    }
+
+    /// Writes a binding's current record (after its statistics changed).
+    pub fn persist_binding(&self, batch: &mut ApplyBatch<'_>, storage: &Storage, name: &str) {
+        if let Some(b) = self.bindings.get(name) {
+            batch.insert(&storage.plugins, &key(BINDING, name), encode(b));
+        }
+    }
+
+    fn drop_module_if_unused(&self, batch: &mut ApplyBatch<'_>, storage: &Storage, sha: &str) {
+        let used = self.plugins.values().any(|p| p.sha256 == sha)
+            || self.bindings.values().any(|b| b.sha256 == sha);
+        if !used {
+            batch.remove(&storage.plugins, &key(MODULE, sha));
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn install(
+        &mut self,
+        batch: &mut ApplyBatch<'_>,
+        storage: &Storage,
+        name: &str,
+        sha256: &str,
+        size: u64,
+        offset: u64,
+        data: &[u8],
+        installed: &mut dyn FnMut(&str, &[u8]),
+    ) -> Result<PluginOutcome, PluginError> {
+        let bad = |reason: String| PluginError::BadChunk {
+            name: name.to_string(),
+            reason,
+        };
+        if name.is_empty() {
+            return Err(bad("the plugin needs a name".into()));
+        }
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad("sha256 must be 64 hex digits".into()));
+        }
+        let sha256 = sha256.to_ascii_lowercase();
+        if size == 0 || size > MAX_MODULE_BYTES as u64 {
+            return Err(bad(format!(
+                "size {size} is outside 1..={MAX_MODULE_BYTES} bytes"
+            )));
+        }
+        // Installing the bytes a name already has changes nothing.
+        if let Some(p) = self.plugins.get(name)
+            && p.sha256 == sha256
+        {
+            return Ok(PluginOutcome::Install {
+                received: size,
+                installed: true,
+            });
+        }
+        let mut upload = match self.uploads.remove(name) {
+            Some(u) if u.sha256 == sha256 && u.size == size => u,
+            // A different module restarts the upload, from offset 0 only.
+            _ => Upload {
+                sha256: sha256.clone(),
+                size,
+                data: Vec::new(),
+            },
+        };
+        let have = upload.data.len() as u64;
+        if offset != have {
+            let expected = have;
+            self.uploads.insert(name.to_string(), upload);
+            return Err(bad(format!(
+                "chunk at offset {offset}, expected offset {expected}"
+            )));
+        }
+        if have + data.len() as u64 > size {
+            return Err(bad(format!("chunks run past the declared size {size}")));
+        }
+        upload.data.extend_from_slice(data);
+        let received = upload.data.len() as u64;
+        if received < size {
+            batch.insert(&storage.plugins, &key(UPLOAD, name), encode(&upload));
+            self.uploads.insert(name.to_string(), upload);
+            return Ok(PluginOutcome::Install {
+                received,
+                installed: false,
+            });
+        }
+        batch.remove(&storage.plugins, &key(UPLOAD, name));
+        let digest = hex(&Sha256::digest(&upload.data));
+        if digest != sha256 {
+            return Err(bad(format!(
+                "the bytes have sha256 {digest}, not the declared {sha256}"
+            )));
+        }
+        let validated = validate(&upload.data).map_err(|reason| PluginError::Rejected {
+            name: name.to_string(),
+            reason,
+        })?;
+        let record = PluginRecord {
+            name: name.to_string(),
+            sha256: sha256.clone(),
+            size,
+            exports: validated.exports,
+        };
+        let previous = self.plugins.insert(name.to_string(), record.clone());
+        batch.insert(&storage.plugins, &key(PLUGIN, name), encode(&record));
+        batch.insert(&storage.plugins, &key(MODULE, &sha256), upload.data.clone());
+        if let Some(old) = previous {
+            self.drop_module_if_unused(batch, storage, &old.sha256);
+        }
+        installed(&sha256, &upload.data);
+        Ok(PluginOutcome::Install {
+            received,
+            installed: true,
+        })
+    }
+
+    fn bind(
+        &mut self,
+        batch: &mut ApplyBatch<'_>,
+        storage: &Storage,
+        spec: &Binding,
+    ) -> Result<PluginOutcome, PluginError> {
+        let bad = |reason: String| PluginError::BadBinding {
+            name: spec.name.clone(),
+            reason,
+        };
+        if spec.name.is_empty() {
+            return Err(bad("the binding needs a name".into()));
+        }
+        let Some(plugin) = self.plugins.get(&spec.plugin) else {
+            return Err(PluginError::PluginNotFound(spec.plugin.clone()));
+        };
+        if !plugin
+            .exports
+            .iter()
+            .any(|e| hook_of(e) == Some(spec.kind.hook()))
+        {
+            return Err(bad(format!(
+                "plugin {:?} does not export the {} hook (it exports {:?})",
+                spec.plugin,
+                spec.kind.hook(),
+                plugin.exports
+            )));
+        }
+        if spec.kind == Kind::Guard && spec.key.is_empty() {
+            return Err(bad("a guard needs a key or key range".into()));
+        }
+        let fuel = if spec.fuel == 0 {
+            DEFAULT_FUEL
+        } else {
+            spec.fuel
+        };
+        if fuel > MAX_FUEL {
+            return Err(bad(format!("fuel {fuel} is above the limit {MAX_FUEL}")));
+        }
+        let memory_bytes = if spec.memory_bytes == 0 {
+            DEFAULT_MEMORY_BYTES
+        } else {
+            spec.memory_bytes
+        };
+        if memory_bytes > MAX_MEMORY_BYTES {
+            return Err(bad(format!(
+                "memory {memory_bytes} bytes is above the limit {MAX_MEMORY_BYTES}"
+            )));
+        }
+        let binding = Binding {
+            fuel,
+            memory_bytes,
+            sha256: plugin.sha256.clone(),
+            stats: BindingStats::default(),
+            ..spec.clone()
+        };
+        let replaced = self.bindings.insert(spec.name.clone(), binding.clone());
+        batch.insert(
+            &storage.plugins,
+            &key(BINDING, &spec.name),
+            encode(&binding),
+        );
+        if let Some(old) = replaced
+            && old.sha256 != binding.sha256
+        {
+            self.drop_module_if_unused(batch, storage, &old.sha256);
+        }
+        Ok(PluginOutcome::Done)
+    }
+}
+
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,116 @@
+//! What a hook is handed besides its arguments: the binding's config, the store, and a log.
+//!
+//! Contexts are made by the SDK only (the wasm adapters in `__private` and
+//! [`crate::testing`]); plugin code just reads them.
+
+use std::fmt;
+
+use crate::store::Store;
+
+/// How much an operator should care about a log line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    /// Detail for debugging a plugin.
+    Debug,
+    /// Normal operation.
+    Info,
+    /// Something an operator should look at.
+    Warn,
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Debug => "debug",
+            Self::Info => "info",
+            Self::Warn => "warn",
+        })
+    }
+}
+
+/// Where a context's log lines go: the host's `cairn:plugin/log`, or a test's capture.
+pub(crate) trait LogSink {
+    fn write(&self, level: Level, message: &str);
+}
+
+/// What a guard, compare, policy hook or reactor is handed: the binding's config, the store
+/// at the revision the hook runs at, and a log.
+pub struct Context<'a> {
+    config: &'a [u8],
+    store: &'a dyn Store,
+    log: &'a dyn LogSink,
+}
+
+impl<'a> Context<'a> {
+    pub(crate) fn new(config: &'a [u8], store: &'a dyn Store, log: &'a dyn LogSink) -> Self {
+        Self { config, store, log }
+    }
+
+    /// The binding's config bytes, as given to `cairnctl plugin bind --config` (often JSON).
+    pub fn config(&self) -> &'a [u8] {
+        self.config
+    }
+
+    /// The store, read-only, at the revision the hook runs at.
+    pub fn store(&self) -> &'a dyn Store {
+        self.store
+    }
+
+    /// Writes a line to the member's log under the plugin's name.
+    pub fn log(&self, level: Level, message: &str) {
+        self.log.write(level, message);
+    }
+
+    /// Writes a debug line.
+    pub fn debug(&self, message: &str) {
+        self.log(Level::Debug, message);
+    }
+
+    /// Writes an info line.
+    pub fn info(&self, message: &str) {
+        self.log(Level::Info, message);
+    }
+
+    /// Writes a warning.
+    pub fn warn(&self, message: &str) {
+        self.log(Level::Warn, message);
+    }
+}
+
+/// What a watch filter is handed: the binding's config and a log, but no store (a filter runs
+/// on the member serving the watcher, outside the replicated state machine).
+pub struct FilterContext<'a> {
+    config: &'a [u8],
+    log: &'a dyn LogSink,
+}
+
+impl<'a> FilterContext<'a> {
+    pub(crate) fn new(config: &'a [u8], log: &'a dyn LogSink) -> Self {
+        Self { config, log }
+    }
+
+    /// The binding's config bytes.
+    pub fn config(&self) -> &'a [u8] {
+        self.config
+    }
+
+    /// Writes a line to the member's log under the plugin's name.
+    pub fn log(&self, level: Level, message: &str) {
+        self.log.write(level, message);
+    }
+
+    /// Writes a debug line.
+    pub fn debug(&self, message: &str) {
+        self.log(Level::Debug, message);
+    }
+
+    /// Writes an info line.
+    pub fn info(&self, message: &str) {
+        self.log(Level::Info, message);
+    }
+
+    /// Writes a warning.
+    pub fn warn(&self, message: &str) {
+        self.log(Level::Warn, message);
+    }
+}

@@ -1,0 +1,211 @@
+//! The Rust view of the contract's data types (`cairn:plugin/types`, plus the policy and
+//! watch-filter enums), as plain owned values with etcd's field names.
+//!
+//! These are what plugin code sees; the generated WIT bindings never leak out of the SDK.
+//! Conversions to and from the bindings live in `__private::convert`.
+
+use crate::store::range_contains;
+
+/// A key and its value, as etcd's `mvccpb.KeyValue`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct KeyValue {
+    /// The key.
+    pub key: Vec<u8>,
+    /// The value.
+    pub value: Vec<u8>,
+    /// The revision of the put that created the key (since its last delete).
+    pub create_revision: i64,
+    /// The revision of the key's last put.
+    pub mod_revision: i64,
+    /// How many puts the key has had since it was created: 1 after the first.
+    pub version: i64,
+    /// The lease the key is attached to, 0 for none.
+    pub lease: i64,
+}
+
+/// A put, as the request carries it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Put {
+    /// The key written.
+    pub key: Vec<u8>,
+    /// The new value; meaningless when `ignore_value` is set.
+    pub value: Vec<u8>,
+    /// The lease to attach, 0 for none; meaningless when `ignore_lease` is set.
+    pub lease: i64,
+    /// The put keeps the key's current value (etcd's `ignore_value`).
+    pub ignore_value: bool,
+    /// The put keeps the key's current lease (etcd's `ignore_lease`).
+    pub ignore_lease: bool,
+}
+
+impl Put {
+    /// A plain put of `value` at `key`, with no lease.
+    pub fn new(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
+        Self {
+            key: key.into(),
+            value: value.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// A delete of one key (`range_end` empty) or of the keys in `[key, range_end)`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DeleteRange {
+    /// The first key deleted.
+    pub key: Vec<u8>,
+    /// The end of the range, exclusive; empty for just `key`, `"\0"` for every key from `key`
+    /// on.
+    pub range_end: Vec<u8>,
+}
+
+impl DeleteRange {
+    /// A delete of one key.
+    pub fn key(key: impl Into<Vec<u8>>) -> Self {
+        Self {
+            key: key.into(),
+            range_end: Vec::new(),
+        }
+    }
+
+    /// A delete of the keys in `[key, range_end)`.
+    pub fn range(key: impl Into<Vec<u8>>, range_end: impl Into<Vec<u8>>) -> Self {
+        Self {
+            key: key.into(),
+            range_end: range_end.into(),
+        }
+    }
+
+    /// A delete of every key that starts with `prefix`.
+    pub fn prefix(prefix: impl Into<Vec<u8>>) -> Self {
+        let key = prefix.into();
+        let range_end = crate::store::prefix_end(&key);
+        Self { key, range_end }
+    }
+
+    /// Whether this delete covers `key`, with etcd's range rules.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        range_contains(&self.key, &self.range_end, key)
+    }
+}
+
+/// One write a guard is asked about, or a reactor asks for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// A put of one key.
+    Put(Put),
+    /// A delete of one key or a range of keys.
+    DeleteRange(DeleteRange),
+}
+
+impl Op {
+    /// A plain put of `value` at `key`.
+    pub fn put(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
+        Self::Put(Put::new(key, value))
+    }
+
+    /// A delete of one key.
+    pub fn delete(key: impl Into<Vec<u8>>) -> Self {
+        Self::DeleteRange(DeleteRange::key(key))
+    }
+
+    /// A delete of the keys in `[key, range_end)`.
+    pub fn delete_range(key: impl Into<Vec<u8>>, range_end: impl Into<Vec<u8>>) -> Self {
+        Self::DeleteRange(DeleteRange::range(key, range_end))
+    }
+
+    /// The key the op writes, or the first key of the range it deletes.
+    pub fn key(&self) -> &[u8] {
+        match self {
+            Self::Put(put) => &put.key,
+            Self::DeleteRange(delete) => &delete.key,
+        }
+    }
+}
+
+/// A hook's answer: allow, or deny with a reason the client sees.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Decision {
+    /// The request goes ahead.
+    Allow,
+    /// The request fails with this reason.
+    Deny(String),
+}
+
+impl Decision {
+    /// A denial with `reason`.
+    pub fn deny(reason: impl Into<String>) -> Self {
+        Self::Deny(reason.into())
+    }
+
+    /// Whether this is [`Decision::Allow`].
+    pub fn is_allowed(&self) -> bool {
+        matches!(self, Self::Allow)
+    }
+}
+
+/// The left side of a computed compare.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Value {
+    /// Compared with the compare's integer target (as a version, a revision or a lease is).
+    Int(i64),
+    /// Compared bytewise with the compare's value target.
+    Bytes(Vec<u8>),
+}
+
+/// What a watch event did to its key, as etcd's `mvccpb.Event.EventType`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventType {
+    /// The key was written.
+    Put,
+    /// The key was deleted.
+    Delete,
+}
+
+/// A watch event, as etcd's `mvccpb.Event`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Event {
+    /// What happened (etcd's `type`, renamed since `type` is a Rust keyword).
+    pub kind: EventType,
+    /// The key after the event; for a delete, just the key and the delete's revision.
+    pub kv: KeyValue,
+    /// The key before the event, when the watcher asked for it.
+    pub prev_kv: Option<KeyValue>,
+}
+
+/// The operation a policy hook is asked about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Operation {
+    /// A range (get) request.
+    Read,
+    /// A put, a delete or a txn's write.
+    Write,
+    /// A watch.
+    Watch,
+}
+
+/// What a policy hook is asked: may `user` do `operation` on `[key, range_end)`?
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PolicyRequest {
+    /// The authenticated user's name.
+    pub user: String,
+    /// What the user is doing.
+    pub operation: Operation,
+    /// The first key of the request's range.
+    pub key: Vec<u8>,
+    /// The end of the request's range, with etcd's rules (empty: just `key`).
+    pub range_end: Vec<u8>,
+    /// What the user's roles decided on their own.
+    pub allowed_by_roles: bool,
+}
+
+/// A watch filter's answer for one event.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// Send the event as it is.
+    Keep,
+    /// Do not send the event to this watcher.
+    Drop,
+    /// Send this event instead.
+    Replace(Event),
+}

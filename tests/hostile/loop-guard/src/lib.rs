@@ -1,0 +1,23 @@
+//! Abuses fuel: a guard that never returns, so the host must interrupt it.
+
+use std::hint::black_box;
+
+use cairn_sdk::{Context, Decision, Guard, Op};
+
+/// Spins forever on opaque arithmetic the optimizer cannot remove.
+pub struct LoopGuard;
+
+impl Guard for LoopGuard {
+    fn check(_ctx: &Context<'_>, ops: &[Op]) -> Decision {
+        let mut state = ops.len() as u64;
+        loop {
+            state = black_box(
+                state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1),
+            );
+        }
+    }
+}
+
+cairn_sdk::export_guard!(LoopGuard);
