@@ -12,10 +12,18 @@
 
 /// Exports a [`Guard`](crate::Guard) as the component's `cairn:plugin/guard@0.1.0`.
 ///
-/// ```ignore
-/// struct MyGuard;
-/// impl cairn_sdk::Guard for MyGuard { /* ... */ }
-/// cairn_sdk::export_guard!(MyGuard);
+/// ```
+/// use cairn_sdk::{Context, Decision, Guard, Op};
+///
+/// struct AllowAll;
+///
+/// impl Guard for AllowAll {
+///     fn check(_ctx: &Context<'_>, _ops: &[Op]) -> Decision {
+///         Decision::Allow
+///     }
+/// }
+///
+/// cairn_sdk::export_guard!(AllowAll);
 /// ```
 #[macro_export]
 macro_rules! export_guard {

@@ -12,7 +12,8 @@
 //! A plugin is a `cdylib` built with `cargo build --target wasm32-unknown-unknown --release`;
 //! `cairnctl plugin install` turns the core module into a component. It imports only
 //! `cairn:plugin/store@0.1.0` and `cairn:plugin/log@0.1.0`: no WASI, no clock, no randomness,
-//! so hooks are deterministic as long as their own code is.
+//! so hooks are deterministic as long as their own code is. A panic traps the call; its message
+//! goes to the host's log first.
 //!
 //! ```
 //! use cairn_sdk::{Context, Decision, Guard, Op};
@@ -23,10 +24,11 @@
 //! impl Guard for ShortValues {
 //!     fn check(_ctx: &Context<'_>, ops: &[Op]) -> Decision {
 //!         for op in ops {
-//!             if let Op::Put(put) = op {
-//!                 if !put.ignore_value && put.value.len() > 16 {
-//!                     return Decision::deny("values hold at most 16 bytes");
-//!                 }
+//!             if let Op::Put(put) = op
+//!                 && !put.ignore_value
+//!                 && put.value.len() > 16
+//!             {
+//!                 return Decision::deny("values hold at most 16 bytes");
 //!             }
 //!         }
 //!         Decision::Allow
@@ -48,7 +50,6 @@ pub mod testing;
 mod types;
 
 #[doc(hidden)]
-#[path = "private/mod.rs"]
 pub mod __private;
 
 pub use context::{Context, FilterContext, Level};

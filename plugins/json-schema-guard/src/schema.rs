@@ -263,18 +263,18 @@ impl Schema {
         if self.reject_all {
             return violation(path, "not allowed");
         }
-        if let Some(types) = &self.types {
-            if !types.iter().any(|ty| ty.matches(value)) {
-                let expected: Vec<&str> = types.iter().map(|ty| ty.name()).collect();
-                let expected = expected.join(" or ");
-                let got = JsonType::of(value).name();
-                return violation(path, format!("expected {expected}, got {got}"));
-            }
+        if let Some(types) = &self.types
+            && !types.iter().any(|ty| ty.matches(value))
+        {
+            let expected: Vec<&str> = types.iter().map(|ty| ty.name()).collect();
+            let expected = expected.join(" or ");
+            let got = JsonType::of(value).name();
+            return violation(path, format!("expected {expected}, got {got}"));
         }
-        if let Some(allowed) = &self.allowed {
-            if !allowed.contains(value) {
-                return violation(path, format!("not one of {}", Value::from(allowed.clone())));
-            }
+        if let Some(allowed) = &self.allowed
+            && !allowed.contains(value)
+        {
+            return violation(path, format!("not one of {}", Value::from(allowed.clone())));
         }
         match value {
             Value::Number(number) => self.validate_number(number, path),
@@ -311,15 +311,15 @@ impl Schema {
 
     fn validate_string(&self, string: &str, path: &Path<'_>) -> Result<(), Violation> {
         let length = string.chars().count() as u64;
-        if let Some(min) = self.min_length {
-            if length < min {
-                return violation(path, format!("shorter than {min} characters"));
-            }
+        if let Some(min) = self.min_length
+            && length < min
+        {
+            return violation(path, format!("shorter than {min} characters"));
         }
-        if let Some(max) = self.max_length {
-            if length > max {
-                return violation(path, format!("longer than {max} characters"));
-            }
+        if let Some(max) = self.max_length
+            && length > max
+        {
+            return violation(path, format!("longer than {max} characters"));
         }
         Ok(())
     }

@@ -4,15 +4,23 @@ use std::hint::black_box;
 
 use cairn_sdk::{Context, Decision, Guard, Op};
 
-/// Keeps every MiB it allocates, each filled so that its pages are really touched.
+/// The bytes in one block.
+const BLOCK_BYTES: usize = 1 << 20;
+
+/// Keeps every MiB it allocates, writing a byte per 4 KiB of each so that even a host that
+/// commits memory lazily pays for it. It spends little fuel per MiB: it is the memory limit
+/// (memory.grow failing, then Rust's allocation-failure abort, a trap) that stops it.
 pub struct MemoryBombGuard;
 
 impl Guard for MemoryBombGuard {
     fn check(_ctx: &Context<'_>, _ops: &[Op]) -> Decision {
         let mut hoard: Vec<Vec<u8>> = Vec::new();
         loop {
-            hoard.push(black_box(vec![0xa5; 1 << 20]));
-            black_box(&mut hoard);
+            let mut block = Vec::with_capacity(BLOCK_BYTES);
+            for byte in block.spare_capacity_mut().iter_mut().step_by(4096) {
+                byte.write(0xa5);
+            }
+            hoard.push(black_box(block));
         }
     }
 }

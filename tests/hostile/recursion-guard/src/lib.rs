@@ -1,29 +1,28 @@
 //! Abuses the stack: a guard that recurses without bound, so the host must trap on overflow.
 
-use std::hint::black_box;
-
 use cairn_sdk::{Context, Decision, Guard, Op};
 
-/// Recurses forever; each frame keeps a live array and uses the callee's result, so the call
-/// is not a tail call and cannot become a loop.
+/// Recurses until the wasm call stack is exhausted.
 pub struct RecursionGuard;
 
+/// Each frame's result mixes the callee's result with its own arguments in two operations,
+/// so the call is neither a tail call nor an accumulator that LLVM could turn into a loop.
+/// Everything lives in wasm locals (nothing address-taken), so it is the engine's call stack
+/// that overflows, not Rust's shadow stack in linear memory. The base case is there only to
+/// keep rustc from flagging unconditional recursion: it needs 2^64 calls.
 #[inline(never)]
-fn descend(depth: u64) -> u64 {
-    // Opaque to the optimizer, and never true: without it rustc proves the recursion
-    // unconditional and warns.
-    if black_box(depth) == u64::MAX {
-        return 0;
+fn descend(depth: u64, a: u64, b: u64) -> u64 {
+    if depth == u64::MAX {
+        return a ^ b;
     }
-    let mut frame = [depth; 32];
-    black_box(&mut frame);
-    let below = descend(depth + 1);
-    below.wrapping_add(frame[(below % 32) as usize])
+    let below = descend(depth + 1, a.wrapping_mul(3) ^ depth, b.rotate_left(7) ^ a);
+    below.wrapping_mul(a | 1).wrapping_add(b)
 }
 
 impl Guard for RecursionGuard {
     fn check(_ctx: &Context<'_>, ops: &[Op]) -> Decision {
-        Decision::deny(format!("unreachable: {}", descend(ops.len() as u64)))
+        let n = ops.len() as u64;
+        Decision::deny(format!("unreachable: {}", descend(n, n ^ 0x5bd1, n + 7)))
     }
 }
 

@@ -10,6 +10,7 @@ pub mod bindings;
 mod convert;
 
 use std::marker::PhantomData;
+use std::sync::Once;
 
 use bindings::compare_world::exports::cairn::plugin::compare as wit_compare;
 use bindings::guard_world::cairn::plugin::{log as wit_log, store as wit_store, types as wit};
@@ -37,6 +38,17 @@ pub const fn assert_watch_filter<W: WatchFilter>() {}
 
 /// Fails to compile unless `R` is a [`Reactor`].
 pub const fn assert_reactor<R: Reactor>() {}
+
+/// Sends a panic's message to the host's log (as a warning) before the trap that follows it;
+/// on wasm32-unknown-unknown it would otherwise be lost. Installed once per instance.
+fn report_panics() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            wit_log::write(wit_log::Level::Warn, &format!("plugin {info}"));
+        }));
+    });
+}
 
 /// The host's store, through the `cairn:plugin/store` imports. Only ever called inside a
 /// component; natively the generated imports are unreachable.
@@ -77,6 +89,7 @@ pub struct GuardExport<G>(PhantomData<G>);
 
 impl<G: Guard> wit_guard::Guest for GuardExport<G> {
     fn check(config: Vec<u8>, ops: Vec<wit::Op>) -> wit::Decision {
+        report_panics();
         let ops: Vec<Op> = ops.into_iter().map(Into::into).collect();
         G::check(&Context::new(&config, &HostStore, &HostLog), &ops).into()
     }
@@ -87,6 +100,7 @@ pub struct CompareExport<C>(PhantomData<C>);
 
 impl<C: Compare> wit_compare::Guest for CompareExport<C> {
     fn compute(config: Vec<u8>, argument: Vec<u8>) -> Result<wit::Value, String> {
+        report_panics();
         C::compute(&Context::new(&config, &HostStore, &HostLog), &argument).map(Into::into)
     }
 }
@@ -103,6 +117,7 @@ impl<P: Policy> wit_policy::Guest for PolicyExport<P> {
         range_end: Vec<u8>,
         allowed_by_roles: bool,
     ) -> wit::Decision {
+        report_panics();
         let request = PolicyRequest {
             user,
             operation: operation.into(),
@@ -119,6 +134,7 @@ pub struct WatchFilterExport<W>(PhantomData<W>);
 
 impl<W: WatchFilter> wit_filter::Guest for WatchFilterExport<W> {
     fn filter(config: Vec<u8>, event: wit::Event) -> wit_filter::Verdict {
+        report_panics();
         W::filter(&FilterContext::new(&config, &HostLog), event.into()).into()
     }
 }
@@ -128,6 +144,7 @@ pub struct ReactorExport<R>(PhantomData<R>);
 
 impl<R: Reactor> wit_reactor::Guest for ReactorExport<R> {
     fn react(config: Vec<u8>, revision: i64, events: Vec<wit::Event>) -> Vec<wit::Op> {
+        report_panics();
         let events: Vec<Event> = events.into_iter().map(Into::into).collect();
         R::react(
             &Context::new(&config, &HostStore, &HostLog),
