@@ -3,7 +3,8 @@
 #   - Debian's etcd-server and etcd-client (the differential tests compare against real etcd),
 #   - protobuf-compiler (the etcd-client crate's build script needs protoc; Cairn itself does not),
 #   - the wasm32-unknown-unknown target, rustfmt and clippy.
-# Then: cargo fmt --check, clippy with -D warnings, build the binaries, run all tests.
+# Then: cargo fmt --check, clippy with -D warnings, build the binaries and the wasm plugins,
+# run all tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,6 +34,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 echo "==> build"
 cargo build --workspace --bins
+
+echo "==> plugins (wasm32-unknown-unknown)"
+./scripts/build-plugins.sh
 
 echo "==> tests"
 log=$(mktemp)

@@ -383,7 +383,8 @@ async fn plugin_metrics(ctx: &Context, out: &mut TextEncoder) {
     else {
         return;
     };
-    let series: [(&str, &str, fn(&crate::plugin::BindingStats) -> u64); 4] = [
+    type Counter = fn(&crate::plugin::BindingStats) -> u64;
+    let series: [(&str, &str, Counter); 4] = [
         (
             "cairn_plugin_calls_total",
             "Plugin calls, per binding.",

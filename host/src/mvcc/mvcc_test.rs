@@ -2152,7 +2152,8 @@ impl crate::mvcc::WriteHooks for FakeHooks {
         _view: &ReadView<'_>,
         computed: &Computed,
     ) -> Result<Option<ComputedValue>, MvccError> {
-        Ok((computed.binding == "len").then(|| ComputedValue::Int(computed.argument.len() as i64)))
+        Ok((computed.binding == "len")
+            .then_some(ComputedValue::Int(computed.argument.len() as i64)))
     }
 }
 
