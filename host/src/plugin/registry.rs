@@ -433,8 +433,12 @@ impl Registry {
                 plugin.exports
             )));
         }
-        if spec.kind == Kind::Guard && spec.key.is_empty() {
-            return Err(bad("a guard needs a key or key range".into()));
+        if spec.kind == Kind::Guard && spec.key.is_empty() && spec.range_end.is_empty() {
+            return Err(bad(
+                "a guard needs a key or key range (--key K, with --prefix or --range-end; \
+                 --key '' --prefix binds every key)"
+                    .into(),
+            ));
         }
         let fuel = if spec.fuel == 0 {
             DEFAULT_FUEL

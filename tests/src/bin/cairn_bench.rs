@@ -153,6 +153,14 @@ struct Args {
     /// lease-keepalive: leases granted per server (TTL 60 s).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     leases: u32,
+    /// Guard overhead instead of Cairn vs etcd: put throughput on one Cairn cluster (or
+    /// member) without a guard, then with this guard plugin (a .wasm, installed with
+    /// cairnctl) bound to every key; values are JSON strings of --val-size bytes.
+    #[arg(long)]
+    guard: Option<std::path::PathBuf>,
+    /// The guard's binding config (default: the json-schema guard's `{"type":"string"}`).
+    #[arg(long, default_value = r#"{"type":"string"}"#)]
+    guard_config: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -1582,6 +1590,153 @@ async fn run_clusters(args: &Args, workloads: &[Workload], value: &[u8]) {
     notes.print();
 }
 
+/// Put throughput without and with a guard bound to every key, on the same Cairn
+/// deployment, and the per-call cost (instantiate + call) from the members' own histogram.
+async fn guard_overhead(args: &Args, guard: &std::path::Path) {
+    // A JSON string of --val-size bytes, so a schema guard has something to parse.
+    let mut value = vec![b'x'; args.val_size.max(2)];
+    value[0] = b'"';
+    *value.last_mut().expect("at least two bytes") = b'"';
+    let single;
+    let cluster;
+    let deployment = if args.members == 1 {
+        single = CairnNode::start(&[]);
+        Deployment::Single(single.endpoint())
+    } else {
+        cluster = Cluster::start(Flavor::Cairn, args.members as usize, &[]).await;
+        Deployment::Cluster(&cluster)
+    };
+    let mut notes = Notes::default();
+    let mut plain = Vec::new();
+    for &level in &args.clients {
+        plain.push(
+            measure(
+                &deployment,
+                "Cairn",
+                Workload::Put,
+                level,
+                args,
+                &value,
+                &[],
+                &mut notes,
+            )
+            .await,
+        );
+    }
+    let endpoint = deployment.members()[0].clone();
+    let cairnctl = cairn_tests::binary_path().with_file_name("cairnctl");
+    let run = |argv: &[&str]| {
+        let out = std::process::Command::new(&cairnctl)
+            .arg(format!("--endpoints={endpoint}"))
+            .args(argv)
+            .output()
+            .expect("cairnctl runs");
+        assert!(
+            out.status.success(),
+            "cairnctl {argv:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "plugin",
+        "install",
+        "bench-guard",
+        guard.to_str().expect("utf-8 path"),
+    ]);
+    run(&[
+        "plugin",
+        "bind",
+        "bench-guard",
+        "--plugin",
+        "bench-guard",
+        "--kind",
+        "guard",
+        "--key",
+        "",
+        "--prefix",
+        "--config",
+        &args.guard_config,
+    ]);
+    let mut guarded = Vec::new();
+    for &level in &args.clients {
+        guarded.push(
+            measure(
+                &deployment,
+                "Cairn+guard",
+                Workload::Put,
+                level,
+                args,
+                &value,
+                &[],
+                &mut notes,
+            )
+            .await,
+        );
+    }
+    println!(
+        "| clients | no guard ops/s | p50 ms | p99 ms | guarded ops/s | p50 ms | p99 ms | guarded/plain |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for ((level, p), g) in args.clients.iter().zip(&plain).zip(&guarded) {
+        println!(
+            "| {level} | {:.0} | {} | {} | {:.0} | {} | {} | {:.2} |",
+            p.ops_per_sec,
+            ms(p.p50_ms),
+            ms(p.p99_ms),
+            g.ops_per_sec,
+            ms(g.p50_ms),
+            ms(g.p99_ms),
+            g.ops_per_sec / p.ops_per_sec
+        );
+    }
+    println!();
+    // Every member runs every guarded write; read each member's call histogram.
+    for member in deployment.members() {
+        let text = reqwest::get(format!("http://{member}/metrics"))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics body");
+        let (p50, p99, calls) = histogram_quantiles(&text, "cairn_plugin_call_duration_seconds");
+        println!(
+            "- {member}: {calls} guard calls, per call (instantiate + call) p50 ≤ {:.0} µs, p99 ≤ {:.0} µs (histogram bucket bounds)",
+            p50 * 1e6,
+            p99 * 1e6
+        );
+    }
+    notes.print();
+}
+
+/// The upper bounds of the buckets holding the 50th and 99th percentiles, and the count.
+fn histogram_quantiles(text: &str, name: &str) -> (f64, f64, u64) {
+    let bucket = format!("{name}_bucket{{");
+    let mut buckets: Vec<(f64, u64)> = text
+        .lines()
+        .filter(|l| l.starts_with(&bucket))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let count = l.rsplit(' ').next()?.parse().ok()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last().map_or(0, |b| b.1);
+    let at = |q: f64| {
+        let want = (total as f64 * q).ceil() as u64;
+        buckets
+            .iter()
+            .find(|b| b.1 >= want)
+            .map_or(f64::NAN, |b| b.0)
+    };
+    (at(0.5), at(0.99), total)
+}
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
@@ -1596,7 +1751,9 @@ async fn main() {
     let value = vec![b'v'; args.val_size];
     println!("{}", header_line(&args, &workloads));
     println!();
-    if !args.target.is_empty() {
+    if let Some(guard) = &args.guard {
+        guard_overhead(&args, guard).await;
+    } else if !args.target.is_empty() {
         run_target(&args, &workloads, &value).await;
     } else if args.members == 1 {
         run_single(&args, &workloads, &value).await;
