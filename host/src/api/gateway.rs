@@ -107,6 +107,30 @@ macro_rules! unary {
     }};
 }
 
+/// Adds `POST path` for a server-streaming RPC: one request decoded from the body, answered
+/// with `{"result":…}` lines.
+macro_rules! server_stream {
+    ($router:ident, $gw:expr, $svc:expr, $path:literal, $method:ident, $req:ty, $grpc:literal) => {{
+        let gw = $gw.clone();
+        let svc = $svc.clone();
+        $router = $router.route(
+            $path,
+            post(move |headers: HeaderMap, body: Body| {
+                let gw = gw.clone();
+                let svc = svc.clone();
+                async move {
+                    let req = match decode::<$req>(&gw, body).await {
+                        Ok(req) => req,
+                        Err(status) => return error_response(&status),
+                    };
+                    let opened = svc.$method(grpc_request(&headers, req)).await;
+                    streaming(method($grpc), opened.map(|r| r.into_inner().boxed()))
+                }
+            }),
+        );
+    }};
+}
+
 fn kv_routes(mut r: Router, gw: &Shared) -> Router {
     let kv = Arc::new(KvService::new(gw.ctx.clone()));
     unary!(
@@ -376,23 +400,16 @@ fn maintenance_routes(mut r: Router, gw: &Shared) -> Router {
         pb::DowngradeRequest,
         "etcdserverpb.Maintenance/Downgrade"
     );
-    let g = gw.clone();
-    r.route(
+    server_stream!(
+        r,
+        gw,
+        m,
         "/maintenance/snapshot",
-        post(move |headers: HeaderMap, body: Body| {
-            let gw = g.clone();
-            let m = m.clone();
-            async move {
-                let grpc = method("etcdserverpb.Maintenance/Snapshot");
-                let req = match decode::<pb::SnapshotRequest>(&gw, body).await {
-                    Ok(req) => req,
-                    Err(status) => return error_response(&status),
-                };
-                let opened = m.snapshot(grpc_request(&headers, req)).await;
-                streaming(grpc, opened.map(|r| r.into_inner()))
-            }
-        }),
-    )
+        snapshot,
+        pb::SnapshotRequest,
+        "etcdserverpb.Maintenance/Snapshot"
+    );
+    r
 }
 
 fn concurrency_routes(mut r: Router, gw: &Shared) -> Router {
@@ -452,23 +469,16 @@ fn concurrency_routes(mut r: Router, gw: &Shared) -> Router {
         electionpb::ResignRequest,
         "v3electionpb.Election/Resign"
     );
-    let g = gw.clone();
-    r.route(
+    server_stream!(
+        r,
+        gw,
+        e,
         "/election/observe",
-        post(move |headers: HeaderMap, body: Body| {
-            let gw = g.clone();
-            let e = e.clone();
-            async move {
-                let grpc = method("v3electionpb.Election/Observe");
-                let req = match decode::<electionpb::LeaderRequest>(&gw, body).await {
-                    Ok(req) => req,
-                    Err(status) => return error_response(&status),
-                };
-                let opened = e.observe(grpc_request(&headers, req)).await;
-                streaming(grpc, opened.map(|r| r.into_inner().boxed()))
-            }
-        }),
-    )
+        observe,
+        electionpb::LeaderRequest,
+        "v3electionpb.Election/Observe"
+    );
+    r
 }
 
 /// Cairn's own plugin registry, under `/v3/cairn/plugin/`.

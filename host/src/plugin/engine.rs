@@ -274,6 +274,19 @@ macro_rules! host_imports {
     ($world:ident) => {
         impl $world::cairn::plugin::types::Host for HostState {}
 
+        impl From<KeyValue> for $world::cairn::plugin::types::KeyValue {
+            fn from(kv: KeyValue) -> Self {
+                $world::cairn::plugin::types::KeyValue {
+                    key: kv.key,
+                    value: kv.value,
+                    create_revision: kv.create_revision,
+                    mod_revision: kv.mod_revision,
+                    version: kv.version,
+                    lease: kv.lease,
+                }
+            }
+        }
+
         impl $world::cairn::plugin::store::Host for HostState {
             fn revision(&mut self) -> wasmtime::Result<i64> {
                 self.charge(HOST_CALL_FUEL)?;
@@ -284,16 +297,7 @@ macro_rules! host_imports {
                 &mut self,
                 key: Vec<u8>,
             ) -> wasmtime::Result<Option<$world::cairn::plugin::types::KeyValue>> {
-                Ok(
-                    HostState::get(self, key)?.map(|kv| $world::cairn::plugin::types::KeyValue {
-                        key: kv.key,
-                        value: kv.value,
-                        create_revision: kv.create_revision,
-                        mod_revision: kv.mod_revision,
-                        version: kv.version,
-                        lease: kv.lease,
-                    }),
-                )
+                Ok(HostState::get(self, key)?.map(Into::into))
             }
 
             fn range(
@@ -304,14 +308,7 @@ macro_rules! host_imports {
             ) -> wasmtime::Result<Vec<$world::cairn::plugin::types::KeyValue>> {
                 Ok(HostState::range(self, key, range_end, limit)?
                     .into_iter()
-                    .map(|kv| $world::cairn::plugin::types::KeyValue {
-                        key: kv.key,
-                        value: kv.value,
-                        create_revision: kv.create_revision,
-                        mod_revision: kv.mod_revision,
-                        version: kv.version,
-                        lease: kv.lease,
-                    })
+                    .map(Into::into)
                     .collect())
             }
 
