@@ -21,6 +21,10 @@ use super::{
 };
 use crate::storage::Storage;
 
+/// Most overlay entries a plugin view copies; a larger batch commits before a request that
+/// involves plugins instead.
+const HOOKS_OVERLAY_COPY_MAX: usize = 256;
+
 /// Uncommitted writes of one or more requests.
 pub struct ApplyBatch<'a> {
     storage: &'a Storage,
@@ -65,16 +69,22 @@ impl<'a> ApplyBatch<'a> {
         self.apply_with(req, leases, &mut NoHooks)
     }
 
-    /// Applies one request with plugins in its path. A request the hooks take part in sees
-    /// only committed state (the batch commits first), so the hooks read through a plain
-    /// snapshot; what they read is the same however the log was chunked into batches.
+    /// Applies one request with plugins in its path. The hooks read the state before the
+    /// request through the same view the request itself reads (committed data plus the
+    /// batch's overlay), so what they read is the same however the log was chunked into
+    /// batches.
     pub fn apply_with(
         &mut self,
         req: &WriteRequest,
         leases: &dyn LeaseLookup,
         hooks: &mut dyn WriteHooks,
     ) -> Result<Applied, StorageError> {
-        if self.pending > 0 && (reads_history(req) || hooks.involves(req)) {
+        // Plugins read the batch's uncommitted writes through a copy of the overlay; past a
+        // few entries, committing first is cheaper than copying.
+        if self.pending > 0
+            && (reads_history(req)
+                || (self.overlay.len() > HOOKS_OVERLAY_COPY_MAX && hooks.involves(req)))
+        {
             self.flush()?;
         }
         self.pending += 1;

@@ -2114,6 +2114,8 @@ fn compaction_preserves_every_read_at_or_above_the_compact_revision() {
 #[derive(Default)]
 struct FakeHooks {
     shown: Vec<String>,
+    /// What `a` held in the view each guard call was given.
+    a_seen: Vec<Option<Vec<u8>>>,
 }
 
 impl crate::mvcc::WriteHooks for FakeHooks {
@@ -2126,6 +2128,8 @@ impl crate::mvcc::WriteHooks for FakeHooks {
         _view: &ReadView<'_>,
         writes: &[crate::mvcc::WriteOp<'_>],
     ) -> Result<(), MvccError> {
+        let a = _view.get(b"a").expect("read a").map(|kv| kv.value);
+        self.a_seen.push(a);
         for w in writes {
             match w {
                 crate::mvcc::WriteOp::Put(p) => {
@@ -2262,4 +2266,26 @@ fn computed_compares_pick_the_branch() {
         &t(computed("other", "abc", CompareResult::Equal, 3)),
         &mut hooks
     )));
+}
+
+#[test]
+fn hooks_see_the_batch_so_far() {
+    // Proves hooks read the state before their request including the batch's uncommitted
+    // writes, so a plugin's input does not depend on how the log was cut into batches.
+    let db = Db::new();
+    let revs = Mvcc::revisions(&db.storage).expect("revisions");
+    let mut batch = ApplyBatch::new(&db.storage, revs);
+    let mut hooks = FakeHooks::default();
+    batch
+        .apply_with(&put("b", "0"), &NoLeases, &mut hooks)
+        .expect("apply");
+    batch.apply(&put("a", "1"), &NoLeases).expect("apply");
+    batch
+        .apply_with(&put("c", "2"), &NoLeases, &mut hooks)
+        .expect("apply");
+    batch.apply(&del("a", ""), &NoLeases).expect("apply");
+    batch
+        .apply_with(&put("d", "3"), &NoLeases, &mut hooks)
+        .expect("apply");
+    assert_eq!(hooks.a_seen, [None, Some(b("1")), None]);
 }

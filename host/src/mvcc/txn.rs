@@ -46,8 +46,8 @@ pub enum WriteOp<'a> {
 /// Plugins in the write path (implemented by `plugin/`; the store knows only this trait).
 /// Everything here runs in apply, so implementations must be deterministic.
 pub trait WriteHooks {
-    /// Whether `req` needs the hooks at all. When it does, the batch commits what came before
-    /// first, so the hooks read committed state (see `ApplyBatch::apply_with`).
+    /// Whether `req` needs the hooks at all (a large batch commits before such a request, so
+    /// the hooks' copy of its uncommitted writes stays small; see `ApplyBatch::apply_with`).
     fn involves(&self, req: &WriteRequest) -> bool;
     /// Called once per Put, DeleteRange or Txn with the writes that will run (for a txn, those
     /// on the taken path, in order), after etcd's checks and before the first write. An error

@@ -68,29 +68,30 @@ const MAX_WASM_STACK: usize = 512 * 1024;
 /// Instances the pooling allocator keeps room for (apply runs one call at a time).
 const POOL_INSTANCES: u32 = 16;
 
-/// The store a hook reads: committed state at the revision being applied.
+/// The store a hook reads: the state before the write being checked, exactly as the store
+/// sees it (committed data plus the writes of the batch so far), so what a plugin reads does
+/// not depend on how the log was cut into batches. Cheap to clone.
 #[derive(Clone)]
 pub struct View {
     pub storage: Storage,
     pub snap: fjall::Snapshot,
     pub rev: Revision,
     pub compact_rev: Revision,
+    /// The batch's uncommitted writes (kept small: see `ApplyBatch::apply_with`).
+    overlay: Option<Arc<mvcc::Overlay>>,
 }
 
 impl View {
-    /// The committed state a read view shows. The write path commits before it runs hooks,
-    /// so `view` has no uncommitted overlay (see `ApplyBatch::apply_with`).
     pub fn of(view: &ReadView<'_>) -> View {
-        debug_assert!(
-            view.overlay
-                .is_none_or(std::collections::BTreeMap::is_empty),
-            "hooks read committed state"
-        );
         View {
             storage: view.storage.clone(),
             snap: view.snap.clone(),
             rev: view.rev,
             compact_rev: view.compact_rev,
+            overlay: view
+                .overlay
+                .filter(|o| !o.is_empty())
+                .map(|o| Arc::new(o.clone())),
         }
     }
 
@@ -100,7 +101,7 @@ impl View {
             snap: self.snap.clone(),
             rev: self.rev,
             compact_rev: self.compact_rev,
-            overlay: None,
+            overlay: self.overlay.as_deref(),
         }
     }
 }

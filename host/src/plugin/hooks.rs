@@ -126,11 +126,12 @@ impl WriteHooks for Hooks<'_> {
                 (!ops.is_empty()).then(|| (b.clone(), ops))
             })
             .collect();
+        let seen = View::of(view);
         for (b, ops) in calls {
             let call = self.engine.guard(
                 &b.name,
                 &b.sha256,
-                View::of(view),
+                seen.clone(),
                 &b.config,
                 &ops,
                 b.fuel,
