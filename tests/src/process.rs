@@ -8,13 +8,37 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-/// A port on 127.0.0.1 that was free a moment ago (bound, then released).
+/// A port on 127.0.0.1 that was free a moment ago (bound, then released), for a server to
+/// listen on.
+///
+/// Chosen at random below the kernel's ephemeral range, not by binding port 0: an ephemeral
+/// port just released is soon handed to some outgoing connection (a client, a peer link),
+/// and the server that meant to listen on it then fails with "address in use". Ports handed
+/// out in this process are never handed out again.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port on loopback");
-    listener
-        .local_addr()
-        .expect("local addr of a bound socket")
-        .port()
+    use rand::Rng;
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_start.max(12_000));
+    let mut rng = rand::rng();
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    for _ in 0..10_000 {
+        let port = rng.random_range(low..high);
+        if given.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1 between {low} and {high}");
 }
 
 /// The `cairn` binary of this workspace. The test command builds it before running tests
