@@ -580,7 +580,9 @@ async fn health_follows_the_quorum() {
         lost["reason"].as_str().is_some_and(|r| !r.is_empty()),
         "{lost}"
     );
-    // Requests that require a leader fail at once with etcd's error, over gRPC and HTTP.
+    // Requests that require a leader fail with etcd's error, over gRPC and HTTP: at once where
+    // the member knows it has no leader, else once forwarding to the lost leader gives up
+    // (a follower keeps its dead leader's id until an election; bounded by 3 elections).
     let options = etcd_client::ConnectOptions::new().with_require_leader(true);
     let mut strict = etcd_client::Client::connect([survivor.clone()], Some(options))
         .await
