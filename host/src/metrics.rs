@@ -274,9 +274,9 @@ impl Default for Metrics {
     }
 }
 
-/// Locks a metrics map. A panic elsewhere while holding it leaves counts that are still
-/// valid numbers, so a poisoned lock is simply taken over.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// Locks a map whose contents stay valid whatever a panicking holder did (counts, caches),
+/// so a poisoned lock is simply taken over.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 

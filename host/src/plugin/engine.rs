@@ -33,6 +33,7 @@ use wasmtime::{
 };
 
 use super::MAX_MEMORY_BYTES;
+use crate::metrics::lock;
 use crate::mvcc::{self, KeyValue, RangeRequest, ReadView, Revision};
 use crate::storage::Storage;
 
@@ -390,10 +391,6 @@ fn config(pooling: bool) -> Config {
     config
 }
 
-fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 impl Engine {
     /// Builds the engine, with the pooling allocator when this machine can reserve its
     /// memory, else with on-demand allocation (same results, slower instantiation).
@@ -429,7 +426,7 @@ impl Engine {
 
     /// Compiles a newly installed module in the background, so the first call finds it ready.
     pub fn prepare(&self, sha256: &str, bytes: &[u8]) {
-        if locked(&self.cache).contains_key(sha256) {
+        if lock(&self.cache).contains_key(sha256) {
             return;
         }
         let (engine, sha256, bytes) = (self.clone(), sha256.to_string(), bytes.to_vec());
@@ -459,12 +456,12 @@ impl Engine {
             .ok()
             .and_then(|pre| compare_world::ComparePluginPre::new(pre).ok());
         let compiled = Arc::new(Compiled { guard, compare });
-        locked(&self.cache).insert(sha256.to_string(), compiled.clone());
+        lock(&self.cache).insert(sha256.to_string(), compiled.clone());
         Ok(compiled)
     }
 
     fn compiled(&self, sha256: &str, storage: &Storage) -> Result<Arc<Compiled>, HostFault> {
-        if let Some(c) = locked(&self.cache).get(sha256) {
+        if let Some(c) = lock(&self.cache).get(sha256) {
             return Ok(c.clone());
         }
         let bytes = super::Registry::module(storage, sha256)

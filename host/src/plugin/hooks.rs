@@ -126,6 +126,11 @@ impl WriteHooks for Hooks<'_> {
                 (!ops.is_empty()).then(|| (b.clone(), ops))
             })
             .collect();
+        // Most writes meet no guard: then nothing is copied (the view copies the batch's
+        // overlay).
+        if calls.is_empty() {
+            return Ok(());
+        }
         let seen = View::of(view);
         for (b, ops) in calls {
             let call = self.engine.guard(
