@@ -15,7 +15,8 @@ fn main() -> ExitCode {
     let config = Config::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
-            "{},openraft=warn",
+            // The transport crates' debug output is per frame: useless noise to an operator.
+            "{},openraft=warn,h2=info,hyper=info,hyper_util=info,tower=info,tonic=info",
             config.log_level
         )))
         .with_writer(std::io::stderr)

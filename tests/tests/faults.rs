@@ -221,3 +221,85 @@ async fn lagging_member_catches_up_by_snapshot() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_leader_serves_no_stale_linearizable_read() {
+    // Proves a leader killed right after acknowledging writes and restarted at once (before
+    // the others elect anyone) does not answer linearizable reads from the state it recovered
+    // to: every read, on every member, sees the last acknowledged write. (openraft would let
+    // such a leader resume without an election and answer ReadIndex from its recovered
+    // commit index, which lags what the cluster acknowledged.)
+    let _serial = SERIAL.lock().await;
+    with_timeout(Duration::from_secs(240), "restarted leader", async {
+        let mut cluster = Cluster::start(Flavor::Cairn, 3, &[]).await;
+        for round in 0..4 {
+            let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
+            let endpoint = cluster.members[leader].endpoint();
+            // A burst of concurrent writes leaves applied state the leader has not synced.
+            let burst: Vec<_> = (0..8)
+                .map(|w| {
+                    let endpoint = endpoint.clone();
+                    tokio::spawn(async move {
+                        let mut c = connect(&endpoint).await;
+                        for i in 0..40 {
+                            c.put(format!("burst/{w}/{i}"), "x", None)
+                                .await
+                                .expect("burst put on a healthy cluster");
+                        }
+                    })
+                })
+                .collect();
+            for task in burst {
+                task.await.expect("burst task");
+            }
+            let mut c = connect(&endpoint).await;
+            let acked = c
+                .put("last", format!("round-{round}"), None)
+                .await
+                .expect("last put")
+                .header()
+                .expect("put header")
+                .revision();
+            cluster.members[leader].kill9();
+            cluster.members[leader].restart();
+            // Every member, the restarted one first, answers with the last write (after an
+            // election if it has to wait for one).
+            let order = std::iter::once(leader).chain((0..3).filter(|&i| i != leader));
+            for i in order {
+                let deadline = Instant::now() + Duration::from_secs(20);
+                let resp = loop {
+                    let read = async {
+                        let mut c = connect(&cluster.members[i].endpoint()).await;
+                        c.get("last", None).await
+                    };
+                    match tokio::time::timeout(Duration::from_secs(5), read).await {
+                        Ok(Ok(resp)) => break resp,
+                        _ if Instant::now() < deadline => {
+                            tokio::time::sleep(Duration::from_millis(50)).await
+                        }
+                        other => panic!("round {round}: no read from m{i} in 20 s: {other:?}"),
+                    }
+                };
+                let seen = resp.kvs().first().map(|kv| {
+                    (
+                        String::from_utf8_lossy(kv.value()).into_owned(),
+                        kv.mod_revision(),
+                    )
+                });
+                assert_eq!(
+                    seen,
+                    Some((format!("round-{round}"), acked)),
+                    "round {round}: m{i} (leader before the kill: m{leader}) served a stale \
+                     linearizable read"
+                );
+                let revision = resp.header().expect("get header").revision();
+                assert!(
+                    revision >= acked,
+                    "round {round}: m{i} answered at revision {revision}, before the \
+                     acknowledged {acked}"
+                );
+            }
+        }
+    })
+    .await;
+}

@@ -4,7 +4,10 @@
 //! invocation and completion time; `cairn_tests::linearizability` checks the history.
 //!
 //! `CAIRN_LIN_SEED=<n>` replays a run (the seed is printed, and named on failure);
-//! `CAIRN_LIN_SECONDS` sets how long the nemesis runs (default 15).
+//! `CAIRN_LIN_SECONDS` sets how long the nemesis runs (default 15). On failure the whole
+//! history (with the member each request went to and the revisions it answered), the faults
+//! and every member's log are written to a directory named in the failure message
+//! (`CAIRN_LIN_KEEP` chooses it); `CAIRN_LOG_LEVEL=debug` makes the member logs verbose.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,6 +40,22 @@ fn nemesis_seconds() -> u64 {
         .unwrap_or(15)
 }
 
+/// What the checker does not need but a person reading a failure does: where a request went
+/// and what revisions came back.
+#[derive(Clone, Debug, Default)]
+struct Trace {
+    /// Index of the member the client was connected to.
+    member: usize,
+    /// The response header's revision (0 when there was no response).
+    revision: i64,
+    /// For a get that found the key: its mod revision.
+    mod_revision: i64,
+    /// The error, when the outcome is unknown.
+    error: String,
+}
+
+type Recorded = Vec<(Operation, Trace)>;
+
 /// One client's loop: random operations on random keys, recorded.
 async fn client_loop(
     id: usize,
@@ -44,7 +63,7 @@ async fn client_loop(
     seed: u64,
     start: Instant,
     stop: Arc<std::sync::atomic::AtomicBool>,
-    history: Arc<Mutex<Vec<Operation>>>,
+    history: Arc<Mutex<Recorded>>,
 ) {
     let mut rng = StdRng::seed_from_u64(seed ^ (id as u64 + 1).wrapping_mul(0x9e37_79b9));
     let mut target = id % endpoints.len();
@@ -93,38 +112,53 @@ async fn client_loop(
         let call = start.elapsed().as_nanos() as u64;
         let outcome = tokio::time::timeout(OP_TIMEOUT, run(c, &input)).await;
         let ret = start.elapsed().as_nanos() as u64;
+        let mut trace = Trace {
+            member: target,
+            ..Trace::default()
+        };
         let (ret, output) = match outcome {
-            Ok(Ok(output)) => (Some(ret), output),
-            _ => {
+            Ok(Ok((output, revision, mod_revision))) => {
+                trace.revision = revision;
+                trace.mod_revision = mod_revision;
+                (Some(ret), output)
+            }
+            failed => {
+                trace.error = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "client timeout".to_string(),
+                };
                 // Unknown outcome; move to another member, it may be this one that is faulty.
                 client = None;
                 target = (target + 1) % endpoints.len();
                 (None, Output::Unknown)
             }
         };
-        history.lock().await.push(Operation {
+        let op = Operation {
             client: id,
             call,
             ret,
             input,
             output,
-        });
+        };
+        history.lock().await.push((op, trace));
     }
 }
 
-async fn run(client: &mut Client, input: &Input) -> Result<Output, etcd_client::Error> {
+/// Runs `input`: its output, the response's header revision and (for a get that found the
+/// key) the value's mod revision.
+async fn run(client: &mut Client, input: &Input) -> Result<(Output, i64, i64), etcd_client::Error> {
+    let revision = |h: Option<&etcd_client::ResponseHeader>| h.map_or(0, |h| h.revision());
     Ok(match input {
         Input::Get { key } => {
             let resp = client.get(key.as_str(), None).await?;
-            let value = resp
-                .kvs()
-                .first()
-                .map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
-            Output::Get { value }
+            let kv = resp.kvs().first();
+            let value = kv.map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
+            let mod_revision = kv.map_or(0, |kv| kv.mod_revision());
+            (Output::Get { value }, revision(resp.header()), mod_revision)
         }
         Input::Put { key, value } => {
-            client.put(key.as_str(), value.as_str(), None).await?;
-            Output::Put
+            let resp = client.put(key.as_str(), value.as_str(), None).await?;
+            (Output::Put, revision(resp.header()), 0)
         }
         Input::Cas { key, expected, new } => {
             let compare = match expected {
@@ -136,22 +170,30 @@ async fn run(client: &mut Client, input: &Input) -> Result<Output, etcd_client::
                     .when([compare])
                     .and_then([TxnOp::put(key.as_str(), new.as_str(), None)]);
             let resp = client.txn(txn).await?;
-            Output::Cas {
+            let output = Output::Cas {
                 succeeded: resp.succeeded(),
-            }
+            };
+            (output, revision(resp.header()), 0)
         }
         Input::Delete { key } => {
             let resp = client.delete(key.as_str(), None).await?;
-            Output::Delete {
+            let output = Output::Delete {
                 deleted: resp.deleted() > 0,
-            }
+            };
+            (output, revision(resp.header()), 0)
         }
     })
 }
 
 /// The faults, one at a time, each followed by a quiet moment.
-async fn nemesis(cluster: &mut Cluster, rng: &mut StdRng, seconds: u64) -> Vec<String> {
+async fn nemesis(
+    cluster: &mut Cluster,
+    rng: &mut StdRng,
+    seconds: u64,
+    start: Instant,
+) -> Vec<String> {
     let mut log = Vec::new();
+    let at = || format!("t={:.3}s", start.elapsed().as_secs_f64());
     let end = Instant::now() + Duration::from_secs(seconds);
     let size = cluster.members.len();
     while Instant::now() < end {
@@ -159,19 +201,19 @@ async fn nemesis(cluster: &mut Cluster, rng: &mut StdRng, seconds: u64) -> Vec<S
         let hold = Duration::from_millis(rng.random_range(500..2500));
         match rng.random_range(0..3) {
             0 => {
-                log.push(format!("kill -9 m{victim} for {hold:?}"));
+                log.push(format!("{} kill -9 m{victim} for {hold:?}", at()));
                 cluster.members[victim].kill9();
                 tokio::time::sleep(hold).await;
                 cluster.members[victim].restart();
             }
             1 => {
-                log.push(format!("SIGSTOP m{victim} for {hold:?}"));
+                log.push(format!("{} SIGSTOP m{victim} for {hold:?}", at()));
                 cluster.members[victim].pause();
                 tokio::time::sleep(hold).await;
                 cluster.members[victim].resume();
             }
             _ => {
-                log.push(format!("partition m{victim} away for {hold:?}"));
+                log.push(format!("{} partition m{victim} away for {hold:?}", at()));
                 let others: Vec<usize> = (0..size).filter(|&i| i != victim).collect();
                 cluster.partition(&[&[victim], &others]).await;
                 tokio::time::sleep(hold).await;
@@ -209,14 +251,15 @@ async fn kv_is_linearizable_under_kills_pauses_and_partitions() {
             })
             .collect();
         let mut rng = StdRng::seed_from_u64(seed);
-        let faults = nemesis(&mut cluster, &mut rng, seconds).await;
+        let faults = nemesis(&mut cluster, &mut rng, seconds, start).await;
         // A quiet end, so the last operations complete against a healthy cluster.
         tokio::time::sleep(Duration::from_secs(2)).await;
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         for c in clients {
             c.await.expect("client task panicked");
         }
-        let history = history.lock().await.clone();
+        let recorded = history.lock().await.clone();
+        let history: Vec<Operation> = recorded.iter().map(|(op, _)| op.clone()).collect();
         let completed = history.iter().filter(|op| op.ret.is_some()).count();
         println!(
             "{} operations ({completed} completed), faults: {faults:?}",
@@ -229,10 +272,10 @@ async fn kv_is_linearizable_under_kills_pauses_and_partitions() {
         let result = tokio::task::spawn_blocking(move || check(&history))
             .await
             .expect("checker panicked");
-        assert!(
-            matches!(result, CheckResult::Ok),
-            "seed {seed}: {result}\nfaults: {faults:?}"
-        );
+        if !matches!(result, CheckResult::Ok) {
+            let kept = keep_evidence(seed, &cluster, &recorded, &faults);
+            panic!("seed {seed}: {result}\nfaults: {faults:?}\nevidence kept in {kept}");
+        }
         wait_converged(&cluster, Duration::from_secs(60)).await;
         // A final read on every member agrees with the others (HashKV above says the state
         // does; this checks the members answer reads).
@@ -242,4 +285,44 @@ async fn kv_is_linearizable_under_kills_pauses_and_partitions() {
         }
     })
     .await;
+}
+
+/// Writes the history (sorted by call, with traces), the faults and the member logs to a
+/// directory that outlives the test; returns its path.
+fn keep_evidence(seed: u64, cluster: &Cluster, recorded: &Recorded, faults: &[String]) -> String {
+    let dir = std::env::var("CAIRN_LIN_KEEP")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::env::temp_dir().join(format!("cairn-lin-{seed}")));
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        return format!("(nowhere: cannot create {}: {e})", dir.display());
+    }
+    let mut ops: Vec<&(Operation, Trace)> = recorded.iter().collect();
+    ops.sort_by_key(|(op, _)| (op.input.key().to_owned(), op.call));
+    let ms = |ns: u64| format!("{:.3}", ns as f64 / 1e6);
+    let mut text = String::new();
+    for (op, t) in ops {
+        let ret = op.ret.map_or("-".to_owned(), ms);
+        text.push_str(&format!(
+            "{} {} c{} m{} {:?} => {:?} rev={} mod_rev={} {}\n",
+            ms(op.call),
+            ret,
+            op.client,
+            t.member,
+            op.input,
+            op.output,
+            t.revision,
+            t.mod_revision,
+            t.error
+        ));
+    }
+    let mut written = std::fs::write(dir.join("history.txt"), text)
+        .and_then(|()| std::fs::write(dir.join("faults.txt"), faults.join("\n")));
+    for m in &cluster.members {
+        written =
+            written.and_then(|()| std::fs::write(dir.join(format!("{}.log", m.name)), m.log()));
+    }
+    match written {
+        Ok(()) => dir.display().to_string(),
+        Err(e) => format!("{} (incomplete: {e})", dir.display()),
+    }
 }

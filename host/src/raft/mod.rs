@@ -175,6 +175,13 @@ impl RaftNode {
             max_in_snapshot_log_to_keep: cfg.catchup_entries,
             purge_batch_size: 256,
             enable_pre_vote: Some(true),
+            // A restarted leader must win an election like anyone else (standard Raft, and
+            // etcd). openraft can instead resume leadership from the persisted vote, but the
+            // commit index is not persisted and applied state is not synced, so such a leader
+            // answers ReadIndex with the index it recovered to, below what the cluster
+            // committed and acknowledged before the crash: a stale linearizable read. Seen by
+            // the linearizability test (seed 10388387267164590337).
+            enable_leader_restore: Some(false),
             ..Default::default()
         }
         .validate()
@@ -258,7 +265,10 @@ impl RaftNode {
     /// Proposes `command` on this member, which leads: its response and log index.
     async fn write_local(&self, command: Command) -> Result<(CommandResponse, u64), ProposeError> {
         match self.raft.client_write(command).await {
-            Ok(resp) => Ok((resp.data, resp.log_id.index)),
+            Ok(resp) => {
+                tracing::debug!(log_id = %resp.log_id, "write applied");
+                Ok((resp.data, resp.log_id.index))
+            }
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 Err(ProposeError::NotLeader {
                     leader: f.leader_id,
@@ -283,6 +293,7 @@ impl RaftNode {
         } else {
             self.read_index_remote().await?
         };
+        tracing::debug!(index, "read barrier");
         self.wait_applied(index).await
     }
 
@@ -307,7 +318,10 @@ impl RaftNode {
     /// for.
     async fn read_index_local(&self) -> Result<u64, ProposeError> {
         match self.raft.get_read_log_id(ReadPolicy::ReadIndex).await {
-            Ok((read_log_id, _applied)) => Ok(read_log_id.index()),
+            Ok((read_log_id, _applied)) => {
+                tracing::debug!(index = read_log_id.index(), leadership = %read_log_id.committed_leader_id(), "read index");
+                Ok(read_log_id.index())
+            }
             Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
                 Err(ProposeError::NotLeader {
                     leader: f.leader_id,
