@@ -1,0 +1,187 @@
+//! `cargo bench -p cairn-tests --bench guard`: what a guard costs where it runs, in the state
+//! machine's apply, without Raft, network or other members in the way.
+//!
+//! - **per call**: `Engine::guard` alone (instantiate from the pre-instantiated component with
+//!   the pooling allocator, copy the request in, run, copy the decision out), p50 and p99;
+//! - **per put applied**: `StateMachine::apply` of puts with no guard, then with the guard
+//!   bound to every key, one put per apply (as under light load) and 64 per apply (as under
+//!   heavy load), and the ratio.
+//!
+//! The guard is the JSON-schema example (`plugins/json-schema-guard`), so the plugins must be
+//! built first: `./scripts/build-plugins.sh` (the README's test command does it). The cluster
+//! numbers (`cairn-bench --guard`) and how they relate to these are in `docs/benchmarks.md`.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use cairn::mvcc::{Mvcc, PutRequest, WriteRequest};
+use cairn::plugin::engine::{GuardOp, View};
+use cairn::plugin::{Binding, Engine, FailurePolicy, Kind, PluginCommand};
+use cairn::state_machine::{AppliedMarker, Command, CommandResponse, StateMachine};
+use cairn::storage::Storage;
+
+const SCHEMA: &[u8] = br#"{"type":"string"}"#;
+const CALLS: usize = 20_000;
+const PUTS: usize = 20_000;
+
+fn guard_module() -> (Vec<u8>, String) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/wasm32-unknown-unknown/release/json_schema_guard.wasm");
+    let core = std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; build the example plugins first: ./scripts/build-plugins.sh",
+            path.display()
+        )
+    });
+    let module = cairnctl::module::prepare(&path.display().to_string(), core)
+        .unwrap_or_else(|e| panic!("componentizing the guard: {e}"));
+    (module.bytes, module.sha256)
+}
+
+/// Applies `commands` as one apply call (one chunk of log entries).
+fn apply(sm: &StateMachine, index: &mut u64, commands: &[Command]) -> Vec<CommandResponse> {
+    let markers: Vec<AppliedMarker> = commands
+        .iter()
+        .map(|_| {
+            *index += 1;
+            AppliedMarker {
+                applied: index.to_be_bytes().to_vec(),
+                membership: None,
+            }
+        })
+        .collect();
+    sm.apply(commands.iter().map(Some).zip(&markers))
+        .expect("apply on a healthy store")
+}
+
+/// A put of a 256-byte JSON string, as `cairn-bench --guard` sends.
+fn put(n: usize) -> Command {
+    let mut value = format!("\"{n:0>254}");
+    value.truncate(255);
+    value.push('"');
+    Command::Kv(WriteRequest::Put(PutRequest {
+        key: format!("bench/{:08}", n % 10_000).into_bytes(),
+        value: value.into_bytes(),
+        lease: 0,
+        prev_kv: false,
+        ignore_value: false,
+        ignore_lease: false,
+    }))
+}
+
+/// Mean time per put of applying `PUTS` puts, `chunk` per apply call.
+fn per_put(sm: &StateMachine, index: &mut u64, chunk: usize) -> Duration {
+    let commands: Vec<Command> = (0..PUTS).map(put).collect();
+    // Warm up (compiles nothing: the module was compiled at bind), then measure.
+    for c in commands[..chunk * 8].chunks(chunk) {
+        apply(sm, index, c);
+    }
+    let started = Instant::now();
+    for c in commands.chunks(chunk) {
+        for response in apply(sm, index, c) {
+            assert!(
+                matches!(response, CommandResponse::Kv(Ok(_))),
+                "a put failed: {response:?}"
+            );
+        }
+    }
+    started.elapsed() / PUTS as u32
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn main() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let storage = Storage::open(dir.path()).expect("open storage");
+    let sm = StateMachine::new(storage.clone()).expect("state machine");
+    let (module, sha256) = guard_module();
+    let mut index = 0;
+
+    // Per put applied: plain first, then guarded, on the same store (the guard installed in
+    // between, through apply as a client's install would be).
+    let plain: Vec<(usize, Duration)> = [1, 64]
+        .into_iter()
+        .map(|chunk| (chunk, per_put(&sm, &mut index, chunk)))
+        .collect();
+    let install = Command::Plugin(PluginCommand::Install {
+        name: "json-schema".into(),
+        sha256: sha256.clone(),
+        size: module.len() as u64,
+        offset: 0,
+        data: module,
+    });
+    let bind = Command::Plugin(PluginCommand::Bind(Binding {
+        name: "every-key".into(),
+        plugin: "json-schema".into(),
+        kind: Kind::Guard,
+        key: vec![0],
+        range_end: vec![0],
+        config: SCHEMA.to_vec(),
+        fuel: cairn::plugin::DEFAULT_FUEL,
+        memory_bytes: cairn::plugin::DEFAULT_MEMORY_BYTES,
+        failure_policy: FailurePolicy::FailClosed,
+        sha256: String::new(),
+        stats: Default::default(),
+    }));
+    for response in apply(&sm, &mut index, &[install, bind]) {
+        assert!(
+            matches!(response, CommandResponse::Plugin(Ok(_), _)),
+            "installing and binding the guard: {response:?}"
+        );
+    }
+    // Per call, on an engine of its own.
+    let engine = Engine::new().expect("engine");
+    let ops = [GuardOp::Put {
+        key: b"bench/1".to_vec(),
+        value: format!("\"{}\"", "x".repeat(254)).into_bytes(),
+        lease: 0,
+        ignore_value: false,
+        ignore_lease: false,
+    }];
+    // The first call compiles the module, from the store: it is in the warm-up.
+    let view = View::of(&Mvcc::read_view(&storage).expect("read view"));
+    let mut calls = Vec::with_capacity(CALLS);
+    for i in 0..CALLS + 500 {
+        let started = Instant::now();
+        let call = engine
+            .guard(
+                "bench",
+                &sha256,
+                view.clone(),
+                SCHEMA,
+                &ops,
+                10_000_000,
+                16 << 20,
+            )
+            .expect("no host fault");
+        let took = started.elapsed();
+        assert!(
+            matches!(call.outcome, cairn::plugin::engine::Outcome::Answered(_)),
+            "the guard did not answer: {:?}",
+            call.outcome
+        );
+        if i >= 500 {
+            calls.push(took);
+        }
+    }
+    calls.sort();
+    println!(
+        "guard call (instantiate + call), {CALLS} calls: p50 {:.1} µs, p99 {:.1} µs",
+        percentile(&calls, 0.50).as_secs_f64() * 1e6,
+        percentile(&calls, 0.99).as_secs_f64() * 1e6
+    );
+
+    println!("| puts per apply | plain µs/put | guarded µs/put | plain/guarded throughput |");
+    println!("|---:|---:|---:|---:|");
+    for (chunk, plain) in plain {
+        let guarded = per_put(&sm, &mut index, chunk);
+        println!(
+            "| {chunk} | {:.1} | {:.1} | {:.2} |",
+            plain.as_secs_f64() * 1e6,
+            guarded.as_secs_f64() * 1e6,
+            plain.as_secs_f64() / guarded.as_secs_f64()
+        );
+    }
+}
