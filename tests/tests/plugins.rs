@@ -280,7 +280,11 @@ async fn example_plugins_on_three_members() {
     cluster.wait_for_leader(Duration::from_secs(30)).await;
     let e1 = cluster.members[1].endpoint();
     let denied = put(&e1, "/config/db", "[]").await;
-    assert!(denied.contains("config-schema denied"), "{denied}");
+    assert!(
+        denied.contains("config-schema denied"),
+        "{denied}\nm1's log:\n{}",
+        cluster.members[1].log()
+    );
 
     // A member that catches up by snapshot gets the registry too.
     cluster.members[2].kill9();
@@ -454,4 +458,75 @@ async fn hostile_plugins_fail_alike_and_members_keep_serving() {
     ok(&e0, &["plugin", "remove", "loop"]);
     assert_eq!(put(&e0, "/loop/k", "v").await, "ok");
     wait_converged(&cluster, Duration::from_secs(30)).await;
+}
+
+#[test]
+fn a_guard_runs_in_the_batch_that_installs_it() {
+    // Proves a guarded write applied in the same batch as its plugin's install and bind (as
+    // when a restarted member replays its log) runs the guard, instead of failing because the
+    // module is not in committed storage yet.
+    use cairn::mvcc::{PutRequest, WriteRequest};
+    use cairn::plugin::{Binding, FailurePolicy, Kind, PluginCommand};
+    use cairn::state_machine::{AppliedMarker, Command as Cmd, CommandResponse, StateMachine};
+
+    let path = wasm("json-schema-guard");
+    let core = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let module = cairnctl::module::prepare(&path.display().to_string(), core)
+        .unwrap_or_else(|e| panic!("componentizing: {e}"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let storage = cairn::storage::Storage::open(dir.path()).expect("storage");
+    let sm = StateMachine::new(storage).expect("state machine");
+    let put = |value: &str| {
+        Cmd::Kv(WriteRequest::Put(PutRequest {
+            key: b"/config/a".to_vec(),
+            value: value.as_bytes().to_vec(),
+            lease: 0,
+            prev_kv: false,
+            ignore_value: false,
+            ignore_lease: false,
+        }))
+    };
+    let commands = [
+        Cmd::Plugin(PluginCommand::Install {
+            name: "schema".into(),
+            sha256: module.sha256.clone(),
+            size: module.bytes.len() as u64,
+            offset: 0,
+            data: module.bytes.clone(),
+        }),
+        Cmd::Plugin(PluginCommand::Bind(Binding {
+            name: "strings".into(),
+            plugin: "schema".into(),
+            kind: Kind::Guard,
+            key: b"/config/".to_vec(),
+            range_end: b"/config0".to_vec(),
+            config: br#"{"type":"string"}"#.to_vec(),
+            fuel: cairn::plugin::DEFAULT_FUEL,
+            memory_bytes: cairn::plugin::DEFAULT_MEMORY_BYTES,
+            failure_policy: FailurePolicy::FailClosed,
+            sha256: String::new(),
+            stats: Default::default(),
+        })),
+        put("\"fine\""),
+        put("42"),
+    ];
+    let markers: Vec<AppliedMarker> = (1..=commands.len() as u64)
+        .map(|i| AppliedMarker {
+            applied: i.to_be_bytes().to_vec(),
+            membership: None,
+        })
+        .collect();
+    let responses = sm
+        .apply(commands.iter().map(Some).zip(&markers))
+        .expect("the batch applies: no host fault");
+    assert!(
+        matches!(&responses[2], CommandResponse::Kv(Ok(_))),
+        "{:?}",
+        responses[2]
+    );
+    assert!(
+        matches!(&responses[3], CommandResponse::Kv(Err(e)) if e.to_string().contains("strings")),
+        "the guard denies a number: {:?}",
+        responses[3]
+    );
 }

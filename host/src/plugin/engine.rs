@@ -357,6 +357,10 @@ pub struct Engine {
     guard_linker: Arc<Linker<HostState>>,
     compare_linker: Arc<Linker<HostState>>,
     cache: Arc<Mutex<BTreeMap<String, Arc<Compiled>>>>,
+    /// Modules installed by apply and not compiled yet, by sha256. A call can come in the
+    /// same apply batch as the install (always so when a restarted member replays its log),
+    /// before the module is in committed storage: it compiles from these bytes.
+    pending: Arc<Mutex<BTreeMap<String, Arc<Vec<u8>>>>>,
     /// Whether the pooling allocator could reserve its memory on this machine.
     pub pooling: bool,
 }
@@ -438,6 +442,7 @@ impl Engine {
             guard_linker: Arc::new(guard_linker),
             compare_linker: Arc::new(compare_linker),
             cache: Arc::default(),
+            pending: Arc::default(),
             pooling,
         })
     }
@@ -447,7 +452,9 @@ impl Engine {
         if lock(&self.cache).contains_key(sha256) {
             return;
         }
-        let (engine, sha256, bytes) = (self.clone(), sha256.to_string(), bytes.to_vec());
+        let bytes = Arc::new(bytes.to_vec());
+        lock(&self.pending).insert(sha256.to_string(), bytes.clone());
+        let (engine, sha256) = (self.clone(), sha256.to_string());
         let spawned = std::thread::Builder::new()
             .name("plugin-compile".into())
             .spawn(move || {
@@ -475,12 +482,19 @@ impl Engine {
             .and_then(|pre| compare_world::ComparePluginPre::new(pre).ok());
         let compiled = Arc::new(Compiled { guard, compare });
         lock(&self.cache).insert(sha256.to_string(), compiled.clone());
+        lock(&self.pending).remove(sha256);
         Ok(compiled)
     }
 
     fn compiled(&self, sha256: &str, storage: &Storage) -> Result<Arc<Compiled>, HostFault> {
         if let Some(c) = lock(&self.cache).get(sha256) {
             return Ok(c.clone());
+        }
+        // Installed in this batch, or its background compile is still running: compile here
+        // (the same module compiles to the same code; the later insert is harmless).
+        let pending = lock(&self.pending).get(sha256).cloned();
+        if let Some(bytes) = pending {
+            return self.compile(sha256, &bytes);
         }
         let bytes = super::Registry::module(storage, sha256)
             .map_err(|e| HostFault(format!("reading module {sha256}: {e}")))?
