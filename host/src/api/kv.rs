@@ -44,12 +44,18 @@ impl Kv for KvService {
     ) -> Result<Response<pb::RangeResponse>, Status> {
         let req = request.into_inner();
         let serializable = req.serializable;
+        let point = req.range_end.is_empty();
         let req = convert::range_request(req);
         validate::check_range(&req).map_err(|e| status::invalid_request(&e))?;
-        let resp = self
-            .ctx
-            .read(serializable, move |view| view.range(&req))
-            .await?;
+        let resp = if point {
+            self.ctx
+                .read_point(serializable, |view| view.range(&req))
+                .await?
+        } else {
+            self.ctx
+                .read(serializable, move |view| view.range(&req))
+                .await?
+        };
         Ok(self.ctx.respond(convert::range_response(resp)))
     }
 

@@ -214,4 +214,20 @@ impl ApiContext {
         .map_err(|e| Status::internal(format!("cairn: read task failed: {e}")))?
         .map_err(|e| status::storage_error(&e))
     }
+
+    /// [`Self::read`] for a read of one key: a bounded amount of work, done on the calling
+    /// task instead of the blocking pool (whose hand-off costs two thread wake-ups, a large
+    /// share of a point read's latency).
+    pub async fn read_point<T>(
+        &self,
+        serializable: bool,
+        read: impl FnOnce(&ReadView<'_>) -> Result<T, mvcc::Error>,
+    ) -> Result<T, Status> {
+        if !serializable {
+            self.read_barrier().await?;
+        }
+        Mvcc::read_view(&self.storage)
+            .and_then(|view| read(&view))
+            .map_err(|e| status::storage_error(&e))
+    }
 }

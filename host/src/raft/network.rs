@@ -1,21 +1,27 @@
 //! The Raft network, sending side: openraft's RPCs over `cairn.raft.v1.Peer` (see
 //! `proto/cairn/raft/v1/raft.proto`; the receiving side is `service.rs`).
 //!
-//! Payloads are openraft's own message types, postcard-encoded. A transport failure becomes
-//! openraft's `Unreachable` (openraft backs off and retries); every call is bounded by the
-//! deadline openraft hands in. Snapshots stream in chunks: a blocking task writes the
+//! Payloads are openraft's own message types, postcard-encoded. Replication runs over one
+//! long-lived `AppendStream` call per follower (pipelined); heartbeats, votes and the rest are
+//! unary calls. A transport failure becomes openraft's `Unreachable` (openraft backs off and
+//! retries); every call, and every request on the stream, is bounded by the deadline openraft
+//! hands in. Snapshots stream in chunks: a blocking task writes the
 //! snapshot's bytes (`SnapshotData::write_to`) into a bounded channel that feeds the gRPC
 //! request stream, so a snapshot never sits in memory whole.
 
 use std::future::Future;
 use std::io::{self, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cairn_proto::cairn_raft::{Envelope, SnapshotChunk};
+use futures::future::BoxFuture;
+use futures::stream::{BoxStream, Stream, StreamExt};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::RPCOption;
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
-    TransferLeaderResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
+    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{OptionalSend, RaftNetworkFactory, RaftNetworkV2};
 use serde::Serialize;
@@ -26,6 +32,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::peers::Peers;
 use super::state_machine::{Snapshot, SnapshotData};
 use super::types::{MemberInfo, TypeConfig, Vote};
+
+/// One answer on the replication stream.
+type AppendResult = Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>;
 
 /// Bytes per snapshot chunk.
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
@@ -213,6 +222,87 @@ impl Write for ChunkWriter {
 
 impl RaftNetworkV2<TypeConfig> for PeerLink {
     type SnapshotData = SnapshotData;
+
+    /// openraft's replication stream over one `AppendStream` call: requests go out as the
+    /// leader produces them, without waiting for earlier answers, and answers come back in
+    /// order. A request unanswered for the deadline openraft hands in (as for a unary call)
+    /// ends the stream with `Unreachable`; so does fault injection isolating the target.
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<'s, Result<BoxStream<'s, AppendResult>, RPCError<TypeConfig>>>
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
+    {
+        Box::pin(async move {
+            if self.peers.is_isolated(self.target) {
+                return Err(RPCError::Unreachable(
+                    self.unreachable("isolated by fault injection"),
+                ));
+            }
+            let mut client = self
+                .peers
+                .client(&self.url)
+                .map_err(|e| RPCError::Unreachable(self.unreachable(e)))?;
+            let in_flight = Arc::new(AtomicUsize::new(0));
+            let (peers, target, sent) = (self.peers.clone(), self.target, in_flight.clone());
+            let outbound = input
+                .take_while(move |_| futures::future::ready(!peers.is_isolated(target)))
+                .filter_map({
+                    let peers = self.peers.clone();
+                    move |request| {
+                        // An entry that cannot be encoded ends the stream; openraft then sees
+                        // its requests unanswered and starts over.
+                        let envelope = postcard::to_stdvec(&request)
+                            .map(|payload| peers.envelope(payload))
+                            .inspect_err(|e| tracing::error!(error = %e, "encoding AppendEntries"))
+                            .ok();
+                        if envelope.is_some() {
+                            sent.fetch_add(1, Ordering::Relaxed);
+                        }
+                        futures::future::ready(envelope)
+                    }
+                });
+            let ttl = option.hard_ttl();
+            let inbound = match tokio::time::timeout(ttl, client.append_stream(outbound)).await {
+                Ok(Ok(response)) => response.into_inner(),
+                Ok(Err(status)) => {
+                    return Err(RPCError::Unreachable(self.unreachable(status.message())));
+                }
+                Err(_) => {
+                    return Err(RPCError::Unreachable(
+                        self.unreachable(format!("no reply within {ttl:?}")),
+                    ));
+                }
+            };
+            let link = self.clone();
+            let answers = futures::stream::unfold(Some((inbound, in_flight)), move |state| {
+                let link = link.clone();
+                async move {
+                    let (mut inbound, in_flight) = state?;
+                    loop {
+                        let failed = match tokio::time::timeout(ttl, inbound.message()).await {
+                            Ok(Ok(Some(envelope))) => {
+                                in_flight.fetch_sub(1, Ordering::Relaxed);
+                                let answer = postcard::from_bytes(&envelope.payload)
+                                    .map_err(|e| RPCError::Network(NetworkError::from_string(e)));
+                                return Some((answer, Some((inbound, in_flight))));
+                            }
+                            Ok(Ok(None)) => return None,
+                            Ok(Err(status)) => status.message().to_string(),
+                            // Idle: nothing asked, nothing owed.
+                            Err(_) if in_flight.load(Ordering::Relaxed) == 0 => continue,
+                            Err(_) => format!("no reply within {ttl:?}"),
+                        };
+                        // The last item: openraft ends the session on an error.
+                        return Some((Err(RPCError::Unreachable(link.unreachable(failed))), None));
+                    }
+                }
+            });
+            Ok(answers.boxed())
+        })
+    }
 
     async fn append_entries(
         &mut self,

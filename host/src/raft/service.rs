@@ -94,6 +94,41 @@ impl PeerService {
 
 #[tonic::async_trait]
 impl Peer for PeerService {
+    type AppendStreamStream = futures::stream::BoxStream<'static, Result<Envelope, Status>>;
+
+    async fn append_stream(
+        &self,
+        request: Request<Streaming<Envelope>>,
+    ) -> Result<Response<Self::AppendStreamStream>, Status> {
+        use futures::StreamExt;
+        tracing::debug!("replication stream from the leader opened");
+        let peers = self.node.peers.clone();
+        // Requests until the first one that is refused (another cluster, fault injection) or
+        // undecodable, or until the leader closes its side: ending the input ends the output.
+        let requests = request.into_inner().scan((), move |(), item| {
+            let decoded = item.ok().and_then(|envelope| {
+                peers.admit(envelope.cluster_id, envelope.from).ok()?;
+                postcard::from_bytes::<openraft::raft::AppendEntriesRequest<super::TypeConfig>>(
+                    &envelope.payload,
+                )
+                .ok()
+            });
+            futures::future::ready(decoded)
+        });
+        let peers = self.node.peers.clone();
+        let results = self
+            .node
+            .raft
+            .stream_append(requests)
+            .map(move |result| match result {
+                Ok(result) => postcard::to_stdvec(&result)
+                    .map(|payload| peers.envelope(payload))
+                    .map_err(|e| Status::internal(format!("encoding a peer reply: {e}"))),
+                Err(fatal) => Err(Status::unavailable(fatal.to_string())),
+            });
+        Ok(Response::new(results.boxed()))
+    }
+
     async fn append_entries(
         &self,
         request: Request<Envelope>,
