@@ -519,6 +519,16 @@ fn etcdctl_lease_session_matches_etcd() {
             for secs in 95..=100 {
                 text = text.replace(&format!("remaining({secs}s)"), "remaining(~100s)");
             }
+            // etcd lists a lease's keys from a Go map too (Cairn sorts them): compare sets.
+            if let Some(start) = text.find("attached keys([") {
+                let from = start + "attached keys([".len();
+                if let Some(len) = text[from..].find("])") {
+                    let mut keys: Vec<&str> = text[from..from + len].split(' ').collect();
+                    keys.sort_unstable();
+                    let sorted = keys.join(" ");
+                    text.replace_range(from..from + len, &sorted);
+                }
+            }
             if *step == "lease list" {
                 // etcd lists leases in Go map order (unspecified); compare them as a set.
                 let mut lines: Vec<&str> = text.lines().collect();
