@@ -8,6 +8,36 @@ use std::time::Duration;
 use etcd_client::Client;
 use tokio::task::JoinHandle;
 
+/// Puts `per_writer` keys from each of `writers` concurrent clients of `endpoint` and returns
+/// when all are acknowledged (any failure panics). Keys are `{prefix}{writer}/{n}`, values
+/// `value`.
+pub async fn put_concurrently(
+    endpoint: &str,
+    writers: usize,
+    per_writer: usize,
+    prefix: &str,
+    value: &str,
+) {
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let (endpoint, prefix, value) =
+                (endpoint.to_owned(), prefix.to_owned(), value.to_owned());
+            tokio::spawn(async move {
+                let mut client = crate::cluster::connect(&endpoint).await;
+                for n in 0..per_writer {
+                    client
+                        .put(format!("{prefix}{w}/{n}"), value.as_str(), None)
+                        .await
+                        .unwrap_or_else(|e| panic!("put {prefix}{w}/{n}: {e}"));
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("writer task");
+    }
+}
+
 /// Writers running until [`Writers::stop`].
 pub struct Writers {
     stop: Arc<AtomicBool>,

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use cairn_tests::cluster::connect;
 use cairn_tests::converge::stop_and_verify;
-use cairn_tests::workload::Writers;
+use cairn_tests::workload::{Writers, put_concurrently};
 use cairn_tests::{Cluster, Flavor, with_timeout};
 use etcd_client::GetOptions;
 
@@ -236,22 +236,7 @@ async fn restarted_leader_serves_no_stale_linearizable_read() {
             let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
             let endpoint = cluster.members[leader].endpoint();
             // A burst of concurrent writes leaves applied state the leader has not synced.
-            let burst: Vec<_> = (0..8)
-                .map(|w| {
-                    let endpoint = endpoint.clone();
-                    tokio::spawn(async move {
-                        let mut c = connect(&endpoint).await;
-                        for i in 0..40 {
-                            c.put(format!("burst/{w}/{i}"), "x", None)
-                                .await
-                                .expect("burst put on a healthy cluster");
-                        }
-                    })
-                })
-                .collect();
-            for task in burst {
-                task.await.expect("burst task");
-            }
+            put_concurrently(&endpoint, 8, 40, "burst/", "x").await;
             let mut c = connect(&endpoint).await;
             let acked = c
                 .put("last", format!("round-{round}"), None)

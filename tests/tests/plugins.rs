@@ -15,6 +15,7 @@ use cairn_proto::cairn_plugin::plugin_client::PluginClient;
 use cairn_proto::cairn_plugin::{InstallRequest, ListRequest};
 use cairn_tests::cluster::connect;
 use cairn_tests::converge::wait_converged;
+use cairn_tests::workload::put_concurrently;
 use cairn_tests::{Cluster, Flavor, binary_path};
 
 /// Multi-member tests load two cores; they run one at a time.
@@ -291,23 +292,7 @@ async fn example_plugins_on_three_members() {
     cluster.wait_for_leader(Duration::from_secs(30)).await;
     // Far more entries than the log keeps behind a snapshot (100 and 20 here), written by
     // eight clients so it stays quick; openraft purges the log lazily, so leave it room.
-    let writers: Vec<_> = (0..8)
-        .map(|w| {
-            let e0 = e0.clone();
-            tokio::spawn(async move {
-                let mut client = connect(&e0).await;
-                for i in 0..150 {
-                    client
-                        .put(format!("/other/{w}/{i}"), "v", None)
-                        .await
-                        .expect("an unguarded put");
-                }
-            })
-        })
-        .collect();
-    for w in writers {
-        w.await.expect("writer task");
-    }
+    put_concurrently(&e0, 8, 150, "/other/", "v").await;
     cluster.members[2].restart();
     wait_converged(&cluster, Duration::from_secs(60)).await;
     assert!(

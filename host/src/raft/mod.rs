@@ -319,7 +319,11 @@ impl RaftNode {
     async fn read_index_local(&self) -> Result<u64, ProposeError> {
         match self.raft.get_read_log_id(ReadPolicy::ReadIndex).await {
             Ok((read_log_id, _applied)) => {
-                tracing::debug!(index = read_log_id.index(), leadership = %read_log_id.committed_leader_id(), "read index");
+                tracing::debug!(
+                    index = read_log_id.index(),
+                    leadership = %read_log_id.committed_leader_id(),
+                    "read index"
+                );
                 Ok(read_log_id.index())
             }
             Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
