@@ -291,6 +291,58 @@ async fn progress_notify_marks_quiet_periods() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_progress_mark_covers_every_acknowledged_write() {
+    // Proves a progress response asked for after a write was acknowledged carries that write's
+    // revision or a later one, with the write's event sent before it (etcd's bookmark).
+    // Kubernetes waits on exactly this mark for reads served from its watch cache.
+    const ROUNDS: usize = 300;
+    let node = CairnNode::start(&[]);
+    with_timeout(Duration::from_secs(120), "progress mark", async {
+        let mut client = Client::connect([node.endpoint()], None)
+            .await
+            .expect("connect");
+        let mut stream = client
+            .watch("m/", Some(WatchOptions::new().with_prefix()))
+            .await
+            .expect("watch");
+        assert!(
+            stream
+                .message()
+                .await
+                .expect("stream")
+                .expect("open")
+                .created()
+        );
+        for i in 0..ROUNDS {
+            let put = client
+                .put(format!("m/{}", i % 5), format!("{i}"), None)
+                .await
+                .expect("put");
+            let rev = put.header().expect("header").revision();
+            stream.request_progress().await.expect("progress request");
+            let mut seen = 0;
+            let mark = loop {
+                let resp = stream.message().await.expect("stream").expect("open");
+                if resp.watch_id() == -1 {
+                    break resp.header().expect("header").revision();
+                }
+                seen = resp
+                    .events()
+                    .iter()
+                    .map(|e| e.kv().expect("kv").mod_revision())
+                    .fold(seen, i64::max);
+            };
+            assert!(
+                mark >= rev,
+                "round {i}: progress mark {mark} is older than the acknowledged write {rev}"
+            );
+            assert_eq!(seen, rev, "round {i}: the write's event did not come first");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_watcher_delays_no_one_and_misses_nothing() {
     // Proves a client that stops reading does not hold up 1,000 other watchers, and gets every
     // event once it reads again.

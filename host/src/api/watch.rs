@@ -28,6 +28,8 @@ use crate::watch::{PrevKvInterest, WatcherInterest};
 const MAX_REVS_PER_RESPONSE: i64 = 1000;
 /// Responses buffered per stream before the stream waits for its client.
 const SEND_BUFFER: usize = 128;
+/// How long a progress request waits for the hub to reach the store's revision.
+const PROGRESS_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);
 /// etcd's message for a watch over an empty key range.
 const EMPTY_RANGE: &str = "mvcc: watcher range is empty";
 /// etcd's message for a reused client-chosen watch id.
@@ -224,6 +226,15 @@ impl WatchStream {
                 Ok(())
             }
             Some(RequestUnion::ProgressRequest(_)) => {
+                // The hub hears of a commit a moment after the store applies it. As in etcd,
+                // the mark covers every write applied before the request: wait for the hub to
+                // hold them (bounded; should it lag further, the hub's revision is still a
+                // true mark, just an older one).
+                let _ = tokio::time::timeout(
+                    PROGRESS_CATCH_UP,
+                    self.revs.wait_for(|hub| hub.current >= current),
+                )
+                .await;
                 // Everything up to the mark is sent first, so the mark is a true bookmark.
                 self.deliver().await?;
                 let current = self.revs.borrow().current;
