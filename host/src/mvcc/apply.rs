@@ -12,7 +12,7 @@ use fjall::{OwnedWriteBatch, Readable, Snapshot};
 
 use super::error::{Error, StorageError};
 use super::key_range::KeyRange;
-use super::read::{Overlay, ReadView};
+use super::read::{ReadView, SharedOverlay};
 use super::types::{Event, Revision};
 use super::write::WriteTxn;
 use super::{
@@ -21,18 +21,14 @@ use super::{
 };
 use crate::storage::Storage;
 
-/// Most overlay entries a plugin view copies; a larger batch commits before a request that
-/// involves plugins instead.
-const HOOKS_OVERLAY_COPY_MAX: usize = 256;
-
 /// Uncommitted writes of one or more requests.
 pub struct ApplyBatch<'a> {
     storage: &'a Storage,
     batch: OwnedWriteBatch,
     /// The committed state the batch builds on.
     snap: Snapshot,
-    /// Keys written since `snap` (`None` = deleted).
-    overlay: Overlay,
+    /// Keys written since `snap` (`None` = deleted). Plugin calls share it, never copy it.
+    overlay: SharedOverlay,
     revs: Revisions,
     /// The opaque log position of the last request applied, recorded at each commit.
     position: Option<Vec<u8>>,
@@ -47,7 +43,7 @@ impl<'a> ApplyBatch<'a> {
             storage,
             batch: new_batch(storage),
             snap: storage.db.snapshot(),
-            overlay: Overlay::new(),
+            overlay: SharedOverlay::default(),
             revs,
             position: None,
             pending: 0,
@@ -79,12 +75,7 @@ impl<'a> ApplyBatch<'a> {
         leases: &dyn LeaseLookup,
         hooks: &mut dyn WriteHooks,
     ) -> Result<Applied, StorageError> {
-        // Plugins read the batch's uncommitted writes through a copy of the overlay; past a
-        // few entries, committing first is cheaper than copying.
-        if self.pending > 0
-            && (reads_history(req)
-                || (self.overlay.len() > HOOKS_OVERLAY_COPY_MAX && hooks.involves(req)))
-        {
+        if self.pending > 0 && reads_history(req) {
             self.flush()?;
         }
         self.pending += 1;
@@ -248,7 +239,7 @@ impl<'a> ApplyBatch<'a> {
         }
         std::mem::replace(&mut self.batch, new_batch(self.storage)).commit()?;
         self.snap = self.storage.db.snapshot();
-        self.overlay.clear();
+        self.overlay = SharedOverlay::default();
         self.pending = 0;
         Ok(())
     }

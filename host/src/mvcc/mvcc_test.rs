@@ -2119,10 +2119,6 @@ struct FakeHooks {
 }
 
 impl crate::mvcc::WriteHooks for FakeHooks {
-    fn involves(&self, _req: &WriteRequest) -> bool {
-        true
-    }
-
     fn guard(
         &mut self,
         _view: &ReadView<'_>,

@@ -20,6 +20,11 @@ use crate::storage::Storage;
 /// Keys written earlier in the same request (a Txn reads its own writes), `None` = deleted.
 pub type Overlay = BTreeMap<Vec<u8>, Option<(KeyMeta, Vec<u8>)>>;
 
+/// An [`Overlay`] a plugin call can hold on to without copying it: writers change it through
+/// `Arc::make_mut`, which copies only while a call still holds the previous version (none
+/// does once the call has returned).
+pub type SharedOverlay = std::sync::Arc<Overlay>;
+
 /// A consistent view of the store at one revision.
 pub struct ReadView<'a> {
     pub(crate) storage: &'a Storage,
@@ -28,7 +33,7 @@ pub struct ReadView<'a> {
     pub rev: Revision,
     /// Reads below this revision fail with `Compacted`; -1 before any compaction.
     pub compact_rev: Revision,
-    pub(crate) overlay: Option<&'a Overlay>,
+    pub(crate) overlay: Option<&'a SharedOverlay>,
 }
 
 /// What the fetch step should load for each key.
@@ -149,7 +154,7 @@ impl<'a> ReadView<'a> {
         mut visit: impl FnMut(&[u8], KeyMeta) -> Result<bool, Error>,
     ) -> Result<(), Error> {
         let empty = Overlay::new();
-        let overlay = self.overlay.unwrap_or(&empty);
+        let overlay: &Overlay = self.overlay.map_or(&empty, |o| o);
         let mut pending = overlay.range::<[u8], _>(range.bounds()).peekable();
         let mut iter = self
             .snap

@@ -10,7 +10,6 @@
 //! compares, and guards see the writes on the taken path after the checks, before the first
 //! write, so a denial is one more error that leaves nothing behind.
 
-use super::WriteRequest;
 use super::error::{Error, MvccError};
 use super::key_range::KeyRange;
 use super::read::ReadView;
@@ -46,9 +45,6 @@ pub enum WriteOp<'a> {
 /// Plugins in the write path (implemented by `plugin/`; the store knows only this trait).
 /// Everything here runs in apply, so implementations must be deterministic.
 pub trait WriteHooks {
-    /// Whether `req` needs the hooks at all (a large batch commits before such a request, so
-    /// the hooks' copy of its uncommitted writes stays small; see `ApplyBatch::apply_with`).
-    fn involves(&self, req: &WriteRequest) -> bool;
     /// Called once per Put, DeleteRange or Txn with the writes that will run (for a txn, those
     /// on the taken path, in order), after etcd's checks and before the first write. An error
     /// rejects the request.
@@ -66,10 +62,6 @@ pub trait WriteHooks {
 pub struct NoHooks;
 
 impl WriteHooks for NoHooks {
-    fn involves(&self, _req: &WriteRequest) -> bool {
-        false
-    }
-
     fn guard(&mut self, _view: &ReadView<'_>, _writes: &[WriteOp<'_>]) -> Result<(), MvccError> {
         Ok(())
     }

@@ -10,7 +10,7 @@ use fjall::{OwnedWriteBatch, Snapshot};
 use super::encoding::{self, INDEX_DELETE, INDEX_PUT, KeyMeta, Rev, StoredEvent};
 use super::error::Error;
 use super::key_range::KeyRange;
-use super::read::{Overlay, ReadView};
+use super::read::{ReadView, SharedOverlay};
 use super::types::{Event, EventKind, KeyValue, Revision};
 use crate::storage::Storage;
 
@@ -22,7 +22,7 @@ pub struct WriteTxn<'a> {
     pub begin_rev: Revision,
     pub compact_rev: Revision,
     batch: &'a mut OwnedWriteBatch,
-    overlay: &'a mut Overlay,
+    overlay: &'a mut SharedOverlay,
     events: Vec<Event>,
 }
 
@@ -33,7 +33,7 @@ impl<'a> WriteTxn<'a> {
         begin_rev: Revision,
         compact_rev: Revision,
         batch: &'a mut OwnedWriteBatch,
-        overlay: &'a mut Overlay,
+        overlay: &'a mut SharedOverlay,
     ) -> Self {
         WriteTxn {
             storage,
@@ -138,7 +138,7 @@ impl<'a> WriteTxn<'a> {
             kv: event.to_kv(at),
             prev_kv: prev.clone(),
         });
-        self.overlay.insert(key.to_vec(), Some((meta, value)));
+        std::sync::Arc::make_mut(self.overlay).insert(key.to_vec(), Some((meta, value)));
         Ok(prev)
     }
 
@@ -177,7 +177,7 @@ impl<'a> WriteTxn<'a> {
                 kv: event.to_kv(at),
                 prev_kv: Some(prev.clone()),
             });
-            self.overlay.insert(key, None);
+            std::sync::Arc::make_mut(self.overlay).insert(key, None);
             deleted.push(prev);
         }
         Ok(deleted)

@@ -82,8 +82,8 @@ pub struct View {
     pub snap: fjall::Snapshot,
     pub rev: Revision,
     pub compact_rev: Revision,
-    /// The batch's uncommitted writes (kept small: see `ApplyBatch::apply_with`).
-    overlay: Option<Arc<mvcc::Overlay>>,
+    /// The batch's uncommitted writes, shared with the batch (not copied).
+    overlay: Option<mvcc::SharedOverlay>,
 }
 
 impl View {
@@ -93,10 +93,7 @@ impl View {
             snap: view.snap.clone(),
             rev: view.rev,
             compact_rev: view.compact_rev,
-            overlay: view
-                .overlay
-                .filter(|o| !o.is_empty())
-                .map(|o| Arc::new(o.clone())),
+            overlay: view.overlay.filter(|o| !o.is_empty()).cloned(),
         }
     }
 
@@ -106,7 +103,7 @@ impl View {
             snap: self.snap.clone(),
             rev: self.rev,
             compact_rev: self.compact_rev,
-            overlay: self.overlay.as_deref(),
+            overlay: self.overlay.as_ref(),
         }
     }
 }

@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 
 use crate::mvcc::{
     ComputedValue, KeyRange, MvccError, ReadView, RequestOp, TxnRequest, WriteHooks, WriteOp,
-    WriteRequest,
 };
 
 use super::engine::{Call, Computed, Engine, GuardOp, HostFault, Outcome, Verdict, View};
@@ -56,26 +55,6 @@ fn write_range(op: &WriteOp<'_>) -> KeyRange {
     }
 }
 
-/// Every write a request may make, on any branch.
-fn all_writes<'r>(req: &'r WriteRequest, out: &mut Vec<WriteOp<'r>>) {
-    fn txn<'r>(t: &'r TxnRequest, out: &mut Vec<WriteOp<'r>>) {
-        for op in t.success.iter().chain(&t.failure) {
-            match op {
-                RequestOp::Put(p) => out.push(WriteOp::Put(p)),
-                RequestOp::DeleteRange(d) => out.push(WriteOp::DeleteRange(d)),
-                RequestOp::Txn(nested) => txn(nested, out),
-                RequestOp::Range(_) => {}
-            }
-        }
-    }
-    match req {
-        WriteRequest::Put(p) => out.push(WriteOp::Put(p)),
-        WriteRequest::DeleteRange(d) => out.push(WriteOp::DeleteRange(d)),
-        WriteRequest::Txn(t) => txn(t, out),
-        WriteRequest::Compact(_) => {}
-    }
-}
-
 /// Whether a txn (or one nested in it) has a computed compare.
 pub fn has_computed(t: &TxnRequest) -> bool {
     t.compare
@@ -88,18 +67,6 @@ pub fn has_computed(t: &TxnRequest) -> bool {
 }
 
 impl WriteHooks for Hooks<'_> {
-    fn involves(&self, req: &WriteRequest) -> bool {
-        if let WriteRequest::Txn(t) = req
-            && has_computed(t)
-        {
-            return true;
-        }
-        let mut writes = Vec::new();
-        all_writes(req, &mut writes);
-        self.guards()
-            .any(|b| writes.iter().any(|w| write_range(w).overlaps(&b.range())))
-    }
-
     fn guard(&mut self, view: &ReadView<'_>, writes: &[WriteOp<'_>]) -> Result<(), MvccError> {
         // Bindings in name order, each shown the writes in its range, in request order.
         let calls: Vec<(Binding, Vec<GuardOp>)> = self
@@ -126,8 +93,7 @@ impl WriteHooks for Hooks<'_> {
                 (!ops.is_empty()).then(|| (b.clone(), ops))
             })
             .collect();
-        // Most writes meet no guard: then nothing is copied (the view copies the batch's
-        // overlay).
+        // Most writes meet no guard: then no view is made.
         if calls.is_empty() {
             return Ok(());
         }
