@@ -36,6 +36,8 @@ use crate::raft::{
 };
 use crate::storage::Storage;
 
+/// How long a stopping member lets in-flight requests and streams finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Rounds (of 500 ms) between asking a peer whether this member was removed.
 const REMOVAL_CHECK_ROUNDS: u64 = 4;
 /// How long a member started with `--initial-cluster-state existing` looks for the cluster.
@@ -121,7 +123,7 @@ impl Server {
         let mut tasks = JoinSet::new();
         // Peers first: the election needs them.
         for (url, listener) in peer_listeners {
-            let service = raft.peer_service(dir.join("snap"));
+            let service = raft.peer_service(dir.join("snap"), stopped.clone());
             tasks.spawn(serve_peer(url, listener, service, stopped.clone()));
         }
         let election = Duration::from_millis(config.election_timeout);
@@ -228,10 +230,19 @@ impl Server {
         Ok(())
     }
 
-    /// Stops accepting requests, lets in-flight ones finish, and stops Raft.
+    /// Stops accepting requests, lets in-flight ones finish (for at most
+    /// [`SHUTDOWN_GRACE`]), and stops Raft.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
-        while self.tasks.join_next().await.is_some() {}
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            // Everything acknowledged is already durable; what is still running is dropped.
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "requests still running at shutdown; dropping them");
+            self.tasks.abort_all();
+        }
         self.raft.shutdown().await;
     }
 }

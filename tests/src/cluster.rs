@@ -111,9 +111,18 @@ impl Member {
         }
     }
 
-    /// Starts again over the same data dir and ports, with the same flags.
+    /// Starts again over the same data dir and ports, with the same flags (after a kill, or
+    /// after the process ended by itself).
     pub fn restart(&mut self) {
+        if self.has_exited().is_some() {
+            self.child = None;
+        }
         self.spawn();
+    }
+
+    /// SIGTERM: asks the member to stop cleanly.
+    pub fn terminate(&self) {
+        signal(self.pid().expect("SIGTERM to a stopped member"), "TERM");
     }
 
     /// SIGSTOP: the process freezes mid-whatever, holding its sockets open.
@@ -377,7 +386,8 @@ fn member_args(
     args
 }
 
-fn tail(text: &str, lines: usize) -> String {
+/// The last `lines` lines of `text`.
+pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }

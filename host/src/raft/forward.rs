@@ -2,7 +2,8 @@
 //!
 //! A client may talk to any member. Writes, read indexes, membership changes and the
 //! application's leader-only requests (lease keepalives) run on the leader: a member that does
-//! not lead sends them over the peer channel (`Peer.Forward`) and relays the reply.
+//! not lead sends them over the peer channel and relays the reply (over the long-lived
+//! `Peer.Calls` stream, or a unary `Peer.Forward` for a request over `MAX_CALL_BYTES`).
 //!
 //! Retries are safe only when the request cannot have been proposed: the leader said "not
 //! leader", or the connection to it was never made. Once a forwarded write may have reached
@@ -15,6 +16,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use cairn_proto::cairn_raft::CallKind;
+
+use super::calls::{CallError, MAX_CALL_BYTES};
 use super::membership::{Member, MembershipChange};
 use super::{ProposeError, RaftNode};
 use crate::state_machine::{Command, CommandResponse};
@@ -128,12 +132,31 @@ impl RaftNode {
         }
         let payload =
             postcard::to_stdvec(request).map_err(|e| ProposeError::Stopped(e.to_string()))?;
-        let mut client = self.peers.client(&url).map_err(ProposeError::NotSent)?;
-        match client.forward(self.peers.envelope(payload)).await {
-            Ok(reply) => postcard::from_bytes::<Result<ForwardReply, ProposeError>>(
-                &reply.into_inner().payload,
-            )
-            .map_err(|e| ProposeError::Stopped(format!("bad reply from the leader: {e}")))?,
+        let envelope = self.peers.envelope(payload);
+        let reply = if envelope.payload.len() <= MAX_CALL_BYTES {
+            match self
+                .peers
+                .call(&url, CallKind::Forward, envelope, None)
+                .await
+            {
+                Ok(reply) => Ok(reply),
+                Err(CallError::NotSent(why)) => return Err(ProposeError::NotSent(why)),
+                Err(CallError::Refused(status)) => Err(status),
+                Err(CallError::Lost(why)) if !request.changes_state() => {
+                    return Err(ProposeError::NotSent(why));
+                }
+                Err(CallError::Lost(why)) => {
+                    tracing::debug!(error = %why, "forwarded request lost");
+                    return Err(ProposeError::ConnectionLost);
+                }
+            }
+        } else {
+            let mut client = self.peers.client(&url).map_err(ProposeError::NotSent)?;
+            client.forward(envelope).await.map(|r| r.into_inner())
+        };
+        match reply {
+            Ok(reply) => postcard::from_bytes::<Result<ForwardReply, ProposeError>>(&reply.payload)
+                .map_err(|e| ProposeError::Stopped(format!("bad reply from the leader: {e}")))?,
             // The leader refused it (another cluster, or fault injection): nothing ran.
             Err(s) if s.code() == tonic::Code::FailedPrecondition => {
                 Err(ProposeError::NotSent(s.message().to_string()))

@@ -16,6 +16,7 @@
 //! what only the leader can do is forwarded to it (`forward.rs`). Everything else (log store,
 //! state machine adapter, peer transport) stays inside this module.
 
+mod calls;
 mod forward;
 pub mod log_store;
 mod membership;
@@ -232,8 +233,13 @@ impl RaftNode {
     }
 
     /// The gRPC service for the peer port.
-    pub fn peer_service(&self, snapshot_dir: std::path::PathBuf) -> service::PeerService {
-        service::PeerService::new(self.clone(), snapshot_dir)
+    /// The gRPC service for the peer port; its streams end once `stopping` turns true.
+    pub fn peer_service(
+        &self,
+        snapshot_dir: std::path::PathBuf,
+        stopping: tokio::sync::watch::Receiver<bool>,
+    ) -> service::PeerService {
+        service::PeerService::new(self.clone(), snapshot_dir, stopping)
     }
 
     /// Follows the revisions of this member's applied state (see `StateMachine::subscribe`).

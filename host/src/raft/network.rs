@@ -2,8 +2,8 @@
 //! `proto/cairn/raft/v1/raft.proto`; the receiving side is `service.rs`).
 //!
 //! Payloads are openraft's own message types, postcard-encoded. Replication runs over one
-//! long-lived `AppendStream` call per follower (pipelined); heartbeats, votes and the rest are
-//! unary calls. A transport failure becomes openraft's `Unreachable` (openraft backs off and
+//! long-lived `AppendStream` call per follower (pipelined); heartbeats go over the long-lived
+//! `Calls` stream to the peer (`calls.rs`); votes and the rest are unary calls. A transport failure becomes openraft's `Unreachable` (openraft backs off and
 //! retries); every call, and every request on the stream, is bounded by the deadline openraft
 //! hands in. Snapshots stream in chunks: a blocking task writes the
 //! snapshot's bytes (`SnapshotData::write_to`) into a bounded channel that feeds the gRPC
@@ -14,7 +14,7 @@ use std::io::{self, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use cairn_proto::cairn_raft::{Envelope, SnapshotChunk};
+use cairn_proto::cairn_raft::{CallKind, Envelope, SnapshotChunk};
 use futures::future::BoxFuture;
 use futures::stream::{BoxStream, Stream, StreamExt};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
@@ -29,6 +29,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::calls::{CallError, MAX_CALL_BYTES};
 use super::peers::Peers;
 use super::state_machine::{Snapshot, SnapshotData};
 use super::types::{MemberInfo, TypeConfig, Vote};
@@ -93,11 +94,31 @@ impl PeerLink {
         }
         let payload = postcard::to_stdvec(request)
             .map_err(|e| RPCError::Network(NetworkError::from_string(e)))?;
+        let envelope = self.peers.envelope(payload);
+        if matches!(rpc, Rpc::AppendEntries) && envelope.payload.len() <= MAX_CALL_BYTES {
+            // Heartbeats: over the long-lived `Calls` stream.
+            let reply = self
+                .peers
+                .call(
+                    &self.url,
+                    CallKind::AppendEntries,
+                    envelope,
+                    Some(option.hard_ttl()),
+                )
+                .await
+                .map_err(|e| {
+                    RPCError::Unreachable(self.unreachable(match e {
+                        CallError::NotSent(why) | CallError::Lost(why) => why,
+                        CallError::Refused(status) => status.message().to_string(),
+                    }))
+                })?;
+            return postcard::from_bytes(&reply.payload)
+                .map_err(|e| RPCError::Network(NetworkError::from_string(e)));
+        }
         let mut client = self
             .peers
             .client(&self.url)
             .map_err(|e| RPCError::Unreachable(self.unreachable(e)))?;
-        let envelope = self.peers.envelope(payload);
         let call = async {
             match rpc {
                 Rpc::AppendEntries => client.append_entries(envelope).await,
@@ -236,15 +257,22 @@ impl RaftNetworkV2<TypeConfig> for PeerLink {
         S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
     {
         Box::pin(async move {
+            let ttl = option.hard_ttl();
+            // openraft retries a stream that failed to open at once (its backoff acts only
+            // between requests of an open stream), so a failed attempt waits out the deadline
+            // here: a member that is down or cut off costs ten attempts a second, not a spin.
+            let link = self.clone();
+            let failed = |why: String| async move {
+                tokio::time::sleep(ttl).await;
+                Err(RPCError::Unreachable(link.unreachable(why)))
+            };
             if self.peers.is_isolated(self.target) {
-                return Err(RPCError::Unreachable(
-                    self.unreachable("isolated by fault injection"),
-                ));
+                return failed("isolated by fault injection".into()).await;
             }
-            let mut client = self
-                .peers
-                .client(&self.url)
-                .map_err(|e| RPCError::Unreachable(self.unreachable(e)))?;
+            let mut client = match self.peers.client(&self.url) {
+                Ok(client) => client,
+                Err(e) => return failed(e).await,
+            };
             let in_flight = Arc::new(AtomicUsize::new(0));
             let (peers, target, sent) = (self.peers.clone(), self.target, in_flight.clone());
             let outbound = input
@@ -264,12 +292,9 @@ impl RaftNetworkV2<TypeConfig> for PeerLink {
                         futures::future::ready(envelope)
                     }
                 });
-            let ttl = option.hard_ttl();
             let inbound = match tokio::time::timeout(ttl, client.append_stream(outbound)).await {
                 Ok(Ok(response)) => response.into_inner(),
-                Ok(Err(status)) => {
-                    return Err(RPCError::Unreachable(self.unreachable(status.message())));
-                }
+                Ok(Err(status)) => return failed(status.message().to_string()).await,
                 Err(_) => {
                     return Err(RPCError::Unreachable(
                         self.unreachable(format!("no reply within {ttl:?}")),

@@ -1,7 +1,8 @@
 //! Connections to the other members, and the rules every peer message passes.
 //!
 //! One lazily connected gRPC channel per peer URL, shared by Raft replication, votes,
-//! snapshots and forwarded requests (HTTP/2 multiplexes them). Every envelope carries the
+//! snapshots and forwarded requests (HTTP/2 multiplexes them), and on it one long-lived
+//! `Calls` stream for heartbeats and forwarded requests (`calls.rs`). Every envelope carries the
 //! sender's cluster ID; a member refuses envelopes from another cluster, so members started
 //! with different `--initial-cluster-token`s never talk to each other.
 //!
@@ -14,9 +15,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use cairn_proto::cairn_raft::Envelope;
 use cairn_proto::cairn_raft::peer_client::PeerClient;
+use cairn_proto::cairn_raft::{CallKind, Envelope};
 use tonic::transport::{Channel, Endpoint};
+
+use super::calls::{CallError, Links};
 
 /// Largest peer message accepted or sent: an append of many large entries, or a snapshot chunk.
 pub const MAX_PEER_MESSAGE_BYTES: usize = 256 << 20;
@@ -42,6 +45,7 @@ struct Inner {
     cluster_id: AtomicU64,
     fault_injection: bool,
     channels: Mutex<BTreeMap<String, Channel>>,
+    calls: Links,
     isolated: RwLock<BTreeSet<u64>>,
 }
 
@@ -61,6 +65,7 @@ impl Peers {
                 cluster_id: AtomicU64::new(cluster_id),
                 fault_injection,
                 channels: Mutex::default(),
+                calls: Links::default(),
                 isolated: RwLock::default(),
             }),
         }
@@ -98,6 +103,22 @@ impl Peers {
         Ok(PeerClient::new(channel)
             .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES))
+    }
+
+    /// Sends a small request over the `Calls` stream to the member at `url` and waits for
+    /// its answer (at most `deadline`, if given); see `calls.rs` for what each error means.
+    pub async fn call(
+        &self,
+        url: &str,
+        kind: CallKind,
+        envelope: Envelope,
+        deadline: Option<Duration>,
+    ) -> Result<Envelope, CallError> {
+        let client = self.client(url).map_err(CallError::NotSent)?;
+        self.inner
+            .calls
+            .call(url, client, kind, envelope, deadline)
+            .await
     }
 
     /// Wraps a payload for sending.

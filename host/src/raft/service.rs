@@ -3,6 +3,8 @@
 //! Every call first passes [`Peers::admit`] (same cluster, not isolated by fault injection);
 //! a refusal is `FailedPrecondition`, which the sender treats as "not delivered". Raft calls go
 //! straight into openraft; forwarded requests run on this member if it leads (`forward.rs`).
+//! Heartbeats and forwarded requests also arrive over a `Calls` stream (`calls.rs`), where
+//! each is admitted and answered exactly as its unary call would be.
 //! A snapshot is received into a file in the snapshot directory and handed to openraft whole.
 
 use std::collections::BTreeSet;
@@ -10,7 +12,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use cairn_proto::cairn_raft::peer_server::Peer;
-use cairn_proto::cairn_raft::{Envelope, Faults, SnapshotChunk};
+use cairn_proto::cairn_raft::{Call, CallKind, Envelope, Faults, SnapshotChunk};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status, Streaming};
@@ -29,19 +31,42 @@ pub struct HelloReply {
     pub members: Vec<Member>,
 }
 
+/// Answers of a `Calls` stream queued before its calls wait for the caller to read.
+const CALL_ANSWERS_QUEUED: usize = 256;
+
 /// openraft stopped (or is stopping) on this member: the sender will retry elsewhere.
 fn unavailable(e: impl std::fmt::Display) -> Status {
     Status::unavailable(e.to_string())
 }
 
+#[derive(Clone)]
 pub struct PeerService {
     node: RaftNode,
     snapshot_dir: PathBuf,
+    /// Turns true when the member stops: the long-lived streams then end, so the server's
+    /// graceful shutdown does not wait on a peer that never closes its side.
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl PeerService {
-    pub fn new(node: RaftNode, snapshot_dir: PathBuf) -> Self {
-        PeerService { node, snapshot_dir }
+    pub fn new(
+        node: RaftNode,
+        snapshot_dir: PathBuf,
+        stopping: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        PeerService {
+            node,
+            snapshot_dir,
+            stopping,
+        }
+    }
+
+    /// Resolves when the member stops.
+    fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut stopping = self.stopping.clone();
+        async move {
+            let _ = stopping.wait_for(|s| *s).await;
+        }
     }
 
     fn admit(&self, cluster_id: u64, from: u64) -> Result<(), Status> {
@@ -55,18 +80,59 @@ impl PeerService {
         })
     }
 
-    /// Admits and decodes a unary request.
-    fn open<T: DeserializeOwned>(&self, request: Request<Envelope>) -> Result<T, Status> {
-        let envelope = request.into_inner();
+    /// Admits and decodes a request.
+    fn open<T: DeserializeOwned>(&self, envelope: Envelope) -> Result<T, Status> {
         self.admit(envelope.cluster_id, envelope.from)?;
         postcard::from_bytes(&envelope.payload)
             .map_err(|e| Status::invalid_argument(format!("undecodable peer payload: {e}")))
     }
 
-    fn seal<T: Serialize>(&self, reply: &T) -> Result<Response<Envelope>, Status> {
+    fn seal<T: Serialize>(&self, reply: &T) -> Result<Envelope, Status> {
         let payload = postcard::to_stdvec(reply)
             .map_err(|e| Status::internal(format!("encoding a peer reply: {e}")))?;
-        Ok(Response::new(self.node.peers.envelope(payload)))
+        Ok(self.node.peers.envelope(payload))
+    }
+
+    /// Answers a request that may come as a unary call or over the `Calls` stream.
+    async fn answer(&self, kind: CallKind, envelope: Envelope) -> Result<Envelope, Status> {
+        match kind {
+            CallKind::AppendEntries => {
+                let rpc = self.open(envelope)?;
+                let reply = self.node.raft.append_entries(rpc).await;
+                self.seal(&reply.map_err(unavailable)?)
+            }
+            CallKind::Forward => {
+                let forwarded = self.open(envelope)?;
+                let reply = self.node.serve_forwarded(forwarded).await;
+                self.seal(&reply)
+            }
+            CallKind::Unspecified => Err(Status::invalid_argument("a call of unknown kind")),
+        }
+    }
+
+    /// One request from the `Calls` stream, answered under its id.
+    async fn answer_call(&self, call: Call) -> Call {
+        let kind = CallKind::try_from(call.kind).unwrap_or(CallKind::Unspecified);
+        let answer = match call.envelope {
+            Some(envelope) => self.answer(kind, envelope).await,
+            None => Err(Status::invalid_argument("a call without a request")),
+        };
+        match answer {
+            Ok(envelope) => Call {
+                id: call.id,
+                kind: call.kind,
+                envelope: Some(envelope),
+                code: 0,
+                message: String::new(),
+            },
+            Err(status) => Call {
+                id: call.id,
+                kind: call.kind,
+                envelope: None,
+                code: status.code() as i32,
+                message: status.message().to_string(),
+            },
+        }
     }
 
     async fn receive_snapshot(
@@ -95,6 +161,7 @@ impl PeerService {
 #[tonic::async_trait]
 impl Peer for PeerService {
     type AppendStreamStream = futures::stream::BoxStream<'static, Result<Envelope, Status>>;
+    type CallsStream = futures::stream::BoxStream<'static, Result<Call, Status>>;
 
     async fn append_stream(
         &self,
@@ -125,7 +192,8 @@ impl Peer for PeerService {
                     .map(|payload| peers.envelope(payload))
                     .map_err(|e| Status::internal(format!("encoding a peer reply: {e}"))),
                 Err(fatal) => Err(Status::unavailable(fatal.to_string())),
-            });
+            })
+            .take_until(self.stopped());
         Ok(Response::new(results.boxed()))
     }
 
@@ -133,30 +201,68 @@ impl Peer for PeerService {
         &self,
         request: Request<Envelope>,
     ) -> Result<Response<Envelope>, Status> {
-        let rpc = self.open(request)?;
-        let reply = self.node.raft.append_entries(rpc).await;
-        self.seal(&reply.map_err(unavailable)?)
+        self.answer(CallKind::AppendEntries, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn calls(
+        &self,
+        request: Request<Streaming<Call>>,
+    ) -> Result<Response<Self::CallsStream>, Status> {
+        use futures::StreamExt;
+        use futures::stream::FuturesUnordered;
+        let service = self.clone();
+        let stopped = self.stopped();
+        let mut requests = request.into_inner();
+        let (answers, outbound) = tokio::sync::mpsc::channel(CALL_ANSWERS_QUEUED);
+        // One task per stream runs its calls concurrently and answers each when done, until
+        // the caller closes its side and every call has been answered.
+        tokio::spawn(async move {
+            let mut running = FuturesUnordered::new();
+            let mut open = true;
+            tokio::pin!(stopped);
+            loop {
+                tokio::select! {
+                    // Calls still running are dropped: their callers learn the answers are lost.
+                    () = &mut stopped => return,
+                    next = requests.message(), if open => match next {
+                        Ok(Some(call)) => running.push(service.answer_call(call)),
+                        Ok(None) | Err(_) => open = false,
+                    },
+                    Some(answer) = running.next(), if !running.is_empty() => {
+                        if answers.send(Ok(answer)).await.is_err() {
+                            return; // the caller is gone
+                        }
+                    }
+                    else => return,
+                }
+            }
+        });
+        Ok(Response::new(
+            tokio_stream::wrappers::ReceiverStream::new(outbound).boxed(),
+        ))
     }
 
     async fn vote(&self, request: Request<Envelope>) -> Result<Response<Envelope>, Status> {
-        let rpc = self.open(request)?;
+        let rpc = self.open(request.into_inner())?;
         let reply = self.node.raft.vote(rpc).await;
-        self.seal(&reply.map_err(unavailable)?)
+        self.seal(&reply.map_err(unavailable)?).map(Response::new)
     }
 
     async fn pre_vote(&self, request: Request<Envelope>) -> Result<Response<Envelope>, Status> {
-        let rpc = self.open(request)?;
+        let rpc = self.open(request.into_inner())?;
         let reply = self.node.raft.pre_vote(rpc).await;
-        self.seal(&reply.map_err(unavailable)?)
+        self.seal(&reply.map_err(unavailable)?).map(Response::new)
     }
 
     async fn transfer_leader(
         &self,
         request: Request<Envelope>,
     ) -> Result<Response<Envelope>, Status> {
-        let rpc = self.open(request)?;
+        let rpc = self.open(request.into_inner())?;
         let reply = self.node.raft.handle_transfer_leader(rpc).await;
-        self.seal(&reply.map_err(unavailable)?)
+        self.seal(&reply.map_err(unavailable)?).map(Response::new)
     }
 
     async fn install_snapshot(
@@ -175,13 +281,13 @@ impl Peer for PeerService {
             .install_full_snapshot(vote, snapshot)
             .await
             .map_err(unavailable)?;
-        self.seal(&reply)
+        self.seal(&reply).map(Response::new)
     }
 
     async fn forward(&self, request: Request<Envelope>) -> Result<Response<Envelope>, Status> {
-        let forwarded = self.open(request)?;
-        let reply = self.node.serve_forwarded(forwarded).await;
-        self.seal(&reply)
+        self.answer(CallKind::Forward, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn hello(&self, request: Request<Envelope>) -> Result<Response<Envelope>, Status> {
@@ -194,6 +300,7 @@ impl Peer for PeerService {
             cluster_id: self.node.peers.cluster_id(),
             members: self.node.committed_members(),
         })
+        .map(Response::new)
     }
 
     async fn set_faults(&self, request: Request<Faults>) -> Result<Response<Faults>, Status> {
