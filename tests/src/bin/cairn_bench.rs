@@ -154,8 +154,9 @@ struct Args {
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     leases: u32,
     /// Guard overhead instead of Cairn vs etcd: put throughput on one Cairn cluster (or
-    /// member) without a guard, then with this guard plugin (a .wasm, installed with
-    /// cairnctl) bound to every key; values are JSON strings of --val-size bytes.
+    /// member) without a guard and with this guard plugin (a .wasm, installed with
+    /// cairnctl) bound to every key, in the order plain, guarded, guarded, plain at each
+    /// level; values are JSON strings of --val-size bytes.
     #[arg(long)]
     guard: Option<std::path::PathBuf>,
     /// The guard's binding config (default: the json-schema guard's `{"type":"string"}`).
@@ -1590,6 +1591,18 @@ async fn run_clusters(args: &Args, workloads: &[Workload], value: &[u8]) {
     notes.print();
 }
 
+/// The mean of two runs of one level (throughput and latency percentiles).
+fn mean(a: &Stats, b: &Stats) -> Stats {
+    Stats {
+        ops_per_sec: (a.ops_per_sec + b.ops_per_sec) / 2.0,
+        p50_ms: (a.p50_ms + b.p50_ms) / 2.0,
+        p99_ms: (a.p99_ms + b.p99_ms) / 2.0,
+        errors: a.errors + b.errors,
+        first_error: a.first_error.clone().or_else(|| b.first_error.clone()),
+        note: None,
+    }
+}
+
 /// Put throughput without and with a guard bound to every key, on the same Cairn
 /// deployment, and the per-call cost (instantiate + call) from the members' own histogram.
 async fn guard_overhead(args: &Args, guard: &std::path::Path) {
@@ -1607,22 +1620,6 @@ async fn guard_overhead(args: &Args, guard: &std::path::Path) {
         Deployment::Cluster(&cluster)
     };
     let mut notes = Notes::default();
-    let mut plain = Vec::new();
-    for &level in &args.clients {
-        plain.push(
-            measure(
-                &deployment,
-                "Cairn",
-                Workload::Put,
-                level,
-                args,
-                &value,
-                &[],
-                &mut notes,
-            )
-            .await,
-        );
-    }
     let endpoint = deployment.members()[0].clone();
     let cairnctl = cairn_tests::binary_path().with_file_name("cairnctl");
     let run = |argv: &[&str]| {
@@ -1643,26 +1640,32 @@ async fn guard_overhead(args: &Args, guard: &std::path::Path) {
         "bench-guard",
         guard.to_str().expect("utf-8 path"),
     ]);
-    run(&[
-        "plugin",
-        "bind",
-        "bench-guard",
-        "--plugin",
-        "bench-guard",
-        "--kind",
-        "guard",
-        "--key",
-        "",
-        "--prefix",
-        "--config",
-        &args.guard_config,
-    ]);
+    let bind = || {
+        run(&[
+            "plugin",
+            "bind",
+            "bench-guard",
+            "--plugin",
+            "bench-guard",
+            "--kind",
+            "guard",
+            "--key",
+            "",
+            "--prefix",
+            "--config",
+            &args.guard_config,
+        ])
+    };
+    // Each level runs plain, guarded, guarded, plain (ABBA) and averages each pair, so the
+    // store's growth and the compactions left behind by earlier runs weigh on both sides
+    // alike instead of all on the side measured second.
+    let mut plain = Vec::new();
     let mut guarded = Vec::new();
     for &level in &args.clients {
-        guarded.push(
+        let mut put = async |server| {
             measure(
                 &deployment,
-                "Cairn+guard",
+                server,
                 Workload::Put,
                 level,
                 args,
@@ -1670,8 +1673,16 @@ async fn guard_overhead(args: &Args, guard: &std::path::Path) {
                 &[],
                 &mut notes,
             )
-            .await,
-        );
+            .await
+        };
+        let a1 = put("Cairn").await;
+        bind();
+        let b1 = put("Cairn+guard").await;
+        let b2 = put("Cairn+guard").await;
+        run(&["plugin", "unbind", "bench-guard"]);
+        let a2 = put("Cairn").await;
+        plain.push(mean(&a1, &a2));
+        guarded.push(mean(&b1, &b2));
     }
     println!(
         "| clients | no guard ops/s | p50 ms | p99 ms | guarded ops/s | p50 ms | p99 ms | guarded/plain |"
