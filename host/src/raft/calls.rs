@@ -13,7 +13,8 @@
 //!   or it had already ended);
 //! - [`CallError::Lost`]: it went out but no answer came (the stream broke, or the deadline
 //!   passed): it may or may not have run;
-//! - [`CallError::Refused`]: the peer answered with the status the unary call would have.
+//! - [`CallError::Refused`]: the peer answered with the status the unary call would have
+//!   (for a request sent as a unary call: any failure other than a connection never made).
 //!
 //! Requests larger than [`MAX_CALL_BYTES`] take the unary call instead, so one large write
 //! never holds up the small messages queued behind it on the stream.
@@ -31,7 +32,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Status, Streaming};
 
 /// Largest request sent over the stream; larger ones take a unary call of their own.
-pub const MAX_CALL_BYTES: usize = 64 << 10;
+const MAX_CALL_BYTES: usize = 64 << 10;
 /// Requests queued for the stream before callers wait.
 const QUEUED_CALLS: usize = 256;
 /// How long opening the stream may take (the connection's own timeout bounds connecting).
@@ -107,6 +108,9 @@ impl Links {
         envelope: Envelope,
         deadline: Option<Duration>,
     ) -> Result<Envelope, CallError> {
+        if envelope.payload.len() > MAX_CALL_BYTES {
+            return unary(client, kind, envelope, deadline).await;
+        }
         let link = self.link(url, client).await.map_err(CallError::NotSent)?;
         let id = link.next_id.fetch_add(1, Ordering::Relaxed);
         let (answer_tx, answer_rx) = oneshot::channel();
@@ -146,6 +150,44 @@ impl Links {
 }
 
 const ENDED: &str = "the call stream to the peer ended";
+
+/// A request too large for the stream, as the unary call of its kind.
+async fn unary(
+    mut client: PeerClient<Channel>,
+    kind: CallKind,
+    envelope: Envelope,
+    deadline: Option<Duration>,
+) -> Result<Envelope, CallError> {
+    let call = async {
+        match kind {
+            CallKind::AppendEntries => client.append_entries(envelope).await,
+            CallKind::Forward => client.forward(envelope).await,
+            CallKind::Unspecified => Err(Status::invalid_argument("a call of unknown kind")),
+        }
+    };
+    let reply = match deadline {
+        Some(limit) => tokio::time::timeout(limit, call)
+            .await
+            .map_err(|_| CallError::Lost(format!("no reply within {limit:?}")))?,
+        None => call.await,
+    };
+    match reply {
+        Ok(reply) => Ok(reply.into_inner()),
+        Err(status) if never_connected(&status) => {
+            Err(CallError::NotSent(status.message().to_string()))
+        }
+        Err(status) => Err(CallError::Refused(status)),
+    }
+}
+
+/// True if `status` says the connection to the peer was never made, so the request was not
+/// sent (tonic reports connect failures from the channel's readiness check).
+fn never_connected(status: &Status) -> bool {
+    let message = status.message();
+    message.starts_with("Service was not ready")
+        || message.contains("tcp connect error")
+        || message.contains("error trying to connect")
+}
 
 /// Removes a call's waiter when the call is over.
 struct Forget<'a> {

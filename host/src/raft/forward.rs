@@ -2,8 +2,8 @@
 //!
 //! A client may talk to any member. Writes, read indexes, membership changes and the
 //! application's leader-only requests (lease keepalives) run on the leader: a member that does
-//! not lead sends them over the peer channel and relays the reply (over the long-lived
-//! `Peer.Calls` stream, or a unary `Peer.Forward` for a request over `MAX_CALL_BYTES`).
+//! not lead sends them to the leader (`Peers::call`: over the long-lived `Peer.Calls` stream,
+//! or a unary `Peer.Forward` for a large request) and relays the reply.
 //!
 //! Retries are safe only when the request cannot have been proposed: the leader said "not
 //! leader", or the connection to it was never made. Once a forwarded write may have reached
@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use cairn_proto::cairn_raft::CallKind;
 
-use super::calls::{CallError, MAX_CALL_BYTES};
+use super::calls::CallError;
 use super::membership::{Member, MembershipChange};
 use super::{ProposeError, RaftNode};
 use crate::state_machine::{Command, CommandResponse};
@@ -46,15 +46,6 @@ impl ForwardRequest {
             ForwardRequest::ReadIndex | ForwardRequest::App(_) => false,
         }
     }
-}
-
-/// True if `status` says the connection to the peer was never made, so the request was not
-/// sent (tonic reports connect failures from the channel's readiness check).
-fn never_connected(status: &tonic::Status) -> bool {
-    let message = status.message();
-    message.starts_with("Service was not ready")
-        || message.contains("tcp connect error")
-        || message.contains("error trying to connect")
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -133,43 +124,32 @@ impl RaftNode {
         let payload =
             postcard::to_stdvec(request).map_err(|e| ProposeError::Stopped(e.to_string()))?;
         let envelope = self.peers.envelope(payload);
-        let reply = if envelope.payload.len() <= MAX_CALL_BYTES {
-            match self
-                .peers
-                .call(&url, CallKind::Forward, envelope, None)
-                .await
-            {
-                Ok(reply) => Ok(reply),
-                Err(CallError::NotSent(why)) => return Err(ProposeError::NotSent(why)),
-                Err(CallError::Refused(status)) => Err(status),
-                Err(CallError::Lost(why)) if !request.changes_state() => {
-                    return Err(ProposeError::NotSent(why));
-                }
-                Err(CallError::Lost(why)) => {
-                    tracing::debug!(error = %why, "forwarded request lost");
-                    return Err(ProposeError::ConnectionLost);
-                }
+        let lost = match self
+            .peers
+            .call(&url, CallKind::Forward, envelope, None)
+            .await
+        {
+            Ok(reply) => {
+                return postcard::from_bytes::<Result<ForwardReply, ProposeError>>(&reply.payload)
+                    .map_err(|e| {
+                        ProposeError::Stopped(format!("bad reply from the leader: {e}"))
+                    })?;
             }
-        } else {
-            let mut client = self.peers.client(&url).map_err(ProposeError::NotSent)?;
-            client.forward(envelope).await.map(|r| r.into_inner())
-        };
-        match reply {
-            Ok(reply) => postcard::from_bytes::<Result<ForwardReply, ProposeError>>(&reply.payload)
-                .map_err(|e| ProposeError::Stopped(format!("bad reply from the leader: {e}")))?,
+            // Nothing was sent.
+            Err(CallError::NotSent(why)) => return Err(ProposeError::NotSent(why)),
             // The leader refused it (another cluster, or fault injection): nothing ran.
-            Err(s) if s.code() == tonic::Code::FailedPrecondition => {
-                Err(ProposeError::NotSent(s.message().to_string()))
+            Err(CallError::Refused(s)) if s.code() == tonic::Code::FailedPrecondition => {
+                return Err(ProposeError::NotSent(s.message().to_string()));
             }
-            // A connection that could not be made: nothing was sent. Requests that change
-            // nothing may always be sent again.
-            Err(s) if !request.changes_state() || never_connected(&s) => {
-                Err(ProposeError::NotSent(s.message().to_string()))
-            }
-            Err(s) => {
-                tracing::debug!(error = %s, "forwarded request lost");
-                Err(ProposeError::ConnectionLost)
-            }
+            Err(CallError::Refused(s)) => s.message().to_string(),
+            Err(CallError::Lost(why)) => why,
+        };
+        // It may have run. Requests that change nothing may always be sent again.
+        if request.changes_state() {
+            tracing::debug!(error = %lost, "forwarded request lost");
+            Err(ProposeError::ConnectionLost)
+        } else {
+            Err(ProposeError::NotSent(lost))
         }
     }
 

@@ -232,7 +232,6 @@ impl RaftNode {
         self.peers.cluster_id()
     }
 
-    /// The gRPC service for the peer port.
     /// The gRPC service for the peer port; its streams end once `stopping` turns true.
     pub fn peer_service(
         &self,

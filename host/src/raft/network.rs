@@ -3,10 +3,10 @@
 //!
 //! Payloads are openraft's own message types, postcard-encoded. Replication runs over one
 //! long-lived `AppendStream` call per follower (pipelined); heartbeats go over the long-lived
-//! `Calls` stream to the peer (`calls.rs`); votes and the rest are unary calls. A transport failure becomes openraft's `Unreachable` (openraft backs off and
-//! retries); every call, and every request on the stream, is bounded by the deadline openraft
-//! hands in. Snapshots stream in chunks: a blocking task writes the
-//! snapshot's bytes (`SnapshotData::write_to`) into a bounded channel that feeds the gRPC
+//! `Calls` stream to the peer (`calls.rs`); votes and the rest are unary calls. A transport
+//! failure becomes openraft's `Unreachable` (openraft backs off and retries); every call, and
+//! every request on the stream, is bounded by the deadline openraft hands in. Snapshots
+//! stream in chunks: a blocking task writes the snapshot's bytes (`SnapshotData::write_to`) into a bounded channel that feeds the gRPC
 //! request stream, so a snapshot never sits in memory whole.
 
 use std::future::Future;
@@ -29,7 +29,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::calls::{CallError, MAX_CALL_BYTES};
+use super::calls::CallError;
 use super::peers::Peers;
 use super::state_machine::{Snapshot, SnapshotData};
 use super::types::{MemberInfo, TypeConfig, Vote};
@@ -70,7 +70,6 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 /// The unary peer RPCs.
 #[derive(Clone, Copy, Debug)]
 enum Rpc {
-    AppendEntries,
     Vote,
     PreVote,
     TransferLeader,
@@ -81,12 +80,8 @@ impl PeerLink {
         Unreachable::from_string(format!("member {:x} ({}): {why}", self.target, self.url))
     }
 
-    async fn call<Req: Serialize, Resp: DeserializeOwned>(
-        &self,
-        rpc: Rpc,
-        request: &Req,
-        option: &RPCOption,
-    ) -> Result<Resp, RPCError<TypeConfig>> {
+    /// Encodes a request for the peer, unless fault injection cuts it off.
+    fn seal<Req: Serialize>(&self, request: &Req) -> Result<Envelope, RPCError<TypeConfig>> {
         if self.peers.is_isolated(self.target) {
             return Err(RPCError::Unreachable(
                 self.unreachable("isolated by fault injection"),
@@ -94,34 +89,22 @@ impl PeerLink {
         }
         let payload = postcard::to_stdvec(request)
             .map_err(|e| RPCError::Network(NetworkError::from_string(e)))?;
-        let envelope = self.peers.envelope(payload);
-        if matches!(rpc, Rpc::AppendEntries) && envelope.payload.len() <= MAX_CALL_BYTES {
-            // Heartbeats: over the long-lived `Calls` stream.
-            let reply = self
-                .peers
-                .call(
-                    &self.url,
-                    CallKind::AppendEntries,
-                    envelope,
-                    Some(option.hard_ttl()),
-                )
-                .await
-                .map_err(|e| {
-                    RPCError::Unreachable(self.unreachable(match e {
-                        CallError::NotSent(why) | CallError::Lost(why) => why,
-                        CallError::Refused(status) => status.message().to_string(),
-                    }))
-                })?;
-            return postcard::from_bytes(&reply.payload)
-                .map_err(|e| RPCError::Network(NetworkError::from_string(e)));
-        }
+        Ok(self.peers.envelope(payload))
+    }
+
+    async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        rpc: Rpc,
+        request: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<TypeConfig>> {
+        let envelope = self.seal(request)?;
         let mut client = self
             .peers
             .client(&self.url)
             .map_err(|e| RPCError::Unreachable(self.unreachable(e)))?;
         let call = async {
             match rpc {
-                Rpc::AppendEntries => client.append_entries(envelope).await,
                 Rpc::Vote => client.vote(envelope).await,
                 Rpc::PreVote => client.pre_vote(envelope).await,
                 Rpc::TransferLeader => client.transfer_leader(envelope).await,
@@ -336,7 +319,26 @@ impl RaftNetworkV2<TypeConfig> for PeerLink {
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         // Heartbeats (no entries, so no disk write on the other side) time the round trip.
         let started = rpc.entries.is_empty().then(std::time::Instant::now);
-        let reply = self.call(Rpc::AppendEntries, &rpc, &option).await;
+        let envelope = self.seal(&rpc)?;
+        let reply = self
+            .peers
+            .call(
+                &self.url,
+                CallKind::AppendEntries,
+                envelope,
+                Some(option.hard_ttl()),
+            )
+            .await
+            .map_err(|e| {
+                RPCError::Unreachable(self.unreachable(match e {
+                    CallError::NotSent(why) | CallError::Lost(why) => why,
+                    CallError::Refused(status) => status.message().to_string(),
+                }))
+            })
+            .and_then(|reply| {
+                postcard::from_bytes(&reply.payload)
+                    .map_err(|e| RPCError::Network(NetworkError::from_string(e)))
+            });
         if let (Some(started), Ok(_)) = (started, &reply) {
             crate::metrics::METRICS
                 .peer_rtt(self.target)

@@ -105,8 +105,9 @@ impl Peers {
             .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES))
     }
 
-    /// Sends a small request over the `Calls` stream to the member at `url` and waits for
-    /// its answer (at most `deadline`, if given); see `calls.rs` for what each error means.
+    /// Sends a request to the member at `url` (over the `Calls` stream, or as a unary call if
+    /// it is large) and waits for its answer (at most `deadline`, if given); see `calls.rs`
+    /// for what each error means.
     pub async fn call(
         &self,
         url: &str,

@@ -117,21 +117,15 @@ impl PeerService {
             Some(envelope) => self.answer(kind, envelope).await,
             None => Err(Status::invalid_argument("a call without a request")),
         };
-        match answer {
-            Ok(envelope) => Call {
-                id: call.id,
-                kind: call.kind,
-                envelope: Some(envelope),
-                code: 0,
-                message: String::new(),
-            },
-            Err(status) => Call {
-                id: call.id,
-                kind: call.kind,
-                envelope: None,
-                code: status.code() as i32,
-                message: status.message().to_string(),
-            },
+        let (envelope, code, message) = match answer {
+            Ok(envelope) => (Some(envelope), 0, String::new()),
+            Err(status) => (None, status.code() as i32, status.message().to_string()),
+        };
+        Call {
+            envelope,
+            code,
+            message,
+            ..call
         }
     }
 
