@@ -111,13 +111,28 @@ impl Member {
         }
     }
 
-    /// Starts again over the same data dir and ports, with the same flags (after a kill, or
-    /// after the process ended by itself).
+    /// Starts again over the same data dir and ports, with the same flags.
     pub fn restart(&mut self) {
-        if self.has_exited().is_some() {
-            self.child = None;
-        }
         self.spawn();
+    }
+
+    /// Waits (bounded) for the process to exit on its own, and reaps it; fails with the end
+    /// of its log if it is still running after `limit`.
+    pub async fn wait_for_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.has_exited() {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "{} did not exit within {limit:?}; its log ends:\n{}",
+                self.name,
+                tail(&self.log(), 60)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// SIGTERM: asks the member to stop cleanly.
@@ -387,7 +402,7 @@ fn member_args(
 }
 
 /// The last `lines` lines of `text`.
-pub fn tail(text: &str, lines: usize) -> String {
+fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
