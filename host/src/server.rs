@@ -175,6 +175,14 @@ impl Server {
                 Ok(())
             });
         }
+        {
+            let raft = raft.clone();
+            let stopped = stopped.clone();
+            tasks.spawn(async move {
+                raft.purge_duties(stopped).await;
+                Ok(())
+            });
+        }
         // etcd serves gRPC and HTTP on the client URLs, unless HTTP has URLs of its own.
         let client_serves = if http_listeners.is_empty() {
             Serves::GrpcAndHttp

@@ -17,6 +17,11 @@ use tempfile::TempDir;
 
 use crate::process::{Guarded, binary_path, free_port, signal, spawn_logged, wait_for_port, which};
 
+/// How long after a member stops answering a Cairn leader counts it as down, so that it no
+/// longer keeps log entries for it (two election timeouts at the default 1 s, and slack): a
+/// test that needs a stopped member to catch up by snapshot writes only after this.
+pub const MEMBER_DOWN_AFTER: Duration = Duration::from_secs(3);
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flavor {
     Cairn,
@@ -220,6 +225,17 @@ impl Cluster {
         };
         cluster.wait_for_leader(Duration::from_secs(60)).await;
         cluster
+    }
+
+    /// Copies every member's log into `to` (created), for a look after the cluster is gone.
+    pub fn keep_logs(&self, to: &std::path::Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(to)?;
+        for m in &self.members {
+            if m.log.exists() {
+                std::fs::copy(&m.log, to.join(format!("{}.log", m.name)))?;
+            }
+        }
+        Ok(())
     }
 
     /// Client endpoints of the running members.

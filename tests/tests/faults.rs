@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use cairn_tests::cluster::connect;
+use cairn_tests::cluster::{MEMBER_DOWN_AFTER, connect};
 use cairn_tests::converge::stop_and_verify;
 use cairn_tests::workload::{Writers, put_concurrently};
 use cairn_tests::{Cluster, Flavor, with_timeout};
@@ -203,6 +203,7 @@ async fn lagging_member_catches_up_by_snapshot() {
         let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
         let lagging = (leader + 1) % 3;
         cluster.members[lagging].kill9();
+        tokio::time::sleep(MEMBER_DOWN_AFTER).await;
         let up: Vec<String> = cluster.endpoints();
         let writers = Writers::start(up, 8, "w/");
         writers
@@ -217,6 +218,46 @@ async fn lagging_member_catches_up_by_snapshot() {
         assert!(
             log.contains("installing a snapshot from the leader"),
             "the lagging member caught up without a snapshot; log:\n{log}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_back_under_load_needs_one_snapshot() {
+    // Proves a member that comes back while writes go on catches up with one snapshot, not
+    // one after another: the leader keeps the entries after a snapshot while it sends it, and
+    // keeps what a live follower still needs (host/src/raft/purge.rs). Before, with a store
+    // big enough that a snapshot takes a while, the leader purged past the snapshot being
+    // installed, so the member needed another, and never caught up while the load lasted.
+    let _serial = SERIAL.lock().await;
+    with_timeout(Duration::from_secs(240), "catch-up under load", async {
+        let flags = [
+            "--snapshot-count=1000",
+            "--experimental-snapshot-catchup-entries=50",
+        ];
+        let mut cluster = Cluster::start(Flavor::Cairn, 3, &flags).await;
+        let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
+        // About 40 MB of state, so a snapshot takes a while to send and install.
+        let big = "x".repeat(16 << 10);
+        put_concurrently(&cluster.members[leader].endpoint(), 8, 300, "big/", &big).await;
+        let lagging = (leader + 1) % 3;
+        cluster.members[lagging].kill9();
+        tokio::time::sleep(MEMBER_DOWN_AFTER).await;
+        let writers = Writers::start(cluster.endpoints(), 8, "w/");
+        writers
+            .wait_for_progress(2000, Duration::from_secs(60))
+            .await;
+        cluster.members[lagging].restart();
+        writers
+            .wait_for_progress(6000, Duration::from_secs(120))
+            .await;
+        stop_and_verify(&cluster, writers, "w/").await;
+        let log = cluster.members[lagging].log();
+        let installs = log.matches("installing a snapshot from the leader").count();
+        assert_eq!(
+            installs, 1,
+            "the member came back with {installs} snapshots, not one; log:\n{log}"
         );
     })
     .await;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use cairn_proto::cairn_plugin::plugin_client::PluginClient;
 use cairn_proto::cairn_plugin::{InstallRequest, ListRequest};
-use cairn_tests::cluster::connect;
+use cairn_tests::cluster::{MEMBER_DOWN_AFTER, connect};
 use cairn_tests::converge::wait_converged;
 use cairn_tests::workload::put_concurrently;
 use cairn_tests::{Cluster, Flavor, binary_path};
@@ -290,6 +290,7 @@ async fn example_plugins_on_three_members() {
     // A member that catches up by snapshot gets the registry too.
     cluster.members[2].kill9();
     cluster.wait_for_leader(Duration::from_secs(30)).await;
+    tokio::time::sleep(MEMBER_DOWN_AFTER).await;
     // Far more entries than the log keeps behind a snapshot (100 and 20 here), written by
     // eight clients so it stays quick; openraft purges the log lazily, so leave it room.
     put_concurrently(&e0, 8, 150, "/other/", "v").await;

@@ -22,6 +22,7 @@ pub mod log_store;
 mod membership;
 pub mod network;
 pub mod peers;
+mod purge;
 pub mod service;
 pub mod state_machine;
 #[cfg(test)]
@@ -160,6 +161,9 @@ pub struct RaftNode {
     /// openraft's leader lease (its longest election timeout): a leader without a quorum
     /// acknowledgement for this long cannot take proposals.
     leader_lease: Duration,
+    /// Log retention (see `purge.rs`).
+    snapshot_count: u64,
+    catchup_entries: u64,
 }
 
 impl RaftNode {
@@ -173,7 +177,9 @@ impl RaftNode {
             election_timeout_min: cfg.election_timeout_ms,
             election_timeout_max: cfg.election_timeout_ms * 2,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_count.max(1)),
-            max_in_snapshot_log_to_keep: cfg.catchup_entries,
+            // Purging is Cairn's own (`purge.rs`): openraft's rule would purge what a lagging
+            // follower still needs.
+            max_in_snapshot_log_to_keep: u64::MAX,
             purge_batch_size: 256,
             enable_pre_vote: Some(true),
             // A restarted leader must win an election like anyone else (standard Raft, and
@@ -221,6 +227,8 @@ impl RaftNode {
             leader_patience: Duration::from_millis(cfg.election_timeout_ms * 3),
             leader_lease: Duration::from_millis(cfg.election_timeout_ms * 2),
             applied,
+            snapshot_count: cfg.snapshot_count.max(1),
+            catchup_entries: cfg.catchup_entries,
         })
     }
 

@@ -136,6 +136,7 @@ impl PeerLink {
                 self.unreachable("isolated by fault injection"),
             ));
         }
+        let _sending = self.peers.snapshot_sending();
         let header = postcard::to_stdvec(&(vote, snapshot.meta.clone()))
             .map_err(|e| StreamingError::Network(NetworkError::from_string(e)))?;
         let (tx, rx) = mpsc::channel(SNAPSHOT_CHUNKS_IN_FLIGHT);

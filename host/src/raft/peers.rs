@@ -47,6 +47,8 @@ struct Inner {
     channels: Mutex<BTreeMap<String, Channel>>,
     calls: Links,
     isolated: RwLock<BTreeSet<u64>>,
+    /// Snapshots being sent to peers right now (purging waits for none, see `purge.rs`).
+    sending_snapshots: AtomicU64,
 }
 
 impl std::fmt::Debug for Peers {
@@ -54,6 +56,15 @@ impl std::fmt::Debug for Peers {
         f.debug_struct("Peers")
             .field("me", &self.inner.me)
             .finish_non_exhaustive()
+    }
+}
+
+/// A snapshot on its way to a peer (see [`Peers::snapshot_sending`]).
+pub struct SendingSnapshot(Arc<Inner>);
+
+impl Drop for SendingSnapshot {
+    fn drop(&mut self) {
+        self.0.sending_snapshots.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -67,6 +78,7 @@ impl Peers {
                 channels: Mutex::default(),
                 calls: Links::default(),
                 isolated: RwLock::default(),
+                sending_snapshots: AtomicU64::new(0),
             }),
         }
     }
@@ -77,6 +89,17 @@ impl Peers {
 
     pub fn cluster_id(&self) -> u64 {
         self.inner.cluster_id.load(Ordering::Relaxed)
+    }
+
+    /// Counts a snapshot as on its way to a peer until the returned guard drops.
+    pub fn snapshot_sending(&self) -> SendingSnapshot {
+        self.inner.sending_snapshots.fetch_add(1, Ordering::SeqCst);
+        SendingSnapshot(self.inner.clone())
+    }
+
+    /// Whether a snapshot is on its way to some peer.
+    pub fn sending_snapshots(&self) -> bool {
+        self.inner.sending_snapshots.load(Ordering::SeqCst) > 0
     }
 
     /// A client for the member at `url` (the first of its peer URLs).

@@ -1231,6 +1231,8 @@ struct Notes {
     errors: Vec<String>,
     leaders: BTreeMap<&'static str, BTreeSet<String>>,
     info: Vec<String>,
+    /// A failed request or a stall since the members' logs were last kept.
+    trouble: bool,
 }
 
 impl Notes {
@@ -1323,6 +1325,7 @@ async fn measure(
     }
     if let Some(note) = &stats.note {
         eprintln!("  {note}");
+        notes.trouble |= note.starts_with("stall");
         notes.info.push(format!(
             "{server} {} {}={level} {note}",
             workload.name(),
@@ -1330,6 +1333,7 @@ async fn measure(
         ));
     }
     if stats.errors > 0 {
+        notes.trouble = true;
         notes.errors.push(format!(
             "{server} {} {}={level}: {} failed requests, first: {}",
             workload.name(),
@@ -1339,6 +1343,30 @@ async fn measure(
         ));
     }
     stats
+}
+
+/// After a failed request or a stall, copies the cluster members' logs somewhere that
+/// outlives the cluster, and says where in the notes.
+fn keep_logs(deployment: &Deployment<'_>, server: &str, notes: &mut Notes) {
+    let Deployment::Cluster(cluster) = deployment else {
+        return;
+    };
+    if !std::mem::take(&mut notes.trouble) {
+        return;
+    }
+    let to = std::env::temp_dir().join(format!(
+        "cairn-bench-logs-{}-{}",
+        std::process::id(),
+        server.to_lowercase()
+    ));
+    match cluster.keep_logs(&to) {
+        Ok(()) => notes
+            .info
+            .push(format!("{server} members' logs kept in {}", to.display())),
+        Err(e) => notes
+            .info
+            .push(format!("{server} members' logs could not be kept: {e}")),
+    }
 }
 
 /// One server's state between workloads: range keys written, leases granted.
@@ -1607,6 +1635,7 @@ async fn run_clusters(args: &Args, workloads: &[Workload], value: &[u8]) {
         let cluster = Cluster::start(flavor, usize::from(args.members), &[]).await;
         let deployment = Deployment::Cluster(&cluster);
         results.push(measure_all(&deployment, server, workloads, args, value, &mut notes).await);
+        keep_logs(&deployment, server, &mut notes);
         drop(cluster);
     }
     let (cairn, etcd) = (&results[0], &results[1]);
@@ -1745,6 +1774,7 @@ async fn guard_overhead(args: &Args, guard: &std::path::Path) {
             p99 * 1e6
         );
     }
+    keep_logs(&deployment, "Cairn", &mut notes);
     notes.print();
 }
 
