@@ -10,6 +10,7 @@
 //!
 //! This module does not name openraft types: `raft/state_machine.rs` adapts it.
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use fjall::Readable;
@@ -159,6 +160,9 @@ impl StateMachine {
         let mut registry = self.registry.lock().expect("registry lock poisoned");
         let mut batch = ApplyBatch::new(&self.storage, *revs);
         let mut responses = Vec::new();
+        // Bindings whose statistics changed in this batch, written once before the batch
+        // commits (or before a registry command, which may rewrite or remove them).
+        let mut touched = BTreeSet::new();
         for (command, marker) in entries {
             responses.push(match command {
                 None => CommandResponse::Empty,
@@ -171,12 +175,13 @@ impl StateMachine {
                             fault.to_string(),
                         ))));
                     }
-                    for name in std::mem::take(&mut hooks.touched) {
-                        registry.persist_binding(&mut batch, &self.storage, &name);
-                    }
+                    touched.append(&mut hooks.touched);
                     CommandResponse::Kv(applied.response)
                 }
                 Some(Command::Plugin(cmd)) => {
+                    for name in std::mem::take(&mut touched) {
+                        registry.persist_binding(&mut batch, &self.storage, &name);
+                    }
                     let engine = &self.engine;
                     let outcome =
                         registry.apply(&mut batch, &self.storage, cmd, &mut |sha, bytes| {
@@ -200,6 +205,9 @@ impl StateMachine {
             if let Some(m) = &marker.membership {
                 batch.insert_meta(MEMBERSHIP, m);
             }
+        }
+        for name in touched {
+            registry.persist_binding(&mut batch, &self.storage, &name);
         }
         let started = std::time::Instant::now();
         *revs = batch.commit()?;

@@ -191,6 +191,19 @@ pub struct Cluster {
     dir: TempDir,
 }
 
+impl Drop for Cluster {
+    /// A panicking test or benchmark keeps the members' logs (the data dir goes).
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let to = std::env::temp_dir().join(format!("cairn-cluster-logs-{}", self.token));
+            match self.keep_logs(&to) {
+                Ok(()) => eprintln!("the cluster's member logs are kept in {}", to.display()),
+                Err(e) => eprintln!("could not keep the cluster's member logs: {e}"),
+            }
+        }
+    }
+}
+
 impl Cluster {
     /// Starts `size` founding members (`--initial-cluster-state new`) and waits until every
     /// one of them sees a leader.

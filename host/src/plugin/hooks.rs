@@ -15,7 +15,7 @@ use super::registry::{Binding, FailurePolicy, Kind, Registry};
 pub struct Hooks<'a> {
     pub registry: &'a mut Registry,
     pub engine: &'a Engine,
-    /// Bindings whose statistics changed: written back after the request.
+    /// Bindings whose statistics changed: the caller writes them back (once per batch).
     pub touched: BTreeSet<String>,
     /// A failure of this member (not a decision); apply must stop.
     pub fault: Option<HostFault>,
@@ -68,37 +68,47 @@ pub fn has_computed(t: &TxnRequest) -> bool {
 
 impl WriteHooks for Hooks<'_> {
     fn guard(&mut self, view: &ReadView<'_>, writes: &[WriteOp<'_>]) -> Result<(), MvccError> {
-        // Bindings in name order, each shown the writes in its range, in request order.
-        let calls: Vec<(Binding, Vec<GuardOp>)> = self
-            .guards()
-            .filter_map(|b| {
-                let range = b.range();
-                let ops: Vec<GuardOp> = writes
-                    .iter()
-                    .filter(|w| write_range(w).overlaps(&range))
-                    .map(|w| match w {
-                        WriteOp::Put(p) => GuardOp::Put {
-                            key: p.key.clone(),
-                            value: p.value.clone(),
-                            lease: p.lease,
-                            ignore_value: p.ignore_value,
-                            ignore_lease: p.ignore_lease,
-                        },
-                        WriteOp::DeleteRange(d) => GuardOp::DeleteRange {
-                            key: d.key.clone(),
-                            range_end: d.range_end.clone(),
-                        },
-                    })
-                    .collect();
-                (!ops.is_empty()).then(|| (b.clone(), ops))
-            })
-            .collect();
-        // Most writes meet no guard: then no view is made.
-        if calls.is_empty() {
+        // Most writes meet no guard: then nothing is made, not even a view.
+        let meets = |b: &Binding| {
+            let range = b.range();
+            writes.iter().any(|w| write_range(w).overlaps(&range))
+        };
+        if !self.guards().any(meets) {
             return Ok(());
         }
+        // Bindings in name order, each shown the writes in its range, in request order; the
+        // first denial or failure ends the request. Calls only read the registry; what they
+        // did is recorded after.
         let seen = View::of(view);
-        for (b, ops) in calls {
+        let mut done: Vec<(String, Call<Verdict>)> = Vec::new();
+        let mut fault = None;
+        for b in self
+            .registry
+            .bindings
+            .values()
+            .filter(|b| b.kind == Kind::Guard)
+        {
+            let range = b.range();
+            let ops: Vec<GuardOp> = writes
+                .iter()
+                .filter(|w| write_range(w).overlaps(&range))
+                .map(|w| match w {
+                    WriteOp::Put(p) => GuardOp::Put {
+                        key: p.key.clone(),
+                        value: p.value.clone(),
+                        lease: p.lease,
+                        ignore_value: p.ignore_value,
+                        ignore_lease: p.ignore_lease,
+                    },
+                    WriteOp::DeleteRange(d) => GuardOp::DeleteRange {
+                        key: d.key.clone(),
+                        range_end: d.range_end.clone(),
+                    },
+                })
+                .collect();
+            if ops.is_empty() {
+                continue;
+            }
             let call = self.engine.guard(
                 &b.name,
                 &b.sha256,
@@ -108,42 +118,57 @@ impl WriteHooks for Hooks<'_> {
                 b.fuel,
                 b.memory_bytes,
             );
-            let Call { outcome, fuel } = match call {
-                Ok(call) => call,
-                Err(fault) => return Err(self.host_fault(&b.name, fault)),
-            };
-            let (words, denied, failed) = match &outcome {
-                Outcome::Answered(Verdict::Allow) => ("allow".to_string(), false, false),
-                Outcome::Answered(Verdict::Deny(r)) => (format!("deny: {r}"), true, false),
-                Outcome::Failed(r) => (format!("fail: {r}"), false, true),
-            };
-            if let Some(stats) = self
-                .registry
-                .bindings
-                .get_mut(&b.name)
-                .map(|b| &mut b.stats)
-            {
-                stats.record(&words, fuel, denied, failed);
-            }
-            self.touched.insert(b.name.clone());
-            match outcome {
-                Outcome::Answered(Verdict::Allow) => {}
-                Outcome::Answered(Verdict::Deny(reason)) => {
-                    return Err(MvccError::GuardDenied {
-                        binding: b.name,
-                        reason,
-                    });
+            match call {
+                Ok(call) => {
+                    let last = match &call.outcome {
+                        Outcome::Answered(Verdict::Allow) => false,
+                        Outcome::Answered(Verdict::Deny(_)) => true,
+                        Outcome::Failed(_) => b.failure_policy != FailurePolicy::Ignore,
+                    };
+                    done.push((b.name.clone(), call));
+                    if last {
+                        break;
+                    }
                 }
-                Outcome::Failed(_) if b.failure_policy == FailurePolicy::Ignore => {}
-                Outcome::Failed(reason) => {
-                    return Err(MvccError::PluginFailed {
-                        binding: b.name,
-                        reason,
-                    });
+                Err(e) => {
+                    fault = Some((b.name.clone(), e));
+                    break;
                 }
             }
         }
-        Ok(())
+        if let Some((name, e)) = fault {
+            return Err(self.host_fault(&name, e));
+        }
+        let mut refusal = Ok(());
+        for (name, Call { outcome, fuel }) in done {
+            let (denied, failed) = match &outcome {
+                Outcome::Answered(Verdict::Allow) => (false, false),
+                Outcome::Answered(Verdict::Deny(_)) => (true, false),
+                Outcome::Failed(_) => (false, true),
+            };
+            let words = match &outcome {
+                Outcome::Answered(Verdict::Allow) => std::borrow::Cow::Borrowed("allow"),
+                Outcome::Answered(Verdict::Deny(r)) => format!("deny: {r}").into(),
+                Outcome::Failed(r) => format!("fail: {r}").into(),
+            };
+            if let Some(b) = self.registry.bindings.get_mut(&name) {
+                b.stats.record(&words, fuel, denied, failed);
+                refusal = match outcome {
+                    Outcome::Answered(Verdict::Allow) => Ok(()),
+                    Outcome::Answered(Verdict::Deny(reason)) => Err(MvccError::GuardDenied {
+                        binding: name.clone(),
+                        reason,
+                    }),
+                    Outcome::Failed(_) if b.failure_policy == FailurePolicy::Ignore => Ok(()),
+                    Outcome::Failed(reason) => Err(MvccError::PluginFailed {
+                        binding: name.clone(),
+                        reason,
+                    }),
+                };
+            }
+            self.touched.insert(name);
+        }
+        refusal
     }
 
     fn compute(

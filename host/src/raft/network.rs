@@ -4,8 +4,8 @@
 //! Payloads are openraft's own message types, postcard-encoded. Replication runs over one
 //! long-lived `AppendStream` call per follower (pipelined); heartbeats go over the long-lived
 //! `Calls` stream to the peer (`calls.rs`); votes and the rest are unary calls. A transport
-//! failure becomes openraft's `Unreachable` (openraft backs off and retries); every call, and
-//! every request on the stream, is bounded by the deadline openraft hands in. Snapshots
+//! failure becomes openraft's `Unreachable` (openraft backs off and retries); every call is
+//! bounded by the deadline openraft hands in, and the stream's answers by a multiple of it. Snapshots
 //! stream in chunks: a blocking task writes the snapshot's bytes (`SnapshotData::write_to`) into a bounded channel that feeds the gRPC
 //! request stream, so a snapshot never sits in memory whole.
 
@@ -13,6 +13,7 @@ use std::future::Future;
 use std::io::{self, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use cairn_proto::cairn_raft::{CallKind, Envelope, SnapshotChunk};
 use futures::future::BoxFuture;
@@ -36,6 +37,14 @@ use super::types::{MemberInfo, TypeConfig, Vote};
 
 /// One answer on the replication stream.
 type AppendResult = Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>;
+
+/// How many deadlines (heartbeat intervals) an open replication stream waits for the next
+/// answer it is owed. A follower that is busy (a large batch to sync, a CPU it shares) answers
+/// late, not never: ending its stream after one interval made the leader resend what was
+/// already on its way, and the follower fall further behind. A follower that is down is
+/// noticed by its missed heartbeats, which keep the short deadline; the leader commits
+/// without it meanwhile.
+const STREAM_PATIENCE: u32 = 10;
 
 /// Bytes per snapshot chunk.
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
@@ -230,8 +239,9 @@ impl RaftNetworkV2<TypeConfig> for PeerLink {
 
     /// openraft's replication stream over one `AppendStream` call: requests go out as the
     /// leader produces them, without waiting for earlier answers, and answers come back in
-    /// order. A request unanswered for the deadline openraft hands in (as for a unary call)
-    /// ends the stream with `Unreachable`; so does fault injection isolating the target.
+    /// order. Opening the stream is bounded by the deadline openraft hands in (the heartbeat
+    /// interval); once open, the stream ends with `Unreachable` when it owes answers and none
+    /// came for [`STREAM_PATIENCE`] deadlines, or when fault injection isolates the target.
     fn stream_append<'s, S>(
         &'s mut self,
         input: S,
@@ -285,11 +295,13 @@ impl RaftNetworkV2<TypeConfig> for PeerLink {
                     ));
                 }
             };
+            let patience = ttl * STREAM_PATIENCE;
             let link = self.clone();
             let answers = futures::stream::unfold(Some((inbound, in_flight)), move |state| {
                 let link = link.clone();
                 async move {
                     let (mut inbound, in_flight) = state?;
+                    let mut waited = Duration::ZERO;
                     loop {
                         let failed = match tokio::time::timeout(ttl, inbound.message()).await {
                             Ok(Ok(Some(envelope))) => {
@@ -301,8 +313,15 @@ impl RaftNetworkV2<TypeConfig> for PeerLink {
                             Ok(Ok(None)) => return None,
                             Ok(Err(status)) => status.message().to_string(),
                             // Idle: nothing asked, nothing owed.
-                            Err(_) if in_flight.load(Ordering::Relaxed) == 0 => continue,
-                            Err(_) => format!("no reply within {ttl:?}"),
+                            Err(_) if in_flight.load(Ordering::Relaxed) == 0 => {
+                                waited = Duration::ZERO;
+                                continue;
+                            }
+                            Err(_) if waited + ttl < patience => {
+                                waited += ttl;
+                                continue;
+                            }
+                            Err(_) => format!("no reply within {patience:?}"),
                         };
                         // The last item: openraft ends the session on an error.
                         return Some((Err(RPCError::Unreachable(link.unreachable(failed))), None));
