@@ -29,7 +29,7 @@ const PURGE_TICK: Duration = Duration::from_millis(100);
 /// Entries purged at least at once (fewer wait for the next look).
 const PURGE_BATCH: u64 = 256;
 /// How many snapshot intervals of entries the leader keeps for a follower that lags.
-pub const HOLD_SNAPSHOTS: u64 = 10;
+const HOLD_SNAPSHOTS: u64 = 10;
 
 /// What a member knows when it decides how far to purge.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
