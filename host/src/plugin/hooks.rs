@@ -2,6 +2,7 @@
 //! meets, calling them in a fixed order, and turning their outcomes into etcd-style errors
 //! per failure policy. Runs in apply.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use crate::mvcc::{
@@ -68,26 +69,23 @@ pub fn has_computed(t: &TxnRequest) -> bool {
 
 impl WriteHooks for Hooks<'_> {
     fn guard(&mut self, view: &ReadView<'_>, writes: &[WriteOp<'_>]) -> Result<(), MvccError> {
-        // Most writes meet no guard: then nothing is made, not even a view.
-        let meets = |b: &Binding| {
+        // Bindings in name order, each shown the writes in its range, in request order. Only
+        // the names are copied (the registry is changed below, to record each call); most
+        // writes meet no guard, and then nothing is made, not even a view.
+        let meets = |b: &&Binding| {
             let range = b.range();
             writes.iter().any(|w| write_range(w).overlaps(&range))
         };
-        if !self.guards().any(meets) {
-            return Ok(());
-        }
-        // Bindings in name order, each shown the writes in its range, in request order; the
-        // first denial or failure ends the request. Calls only read the registry; what they
-        // did is recorded after.
-        let seen = View::of(view);
-        let mut done: Vec<(String, Call<Verdict>)> = Vec::new();
-        let mut fault = None;
-        for b in self
-            .registry
-            .bindings
-            .values()
-            .filter(|b| b.kind == Kind::Guard)
-        {
+        let names: Vec<String> = self
+            .guards()
+            .filter(meets)
+            .map(|b| b.name.clone())
+            .collect();
+        let mut seen = None;
+        for name in names {
+            let Some(b) = self.registry.bindings.get(&name) else {
+                continue;
+            };
             let range = b.range();
             let ops: Vec<GuardOp> = writes
                 .iter()
@@ -106,69 +104,47 @@ impl WriteHooks for Hooks<'_> {
                     },
                 })
                 .collect();
-            if ops.is_empty() {
-                continue;
-            }
             let call = self.engine.guard(
                 &b.name,
                 &b.sha256,
-                seen.clone(),
+                seen.get_or_insert_with(|| View::of(view)).clone(),
                 &b.config,
                 &ops,
                 b.fuel,
                 b.memory_bytes,
             );
-            match call {
-                Ok(call) => {
-                    let last = match &call.outcome {
-                        Outcome::Answered(Verdict::Allow) => false,
-                        Outcome::Answered(Verdict::Deny(_)) => true,
-                        Outcome::Failed(_) => b.failure_policy != FailurePolicy::Ignore,
-                    };
-                    done.push((b.name.clone(), call));
-                    if last {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    fault = Some((b.name.clone(), e));
-                    break;
-                }
-            }
-        }
-        if let Some((name, e)) = fault {
-            return Err(self.host_fault(&name, e));
-        }
-        let mut refusal = Ok(());
-        for (name, Call { outcome, fuel }) in done {
-            let (denied, failed) = match &outcome {
-                Outcome::Answered(Verdict::Allow) => (false, false),
-                Outcome::Answered(Verdict::Deny(_)) => (true, false),
-                Outcome::Failed(_) => (false, true),
+            let ignore_failure = b.failure_policy == FailurePolicy::Ignore;
+            let Call { outcome, fuel } = match call {
+                Ok(call) => call,
+                Err(fault) => return Err(self.host_fault(&name, fault)),
             };
-            let words = match &outcome {
-                Outcome::Answered(Verdict::Allow) => std::borrow::Cow::Borrowed("allow"),
-                Outcome::Answered(Verdict::Deny(r)) => format!("deny: {r}").into(),
-                Outcome::Failed(r) => format!("fail: {r}").into(),
+            let (words, denied, failed) = match &outcome {
+                Outcome::Answered(Verdict::Allow) => (Cow::Borrowed("allow"), false, false),
+                Outcome::Answered(Verdict::Deny(r)) => (format!("deny: {r}").into(), true, false),
+                Outcome::Failed(r) => (format!("fail: {r}").into(), false, true),
             };
             if let Some(b) = self.registry.bindings.get_mut(&name) {
                 b.stats.record(&words, fuel, denied, failed);
-                refusal = match outcome {
-                    Outcome::Answered(Verdict::Allow) => Ok(()),
-                    Outcome::Answered(Verdict::Deny(reason)) => Err(MvccError::GuardDenied {
-                        binding: name.clone(),
-                        reason,
-                    }),
-                    Outcome::Failed(_) if b.failure_policy == FailurePolicy::Ignore => Ok(()),
-                    Outcome::Failed(reason) => Err(MvccError::PluginFailed {
-                        binding: name.clone(),
-                        reason,
-                    }),
-                };
             }
-            self.touched.insert(name);
+            self.touched.insert(name.clone());
+            match outcome {
+                Outcome::Answered(Verdict::Allow) => {}
+                Outcome::Answered(Verdict::Deny(reason)) => {
+                    return Err(MvccError::GuardDenied {
+                        binding: name,
+                        reason,
+                    });
+                }
+                Outcome::Failed(_) if ignore_failure => {}
+                Outcome::Failed(reason) => {
+                    return Err(MvccError::PluginFailed {
+                        binding: name,
+                        reason,
+                    });
+                }
+            }
         }
-        refusal
+        Ok(())
     }
 
     fn compute(
