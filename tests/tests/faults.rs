@@ -189,6 +189,30 @@ async fn minority_partition_cannot_write_or_read_linearizably() {
     .await;
 }
 
+/// Kills a follower of `leader`, waits until the leader counts it as down, lets eight writers
+/// acknowledge `while_down` writes, restarts it, lets them acknowledge `after` more (within
+/// `after_within`), then stops them and checks that nothing acknowledged is lost and the members converge. Returns
+/// the follower's log.
+async fn down_then_back_under_load(
+    cluster: &mut Cluster,
+    leader: usize,
+    while_down: u64,
+    after: u64,
+    after_within: Duration,
+) -> String {
+    let lagging = (leader + 1) % 3;
+    cluster.members[lagging].kill9();
+    tokio::time::sleep(MEMBER_DOWN_AFTER).await;
+    let writers = Writers::start(cluster.endpoints(), 8, "w/");
+    writers
+        .wait_for_progress(while_down, Duration::from_secs(60))
+        .await;
+    cluster.members[lagging].restart();
+    writers.wait_for_progress(after, after_within).await;
+    stop_and_verify(cluster, writers, "w/").await;
+    cluster.members[lagging].log()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lagging_member_catches_up_by_snapshot() {
     // Proves a member that was down while the log moved past what the leader keeps is brought
@@ -201,20 +225,9 @@ async fn lagging_member_catches_up_by_snapshot() {
         ];
         let mut cluster = Cluster::start(Flavor::Cairn, 3, &flags).await;
         let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
-        let lagging = (leader + 1) % 3;
-        cluster.members[lagging].kill9();
-        tokio::time::sleep(MEMBER_DOWN_AFTER).await;
-        let up: Vec<String> = cluster.endpoints();
-        let writers = Writers::start(up, 8, "w/");
-        writers
-            .wait_for_progress(1500, Duration::from_secs(60))
-            .await;
-        cluster.members[lagging].restart();
-        writers
-            .wait_for_progress(200, Duration::from_secs(30))
-            .await;
-        stop_and_verify(&cluster, writers, "w/").await;
-        let log = cluster.members[lagging].log();
+        let log =
+            down_then_back_under_load(&mut cluster, leader, 1500, 200, Duration::from_secs(30))
+                .await;
         assert!(
             log.contains("installing a snapshot from the leader"),
             "the lagging member caught up without a snapshot; log:\n{log}"
@@ -241,19 +254,9 @@ async fn member_back_under_load_needs_one_snapshot() {
         // About 40 MB of state, so a snapshot takes a while to send and install.
         let big = "x".repeat(16 << 10);
         put_concurrently(&cluster.members[leader].endpoint(), 8, 300, "big/", &big).await;
-        let lagging = (leader + 1) % 3;
-        cluster.members[lagging].kill9();
-        tokio::time::sleep(MEMBER_DOWN_AFTER).await;
-        let writers = Writers::start(cluster.endpoints(), 8, "w/");
-        writers
-            .wait_for_progress(2000, Duration::from_secs(60))
-            .await;
-        cluster.members[lagging].restart();
-        writers
-            .wait_for_progress(6000, Duration::from_secs(120))
-            .await;
-        stop_and_verify(&cluster, writers, "w/").await;
-        let log = cluster.members[lagging].log();
+        let log =
+            down_then_back_under_load(&mut cluster, leader, 2000, 6000, Duration::from_secs(120))
+                .await;
         let installs = log.matches("installing a snapshot from the leader").count();
         assert_eq!(
             installs, 1,
