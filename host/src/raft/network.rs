@@ -5,9 +5,10 @@
 //! long-lived `AppendStream` call per follower (pipelined); heartbeats go over the long-lived
 //! `Calls` stream to the peer (`calls.rs`); votes and the rest are unary calls. A transport
 //! failure becomes openraft's `Unreachable` (openraft backs off and retries); every call is
-//! bounded by the deadline openraft hands in, and the stream's answers by a multiple of it. Snapshots
-//! stream in chunks: a blocking task writes the snapshot's bytes (`SnapshotData::write_to`) into a bounded channel that feeds the gRPC
-//! request stream, so a snapshot never sits in memory whole.
+//! bounded by the deadline openraft hands in, and the stream's answers by a multiple of it.
+//! Snapshots stream in chunks: a blocking task writes the snapshot's bytes
+//! (`SnapshotData::write_to`) into a bounded channel that feeds the gRPC request stream, so a
+//! snapshot never sits in memory whole.
 
 use std::future::Future;
 use std::io::{self, Write};

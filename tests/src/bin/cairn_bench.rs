@@ -534,8 +534,10 @@ impl Histogram {
     }
 }
 
-/// A level reports (under the tables) any stretch this long without a completed request.
+/// A level reports (under the tables) any stretch this long without a completed request,
+/// in a note that starts with [`STALL`].
 const STALL_NOTE: Duration = Duration::from_millis(500);
+const STALL: &str = "stall:";
 
 /// Runs `clients` clients for `seconds` over a pool of connections spread over `endpoints`.
 async fn run_level(
@@ -632,7 +634,7 @@ async fn run_level(
         .unwrap_or((start.elapsed(), Duration::ZERO));
     let note = (gap >= STALL_NOTE).then(|| {
         format!(
-            "stall: no request completed for {:.2} s (from {:.2} s into the level)",
+            "{STALL} no request completed for {:.2} s (from {:.2} s into the level)",
             gap.as_secs_f64(),
             gap_from.as_secs_f64()
         )
@@ -1325,7 +1327,7 @@ async fn measure(
     }
     if let Some(note) = &stats.note {
         eprintln!("  {note}");
-        notes.trouble |= note.starts_with("stall");
+        notes.trouble |= note.starts_with(STALL);
         notes.info.push(format!(
             "{server} {} {}={level} {note}",
             workload.name(),
