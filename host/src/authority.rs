@@ -30,6 +30,8 @@ const PADDED: u8 = 0x8;
 const PRIORITY: u8 = 0x20;
 /// HTTP/2's default SETTINGS_MAX_FRAME_SIZE: a rewritten frame must not outgrow it.
 const MAX_FRAME: usize = 16_384;
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 16 * 1024;
 /// `:authority` in HPACK's static table.
 const AUTHORITY_INDEX: u64 = 1;
 
@@ -54,6 +56,9 @@ pub struct AuthorityRepair<S> {
     out: Vec<u8>,
     out_pos: usize,
     eof: bool,
+    /// Where reads from `inner` land: allocated (and zeroed) once per connection, not on
+    /// every read.
+    chunk: Box<[u8]>,
 }
 
 impl<S> AuthorityRepair<S> {
@@ -65,6 +70,7 @@ impl<S> AuthorityRepair<S> {
             out: Vec::new(),
             out_pos: 0,
             eof: false,
+            chunk: vec![0; READ_CHUNK].into_boxed_slice(),
         }
     }
 
@@ -72,32 +78,39 @@ impl<S> AuthorityRepair<S> {
         &self.inner
     }
 
-    /// Moves what can be decided from `pending` to `out`.
+    /// Moves what can be decided from `pending` to `out`. Walks `pending` with a cursor and
+    /// removes what it consumed once at the end, so a read of many frames moves the rest of
+    /// the buffer once, not once per frame.
     fn examine(&mut self) {
+        let mut pos = 0;
         loop {
+            let rest = &self.pending[pos..];
             match self.phase {
                 Phase::Passthrough => {
-                    self.out.append(&mut self.pending);
-                    return;
+                    self.out.extend_from_slice(rest);
+                    pos = self.pending.len();
+                    break;
                 }
                 Phase::Preface => {
-                    let n = self.pending.len().min(PREFACE.len());
-                    if self.pending[..n] != PREFACE[..n] {
+                    let n = rest.len().min(PREFACE.len());
+                    if rest[..n] != PREFACE[..n] {
                         self.phase = Phase::Passthrough;
                         continue;
                     }
                     if n < PREFACE.len() {
-                        return;
+                        break;
                     }
-                    self.out.extend(self.pending.drain(..PREFACE.len()));
+                    self.out.extend_from_slice(PREFACE);
+                    pos += PREFACE.len();
                     self.phase = Phase::Frames;
                 }
                 Phase::Payload(left) => {
-                    if self.pending.is_empty() {
-                        return;
+                    if rest.is_empty() {
+                        break;
                     }
-                    let n = left.min(self.pending.len());
-                    self.out.extend(self.pending.drain(..n));
+                    let n = left.min(rest.len());
+                    self.out.extend_from_slice(&rest[..n]);
+                    pos += n;
                     self.phase = if n == left {
                         Phase::Frames
                     } else {
@@ -105,28 +118,29 @@ impl<S> AuthorityRepair<S> {
                     };
                 }
                 Phase::Frames => {
-                    if self.pending.len() < FRAME_HEADER {
-                        return;
+                    if rest.len() < FRAME_HEADER {
+                        break;
                     }
-                    let len =
-                        u32::from_be_bytes([0, self.pending[0], self.pending[1], self.pending[2]])
-                            as usize;
-                    if self.pending[3] != HEADERS {
-                        self.out.extend(self.pending.drain(..FRAME_HEADER));
+                    let len = u32::from_be_bytes([0, rest[0], rest[1], rest[2]]) as usize;
+                    if rest[3] != HEADERS {
+                        self.out.extend_from_slice(&rest[..FRAME_HEADER]);
+                        pos += FRAME_HEADER;
                         self.phase = Phase::Payload(len);
                         continue;
                     }
-                    if self.pending.len() < FRAME_HEADER + len {
-                        return;
+                    if rest.len() < FRAME_HEADER + len {
+                        break;
                     }
-                    let frame: Vec<u8> = self.pending.drain(..FRAME_HEADER + len).collect();
-                    match repair_headers_frame(&frame) {
+                    let frame = &rest[..FRAME_HEADER + len];
+                    match repair_headers_frame(frame) {
                         Some(fixed) => self.out.extend_from_slice(&fixed),
-                        None => self.out.extend_from_slice(&frame),
+                        None => self.out.extend_from_slice(frame),
                     }
+                    pos += FRAME_HEADER + len;
                 }
             }
         }
+        self.pending.drain(..pos);
     }
 }
 
@@ -292,8 +306,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityRepair<S> {
                 this.out.append(&mut this.pending);
                 continue;
             }
-            let mut chunk = [0u8; 16 * 1024];
-            let mut read = ReadBuf::new(&mut chunk);
+            let mut read = ReadBuf::new(&mut this.chunk);
             match Pin::new(&mut this.inner).poll_read(cx, &mut read) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),

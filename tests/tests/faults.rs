@@ -254,8 +254,11 @@ async fn member_back_under_load_needs_one_snapshot() {
         // About 40 MB of state, so a snapshot takes a while to send and install.
         let big = "x".repeat(16 << 10);
         put_concurrently(&cluster.members[leader].endpoint(), 8, 300, "big/", &big).await;
+        // 4,000 writes while it is down: four snapshot intervals, so the leader has snapshotted
+        // and purged past it before it returns (with 2,000, a fast run could bring it back
+        // before the purge, and it caught up from the log).
         let log =
-            down_then_back_under_load(&mut cluster, leader, 2000, 6000, Duration::from_secs(120))
+            down_then_back_under_load(&mut cluster, leader, 4000, 6000, Duration::from_secs(120))
                 .await;
         let installs = log.matches("installing a snapshot from the leader").count();
         assert_eq!(

@@ -18,6 +18,7 @@
 
 mod calls;
 mod forward;
+mod log_cache;
 pub mod log_store;
 mod membership;
 pub mod network;

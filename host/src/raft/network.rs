@@ -243,15 +243,38 @@ impl RaftNetworkV2<TypeConfig> for PeerLink {
     /// order. Opening the stream is bounded by the deadline openraft hands in (the heartbeat
     /// interval); once open, the stream ends with `Unreachable` when it owes answers and none
     /// came for [`STREAM_PATIENCE`] deadlines, or when fault injection isolates the target.
+    ///
+    /// openraft also sends each heartbeat, and each probe, as a stream of a single request.
+    /// Those go as one call over the peer's open `Calls` stream instead (`append_entries`):
+    /// a new `AppendStream` call per heartbeat cost a new HTTP/2 stream and a new stream task
+    /// on the follower ten times a second, on the path that confirms leadership for
+    /// linearizable reads.
     fn stream_append<'s, S>(
         &'s mut self,
-        input: S,
+        mut input: S,
         option: RPCOption,
     ) -> BoxFuture<'s, Result<BoxStream<'s, AppendResult>, RPCError<TypeConfig>>>
     where
         S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
     {
         Box::pin(async move {
+            use futures::FutureExt;
+            let Some(first) = input.next().await else {
+                return Ok(futures::stream::empty().boxed());
+            };
+            // A stream that has ended right after its first request is a single call. One
+            // that has not (more requests ready, or waiting for the log to grow) is a
+            // replication stream. Polling it here with a no-op waker is harmless: it is polled
+            // again, with the real one, once the call is open.
+            let second = match input.next().now_or_never() {
+                Some(None) => {
+                    let single = futures::stream::iter([first]);
+                    return openraft::network::stream_append_sequential(self, single, option).await;
+                }
+                Some(Some(second)) => Some(second),
+                None => None,
+            };
+            let input = futures::stream::iter(std::iter::once(first).chain(second)).chain(input);
             let ttl = option.hard_ttl();
             // openraft retries a stream that failed to open at once (its backoff acts only
             // between requests of an open stream), so a failed attempt waits out the deadline
