@@ -9,6 +9,13 @@
 //!
 //! The newest entries are also kept decoded in a [`LogCache`], which serves the reads of what
 //! was just appended (replication, apply) without touching fjall.
+//!
+//! Purging is logical at once and physical in the background. openraft waits for `purge` in
+//! its core loop, and deleting a snapshot interval of entries (10,000 by default) in one batch
+//! stalled every write for tens of milliseconds once per snapshot. So `purge` records the new
+//! boundary in memory (reads and `get_log_state` honour it) and hands it to the purge thread,
+//! which deletes in chunks, each batch also recording how far it got: after a crash the log on
+//! disk starts right after its recorded boundary, as openraft expects.
 
 use std::fmt::Debug;
 use std::io;
@@ -34,17 +41,72 @@ const INLINE_READ_ENTRIES: u64 = 16;
 /// Bytes of recent entries kept decoded: at 10,000 writes a second of 256-byte values, a few
 /// seconds of log, far more than replication or apply normally trail by.
 const CACHE_BYTES: usize = 16 << 20;
+/// Entries the purge thread deletes per batch.
+const PURGE_CHUNK: u64 = 1024;
 
-/// Handle to the log. Clones share the store, the cache and the sync thread.
+/// Handle to the log. Clones share the store, the cache and the sync and purge threads.
 #[derive(Clone)]
 pub struct LogStore {
     storage: Storage,
     cache: Arc<LogCache>,
     syncer: Arc<Syncer>,
+    purger: Arc<Purger>,
 }
 
 struct Syncer {
     tx: mpsc::Sender<IOFlushed<TypeConfig>>,
+}
+
+struct Purger {
+    tx: mpsc::Sender<LogId>,
+    /// The last purge asked for: entries up to it are gone for readers, whether or not the
+    /// purge thread has deleted them yet.
+    purged: std::sync::Mutex<Option<LogId>>,
+}
+
+impl Purger {
+    fn purged(&self) -> Option<LogId> {
+        // Only ever replaced whole, so a poisoned lock still holds a valid value.
+        *self
+            .purged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Deletes the entries up to `upto` that are still on disk, from `*next` on, in batches of
+/// [`PURGE_CHUNK`]; each batch also records the id of its last entry as `LAST_PURGED`.
+fn purge_in_chunks(s: &Storage, next: &mut u64, upto: &LogId) -> io::Result<()> {
+    while *next <= upto.index {
+        let end = next.saturating_add(PURGE_CHUNK).min(upto.index + 1);
+        let mut batch = s.log_db.batch();
+        let mut last = None;
+        for guard in s.raft_log.range(next.to_be_bytes()..end.to_be_bytes()) {
+            let (key, raw) = guard.into_inner().map_err(to_io)?;
+            batch.remove(&s.raft_log, key);
+            last = Some(raw);
+        }
+        let boundary = if end > upto.index {
+            Some(*upto)
+        } else {
+            match last {
+                Some(raw) => Some(postcard::from_bytes::<Entry>(&raw).map_err(invalid)?.log_id),
+                // A stretch with no entries (the log restarted after a snapshot): nothing to
+                // delete, nothing to record.
+                None => None,
+            }
+        };
+        if let Some(id) = boundary {
+            batch.insert(
+                &s.raft_meta,
+                LAST_PURGED,
+                postcard::to_stdvec(&id).map_err(invalid)?,
+            );
+        }
+        batch.commit().map_err(to_io)?;
+        *next = end;
+    }
+    Ok(())
 }
 
 impl LogStore {
@@ -71,10 +133,36 @@ impl LogStore {
                     }
                 }
             })?;
+        let purged: Option<LogId> = match storage.raft_meta.get(LAST_PURGED).map_err(to_io)? {
+            None => None,
+            Some(raw) => Some(postcard::from_bytes(&raw).map_err(invalid)?),
+        };
+        let (purge_tx, purge_rx) = mpsc::channel::<LogId>();
+        let s = storage.clone();
+        let mut next = purged.map_or(0, |p| p.index + 1);
+        std::thread::Builder::new()
+            .name("raft-log-purge".into())
+            .spawn(move || {
+                // Ends when every LogStore clone (and so every sender) is gone.
+                while let Ok(first) = purge_rx.recv() {
+                    let upto = purge_rx
+                        .try_iter()
+                        .fold(first, |a, b| if b.index > a.index { b } else { a });
+                    if let Err(e) = purge_in_chunks(&s, &mut next, &upto) {
+                        // The entries stay on disk (readers already skip them); the next
+                        // purge tries again from where this one stopped.
+                        tracing::error!(error = %e, "purging the Raft log");
+                    }
+                }
+            })?;
         Ok(LogStore {
             storage,
             cache: Arc::new(LogCache::new(CACHE_BYTES)),
             syncer: Arc::new(Syncer { tx }),
+            purger: Arc::new(Purger {
+                tx: purge_tx,
+                purged: std::sync::Mutex::new(purged),
+            }),
         })
     }
 
@@ -117,11 +205,12 @@ impl RaftLogReader<TypeConfig> for LogStore {
         {
             return Ok(entries);
         }
-        let start = match range.start_bound() {
-            Bound::Included(i) => Bound::Included(i.to_be_bytes()),
-            Bound::Excluded(i) => Bound::Excluded(i.to_be_bytes()),
-            Bound::Unbounded => Bound::Unbounded,
+        // Entries purged but not deleted yet are not there for readers.
+        let floor = self.purger.purged().map_or(0, |p| p.index + 1);
+        let Some(first) = first else {
+            return Ok(Vec::new());
         };
+        let start = Bound::Included(first.max(floor).to_be_bytes());
         let end = match range.end_bound() {
             Bound::Included(i) => Bound::Included(i.to_be_bytes()),
             Bound::Excluded(i) => Bound::Excluded(i.to_be_bytes()),
@@ -159,7 +248,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
-        let last_purged_log_id: Option<LogId> = self.read_meta(LAST_PURGED)?;
+        let last_purged_log_id = self.purger.purged();
         let last = match self.storage.raft_log.last_key_value() {
             None => None,
             Some(guard) => {
@@ -170,7 +259,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         };
         Ok(LogState {
             last_purged_log_id,
-            last_log_id: last.or(last_purged_log_id),
+            // Entries still on disk below the purge boundary are not the log's end.
+            last_log_id: last.max(last_purged_log_id),
         })
     }
 
@@ -259,25 +349,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
-        let raw = postcard::to_stdvec(&log_id).map_err(invalid)?;
-        // Start after the previous purge: scanning from the front would walk every tombstone
-        // earlier purges left behind, making each purge slower than the last.
-        let from = self
-            .read_meta::<LogId>(LAST_PURGED)?
-            .map_or(0, |p| p.index + 1);
         self.cache.purge_to(log_id.index);
-        self.blocking(move |s| {
-            let mut batch = s.log_db.batch();
-            for guard in s
-                .raft_log
-                .range(from.to_be_bytes()..=log_id.index.to_be_bytes())
-            {
-                batch.remove(&s.raft_log, guard.key().map_err(to_io)?);
-            }
-            batch.insert(&s.raft_meta, LAST_PURGED, raw);
-            batch.commit().map_err(to_io)
-        })
-        .await
+        {
+            let mut purged = self
+                .purger
+                .purged
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            *purged = (*purged).max(Some(log_id));
+        }
+        self.purger
+            .tx
+            .send(log_id)
+            .map_err(|_| io::Error::other("log purge thread stopped"))
     }
 }
 

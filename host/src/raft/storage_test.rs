@@ -179,3 +179,55 @@ async fn snapshot_carries_the_kv_state() -> io::Result<()> {
     assert_eq!(sm_b.applied_state().await?, sm_a.applied_state().await?);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_is_immediate_for_readers_and_complete_after_a_restart() -> io::Result<()> {
+    // Proves the two halves of a purge: readers stop seeing the entries at once (openraft
+    // waits for `purge`, so it must be quick), and the purge thread deletes them in chunks,
+    // recording the boundary, so the reopened log starts right after it.
+    use openraft::storage::{RaftLogReader, RaftLogStorage, RaftLogStorageExt};
+    let dir = tempfile::tempdir()?;
+    let to_io = |e: StorageError<TypeConfig>| io::Error::other(e.to_string());
+    let boundary = log_id::<TypeConfig>(1, 0, 2500);
+    {
+        let (storage, mut log, _) = open(dir.path())?;
+        let entries: Vec<Entry> = (1..=3000)
+            .map(|i| blank_ent::<TypeConfig>(1, 0, i))
+            .collect();
+        log.blocking_append(entries).await.map_err(to_io)?;
+        log.purge(boundary).await?;
+        let state = log.get_log_state().await?;
+        assert_eq!(state.last_purged_log_id, Some(boundary));
+        let read = log.try_get_log_entries(1..3001).await?;
+        assert_eq!(read.first().map(|e| e.log_id.index), Some(2501));
+        assert_eq!(read.len(), 500);
+        // Wait (bounded) for the purge thread to delete the last purged entry.
+        let started = std::time::Instant::now();
+        while storage
+            .raft_log
+            .get(2500u64.to_be_bytes())
+            .map_err(io::Error::other)?
+            .is_some()
+        {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "the purge thread did not delete the entries"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(
+            storage
+                .raft_log
+                .get(1u64.to_be_bytes())
+                .map_err(io::Error::other)?
+                .is_none()
+        );
+    }
+    let (_, mut log, _) = open(dir.path())?;
+    let state = log.get_log_state().await?;
+    assert_eq!(state.last_purged_log_id, Some(boundary));
+    assert_eq!(state.last_log_id, Some(log_id::<TypeConfig>(1, 0, 3000)));
+    let read = log.try_get_log_entries(2501..3001).await?;
+    assert_eq!(read.len(), 500);
+    Ok(())
+}
