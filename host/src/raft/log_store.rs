@@ -193,7 +193,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let first = match range.start_bound() {
             Bound::Included(&i) => Some(i),
             Bound::Excluded(&i) => i.checked_add(1),
-            Bound::Unbounded => None,
+            Bound::Unbounded => Some(0),
         };
         let end = match range.end_bound() {
             Bound::Included(&i) => i.checked_add(1),
@@ -208,7 +208,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         // Entries purged but not deleted yet are not there for readers.
         let floor = self.purger.purged().map_or(0, |p| p.index + 1);
         let Some(first) = first else {
-            return Ok(Vec::new());
+            return Ok(Vec::new()); // starts after u64::MAX
         };
         let start = Bound::Included(first.max(floor).to_be_bytes());
         let end = match range.end_bound() {

@@ -229,5 +229,12 @@ async fn purge_is_immediate_for_readers_and_complete_after_a_restart() -> io::Re
     assert_eq!(state.last_log_id, Some(log_id::<TypeConfig>(1, 0, 3000)));
     let read = log.try_get_log_entries(2501..3001).await?;
     assert_eq!(read.len(), 500);
+    let read = log.try_get_log_entries(..).await?;
+    assert_eq!(
+        read.first().map(|e| e.log_id.index),
+        Some(2501),
+        "an unbounded range starts at the boundary"
+    );
+    assert_eq!(read.len(), 500);
     Ok(())
 }
