@@ -127,16 +127,22 @@ mod tests {
         blank_ent::<TypeConfig>(1, 0, index)
     }
 
+    /// A roomy cache holding `indexes`, 10 bytes each.
+    fn filled(indexes: std::ops::RangeInclusive<u64>) -> LogCache {
+        let cache = LogCache::new(1 << 20);
+        for i in indexes {
+            cache.append(entry(i), 10);
+        }
+        cache
+    }
+
     fn indexes(entries: Option<Vec<Entry>>) -> Option<Vec<u64>> {
         entries.map(|es| es.iter().map(|e| e.log_id.index).collect())
     }
 
     #[test]
     fn serves_only_ranges_inside_the_window() {
-        let cache = LogCache::new(1 << 20);
-        for i in 5..10 {
-            cache.append(entry(i), 10);
-        }
+        let cache = filled(5..=9);
         assert_eq!(indexes(cache.get(5, 10)), Some(vec![5, 6, 7, 8, 9]));
         assert_eq!(indexes(cache.get(7, 8)), Some(vec![7]));
         assert_eq!(indexes(cache.get(7, 7)), Some(vec![]));
@@ -146,10 +152,7 @@ mod tests {
 
     #[test]
     fn follows_truncation_and_purge() {
-        let cache = LogCache::new(1 << 20);
-        for i in 1..=10 {
-            cache.append(entry(i), 10);
-        }
+        let cache = filled(1..=10);
         cache.truncate_from(8);
         assert_eq!(cache.get(7, 9), None, "8 is gone");
         let mut replacement = entry(8);
@@ -171,10 +174,7 @@ mod tests {
 
     #[test]
     fn a_gap_starts_a_new_window() {
-        let cache = LogCache::new(1 << 20);
-        for i in 1..=3 {
-            cache.append(entry(i), 10);
-        }
+        let cache = filled(1..=3);
         // After a snapshot install the log continues past entries this member never had.
         cache.append(entry(50), 10);
         assert_eq!(cache.get(1, 2), None);

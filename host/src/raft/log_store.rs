@@ -65,12 +65,26 @@ struct Purger {
 }
 
 impl Purger {
-    fn purged(&self) -> Option<LogId> {
+    fn boundary(&self) -> std::sync::MutexGuard<'_, Option<LogId>> {
         // Only ever replaced whole, so a poisoned lock still holds a valid value.
-        *self
-            .purged
+        self.purged
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn purged(&self) -> Option<LogId> {
+        *self.boundary()
+    }
+
+    /// Moves the boundary up to `log_id` (never down) and hands it to the purge thread.
+    fn advance(&self, log_id: LogId) -> io::Result<()> {
+        {
+            let mut purged = self.boundary();
+            *purged = (*purged).max(Some(log_id));
+        }
+        self.tx
+            .send(log_id)
+            .map_err(|_| io::Error::other("log purge thread stopped"))
     }
 }
 
@@ -133,10 +147,7 @@ impl LogStore {
                     }
                 }
             })?;
-        let purged: Option<LogId> = match storage.raft_meta.get(LAST_PURGED).map_err(to_io)? {
-            None => None,
-            Some(raw) => Some(postcard::from_bytes(&raw).map_err(invalid)?),
-        };
+        let purged: Option<LogId> = read_meta(&storage, LAST_PURGED)?;
         let (purge_tx, purge_rx) = mpsc::channel::<LogId>();
         let s = storage.clone();
         let mut next = purged.map_or(0, |p| p.index + 1);
@@ -164,13 +175,6 @@ impl LogStore {
                 purged: std::sync::Mutex::new(purged),
             }),
         })
-    }
-
-    fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
-        match self.storage.raft_meta.get(key).map_err(to_io)? {
-            None => Ok(None),
-            Some(raw) => postcard::from_bytes(&raw).map(Some).map_err(invalid),
-        }
     }
 
     /// Runs blocking fjall work off the async worker threads.
@@ -207,18 +211,14 @@ impl RaftLogReader<TypeConfig> for LogStore {
         }
         // Entries purged but not deleted yet are not there for readers.
         let floor = self.purger.purged().map_or(0, |p| p.index + 1);
-        let Some(first) = first else {
+        let Some(first) = first.map(|f| f.max(floor)) else {
             return Ok(Vec::new()); // starts after u64::MAX
         };
-        let start = Bound::Included(first.max(floor).to_be_bytes());
-        let end = match range.end_bound() {
-            Bound::Included(i) => Bound::Included(i.to_be_bytes()),
-            Bound::Excluded(i) => Bound::Excluded(i.to_be_bytes()),
-            Bound::Unbounded => Bound::Unbounded,
-        };
+        let start = Bound::Included(first.to_be_bytes());
+        let end_key = end.map_or(Bound::Unbounded, |e| Bound::Excluded(e.to_be_bytes()));
         let read = move |s: Storage| {
             let mut out = Vec::new();
-            for guard in s.raft_log.range::<[u8; 8], _>((start, end)) {
+            for guard in s.raft_log.range::<[u8; 8], _>((start, end_key)) {
                 let (_, raw) = guard.into_inner().map_err(to_io)?;
                 out.push(postcard::from_bytes(&raw).map_err(invalid)?);
             }
@@ -227,12 +227,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         // Not in the cache (a follower catching up, or the first reads after a restart): a few
         // entries are read in place, which spares two thread hops; long ranges go to the
         // blocking pool.
-        let few = match (range.start_bound(), range.end_bound()) {
-            (Bound::Included(a), Bound::Excluded(b)) => b.saturating_sub(*a) <= INLINE_READ_ENTRIES,
-            (Bound::Included(a), Bound::Included(b)) => b.saturating_sub(*a) < INLINE_READ_ENTRIES,
-            _ => false,
-        };
-        if few {
+        if end.is_some_and(|e| e.saturating_sub(first) <= INLINE_READ_ENTRIES) {
             read(self.storage.clone())
         } else {
             self.blocking(read).await
@@ -240,7 +235,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
-        self.read_meta(VOTE)
+        read_meta(&self.storage, VOTE)
     }
 }
 
@@ -350,24 +345,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
         self.cache.purge_to(log_id.index);
-        {
-            let mut purged = self
-                .purger
-                .purged
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            *purged = (*purged).max(Some(log_id));
-        }
-        self.purger
-            .tx
-            .send(log_id)
-            .map_err(|_| io::Error::other("log purge thread stopped"))
+        self.purger.advance(log_id)
     }
 }
 
 /// The cluster ID this data dir belongs to, if it has joined one.
 pub fn load_cluster_id(storage: &Storage) -> io::Result<Option<u64>> {
-    match storage.raft_meta.get(CLUSTER_ID).map_err(to_io)? {
+    read_meta(storage, CLUSTER_ID)
+}
+
+/// A record of `raft_meta`, decoded.
+fn read_meta<T: serde::de::DeserializeOwned>(
+    storage: &Storage,
+    key: &[u8],
+) -> io::Result<Option<T>> {
+    match storage.raft_meta.get(key).map_err(to_io)? {
         None => Ok(None),
         Some(raw) => postcard::from_bytes(&raw).map(Some).map_err(invalid),
     }
