@@ -28,22 +28,47 @@ impl fmt::Display for Level {
     }
 }
 
-/// Where a context's log lines go: the host's `cairn:plugin/log`, or a test's capture.
+/// Where a test's log lines go.
 pub(crate) trait LogSink {
     fn write(&self, level: Level, message: &str);
+}
+
+/// A context's store and log: the host's imports (`cairn:plugin/store`, `cairn:plugin/log`)
+/// in a component, a test's in [`crate::testing`].
+///
+/// The host's imports are named only inside the accessors that use them ([`Context::store`],
+/// [`Context::log`]), so the linker drops what a plugin never calls: a plugin that never reads
+/// the store or never logs does not import that interface. That matters for speed: a
+/// component with any import that passes a string or a list needs two more core instances
+/// (wit-component's shim and fixup modules) on every call; see docs/plugins.md.
+#[derive(Clone, Copy)]
+pub(crate) enum Backend<'a> {
+    Host,
+    Test {
+        store: &'a dyn Store,
+        log: &'a dyn LogSink,
+    },
+}
+
+impl<'a> Backend<'a> {
+    fn write(self, level: Level, message: &str) {
+        match self {
+            Self::Host => crate::__private::host_log(level, message),
+            Self::Test { log, .. } => log.write(level, message),
+        }
+    }
 }
 
 /// What a guard, compare, policy hook or reactor is handed: the binding's config, the store
 /// at the revision the hook runs at, and a log.
 pub struct Context<'a> {
     config: &'a [u8],
-    store: &'a dyn Store,
-    log: &'a dyn LogSink,
+    backend: Backend<'a>,
 }
 
 impl<'a> Context<'a> {
-    pub(crate) fn new(config: &'a [u8], store: &'a dyn Store, log: &'a dyn LogSink) -> Self {
-        Self { config, store, log }
+    pub(crate) fn new(config: &'a [u8], backend: Backend<'a>) -> Self {
+        Self { config, backend }
     }
 
     /// The binding's config bytes, as given to `cairnctl plugin bind --config` (often JSON).
@@ -53,12 +78,15 @@ impl<'a> Context<'a> {
 
     /// The store, read-only, at the revision the hook runs at.
     pub fn store(&self) -> &'a dyn Store {
-        self.store
+        match self.backend {
+            Backend::Host => crate::__private::host_store(),
+            Backend::Test { store, .. } => store,
+        }
     }
 
     /// Writes a line to the member's log under the plugin's name.
     pub fn log(&self, level: Level, message: &str) {
-        self.log.write(level, message);
+        self.backend.write(level, message);
     }
 
     /// Writes a debug line.
@@ -81,12 +109,12 @@ impl<'a> Context<'a> {
 /// on the member serving the watcher, outside the replicated state machine).
 pub struct FilterContext<'a> {
     config: &'a [u8],
-    log: &'a dyn LogSink,
+    backend: Backend<'a>,
 }
 
 impl<'a> FilterContext<'a> {
-    pub(crate) fn new(config: &'a [u8], log: &'a dyn LogSink) -> Self {
-        Self { config, log }
+    pub(crate) fn new(config: &'a [u8], backend: Backend<'a>) -> Self {
+        Self { config, backend }
     }
 
     /// The binding's config bytes.
@@ -96,7 +124,7 @@ impl<'a> FilterContext<'a> {
 
     /// Writes a line to the member's log under the plugin's name.
     pub fn log(&self, level: Level, message: &str) {
-        self.log.write(level, message);
+        self.backend.write(level, message);
     }
 
     /// Writes a debug line.

@@ -13,7 +13,8 @@
 //! `cairnctl plugin install` turns the core module into a component. It imports only
 //! `cairn:plugin/store@0.1.0` and `cairn:plugin/log@0.1.0`: no WASI, no clock, no randomness,
 //! so hooks are deterministic as long as their own code is. A panic traps the call; its message
-//! goes to the host's log first.
+//! goes to the host's log first (unless the export says `log_panics = false`). A plugin
+//! imports only the interfaces it uses (see [`Context`] and [`export_guard!`]).
 //!
 //! ```
 //! use cairn_sdk::{Context, Decision, Guard, Op};

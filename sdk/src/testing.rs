@@ -26,7 +26,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use crate::context::{Context, FilterContext, Level, LogSink};
+use crate::context::{Backend, Context, FilterContext, Level, LogSink};
 use crate::hooks::{Compare, Guard, Policy, Reactor, WatchFilter};
 use crate::store::{Store, range_contains};
 use crate::types::{Decision, Event, KeyValue, Op, PolicyRequest, Value, Verdict};
@@ -216,8 +216,15 @@ impl<'a> Harness<'a> {
         }
     }
 
+    fn backend(&self) -> Backend<'_> {
+        Backend::Test {
+            store: self.store,
+            log: &self.logs,
+        }
+    }
+
     fn context(&self) -> Context<'_> {
-        Context::new(self.config, self.store, &self.logs)
+        Context::new(self.config, self.backend())
     }
 
     /// Runs guard `G` on `ops`.
@@ -237,7 +244,7 @@ impl<'a> Harness<'a> {
 
     /// Runs watch filter `W` on `event` (it sees the config and the log, not the store).
     pub fn filter<W: WatchFilter>(&self, event: Event) -> Verdict {
-        W::filter(&FilterContext::new(self.config, &self.logs), event)
+        W::filter(&FilterContext::new(self.config, self.backend()), event)
     }
 
     /// Runs reactor `R` on `events`, which happened at `revision`.

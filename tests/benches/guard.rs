@@ -8,7 +8,9 @@
 //!   heavy load), and the ratio.
 //!
 //! The guard is the JSON-schema example (`plugins/json-schema-guard`), so the plugins must be
-//! built first: `./scripts/build-plugins.sh` (the README's test command does it). The cluster
+//! built first: `./scripts/build-plugins.sh` (the README's test command does it). To measure
+//! another guard, point `CAIRN_BENCH_GUARD` at its core `.wasm`; it is bound with the config
+//! `{"type":"string"}` and must allow a put of a JSON string. The cluster
 //! numbers (`cairn-bench --guard`) and how they relate to these are in `docs/benchmarks.md`.
 
 use std::path::PathBuf;
@@ -25,8 +27,12 @@ const CALLS: usize = 20_000;
 const PUTS: usize = 20_000;
 
 fn guard_module() -> (Vec<u8>, String) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/wasm32-unknown-unknown/release/json_schema_guard.wasm");
+    let path = std::env::var_os("CAIRN_BENCH_GUARD")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/wasm32-unknown-unknown/release/json_schema_guard.wasm")
+        });
     let core = std::fs::read(&path).unwrap_or_else(|e| {
         panic!(
             "{}: {e}; build the example plugins first: ./scripts/build-plugins.sh",
@@ -167,8 +173,10 @@ fn main() {
         }
     }
     calls.sort();
+    let mean = calls.iter().sum::<Duration>() / CALLS as u32;
     println!(
-        "guard call (instantiate + call), {CALLS} calls: p50 {:.1} µs, p99 {:.1} µs",
+        "guard call (instantiate + call), {CALLS} calls: mean {:.1} µs, p50 {:.1} µs, p99 {:.1} µs",
+        mean.as_secs_f64() * 1e6,
         percentile(&calls, 0.50).as_secs_f64() * 1e6,
         percentile(&calls, 0.99).as_secs_f64() * 1e6
     );

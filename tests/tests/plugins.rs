@@ -516,3 +516,57 @@ fn a_guard_runs_in_the_batch_that_installs_it() {
         responses[3]
     );
 }
+
+/// The interfaces a plugin's component imports, and how many core modules it holds (each one
+/// an instance per call).
+fn component_shape(crate_name: &str) -> (Vec<String>, usize) {
+    let path = wasm(crate_name);
+    let core = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let module = cairnctl::module::prepare(&path.display().to_string(), core)
+        .unwrap_or_else(|e| panic!("componentizing {crate_name}: {e}"));
+    let (mut imports, mut modules, mut depth) = (Vec::new(), 0, 0usize);
+    for payload in wasmparser::Parser::new(0).parse_all(&module.bytes) {
+        match payload.expect("a valid component") {
+            wasmparser::Payload::ModuleSection { .. } => {
+                modules += 1;
+                depth += 1;
+            }
+            wasmparser::Payload::ComponentSection { .. } => depth += 1,
+            wasmparser::Payload::End(_) => depth = depth.saturating_sub(1),
+            wasmparser::Payload::ComponentImportSection(reader) if depth == 0 => {
+                for import in reader {
+                    imports.push(import.expect("an import").name.name.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    imports.sort();
+    (imports, modules)
+}
+
+#[test]
+fn plugins_import_only_what_they_use() {
+    // Proves the SDK links a host import only when the plugin uses it. The JSON-schema guard
+    // never reads the store or logs and is exported with `log_panics = false`: its component
+    // imports no function (only the types interface, which has none) and holds one core
+    // module, so a call instantiates one core instance. The quota guard reads the store and
+    // logs: it imports both, and wit-component adds the shim and fixup modules that wire
+    // imports taking strings and lists (three in all).
+    let types = "cairn:plugin/types@0.1.0";
+    assert_eq!(
+        component_shape("json-schema-guard"),
+        (vec![types.to_string()], 1),
+        "json-schema-guard"
+    );
+    let (imports, modules) = component_shape("quota-guard");
+    assert_eq!(
+        imports,
+        ["cairn:plugin/log@0.1.0", "cairn:plugin/store@0.1.0", types],
+        "quota-guard"
+    );
+    assert_eq!(modules, 3, "quota-guard");
+    // A guard that never logs but keeps the default panic hook imports the log only.
+    let (imports, _) = component_shape("trap-guard");
+    assert_eq!(imports, ["cairn:plugin/log@0.1.0", types], "trap-guard");
+}

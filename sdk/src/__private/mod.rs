@@ -10,7 +10,6 @@ pub mod bindings;
 mod convert;
 
 use std::marker::PhantomData;
-use std::sync::Once;
 
 use bindings::compare_world::exports::cairn::plugin::compare as wit_compare;
 use bindings::guard_world::cairn::plugin::{log as wit_log, store as wit_store, types as wit};
@@ -19,7 +18,7 @@ use bindings::policy_world::exports::cairn::plugin::policy as wit_policy;
 use bindings::reactor_world::exports::cairn::plugin::reactor as wit_reactor;
 use bindings::watch_filter_world::exports::cairn::plugin::watch_filter as wit_filter;
 
-use crate::context::{Context, FilterContext, Level, LogSink};
+use crate::context::{Backend, Context, FilterContext, Level};
 use crate::hooks::{Compare, Guard, Policy, Reactor, WatchFilter};
 use crate::store::Store;
 use crate::types::{Event, KeyValue, Op, PolicyRequest};
@@ -39,15 +38,19 @@ pub const fn assert_watch_filter<W: WatchFilter>() {}
 /// Fails to compile unless `R` is a [`Reactor`].
 pub const fn assert_reactor<R: Reactor>() {}
 
-/// Sends a panic's message to the host's log (as a warning) before the trap that follows it;
-/// on wasm32-unknown-unknown it would otherwise be lost. Installed once per instance.
-fn report_panics() {
-    static HOOK: Once = Once::new();
-    HOOK.call_once(|| {
-        std::panic::set_hook(Box::new(|info| {
-            wit_log::write(wit_log::Level::Warn, &format!("plugin {info}"));
-        }));
-    });
+/// Unless the export said `log_panics = false`, sends a panic's message to the host's log (as
+/// a warning) before the trap that follows it; on wasm32-unknown-unknown it would otherwise be
+/// lost. Installed once per instance. `LOG_PANICS` is a constant, so when it is false the hook
+/// is not compiled in, and a plugin that never logs imports nothing from `cairn:plugin/log`.
+fn report_panics<const LOG_PANICS: bool>() {
+    if LOG_PANICS {
+        static HOOK: std::sync::Once = std::sync::Once::new();
+        HOOK.call_once(|| {
+            std::panic::set_hook(Box::new(|info| {
+                wit_log::write(wit_log::Level::Warn, &format!("plugin {info}"));
+            }));
+        });
+    }
 }
 
 /// The host's store, through the `cairn:plugin/store` imports. Only ever called inside a
@@ -75,40 +78,43 @@ impl Store for HostStore {
     }
 }
 
-/// The host's log, through the `cairn:plugin/log` import.
-struct HostLog;
+/// The host's store, for [`Context::store`](crate::Context::store): the only place its
+/// imports are named from.
+pub(crate) fn host_store() -> &'static dyn Store {
+    &HostStore
+}
 
-impl LogSink for HostLog {
-    fn write(&self, level: Level, message: &str) {
-        wit_log::write(level.into(), message);
-    }
+/// Writes to the host's log, for [`Context::log`](crate::Context::log): the only place the
+/// log import is named from besides the panic hook.
+pub(crate) fn host_log(level: Level, message: &str) {
+    wit_log::write(level.into(), message);
 }
 
 /// Exports a [`Guard`] as `cairn:plugin/guard`.
-pub struct GuardExport<G>(PhantomData<G>);
+pub struct GuardExport<G, const LOG_PANICS: bool>(PhantomData<G>);
 
-impl<G: Guard> wit_guard::Guest for GuardExport<G> {
+impl<G: Guard, const LOG_PANICS: bool> wit_guard::Guest for GuardExport<G, LOG_PANICS> {
     fn check(config: Vec<u8>, ops: Vec<wit::Op>) -> wit::Decision {
-        report_panics();
+        report_panics::<LOG_PANICS>();
         let ops: Vec<Op> = ops.into_iter().map(Into::into).collect();
-        G::check(&Context::new(&config, &HostStore, &HostLog), &ops).into()
+        G::check(&Context::new(&config, Backend::Host), &ops).into()
     }
 }
 
 /// Exports a [`Compare`] as `cairn:plugin/compare`.
-pub struct CompareExport<C>(PhantomData<C>);
+pub struct CompareExport<C, const LOG_PANICS: bool>(PhantomData<C>);
 
-impl<C: Compare> wit_compare::Guest for CompareExport<C> {
+impl<C: Compare, const LOG_PANICS: bool> wit_compare::Guest for CompareExport<C, LOG_PANICS> {
     fn compute(config: Vec<u8>, argument: Vec<u8>) -> Result<wit::Value, String> {
-        report_panics();
-        C::compute(&Context::new(&config, &HostStore, &HostLog), &argument).map(Into::into)
+        report_panics::<LOG_PANICS>();
+        C::compute(&Context::new(&config, Backend::Host), &argument).map(Into::into)
     }
 }
 
 /// Exports a [`Policy`] as `cairn:plugin/policy`.
-pub struct PolicyExport<P>(PhantomData<P>);
+pub struct PolicyExport<P, const LOG_PANICS: bool>(PhantomData<P>);
 
-impl<P: Policy> wit_policy::Guest for PolicyExport<P> {
+impl<P: Policy, const LOG_PANICS: bool> wit_policy::Guest for PolicyExport<P, LOG_PANICS> {
     fn check(
         config: Vec<u8>,
         user: String,
@@ -117,7 +123,7 @@ impl<P: Policy> wit_policy::Guest for PolicyExport<P> {
         range_end: Vec<u8>,
         allowed_by_roles: bool,
     ) -> wit::Decision {
-        report_panics();
+        report_panics::<LOG_PANICS>();
         let request = PolicyRequest {
             user,
             operation: operation.into(),
@@ -125,34 +131,32 @@ impl<P: Policy> wit_policy::Guest for PolicyExport<P> {
             range_end,
             allowed_by_roles,
         };
-        P::check(&Context::new(&config, &HostStore, &HostLog), &request).into()
+        P::check(&Context::new(&config, Backend::Host), &request).into()
     }
 }
 
 /// Exports a [`WatchFilter`] as `cairn:plugin/watch-filter`.
-pub struct WatchFilterExport<W>(PhantomData<W>);
+pub struct WatchFilterExport<W, const LOG_PANICS: bool>(PhantomData<W>);
 
-impl<W: WatchFilter> wit_filter::Guest for WatchFilterExport<W> {
+impl<W: WatchFilter, const LOG_PANICS: bool> wit_filter::Guest
+    for WatchFilterExport<W, LOG_PANICS>
+{
     fn filter(config: Vec<u8>, event: wit::Event) -> wit_filter::Verdict {
-        report_panics();
-        W::filter(&FilterContext::new(&config, &HostLog), event.into()).into()
+        report_panics::<LOG_PANICS>();
+        W::filter(&FilterContext::new(&config, Backend::Host), event.into()).into()
     }
 }
 
 /// Exports a [`Reactor`] as `cairn:plugin/reactor`.
-pub struct ReactorExport<R>(PhantomData<R>);
+pub struct ReactorExport<R, const LOG_PANICS: bool>(PhantomData<R>);
 
-impl<R: Reactor> wit_reactor::Guest for ReactorExport<R> {
+impl<R: Reactor, const LOG_PANICS: bool> wit_reactor::Guest for ReactorExport<R, LOG_PANICS> {
     fn react(config: Vec<u8>, revision: i64, events: Vec<wit::Event>) -> Vec<wit::Op> {
-        report_panics();
+        report_panics::<LOG_PANICS>();
         let events: Vec<Event> = events.into_iter().map(Into::into).collect();
-        R::react(
-            &Context::new(&config, &HostStore, &HostLog),
-            revision,
-            &events,
-        )
-        .into_iter()
-        .map(Into::into)
-        .collect()
+        R::react(&Context::new(&config, Backend::Host), revision, &events)
+            .into_iter()
+            .map(Into::into)
+            .collect()
     }
 }
