@@ -76,19 +76,45 @@ impl KeyRange {
         if self.is_empty() || other.is_empty() {
             return false;
         }
-        let (a_start, a_end) = self.span();
-        let (b_start, b_end) = other.span();
-        let a_before_b = a_end.is_some_and(|e| e.lt(b_start));
-        let b_before_a = b_end.is_some_and(|e| e.lt(a_start));
-        !a_before_b && !b_before_a
+        spans_overlap(self.span(), other.span())
+    }
+
+    /// Whether the ranges named by `(key, range_end)` pairs `a` and `b` share a key, as
+    /// [`KeyRange::overlaps`] of the two, without building either (the guard hook asks this
+    /// for every write and binding).
+    pub fn pairs_overlap(a: (&[u8], &[u8]), b: (&[u8], &[u8])) -> bool {
+        match (raw_span(a), raw_span(b)) {
+            (Some(a), Some(b)) => spans_overlap(a, b),
+            _ => false,
+        }
     }
 
     /// The first key and the upper end of the range (`None` when unbounded).
-    fn span(&self) -> (&[u8], Option<EndBound<'_>>) {
+    fn span(&self) -> Span<'_> {
         match self {
             KeyRange::Single(k) => (k, Some(EndBound::Inclusive(k))),
             KeyRange::Interval { start, end } => (start, end.as_deref().map(EndBound::Exclusive)),
         }
+    }
+}
+
+/// A range's first key and upper end, as [`KeyRange::span`] gives them.
+type Span<'a> = (&'a [u8], Option<EndBound<'a>>);
+
+/// Whether two non-empty ranges share a key: neither ends before the other starts.
+fn spans_overlap((a_start, a_end): Span<'_>, (b_start, b_end): Span<'_>) -> bool {
+    let a_before_b = a_end.is_some_and(|e| e.lt(b_start));
+    let b_before_a = b_end.is_some_and(|e| e.lt(a_start));
+    !a_before_b && !b_before_a
+}
+
+/// [`KeyRange::span`] of `KeyRange::new(key, range_end)`, or `None` when that range is empty.
+fn raw_span<'a>((key, range_end): (&'a [u8], &'a [u8])) -> Option<Span<'a>> {
+    match range_end {
+        [] => Some((key, Some(EndBound::Inclusive(key)))),
+        [0] => Some((key, None)),
+        end if end <= key => None,
+        end => Some((key, Some(EndBound::Exclusive(end)))),
     }
 }
 
@@ -127,6 +153,27 @@ mod tests {
         let all = KeyRange::new(b"\0", b"\0");
         assert!(all.contains(b"\0") && all.contains(b"zzz"));
         assert!(KeyRange::new(b"b", b"a").is_empty());
+    }
+
+    #[test]
+    fn pairs_overlap_agrees_with_overlaps() {
+        // Proves the allocation-free overlap test the guard hook uses answers as KeyRange's,
+        // for every pair of ranges over a small alphabet (single keys, intervals, open ends,
+        // empty intervals).
+        let keys: [&[u8]; 6] = [b"", b"\0", b"a", b"ab", b"b", b"c"];
+        let ends: [&[u8]; 6] = [b"", b"\0", b"a", b"ab", b"b", b"c"];
+        let mut pairs = Vec::new();
+        for k in keys {
+            for e in ends {
+                pairs.push((k, e));
+            }
+        }
+        for &a in &pairs {
+            for &b in &pairs {
+                let expected = KeyRange::new(a.0, a.1).overlaps(&KeyRange::new(b.0, b.1));
+                assert_eq!(KeyRange::pairs_overlap(a, b), expected, "{a:?} {b:?}");
+            }
+        }
     }
 
     #[test]

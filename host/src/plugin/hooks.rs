@@ -49,11 +49,13 @@ impl<'a> Hooks<'a> {
     }
 }
 
-fn write_range(op: &WriteOp<'_>) -> KeyRange {
-    match op {
-        WriteOp::Put(p) => KeyRange::new(&p.key, &[]),
-        WriteOp::DeleteRange(d) => KeyRange::new(&d.key, &d.range_end),
-    }
+/// Whether `op` writes a key in the binding's range.
+fn meets(b: &Binding, op: &WriteOp<'_>) -> bool {
+    let written = match op {
+        WriteOp::Put(p) => (p.key.as_slice(), &[][..]),
+        WriteOp::DeleteRange(d) => (d.key.as_slice(), d.range_end.as_slice()),
+    };
+    KeyRange::pairs_overlap((&b.key, &b.range_end), written)
 }
 
 /// Whether a txn (or one nested in it) has a computed compare.
@@ -72,13 +74,9 @@ impl WriteHooks for Hooks<'_> {
         // Bindings in name order, each shown the writes in its range, in request order. Only
         // the names are copied (the registry is changed below, to record each call); most
         // writes meet no guard, and then nothing is made, not even a view.
-        let meets = |b: &&Binding| {
-            let range = b.range();
-            writes.iter().any(|w| write_range(w).overlaps(&range))
-        };
         let names: Vec<String> = self
             .guards()
-            .filter(meets)
+            .filter(|b| writes.iter().any(|w| meets(b, w)))
             .map(|b| b.name.clone())
             .collect();
         let mut seen = None;
@@ -86,10 +84,9 @@ impl WriteHooks for Hooks<'_> {
             let Some(b) = self.registry.bindings.get(&name) else {
                 continue;
             };
-            let range = b.range();
             let ops: Vec<GuardOp> = writes
                 .iter()
-                .filter(|w| write_range(w).overlaps(&range))
+                .filter(|w| meets(b, w))
                 .map(|w| match w {
                     WriteOp::Put(p) => GuardOp::Put {
                         key: p.key.clone(),
