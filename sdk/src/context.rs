@@ -51,6 +51,13 @@ pub(crate) enum Backend<'a> {
 }
 
 impl<'a> Backend<'a> {
+    fn store(self) -> &'a dyn Store {
+        match self {
+            Self::Host => crate::__private::host_store(),
+            Self::Test { store, .. } => store,
+        }
+    }
+
     fn write(self, level: Level, message: &str) {
         match self {
             Self::Host => crate::__private::host_log(level, message),
@@ -78,10 +85,7 @@ impl<'a> Context<'a> {
 
     /// The store, read-only, at the revision the hook runs at.
     pub fn store(&self) -> &'a dyn Store {
-        match self.backend {
-            Backend::Host => crate::__private::host_store(),
-            Backend::Test { store, .. } => store,
-        }
+        self.backend.store()
     }
 
     /// Writes a line to the member's log under the plugin's name.

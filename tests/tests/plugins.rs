@@ -455,10 +455,7 @@ fn a_guard_runs_in_the_batch_that_installs_it() {
     use cairn::plugin::{Binding, FailurePolicy, Kind, PluginCommand};
     use cairn::state_machine::{AppliedMarker, Command as Cmd, CommandResponse, StateMachine};
 
-    let path = wasm("json-schema-guard");
-    let core = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let module = cairnctl::module::prepare(&path.display().to_string(), core)
-        .unwrap_or_else(|e| panic!("componentizing: {e}"));
+    let module = component("json-schema-guard");
     let dir = tempfile::tempdir().expect("temp dir");
     let storage = cairn::storage::Storage::open(dir.path()).expect("storage");
     let sm = StateMachine::new(storage).expect("state machine");
@@ -517,13 +514,18 @@ fn a_guard_runs_in_the_batch_that_installs_it() {
     );
 }
 
+/// A built plugin as the component `cairnctl plugin install` would send.
+fn component(crate_name: &str) -> cairnctl::module::Module {
+    let path = wasm(crate_name);
+    let core = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    cairnctl::module::prepare(&path.display().to_string(), core)
+        .unwrap_or_else(|e| panic!("componentizing {crate_name}: {e}"))
+}
+
 /// The interfaces a plugin's component imports, and how many core modules it holds (each one
 /// an instance per call).
 fn component_shape(crate_name: &str) -> (Vec<String>, usize) {
-    let path = wasm(crate_name);
-    let core = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let module = cairnctl::module::prepare(&path.display().to_string(), core)
-        .unwrap_or_else(|e| panic!("componentizing {crate_name}: {e}"));
+    let module = component(crate_name);
     let (mut imports, mut modules, mut depth) = (Vec::new(), 0, 0usize);
     for payload in wasmparser::Parser::new(0).parse_all(&module.bytes) {
         match payload.expect("a valid component") {

@@ -23,7 +23,7 @@ use thiserror::Error;
 
 use super::validate::{hook_of, validate};
 use super::{DEFAULT_FUEL, DEFAULT_MEMORY_BYTES, MAX_FUEL, MAX_MEMORY_BYTES, MAX_MODULE_BYTES};
-use crate::mvcc::{ApplyBatch, KeyRange, StorageError};
+use crate::mvcc::{ApplyBatch, StorageError};
 use crate::storage::Storage;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -115,12 +115,6 @@ pub struct Binding {
     /// The module it runs: the plugin's when bound (set in apply).
     pub sha256: String,
     pub stats: BindingStats,
-}
-
-impl Binding {
-    pub fn range(&self) -> KeyRange {
-        KeyRange::new(&self.key, &self.range_end)
-    }
 }
 
 /// A registry change, carried by the Raft log.

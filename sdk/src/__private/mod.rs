@@ -47,7 +47,7 @@ fn report_panics<const LOG_PANICS: bool>() {
         static HOOK: std::sync::Once = std::sync::Once::new();
         HOOK.call_once(|| {
             std::panic::set_hook(Box::new(|info| {
-                wit_log::write(wit_log::Level::Warn, &format!("plugin {info}"));
+                host_log(Level::Warn, &format!("plugin {info}"));
             }));
         });
     }
@@ -84,8 +84,8 @@ pub(crate) fn host_store() -> &'static dyn Store {
     &HostStore
 }
 
-/// Writes to the host's log, for [`Context::log`](crate::Context::log): the only place the
-/// log import is named from besides the panic hook.
+/// Writes to the host's log, for [`Context::log`](crate::Context::log) and the panic hook:
+/// the only place the log import is named from.
 pub(crate) fn host_log(level: Level, message: &str) {
     wit_log::write(level.into(), message);
 }
