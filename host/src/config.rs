@@ -21,13 +21,9 @@ pub struct Config {
     #[arg(long, env = "CAIRN_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
 
-    /// URLs to listen on for client traffic, comma-separated.
-    #[arg(
-        long,
-        env = "CAIRN_LISTEN_CLIENT_URLS",
-        default_value = "http://localhost:2379",
-        value_delimiter = ','
-    )]
+    /// URLs to listen on for client traffic, comma-separated [default: http://localhost:2379].
+    /// Setting it requires --advertise-client-urls, as etcd requires.
+    #[arg(long, env = "CAIRN_LISTEN_CLIENT_URLS", value_delimiter = ',')]
     pub listen_client_urls: Vec<String>,
 
     /// URLs to serve HTTP on (the JSON gateway, /health, /version, /metrics), comma-separated.
@@ -39,13 +35,9 @@ pub struct Config {
     #[arg(long, env = "CAIRN_LISTEN_METRICS_URLS", value_delimiter = ',')]
     pub listen_metrics_urls: Vec<String>,
 
-    /// Client URLs of this member advertised to the cluster, comma-separated.
-    #[arg(
-        long,
-        env = "CAIRN_ADVERTISE_CLIENT_URLS",
-        default_value = "http://localhost:2379",
-        value_delimiter = ','
-    )]
+    /// Client URLs of this member advertised to the cluster, comma-separated
+    /// [default: http://localhost:2379].
+    #[arg(long, env = "CAIRN_ADVERTISE_CLIENT_URLS", value_delimiter = ',')]
     pub advertise_client_urls: Vec<String>,
 
     /// URLs to listen on for traffic from the other members, comma-separated.
@@ -57,7 +49,8 @@ pub struct Config {
     )]
     pub listen_peer_urls: Vec<String>,
 
-    /// Peer URLs of this member advertised to the cluster (part of the member ID).
+    /// Peer URLs of this member advertised to the cluster (part of the member ID). Read only
+    /// when the data dir is new.
     #[arg(
         long,
         env = "CAIRN_INITIAL_ADVERTISE_PEER_URLS",
@@ -66,19 +59,19 @@ pub struct Config {
     )]
     pub initial_advertise_peer_urls: Vec<String>,
 
-    /// The founding members, `name=peerURL,...` (a name may appear once per peer URL).
-    #[arg(
-        long,
-        env = "CAIRN_INITIAL_CLUSTER",
-        default_value = "default=http://localhost:2380"
-    )]
-    pub initial_cluster: String,
+    /// The founding members, `name=peerURL,...` (a name may appear once per peer URL)
+    /// [default: `<name>=<url>` for each --initial-advertise-peer-urls]. Read only when the
+    /// data dir is new.
+    #[arg(long, env = "CAIRN_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
 
-    /// `new` to found a cluster, `existing` to join one that `member add` prepared.
+    /// `new` to found a cluster, `existing` to join one that `member add` prepared. Read only
+    /// when the data dir is new.
     #[arg(long, env = "CAIRN_INITIAL_CLUSTER_STATE", default_value = "new", value_parser = ["new", "existing"])]
     pub initial_cluster_state: String,
 
-    /// Token that keeps members of different clusters apart (part of the cluster ID).
+    /// Token that keeps members of different clusters apart (part of every member ID). Read
+    /// only when the data dir is new.
     #[arg(
         long,
         env = "CAIRN_INITIAL_CLUSTER_TOKEN",
@@ -98,6 +91,11 @@ pub struct Config {
         default_value_t = 5_000
     )]
     pub experimental_snapshot_catchup_entries: u64,
+
+    /// Refuse membership changes that would leave the cluster without a quorum of started
+    /// members, or that need members the leader has not heard from lately (etcd's rule).
+    #[arg(long, env = "CAIRN_STRICT_RECONFIG_CHECK", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub strict_reconfig_check: bool,
 
     /// Largest client request Cairn accepts, in bytes.
     #[arg(long, env = "CAIRN_MAX_REQUEST_BYTES", default_value_t = 1_572_864, value_parser = clap::value_parser!(u32).range(1..))]
@@ -153,7 +151,14 @@ pub enum ConfigError {
         "--election-timeout ({election}ms) must be at least 5 times --heartbeat-interval ({heartbeat}ms)"
     )]
     Timing { election: u64, heartbeat: u64 },
+    /// etcd's rule and words: a member listening on chosen addresses must say where clients
+    /// reach it, or it would advertise another server's default address.
+    #[error("--advertise-client-urls is required when --listen-client-urls is set explicitly")]
+    UnsetAdvertiseClientUrls,
 }
+
+/// etcd's default client and peer URLs.
+const DEFAULT_CLIENT_URL: &str = "http://localhost:2379";
 
 /// A duration written as etcd's flags write them: a number and a unit (`ms`, `s`, `m`, `h`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -197,8 +202,11 @@ impl Config {
             .unwrap_or_else(|| PathBuf::from(format!("{}.cairn", self.name)))
     }
 
-    /// Checks what clap cannot: URL shapes and timing relations.
+    /// Checks what clap cannot: URL shapes, flags that need each other, timing relations.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.listen_client_urls.is_empty() && self.advertise_client_urls.is_empty() {
+            return Err(ConfigError::UnsetAdvertiseClientUrls);
+        }
         self.client_listen_urls()?;
         self.peer_listen_urls()?;
         // etcd requires election timeout >= 5 x heartbeat interval.
@@ -215,12 +223,36 @@ impl Config {
         self.listen_peer_urls.iter().map(|u| parse_url(u)).collect()
     }
 
+    /// `--initial-cluster`, or etcd's default for it: this member alone, named `--name`, at
+    /// each of its `--initial-advertise-peer-urls`.
+    pub fn initial_cluster(&self) -> String {
+        match &self.initial_cluster {
+            Some(explicit) => explicit.clone(),
+            None => self
+                .initial_advertise_peer_urls
+                .iter()
+                .map(|url| format!("{}={url}", self.name))
+                .collect::<Vec<_>>()
+                .join(","),
+        }
+    }
+
+    /// The client URLs this member advertises.
+    pub fn advertised_client_urls(&self) -> Vec<String> {
+        if self.advertise_client_urls.is_empty() {
+            vec![DEFAULT_CLIENT_URL.to_string()]
+        } else {
+            self.advertise_client_urls.clone()
+        }
+    }
+
     /// The founding members named by `--initial-cluster`: name → peer URLs, in flag order.
     /// This member must be among them, with exactly its `--initial-advertise-peer-urls`.
     pub fn initial_members(&self) -> Result<Vec<(String, Vec<String>)>, ConfigError> {
         let bad = |m: String| ConfigError::InitialCluster(m);
+        let initial_cluster = self.initial_cluster();
         let mut members: Vec<(String, Vec<String>)> = Vec::new();
-        for entry in self.initial_cluster.split(',').filter(|e| !e.is_empty()) {
+        for entry in initial_cluster.split(',').filter(|e| !e.is_empty()) {
             let (name, url) = entry
                 .split_once('=')
                 .ok_or_else(|| bad(format!("{entry:?} is not name=peerURL")))?;
@@ -244,14 +276,16 @@ impl Config {
         ours.sort();
         if theirs != ours {
             return Err(bad(format!(
-                "--initial-advertise-peer-urls has {ours:?} but missing from --initial-cluster={:?}",
-                self.initial_cluster
+                "--initial-advertise-peer-urls has {ours:?} but missing from --initial-cluster={initial_cluster:?}"
             )));
         }
         Ok(members)
     }
 
     pub fn client_listen_urls(&self) -> Result<Vec<ListenUrl>, ConfigError> {
+        if self.listen_client_urls.is_empty() {
+            return Ok(vec![parse_url(DEFAULT_CLIENT_URL)?]);
+        }
         self.listen_client_urls
             .iter()
             .map(|u| parse_url(u))
@@ -272,24 +306,14 @@ impl Config {
             .collect()
     }
 
-    /// This member's ID: a stable hash of its peer URLs and the cluster token, as etcd
-    /// derives member IDs (the exact hash differs from etcd's).
+    /// The ID this member gets when its data dir enters a cluster (see `identity`).
     pub fn member_id(&self) -> u64 {
         self.member_id_for(&self.initial_advertise_peer_urls)
     }
 
-    /// The ID of the member with `peer_urls` in this cluster (the same rule on every member,
-    /// so `member add` and the added member agree on it).
+    /// The ID of the member with `peer_urls` in the cluster `--initial-cluster-token` names.
     pub fn member_id_for(&self, peer_urls: &[String]) -> u64 {
-        member_id(peer_urls, &self.initial_cluster_token)
-    }
-
-    /// The cluster's ID: a stable hash of its member IDs and the token.
-    pub fn cluster_id(&self, member_ids: &[u64]) -> u64 {
-        let mut ids = member_ids.to_vec();
-        ids.sort_unstable();
-        let text: Vec<String> = ids.iter().map(|id| format!("{id:x}")).collect();
-        fnv1a(format!("{}|{}", text.join(","), self.initial_cluster_token).as_bytes())
+        crate::identity::member_id(peer_urls, &self.initial_cluster_token)
     }
 }
 
@@ -324,24 +348,6 @@ pub fn parse_url(url: &str) -> Result<ListenUrl, ConfigError> {
         host: host.trim_matches(['[', ']']).to_string(),
         port,
     })
-}
-
-/// The ID of the member with `peer_urls` in the cluster with `token`: the same rule on every
-/// member, so `member add` and the member it adds agree on the ID.
-pub fn member_id(peer_urls: &[String], token: &str) -> u64 {
-    let mut urls = peer_urls.to_vec();
-    urls.sort();
-    fnv1a(format!("{}|{}", urls.join(","), token).as_bytes())
-}
-
-/// 64-bit FNV-1a: small, stable across platforms and Rust versions.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
 }
 
 #[cfg(test)]
@@ -392,5 +398,38 @@ mod tests {
             600
         );
         assert!(Config::try_parse_from(["cairn", "--watch-progress-notify-interval=5x"]).is_err());
+    }
+
+    #[test]
+    fn initial_cluster_and_client_urls_follow_etcds_rules() {
+        // Proves etcd's defaults: --initial-cluster from --name and the advertised peer URLs,
+        // and --listen-client-urls requiring --advertise-client-urls.
+        let c = Config::try_parse_from(["cairn", "--name=n1"]).unwrap();
+        assert_eq!(c.initial_cluster(), "n1=http://localhost:2380");
+        assert_eq!(c.initial_members().unwrap().len(), 1);
+        assert_eq!(c.advertised_client_urls(), ["http://localhost:2379"]);
+        let c = Config::try_parse_from([
+            "cairn",
+            "--name=n1",
+            "--initial-advertise-peer-urls=http://127.0.0.1:1,http://127.0.0.1:2",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.initial_cluster(),
+            "n1=http://127.0.0.1:1,n1=http://127.0.0.1:2"
+        );
+        let c =
+            Config::try_parse_from(["cairn", "--listen-client-urls=http://127.0.0.1:5"]).unwrap();
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "--advertise-client-urls is required when --listen-client-urls is set explicitly"
+        );
+        let c = Config::try_parse_from([
+            "cairn",
+            "--listen-client-urls=http://127.0.0.1:5",
+            "--advertise-client-urls=http://127.0.0.1:5",
+        ])
+        .unwrap();
+        assert!(c.validate().is_ok());
     }
 }

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod authority;
 pub mod config;
+pub mod identity;
 pub mod lease;
 pub mod metrics;
 pub mod mvcc;

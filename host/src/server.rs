@@ -28,11 +28,11 @@ use crate::api::watch::WatchService;
 use crate::api::{ApiContext, GRPC_OVERHEAD_BYTES, Limits};
 use crate::config::ListenUrl;
 use crate::config::{Config, ConfigError};
+use crate::identity::Identity;
 use crate::raft::peers::MAX_PEER_MESSAGE_BYTES;
 use crate::raft::service::PeerService;
 use crate::raft::{
     Bootstrap, MemberInfo, MembershipChange, RaftConfig, RaftNode, StartError, StartParams,
-    load_cluster_id, save_cluster_id,
 };
 use crate::storage::Storage;
 
@@ -78,6 +78,11 @@ impl Server {
             dir: dir.display().to_string(),
             reason,
         };
+        // Bind first: a busy port fails fast, before anything is written to the data dir.
+        let listeners = bind_all(&listen).await?;
+        let http_listeners = bind_all(&config.client_http_listen_urls()?).await?;
+        let metrics_listeners = bind_all(&config.metrics_listen_urls()?).await?;
+        let peer_listeners = bind_all(&config.peer_listen_urls()?).await?;
         if dir.exists() && !dir.is_dir() {
             return Err(data_dir_error(
                 "it exists and is not a directory".to_string(),
@@ -96,19 +101,15 @@ impl Server {
                     other => data_dir_error(other.to_string()),
                 })?
         };
-        let member_id = config.member_id();
         let raft_config = RaftConfig {
             heartbeat_interval_ms: config.heartbeat_interval,
             election_timeout_ms: config.election_timeout,
             snapshot_count: config.snapshot_count,
             catchup_entries: config.experimental_snapshot_catchup_entries,
+            strict_reconfig_check: config.strict_reconfig_check,
         };
-        // Bind before starting Raft so a busy port fails fast and cleanly.
-        let listeners = bind_all(&listen).await?;
-        let http_listeners = bind_all(&config.client_http_listen_urls()?).await?;
-        let metrics_listeners = bind_all(&config.metrics_listen_urls()?).await?;
-        let peer_listeners = bind_all(&config.peer_listen_urls()?).await?;
-        let (cluster_id, bootstrap) = enter_cluster(&config, member_id, &storage).await?;
+        let (identity, bootstrap) = enter_cluster(&config, &storage).await?;
+        let (member_id, cluster_id) = (identity.member_id, identity.cluster_id);
         let raft = RaftNode::start(StartParams {
             id: member_id,
             cluster_id,
@@ -141,7 +142,7 @@ impl Server {
             storage,
             cluster_id,
             member_id,
-            cluster_token: config.initial_cluster_token.clone(),
+            cluster_token: identity.cluster_token.clone(),
             limits: Limits {
                 max_request_bytes: config.max_request_bytes as usize,
                 max_txn_ops: config.max_txn_ops as usize,
@@ -157,8 +158,8 @@ impl Server {
         crate::api::lease::register_leader_handler(&ctx);
         let me = MemberInfo {
             name: config.name.clone(),
-            peer_urls: config.initial_advertise_peer_urls.clone(),
-            client_urls: config.advertise_client_urls.clone(),
+            peer_urls: identity.peer_urls.clone(),
+            client_urls: config.advertised_client_urls(),
         };
         // Like etcd, publish this member's name and client URLs before serving clients, so
         // a MemberList right after start shows them (bounded: a member that cannot reach the
@@ -270,22 +271,30 @@ async fn bind_all(urls: &[ListenUrl]) -> Result<Vec<(String, TcpListener)>, Serv
     Ok(listeners)
 }
 
-/// Decides this member's cluster ID and how it enters the cluster. A data dir that has
-/// joined a cluster resumes it (the `--initial-cluster*` flags are then ignored, as etcd
-/// ignores them); an empty one founds a cluster (`new`) or joins one (`existing`).
+/// Decides who this member is and how it enters its cluster. A data dir that has entered a
+/// cluster keeps the identity stored in it (the `--initial-*` flags are then ignored, as etcd
+/// ignores them); an empty one founds a cluster (`new`) or joins one (`existing`), and the
+/// identity it gets is stored before Raft starts.
 async fn enter_cluster(
     config: &Config,
-    member_id: u64,
     storage: &Storage,
-) -> Result<(u64, Bootstrap), ServerError> {
+) -> Result<(Identity, Bootstrap), ServerError> {
     let data_dir_error = |reason: String| ServerError::DataDir {
         dir: config.data_dir().display().to_string(),
         reason,
     };
-    if let Some(cluster_id) = load_cluster_id(storage).map_err(|e| data_dir_error(e.to_string()))? {
+    if let Some(identity) = Identity::load(storage).map_err(|e| data_dir_error(e.to_string()))? {
+        if identity.name != config.name {
+            return Err(data_dir_error(format!(
+                "it belongs to member {:?} ({:x}), not --name {:?}; start it with --name {:?}, \
+                 or give this member a data dir of its own",
+                identity.name, identity.member_id, config.name, identity.name
+            )));
+        }
         // A founding member that stopped before Raft initialized is brought in by the others.
-        return Ok((cluster_id, Bootstrap::Join));
+        return Ok((identity, Bootstrap::Join));
     }
+    let member_id = config.member_id();
     let initial = config.initial_members()?;
     let (cluster_id, bootstrap) = if config.initial_cluster_state == "new" {
         let members: BTreeMap<u64, MemberInfo> = initial
@@ -301,7 +310,7 @@ async fn enter_cluster(
             })
             .collect();
         let ids: Vec<u64> = members.keys().copied().collect();
-        (config.cluster_id(&ids), Bootstrap::New(members))
+        (crate::identity::cluster_id(&ids), Bootstrap::New(members))
     } else {
         let others: Vec<String> = initial
             .iter()
@@ -321,8 +330,17 @@ async fn enter_cluster(
         }
         (reply.cluster_id, Bootstrap::Join)
     };
-    save_cluster_id(storage, cluster_id).map_err(|e| data_dir_error(e.to_string()))?;
-    Ok((cluster_id, bootstrap))
+    let identity = Identity {
+        name: config.name.clone(),
+        member_id,
+        peer_urls: config.initial_advertise_peer_urls.clone(),
+        cluster_id,
+        cluster_token: config.initial_cluster_token.clone(),
+    };
+    identity
+        .save(storage)
+        .map_err(|e| data_dir_error(e.to_string()))?;
+    Ok((identity, bootstrap))
 }
 
 /// Where this member's attributes stand after one attempt to record them.
@@ -337,14 +355,20 @@ enum Published {
 /// Records this member's name and URLs in the membership if they differ from `me` (etcd
 /// publishes its attributes the same way): `member add` knows only peer URLs, and founding
 /// members know only each other's names and peer URLs.
+///
+/// Peer URLs are the membership's to decide (`member update` changes them), so the ones
+/// recorded there are kept.
 async fn publish_step(raft: &RaftNode, me: &MemberInfo) -> Published {
     match raft.members().into_iter().find(|m| m.id == raft.id()) {
         None => Published::Unlisted,
-        Some(m) if m.info == *me => Published::Yes,
-        Some(_) => {
+        Some(m) if m.info.name == me.name && m.info.client_urls == me.client_urls => Published::Yes,
+        Some(m) => {
             let change = MembershipChange::Publish {
                 id: raft.id(),
-                info: me.clone(),
+                info: MemberInfo {
+                    peer_urls: m.info.peer_urls,
+                    ..me.clone()
+                },
             };
             match raft.change_members(change).await {
                 Ok(_) => Published::Yes,

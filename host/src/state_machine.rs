@@ -358,3 +358,7 @@ fn read_chunk(input: &mut impl std::io::Read) -> std::io::Result<Vec<u8>> {
 #[cfg(test)]
 #[path = "state_machine_test.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "apply_fuzz_test.rs"]
+mod apply_fuzz_test;

@@ -121,6 +121,45 @@ impl Member {
         self.spawn();
     }
 
+    /// Starts again over the same data dir with only `--name`, `--data-dir` and where to
+    /// listen (and advertise clients): no `--initial-*` flag, so the member's identity and
+    /// its cluster must come from the data dir. `extra` flags are appended.
+    pub fn restart_from_data_dir(&mut self, extra: &[&str]) {
+        let mut args = vec![
+            format!("--name={}", self.name),
+            format!("--data-dir={}", self.data_dir.display()),
+            format!("--listen-client-urls={}", self.client_url()),
+            format!("--advertise-client-urls={}", self.client_url()),
+            format!("--listen-peer-urls={}", self.peer_url()),
+        ];
+        if self.flavor == Flavor::Cairn {
+            args.push("--experimental-fault-injection".to_string());
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        self.args = args;
+        self.spawn();
+    }
+
+    /// Runs the member's binary with `args` (its own flags are not used) and waits, bounded
+    /// by `limit`, for it to exit by itself; returns whether it succeeded and its log.
+    pub async fn run_to_exit(&mut self, args: &[String], limit: Duration) -> (bool, String) {
+        assert!(self.child.is_none(), "{} is running", self.name);
+        let bin = match self.flavor {
+            Flavor::Cairn => binary_path(),
+            Flavor::Etcd => which("etcd").expect("etcd on PATH"),
+        };
+        let mut command = Command::new(bin);
+        command.args(args);
+        self.child = Some(Guarded(spawn_logged(command, &self.log)));
+        let status = self.wait_for_exit(limit).await;
+        (status.success(), self.log())
+    }
+
+    /// The flags this member was last started with.
+    pub fn args(&self) -> &[String] {
+        &self.args
+    }
+
     /// Waits (bounded) for the process to exit on its own, and reaps it; fails with the end
     /// of its log if it is still running after `limit`.
     pub async fn wait_for_exit(&mut self, limit: Duration) -> std::process::ExitStatus {

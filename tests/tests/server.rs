@@ -44,6 +44,15 @@ fn bad_flags_exit_with_a_message() {
     let (code, err) = run_to_exit(&["--max-txn-ops=zero"]);
     assert_eq!(code, Some(2));
     assert!(err.contains("--max-txn-ops"), "stderr: {err}");
+    // etcd's rule: chosen client addresses need advertised ones (etcd's words).
+    let (code, err) = run_to_exit(&["--listen-client-urls=http://127.0.0.1:1"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains(
+            "--advertise-client-urls is required when --listen-client-urls is set explicitly"
+        ),
+        "stderr: {err}"
+    );
 }
 
 #[test]
@@ -59,22 +68,33 @@ fn busy_port_and_unusable_data_dir_fail_clearly() {
     let (code, err) = run_to_exit(&[
         &format!("--data-dir={}", data.display()),
         &format!("--listen-client-urls={busy}"),
+        &format!("--advertise-client-urls={busy}"),
     ]);
     assert_eq!(code, Some(1), "stderr: {err}");
     assert!(
         err.contains(&format!("cannot listen on {busy}")),
         "stderr: {err}"
     );
+    assert!(
+        !data.exists(),
+        "the data dir was created before the listeners failed"
+    );
 
     let file = dir.path().join("file");
     std::fs::write(&file, b"not a directory").expect("write file");
-    let free = format!("--listen-client-urls=http://127.0.0.1:{}", free_port());
-    let (code, err) = run_to_exit(&[&format!("--data-dir={}", file.display()), &free]);
+    let free_url = format!("http://127.0.0.1:{}", free_port());
+    let free = format!("--listen-client-urls={free_url}");
+    let advertise = format!("--advertise-client-urls={free_url}");
+    let (code, err) = run_to_exit(&[&format!("--data-dir={}", file.display()), &free, &advertise]);
     assert_eq!(code, Some(1), "stderr: {err}");
     assert!(err.contains("is not a directory"), "stderr: {err}");
 
     let node = CairnNode::start(&[]);
-    let (code, err) = run_to_exit(&[&format!("--data-dir={}", node.data_dir.display()), &free]);
+    let (code, err) = run_to_exit(&[
+        &format!("--data-dir={}", node.data_dir.display()),
+        &free,
+        &advertise,
+    ]);
     assert_eq!(code, Some(1), "stderr: {err}");
     assert!(err.contains("in use by another process"), "stderr: {err}");
 }

@@ -2,7 +2,7 @@
 //!
 //! Changes run on the leader through Raft's joint consensus (`raft::membership`); any member
 //! accepts them and forwards. A new member's ID is derived from its peer URLs and the cluster
-//! token (`config::member_id`), so the member started afterwards with those URLs knows its own
+//! token (`identity::member_id`), so the member started afterwards with those URLs knows its own
 //! ID without asking.
 
 use cairn_proto::etcdserverpb as pb;
@@ -21,13 +21,16 @@ impl ClusterService {
         ClusterService { ctx }
     }
 
+    /// Runs a membership change on the leader, bounded by the request timeout like every
+    /// other proposal (a change that times out may still take effect, as in etcd).
     async fn change(&self, change: MembershipChange) -> Result<Vec<pb::Member>, Status> {
-        let members = self
-            .ctx
-            .raft
-            .change_members(change)
-            .await
-            .map_err(|e| status::propose_error(&e))?;
+        let members = tokio::time::timeout(
+            self.ctx.limits.request_timeout,
+            self.ctx.raft.change_members(change),
+        )
+        .await
+        .map_err(|_| status::timed_out())?
+        .map_err(|e| status::propose_error(&e))?;
         Ok(members.iter().map(to_pb).collect())
     }
 }
@@ -57,7 +60,7 @@ impl Cluster for ClusterService {
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
         let req = request.into_inner();
         check_urls(&req.peer_ur_ls)?;
-        let id = crate::config::member_id(&req.peer_ur_ls, &self.ctx.cluster_token);
+        let id = crate::identity::member_id(&req.peer_ur_ls, &self.ctx.cluster_token);
         let members = self
             .change(MembershipChange::Add {
                 id,

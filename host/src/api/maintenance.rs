@@ -150,9 +150,9 @@ impl Maintenance for MaintenanceService {
         raft.transfer_leader(target, self.ctx.limits.request_timeout)
             .await
             .map_err(|e| status::propose_error(&e))?;
-        Ok(Response::new(pb::MoveLeaderResponse {
-            header: self.ctx.header(0),
-        }))
+        // etcd answers with an empty message, no header (and clients such as the Rust
+        // etcd-client crate expect exactly that).
+        Ok(Response::new(pb::MoveLeaderResponse { header: None }))
     }
 
     async fn downgrade(

@@ -80,7 +80,7 @@ pub struct ApiContext {
     pub storage: Storage,
     pub cluster_id: u64,
     pub member_id: u64,
-    /// `--initial-cluster-token`: part of every member ID (see `config::member_id`).
+    /// `--initial-cluster-token`: part of every member ID (see `identity::member_id`).
     pub cluster_token: String,
     pub limits: Limits,
     /// Becomes true when the member shuts down; long-lived streams end on it.

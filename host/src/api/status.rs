@@ -17,14 +17,14 @@ fn etcd(code: Code, message: &str) -> Status {
 pub fn mvcc_error(e: &MvccError) -> Status {
     let code = match e {
         MvccError::Compacted | MvccError::FutureRevision => Code::OutOfRange,
-        MvccError::KeyNotFound => Code::InvalidArgument,
+        MvccError::KeyNotFound | MvccError::KeyNotProvided => Code::InvalidArgument,
         MvccError::LeaseNotFound => Code::NotFound,
         MvccError::LeaseExists => Code::FailedPrecondition,
         // Cairn's own: a plugin's decision, named after the binding that made it.
         MvccError::GuardDenied { .. } | MvccError::PluginFailed { .. } => {
             return Status::new(Code::FailedPrecondition, format!("cairn: {e}"));
         }
-        MvccError::NoSuchCompare { .. } => {
+        MvccError::NoSuchCompare { .. } | MvccError::KeyTooLong(_) => {
             return Status::new(Code::InvalidArgument, format!("cairn: {e}"));
         }
     };
@@ -44,6 +44,10 @@ pub fn plugin_error(e: &crate::plugin::PluginError) -> Status {
 }
 
 pub fn invalid_request(e: &InvalidRequest) -> Status {
+    if let InvalidRequest::KeyTooLong(_) = e {
+        // Cairn's own limit: etcd has no such error, so no etcd text to match.
+        return Status::new(Code::InvalidArgument, format!("cairn: {e}"));
+    }
     etcd(Code::InvalidArgument, &e.to_string())
 }
 
@@ -81,8 +85,10 @@ pub fn membership_error(e: &MembershipError) -> Status {
         | MembershipError::PeerUrlExists
         | MembershipError::NotLearner
         | MembershipError::LearnerNotReady
-        | MembershipError::TooManyLearners
-        | MembershipError::NotEnoughStarted => Code::FailedPrecondition,
+        | MembershipError::TooManyLearners => Code::FailedPrecondition,
+        // etcd 3.4 does not map this error to a gRPC code, so its clients see Unknown.
+        MembershipError::NotEnoughStarted => Code::Unknown,
+        MembershipError::Unhealthy => Code::Unavailable,
     };
     etcd(code, &e.to_string())
 }

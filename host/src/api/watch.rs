@@ -246,7 +246,7 @@ impl WatchStream {
 
     async fn create(&mut self, c: pb::WatchCreateRequest, current: Revision) -> Result<(), Closed> {
         let range = KeyRange::new(&c.key, &c.range_end);
-        let error = if range.is_empty() {
+        let error = if KeyRange::pair_is_empty(&c.key, &c.range_end) {
             Some(EMPTY_RANGE)
         } else if c.watch_id != 0 && self.watchers.contains_key(&c.watch_id) {
             Some(DUPLICATE_ID)

@@ -30,6 +30,14 @@ pub enum MvccError {
     /// A computed compare names no compare binding.
     #[error("no compare binding named {binding:?}")]
     NoSuchCompare { binding: String },
+    /// A Put of an empty key reached apply (the API refuses it before proposing, with the
+    /// same words).
+    #[error("key is not provided")]
+    KeyNotProvided,
+    /// A Put of a key longer than [`super::MAX_KEY_BYTES`] reached apply. The API refuses
+    /// such puts before proposing; this keeps apply total for a log written by anything else.
+    #[error("key is too long: {0} bytes, at most {max} can be stored", max = super::MAX_KEY_BYTES)]
+    KeyTooLong(usize),
 }
 
 /// The disk failed us. Never turned into a client response by the state machine.

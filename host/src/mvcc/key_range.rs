@@ -6,6 +6,25 @@
 
 use std::ops::Bound;
 
+/// The longest key Cairn stores. Escaped for `kv_index` (every zero byte doubled, a two-byte
+/// terminator, a 16-byte revision), a key of this length plus the one byte [`storable`] adds
+/// stays under the engine's 65,535-byte key limit: 2 × 32,001 + 18 = 64,020.
+pub const MAX_KEY_BYTES: usize = 32_000;
+
+/// `key` as a bound over stored keys. A key longer than [`MAX_KEY_BYTES`] becomes its first
+/// `MAX_KEY_BYTES` bytes followed by a zero byte: no stored key lies between the two (a stored
+/// key is either decided against both within that prefix, or is a prefix of both and so
+/// below both), so a range bounded by either selects the same stored keys.
+pub fn storable(key: &[u8]) -> Vec<u8> {
+    if key.len() <= MAX_KEY_BYTES {
+        return key.to_vec();
+    }
+    let mut out = Vec::with_capacity(MAX_KEY_BYTES + 1);
+    out.extend_from_slice(&key[..MAX_KEY_BYTES]);
+    out.push(0);
+    out
+}
+
 /// A set of keys named by etcd's `(key, range_end)` pair.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeyRange {
@@ -19,16 +38,18 @@ pub enum KeyRange {
 }
 
 impl KeyRange {
+    /// The range etcd names by `(key, range_end)`, with over-long keys shortened by
+    /// [`storable`] (the same stored keys, bounds the engine can hold).
     pub fn new(key: &[u8], range_end: &[u8]) -> Self {
         match range_end {
-            [] => KeyRange::Single(key.to_vec()),
+            [] => KeyRange::Single(storable(key)),
             [0] => KeyRange::Interval {
-                start: key.to_vec(),
+                start: storable(key),
                 end: None,
             },
             end => KeyRange::Interval {
-                start: key.to_vec(),
-                end: Some(end.to_vec()),
+                start: storable(key),
+                end: Some(storable(end)),
             },
         }
     }
@@ -87,6 +108,13 @@ impl KeyRange {
             (Some(a), Some(b)) => spans_overlap(a, b),
             _ => false,
         }
+    }
+
+    /// Whether etcd calls the range `(key, range_end)` empty (`range_end <= key`), judged on
+    /// the pair as given: a range between two over-long keys selects no stored key, but is
+    /// not empty in etcd's words.
+    pub fn pair_is_empty(key: &[u8], range_end: &[u8]) -> bool {
+        raw_span((key, range_end)).is_none()
     }
 
     /// The first key and the upper end of the range (`None` when unbounded).
@@ -172,6 +200,68 @@ mod tests {
             for &b in &pairs {
                 let expected = KeyRange::new(a.0, a.1).overlaps(&KeyRange::new(b.0, b.1));
                 assert_eq!(KeyRange::pairs_overlap(a, b), expected, "{a:?} {b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn over_long_bounds_select_the_same_stored_keys() {
+        // Proves that shortening a key longer than MAX_KEY_BYTES keeps every range's answer
+        // for every key that can be stored: keys around the cut, prefixes of it, and keys
+        // that differ before, at and after it.
+        let long = |fill: u8, len: usize| vec![fill; len];
+        let cut = MAX_KEY_BYTES;
+        let mut stored: Vec<Vec<u8>> = vec![
+            Vec::new(),
+            b"a".to_vec(),
+            long(b'a', cut),
+            long(b'a', cut - 1),
+            long(b'b', cut),
+            long(0, cut),
+            long(0xff, cut),
+        ];
+        let mut bumped = long(b'a', cut);
+        bumped[cut - 1] = b'b';
+        stored.push(bumped);
+        let mut below = long(b'a', cut);
+        below[cut - 1] = b'`';
+        stored.push(below);
+        let bounds: Vec<Vec<u8>> = vec![
+            long(b'a', cut + 1),
+            long(b'a', cut + 100),
+            long(b'b', cut + 1),
+            long(0, cut + 5),
+            long(0xff, cut + 5),
+            b"a".to_vec(),
+            long(b'a', cut),
+        ];
+        for key in &bounds {
+            for end in bounds
+                .iter()
+                .map(Vec::as_slice)
+                .chain([&b""[..], &b"\0"[..]])
+            {
+                let range = KeyRange::new(key, end);
+                for k in &stored {
+                    // etcd's rule on the raw pair.
+                    let expected = match end {
+                        [] => k == key,
+                        [0] => k >= key,
+                        end => k >= key && k.as_slice() < end,
+                    };
+                    assert_eq!(
+                        range.contains(k),
+                        expected,
+                        "key {} end {} stored {}",
+                        key.len(),
+                        end.len(),
+                        k.len()
+                    );
+                }
+                let (start, _) = range.bounds();
+                if let std::ops::Bound::Included(s) = start {
+                    assert!(s.len() <= MAX_KEY_BYTES + 1);
+                }
             }
         }
     }

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 pub use apply::ApplyBatch;
 pub use error::{Error, MvccError, StorageError};
-pub use key_range::KeyRange;
+pub use key_range::{KeyRange, MAX_KEY_BYTES};
 pub use read::{Overlay, ReadView, SharedOverlay};
 pub use txn::{LeaseLookup, NoHooks, NoLeases, WriteHooks, WriteOp};
 pub use types::*;

@@ -13,7 +13,7 @@ use fjall::{Readable, Snapshot};
 
 use super::encoding::{self, INDEX_PUT, KeyMeta, Rev, StoredEvent};
 use super::error::{Error, MvccError};
-use super::key_range::KeyRange;
+use super::key_range::{KeyRange, MAX_KEY_BYTES};
 use super::types::{KeyValue, RangeRequest, RangeResponse, Revision, SortOrder, SortTarget};
 use crate::storage::Storage;
 
@@ -113,6 +113,9 @@ impl<'a> ReadView<'a> {
 
     /// The latest version of one key, if it is live.
     pub fn get(&self, key: &[u8]) -> Result<Option<KeyValue>, Error> {
+        if key.len() > MAX_KEY_BYTES {
+            return Ok(None); // never stored, and longer than the engine can look up
+        }
         if let Some(entry) = self.overlay.and_then(|o| o.get(key)) {
             return Ok(entry
                 .as_ref()
@@ -128,6 +131,9 @@ impl<'a> ReadView<'a> {
 
     /// The metadata of the latest version of one key, if it is live (no value is read).
     pub fn meta(&self, key: &[u8]) -> Result<Option<KeyMeta>, Error> {
+        if key.len() > MAX_KEY_BYTES {
+            return Ok(None); // never stored, and longer than the engine can look up
+        }
         if let Some(entry) = self.overlay.and_then(|o| o.get(key)) {
             return Ok(entry.as_ref().map(|(meta, _)| *meta));
         }
@@ -153,6 +159,9 @@ impl<'a> ReadView<'a> {
         range: &KeyRange,
         mut visit: impl FnMut(&[u8], KeyMeta) -> Result<bool, Error>,
     ) -> Result<(), Error> {
+        if range.is_empty() {
+            return Ok(()); // and BTreeMap::range panics on reversed bounds
+        }
         let empty = Overlay::new();
         let overlay: &Overlay = self.overlay.map_or(&empty, |o| o);
         let mut pending = overlay.range::<[u8], _>(range.bounds()).peekable();

@@ -11,7 +11,7 @@
 //! write, so a denial is one more error that leaves nothing behind.
 
 use super::error::{Error, MvccError};
-use super::key_range::KeyRange;
+use super::key_range::{KeyRange, MAX_KEY_BYTES};
 use super::read::ReadView;
 use super::types::{
     Compare, CompareOperand, CompareResult, CompareTarget, Computed, ComputedValue,
@@ -84,6 +84,7 @@ pub fn put(
     leases: &dyn LeaseLookup,
     hooks: &mut dyn WriteHooks,
 ) -> Result<PutResponse, Error> {
+    check_key_len(&req.key)?;
     if req.lease != 0 && !leases.lease_exists(req.lease) {
         return Err(MvccError::LeaseNotFound.into());
     }
@@ -338,6 +339,7 @@ fn check_ops(
                 }
             }
             RequestOp::Put(p) if pass == CheckPass::Puts => {
+                check_key_len(&p.key)?;
                 if (p.ignore_value || p.ignore_lease) && view.get(&p.key)?.is_none() {
                     return Err(MvccError::KeyNotFound.into());
                 }
@@ -348,6 +350,18 @@ fn check_ops(
             RequestOp::Txn(nested) => check_ops(view, nested, path, cursor, leases, pass)?,
             RequestOp::Range(_) | RequestOp::Put(_) | RequestOp::DeleteRange(_) => {}
         }
+    }
+    Ok(())
+}
+
+/// A key the store cannot hold (empty, or too long) is an error value, the same on every
+/// member, not a panic in the storage engine.
+fn check_key_len(key: &[u8]) -> Result<(), Error> {
+    if key.is_empty() {
+        return Err(MvccError::KeyNotProvided.into());
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(MvccError::KeyTooLong(key.len()).into());
     }
     Ok(())
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use thiserror::Error;
 
+use super::key_range::MAX_KEY_BYTES;
 use super::types::{PutRequest, RangeRequest, RequestOp, TxnRequest};
 
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
@@ -19,6 +20,9 @@ pub enum InvalidRequest {
     TooManyOps,
     #[error("duplicate key given in txn request")]
     DuplicateKey,
+    /// Cairn's own limit (etcd has none below the request size): see [`MAX_KEY_BYTES`].
+    #[error("key is too long: {0} bytes, at most {MAX_KEY_BYTES} can be stored")]
+    KeyTooLong(usize),
 }
 
 pub fn check_range(req: &RangeRequest) -> Result<(), InvalidRequest> {
@@ -31,6 +35,9 @@ pub fn check_range(req: &RangeRequest) -> Result<(), InvalidRequest> {
 pub fn check_put(req: &PutRequest) -> Result<(), InvalidRequest> {
     if req.key.is_empty() {
         return Err(InvalidRequest::EmptyKey);
+    }
+    if req.key.len() > MAX_KEY_BYTES {
+        return Err(InvalidRequest::KeyTooLong(req.key.len()));
     }
     if req.ignore_value && !req.value.is_empty() {
         return Err(InvalidRequest::ValueProvided);

@@ -180,6 +180,10 @@ impl PluginError {
     }
 }
 
+/// The longest plugin or binding name: names are keys of the `plugins` keyspace, and the
+/// storage engine's keys are bounded.
+pub const MAX_NAME_BYTES: usize = 1024;
+
 const MODULE: &str = "module/";
 const PLUGIN: &str = "plugin/";
 const UPLOAD: &str = "upload/";
@@ -321,6 +325,9 @@ impl Registry {
         if name.is_empty() {
             return Err(bad("the plugin needs a name".into()));
         }
+        if name.len() > MAX_NAME_BYTES {
+            return Err(bad(format!("the name is over {MAX_NAME_BYTES} bytes")));
+        }
         if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(bad("sha256 must be 64 hex digits".into()));
         }
@@ -411,6 +418,9 @@ impl Registry {
         };
         if spec.name.is_empty() {
             return Err(bad("the binding needs a name".into()));
+        }
+        if spec.name.len() > MAX_NAME_BYTES {
+            return Err(bad(format!("the name is over {MAX_NAME_BYTES} bytes")));
         }
         let Some(plugin) = self.plugins.get(&spec.plugin) else {
             return Err(PluginError::PluginNotFound(spec.plugin.clone()));

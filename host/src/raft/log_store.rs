@@ -31,8 +31,8 @@ use crate::storage::Storage;
 
 const VOTE: &[u8] = b"vote";
 const LAST_PURGED: &[u8] = b"last_purged";
-/// The cluster this member belongs to, fixed when it first starts.
-const CLUSTER_ID: &[u8] = b"cluster_id";
+/// The last log id known committed (see `save_committed`).
+const COMMITTED: &[u8] = b"committed";
 /// Appends of at most this many entries are written without `block_in_place`.
 const INLINE_APPEND_ENTRIES: usize = 4;
 /// Log reads from disk of at most this many entries run on the async task (see
@@ -54,7 +54,15 @@ pub struct LogStore {
 }
 
 struct Syncer {
-    tx: mpsc::Sender<IOFlushed<TypeConfig>>,
+    tx: mpsc::Sender<SyncRequest>,
+}
+
+/// What the sync thread is asked to do with the journal.
+enum SyncRequest {
+    /// fdatasync it, then report the append flushed.
+    Flushed(IOFlushed<TypeConfig>),
+    /// Write it to the OS (a new commit index was recorded).
+    Committed,
 }
 
 struct Purger {
@@ -125,19 +133,31 @@ fn purge_in_chunks(s: &Storage, next: &mut u64, upto: &LogId) -> io::Result<()> 
 
 impl LogStore {
     pub fn new(storage: Storage) -> io::Result<Self> {
-        let (tx, rx) = mpsc::channel::<IOFlushed<TypeConfig>>();
+        let (tx, rx) = mpsc::channel::<SyncRequest>();
         let db = storage.log_db.clone();
         std::thread::Builder::new()
             .name("raft-log-sync".into())
             .spawn(move || {
                 // Ends when every LogStore clone (and so every sender) is gone.
                 while let Ok(first) = rx.recv() {
-                    let mut waiting = vec![first];
-                    waiting.extend(rx.try_iter());
+                    let mut callbacks = Vec::new();
+                    for request in std::iter::once(first).chain(rx.try_iter()) {
+                        if let SyncRequest::Flushed(callback) = request {
+                            callbacks.push(callback);
+                        }
+                    }
+                    if callbacks.is_empty() {
+                        // Only the commit index: hand it to the OS (it then survives the
+                        // process being killed); it reaches the disk with the next fsync.
+                        if let Err(e) = db.persist(fjall::PersistMode::Buffer) {
+                            tracing::error!(error = %e, "writing the Raft commit index");
+                        }
+                        continue;
+                    }
                     let started = std::time::Instant::now();
                     let result = db.persist(fjall::PersistMode::SyncData);
                     crate::metrics::METRICS.wal_fsync.observe(started.elapsed());
-                    for callback in waiting {
+                    for callback in callbacks {
                         callback.io_completed(
                             result
                                 .as_ref()
@@ -323,8 +343,30 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         self.syncer
             .tx
-            .send(callback)
+            .send(SyncRequest::Flushed(callback))
             .map_err(|_| io::Error::other("log sync thread stopped"))
+    }
+
+    /// Records how far the log is known committed, so that a restarted member re-applies
+    /// everything it had committed before it hears from a leader (openraft reads it back with
+    /// `read_committed` and re-applies up to it on start). Without it a member restarted
+    /// without a quorum served the state of its last flushed apply batch, which could be
+    /// empty. The record is written to the OS without waiting (a killed process keeps it) and
+    /// reaches the disk with the next fsync: a commit index lost to a power cut only means
+    /// re-applying less before the leader is heard from, never more than was committed.
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        let raw = postcard::to_stdvec(&committed).map_err(invalid)?;
+        let mut batch = self.storage.log_db.batch().durability(None);
+        batch.insert(&self.storage.raft_meta, COMMITTED, raw);
+        batch.commit().map_err(to_io)?;
+        self.syncer
+            .tx
+            .send(SyncRequest::Committed)
+            .map_err(|_| io::Error::other("log sync thread stopped"))
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        Ok(read_meta::<Option<LogId>>(&self.storage, COMMITTED)?.flatten())
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
@@ -349,11 +391,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 }
 
-/// The cluster ID this data dir belongs to, if it has joined one.
-pub fn load_cluster_id(storage: &Storage) -> io::Result<Option<u64>> {
-    read_meta(storage, CLUSTER_ID)
-}
-
 /// A record of `raft_meta`, decoded.
 fn read_meta<T: serde::de::DeserializeOwned>(
     storage: &Storage,
@@ -363,16 +400,6 @@ fn read_meta<T: serde::de::DeserializeOwned>(
         None => Ok(None),
         Some(raw) => postcard::from_bytes(&raw).map(Some).map_err(invalid),
     }
-}
-
-/// Records the cluster ID durably, before the member takes part in the cluster.
-pub fn save_cluster_id(storage: &Storage, cluster_id: u64) -> io::Result<()> {
-    let raw = postcard::to_stdvec(&cluster_id).map_err(invalid)?;
-    storage.raft_meta.insert(CLUSTER_ID, raw).map_err(to_io)?;
-    storage
-        .log_db
-        .persist(fjall::PersistMode::SyncAll)
-        .map_err(to_io)
 }
 
 pub(crate) fn to_io(e: fjall::Error) -> io::Error {

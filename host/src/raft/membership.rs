@@ -10,6 +10,13 @@
 //!   them (etcd's "unstarted" member).
 //!
 //! Changes are serialized on the leader, so each one sees the result of the last.
+//!
+//! With etcd's `--strict-reconfig-check` (on by default) a change is refused up front when it
+//! would leave the cluster without a quorum of started members, or when it needs members that
+//! the leader has not heard from lately (`ready_to_add_voter`, `ready_to_remove_voter`). A
+//! voter is added as a learner and promoted at once, without waiting for it to catch up
+//! (openraft's `AddVoters` waits for that, forever for a member that never starts): as in
+//! etcd, the new voter counts toward the quorum from then on.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,8 +27,9 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::forward::{ForwardReply, ForwardRequest, unexpected};
-use super::types::MemberInfo;
+use super::types::{MemberInfo, TypeConfig};
 use super::{ProposeError, RaftNode};
+use openraft::Instant as _;
 
 /// etcd's `--max-learners` default.
 const MAX_LEARNERS: usize = 1;
@@ -79,6 +87,32 @@ pub enum MembershipError {
     TooManyLearners,
     #[error("re-configuration failed due to not enough started members")]
     NotEnoughStarted,
+    #[error("unhealthy cluster")]
+    Unhealthy,
+}
+
+/// etcd's `IsReadyToAddVotingMember`: after adding a voter, at least a quorum of the voters
+/// must be started (have published their name). Adding a second voter to a one-member cluster
+/// is the exception etcd makes (it is how a restored member gets company).
+fn ready_to_add_voter(members: &BTreeMap<u64, Member>) -> bool {
+    let voters = members.values().filter(|m| !m.is_learner);
+    let (mut total, mut started) = (1usize, 0usize); // the voter being added, unstarted
+    for m in voters {
+        total += 1;
+        started += usize::from(!m.info.name.is_empty());
+    }
+    (started == 1 && total == 2) || started > total / 2
+}
+
+/// etcd's `IsReadyToRemoveVotingMember`: the voters left must keep a started quorum.
+fn ready_to_remove_voter(members: &BTreeMap<u64, Member>, id: u64) -> bool {
+    let rest = members.values().filter(|m| !m.is_learner && m.id != id);
+    let (mut total, mut started) = (0usize, 0usize);
+    for m in rest {
+        total += 1;
+        started += usize::from(!m.info.name.is_empty());
+    }
+    started > total / 2
 }
 
 impl RaftNode {
@@ -164,7 +198,15 @@ impl RaftNode {
         &self,
         change: MembershipChange,
     ) -> Result<Vec<Member>, ProposeError> {
-        let _serial = self.membership_lock.lock().await;
+        if let MembershipChange::Add {
+            is_learner: false, ..
+        } = &change
+        {
+            // Refuse at once what the rule refuses, without queueing behind a change that
+            // is still waiting for a member to start; checked again under the lock.
+            self.may_add_voter(&self.members().into_iter().map(|m| (m.id, m)).collect())?;
+        }
+        let serial = self.membership_lock.clone().lock_owned().await;
         // openraft refuses (and logs an error) while the last membership is uncommitted, as
         // it is right after a cluster is founded: wait for it briefly. On timeout the change
         // is tried anyway and its error returned.
@@ -204,14 +246,20 @@ impl RaftNode {
                     }
                     self.raft.add_learner(id, info, false).await
                 } else {
-                    let add = ChangeMembers::AddVoters(BTreeMap::from([(id, info)]));
-                    self.raft.change_membership(add, false).await
+                    self.may_add_voter(&members)?;
+                    match self.raft.add_learner(id, info, false).await {
+                        Ok(_) => return self.promote_new_voter(id, serial).await,
+                        Err(e) => Err(e),
+                    }
                 }
             }
             MembershipChange::Remove { id } => {
                 let Some(member) = members.get(&id) else {
                     return fail(MembershipError::MemberNotFound);
                 };
+                if !member.is_learner && self.strict_reconfig_check {
+                    self.may_remove_voter(&members, id)?;
+                }
                 let change = if member.is_learner {
                     ChangeMembers::RemoveNodes(BTreeSet::from([id]))
                 } else {
@@ -257,16 +305,108 @@ impl RaftNode {
                 self.raft.change_membership(set, false).await
             }
         };
-        match result {
-            Ok(_) => Ok(self.members()),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(ProposeError::NotLeader {
-                    leader: f.leader_id,
-                })
+        drop(serial);
+        result.map_err(change_error)?;
+        Ok(self.members())
+    }
+
+    /// Makes the just-added learner `id` a voter. The change runs on its own task, holding
+    /// the membership lock until it is done: when the new voter is needed for the quorum (a
+    /// one-member cluster growing to two, as etcd allows) it completes only once that member
+    /// starts. The caller waits a bounded time, and answers as etcd does either way: the
+    /// member is in the cluster as a voter from now on.
+    async fn promote_new_voter(
+        &self,
+        id: u64,
+        serial: tokio::sync::OwnedMutexGuard<()>,
+    ) -> Result<Vec<Member>, ProposeError> {
+        let raft = self.raft.clone();
+        let promote = tokio::spawn(async move {
+            let result = raft
+                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                .await;
+            drop(serial);
+            if let Err(e) = &result {
+                tracing::warn!(member = format!("{id:x}"), error = %e, "promoting a new voter");
             }
-            Err(RaftError::APIError(e)) => Err(ProposeError::Stopped(e.to_string())),
-            Err(RaftError::Fatal(e)) => Err(ProposeError::Stopped(e.to_string())),
+            result
+        });
+        match tokio::time::timeout(self.leader_lease, promote).await {
+            Ok(Ok(result)) => {
+                result.map_err(change_error)?;
+                Ok(self.members())
+            }
+            Ok(Err(join)) => Err(ProposeError::Stopped(join.to_string())),
+            Err(_) => {
+                tracing::info!(
+                    member = format!("{id:x}"),
+                    "the new voter completes its addition when it starts"
+                );
+                let mut members = self.members();
+                for m in members.iter_mut().filter(|m| m.id == id) {
+                    m.is_learner = false;
+                }
+                Ok(members)
+            }
         }
+    }
+
+    /// etcd's `mayAddMember` for a voter (with `--strict-reconfig-check`): a started quorum
+    /// after the addition, and every voter heard from lately.
+    fn may_add_voter(&self, members: &BTreeMap<u64, Member>) -> Result<(), ProposeError> {
+        if !self.strict_reconfig_check {
+            return Ok(());
+        }
+        if !ready_to_add_voter(members) {
+            return Err(ProposeError::Membership(MembershipError::NotEnoughStarted));
+        }
+        let active = self.active_members();
+        if members
+            .values()
+            .any(|m| !m.is_learner && !active.contains(&m.id))
+        {
+            return Err(ProposeError::Membership(MembershipError::Unhealthy));
+        }
+        Ok(())
+    }
+
+    /// etcd's `mayRemoveMember` for a voter: the voters left keep a started quorum, and,
+    /// unless the one removed is already down, enough of them are active to keep a quorum.
+    fn may_remove_voter(
+        &self,
+        members: &BTreeMap<u64, Member>,
+        id: u64,
+    ) -> Result<(), ProposeError> {
+        if !ready_to_remove_voter(members, id) {
+            return Err(ProposeError::Membership(MembershipError::NotEnoughStarted));
+        }
+        let active = self.active_members();
+        if id != self.id && !active.contains(&id) {
+            return Ok(()); // removing a member that is down takes nothing from the quorum
+        }
+        let voters: Vec<&Member> = members.values().filter(|m| !m.is_learner).collect();
+        let active_voters = voters.iter().filter(|m| active.contains(&m.id)).count();
+        if active_voters - 1 < 1 + (voters.len() - 1) / 2 {
+            return Err(ProposeError::Membership(MembershipError::Unhealthy));
+        }
+        Ok(())
+    }
+
+    /// This member and the members whose heartbeats it (as leader) saw acknowledged within
+    /// the leader lease (two election timeouts): Raft's own measure of who is alive. (etcd
+    /// asks whether its connection to the peer has been up for 5 s.)
+    fn active_members(&self) -> BTreeSet<u64> {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let mut active = BTreeSet::from([self.id]);
+        for (id, acked) in metrics.heartbeat.iter().flatten() {
+            if acked
+                .as_ref()
+                .is_some_and(|at| at.elapsed() < self.leader_lease)
+            {
+                active.insert(*id);
+            }
+        }
+        active
     }
 
     /// etcd's readiness rule: the learner has at least 90% of the leader's log.
@@ -279,6 +419,17 @@ impl RaftNode {
             .and_then(|r| r.get(&id).cloned().flatten())
             .map_or(0, |log_id| log_id.index);
         matched * 10 >= leader_index * 9
+    }
+}
+
+/// openraft's refusal of a membership change, as a proposal error.
+fn change_error(e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> ProposeError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ProposeError::NotLeader {
+            leader: f.leader_id,
+        },
+        RaftError::APIError(e) => ProposeError::Stopped(e.to_string()),
+        RaftError::Fatal(e) => ProposeError::Stopped(e.to_string()),
     }
 }
 

@@ -47,7 +47,6 @@ use crate::storage::Storage;
 pub use forward::AppHandler;
 use forward::{ForwardReply, ForwardRequest};
 use log_store::LogStore;
-pub use log_store::{load_cluster_id, save_cluster_id};
 pub use membership::{Member, MembershipChange, MembershipError};
 use network::Network;
 use peers::Peers;
@@ -63,6 +62,8 @@ pub struct RaftConfig {
     pub snapshot_count: u64,
     /// Entries kept behind a snapshot for slow followers (etcd's snapshot-catchup-entries).
     pub catchup_entries: u64,
+    /// etcd's `--strict-reconfig-check`: refuse membership changes that risk the quorum.
+    pub strict_reconfig_check: bool,
 }
 
 impl Default for RaftConfig {
@@ -72,6 +73,7 @@ impl Default for RaftConfig {
             election_timeout_ms: 1000,
             snapshot_count: 10_000,
             catchup_entries: 5_000,
+            strict_reconfig_check: true,
         }
     }
 }
@@ -165,6 +167,8 @@ pub struct RaftNode {
     /// Log retention (see `purge.rs`).
     snapshot_count: u64,
     catchup_entries: u64,
+    /// See [`RaftConfig::strict_reconfig_check`].
+    strict_reconfig_check: bool,
 }
 
 impl RaftNode {
@@ -230,6 +234,7 @@ impl RaftNode {
             applied,
             snapshot_count: cfg.snapshot_count.max(1),
             catchup_entries: cfg.catchup_entries,
+            strict_reconfig_check: cfg.strict_reconfig_check,
         })
     }
 
