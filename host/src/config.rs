@@ -79,6 +79,12 @@ pub struct Config {
     )]
     pub initial_cluster_token: String,
 
+    /// Disaster recovery: make this member, with the data in its data dir, the only member of
+    /// its cluster (etcd's flag). Entries it never knew committed are dropped. Start it once
+    /// with this flag, then without; add new members with `member add`.
+    #[arg(long, env = "CAIRN_FORCE_NEW_CLUSTER")]
+    pub force_new_cluster: bool,
+
     /// Applied Raft entries between snapshots (after which the log is compacted).
     #[arg(long, env = "CAIRN_SNAPSHOT_COUNT", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub snapshot_count: u64,

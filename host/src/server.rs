@@ -291,6 +291,14 @@ async fn enter_cluster(
                 identity.name, identity.member_id, config.name, identity.name
             )));
         }
+        if config.force_new_cluster {
+            let me = MemberInfo {
+                name: identity.name.clone(),
+                peer_urls: identity.peer_urls.clone(),
+                client_urls: config.advertised_client_urls(),
+            };
+            return Ok((identity, Bootstrap::ForceNew(me)));
+        }
         // A founding member that stopped before Raft initialized is brought in by the others.
         return Ok((identity, Bootstrap::Join));
     }

@@ -836,3 +836,79 @@ async fn watch_fragments_match_etcd() {
     );
     assert_eq!(shapes[0], shapes[1], "left etcd, right Cairn");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_outlives_the_clients_half_close() {
+    // Proves a client that closes its sending side after creating a watch keeps receiving
+    // its events, on Cairn as on etcd (the stream ends only when the client goes away).
+    use cairn_proto::etcdserverpb::watch_client::WatchClient;
+    use cairn_proto::etcdserverpb::watch_request::RequestUnion;
+    use cairn_proto::etcdserverpb::{WatchCreateRequest, WatchRequest};
+    use etcd_client::Client;
+
+    let etcd = EtcdNode::start(&[]);
+    let cairn = CairnNode::start(&[]);
+    for endpoint in [etcd.endpoint(), cairn.endpoint()] {
+        let mut client = WatchClient::connect(format!("http://{endpoint}"))
+            .await
+            .expect("connect watch");
+        let create = WatchRequest {
+            request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+                key: b"half/".to_vec(),
+                range_end: b"half0".to_vec(),
+                ..Default::default()
+            })),
+        };
+        // One request, then the end of the request stream.
+        let requests = tokio_stream::iter([create]);
+        let mut stream = client.watch(requests).await.expect("watch").into_inner();
+        let created = with_timeout(
+            std::time::Duration::from_secs(10),
+            "created",
+            stream.message(),
+        )
+        .await
+        .expect("stream")
+        .expect("open");
+        assert!(created.created, "{endpoint}: {created:?}");
+        let mut kv = Client::connect([endpoint.clone()], None)
+            .await
+            .expect("connect");
+        kv.put("half/a", "1", None).await.expect("put");
+        let event = with_timeout(
+            std::time::Duration::from_secs(10),
+            "event",
+            stream.message(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{endpoint}: the watch ended: {e}"))
+        .unwrap_or_else(|| panic!("{endpoint}: the watch ended after the half-close"));
+        assert_eq!(event.events.len(), 1, "{endpoint}: {event:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_messages_are_refused_as_etcd_refuses_them() {
+    // Proves a request message over the receive limit (the request limit plus 512 KiB) gets
+    // the same code and words on Cairn as from etcd's grpc-go server.
+    use etcd_client::Client;
+
+    let etcd = EtcdNode::start(&[]);
+    let cairn = CairnNode::start(&[]);
+    let mut answers = Vec::new();
+    for endpoint in [etcd.endpoint(), cairn.endpoint()] {
+        let mut kv = Client::connect([endpoint.clone()], None)
+            .await
+            .expect("connect");
+        let err = kv
+            .put("big", vec![b'x'; 3 << 20], None)
+            .await
+            .expect_err("a 3 MiB put is over the limit");
+        answers.push(match err {
+            etcd_client::Error::GRpcStatus(s) => format!("{:?}: {}", s.code(), s.message()),
+            other => other.to_string(),
+        });
+    }
+    assert!(answers[0].starts_with("ResourceExhausted"), "{answers:?}");
+    assert_eq!(answers[0], answers[1], "left etcd, right Cairn");
+}

@@ -389,3 +389,45 @@ async fn reconfiguration_keeps_a_started_quorum() {
     assert_eq!(outcomes[0], expected, "Cairn");
     assert_eq!(outcomes[1], expected, "etcd");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_new_cluster_recovers_the_last_survivor() {
+    // Proves --force-new-cluster turns the last survivor of a cluster that lost its quorum
+    // for good into a one-member cluster that keeps every acknowledged write and takes new
+    // ones, then restarts normally without the flag; on Cairn as on etcd.
+    let _serial = SERIAL.lock().await;
+    for flavor in [Flavor::Cairn, Flavor::Etcd] {
+        with_timeout(Duration::from_secs(180), "force new cluster", async {
+            let mut cluster = Cluster::start(flavor, 3, &[]).await;
+            let mut client = connect(&cluster.members[0].endpoint()).await;
+            for i in 0..30 {
+                client
+                    .put(format!("acked/{i:02}"), "v", None)
+                    .await
+                    .expect("put");
+            }
+            cluster.members[1].kill9();
+            cluster.members[2].kill9();
+            stop(&mut cluster.members[0]).await;
+            let survivor = &mut cluster.members[0];
+            survivor.restart_from_data_dir(&["--force-new-cluster"]);
+            let mut client = connect(&survivor.endpoint()).await;
+            put_eventually(&mut client, "after-recovery", Duration::from_secs(30)).await;
+            let got = client
+                .get("acked/", Some(GetOptions::new().with_prefix()))
+                .await
+                .expect("linearizable get");
+            assert_eq!(got.count(), 30, "{flavor:?}: acknowledged writes lost");
+            let members = member_list(&survivor.endpoint()).await;
+            assert_eq!(members.len(), 1, "{flavor:?}: {members:?}");
+            assert_eq!(members[0].1, "m0");
+            // Back to a normal start: the one-member cluster stays.
+            stop(survivor).await;
+            survivor.restart_from_data_dir(&[]);
+            let mut client = connect(&survivor.endpoint()).await;
+            put_eventually(&mut client, "after-normal-restart", Duration::from_secs(30)).await;
+            assert_eq!(member_list(&survivor.endpoint()).await.len(), 1);
+        })
+        .await;
+    }
+}

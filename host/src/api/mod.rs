@@ -125,7 +125,56 @@ pub async fn intercept_grpc(
         crate::metrics::METRICS.grpc_handled(method, no_leader.code() as i32);
         return no_leader.into_http();
     }
-    crate::metrics::count_grpc(method, next.run(request)).await
+    let response = crate::metrics::count_grpc(method, next.run(request)).await;
+    grpc_go_size_error(response)
+}
+
+/// Rewrites tonic's answer to an over-limit request message (`OutOfRange`) into grpc-go's
+/// (`ResourceExhausted`), which etcd's clients see. tonic refuses before any handler runs,
+/// so the status is in the response headers.
+fn grpc_go_size_error(response: axum::response::Response) -> axum::response::Response {
+    let headers = response.headers();
+    let code = headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map(tonic::Code::from);
+    let message = headers
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .map(percent_decode);
+    match (code, message) {
+        (Some(code), Some(message)) => match status::as_grpc_go_size_error(code, &message) {
+            Some(status) => status.into_http(),
+            None => response,
+        },
+        _ => response,
+    }
+}
+
+/// gRPC's percent-decoding of `grpc-message`.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push(hi << 4 | lo);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl ApiContext {

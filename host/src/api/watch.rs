@@ -147,6 +147,9 @@ impl WatchStream {
         let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         let mut leader_check = tokio::time::interval(LEADER_CHECK);
         let mut leaderless_since: Option<tokio::time::Instant> = None;
+        // A client that closes its sending side still reads what its watchers deliver (as in
+        // etcd); only the end of the response stream ends the watch.
+        let mut inbound_open = true;
         loop {
             tokio::select! {
                 _ = leader_check.tick(), if self.require_leader => {
@@ -170,14 +173,15 @@ impl WatchStream {
                     }
                     continue;
                 }
-                msg = inbound.next() => match msg {
+                msg = inbound.next(), if inbound_open => match msg {
                     Some(Ok(req)) => {
                         if self.handle(req).await.is_err() {
                             return;
                         }
                     }
-                    // The client closed its side, or the transport failed.
-                    None | Some(Err(_)) => return,
+                    None => inbound_open = false,
+                    // The transport failed.
+                    Some(Err(_)) => return,
                 },
                 // The client went away: nobody reads the responses any more.
                 _ = self.tx.closed() => return,

@@ -17,6 +17,7 @@
 //! state machine adapter, peer transport) stays inside this module.
 
 mod calls;
+mod force;
 mod forward;
 mod log_cache;
 pub mod log_store;
@@ -86,6 +87,9 @@ pub enum Bootstrap {
     /// Joining a running cluster that already lists it (`--initial-cluster-state existing`):
     /// wait for the leader to replicate to it.
     Join,
+    /// etcd's `--force-new-cluster`: a used data dir becomes a one-member cluster of this
+    /// member (described here), keeping what it had committed (see `force.rs`).
+    ForceNew(MemberInfo),
 }
 
 /// Everything [`RaftNode::start`] needs.
@@ -198,11 +202,14 @@ impl RaftNode {
         }
         .validate()
         .map_err(|e| StartError::Config(e.to_string()))?;
-        let log_store = LogStore::new(params.storage.clone())?;
+        let mut log_store = LogStore::new(params.storage.clone())?;
         let state_machine =
             StateMachine::new(params.storage).map_err(|e| StartError::Raft(e.to_string()))?;
         let committed = state_machine.subscribe();
-        let sm = StateMachineStore::new(state_machine, params.data_dir.join("snap"))?;
+        let mut sm = StateMachineStore::new(state_machine, params.data_dir.join("snap"))?;
+        if let Bootstrap::ForceNew(me) = &params.bootstrap {
+            force::rewrite_as_one_member(&mut log_store, &mut sm, params.id, me.clone()).await?;
+        }
         let applied = sm.applied_index();
         let peers = Peers::new(params.id, params.cluster_id, params.fault_injection);
         let network = Network {
