@@ -738,3 +738,136 @@ async fn ten_thousand_watchers_keep_working() {
     })
     .await;
 }
+
+/// The peak resident memory (VmHWM) of process `pid`, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc status");
+    kib * 1024
+}
+
+/// `readers` watchers that stop reading while `total` bytes of 100 KiB values are written,
+/// then read again: returns the member's peak RSS, after checking that every reader got
+/// every write, in order.
+async fn stalled_readers(readers: usize, total: usize) -> u64 {
+    use cairn_proto::etcdserverpb::watch_client::WatchClient;
+    use cairn_proto::etcdserverpb::watch_request::RequestUnion;
+    use cairn_proto::etcdserverpb::{WatchCreateRequest, WatchRequest};
+
+    const VALUE: usize = 100 << 10;
+    let node = CairnNode::start(&[]);
+    let endpoint = node.endpoint();
+    let mut streams = Vec::new();
+    for _ in 0..readers {
+        // A connection each: a reader that stops reading stalls only its own flow control.
+        let mut client = WatchClient::connect(format!("http://{endpoint}"))
+            .await
+            .expect("connect watch")
+            .max_decoding_message_size(64 << 20);
+        let create = WatchRequest {
+            request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+                key: b"big/".to_vec(),
+                range_end: b"big0".to_vec(),
+                ..Default::default()
+            })),
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.send(create).await.expect("queue create");
+        let mut stream = client
+            .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .expect("watch")
+            .into_inner();
+        let created = stream.message().await.expect("created").expect("open");
+        assert!(created.created);
+        // From here on nobody reads `stream` until every write is in.
+        streams.push((stream, tx));
+    }
+    let writes = total / VALUE;
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let endpoint = endpoint.clone();
+            tokio::spawn(async move {
+                let mut client = Client::connect([endpoint], None).await.expect("connect");
+                for i in (w..writes).step_by(4) {
+                    client
+                        .put(format!("big/{i:06}"), vec![b'v'; VALUE], None)
+                        .await
+                        .expect("put");
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.expect("writer");
+    }
+    let peak_while_stalled = peak_rss(node.pid().expect("running"));
+    eprintln!(
+        "{readers} readers, {} MiB written: peak RSS {} MiB while they stalled",
+        total >> 20,
+        peak_while_stalled >> 20
+    );
+    // Every reader resumes and must see every write, once, in revision order.
+    let reads: Vec<_> = streams
+        .into_iter()
+        .map(|(mut stream, tx)| {
+            tokio::spawn(async move {
+                let mut seen = 0usize;
+                let mut last_rev = 0;
+                while seen < writes {
+                    let resp = stream.message().await.expect("stream").expect("open");
+                    for e in resp.events {
+                        let kv = e.kv.expect("kv");
+                        assert!(kv.mod_revision > last_rev, "out of order");
+                        assert_eq!(kv.value.len(), VALUE);
+                        last_rev = kv.mod_revision;
+                        seen += 1;
+                    }
+                }
+                drop(tx);
+                seen
+            })
+        })
+        .collect();
+    for r in reads {
+        assert_eq!(r.await.expect("reader"), writes);
+    }
+    peak_while_stalled.max(peak_rss(node.pid().expect("running")))
+}
+
+/// What the member may hold, however many readers stall (documented in docs/operations.md).
+const RSS_BOUND: u64 = 512 << 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_readers_cost_bounded_memory() {
+    // Proves 10 watch readers that stop reading while 300 MiB is written keep the member's
+    // RSS under the bound, and every reader gets every event, in order, once it reads again.
+    with_timeout(Duration::from_secs(300), "stalled readers", async {
+        let peak = stalled_readers(10, 300 << 20).await;
+        assert!(peak < RSS_BOUND, "peak RSS {} MiB", peak >> 20);
+        eprintln!(
+            "10 stalled readers over 300 MiB: peak RSS {} MiB",
+            peak >> 20
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_stalled_readers_cost_bounded_memory() {
+    // Proves the bound holds for 50 stalled readers over 300 MiB of writes (15 GB to catch
+    // up on once they read again).
+    with_timeout(Duration::from_secs(300), "fifty stalled readers", async {
+        let peak = stalled_readers(50, 300 << 20).await;
+        assert!(peak < RSS_BOUND, "peak RSS {} MiB", peak >> 20);
+        eprintln!(
+            "50 stalled readers over 300 MiB: peak RSS {} MiB",
+            peak >> 20
+        );
+    })
+    .await;
+}

@@ -5,15 +5,24 @@
 //! in-memory ring when the watcher is caught up, from history when it is behind. Delivery is
 //! therefore ordered, gap-free and whole per revision by construction, a watcher that falls
 //! behind simply reads more history, and a slow client only ever delays its own stream.
+//!
+//! Memory is bounded in bytes, not in responses: a response carries at most about
+//! [`RESPONSE_BYTES`] of events (whole revisions; more only when one revision is larger), and a
+//! stream holds at most [`STREAM_BUFFER_BYTES`] of responses its client has not taken. A
+//! client that stops reading therefore stops its stream's task at that bound; its watchers
+//! stay where they are, and when it reads again they catch up from history (etcd's unsynced
+//! watchers). A stalled reader costs a cursor and a bounded buffer, never the events written
+//! meanwhile.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use cairn_proto::etcdserverpb as pb;
 use cairn_proto::etcdserverpb::watch_create_request::FilterType;
 use cairn_proto::etcdserverpb::watch_request::RequestUnion;
 use cairn_proto::etcdserverpb::watch_server::Watch;
 use cairn_proto::mvccpb;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
@@ -26,7 +35,16 @@ use crate::watch::{PrevKvInterest, WatcherInterest};
 
 /// Most revisions in one response while catching up (etcd's watchBatchMaxRevs).
 const MAX_REVS_PER_RESPONSE: i64 = 1000;
-/// Responses buffered per stream before the stream waits for its client.
+/// Bytes of keys and values read into one response (it ends at a whole revision).
+const RESPONSE_BYTES: usize = 256 << 10;
+/// Bytes of responses a stream holds before it waits for its client to take them.
+const STREAM_BUFFER_BYTES: usize = 512 << 10;
+/// History reads (catching-up watchers) that run at once on a member, whatever the number of
+/// streams: each holds a snapshot and a response's worth of events while it runs, so many
+/// readers catching up at once cost memory and blocking threads in proportion to this, not
+/// to their number.
+static HISTORY_READS: Semaphore = Semaphore::const_new(4);
+/// Responses a stream holds (a second bound, for many small responses).
 const SEND_BUFFER: usize = 128;
 /// How long a progress request waits for the hub to reach the store's revision.
 const PROGRESS_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);
@@ -47,7 +65,7 @@ impl WatchService {
 
 #[tonic::async_trait]
 impl Watch for WatchService {
-    type WatchStream = ReceiverStream<Result<pb::WatchResponse, Status>>;
+    type WatchStream = WatchResponses;
 
     async fn watch(
         &self,
@@ -58,13 +76,33 @@ impl Watch for WatchService {
     }
 }
 
+/// A response on its way to the client, holding its share of the stream's byte budget until
+/// the transport takes it.
+struct Outgoing {
+    response: Result<pb::WatchResponse, Status>,
+    _budget: Option<OwnedSemaphorePermit>,
+}
+
+/// The responses of one watch stream, as the transport takes them.
+pub struct WatchResponses(ReceiverStream<Outgoing>);
+
+impl Stream for WatchResponses {
+    type Item = Result<pb::WatchResponse, Status>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        // The budget returns to the stream as the response leaves it.
+        std::pin::Pin::new(&mut self.0)
+            .poll_next(cx)
+            .map(|o| o.map(|o| o.response))
+    }
+}
+
 /// Opens a watch stream fed by `inbound` (gRPC's request stream, or the HTTP gateway's).
 /// `require_leader` is clientv3's `WithRequireLeader`.
-pub fn open<S>(
-    ctx: &Context,
-    require_leader: bool,
-    inbound: S,
-) -> Result<ReceiverStream<Result<pb::WatchResponse, Status>>, Status>
+pub fn open<S>(ctx: &Context, require_leader: bool, inbound: S) -> Result<WatchResponses, Status>
 where
     S: Stream<Item = Result<pb::WatchRequest, Status>> + Unpin + Send + 'static,
 {
@@ -80,11 +118,12 @@ where
         store: ctx.raft.subscribe(),
         ctx: ctx.clone(),
         tx,
+        budget: Arc::new(Semaphore::new(STREAM_BUFFER_BYTES)),
         watchers: BTreeMap::new(),
         next_id: 0,
     };
     tokio::spawn(stream.run(inbound));
-    Ok(ReceiverStream::new(rx))
+    Ok(WatchResponses(ReceiverStream::new(rx)))
 }
 
 /// One watch: a key range and the first revision not yet sent.
@@ -132,7 +171,9 @@ struct WatchStream {
     revs: watch::Receiver<Revisions>,
     /// The store's revisions: where a new watcher starts.
     store: watch::Receiver<Revisions>,
-    tx: mpsc::Sender<Result<pb::WatchResponse, Status>>,
+    tx: mpsc::Sender<Outgoing>,
+    /// Bytes of responses the client may leave untaken (see [`STREAM_BUFFER_BYTES`]).
+    budget: Arc<Semaphore>,
     watchers: BTreeMap<i64, Watcher>,
     next_id: i64,
 }
@@ -162,7 +203,7 @@ impl WatchStream {
                     {
                         // etcd ends such streams with "no leader" so clients move elsewhere.
                         let no_leader = crate::raft::ProposeError::NoLeader;
-                        let _ = self.tx.send(Err(super::status::propose_error(&no_leader))).await;
+                        self.fail(super::status::propose_error(&no_leader)).await;
                         return;
                     }
                     continue;
@@ -202,8 +243,31 @@ impl WatchStream {
         }
     }
 
+    /// Queues `resp` for the client once the stream's byte budget has room for it (a
+    /// response larger than the whole budget waits for all of it). Waiting here is how a
+    /// client that does not read holds its stream back.
     async fn send(&self, resp: pb::WatchResponse) -> Result<(), Closed> {
-        self.tx.send(Ok(resp)).await.map_err(|_| Closed)
+        use prost::Message;
+        let bytes = resp.encoded_len().clamp(1, STREAM_BUFFER_BYTES) as u32;
+        let budget = tokio::select! {
+            permit = self.budget.clone().acquire_many_owned(bytes) => permit.map_err(|_| Closed)?,
+            // The client went away while its buffer was full.
+            _ = self.tx.closed() => return Err(Closed),
+        };
+        let out = Outgoing {
+            response: Ok(resp),
+            _budget: Some(budget),
+        };
+        self.tx.send(out).await.map_err(|_| Closed)
+    }
+
+    /// Ends the stream with `status`.
+    async fn fail(&self, status: Status) {
+        let out = Outgoing {
+            response: Err(status),
+            _budget: None,
+        };
+        let _ = self.tx.send(out).await;
     }
 
     fn response(&self, watch_id: i64, revision: Revision) -> pb::WatchResponse {
@@ -374,8 +438,12 @@ impl WatchStream {
                     continue;
                 }
                 let to = revs.current.min(w.next_rev + MAX_REVS_PER_RESPONSE - 1);
-                match self.ctx.hub.events(w.next_rev, to, &w.range, w.prev_kv) {
-                    Some(events) => {
+                let held = self
+                    .ctx
+                    .hub
+                    .events(w.next_rev, to, &w.range, w.prev_kv, RESPONSE_BYTES);
+                match held {
+                    Some((events, to)) => {
                         let events = events
                             .into_iter()
                             .filter(|e| passes(e, w.no_put, w.no_delete))
@@ -399,20 +467,18 @@ impl WatchStream {
             }
             if !plan.is_empty() {
                 let storage = self.ctx.storage.clone();
+                // Never closed, so the permit always comes.
+                let _reading = HISTORY_READS.acquire().await;
                 let read = tokio::task::spawn_blocking(move || read_plan(&storage, plan)).await;
                 match read {
                     Ok(Ok(read)) => batches.extend(read),
                     Ok(Err(e)) => {
-                        let _ = self.tx.send(Err(super::status::storage_error(&e))).await;
+                        self.fail(super::status::storage_error(&e)).await;
                         return Err(Closed);
                     }
                     Err(e) => {
-                        let _ = self
-                            .tx
-                            .send(Err(Status::internal(format!(
-                                "cairn: watch read failed: {e}"
-                            ))))
-                            .await;
+                        let failed = format!("cairn: watch read failed: {e}");
+                        self.fail(Status::internal(failed)).await;
                         return Err(Closed);
                     }
                 }
@@ -531,24 +597,27 @@ fn read_plan(
         }
         let shared = if reads.len() > 1 {
             let any_prev = reads.iter().any(|r| r.prev_kv);
-            Some(view.events(from, to, &KeyRange::all(), any_prev)?)
+            let budget = RESPONSE_BYTES.saturating_mul(reads.len());
+            Some(view.events_bounded(from, to, &KeyRange::all(), any_prev, budget)?)
         } else {
             None
         };
         for r in reads {
-            let events = match &shared {
-                Some(all) => all
-                    .iter()
-                    .filter(|e| r.range.contains(&e.kv.key))
-                    .cloned()
-                    .map(|mut e| {
-                        if !r.prev_kv {
-                            e.prev_kv = None;
-                        }
-                        e
-                    })
-                    .collect(),
-                None => view.events(from, to, &r.range, r.prev_kv)?,
+            let (events, to) = match &shared {
+                Some((all, covered)) => (
+                    all.iter()
+                        .filter(|e| r.range.contains(&e.kv.key))
+                        .cloned()
+                        .map(|mut e| {
+                            if !r.prev_kv {
+                                e.prev_kv = None;
+                            }
+                            e
+                        })
+                        .collect(),
+                    *covered,
+                ),
+                None => view.events_bounded(from, to, &r.range, r.prev_kv, RESPONSE_BYTES)?,
             };
             let events = events
                 .into_iter()

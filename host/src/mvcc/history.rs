@@ -22,9 +22,23 @@ impl ReadView<'_> {
         range: &KeyRange,
         prev_kv: bool,
     ) -> Result<Vec<Event>, Error> {
+        Ok(self.events_bounded(from, to, range, prev_kv, usize::MAX)?.0)
+    }
+
+    /// As [`ReadView::events`], but stops at a revision boundary once the events read hold
+    /// `max_bytes` of keys and values: returns them and the last revision they cover (every
+    /// revision up to it is whole, at least one revision is read, `to` when all were read).
+    pub fn events_bounded(
+        &self,
+        from: Revision,
+        to: Revision,
+        range: &KeyRange,
+        prev_kv: bool,
+        max_bytes: usize,
+    ) -> Result<(Vec<Event>, Revision), Error> {
         let mut out = Vec::new();
         if from > to {
-            return Ok(out);
+            return Ok((out, to));
         }
         let (start, end) = (
             Rev { main: from, sub: 0 },
@@ -33,6 +47,7 @@ impl ReadView<'_> {
                 sub: 0,
             },
         );
+        let mut bytes = 0usize;
         for guard in self
             .snap
             .range(&self.storage.kv_revs, start.encode()..end.encode())
@@ -40,6 +55,10 @@ impl ReadView<'_> {
             let (raw_rev, raw) = guard.into_inner()?;
             let at = Rev::decode(&raw_rev)
                 .ok_or_else(|| corrupt(format!("bad revision key {raw_rev:?}")))?;
+            if bytes >= max_bytes && at.main > from && at.sub == 0 {
+                // A new revision begins and the budget is spent: the previous ones are whole.
+                return Ok((out, at.main - 1));
+            }
             let stored: StoredEvent = decode(&raw)?;
             if !range.contains(&stored.key) {
                 continue;
@@ -49,13 +68,15 @@ impl ReadView<'_> {
             } else {
                 None
             };
-            out.push(Event {
+            let event = Event {
                 kind: stored.kind,
                 kv: stored.to_kv(at),
                 prev_kv: prev,
-            });
+            };
+            bytes += event.size();
+            out.push(event);
         }
-        Ok(out)
+        Ok((out, to))
     }
 
     /// The live version of `key` just before `at`, if history still has it.

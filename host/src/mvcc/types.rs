@@ -37,6 +37,15 @@ pub struct Event {
     pub prev_kv: Option<KeyValue>,
 }
 
+impl Event {
+    /// Bytes of keys and values the event carries (with its previous version's): what
+    /// bounds on buffered events count.
+    pub fn size(&self) -> usize {
+        let kv = |kv: &KeyValue| kv.key.len() + kv.value.len();
+        kv(&self.kv) + self.prev_kv.as_ref().map_or(0, kv)
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SortOrder {
     #[default]

@@ -31,6 +31,8 @@ const RING_REVISIONS: usize = 10_000;
 const RING_BYTES: usize = 64 << 20;
 /// Most revisions read from history in one step when the hub catches up.
 const READ_CHUNK: i64 = 1_000;
+/// Bytes of events the hub reads from history at a time (it stops at a whole revision).
+const READ_BYTES: usize = 4 << 20;
 
 /// One revision's events.
 struct Slot {
@@ -141,35 +143,41 @@ impl EventHub {
     }
 
     /// The events of revisions `from..=to` in `range`, if the ring holds all of them (with
-    /// previous values when `prev_kv`); `None` sends the caller to history.
+    /// previous values when `prev_kv`); `None` sends the caller to history. Stops at a
+    /// revision boundary once the events hold `max_bytes`, and says which revision the
+    /// events cover up to (as [`crate::mvcc::ReadView::events_bounded`]).
     pub fn events(
         &self,
         from: Revision,
         to: Revision,
         range: &KeyRange,
         prev_kv: bool,
-    ) -> Option<Vec<Event>> {
+        max_bytes: usize,
+    ) -> Option<(Vec<Event>, Revision)> {
         let ring = self.ring.read().expect("watch ring lock poisoned");
         if from <= ring.base || to > ring.last {
             return None;
         }
         let start = ring.slots.partition_point(|s| s.rev < from);
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         for slot in ring.slots.range(start..).take_while(|s| s.rev <= to) {
             if prev_kv && !slot.with_prev {
                 return None;
             }
-            out.extend(
-                slot.events
-                    .iter()
-                    .filter(|e| range.contains(&e.kv.key))
-                    .map(|e| Event {
-                        prev_kv: if prev_kv { e.prev_kv.clone() } else { None },
-                        ..e.clone()
-                    }),
-            );
+            if bytes >= max_bytes && slot.rev > from {
+                return Some((out, slot.rev - 1));
+            }
+            for e in slot.events.iter().filter(|e| range.contains(&e.kv.key)) {
+                let e = Event {
+                    prev_kv: if prev_kv { e.prev_kv.clone() } else { None },
+                    ..e.clone()
+                };
+                bytes += e.size();
+                out.push(e);
+            }
         }
-        Some(out)
+        Some((out, to))
     }
 
     async fn run(
@@ -224,11 +232,11 @@ impl EventHub {
             let storage = storage.clone();
             let read = tokio::task::spawn_blocking(move || {
                 let view = Mvcc::read_view(&storage)?;
-                view.events(from, to, &KeyRange::all(), with_prev)
+                view.events_bounded(from, to, &KeyRange::all(), with_prev, READ_BYTES)
             })
             .await;
-            let events = match read {
-                Ok(Ok(events)) => events,
+            let (events, to) = match read {
+                Ok(Ok(read)) => read,
                 failed => {
                     // Leave these revisions to history reads, which report the error.
                     tracing::error!(?failed, "watch hub could not read history");
@@ -264,13 +272,7 @@ impl EventHub {
 }
 
 fn push_slot(ring: &mut Ring, rev: Revision, events: Vec<Event>, with_prev: bool) {
-    let bytes = events
-        .iter()
-        .map(|e| {
-            e.kv.key.len() + e.kv.value.len() + e.prev_kv.as_ref().map_or(0, |p| p.value.len())
-        })
-        .sum::<usize>()
-        + 64;
+    let bytes = events.iter().map(Event::size).sum::<usize>() + 64;
     ring.push(Slot {
         rev,
         events: Arc::new(events),
@@ -335,23 +337,32 @@ mod tests {
         }
         let a = KeyRange::new(b"a", b"");
         let all = KeyRange::all();
-        let got = hub.events(2, 4, &a, false).expect("held");
+        let got = hub.events(2, 4, &a, false, usize::MAX).expect("held").0;
         assert_eq!(got.len(), 2);
         assert!(got.iter().all(|e| e.kv.key == b"a" && e.prev_kv.is_none()));
-        assert_eq!(hub.events(2, 3, &all, false).expect("held").len(), 3);
+        assert_eq!(
+            hub.events(2, 3, &all, false, usize::MAX)
+                .expect("held")
+                .0
+                .len(),
+            3
+        );
         assert!(
-            hub.events(1, 3, &all, false).is_none(),
+            hub.events(1, 3, &all, false, usize::MAX).is_none(),
             "revision 1 is before the ring"
         );
         assert!(
-            hub.events(2, 5, &all, false).is_none(),
+            hub.events(2, 5, &all, false, usize::MAX).is_none(),
             "revision 5 is not read yet"
         );
         assert!(
-            hub.events(2, 3, &all, true).is_none(),
+            hub.events(2, 3, &all, true, usize::MAX).is_none(),
             "revision 2 was read without prev_kv"
         );
-        let with_prev = hub.events(3, 3, &all, true).expect("held with prev");
+        let with_prev = hub
+            .events(3, 3, &all, true, usize::MAX)
+            .expect("held with prev")
+            .0;
         assert!(with_prev[0].prev_kv.is_some());
     }
 
@@ -369,14 +380,20 @@ mod tests {
         assert_eq!(ring.base, 10);
         drop(ring);
         assert!(
-            hub.events(10, n, &KeyRange::new(b"k", b""), false)
+            hub.events(10, n, &KeyRange::new(b"k", b""), false, usize::MAX)
                 .is_none()
         );
         assert_eq!(
-            hub.events(11, n, &KeyRange::new(b"k", b""), false)
+            hub.events(11, n, &KeyRange::new(b"k", b""), false, usize::MAX)
                 .expect("held")
+                .0
                 .len(),
             RING_REVISIONS
         );
+        // A byte bound stops at a whole revision and says where.
+        let (events, covered) = hub
+            .events(11, n, &KeyRange::new(b"k", b""), false, 1)
+            .expect("held");
+        assert_eq!((events.len(), covered), (1, 11));
     }
 }
