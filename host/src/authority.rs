@@ -14,7 +14,13 @@
 //! plain (non-Huffman) string and the frame length adjusted. Everything else passes through
 //! byte for byte, and a connection that does not start with the HTTP/2 preface (HTTP/1.1) is
 //! not touched at all.
+//!
+//! Being the first to see a connection's bytes, the filter also ends connections that never
+//! begin to speak: a client that has not sent the HTTP/2 preface and a first frame (or any
+//! HTTP/1.1 bytes) within [`HANDSHAKE_TIMEOUT`] is disconnected, as grpc-go's server does
+//! with its connection timeout, instead of holding a socket and a task for ever.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -34,6 +40,9 @@ const MAX_FRAME: usize = 16_384;
 const READ_CHUNK: usize = 16 * 1024;
 /// `:authority` in HPACK's static table.
 const AUTHORITY_INDEX: u64 = 1;
+/// How long a new connection may take to start speaking (grpc-go allows 120 s; a client that
+/// connects and is silent for this long is not coming).
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -59,6 +68,10 @@ pub struct AuthorityRepair<S> {
     /// Where reads from `inner` land: allocated (and zeroed) once per connection, not on
     /// every read.
     chunk: Box<[u8]>,
+    /// True once the client has started to speak (see [`HANDSHAKE_TIMEOUT`]).
+    greeted: bool,
+    /// The handshake deadline, armed on the first read (inside the runtime).
+    handshake: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<S> AuthorityRepair<S> {
@@ -71,6 +84,8 @@ impl<S> AuthorityRepair<S> {
             out_pos: 0,
             eof: false,
             chunk: vec![0; READ_CHUNK].into_boxed_slice(),
+            greeted: false,
+            handshake: None,
         }
     }
 
@@ -87,6 +102,7 @@ impl<S> AuthorityRepair<S> {
             let rest = &self.pending[pos..];
             match self.phase {
                 Phase::Passthrough => {
+                    self.greeted |= !rest.is_empty();
                     self.out.extend_from_slice(rest);
                     pos = self.pending.len();
                     break;
@@ -122,6 +138,7 @@ impl<S> AuthorityRepair<S> {
                         break;
                     }
                     let len = u32::from_be_bytes([0, rest[0], rest[1], rest[2]]) as usize;
+                    self.greeted = true; // a first frame after the preface
                     if rest[3] != HEADERS {
                         self.out.extend_from_slice(&rest[..FRAME_HEADER]);
                         pos += FRAME_HEADER;
@@ -287,6 +304,19 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityRepair<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if !this.greeted {
+            let deadline = this
+                .handshake
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(HANDSHAKE_TIMEOUT)));
+            if deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client did not start speaking HTTP in time",
+                )));
+            }
+        } else {
+            this.handshake = None;
+        }
         loop {
             if this.out_pos < this.out.len() {
                 let n = (this.out.len() - this.out_pos).min(buf.remaining());

@@ -128,6 +128,16 @@ pub struct Config {
     )]
     pub watch_progress_notify_interval: GoDuration,
 
+    /// How often the server pings a client connection that has been quiet (etcd's flag and
+    /// default); a client that does not answer within --grpc-keepalive-timeout is
+    /// disconnected (Go-style duration).
+    #[arg(long, env = "CAIRN_GRPC_KEEPALIVE_INTERVAL", default_value = "2h")]
+    pub grpc_keepalive_interval: GoDuration,
+
+    /// How long a keepalive ping waits for its answer (Go-style duration).
+    #[arg(long, env = "CAIRN_GRPC_KEEPALIVE_TIMEOUT", default_value = "20s")]
+    pub grpc_keepalive_timeout: GoDuration,
+
     /// How often the leader records remaining lease TTLs through Raft, so that a new leader
     /// continues each lease's countdown instead of restarting it (Go-style duration).
     #[arg(

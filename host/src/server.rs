@@ -38,6 +38,8 @@ use crate::storage::Storage;
 
 /// How long a stopping member lets in-flight requests and streams finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long a stopping member keeps its peer connections for calls in flight.
+const PEER_DRAIN: Duration = Duration::from_millis(500);
 /// Rounds (of 500 ms) between asking a peer whether this member was removed.
 const REMOVAL_CHECK_ROUNDS: u64 = 4;
 /// How long a member started with `--initial-cluster-state existing` looks for the cluster.
@@ -65,7 +67,9 @@ pub enum ServerError {
 pub struct Server {
     pub client_addrs: Vec<std::net::SocketAddr>,
     stop: watch::Sender<bool>,
-    tasks: JoinSet<Result<(), ServerError>>,
+    /// The member's long-running tasks, each named for the shutdown report.
+    tasks: JoinSet<(&'static str, Result<(), ServerError>)>,
+    running: Vec<&'static str>,
     raft: RaftNode,
 }
 
@@ -121,11 +125,14 @@ impl Server {
         })
         .await?;
         let (stop, stopped) = watch::channel(false);
-        let mut tasks = JoinSet::new();
+        let mut tasks = Tasks::default();
         // Peers first: the election needs them.
         for (url, listener) in peer_listeners {
             let service = raft.peer_service(dir.join("snap"), stopped.clone());
-            tasks.spawn(serve_peer(url, listener, service, stopped.clone()));
+            tasks.spawn(
+                "peer listener",
+                serve_peer(url, listener, service, stopped.clone()),
+            );
         }
         let election = Duration::from_millis(config.election_timeout);
         if !raft.wait_for_leader(election * 4).await {
@@ -167,11 +174,14 @@ impl Server {
         if !publish(&raft, &me, election * 4).await {
             tracing::warn!("could not publish this member's name and client URLs yet; will retry");
         }
-        tasks.spawn(membership_duties(raft.clone(), me, stopped.clone()));
+        tasks.spawn(
+            "membership duties",
+            membership_duties(raft.clone(), me, stopped.clone()),
+        );
         {
             let raft = raft.clone();
             let stopped = stopped.clone();
-            tasks.spawn(async move {
+            tasks.spawn("leader change counter", async move {
                 raft.count_leader_changes(stopped).await;
                 Ok(())
             });
@@ -179,7 +189,7 @@ impl Server {
         {
             let raft = raft.clone();
             let stopped = stopped.clone();
-            tasks.spawn(async move {
+            tasks.spawn("log purge", async move {
                 raft.purge_duties(stopped).await;
                 Ok(())
             });
@@ -190,6 +200,10 @@ impl Server {
         } else {
             Serves::Grpc
         };
+        let keepalive = Keepalive {
+            interval: config.grpc_keepalive_interval.0,
+            timeout: config.grpc_keepalive_timeout.0,
+        };
         let mut client_addrs = Vec::new();
         for (url, listener) in listeners {
             client_addrs.push(listener.local_addr().map_err(|e| ServerError::Listen {
@@ -197,7 +211,10 @@ impl Server {
                 reason: e.to_string(),
             })?);
             let router = client_router(&ctx, client_serves).await;
-            tasks.spawn(serve_client(url, listener, router, stopped.clone()));
+            tasks.spawn(
+                "client listener",
+                serve_client(url, listener, router, keepalive, stopped.clone()),
+            );
         }
         for (serves, listeners) in [
             (Serves::Http, http_listeners),
@@ -205,11 +222,14 @@ impl Server {
         ] {
             for (url, listener) in listeners {
                 let router = client_router(&ctx, serves).await;
-                tasks.spawn(serve_client(url, listener, router, stopped.clone()));
+                tasks.spawn(
+                    "http listener",
+                    serve_client(url, listener, router, keepalive, stopped.clone()),
+                );
             }
         }
         let lessor_ctx = ctx.clone();
-        tasks.spawn(async move {
+        tasks.spawn("lessor", async move {
             crate::api::lease::run_lessor(lessor_ctx).await;
             Ok(())
         });
@@ -217,7 +237,8 @@ impl Server {
         Ok(Server {
             client_addrs,
             stop,
-            tasks,
+            tasks: tasks.set,
+            running: tasks.names,
             raft,
         })
     }
@@ -226,8 +247,10 @@ impl Server {
     pub async fn wait(&mut self) -> Result<(), ServerError> {
         while let Some(done) = self.tasks.join_next().await {
             match done {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(e),
+                Ok((name, result)) => {
+                    self.running.retain(|n| *n != name);
+                    result?;
+                }
                 Err(e) => {
                     return Err(ServerError::Serve {
                         url: "client listener".into(),
@@ -243,16 +266,41 @@ impl Server {
     /// [`SHUTDOWN_GRACE`]), and stops Raft.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
+        let running = &mut self.running;
+        let tasks = &mut self.tasks;
         let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-            while self.tasks.join_next().await.is_some() {}
+            while let Some(done) = tasks.join_next().await {
+                if let Ok((name, _)) = done {
+                    tracing::debug!(task = name, "stopped");
+                    running.retain(|n| *n != name);
+                }
+            }
         })
         .await;
         if drained.is_err() {
             // Everything acknowledged is already durable; what is still running is dropped.
-            tracing::warn!(grace = ?SHUTDOWN_GRACE, "requests still running at shutdown; dropping them");
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, still_running = ?self.running, "requests still running at shutdown; dropping them");
             self.tasks.abort_all();
         }
         self.raft.shutdown().await;
+    }
+}
+
+/// The member's tasks while they are being started, with their names.
+#[derive(Default)]
+struct Tasks {
+    set: JoinSet<(&'static str, Result<(), ServerError>)>,
+    names: Vec<&'static str>,
+}
+
+impl Tasks {
+    fn spawn(
+        &mut self,
+        name: &'static str,
+        task: impl std::future::Future<Output = Result<(), ServerError>> + Send + 'static,
+    ) {
+        self.names.push(name);
+        self.set.spawn(async move { (name, task.await) });
     }
 }
 
@@ -433,13 +481,18 @@ async fn membership_duties(
     }
 }
 
+/// Serves the peer service until the member stops. Peers hold long-lived streams (the
+/// leader's replication and call streams) whose client side stays open after this member ends
+/// them, so a graceful drain would wait for the peers rather than for work: after
+/// [`PEER_DRAIN`] the connections are simply closed (peers reconnect or give up on their own).
 async fn serve_peer(
     url: String,
     listener: TcpListener,
     service: PeerService,
-    mut stopped: watch::Receiver<bool>,
+    stopped: watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
-    tonic::transport::Server::builder()
+    let mut on_stop = stopped.clone();
+    let serve = tonic::transport::Server::builder()
         .add_service(
             PeerServer::new(service)
                 .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
@@ -448,14 +501,20 @@ async fn serve_peer(
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             async move {
-                let _ = stopped.wait_for(|s| *s).await;
+                let _ = on_stop.wait_for(|s| *s).await;
             },
-        )
-        .await
-        .map_err(|e| ServerError::Serve {
+        );
+    let mut drained = stopped;
+    tokio::select! {
+        served = serve => served.map_err(|e| ServerError::Serve {
             url,
             reason: e.to_string(),
-        })
+        }),
+        () = async move {
+            let _ = drained.wait_for(|s| *s).await;
+            tokio::time::sleep(PEER_DRAIN).await;
+        } => Ok(()),
+    }
 }
 
 /// What a client-side listener serves.
@@ -541,14 +600,25 @@ async fn grpc_routes(ctx: &Arc<ApiContext>) -> tonic::service::Routes {
     routes.routes()
 }
 
+/// How a client connection is kept honest: HTTP/2 pings after `interval` of quiet, and the
+/// connection closed when one goes unanswered for `timeout` (etcd's gRPC keepalive flags).
+#[derive(Clone, Copy, Debug)]
+struct Keepalive {
+    interval: Duration,
+    timeout: Duration,
+}
+
 async fn serve_client(
     url: String,
     listener: TcpListener,
     router: axum::Router,
+    keepalive: Keepalive,
     mut stopped: watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
     tonic::transport::Server::builder()
         .accept_http1(true)
+        .http2_keepalive_interval(Some(keepalive.interval))
+        .http2_keepalive_timeout(Some(keepalive.timeout))
         .add_routes(tonic::service::Routes::from(router))
         .serve_with_incoming_shutdown(
             // Small request/response messages: Nagle's algorithm would hold responses back.

@@ -217,3 +217,61 @@ fn hashkv_agrees_exactly_when_histories_agree() {
         "diverged history, different hash"
     );
 }
+
+/// Connects to `port`, writes `hello`, then reads (and discards) until the server closes the
+/// connection; returns how long that took, or fails after `limit`.
+fn time_until_closed(port: u16, hello: &[u8], limit: Duration) -> Duration {
+    use std::io::{Read, Write};
+    let start = std::time::Instant::now();
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    conn.write_all(hello).expect("write");
+    conn.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("read timeout");
+    let mut buf = [0u8; 4096];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => return start.elapsed(),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => return start.elapsed(), // reset by the server
+        }
+        assert!(
+            start.elapsed() < limit,
+            "the server kept the connection open for {limit:?}"
+        );
+    }
+}
+
+#[test]
+fn silent_and_unresponsive_connections_are_closed() {
+    // Proves a client that connects and says nothing is disconnected after the handshake
+    // timeout (20 s), and one that sends the HTTP/2 preface (and maybe its SETTINGS) but never
+    // answers a keepalive ping is disconnected after the keepalive interval and timeout.
+    let node = CairnNode::start(&[
+        "--grpc-keepalive-interval=1s",
+        "--grpc-keepalive-timeout=1s",
+    ]);
+    let port = node.port;
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    // An empty SETTINGS frame: length 0, type 4, no flags, stream 0.
+    let mut greeted = PREFACE.to_vec();
+    greeted.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    let limit = Duration::from_secs(60);
+    let waits: Vec<_> = [Vec::new(), PREFACE.to_vec(), greeted]
+        .into_iter()
+        .map(|hello| std::thread::spawn(move || time_until_closed(port, &hello, limit)))
+        .collect();
+    let waited: Vec<Duration> = waits.into_iter().map(|w| w.join().expect("wait")).collect();
+    assert!(
+        waited[0] >= Duration::from_secs(19),
+        "closed early: {waited:?}"
+    );
+    // The preface-only one goes at the handshake timeout or the first unanswered ping,
+    // whichever comes first (here the ping).
+    assert!(waited[1] < Duration::from_secs(25), "{waited:?}");
+    assert!(
+        waited[2] < Duration::from_secs(15),
+        "an unanswered ping did not close the connection: {waited:?}"
+    );
+}
