@@ -758,83 +758,121 @@ async fn lock_and_election_services_match_etcd() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watch_fragments_match_etcd() {
-    // Proves a watch created with `fragment` splits a large revision into the same responses
-    // (event counts and fragment flags) on Cairn as on etcd, and one without it does not.
+/// The responses of a watch on `frag/` from `rev` until `events` events have come: for each,
+/// (events, fragment flag, encoded size). The watch asks for `fragment` and `prev_kv`.
+async fn watch_shape(
+    endpoint: &str,
+    rev: i64,
+    fragment: bool,
+    events: usize,
+) -> Vec<(usize, bool, usize)> {
     use cairn_proto::etcdserverpb::watch_client::WatchClient;
     use cairn_proto::etcdserverpb::watch_request::RequestUnion;
     use cairn_proto::etcdserverpb::{WatchCreateRequest, WatchRequest};
-    use etcd_client::Client;
+    use prost::Message;
 
+    let mut client = WatchClient::connect(format!("http://{endpoint}"))
+        .await
+        .expect("connect watch")
+        .max_decoding_message_size(64 << 20);
+    let create = WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+            key: b"frag/".to_vec(),
+            range_end: b"frag0".to_vec(),
+            start_revision: rev,
+            fragment,
+            prev_kv: true,
+            ..Default::default()
+        })),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(create).await.expect("queue create");
+    let mut stream = client
+        .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut shape = Vec::new();
+    let mut seen = 0;
+    while seen < events {
+        let resp = with_timeout(
+            std::time::Duration::from_secs(10),
+            "watch response",
+            stream.message(),
+        )
+        .await
+        .expect("stream")
+        .expect("open");
+        if resp.created {
+            continue;
+        }
+        seen += resp.events.len();
+        shape.push((resp.events.len(), resp.fragment, resp.encoded_len()));
+    }
+    shape
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_fragments_match_etcd() {
+    // Proves one revision larger than the fragment threshold (the request limit plus
+    // 512 KiB: a delete of twelve 200 KB keys, watched with prev_kv) is split into the same
+    // parts on Cairn as on etcd when the watch asks for `fragment`, and sent whole when it
+    // does not. Catching up over many revisions, etcd packs up to 1,000 revisions into one
+    // response (and fragments it); Cairn bounds a response to about 256 KiB of events, whole
+    // revisions, so its catch-up responses stay far below the threshold.
+    use etcd_client::{Client, DeleteOptions};
+
+    let limit = 1_572_864 + 512 * 1024;
     let etcd = EtcdNode::start(&[]);
     let cairn = CairnNode::start(&[]);
-    let mut shapes = Vec::new();
+    let mut deletes = Vec::new();
     for endpoint in [etcd.endpoint(), cairn.endpoint()] {
         let mut kv = Client::connect([endpoint.clone()], None)
             .await
             .expect("connect");
-        // Twelve revisions of 200 KB values: replayed from history they form one 2.4 MB
-        // response, over etcd's fragment threshold (the request limit plus 512 KiB).
         let mut first = 0;
         for i in 0..12 {
             let put = kv
-                .put(format!("frag/{i}"), vec![b'x'; 200_000], None)
+                .put(format!("frag/{i:02}"), vec![b'x'; 200_000], None)
                 .await
                 .expect("put");
             if i == 0 {
                 first = put.header().expect("header").revision();
             }
         }
-        let rev = first;
+        let del = kv
+            .delete("frag/", Some(DeleteOptions::new().with_prefix()))
+            .await
+            .expect("delete");
+        let del_rev = del.header().expect("header").revision();
         let mut shape = Vec::new();
         for fragment in [true, false] {
-            let mut client = WatchClient::connect(format!("http://{endpoint}"))
-                .await
-                .expect("connect watch")
-                .max_decoding_message_size(64 << 20);
-            let create = WatchRequest {
-                request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
-                    key: b"frag/".to_vec(),
-                    range_end: b"frag0".to_vec(),
-                    start_revision: rev,
-                    fragment,
-                    ..Default::default()
-                })),
-            };
-            let (tx, rx) = tokio::sync::mpsc::channel(1);
-            tx.send(create).await.expect("queue create");
-            let mut stream = client
-                .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
-                .await
-                .expect("watch")
-                .into_inner();
-            let mut events = 0;
-            while events < 12 {
-                let resp = with_timeout(
-                    std::time::Duration::from_secs(10),
-                    "watch response",
-                    stream.message(),
-                )
-                .await
-                .expect("stream")
-                .expect("open");
-                if resp.created {
-                    continue;
-                }
-                events += resp.events.len();
-                shape.push((fragment, resp.events.len(), resp.fragment));
-            }
-            drop(tx);
+            let parts = watch_shape(&endpoint, del_rev, fragment, 12).await;
+            shape.push((
+                fragment,
+                parts.iter().map(|p| (p.0, p.1)).collect::<Vec<_>>(),
+            ));
         }
-        shapes.push(shape);
+        deletes.push(shape);
+        // Catching up over the twelve puts.
+        let catch_up = watch_shape(&endpoint, first, true, 12).await;
+        if endpoint == cairn.endpoint() {
+            assert!(
+                catch_up
+                    .iter()
+                    .all(|(_, frag, size)| !frag && *size < limit / 4),
+                "Cairn's catch-up responses: {catch_up:?}"
+            );
+        } else {
+            assert!(catch_up.len() > 1 && catch_up[0].1, "etcd: {catch_up:?}");
+        }
     }
     assert!(
-        shapes[0].len() > 2,
+        deletes[0][0].1.len() > 1,
         "etcd did not fragment: {:?}",
-        shapes[0]
+        deletes[0]
     );
-    assert_eq!(shapes[0], shapes[1], "left etcd, right Cairn");
+    assert_eq!(deletes[0], deletes[1], "left etcd, right Cairn");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -911,4 +949,43 @@ async fn oversized_messages_are_refused_as_etcd_refuses_them() {
     }
     assert!(answers[0].starts_with("ResourceExhausted"), "{answers:?}");
     assert_eq!(answers[0], answers[1], "left etcd, right Cairn");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_txns_are_taken_up_to_the_op_limit() {
+    // Proves txns nested 50 and 128 deep work, and 129 and 300 deep are refused with etcd's
+    // "too many operations", on Cairn as on etcd (prost's default recursion limit used to fail
+    // the 50-deep one with an internal decode error).
+    use etcd_client::{Client, Txn, TxnOp};
+
+    fn nested(depth: usize) -> Txn {
+        let mut txn = Txn::new().and_then([TxnOp::put("nested", format!("{depth}"), None)]);
+        for _ in 1..depth {
+            txn = Txn::new().and_then([TxnOp::txn(txn)]);
+        }
+        txn
+    }
+    let etcd = EtcdNode::start(&[]);
+    let cairn = CairnNode::start(&[]);
+    let mut outcomes = Vec::new();
+    for endpoint in [etcd.endpoint(), cairn.endpoint()] {
+        let mut kv = Client::connect([endpoint.clone()], None)
+            .await
+            .expect("connect");
+        let mut seen = Vec::new();
+        for depth in [50, 128, 129, 300] {
+            seen.push(match kv.txn(nested(depth)).await {
+                Ok(resp) => format!("{depth}: succeeded {}", resp.succeeded()),
+                Err(etcd_client::Error::GRpcStatus(s)) => {
+                    format!("{depth}: {:?} {}", s.code(), s.message())
+                }
+                Err(other) => format!("{depth}: {other}"),
+            });
+        }
+        let got = kv.get("nested", None).await.expect("get");
+        seen.push(format!("value {:?}", got.kvs()[0].value_str()));
+        outcomes.push(seen);
+    }
+    assert_eq!(outcomes[0][0], "50: succeeded true");
+    assert_eq!(outcomes[0], outcomes[1], "left etcd, right Cairn");
 }

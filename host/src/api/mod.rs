@@ -17,6 +17,7 @@ pub mod lock;
 pub mod maintenance;
 pub mod plugin;
 pub mod status;
+mod txn_depth;
 pub mod watch;
 
 use std::sync::Arc;
@@ -125,8 +126,75 @@ pub async fn intercept_grpc(
         crate::metrics::METRICS.grpc_handled(method, no_leader.code() as i32);
         return no_leader.into_http();
     }
+    let request = if (method.service, method.method) == ("etcdserverpb.KV", "Txn") {
+        match check_txn_depth(&ctx, request).await {
+            Ok(request) => request,
+            Err(refused) => {
+                crate::metrics::METRICS.grpc_started(method);
+                crate::metrics::METRICS.grpc_handled(method, refused.code() as i32);
+                return refused.into_http();
+            }
+        }
+    } else {
+        request
+    };
     let response = crate::metrics::count_grpc(method, next.run(request)).await;
     grpc_go_size_error(response)
+}
+
+/// Refuses a Txn nested deeper than `--max-txn-ops` allows (etcd's "too many operations")
+/// before prost decodes it: Cairn's prost has no recursion limit (etcd accepts txns nested up
+/// to the op limit, past prost's default of 100 messages), so this bound is what keeps a
+/// deeply nested request from exhausting the stack (see `txn_depth.rs`). The body is read
+/// whole here, within gRPC's message limit (a larger one is refused as grpc-go refuses it),
+/// and handed on unchanged.
+async fn check_txn_depth(
+    ctx: &Context,
+    request: axum::extract::Request,
+) -> Result<axum::extract::Request, Status> {
+    let (parts, mut body) = request.into_parts();
+    // One gRPC message: a 5-byte prefix (compression flag, length) and the message.
+    let max_message = ctx.limits.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let mut bytes: Vec<u8> = Vec::new();
+    loop {
+        if let Some(prefix) = bytes.get(..5) {
+            let declared =
+                u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
+            if declared > max_message {
+                return Err(status::message_too_large(declared, max_message));
+            }
+            if bytes.len() > 5 + max_message {
+                break; // more than one message: tonic refuses that itself
+            }
+        }
+        let frame = std::future::poll_fn(|cx| {
+            http_body::Body::poll_frame(std::pin::Pin::new(&mut body), cx)
+        })
+        .await;
+        match frame {
+            None => break,
+            Some(Err(e)) => return Err(Status::cancelled(format!("reading the request: {e}"))),
+            // Trailers: a gRPC request carries none that matter.
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    bytes.extend_from_slice(&data);
+                }
+            }
+        }
+    }
+    if let Some(message) = bytes.get(5..)
+        && bytes[0] == 0
+        && let Some(depth) = txn_depth::txn_depth(message)
+        && depth > ctx.limits.max_txn_ops
+    {
+        return Err(status::invalid_request(
+            &crate::mvcc::validate::InvalidRequest::TooManyOps,
+        ));
+    }
+    Ok(axum::extract::Request::from_parts(
+        parts,
+        axum::body::Body::from(bytes),
+    ))
 }
 
 /// Rewrites tonic's answer to an over-limit request message (`OutOfRange`) into grpc-go's
