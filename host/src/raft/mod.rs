@@ -193,7 +193,8 @@ impl RaftNode {
             enable_pre_vote: Some(true),
             // A restarted leader must win an election like anyone else (standard Raft, and
             // etcd). openraft can instead resume leadership from the persisted vote, but the
-            // commit index is not persisted and applied state is not synced, so such a leader
+            // commit index is saved without its own fsync and applied state is not synced, so
+            // after a power loss such a leader
             // answers ReadIndex with the index it recovered to, below what the cluster
             // committed and acknowledged before the crash: a stale linearizable read. Seen by
             // the linearizability test (seed 10388387267164590337).
