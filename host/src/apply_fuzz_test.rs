@@ -329,7 +329,7 @@ fn fuzz_one(seed: u64, count: usize) {
 fn apply_answers_every_command() {
     // Proves no command, however formed, makes apply panic or fail: it is answered with a
     // response on every member instead of stopping them all.
-    let count = env_number("CAIRN_FUZZ_COMMANDS").unwrap_or(2000) as usize;
+    let count = env_number("CAIRN_FUZZ_COMMANDS").unwrap_or(10_000) as usize;
     let seeds: Vec<u64> = match env_number("CAIRN_FUZZ_SEED") {
         Some(seed) => vec![seed],
         None => {

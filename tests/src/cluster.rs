@@ -125,18 +125,8 @@ impl Member {
     /// listen (and advertise clients): no `--initial-*` flag, so the member's identity and
     /// its cluster must come from the data dir. `extra` flags are appended.
     pub fn restart_from_data_dir(&mut self, extra: &[&str]) {
-        let mut args = vec![
-            format!("--name={}", self.name),
-            format!("--data-dir={}", self.data_dir.display()),
-            format!("--listen-client-urls={}", self.client_url()),
-            format!("--advertise-client-urls={}", self.client_url()),
-            format!("--listen-peer-urls={}", self.peer_url()),
-        ];
-        if self.flavor == Flavor::Cairn {
-            args.push("--experimental-fault-injection".to_string());
-        }
-        args.extend(extra.iter().map(|s| s.to_string()));
-        self.args = args;
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        self.args = member_args(self.flavor, self, None, &extra);
         self.spawn();
     }
 
@@ -259,7 +249,12 @@ impl Cluster {
         let initial = initial.join(",");
         let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
         for m in &mut members {
-            m.args = member_args(flavor, m, &token, &initial, "new", &extra_args);
+            let first = Initial {
+                token: &token,
+                cluster: &initial,
+                state: "new",
+            };
+            m.args = member_args(flavor, m, Some(first), &extra_args);
         }
         // Spawned together: each waits for its client port only, and the first to listen
         // does so before the others have started (etcd waits for peers before it serves).
@@ -309,12 +304,15 @@ impl Cluster {
     /// Starts a prepared member with `--initial-cluster-state existing` and
     /// `--initial-cluster` listing it and the current members.
     pub fn start_joining(&mut self, index: usize, initial_cluster: &str) {
+        let first = Initial {
+            token: &self.token,
+            cluster: initial_cluster,
+            state: "existing",
+        };
         let args = member_args(
             self.flavor,
             &self.members[index],
-            &self.token,
-            initial_cluster,
-            "existing",
+            Some(first),
             &self.extra_args,
         );
         let m = &mut self.members[index];
@@ -442,13 +440,20 @@ impl Cluster {
     }
 }
 
-/// The etcd flags of one member; Cairn takes the same ones.
+/// How a member enters its cluster the first time: `--initial-cluster-token`,
+/// `--initial-cluster` and `--initial-cluster-state`.
+struct Initial<'a> {
+    token: &'a str,
+    cluster: &'a str,
+    state: &'a str,
+}
+
+/// The etcd flags of one member; Cairn takes the same ones. Without `initial`, only its name,
+/// data dir and addresses (a restart that must take the rest from the data dir).
 fn member_args(
     flavor: Flavor,
     m: &Member,
-    token: &str,
-    initial_cluster: &str,
-    state: &str,
+    initial: Option<Initial<'_>>,
     extra: &[String],
 ) -> Vec<String> {
     let mut args = vec![
@@ -457,11 +462,15 @@ fn member_args(
         format!("--listen-client-urls={}", m.client_url()),
         format!("--advertise-client-urls={}", m.client_url()),
         format!("--listen-peer-urls={}", m.peer_url()),
-        format!("--initial-advertise-peer-urls={}", m.peer_url()),
-        format!("--initial-cluster={initial_cluster}"),
-        format!("--initial-cluster-state={state}"),
-        format!("--initial-cluster-token={token}"),
     ];
+    if let Some(initial) = initial {
+        args.extend([
+            format!("--initial-advertise-peer-urls={}", m.peer_url()),
+            format!("--initial-cluster={}", initial.cluster),
+            format!("--initial-cluster-state={}", initial.state),
+            format!("--initial-cluster-token={}", initial.token),
+        ]);
+    }
     if flavor == Flavor::Cairn {
         args.push("--experimental-fault-injection".to_string());
     }

@@ -11,4 +11,4 @@ pub mod process;
 pub mod workload;
 
 pub use cluster::{Cluster, Flavor, Member};
-pub use process::{CairnNode, EtcdNode, Etcdctl, binary_path, free_port, with_timeout};
+pub use process::{CairnNode, EtcdNode, Etcdctl, binary_path, free_port, raw_watch, with_timeout};

@@ -344,3 +344,34 @@ pub(crate) fn which(name: &str) -> Option<PathBuf> {
         .map(|d| Path::new(d).join(name))
         .find(|p| p.is_file())
 }
+
+/// Opens a Watch stream on `endpoint` over a connection of its own with the raw gRPC client
+/// (messages up to 64 MiB) and sends `create` on it. Returns the responses and the request
+/// side: dropping the sender closes the client's half of the stream.
+pub async fn raw_watch(
+    endpoint: &str,
+    create: cairn_proto::etcdserverpb::WatchCreateRequest,
+) -> (
+    tonic::Streaming<cairn_proto::etcdserverpb::WatchResponse>,
+    tokio::sync::mpsc::Sender<cairn_proto::etcdserverpb::WatchRequest>,
+) {
+    use cairn_proto::etcdserverpb::WatchRequest;
+    use cairn_proto::etcdserverpb::watch_client::WatchClient;
+    use cairn_proto::etcdserverpb::watch_request::RequestUnion;
+
+    let mut client = WatchClient::connect(format!("http://{endpoint}"))
+        .await
+        .expect("connect watch")
+        .max_decoding_message_size(64 << 20);
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let create = WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(create)),
+    };
+    tx.send(create).await.expect("queue create");
+    let stream = client
+        .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("watch")
+        .into_inner();
+    (stream, tx)
+}

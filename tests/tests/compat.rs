@@ -766,32 +766,18 @@ async fn watch_shape(
     fragment: bool,
     events: usize,
 ) -> Vec<(usize, bool, usize)> {
-    use cairn_proto::etcdserverpb::watch_client::WatchClient;
-    use cairn_proto::etcdserverpb::watch_request::RequestUnion;
-    use cairn_proto::etcdserverpb::{WatchCreateRequest, WatchRequest};
+    use cairn_proto::etcdserverpb::WatchCreateRequest;
     use prost::Message;
 
-    let mut client = WatchClient::connect(format!("http://{endpoint}"))
-        .await
-        .expect("connect watch")
-        .max_decoding_message_size(64 << 20);
-    let create = WatchRequest {
-        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
-            key: b"frag/".to_vec(),
-            range_end: b"frag0".to_vec(),
-            start_revision: rev,
-            fragment,
-            prev_kv: true,
-            ..Default::default()
-        })),
+    let create = WatchCreateRequest {
+        key: b"frag/".to_vec(),
+        range_end: b"frag0".to_vec(),
+        start_revision: rev,
+        fragment,
+        prev_kv: true,
+        ..Default::default()
     };
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
-    tx.send(create).await.expect("queue create");
-    let mut stream = client
-        .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .expect("watch")
-        .into_inner();
+    let (mut stream, _requests) = cairn_tests::raw_watch(endpoint, create).await;
     let mut shape = Vec::new();
     let mut seen = 0;
     while seen < events {
@@ -879,27 +865,20 @@ async fn watch_fragments_match_etcd() {
 async fn a_watch_outlives_the_clients_half_close() {
     // Proves a client that closes its sending side after creating a watch keeps receiving
     // its events, on Cairn as on etcd (the stream ends only when the client goes away).
-    use cairn_proto::etcdserverpb::watch_client::WatchClient;
-    use cairn_proto::etcdserverpb::watch_request::RequestUnion;
-    use cairn_proto::etcdserverpb::{WatchCreateRequest, WatchRequest};
+    use cairn_proto::etcdserverpb::WatchCreateRequest;
     use etcd_client::Client;
 
     let etcd = EtcdNode::start(&[]);
     let cairn = CairnNode::start(&[]);
     for endpoint in [etcd.endpoint(), cairn.endpoint()] {
-        let mut client = WatchClient::connect(format!("http://{endpoint}"))
-            .await
-            .expect("connect watch");
-        let create = WatchRequest {
-            request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
-                key: b"half/".to_vec(),
-                range_end: b"half0".to_vec(),
-                ..Default::default()
-            })),
+        let create = WatchCreateRequest {
+            key: b"half/".to_vec(),
+            range_end: b"half0".to_vec(),
+            ..Default::default()
         };
+        let (mut stream, requests) = cairn_tests::raw_watch(&endpoint, create).await;
         // One request, then the end of the request stream.
-        let requests = tokio_stream::iter([create]);
-        let mut stream = client.watch(requests).await.expect("watch").into_inner();
+        drop(requests);
         let created = with_timeout(
             std::time::Duration::from_secs(10),
             "created",

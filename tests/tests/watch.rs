@@ -754,9 +754,7 @@ fn peak_rss(pid: u32) -> u64 {
 /// then read again: returns the member's peak RSS, after checking that every reader got
 /// every write, in order.
 async fn stalled_readers(readers: usize, total: usize) -> u64 {
-    use cairn_proto::etcdserverpb::watch_client::WatchClient;
-    use cairn_proto::etcdserverpb::watch_request::RequestUnion;
-    use cairn_proto::etcdserverpb::{WatchCreateRequest, WatchRequest};
+    use cairn_proto::etcdserverpb::WatchCreateRequest;
 
     const VALUE: usize = 100 << 10;
     let node = CairnNode::start(&[]);
@@ -764,24 +762,12 @@ async fn stalled_readers(readers: usize, total: usize) -> u64 {
     let mut streams = Vec::new();
     for _ in 0..readers {
         // A connection each: a reader that stops reading stalls only its own flow control.
-        let mut client = WatchClient::connect(format!("http://{endpoint}"))
-            .await
-            .expect("connect watch")
-            .max_decoding_message_size(64 << 20);
-        let create = WatchRequest {
-            request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
-                key: b"big/".to_vec(),
-                range_end: b"big0".to_vec(),
-                ..Default::default()
-            })),
+        let create = WatchCreateRequest {
+            key: b"big/".to_vec(),
+            range_end: b"big0".to_vec(),
+            ..Default::default()
         };
-        let (tx, rx) = tokio::sync::mpsc::channel(1);
-        tx.send(create).await.expect("queue create");
-        let mut stream = client
-            .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await
-            .expect("watch")
-            .into_inner();
+        let (mut stream, tx) = cairn_tests::raw_watch(&endpoint, create).await;
         let created = stream.message().await.expect("created").expect("open");
         assert!(created.created);
         // From here on nobody reads `stream` until every write is in.
