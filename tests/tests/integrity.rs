@@ -133,6 +133,16 @@ async fn long_keys_never_stop_a_cluster() {
             ]);
         let resp = client.txn(txn).await.expect("txn reading a long key");
         assert!(resp.succeeded());
+        // A compare over a reversed range (range_end below key) used to stop apply too: the
+        // range names no key, so a version compare with 0 holds, as in etcd.
+        let txn = Txn::new()
+            .when([Compare::version("b", CompareOp::Equal, 0).with_range("a")])
+            .and_then([TxnOp::put("after-reversed-compare", "v", None)]);
+        let resp = client
+            .txn(txn)
+            .await
+            .expect("txn comparing over a reversed range");
+        assert!(resp.succeeded());
         let mut stream = client
             .watch(long.clone(), Some(WatchOptions::new().with_prefix()))
             .await
