@@ -11,4 +11,6 @@ pub mod process;
 pub mod workload;
 
 pub use cluster::{Cluster, Flavor, Member};
-pub use process::{CairnNode, EtcdNode, Etcdctl, binary_path, free_port, raw_watch, with_timeout};
+pub use process::{
+    CairnNode, EtcdNode, Etcdctl, binary_path, free_port, grpc_message, raw_watch, with_timeout,
+};

@@ -375,3 +375,12 @@ pub async fn raw_watch(
         .into_inner();
     (stream, tx)
 }
+
+/// A client error as "Code: message" for a gRPC status (what tests compare between etcd and
+/// Cairn), or the error's own text.
+pub fn grpc_message(e: &etcd_client::Error) -> String {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => format!("{:?}: {}", s.code(), s.message()),
+        other => other.to_string(),
+    }
+}

@@ -921,10 +921,7 @@ async fn oversized_messages_are_refused_as_etcd_refuses_them() {
             .put("big", vec![b'x'; 3 << 20], None)
             .await
             .expect_err("a 3 MiB put is over the limit");
-        answers.push(match err {
-            etcd_client::Error::GRpcStatus(s) => format!("{:?}: {}", s.code(), s.message()),
-            other => other.to_string(),
-        });
+        answers.push(cairn_tests::grpc_message(&err));
     }
     assert!(answers[0].starts_with("ResourceExhausted"), "{answers:?}");
     assert_eq!(answers[0], answers[1], "left etcd, right Cairn");
@@ -955,10 +952,7 @@ async fn nested_txns_are_taken_up_to_the_op_limit() {
         for depth in [50, 128, 129, 300] {
             seen.push(match kv.txn(nested(depth)).await {
                 Ok(resp) => format!("{depth}: succeeded {}", resp.succeeded()),
-                Err(etcd_client::Error::GRpcStatus(s)) => {
-                    format!("{depth}: {:?} {}", s.code(), s.message())
-                }
-                Err(other) => format!("{depth}: {other}"),
+                Err(e) => format!("{depth}: {}", cairn_tests::grpc_message(&e)),
             });
         }
         let got = kv.get("nested", None).await.expect("get");

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use cairn_tests::cluster::{MEMBER_DOWN_AFTER, connect};
 use cairn_tests::converge::wait_converged;
-use cairn_tests::{Cluster, Flavor, with_timeout};
+use cairn_tests::{Cluster, Flavor, grpc_message, with_timeout};
 use etcd_client::{
     Client, Compare, CompareOp, DeleteOptions, GetOptions, MemberAddOptions, Txn, TxnOp,
     WatchOptions,
@@ -20,13 +20,6 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const LONG: usize = 70_000;
 /// The longest key Cairn stores (`cairn::mvcc::MAX_KEY_BYTES`).
 const MAX_KEY: usize = cairn::mvcc::MAX_KEY_BYTES;
-
-fn grpc_message(e: &etcd_client::Error) -> String {
-    match e {
-        etcd_client::Error::GRpcStatus(s) => format!("{:?}: {}", s.code(), s.message()),
-        other => other.to_string(),
-    }
-}
 
 /// Puts `key` through `client` until it succeeds or `limit` passes.
 async fn put_eventually(client: &mut Client, key: &str, limit: Duration) {

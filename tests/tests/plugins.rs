@@ -141,8 +141,7 @@ async fn put(endpoint: &str, key: &str, value: &str) -> String {
     let mut client = connect(endpoint).await;
     match client.put(key, value, None).await {
         Ok(_) => "ok".to_string(),
-        Err(etcd_client::Error::GRpcStatus(s)) => format!("{:?}: {}", s.code(), s.message()),
-        Err(e) => format!("{e}"),
+        Err(e) => cairn_tests::grpc_message(&e),
     }
 }
 

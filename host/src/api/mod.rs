@@ -120,20 +120,19 @@ pub async fn intercept_grpc(
         .headers()
         .get("hasleader")
         .is_some_and(|v| v.as_bytes() == b"true");
-    if wants_leader && method.kind == "unary" && ctx.raft.status().leader.is_none() {
-        let no_leader = status::propose_error(&crate::raft::ProposeError::NoLeader);
+    // A call refused here, before its handler, is still counted as etcd counts it.
+    let refuse = |refused: Status| {
         crate::metrics::METRICS.grpc_started(method);
-        crate::metrics::METRICS.grpc_handled(method, no_leader.code() as i32);
-        return no_leader.into_http();
+        crate::metrics::METRICS.grpc_handled(method, refused.code() as i32);
+        refused.into_http()
+    };
+    if wants_leader && method.kind == "unary" && ctx.raft.status().leader.is_none() {
+        return refuse(status::propose_error(&crate::raft::ProposeError::NoLeader));
     }
     let request = if (method.service, method.method) == ("etcdserverpb.KV", "Txn") {
         match check_txn_depth(&ctx, request).await {
             Ok(request) => request,
-            Err(refused) => {
-                crate::metrics::METRICS.grpc_started(method);
-                crate::metrics::METRICS.grpc_handled(method, refused.code() as i32);
-                return refused.into_http();
-            }
+            Err(refused) => return refuse(refused),
         }
     } else {
         request
@@ -199,50 +198,22 @@ async fn check_txn_depth(
 
 /// Rewrites tonic's answer to an over-limit request message (`OutOfRange`) into grpc-go's
 /// (`ResourceExhausted`), which etcd's clients see. tonic refuses before any handler runs,
-/// so the status is in the response headers.
+/// so the status is in the response headers; any other response passes after one header
+/// comparison.
 fn grpc_go_size_error(response: axum::response::Response) -> axum::response::Response {
-    let headers = response.headers();
-    let code = headers
+    let out_of_range = response
+        .headers()
         .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<i32>().ok())
-        .map(tonic::Code::from);
-    let message = headers
-        .get("grpc-message")
-        .and_then(|v| v.to_str().ok())
-        .map(percent_decode);
-    match (code, message) {
-        (Some(code), Some(message)) => match status::as_grpc_go_size_error(code, &message) {
-            Some(status) => status.into_http(),
-            None => response,
-        },
-        _ => response,
+        .is_some_and(|v| v.as_bytes() == b"11");
+    if !out_of_range {
+        return response;
     }
-}
-
-/// gRPC's percent-decoding of `grpc-message`.
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-        match (
-            bytes[i],
-            bytes.get(i + 1).copied().and_then(hex),
-            bytes.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(hi), Some(lo)) => {
-                out.push(hi << 4 | lo);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
+    match Status::from_header_map(response.headers())
+        .and_then(|s| status::as_grpc_go_size_error(&s))
+    {
+        Some(status) => status.into_http(),
+        None => response,
     }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl ApiContext {

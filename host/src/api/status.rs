@@ -51,14 +51,16 @@ pub fn invalid_request(e: &InvalidRequest) -> Status {
     etcd(Code::InvalidArgument, &e.to_string())
 }
 
-/// If `code` and `message` are tonic's refusal of an over-limit request message, grpc-go's
-/// status for it ([`message_too_large`]): etcd's server is grpc-go, and tonic says the same
-/// with `OutOfRange` and other words.
-pub fn as_grpc_go_size_error(code: Code, message: &str) -> Option<Status> {
-    let rest = message.strip_prefix("Error, decoded message length too large: found ")?;
-    if code != Code::OutOfRange {
+/// If `tonic_status` is tonic's refusal of an over-limit request message, grpc-go's status
+/// for it ([`message_too_large`]): etcd's server is grpc-go, and tonic says the same with
+/// `OutOfRange` and other words.
+pub fn as_grpc_go_size_error(tonic_status: &Status) -> Option<Status> {
+    if tonic_status.code() != Code::OutOfRange {
         return None;
     }
+    let rest = tonic_status
+        .message()
+        .strip_prefix("Error, decoded message length too large: found ")?;
     let (found, rest) = rest.split_once(" bytes, the limit is: ")?;
     let limit = rest.strip_suffix(" bytes")?;
     Some(message_too_large(found.parse().ok()?, limit.parse().ok()?))

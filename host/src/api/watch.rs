@@ -598,7 +598,7 @@ fn read_plan(
         let shared = if reads.len() > 1 {
             let any_prev = reads.iter().any(|r| r.prev_kv);
             let budget = RESPONSE_BYTES.saturating_mul(reads.len());
-            Some(view.events_bounded(from, to, &KeyRange::all(), any_prev, budget)?)
+            Some(view.events(from, to, &KeyRange::all(), any_prev, budget)?)
         } else {
             None
         };
@@ -617,7 +617,7 @@ fn read_plan(
                         .collect(),
                     *covered,
                 ),
-                None => view.events_bounded(from, to, &r.range, r.prev_kv, RESPONSE_BYTES)?,
+                None => view.events(from, to, &r.range, r.prev_kv, RESPONSE_BYTES)?,
             };
             let events = events
                 .into_iter()

@@ -15,20 +15,10 @@ use super::types::{Event, EventKind, KeyValue, Revision};
 impl ReadView<'_> {
     /// The events of revisions `from..=to` whose key is in `range`, in revision order. With
     /// `prev_kv`, each carries the version its key had before it (when history still has it).
+    /// Stops at a revision boundary once the events read hold `max_bytes` of keys and values:
+    /// returns them and the last revision they cover (every revision up to it is whole, at
+    /// least one revision is read, `to` when all were read).
     pub fn events(
-        &self,
-        from: Revision,
-        to: Revision,
-        range: &KeyRange,
-        prev_kv: bool,
-    ) -> Result<Vec<Event>, Error> {
-        Ok(self.events_bounded(from, to, range, prev_kv, usize::MAX)?.0)
-    }
-
-    /// As [`ReadView::events`], but stops at a revision boundary once the events read hold
-    /// `max_bytes` of keys and values: returns them and the last revision they cover (every
-    /// revision up to it is whole, at least one revision is read, `to` when all were read).
-    pub fn events_bounded(
         &self,
         from: Revision,
         to: Revision,

@@ -95,24 +95,25 @@ pub enum MembershipError {
 /// must be started (have published their name). Adding a second voter to a one-member cluster
 /// is the exception etcd makes (it is how a restored member gets company).
 fn ready_to_add_voter(members: &BTreeMap<u64, Member>) -> bool {
-    let voters = members.values().filter(|m| !m.is_learner);
-    let (mut total, mut started) = (1usize, 0usize); // the voter being added, unstarted
-    for m in voters {
-        total += 1;
-        started += usize::from(!m.info.name.is_empty());
-    }
+    let (voters, started) = started_voters(members, None);
+    let total = voters + 1; // and the voter being added, unstarted
     (started == 1 && total == 2) || started > total / 2
 }
 
 /// etcd's `IsReadyToRemoveVotingMember`: the voters left must keep a started quorum.
 fn ready_to_remove_voter(members: &BTreeMap<u64, Member>, id: u64) -> bool {
-    let rest = members.values().filter(|m| !m.is_learner && m.id != id);
-    let (mut total, mut started) = (0usize, 0usize);
-    for m in rest {
-        total += 1;
-        started += usize::from(!m.info.name.is_empty());
-    }
-    started > total / 2
+    let (voters, started) = started_voters(members, Some(id));
+    started > voters / 2
+}
+
+/// How many voters there are, leaving out `except`, and how many of them have started.
+fn started_voters(members: &BTreeMap<u64, Member>, except: Option<u64>) -> (usize, usize) {
+    let voters = members
+        .values()
+        .filter(|m| !m.is_learner && Some(m.id) != except);
+    voters.fold((0, 0), |(total, started), m| {
+        (total + 1, started + usize::from(!m.info.name.is_empty()))
+    })
 }
 
 impl RaftNode {
@@ -257,7 +258,7 @@ impl RaftNode {
                 let Some(member) = members.get(&id) else {
                     return fail(MembershipError::MemberNotFound);
                 };
-                if !member.is_learner && self.strict_reconfig_check {
+                if !member.is_learner {
                     self.may_remove_voter(&members, id)?;
                 }
                 let change = if member.is_learner {
@@ -370,13 +371,17 @@ impl RaftNode {
         Ok(())
     }
 
-    /// etcd's `mayRemoveMember` for a voter: the voters left keep a started quorum, and,
-    /// unless the one removed is already down, enough of them are active to keep a quorum.
+    /// etcd's `mayRemoveMember` for a voter (with `--strict-reconfig-check`): the voters left
+    /// keep a started quorum, and, unless the one removed is already down, enough of them are
+    /// active to keep a quorum.
     fn may_remove_voter(
         &self,
         members: &BTreeMap<u64, Member>,
         id: u64,
     ) -> Result<(), ProposeError> {
+        if !self.strict_reconfig_check {
+            return Ok(());
+        }
         if !ready_to_remove_voter(members, id) {
             return Err(ProposeError::Membership(MembershipError::NotEnoughStarted));
         }
@@ -386,7 +391,7 @@ impl RaftNode {
         }
         let voters: Vec<&Member> = members.values().filter(|m| !m.is_learner).collect();
         let active_voters = voters.iter().filter(|m| active.contains(&m.id)).count();
-        if active_voters - 1 < 1 + (voters.len() - 1) / 2 {
+        if active_voters.saturating_sub(1) < 1 + voters.len().saturating_sub(1) / 2 {
             return Err(ProposeError::Membership(MembershipError::Unhealthy));
         }
         Ok(())

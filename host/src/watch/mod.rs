@@ -145,7 +145,7 @@ impl EventHub {
     /// The events of revisions `from..=to` in `range`, if the ring holds all of them (with
     /// previous values when `prev_kv`); `None` sends the caller to history. Stops at a
     /// revision boundary once the events hold `max_bytes`, and says which revision the
-    /// events cover up to (as [`crate::mvcc::ReadView::events_bounded`]).
+    /// events cover up to (as [`crate::mvcc::ReadView::events`]).
     pub fn events(
         &self,
         from: Revision,
@@ -232,7 +232,7 @@ impl EventHub {
             let storage = storage.clone();
             let read = tokio::task::spawn_blocking(move || {
                 let view = Mvcc::read_view(&storage)?;
-                view.events_bounded(from, to, &KeyRange::all(), with_prev, READ_BYTES)
+                view.events(from, to, &KeyRange::all(), with_prev, READ_BYTES)
             })
             .await;
             let (events, to) = match read {
