@@ -152,7 +152,10 @@ fn run_session(name: &str, blocks: &[Block]) {
     // name them.
     std::fs::create_dir_all(work.join("target/release")).expect("target dir");
     std::os::unix::fs::symlink(&debug, work.join("target/release/cairn")).expect("link");
-    let wasm = repo().join("target/wasm32-unknown-unknown");
+    // Where this build put the plugins: beside `debug/`, in the target dir it used (which
+    // CARGO_TARGET_DIR may have moved out of the repository).
+    let target = built.parent().expect("target dir above the profile dir");
+    let wasm = target.join("wasm32-unknown-unknown");
     std::os::unix::fs::symlink(&wasm, work.join("target/wasm32-unknown-unknown"))
         .expect("link wasm");
     let plugins = work.join("target/wasm32-unknown-unknown/release");
