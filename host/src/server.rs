@@ -144,7 +144,11 @@ impl Server {
         let ctx = Arc::new(ApiContext {
             hub,
             stopping: stopped.clone(),
-            lessor: Arc::new(crate::lease::Lessor::new(member_id)),
+            lessor: Arc::new(crate::lease::Lessor::new(
+                member_id,
+                wall_clock_ms(),
+                config.experimental_lease_checkpoint_interval.0,
+            )),
             raft: raft.clone(),
             storage,
             cluster_id,
@@ -158,7 +162,6 @@ impl Server {
                 // etcd: ceil(1.5 x election timeout), in seconds.
                 min_lease_ttl_secs: (3 * config.election_timeout / 2).div_ceil(1000) as i64,
                 watch_progress_notify_interval: config.watch_progress_notify_interval.0,
-                lease_checkpoint_interval: config.experimental_lease_checkpoint_interval.0,
                 election_timeout: election,
             },
         });
@@ -636,4 +639,11 @@ async fn serve_client(
             url,
             reason: e.to_string(),
         })
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it): seeds lease ids.
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

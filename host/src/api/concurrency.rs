@@ -81,9 +81,7 @@ pub async fn txn(ctx: &Context, txn: TxnRequest) -> Result<crate::mvcc::TxnRespo
     match ctx.propose(Command::Kv(WriteRequest::Txn(txn))).await? {
         CommandResponse::Kv(Ok(WriteResponse::Txn(r))) => Ok(r),
         CommandResponse::Kv(Err(e)) => Err(status::through_recipe(&e)),
-        other => Err(Status::internal(format!(
-            "cairn: unexpected response {other:?} to a txn"
-        ))),
+        other => Err(status::unexpected_response("a txn", &other)),
     }
 }
 

@@ -25,15 +25,13 @@ impl KvService {
         match self.ctx.propose(Command::Kv(req)).await? {
             CommandResponse::Kv(Ok(resp)) => Ok(resp),
             CommandResponse::Kv(Err(e)) => Err(status::mvcc_error(&e)),
-            other => Err(Status::internal(format!(
-                "cairn: unexpected response {other:?} to a KV write"
-            ))),
+            other => Err(status::unexpected_response("a KV write", &other)),
         }
     }
 }
 
 fn unexpected(resp: WriteResponse) -> Status {
-    Status::internal(format!("cairn: unexpected response {resp:?}"))
+    status::unexpected_response("a KV write", &resp)
 }
 
 #[tonic::async_trait]

@@ -1,13 +1,13 @@
 //! etcd's Lease service: LeaseGrant, LeaseRevoke, LeaseKeepAlive, LeaseTimeToLive,
 //! LeaseLeases. Grants and revokes go through Raft; keepalives and remaining TTLs are the
-//! leader's lessor's business (see `lease::lessor`).
+//! leader's lessor's business (`lease::lessor`), asked over the peer channel from a member
+//! that does not lead. [`run_lessor`] is the lessor's clock and hands: it ticks the lessor
+//! and proposes what each tick decides.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
-
-use serde::{Deserialize, Serialize};
+use std::time::{Duration, Instant};
 
 use cairn_proto::etcdserverpb as pb;
 use cairn_proto::etcdserverpb::lease_server::Lease;
@@ -17,9 +17,9 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{Context, status};
-use crate::lease::{Leases, Lessor, MAX_LEASE_TTL_SECS};
+use crate::lease::{Leases, Lessor, LessorRequest, MAX_LEASE_TTL_SECS};
 use crate::mvcc::Mvcc;
-use crate::raft::AppHandler;
+use crate::raft::LessorHandler;
 use crate::state_machine::{Command, CommandResponse};
 
 /// Keepalive responses buffered per stream.
@@ -38,9 +38,7 @@ impl LeaseService {
         match self.ctx.propose(command).await? {
             CommandResponse::Lease(Ok(revision)) => Ok(revision),
             CommandResponse::Lease(Err(e)) => Err(status::mvcc_error(&e)),
-            other => Err(Status::internal(format!(
-                "cairn: unexpected response {other:?} to a lease command"
-            ))),
+            other => Err(status::unexpected_response("a lease command", &other)),
         }
     }
 
@@ -60,8 +58,8 @@ impl LeaseService {
             Ok::<_, crate::mvcc::StorageError>((value, rev))
         })
         .await
-        .map_err(|e| Status::internal(format!("cairn: lease read failed: {e}")))?
-        .map_err(|e| Status::internal(format!("cairn: {e}")))
+        .map_err(|e| status::internal("lease read failed", e))?
+        .map_err(|e| status::internal("lease read failed", e))
     }
 }
 
@@ -89,7 +87,7 @@ impl Lease for LeaseService {
         let revision = self
             .propose(Command::LeaseGrant { id, ttl_secs: ttl })
             .await?;
-        self.ctx.lessor.renew(id, ttl);
+        self.ctx.lessor.renew(id, ttl, Instant::now());
         Ok(Response::new(pb::LeaseGrantResponse {
             header: self.ctx.header(revision),
             id,
@@ -180,41 +178,29 @@ impl Lease for LeaseService {
     }
 }
 
-/// A lease request only the leader's lessor can answer (it owns the deadlines). Members that
-/// do not lead send these to the leader (`RaftNode::on_leader_app`).
-#[derive(Debug, Serialize, Deserialize)]
-enum LessorRequest {
-    /// Renews a lease; answers its TTL (0 if the lease does not exist).
-    KeepAlive(i64),
-    /// Answers the whole seconds left on a lease, or -1 if the lessor does not track it.
-    Remaining(i64),
-}
-
-impl LessorRequest {
-    /// The answer of this member's lessor (which should be the leader's).
-    async fn answer_here(self, ctx: &Context) -> Result<i64, String> {
-        match self {
-            LessorRequest::KeepAlive(id) => renew_local(ctx, id).await,
-            LessorRequest::Remaining(id) => Ok(ctx.lessor.remaining(id).map_or(-1, whole_secs)),
-        }
+/// The answer of this member's lessor (which should be the leader's).
+async fn answer_here(ctx: &Context, request: LessorRequest) -> Result<i64, String> {
+    match request {
+        LessorRequest::KeepAlive(id) => renew_local(ctx, id).await,
+        LessorRequest::Remaining(id) => Ok(ctx
+            .lessor
+            .remaining(id, Instant::now())
+            .map_or(-1, whole_secs)),
     }
 }
 
 /// Serves forwarded [`LessorRequest`]s on the leader.
 struct LeaderLessor(std::sync::Weak<super::ApiContext>);
 
-impl AppHandler for LeaderLessor {
+impl LessorHandler for LeaderLessor {
     fn handle(
         &self,
-        request: Vec<u8>,
-    ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send + 'static>> {
+        request: LessorRequest,
+    ) -> Pin<Box<dyn Future<Output = Result<i64, String>> + Send + 'static>> {
         let ctx = self.0.upgrade();
         Box::pin(async move {
             let ctx = ctx.ok_or("server stopped")?;
-            let request: LessorRequest =
-                postcard::from_bytes(&request).map_err(|e| e.to_string())?;
-            let answer = request.answer_here(&ctx).await?;
-            postcard::to_stdvec(&answer).map_err(|e| e.to_string())
+            answer_here(&ctx, request).await
         })
     }
 }
@@ -222,25 +208,20 @@ impl AppHandler for LeaderLessor {
 /// Lets other members reach this member's lessor while it leads.
 pub fn register_leader_handler(ctx: &Context) {
     ctx.raft
-        .set_app_handler(Arc::new(LeaderLessor(Arc::downgrade(ctx))));
+        .set_lessor_handler(Arc::new(LeaderLessor(Arc::downgrade(ctx))));
 }
 
 /// Asks the leader's lessor, here or over the peer channel.
 async fn ask_lessor(ctx: &Context, request: LessorRequest) -> Result<i64, Status> {
     if ctx.raft.status().is_leader {
-        return request
-            .answer_here(ctx)
+        return answer_here(ctx, request)
             .await
-            .map_err(|e| Status::internal(format!("cairn: {e}")));
+            .map_err(|e| status::internal("the lessor could not answer", e));
     }
-    let bytes = postcard::to_stdvec(&request).map_err(|e| Status::internal(e.to_string()))?;
-    let answer = ctx
-        .raft
-        .on_leader_app(bytes)
+    ctx.raft
+        .ask_lessor(request)
         .await
-        .map_err(|e| status::propose_error(&e))?;
-    postcard::from_bytes(&answer)
-        .map_err(|e| Status::internal(format!("cairn: bad lessor reply: {e}")))
+        .map_err(|e| status::propose_error(&e))
 }
 
 /// Renews lease `id` on this member's lessor; its TTL, or 0 if it does not exist.
@@ -262,7 +243,7 @@ async fn renew_local(ctx: &Context, id: i64) -> Result<i64, String> {
             .await
             .map_err(|e| e.message().to_string())?;
     }
-    ctx.lessor.renew(lease.id, lease.ttl_secs);
+    ctx.lessor.renew(lease.id, lease.ttl_secs, Instant::now());
     Ok(lease.ttl_secs)
 }
 
@@ -271,7 +252,7 @@ async fn keep_alive(ctx: &Context, id: i64) -> Result<pb::LeaseKeepAliveResponse
     let storage = ctx.storage.clone();
     let rev = tokio::task::spawn_blocking(move || Mvcc::read_view(&storage).map(|v| v.rev))
         .await
-        .map_err(|e| Status::internal(format!("cairn: keepalive failed: {e}")))?
+        .map_err(|e| status::internal("keepalive failed", e))?
         .map_err(|e| status::storage_error(&e))?;
     Ok(pb::LeaseKeepAliveResponse {
         header: ctx.header(rev),
@@ -321,13 +302,13 @@ async fn remaining_secs(ctx: &Context, id: i64) -> Result<Option<i64>, Status> {
     Ok((secs >= 0).then_some(secs))
 }
 
-/// The leader's expiry loop: every tick, reconcile deadlines with the lease table and, while
-/// this member leads, propose a revoke for each expired lease. Ends when the member stops.
+/// The lessor's loop: every [`crate::lease::lessor::TICK`], hands the lessor the time, the
+/// lease table and whether this member leads, and proposes the checkpoints and revokes it
+/// decides. A failed proposal is logged and decided again on a later tick. Ends when the
+/// member stops.
 pub async fn run_lessor(ctx: Context) {
     let mut stopping = ctx.stopping.clone();
     let mut tick = tokio::time::interval(crate::lease::lessor::TICK);
-    let checkpoint_every = ctx.limits.lease_checkpoint_interval;
-    let mut last_checkpoint = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -337,27 +318,15 @@ pub async fn run_lessor(ctx: Context) {
         let Ok(table) = tokio::task::spawn_blocking(move || Lessor::table(&storage)).await else {
             continue;
         };
-        if !ctx.raft.status().is_leader {
-            // Deadlines are the leader's alone. Dropping them here means a member that becomes
-            // leader starts every lease's countdown afresh, instead of expiring leases whose
-            // keepalives went to the previous leader.
-            ctx.lessor.clear();
-            continue;
-        }
-        let expired = ctx.lessor.tick(&table);
-        if last_checkpoint.elapsed() >= checkpoint_every {
-            last_checkpoint = tokio::time::Instant::now();
-            let due = ctx.lessor.checkpoints_due(&table);
-            for chunk in due.chunks(crate::lease::lessor::MAX_CHECKPOINTS) {
-                let command = Command::LeaseCheckpoint {
-                    checkpoints: chunk.to_vec(),
-                };
-                if let Err(e) = ctx.propose(command).await {
-                    tracing::warn!(error = %e.message(), "lease checkpoint failed; will retry");
-                }
+        let duties = ctx
+            .lessor
+            .tick(Instant::now(), &table, ctx.raft.status().is_leader);
+        for checkpoints in duties.checkpoints {
+            if let Err(e) = ctx.propose(Command::LeaseCheckpoint { checkpoints }).await {
+                tracing::warn!(error = %e.message(), "lease checkpoint failed; will retry");
             }
         }
-        for id in expired {
+        for id in duties.revokes {
             match ctx.propose(Command::LeaseRevoke { id }).await {
                 Ok(_) => ctx.lessor.forget(id),
                 Err(e) => {

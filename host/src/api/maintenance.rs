@@ -57,7 +57,7 @@ impl Maintenance for MaintenanceService {
             (rev, storage.disk_space(), storage.disk_space_in_use())
         })
         .await
-        .map_err(|e| Status::internal(format!("cairn: status task failed: {e}")))?;
+        .map_err(|e| status::internal("status task failed", e))?;
         let rev = rev.map_err(|e| status::storage_error(&e))?;
         let raft = self.ctx.raft.status();
         Ok(Response::new(pb::StatusResponse {

@@ -49,8 +49,6 @@ pub struct Limits {
     pub watch_progress_notify_interval: Duration,
     /// `--election-timeout`.
     pub election_timeout: Duration,
-    /// How often the leader checkpoints remaining lease TTLs through Raft.
-    pub lease_checkpoint_interval: Duration,
 }
 
 /// A response message that carries etcd's `ResponseHeader`.
@@ -172,7 +170,7 @@ async fn check_txn_depth(
         .await;
         match frame {
             None => break,
-            Some(Err(e)) => return Err(Status::cancelled(format!("reading the request: {e}"))),
+            Some(Err(e)) => return Err(status::request_stream_broken(e)),
             // Trailers: a gRPC request carries none that matter.
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
@@ -299,7 +297,7 @@ impl ApiContext {
             read(&view)
         })
         .await
-        .map_err(|e| Status::internal(format!("cairn: read task failed: {e}")))?
+        .map_err(|e| status::internal("read task failed", e))?
         .map_err(|e| status::storage_error(&e))
     }
 

@@ -26,9 +26,7 @@ impl PluginService {
         match self.ctx.propose(Command::Plugin(command)).await? {
             CommandResponse::Plugin(Ok(outcome), revision) => Ok((outcome, revision)),
             CommandResponse::Plugin(Err(e), _) => Err(status::plugin_error(&e)),
-            other => Err(Status::internal(format!(
-                "cairn: unexpected response {other:?} to a plugin command"
-            ))),
+            other => Err(status::unexpected_response("a plugin command", &other)),
         }
     }
 

@@ -88,7 +88,7 @@ pub fn propose_error(e: &ProposeError) -> Status {
             "request timed out, possibly due to connection lost",
         ),
         ProposeError::Membership(m) => membership_error(m),
-        ProposeError::App(message) => Status::new(Code::Unknown, message.clone()),
+        ProposeError::Lessor(message) => Status::new(Code::Unknown, message.clone()),
         ProposeError::Stopped(_) => etcd(Code::Unavailable, "server stopped"),
     }
 }
@@ -158,6 +158,23 @@ pub fn session_expired() -> Status {
 
 pub fn stopping() -> Status {
     etcd(Code::Unavailable, "server stopped")
+}
+
+/// A response of the wrong kind for the command that was proposed: a bug, reported to the
+/// client instead of panicking.
+pub fn unexpected_response(to: &str, response: &dyn std::fmt::Debug) -> Status {
+    Status::internal(format!("cairn: unexpected response {response:?} to {to}"))
+}
+
+/// A failure inside this member that is not the client's doing (a blocking task that died,
+/// a lessor that could not answer), with what was being done.
+pub fn internal(doing: &str, e: impl std::fmt::Display) -> Status {
+    Status::internal(format!("cairn: {doing}: {e}"))
+}
+
+/// The client's request stream broke before a whole request arrived.
+pub fn request_stream_broken(e: impl std::fmt::Display) -> Status {
+    Status::cancelled(format!("reading the request: {e}"))
 }
 
 pub fn invalid_argument(message: impl Into<String>) -> Status {

@@ -477,8 +477,8 @@ impl WatchStream {
                         return Err(Closed);
                     }
                     Err(e) => {
-                        let failed = format!("cairn: watch read failed: {e}");
-                        self.fail(Status::internal(failed)).await;
+                        self.fail(super::status::internal("watch read failed", e))
+                            .await;
                         return Err(Closed);
                     }
                 }

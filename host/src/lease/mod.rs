@@ -10,7 +10,7 @@ pub mod lessor;
 
 use fjall::Readable;
 
-pub use lessor::Lessor;
+pub use lessor::{Duties, Lessor, LessorRequest};
 
 use crate::mvcc::{ApplyBatch, Event, LeaseLookup, MvccError, Revision, StorageError};
 use crate::storage::Storage;
@@ -224,32 +224,5 @@ mod tests {
         assert!(Leases(&storage).keys(8).expect("keys").is_empty());
         let view = Mvcc::read_view(&storage).expect("view");
         assert!(view.get(b"b").expect("get").is_none() && view.get(b"a").expect("get").is_some());
-    }
-
-    #[test]
-    fn lessor_expires_only_past_deadline_and_follows_the_table() {
-        // Proves the lessor reconciles with the lease table and reports only expired leases.
-        let lessor = Lessor::new(0x1234);
-        let (a, b) = (lessor.next_id(), lessor.next_id());
-        assert!(a > 0 && b == a + 1);
-        let table = [
-            LeaseInfo {
-                id: a,
-                ttl_secs: 0,
-                remaining_secs: None,
-            },
-            LeaseInfo {
-                id: b,
-                ttl_secs: 100,
-                remaining_secs: None,
-            },
-        ];
-        assert_eq!(lessor.tick(&table), vec![a], "a zero TTL is due at once");
-        assert!(lessor.remaining(b).expect("tracked") > std::time::Duration::from_secs(99));
-        assert!(lessor.tick(&table[1..]).is_empty());
-        assert!(
-            lessor.remaining(a).is_none(),
-            "a revoked lease is forgotten"
-        );
     }
 }

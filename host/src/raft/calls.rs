@@ -138,8 +138,8 @@ impl Links {
         }
         .map_err(|_| CallError::Lost(ENDED.into()))?;
         if answer.code != Code::Ok as i32 {
-            return Err(CallError::Refused(Status::new(
-                Code::from(answer.code),
+            return Err(CallError::Refused(super::peer_error::answered(
+                answer.code,
                 answer.message,
             )));
         }
@@ -162,7 +162,9 @@ async fn unary(
         match kind {
             CallKind::AppendEntries => client.append_entries(envelope).await,
             CallKind::Forward => client.forward(envelope).await,
-            CallKind::Unspecified => Err(Status::invalid_argument("a call of unknown kind")),
+            CallKind::Unspecified => {
+                Err(super::peer_error::PeerError::Malformed("a call of unknown kind").into())
+            }
         }
     };
     let reply = match deadline {

@@ -1,7 +1,7 @@
 //! Requests only the leader can serve, from any member.
 //!
-//! A client may talk to any member. Writes, read indexes, membership changes and the
-//! application's leader-only requests (lease keepalives) run on the leader: a member that does
+//! A client may talk to any member. Writes, read indexes, membership changes and the lessor's
+//! requests (lease keepalives and remaining TTLs) run on the leader: a member that does
 //! not lead sends them to the leader (`Peers::call`: over the long-lived `Peer.Calls` stream,
 //! or a unary `Peer.Forward` for a large request) and relays the reply.
 //!
@@ -21,6 +21,7 @@ use cairn_proto::cairn_raft::CallKind;
 use super::calls::CallError;
 use super::membership::{Member, MembershipChange};
 use super::{ProposeError, RaftNode};
+use crate::lease::LessorRequest;
 use crate::state_machine::{Command, CommandResponse};
 
 /// How long to wait for a leader to appear before a request fails with "no leader", per try.
@@ -33,8 +34,8 @@ pub enum ForwardRequest {
     /// The leader's commit index after a leadership check (ReadIndex).
     ReadIndex,
     Membership(MembershipChange),
-    /// An application request (see [`AppHandler`]), opaque to Raft.
-    App(Vec<u8>),
+    /// A question for the leader's lessor (see [`LessorHandler`]).
+    Lessor(LessorRequest),
 }
 
 impl ForwardRequest {
@@ -43,7 +44,7 @@ impl ForwardRequest {
         match self {
             ForwardRequest::Write(_) | ForwardRequest::Membership(_) => true,
             // Keepalives and lessor queries: renewing twice is renewing.
-            ForwardRequest::ReadIndex | ForwardRequest::App(_) => false,
+            ForwardRequest::ReadIndex | ForwardRequest::Lessor(_) => false,
         }
     }
 }
@@ -58,16 +59,17 @@ pub enum ForwardReply {
     },
     ReadIndex(u64),
     Membership(Vec<Member>),
-    App(Vec<u8>),
+    Lessor(i64),
 }
 
-/// Serves the application's leader-only requests, such as lease keepalives (the leader's
-/// lessor owns lease deadlines). Registered once at start.
-pub trait AppHandler: Send + Sync + 'static {
+/// Answers [`LessorRequest`]s on the leader (its lessor owns lease deadlines). The API
+/// registers one at start: answering takes the lease table and proposals, which live above
+/// Raft.
+pub trait LessorHandler: Send + Sync + 'static {
     fn handle(
         &self,
-        request: Vec<u8>,
-    ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send + 'static>>;
+        request: LessorRequest,
+    ) -> Pin<Box<dyn Future<Output = Result<i64, String>> + Send + 'static>>;
 }
 
 impl RaftNode {
@@ -168,36 +170,36 @@ impl RaftNode {
                 .change_members_local(change)
                 .await
                 .map(ForwardReply::Membership),
-            ForwardRequest::App(bytes) => {
+            ForwardRequest::Lessor(request) => {
                 let status = self.status();
                 if !status.is_leader {
                     return Err(ProposeError::NotLeader {
                         leader: status.leader,
                     });
                 }
-                let Some(handler) = self.app.get() else {
-                    return Err(ProposeError::App("no application handler".into()));
+                let Some(handler) = self.lessor.get() else {
+                    return Err(ProposeError::Lessor("no lessor handler".into()));
                 };
                 handler
-                    .handle(bytes)
+                    .handle(request)
                     .await
-                    .map(ForwardReply::App)
-                    .map_err(ProposeError::App)
+                    .map(ForwardReply::Lessor)
+                    .map_err(ProposeError::Lessor)
             }
         }
     }
 
-    /// Runs an application request on the leader (see [`AppHandler`]).
-    pub async fn on_leader_app(&self, request: Vec<u8>) -> Result<Vec<u8>, ProposeError> {
-        match self.on_leader(ForwardRequest::App(request)).await? {
-            ForwardReply::App(bytes) => Ok(bytes),
+    /// Asks the leader's lessor (see [`LessorHandler`]).
+    pub async fn ask_lessor(&self, request: LessorRequest) -> Result<i64, ProposeError> {
+        match self.on_leader(ForwardRequest::Lessor(request)).await? {
+            ForwardReply::Lessor(answer) => Ok(answer),
             other => Err(unexpected(&other)),
         }
     }
 
-    /// Registers the handler for application requests; later calls are ignored.
-    pub fn set_app_handler(&self, handler: std::sync::Arc<dyn AppHandler>) {
-        let _ = self.app.set(handler);
+    /// Registers the handler for lessor requests; later calls are ignored.
+    pub fn set_lessor_handler(&self, handler: std::sync::Arc<dyn LessorHandler>) {
+        let _ = self.lessor.set(handler);
     }
 }
 

@@ -23,6 +23,7 @@ mod log_cache;
 pub mod log_store;
 mod membership;
 pub mod network;
+mod peer_error;
 pub mod peers;
 mod purge;
 pub mod service;
@@ -45,7 +46,7 @@ use thiserror::Error;
 
 use crate::state_machine::{Command, CommandResponse, StateMachine};
 use crate::storage::Storage;
-pub use forward::AppHandler;
+pub use forward::LessorHandler;
 use forward::{ForwardReply, ForwardRequest};
 use log_store::LogStore;
 pub use membership::{Member, MembershipChange, MembershipError};
@@ -122,9 +123,9 @@ pub enum ProposeError {
     ConnectionLost,
     #[error(transparent)]
     Membership(#[from] MembershipError),
-    /// An application request failed on the leader.
+    /// The leader's lessor could not answer.
     #[error("{0}")]
-    App(String),
+    Lessor(String),
     #[error("raft stopped: {0}")]
     Stopped(String),
 }
@@ -158,7 +159,7 @@ pub struct RaftNode {
     id: u64,
     committed: tokio::sync::watch::Receiver<crate::mvcc::Revisions>,
     peers: Peers,
-    app: Arc<OnceLock<Arc<dyn AppHandler>>>,
+    lessor: Arc<OnceLock<Arc<dyn LessorHandler>>>,
     /// Serializes membership changes on the leader.
     membership_lock: Arc<tokio::sync::Mutex<()>>,
     /// How long a request waits for a leader to appear before it fails with "no leader".
@@ -235,7 +236,7 @@ impl RaftNode {
             id: params.id,
             committed,
             peers,
-            app: Arc::default(),
+            lessor: Arc::default(),
             membership_lock: Arc::default(),
             leader_patience: Duration::from_millis(cfg.election_timeout_ms * 3),
             leader_lease: Duration::from_millis(cfg.election_timeout_ms * 2),

@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::RaftNode;
 use super::membership::Member;
-use super::peers::Refusal;
+use super::peer_error::{PeerError, raft_stopped as unavailable};
 use super::state_machine::{Snapshot, SnapshotData};
 use super::types::{SnapshotMeta, Vote};
 
@@ -33,11 +33,6 @@ pub struct HelloReply {
 
 /// Answers of a `Calls` stream queued before its calls wait for the caller to read.
 const CALL_ANSWERS_QUEUED: usize = 256;
-
-/// openraft stopped (or is stopping) on this member: the sender will retry elsewhere.
-fn unavailable(e: impl std::fmt::Display) -> Status {
-    Status::unavailable(e.to_string())
-}
 
 #[derive(Clone)]
 pub struct PeerService {
@@ -70,26 +65,26 @@ impl PeerService {
     }
 
     fn admit(&self, cluster_id: u64, from: u64) -> Result<(), Status> {
-        self.node.peers.admit(cluster_id, from).map_err(|r| match r {
-            Refusal::ClusterMismatch { ours, theirs } => Status::failed_precondition(format!(
-                "cluster ID mismatch: this member is in cluster {ours:x}, the sender in {theirs:x}"
-            )),
-            Refusal::Isolated(id) => Status::failed_precondition(format!(
-                "traffic from member {id:x} is dropped by fault injection"
-            )),
-        })
+        self.node
+            .peers
+            .admit(cluster_id, from)
+            .map_err(|r| PeerError::from(r).into())
     }
 
     /// Admits and decodes a request.
     fn open<T: DeserializeOwned>(&self, envelope: Envelope) -> Result<T, Status> {
         self.admit(envelope.cluster_id, envelope.from)?;
-        postcard::from_bytes(&envelope.payload)
-            .map_err(|e| Status::invalid_argument(format!("undecodable peer payload: {e}")))
+        postcard::from_bytes(&envelope.payload).map_err(|error| {
+            PeerError::Undecodable {
+                what: "peer payload",
+                error,
+            }
+            .into()
+        })
     }
 
     fn seal<T: Serialize>(&self, reply: &T) -> Result<Envelope, Status> {
-        let payload = postcard::to_stdvec(reply)
-            .map_err(|e| Status::internal(format!("encoding a peer reply: {e}")))?;
+        let payload = postcard::to_stdvec(reply).map_err(PeerError::Encoding)?;
         Ok(self.node.peers.envelope(payload))
     }
 
@@ -106,7 +101,7 @@ impl PeerService {
                 let reply = self.node.serve_forwarded(forwarded).await;
                 self.seal(&reply)
             }
-            CallKind::Unspecified => Err(Status::invalid_argument("a call of unknown kind")),
+            CallKind::Unspecified => Err(PeerError::Malformed("a call of unknown kind").into()),
         }
     }
 
@@ -115,7 +110,7 @@ impl PeerService {
         let kind = CallKind::try_from(call.kind).unwrap_or(CallKind::Unspecified);
         let answer = match call.envelope {
             Some(envelope) => self.answer(kind, envelope).await,
-            None => Err(Status::invalid_argument("a call without a request")),
+            None => Err(PeerError::Malformed("a call without a request").into()),
         };
         let (envelope, code, message) = match answer {
             Ok(envelope) => (Some(envelope), 0, String::new()),
@@ -136,11 +131,14 @@ impl PeerService {
         let first = chunks
             .message()
             .await?
-            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+            .ok_or(PeerError::Malformed("empty snapshot stream"))?;
         self.admit(first.cluster_id, first.from)?;
-        let (vote, meta): (Vote, SnapshotMeta) = postcard::from_bytes(&first.header)
-            .map_err(|e| Status::invalid_argument(format!("undecodable snapshot header: {e}")))?;
-        let io = |e: std::io::Error| Status::internal(format!("staging a snapshot: {e}"));
+        let (vote, meta): (Vote, SnapshotMeta) =
+            postcard::from_bytes(&first.header).map_err(|error| PeerError::Undecodable {
+                what: "snapshot header",
+                error,
+            })?;
+        let io = PeerError::Staging;
         std::fs::create_dir_all(&self.snapshot_dir).map_err(io)?;
         // Unnamed: the file disappears on its own if this member dies mid-transfer.
         let mut file = tempfile::tempfile_in(&self.snapshot_dir).map_err(io)?;
@@ -184,8 +182,8 @@ impl Peer for PeerService {
             .map(move |result| match result {
                 Ok(result) => postcard::to_stdvec(&result)
                     .map(|payload| peers.envelope(payload))
-                    .map_err(|e| Status::internal(format!("encoding a peer reply: {e}"))),
-                Err(fatal) => Err(Status::unavailable(fatal.to_string())),
+                    .map_err(|e| PeerError::Encoding(e).into()),
+                Err(fatal) => Err(unavailable(fatal)),
             })
             .take_until(self.stopped());
         Ok(Response::new(results.boxed()))
@@ -288,7 +286,7 @@ impl Peer for PeerService {
         // A joining member does not know the cluster ID yet; it checks our answer instead.
         let envelope = request.into_inner();
         if self.node.peers.is_isolated(envelope.from) {
-            return Err(Status::failed_precondition("dropped by fault injection"));
+            return Err(PeerError::Isolated(envelope.from).into());
         }
         self.seal(&HelloReply {
             cluster_id: self.node.peers.cluster_id(),
@@ -301,9 +299,7 @@ impl Peer for PeerService {
         let faults = request.into_inner();
         let ids: BTreeSet<u64> = faults.isolate_from.iter().copied().collect();
         if !self.node.peers.set_isolated(ids) {
-            return Err(Status::permission_denied(
-                "fault injection is off; start the member with --experimental-fault-injection",
-            ));
+            return Err(PeerError::FaultInjectionOff.into());
         }
         Ok(Response::new(faults))
     }
