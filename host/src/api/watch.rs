@@ -1,20 +1,18 @@
 //! etcd's Watch service: one bidirectional stream carries many watches.
 //!
-//! Each stream runs one task. It learns of commits from the member's watch hub (`crate::watch`)
-//! and pulls, for each watcher, the events after the last revision it was sent: from the hub's
-//! in-memory ring when the watcher is caught up, from history when it is behind. Delivery is
-//! therefore ordered, gap-free and whole per revision by construction, a watcher that falls
-//! behind simply reads more history, and a slow client only ever delays its own stream.
+//! This is the protocol side of a watch stream: requests in, responses out, for gRPC and the
+//! HTTP gateway alike. Which events each watcher is due, and reading them, is
+//! `crate::watch::Watchers`; this file turns requests into its calls and its deliveries
+//! into `WatchResponse`s (converting events, splitting `fragment` responses).
 //!
-//! Memory is bounded in bytes, not in responses: a response carries at most about
-//! [`RESPONSE_BYTES`] of events (whole revisions; more only when one revision is larger), and a
-//! stream holds at most [`STREAM_BUFFER_BYTES`] of responses its client has not taken. A
-//! client that stops reading therefore stops its stream's task at that bound; its watchers
-//! stay where they are, and when it reads again they catch up from history (etcd's unsynced
-//! watchers). A stalled reader costs a cursor and a bounded buffer, never the events written
-//! meanwhile.
+//! Each stream runs one task, woken by the member's watch hub after each commit. Memory is
+//! bounded in bytes, not in responses: a delivery carries at most about
+//! `watch::watcher::RESPONSE_BYTES` of events (whole revisions), and a stream holds at most
+//! [`STREAM_BUFFER_BYTES`] of responses its client has not taken. A client that stops reading
+//! therefore stops its stream's task at that bound; its watchers stay where they are, and when
+//! it reads again they catch up from history (etcd's unsynced watchers). A stalled reader
+//! costs a cursor and a bounded buffer, never the events written meanwhile.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use cairn_proto::etcdserverpb as pb;
@@ -27,31 +25,16 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{Context, convert};
-use crate::metrics::{GaugeGuard, METRICS};
-use crate::mvcc::history::passes;
-use crate::mvcc::{Event, EventKind, KeyRange, Mvcc, Revision, Revisions};
-use crate::watch::{PrevKvInterest, WatcherInterest};
+use super::{Context, convert, status};
+use crate::mvcc::{Event, EventKind, Revision, Revisions};
+use crate::watch::{Delivery, ReadFailed, Spec, Watchers};
 
-/// Most revisions in one response while catching up (etcd's watchBatchMaxRevs).
-const MAX_REVS_PER_RESPONSE: i64 = 1000;
-/// Bytes of keys and values read into one response (it ends at a whole revision).
-const RESPONSE_BYTES: usize = 256 << 10;
 /// Bytes of responses a stream holds before it waits for its client to take them.
 const STREAM_BUFFER_BYTES: usize = 512 << 10;
-/// History reads (catching-up watchers) that run at once on a member, whatever the number of
-/// streams: each holds a snapshot and a response's worth of events while it runs, so many
-/// readers catching up at once cost memory and blocking threads in proportion to this, not
-/// to their number.
-static HISTORY_READS: Semaphore = Semaphore::const_new(4);
 /// Responses a stream holds (a second bound, for many small responses).
 const SEND_BUFFER: usize = 128;
 /// How long a progress request waits for the hub to reach the store's revision.
 const PROGRESS_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);
-/// etcd's message for a watch over an empty key range.
-const EMPTY_RANGE: &str = "mvcc: watcher range is empty";
-/// etcd's message for a reused client-chosen watch id.
-const DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
 
 pub struct WatchService {
     ctx: Context,
@@ -107,9 +90,7 @@ where
     S: Stream<Item = Result<pb::WatchRequest, Status>> + Unpin + Send + 'static,
 {
     if require_leader && ctx.raft.status().leader.is_none() {
-        return Err(super::status::propose_error(
-            &crate::raft::ProposeError::NoLeader,
-        ));
+        return Err(status::propose_error(&crate::raft::ProposeError::NoLeader));
     }
     let (tx, rx) = mpsc::channel(SEND_BUFFER);
     let stream = WatchStream {
@@ -119,44 +100,10 @@ where
         ctx: ctx.clone(),
         tx,
         budget: Arc::new(Semaphore::new(STREAM_BUFFER_BYTES)),
-        watchers: BTreeMap::new(),
-        next_id: 0,
+        watchers: Watchers::new(ctx.hub.clone(), ctx.storage.clone()),
     };
     tokio::spawn(stream.run(inbound));
     Ok(WatchResponses(ReceiverStream::new(rx)))
-}
-
-/// One watch: a key range and the first revision not yet sent.
-struct Watcher {
-    range: KeyRange,
-    next_rev: Revision,
-    no_put: bool,
-    no_delete: bool,
-    prev_kv: bool,
-    /// Send an empty response every progress interval in which no event was sent.
-    progress_notify: bool,
-    /// Whether an event went out since the last progress tick.
-    sent_since_tick: bool,
-    /// Split responses larger than the request size limit (etcd's `fragment`).
-    fragment: bool,
-    /// Keeps the hub reading while this watcher lives.
-    _interest: WatcherInterest,
-    /// Keeps the hub reading previous values while this watcher wants them.
-    _prev_interest: Option<PrevKvInterest>,
-    /// False until a watcher that started in the past has read history up to the store's
-    /// revision (as etcd's unsynced watchers do, in one batch); then it follows the hub.
-    synced: bool,
-    /// Counts this watcher in `etcd_debugging_mvcc_watcher_total`.
-    _counted: GaugeGuard,
-    /// Counts it in `etcd_debugging_mvcc_slow_watcher_total` while it is not synced.
-    slow: Option<GaugeGuard>,
-}
-
-impl Watcher {
-    fn set_synced(&mut self) {
-        self.synced = true;
-        self.slow = None;
-    }
 }
 
 /// The client went away; the stream ends.
@@ -174,8 +121,7 @@ struct WatchStream {
     tx: mpsc::Sender<Outgoing>,
     /// Bytes of responses the client may leave untaken (see [`STREAM_BUFFER_BYTES`]).
     budget: Arc<Semaphore>,
-    watchers: BTreeMap<i64, Watcher>,
-    next_id: i64,
+    watchers: Watchers,
 }
 
 impl WatchStream {
@@ -203,7 +149,7 @@ impl WatchStream {
                     {
                         // etcd ends such streams with "no leader" so clients move elsewhere.
                         let no_leader = crate::raft::ProposeError::NoLeader;
-                        self.fail(super::status::propose_error(&no_leader)).await;
+                        self.fail(status::propose_error(&no_leader)).await;
                         return;
                     }
                     continue;
@@ -284,7 +230,7 @@ impl WatchStream {
             Some(RequestUnion::CreateRequest(c)) => self.create(c, current).await,
             Some(RequestUnion::CancelRequest(c)) => {
                 // etcd answers only for a watch that existed.
-                if self.watchers.remove(&c.watch_id).is_some() {
+                if self.watchers.cancel(c.watch_id) {
                     self.send(pb::WatchResponse {
                         canceled: true,
                         ..self.response(c.watch_id, current)
@@ -313,59 +259,35 @@ impl WatchStream {
     }
 
     async fn create(&mut self, c: pb::WatchCreateRequest, current: Revision) -> Result<(), Closed> {
-        let range = KeyRange::new(&c.key, &c.range_end);
-        let error = if KeyRange::pair_is_empty(&c.key, &c.range_end) {
-            Some(EMPTY_RANGE)
-        } else if c.watch_id != 0 && self.watchers.contains_key(&c.watch_id) {
-            Some(DUPLICATE_ID)
-        } else {
-            None
-        };
-        let id = if c.watch_id != 0 {
-            c.watch_id
-        } else {
-            while self.watchers.contains_key(&self.next_id) {
-                self.next_id += 1;
-            }
-            self.next_id
-        };
-        let mut resp = pb::WatchResponse {
-            created: true,
-            ..self.response(id, current)
-        };
-        if let Some(reason) = error {
-            resp.canceled = true;
-            resp.cancel_reason = reason.to_string();
-            return self.send(resp).await;
-        }
         let filters: Vec<_> = c
             .filters
             .iter()
             .filter_map(|f| FilterType::try_from(*f).ok())
             .collect();
-        let synced = c.start_revision == 0 || c.start_revision > current;
-        self.watchers.insert(
-            id,
-            Watcher {
-                range,
-                next_rev: if c.start_revision == 0 {
-                    current + 1
-                } else {
-                    c.start_revision
-                },
-                no_put: filters.contains(&FilterType::Noput),
-                no_delete: filters.contains(&FilterType::Nodelete),
-                prev_kv: c.prev_kv,
-                progress_notify: c.progress_notify,
-                sent_since_tick: false,
-                fragment: c.fragment,
-                _interest: self.ctx.hub.watching(),
-                _prev_interest: c.prev_kv.then(|| self.ctx.hub.want_prev_kv()),
-                synced,
-                _counted: GaugeGuard::new(&METRICS.watchers),
-                slow: (!synced).then(|| GaugeGuard::new(&METRICS.slow_watchers)),
-            },
-        );
+        let spec = Spec {
+            id: c.watch_id,
+            key: c.key,
+            range_end: c.range_end,
+            start_revision: c.start_revision,
+            no_put: filters.contains(&FilterType::Noput),
+            no_delete: filters.contains(&FilterType::Nodelete),
+            prev_kv: c.prev_kv,
+            progress_notify: c.progress_notify,
+            fragment: c.fragment,
+        };
+        let created = self.watchers.create(spec, current);
+        let id = match created {
+            Ok(id) | Err((id, _)) => id,
+        };
+        let mut resp = pb::WatchResponse {
+            created: true,
+            ..self.response(id, current)
+        };
+        if let Err((_, refusal)) = created {
+            resp.canceled = true;
+            resp.cancel_reason = refusal.to_string();
+            return self.send(resp).await;
+        }
         self.send(resp).await?;
         self.deliver().await
     }
@@ -375,155 +297,74 @@ impl WatchStream {
     /// revision, so its client knows it has seen everything up to there.
     async fn notify_progress(&mut self) -> Result<(), Closed> {
         let current = self.revs.borrow().current;
-        let due: Vec<i64> = self
-            .watchers
-            .iter_mut()
-            .filter_map(|(id, w)| {
-                let due = w.progress_notify && !w.sent_since_tick && w.next_rev > current;
-                w.sent_since_tick = false;
-                due.then_some(*id)
-            })
-            .collect();
-        for id in due {
+        for id in self.watchers.progress_due(current) {
             self.send(self.response(id, current)).await?;
         }
         Ok(())
     }
 
-    /// Sends every watcher the events it has not had, up to the latest commit. All due
-    /// watchers of the stream are read from one snapshot in one blocking call per round; a
-    /// watcher more than [`MAX_REVS_PER_RESPONSE`] behind takes several rounds.
+    /// Sends every watcher the events it has not had, up to the latest commit, one
+    /// delivery round at a time (see `Watchers::round`).
     async fn deliver(&mut self) -> Result<(), Closed> {
         loop {
-            let revs = *self.revs.borrow_and_update();
-            // A watcher whose next revision was compacted away is canceled, as etcd does (the
-            // response's header carries no revision).
-            let compacted: Vec<i64> = self
-                .watchers
-                .iter()
-                .filter(|(_, w)| w.next_rev < revs.compact)
-                .map(|(id, _)| *id)
-                .collect();
-            for id in compacted {
-                self.watchers.remove(&id);
-                let resp = pb::WatchResponse {
-                    canceled: true,
-                    compact_revision: revs.compact,
-                    ..self.response(id, 0)
-                };
-                self.send(resp).await?;
-            }
-            // Caught-up watchers take their events from the hub's ring; the others read history.
-            let mut batches: Vec<Batch> = Vec::new();
-            let mut plan: Vec<Read> = Vec::new();
+            let hub = *self.revs.borrow_and_update();
             let store_current = self.store.borrow().current;
-            for (id, w) in &mut self.watchers {
-                if !w.synced {
-                    if w.next_rev > store_current {
-                        w.set_synced();
-                    } else {
-                        plan.push(Read {
-                            id: *id,
-                            from: w.next_rev,
-                            to: store_current.min(w.next_rev + MAX_REVS_PER_RESPONSE - 1),
-                            range: w.range.clone(),
-                            prev_kv: w.prev_kv,
-                            no_put: w.no_put,
-                            no_delete: w.no_delete,
-                        });
-                        continue;
-                    }
+            let deliveries = match self.watchers.round(hub, store_current).await {
+                Ok(Some(deliveries)) => deliveries,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    self.fail(read_failed(&e)).await;
+                    return Err(Closed);
                 }
-                if w.next_rev > revs.current {
-                    continue;
-                }
-                let to = revs.current.min(w.next_rev + MAX_REVS_PER_RESPONSE - 1);
-                let held = self
-                    .ctx
-                    .hub
-                    .events(w.next_rev, to, &w.range, w.prev_kv, RESPONSE_BYTES);
-                match held {
-                    Some((events, to)) => {
-                        let events = events
-                            .into_iter()
-                            .filter(|e| passes(e, w.no_put, w.no_delete))
-                            .map(event)
-                            .collect();
-                        batches.push((*id, to, Ok(events)));
-                    }
-                    None => plan.push(Read {
-                        id: *id,
-                        from: w.next_rev,
-                        to,
-                        range: w.range.clone(),
-                        prev_kv: w.prev_kv,
-                        no_put: w.no_put,
-                        no_delete: w.no_delete,
-                    }),
-                }
-            }
-            if batches.is_empty() && plan.is_empty() {
-                return Ok(());
-            }
-            if !plan.is_empty() {
-                let storage = self.ctx.storage.clone();
-                // Never closed, so the permit always comes.
-                let _reading = HISTORY_READS.acquire().await;
-                let read = tokio::task::spawn_blocking(move || read_plan(&storage, plan)).await;
-                match read {
-                    Ok(Ok(read)) => batches.extend(read),
-                    Ok(Err(e)) => {
-                        self.fail(super::status::storage_error(&e)).await;
-                        return Err(Closed);
-                    }
-                    Err(e) => {
-                        self.fail(super::status::internal("watch read failed", e))
-                            .await;
-                        return Err(Closed);
-                    }
-                }
-            }
-            for (id, to, outcome) in batches {
-                let events = match outcome {
-                    Ok(events) => events,
-                    Err(compact_revision) => {
-                        self.watchers.remove(&id);
-                        let resp = pb::WatchResponse {
-                            canceled: true,
-                            compact_revision,
-                            ..self.response(id, 0)
-                        };
-                        self.send(resp).await?;
-                        continue;
-                    }
-                };
-                let Some(w) = self.watchers.get_mut(&id) else {
-                    continue;
-                }; // canceled meanwhile
-                w.next_rev = to + 1;
-                if to >= store_current {
-                    w.set_synced();
-                }
-                w.sent_since_tick |= !events.is_empty();
-                let fragment = w.fragment;
-                if events.is_empty() {
-                    continue;
-                }
-                let whole = pb::WatchResponse {
-                    events,
-                    ..self.response(id, to)
-                };
-                if fragment {
-                    // etcd's threshold: the request limit plus gRPC's allowance.
-                    let limit = self.ctx.limits.max_request_bytes + super::GRPC_OVERHEAD_BYTES;
-                    for part in fragments(whole, limit) {
-                        self.send(part).await?;
-                    }
-                } else {
-                    self.send(whole).await?;
-                }
+            };
+            for delivery in deliveries {
+                self.send_delivery(delivery).await?;
             }
         }
+    }
+
+    async fn send_delivery(&self, delivery: Delivery) -> Result<(), Closed> {
+        match delivery {
+            Delivery::Compacted {
+                id,
+                compact_revision,
+            } => {
+                // etcd's cancellation for a compacted watcher carries no revision in its header.
+                let resp = pb::WatchResponse {
+                    canceled: true,
+                    compact_revision,
+                    ..self.response(id, 0)
+                };
+                self.send(resp).await
+            }
+            Delivery::Events {
+                id,
+                to,
+                events,
+                fragment,
+            } => {
+                let whole = pb::WatchResponse {
+                    events: events.into_iter().map(event).collect(),
+                    ..self.response(id, to)
+                };
+                if !fragment {
+                    return self.send(whole).await;
+                }
+                // etcd's threshold: the request limit plus gRPC's allowance.
+                let limit = self.ctx.limits.max_request_bytes + super::GRPC_OVERHEAD_BYTES;
+                for part in fragments(whole, limit) {
+                    self.send(part).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn read_failed(e: &ReadFailed) -> Status {
+    match e {
+        ReadFailed::Storage(e) => status::storage_error(e),
+        ReadFailed::Task(e) => status::internal("watch read failed", e),
     }
 }
 
@@ -570,75 +411,6 @@ fn fragments(whole: pb::WatchResponse, limit: usize) -> Vec<pb::WatchResponse> {
             ..template.clone()
         })
         .collect()
-}
-
-/// Events read for one watcher in a round: its id, the last revision covered, and the events
-/// (or the compact revision that took them away).
-type Batch = (i64, Revision, Result<Vec<mvccpb::Event>, Revision>);
-
-/// Reads a round's plan from one snapshot. Watchers that need the same revision window (the
-/// common case: every caught-up watcher needs the latest commits) share one scan of history,
-/// each taking the events in its range; a lone watcher scans only its own range.
-fn read_plan(
-    storage: &crate::storage::Storage,
-    plan: Vec<Read>,
-) -> Result<Vec<Batch>, crate::mvcc::Error> {
-    let view = Mvcc::read_view(storage)?;
-    let mut windows: BTreeMap<(Revision, Revision), Vec<Read>> = BTreeMap::new();
-    for r in plan {
-        windows.entry((r.from, r.to)).or_default().push(r);
-    }
-    let mut out = Vec::new();
-    for ((from, to), reads) in windows {
-        if from < view.compact_rev {
-            // Compacted after the plan was made: cancel with the new mark.
-            out.extend(reads.iter().map(|r| (r.id, to, Err(view.compact_rev))));
-            continue;
-        }
-        let shared = if reads.len() > 1 {
-            let any_prev = reads.iter().any(|r| r.prev_kv);
-            let budget = RESPONSE_BYTES.saturating_mul(reads.len());
-            Some(view.events(from, to, &KeyRange::all(), any_prev, budget)?)
-        } else {
-            None
-        };
-        for r in reads {
-            let (events, to) = match &shared {
-                Some((all, covered)) => (
-                    all.iter()
-                        .filter(|e| r.range.contains(&e.kv.key))
-                        .cloned()
-                        .map(|mut e| {
-                            if !r.prev_kv {
-                                e.prev_kv = None;
-                            }
-                            e
-                        })
-                        .collect(),
-                    *covered,
-                ),
-                None => view.events(from, to, &r.range, r.prev_kv, RESPONSE_BYTES)?,
-            };
-            let events = events
-                .into_iter()
-                .filter(|e| passes(e, r.no_put, r.no_delete))
-                .map(event)
-                .collect();
-            out.push((r.id, to, Ok(events)));
-        }
-    }
-    Ok(out)
-}
-
-/// What one watcher needs read from history in a delivery round.
-struct Read {
-    id: i64,
-    from: Revision,
-    to: Revision,
-    range: KeyRange,
-    prev_kv: bool,
-    no_put: bool,
-    no_delete: bool,
 }
 
 fn event(e: Event) -> mvccpb::Event {

@@ -10,7 +10,7 @@ use super::encoding::{self, INDEX_PUT, Rev, StoredEvent};
 use super::error::Error;
 use super::key_range::KeyRange;
 use super::read::{ReadView, corrupt, decode};
-use super::types::{Event, EventKind, KeyValue, Revision};
+use super::types::{Event, KeyValue, Revision};
 
 impl ReadView<'_> {
     /// The events of revisions `from..=to` whose key is in `range`, in revision order. With
@@ -82,13 +82,5 @@ impl ReadView<'_> {
         let (_, prev) = encoding::decode_index_key(&raw)
             .ok_or_else(|| corrupt(format!("bad index key {raw:?}")))?;
         Ok(Some(self.event(prev)?.to_kv(prev)))
-    }
-}
-
-/// True when `event` passes a watcher's filters (etcd's NOPUT and NODELETE).
-pub fn passes(event: &Event, no_put: bool, no_delete: bool) -> bool {
-    match event.kind {
-        EventKind::Put => !no_put,
-        EventKind::Delete => !no_delete,
     }
 }

@@ -16,6 +16,8 @@
 //! itself, as before, and comes back to the ring once it has caught up. Nothing here ever
 //! waits on a watcher, and apply never waits on the hub.
 
+pub mod watcher;
+
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -24,6 +26,7 @@ use tokio::sync::watch;
 
 use crate::mvcc::{Event, KeyRange, Mvcc, Revision, Revisions};
 use crate::storage::Storage;
+pub use watcher::{Delivery, Filter, ReadFailed, Refusal, Spec, Watchers};
 
 /// Most revisions the ring holds.
 const RING_REVISIONS: usize = 10_000;
@@ -142,16 +145,15 @@ impl EventHub {
         PrevKvInterest(self.prev_watchers.clone())
     }
 
-    /// The events of revisions `from..=to` in `range`, if the ring holds all of them (with
-    /// previous values when `prev_kv`); `None` sends the caller to history. Stops at a
-    /// revision boundary once the events hold `max_bytes`, and says which revision the
-    /// events cover up to (as [`crate::mvcc::ReadView::events`]).
+    /// The events of revisions `from..=to` that `filter` admits, shaped by it, if the ring
+    /// holds all of them (with previous values when the filter wants them); `None` sends the
+    /// caller to history. Stops at a revision boundary once the events hold `max_bytes`, and
+    /// says which revision the events cover up to (as [`crate::mvcc::ReadView::events`]).
     pub fn events(
         &self,
         from: Revision,
         to: Revision,
-        range: &KeyRange,
-        prev_kv: bool,
+        filter: &Filter,
         max_bytes: usize,
     ) -> Option<(Vec<Event>, Revision)> {
         let ring = self.ring.read().expect("watch ring lock poisoned");
@@ -162,17 +164,14 @@ impl EventHub {
         let mut out = Vec::new();
         let mut bytes = 0usize;
         for slot in ring.slots.range(start..).take_while(|s| s.rev <= to) {
-            if prev_kv && !slot.with_prev {
+            if filter.prev_kv && !slot.with_prev {
                 return None;
             }
             if bytes >= max_bytes && slot.rev > from {
                 return Some((out, slot.rev - 1));
             }
-            for e in slot.events.iter().filter(|e| range.contains(&e.kv.key)) {
-                let e = Event {
-                    prev_kv: if prev_kv { e.prev_kv.clone() } else { None },
-                    ..e.clone()
-                };
+            for e in slot.events.iter().filter(|e| filter.admits(e)) {
+                let e = filter.shape(e);
                 bytes += e.size();
                 out.push(e);
             }
@@ -302,6 +301,22 @@ mod tests {
         }
     }
 
+    fn only(key: &[u8], prev_kv: bool) -> Filter {
+        Filter {
+            range: KeyRange::new(key, b""),
+            no_put: false,
+            no_delete: false,
+            prev_kv,
+        }
+    }
+
+    fn all(prev_kv: bool) -> Filter {
+        Filter {
+            range: KeyRange::all(),
+            ..only(b"", prev_kv)
+        }
+    }
+
     fn hub(base: Revision) -> EventHub {
         EventHub {
             ring: Arc::new(RwLock::new(Ring {
@@ -335,32 +350,33 @@ mod tests {
             push_slot(&mut ring, 3, vec![put("a", 3, true)], true);
             ring.last = 4; // revision 4 changed nothing the ring needs (none in history)
         }
-        let a = KeyRange::new(b"a", b"");
-        let all = KeyRange::all();
-        let got = hub.events(2, 4, &a, false, usize::MAX).expect("held").0;
+        let got = hub
+            .events(2, 4, &only(b"a", false), usize::MAX)
+            .expect("held")
+            .0;
         assert_eq!(got.len(), 2);
         assert!(got.iter().all(|e| e.kv.key == b"a" && e.prev_kv.is_none()));
         assert_eq!(
-            hub.events(2, 3, &all, false, usize::MAX)
+            hub.events(2, 3, &all(false), usize::MAX)
                 .expect("held")
                 .0
                 .len(),
             3
         );
         assert!(
-            hub.events(1, 3, &all, false, usize::MAX).is_none(),
+            hub.events(1, 3, &all(false), usize::MAX).is_none(),
             "revision 1 is before the ring"
         );
         assert!(
-            hub.events(2, 5, &all, false, usize::MAX).is_none(),
+            hub.events(2, 5, &all(false), usize::MAX).is_none(),
             "revision 5 is not read yet"
         );
         assert!(
-            hub.events(2, 3, &all, true, usize::MAX).is_none(),
+            hub.events(2, 3, &all(true), usize::MAX).is_none(),
             "revision 2 was read without prev_kv"
         );
         let with_prev = hub
-            .events(3, 3, &all, true, usize::MAX)
+            .events(3, 3, &all(true), usize::MAX)
             .expect("held with prev")
             .0;
         assert!(with_prev[0].prev_kv.is_some());
@@ -379,21 +395,16 @@ mod tests {
         assert_eq!(ring.slots.len(), RING_REVISIONS);
         assert_eq!(ring.base, 10);
         drop(ring);
-        assert!(
-            hub.events(10, n, &KeyRange::new(b"k", b""), false, usize::MAX)
-                .is_none()
-        );
+        assert!(hub.events(10, n, &only(b"k", false), usize::MAX).is_none());
         assert_eq!(
-            hub.events(11, n, &KeyRange::new(b"k", b""), false, usize::MAX)
+            hub.events(11, n, &only(b"k", false), usize::MAX)
                 .expect("held")
                 .0
                 .len(),
             RING_REVISIONS
         );
         // A byte bound stops at a whole revision and says where.
-        let (events, covered) = hub
-            .events(11, n, &KeyRange::new(b"k", b""), false, 1)
-            .expect("held");
+        let (events, covered) = hub.events(11, n, &only(b"k", false), 1).expect("held");
         assert_eq!((events.len(), covered), (1, 11));
     }
 }
