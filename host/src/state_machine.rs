@@ -22,7 +22,7 @@ use tokio::sync::watch;
 
 use crate::lease::{self, Leases};
 use crate::mvcc::{
-    self, ApplyBatch, Mvcc, MvccError, Revisions, StorageError, WriteRequest, WriteResponse,
+    self, ApplyBatch, Fault, Mvcc, MvccError, Revisions, WriteRequest, WriteResponse,
 };
 use crate::plugin::hooks::Hooks;
 use crate::plugin::{Engine, PluginCommand, PluginError, PluginOutcome, Registry};
@@ -107,11 +107,13 @@ pub struct StateMachine {
 }
 
 impl StateMachine {
-    pub fn new(storage: Storage) -> Result<Self, StorageError> {
-        let revisions = Mvcc::revisions(&storage).map_err(mvcc::into_storage)?;
+    pub fn new(storage: Storage) -> Result<Self, Fault> {
+        let revisions = Mvcc::revisions(&storage).map_err(mvcc::into_fault)?;
         let (committed, _) = watch::channel(revisions);
-        let engine = Engine::new()
-            .map_err(|e| StorageError(fjall::Error::Io(std::io::Error::other(e.to_string()))))?;
+        let engine = Engine::new().map_err(|e| Fault::PluginHost {
+            binding: "(engine start)".into(),
+            reason: e.to_string(),
+        })?;
         let registry = Registry::load(&storage)?;
         let machine = StateMachine {
             committed: Arc::new(committed),
@@ -125,7 +127,7 @@ impl StateMachine {
     }
 
     /// Starts compiling every installed module in the background.
-    fn prepare_modules(&self) -> Result<(), StorageError> {
+    fn prepare_modules(&self) -> Result<(), Fault> {
         let plugins: Vec<String> = self
             .registry()
             .plugins
@@ -155,7 +157,7 @@ impl StateMachine {
     pub fn apply<'c>(
         &self,
         entries: impl IntoIterator<Item = (Option<&'c Command>, &'c AppliedMarker)>,
-    ) -> Result<Vec<CommandResponse>, StorageError> {
+    ) -> Result<Vec<CommandResponse>, Fault> {
         let mut revs = self.revisions.lock().expect("revisions lock poisoned");
         let mut registry = self.registry.lock().expect("registry lock poisoned");
         let mut batch = ApplyBatch::new(&self.storage, *revs);
@@ -168,13 +170,9 @@ impl StateMachine {
                 None => CommandResponse::Empty,
                 Some(Command::Kv(req)) => {
                     let mut hooks = Hooks::new(&mut registry, &self.engine);
+                    // A plugin host fault is not a decision: it comes back as a `Fault`, which
+                    // stops apply rather than answer differently from the other members.
                     let applied = batch.apply_with(req, &Leases(&self.storage), &mut hooks)?;
-                    if let Some(fault) = hooks.fault {
-                        // Not a decision: stop rather than answer differently from the others.
-                        return Err(StorageError(fjall::Error::Io(std::io::Error::other(
-                            fault.to_string(),
-                        ))));
-                    }
                     touched.append(&mut hooks.touched);
                     CommandResponse::Kv(applied.response)
                 }
@@ -225,7 +223,7 @@ impl StateMachine {
     }
 
     /// The marker of the last applied entry, as the Raft layer stored it.
-    pub fn applied_marker(&self) -> Result<AppliedMarker, StorageError> {
+    pub fn applied_marker(&self) -> Result<AppliedMarker, Fault> {
         self.view().marker()
     }
 
@@ -290,7 +288,7 @@ impl StateMachine {
     }
 
     /// Makes everything applied so far durable (before a snapshot lets the log be purged).
-    pub fn persist(&self) -> Result<(), StorageError> {
+    pub fn persist(&self) -> Result<(), Fault> {
         self.storage.db.persist(fjall::PersistMode::SyncAll)?;
         Ok(())
     }
@@ -311,9 +309,9 @@ impl fmt::Debug for StateView {
 
 impl StateView {
     /// The applied-log marker this view was taken at.
-    pub fn marker(&self) -> Result<AppliedMarker, StorageError> {
+    pub fn marker(&self) -> Result<AppliedMarker, Fault> {
         let applied =
-            Mvcc::applied_position(&self.snap, &self.storage).map_err(mvcc::into_storage)?;
+            Mvcc::applied_position(&self.snap, &self.storage).map_err(mvcc::into_fault)?;
         let membership = self
             .snap
             .get(&self.storage.meta, MEMBERSHIP)?

@@ -45,17 +45,15 @@ impl LeaseService {
     /// Runs a blocking read of the lease table and the current revision.
     async fn read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&crate::storage::Storage) -> Result<T, crate::mvcc::StorageError>
-        + Send
-        + 'static,
+        f: impl FnOnce(&crate::storage::Storage) -> Result<T, crate::mvcc::Fault> + Send + 'static,
     ) -> Result<(T, i64), Status> {
         let storage = self.ctx.storage.clone();
         tokio::task::spawn_blocking(move || {
             let value = f(&storage)?;
             let rev = Mvcc::read_view(&storage)
                 .map(|v| v.rev)
-                .map_err(crate::mvcc::into_storage)?;
-            Ok::<_, crate::mvcc::StorageError>((value, rev))
+                .map_err(crate::mvcc::into_fault)?;
+            Ok::<_, crate::mvcc::Fault>((value, rev))
         })
         .await
         .map_err(|e| status::internal("lease read failed", e))?

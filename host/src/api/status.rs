@@ -128,7 +128,7 @@ pub fn bad_leader_transferee() -> Status {
 pub fn storage_error(e: &mvcc::Error) -> Status {
     match e {
         mvcc::Error::Mvcc(m) => mvcc_error(m),
-        mvcc::Error::Storage(s) => Status::new(Code::Internal, format!("cairn: {s}")),
+        mvcc::Error::Fault(s) => Status::new(Code::Internal, format!("cairn: {s}")),
     }
 }
 

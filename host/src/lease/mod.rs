@@ -12,7 +12,7 @@ use fjall::Readable;
 
 pub use lessor::{Duties, Lessor, LessorRequest};
 
-use crate::mvcc::{ApplyBatch, Event, LeaseLookup, MvccError, Revision, StorageError};
+use crate::mvcc::{ApplyBatch, Event, Fault, LeaseLookup, MvccError, Revision};
 use crate::storage::Storage;
 
 /// etcd's largest lease TTL, in seconds.
@@ -28,7 +28,7 @@ pub fn grant(
     storage: &Storage,
     id: i64,
     ttl_secs: i64,
-) -> Result<Result<(), MvccError>, StorageError> {
+) -> Result<Result<(), MvccError>, Fault> {
     batch.commit_pending()?;
     if batch
         .committed()
@@ -47,7 +47,7 @@ pub fn checkpoint(
     batch: &mut ApplyBatch<'_>,
     storage: &Storage,
     checkpoints: &[(i64, Option<i64>)],
-) -> Result<(), StorageError> {
+) -> Result<(), Fault> {
     batch.commit_pending()?;
     for (id, remaining) in checkpoints {
         let Some(raw) = batch.committed().get(&storage.leases, lease_key(*id))? else {
@@ -65,7 +65,7 @@ pub fn revoke(
     batch: &mut ApplyBatch<'_>,
     storage: &Storage,
     id: i64,
-) -> Result<Result<(Revision, Vec<Event>), MvccError>, StorageError> {
+) -> Result<Result<(Revision, Vec<Event>), MvccError>, Fault> {
     batch.commit_pending()?;
     if !batch
         .committed()
@@ -94,7 +94,7 @@ pub struct LeaseInfo {
 pub struct Leases<'a>(pub &'a Storage);
 
 impl Leases<'_> {
-    pub fn get(&self, id: i64) -> Result<Option<LeaseInfo>, StorageError> {
+    pub fn get(&self, id: i64) -> Result<Option<LeaseInfo>, Fault> {
         Ok(self.0.leases.get(lease_key(id))?.map(|raw| {
             let (ttl_secs, remaining_secs) = decode(&raw);
             LeaseInfo {
@@ -106,7 +106,7 @@ impl Leases<'_> {
     }
 
     /// Every lease, in id order.
-    pub fn all(&self) -> Result<Vec<LeaseInfo>, StorageError> {
+    pub fn all(&self) -> Result<Vec<LeaseInfo>, Fault> {
         let mut out = Vec::new();
         for guard in self.0.leases.iter() {
             let (k, v) = guard.into_inner()?;
@@ -126,7 +126,7 @@ impl Leases<'_> {
     }
 
     /// The keys lease `id` holds, in key order.
-    pub fn keys(&self, id: i64) -> Result<Vec<Vec<u8>>, StorageError> {
+    pub fn keys(&self, id: i64) -> Result<Vec<Vec<u8>>, Fault> {
         let mut out = Vec::new();
         for guard in self.0.kv_lease.prefix(lease_key(id)) {
             out.push(guard.key()?[8..].to_vec());

@@ -10,14 +10,14 @@
 
 use fjall::{OwnedWriteBatch, Readable, Snapshot};
 
-use super::error::{Error, StorageError};
+use super::error::{Error, Fault};
 use super::key_range::KeyRange;
 use super::read::{ReadView, SharedOverlay};
 use super::types::{Event, Revision};
 use super::write::WriteTxn;
 use super::{
     Applied, CompactResponse, LeaseLookup, NoHooks, POSITION, RequestOp, Revisions, TxnRequest,
-    WriteHooks, WriteRequest, WriteResponse, compact, into_storage, txn,
+    WriteHooks, WriteRequest, WriteResponse, compact, into_fault, txn,
 };
 use crate::storage::Storage;
 
@@ -61,7 +61,7 @@ impl<'a> ApplyBatch<'a> {
         &mut self,
         req: &WriteRequest,
         leases: &dyn LeaseLookup,
-    ) -> Result<Applied, StorageError> {
+    ) -> Result<Applied, Fault> {
         self.apply_with(req, leases, &mut NoHooks)
     }
 
@@ -74,7 +74,7 @@ impl<'a> ApplyBatch<'a> {
         req: &WriteRequest,
         leases: &dyn LeaseLookup,
         hooks: &mut dyn WriteHooks,
-    ) -> Result<Applied, StorageError> {
+    ) -> Result<Applied, Fault> {
         if self.pending > 0 && reads_history(req) {
             self.flush()?;
         }
@@ -95,7 +95,7 @@ impl<'a> ApplyBatch<'a> {
                 });
             }
             compact::compact(self.storage, &view, c.revision, &mut self.batch)
-                .map_err(into_storage)?;
+                .map_err(into_fault)?;
             self.revs.compact = c.revision;
             let response = Ok(WriteResponse::Compact(CompactResponse {
                 revision: begin_rev,
@@ -136,33 +136,28 @@ impl<'a> ApplyBatch<'a> {
             // Every etcd error is found by the checks that run before the first write (see
             // `txn.rs`). Should that ever break, half a request is in the batch: stop the node
             // rather than commit it.
-            Err(Error::Mvcc(e)) if changed => Err(StorageError(fjall::Error::Io(
-                std::io::Error::other(format!(
-                    "etcd error {e} after writes began; refusing to commit a partial request"
-                )),
+            Err(Error::Mvcc(e)) if changed => Err(Fault::Invariant(format!(
+                "etcd error {e} after writes began; refusing to commit a partial request"
             ))),
             Err(Error::Mvcc(e)) => Ok(Applied {
                 response: Err(e),
                 events: Vec::new(),
             }),
-            Err(Error::Storage(e)) => Err(e),
+            Err(Error::Fault(e)) => Err(e),
         }
     }
 
     /// Deletes every key `lease` holds, in one revision (one DELETE event each), as when a
     /// lease is revoked or expires. Commits what came before first, so the lease's keys are
     /// read from committed state. Returns the revision after it.
-    pub fn delete_lease_keys(
-        &mut self,
-        lease: i64,
-    ) -> Result<(Revision, Vec<Event>), StorageError> {
+    pub fn delete_lease_keys(&mut self, lease: i64) -> Result<(Revision, Vec<Event>), Fault> {
         self.commit_pending()?;
         let mut keys = Vec::new();
         for guard in self
             .snap
             .prefix(&self.storage.kv_lease, (lease as u64).to_be_bytes())
         {
-            let raw = guard.key().map_err(StorageError)?;
+            let raw = guard.key().map_err(Fault::Storage)?;
             keys.push(raw[8..].to_vec());
         }
         let begin_rev = self.revs.current;
@@ -175,8 +170,7 @@ impl<'a> ApplyBatch<'a> {
             &mut self.overlay,
         );
         for key in keys {
-            w.delete_range(&KeyRange::Single(key))
-                .map_err(into_storage)?;
+            w.delete_range(&KeyRange::Single(key)).map_err(into_fault)?;
         }
         let changed = w.changed();
         let events = w.finish();
@@ -188,7 +182,7 @@ impl<'a> ApplyBatch<'a> {
     }
 
     /// Commits what has been applied so far, so later reads of committed state see it.
-    pub fn commit_pending(&mut self) -> Result<(), StorageError> {
+    pub fn commit_pending(&mut self) -> Result<(), Fault> {
         if self.pending > 0 {
             self.flush()?;
         }
@@ -223,13 +217,13 @@ impl<'a> ApplyBatch<'a> {
     }
 
     /// Commits everything applied; returns the counters after it.
-    pub fn commit(mut self) -> Result<Revisions, StorageError> {
+    pub fn commit(mut self) -> Result<Revisions, Fault> {
         self.flush()?;
         Ok(self.revs)
     }
 
     /// Commits the batch with the position and revisions, and starts over on the new state.
-    fn flush(&mut self) -> Result<(), StorageError> {
+    fn flush(&mut self) -> Result<(), Fault> {
         if let Some(applied) = &self.position {
             let mut raw = Vec::with_capacity(16 + applied.len());
             raw.extend_from_slice(&self.revs.current.to_be_bytes());

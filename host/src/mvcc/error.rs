@@ -2,7 +2,7 @@
 //!
 //! [`MvccError`] values depend only on replicated state, so every member computes the same one
 //! for the same log entry: they travel back to the client as part of the response. Storage
-//! failures are a different kind ([`StorageError`]): a member that cannot read or write its
+//! failures are a different kind ([`Fault`]): a member that cannot read or write its
 //! disk stops instead of answering.
 
 use thiserror::Error;
@@ -40,10 +40,27 @@ pub enum MvccError {
     KeyTooLong(usize),
 }
 
-/// The disk failed us. Never turned into a client response by the state machine.
+/// Why this member cannot go on applying (or serving a read): never the client's doing and
+/// never a value in a response. In apply it stops the member rather than let it answer
+/// differently from the others; the message says what failed, for the operator's log.
 #[derive(Debug, Error)]
-#[error("storage: {0}")]
-pub struct StorageError(#[from] pub fjall::Error);
+pub enum Fault {
+    /// fjall failed: the disk, or the database's own state.
+    #[error("storage: {0}")]
+    Storage(#[from] fjall::Error),
+    /// A stored record does not decode: the data dir is damaged, or was written by something
+    /// else.
+    #[error("corrupt {what}: {detail}")]
+    Corrupt { what: &'static str, detail: String },
+    /// The plugin host itself failed (the engine, compiling a module, a read a plugin asked
+    /// for). A plugin's own trap or exhausted fuel is not a fault: its binding's failure
+    /// policy decides the request.
+    #[error("plugin host fault in {binding}: {reason}")]
+    PluginHost { binding: String, reason: String },
+    /// A rule the code relies on did not hold: a bug, caught before it was committed.
+    #[error("broken invariant: {0}")]
+    Invariant(String),
+}
 
 /// Either outcome of a store operation.
 #[derive(Debug, Error)]
@@ -51,11 +68,11 @@ pub enum Error {
     #[error(transparent)]
     Mvcc(#[from] MvccError),
     #[error(transparent)]
-    Storage(#[from] StorageError),
+    Fault(#[from] Fault),
 }
 
 impl From<fjall::Error> for Error {
     fn from(e: fjall::Error) -> Self {
-        Error::Storage(StorageError(e))
+        Error::Fault(Fault::Storage(e))
     }
 }

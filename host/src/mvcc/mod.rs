@@ -24,7 +24,7 @@ use fjall::Readable;
 use serde::{Deserialize, Serialize};
 
 pub use apply::ApplyBatch;
-pub use error::{Error, MvccError, StorageError};
+pub use error::{Error, Fault, MvccError};
 pub use key_range::{KeyRange, MAX_KEY_BYTES};
 pub use read::{Overlay, ReadView, SharedOverlay};
 pub use txn::{LeaseLookup, NoHooks, NoLeases, WriteHooks, WriteOp};
@@ -148,9 +148,9 @@ fn read_position(
 
 /// For callers that can only meet storage errors (views, history reads, compaction): an etcd
 /// error there would be a bug, and is reported as a storage failure, which stops the node.
-pub(crate) fn into_storage(e: Error) -> StorageError {
+pub(crate) fn into_fault(e: Error) -> Fault {
     match e {
-        Error::Storage(s) => s,
-        Error::Mvcc(m) => StorageError(fjall::Error::Io(std::io::Error::other(m.to_string()))),
+        Error::Fault(s) => s,
+        Error::Mvcc(m) => Fault::Invariant(format!("etcd error {m} where none can occur")),
     }
 }

@@ -99,7 +99,7 @@ impl Db {
         match txn::read_only(&view, req) {
             Ok(resp) => Ok(resp),
             Err(Error::Mvcc(e)) => Err(e),
-            Err(Error::Storage(e)) => panic!("storage error: {e}"),
+            Err(Error::Fault(e)) => panic!("storage error: {e}"),
         }
     }
 
@@ -108,7 +108,7 @@ impl Db {
         match view.range(req) {
             Ok(resp) => Ok(resp),
             Err(Error::Mvcc(e)) => Err(e),
-            Err(Error::Storage(e)) => panic!("storage error: {e}"),
+            Err(Error::Fault(e)) => panic!("storage error: {e}"),
         }
     }
 
@@ -2123,7 +2123,7 @@ impl crate::mvcc::WriteHooks for FakeHooks {
         &mut self,
         _view: &ReadView<'_>,
         writes: &[crate::mvcc::WriteOp<'_>],
-    ) -> Result<(), MvccError> {
+    ) -> Result<(), Error> {
         let a = _view.get(b"a").expect("read a").map(|kv| kv.value);
         self.a_seen.push(a);
         for w in writes {
@@ -2135,7 +2135,8 @@ impl crate::mvcc::WriteHooks for FakeHooks {
                         return Err(MvccError::GuardDenied {
                             binding: "fake".into(),
                             reason: "bad value".into(),
-                        });
+                        }
+                        .into());
                     }
                 }
                 crate::mvcc::WriteOp::DeleteRange(d) => {
@@ -2151,7 +2152,7 @@ impl crate::mvcc::WriteHooks for FakeHooks {
         &mut self,
         _view: &ReadView<'_>,
         computed: &Computed,
-    ) -> Result<Option<ComputedValue>, MvccError> {
+    ) -> Result<Option<ComputedValue>, Error> {
         Ok((computed.binding == "len")
             .then_some(ComputedValue::Int(computed.argument.len() as i64)))
     }
@@ -2284,4 +2285,103 @@ fn hooks_see_the_batch_so_far() {
         .apply_with(&put("d", "3"), &NoLeases, &mut hooks)
         .expect("apply");
     assert_eq!(hooks.a_seen, [None, Some(b("1")), None]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Faults: what stops apply, by kind, with what failed in the message
+// ---------------------------------------------------------------------------------------------
+
+/// Hooks whose plugin host fails on every guard call.
+struct FailingHost;
+
+impl crate::mvcc::WriteHooks for FailingHost {
+    fn guard(&mut self, _view: &ReadView<'_>, _writes: &[WriteOp<'_>]) -> Result<(), Error> {
+        Err(Fault::PluginHost {
+            binding: "quota".into(),
+            reason: "engine out of memory".into(),
+        }
+        .into())
+    }
+
+    fn compute(
+        &mut self,
+        _view: &ReadView<'_>,
+        _computed: &Computed,
+    ) -> Result<Option<ComputedValue>, Error> {
+        Ok(None)
+    }
+}
+
+#[test]
+fn a_plugin_host_fault_stops_apply_and_names_the_binding() {
+    // Proves a host fault in a hook leaves apply as a Fault (not a client error), with the
+    // binding and the reason in its message, and nothing of the request is committed.
+    let db = Db::new();
+    let revs = Mvcc::revisions(&db.storage).expect("revisions");
+    let mut batch = ApplyBatch::new(&db.storage, revs);
+    let put = WriteRequest::Put(PutRequest {
+        key: b"a".to_vec(),
+        value: b"1".to_vec(),
+        ..Default::default()
+    });
+    let fault = batch
+        .apply_with(&put, &NoLeases, &mut FailingHost)
+        .expect_err("a fault");
+    assert!(matches!(fault, Fault::PluginHost { .. }), "{fault:?}");
+    assert_eq!(
+        fault.to_string(),
+        "plugin host fault in quota: engine out of memory"
+    );
+    drop(batch);
+    let view = Mvcc::read_view(&db.storage).expect("view");
+    assert!(view.get(b"a").expect("get").is_none());
+}
+
+#[test]
+fn a_corrupt_record_is_a_corruption_fault() {
+    // Proves a history record that does not decode is reported as corruption of the store
+    // (not as a disk error), and a registry record likewise, each saying what it was.
+    let db = Db::new();
+    db.apply(&WriteRequest::Put(PutRequest {
+        key: b"a".to_vec(),
+        value: b"1".to_vec(),
+        ..Default::default()
+    }));
+    let at = Rev { main: 2, sub: 0 }.encode();
+    db.storage
+        .kv_revs
+        .insert(at, b"\xff\xff\xff".to_vec())
+        .expect("insert");
+    let view = Mvcc::read_view(&db.storage).expect("view");
+    let e = view
+        .events(2, 2, &KeyRange::all(), false, usize::MAX)
+        .expect_err("an error");
+    assert!(
+        matches!(e, Error::Fault(Fault::Corrupt { .. })),
+        "{e:?} is not corruption"
+    );
+    assert!(e.to_string().starts_with("corrupt store record: "), "{e}");
+
+    db.storage
+        .plugins
+        .insert(b"plugin/x".to_vec(), b"\xff".to_vec())
+        .expect("insert");
+    let e = crate::plugin::Registry::load(&db.storage).expect_err("an error");
+    assert!(
+        e.to_string()
+            .starts_with("corrupt plugin registry record: "),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_etcd_error_where_none_can_occur_is_a_broken_invariant() {
+    // Proves callers that can only meet faults report a stray etcd error as a broken
+    // invariant, naming the error.
+    let fault = into_fault(Error::Mvcc(MvccError::Compacted));
+    assert!(matches!(fault, Fault::Invariant(_)));
+    assert_eq!(
+        fault.to_string(),
+        "broken invariant: etcd error mvcc: required revision has been compacted where none can occur"
+    );
 }

@@ -370,8 +370,10 @@ pub(crate) fn decode<'b, T: serde::Deserialize<'b>>(raw: &'b [u8]) -> Result<T, 
     encoding::decode(raw).map_err(|e| corrupt(e.0))
 }
 
+/// A stored MVCC record that does not decode (`msg` says which).
 pub(crate) fn corrupt(msg: String) -> Error {
-    Error::Storage(super::error::StorageError(fjall::Error::Io(
-        std::io::Error::new(std::io::ErrorKind::InvalidData, msg),
-    )))
+    Error::Fault(super::error::Fault::Corrupt {
+        what: "store record",
+        detail: msg,
+    })
 }

@@ -46,15 +46,17 @@ pub enum WriteOp<'a> {
 /// Everything here runs in apply, so implementations must be deterministic.
 pub trait WriteHooks {
     /// Called once per Put, DeleteRange or Txn with the writes that will run (for a txn, those
-    /// on the taken path, in order), after etcd's checks and before the first write. An error
-    /// rejects the request.
-    fn guard(&mut self, view: &ReadView<'_>, writes: &[WriteOp<'_>]) -> Result<(), MvccError>;
-    /// The left side of a computed compare: `Ok(None)` makes the compare false.
+    /// on the taken path, in order), after etcd's checks and before the first write. An
+    /// [`Error::Mvcc`] rejects the request; an [`Error::Fault`] (the plugin host failed)
+    /// stops apply.
+    fn guard(&mut self, view: &ReadView<'_>, writes: &[WriteOp<'_>]) -> Result<(), Error>;
+    /// The left side of a computed compare: `Ok(None)` makes the compare false. Errors as
+    /// for [`WriteHooks::guard`].
     fn compute(
         &mut self,
         view: &ReadView<'_>,
         computed: &Computed,
-    ) -> Result<Option<ComputedValue>, MvccError>;
+    ) -> Result<Option<ComputedValue>, Error>;
 }
 
 /// No plugins.
@@ -62,7 +64,7 @@ pub trait WriteHooks {
 pub struct NoHooks;
 
 impl WriteHooks for NoHooks {
-    fn guard(&mut self, _view: &ReadView<'_>, _writes: &[WriteOp<'_>]) -> Result<(), MvccError> {
+    fn guard(&mut self, _view: &ReadView<'_>, _writes: &[WriteOp<'_>]) -> Result<(), Error> {
         Ok(())
     }
 
@@ -70,10 +72,11 @@ impl WriteHooks for NoHooks {
         &mut self,
         _view: &ReadView<'_>,
         computed: &Computed,
-    ) -> Result<Option<ComputedValue>, MvccError> {
+    ) -> Result<Option<ComputedValue>, Error> {
         Err(MvccError::NoSuchCompare {
             binding: computed.binding.clone(),
-        })
+        }
+        .into())
     }
 }
 

@@ -6,7 +6,8 @@ use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use crate::mvcc::{
-    ComputedValue, KeyRange, MvccError, ReadView, RequestOp, TxnRequest, WriteHooks, WriteOp,
+    ComputedValue, Error, Fault, KeyRange, MvccError, ReadView, RequestOp, TxnRequest, WriteHooks,
+    WriteOp,
 };
 
 use super::engine::{Call, Computed, Engine, GuardOp, HostFault, Outcome, Verdict, View};
@@ -18,8 +19,6 @@ pub struct Hooks<'a> {
     pub engine: &'a Engine,
     /// Bindings whose statistics changed: the caller writes them back (once per batch).
     pub touched: BTreeSet<String>,
-    /// A failure of this member (not a decision); apply must stop.
-    pub fault: Option<HostFault>,
 }
 
 impl<'a> Hooks<'a> {
@@ -28,7 +27,6 @@ impl<'a> Hooks<'a> {
             registry,
             engine,
             touched: BTreeSet::new(),
-            fault: None,
         }
     }
 
@@ -39,13 +37,13 @@ impl<'a> Hooks<'a> {
             .filter(|b| b.kind == Kind::Guard)
     }
 
-    fn host_fault(&mut self, binding: &str, fault: HostFault) -> MvccError {
-        let reason = fault.to_string();
-        self.fault = Some(fault);
-        MvccError::PluginFailed {
+    /// A failure of this member, not a decision of the plugin's: apply must stop.
+    fn host_fault(binding: &str, fault: HostFault) -> Error {
+        Fault::PluginHost {
             binding: binding.to_string(),
-            reason,
+            reason: fault.to_string(),
         }
+        .into()
     }
 }
 
@@ -70,7 +68,7 @@ pub fn has_computed(t: &TxnRequest) -> bool {
 }
 
 impl WriteHooks for Hooks<'_> {
-    fn guard(&mut self, view: &ReadView<'_>, writes: &[WriteOp<'_>]) -> Result<(), MvccError> {
+    fn guard(&mut self, view: &ReadView<'_>, writes: &[WriteOp<'_>]) -> Result<(), Error> {
         // Bindings in name order, each shown the writes in its range, in request order. Only
         // the names are copied (the registry is changed below, to record each call); most
         // writes meet no guard, and then nothing is made, not even a view.
@@ -113,7 +111,7 @@ impl WriteHooks for Hooks<'_> {
             let ignore_failure = b.failure_policy == FailurePolicy::Ignore;
             let Call { outcome, fuel } = match call {
                 Ok(call) => call,
-                Err(fault) => return Err(self.host_fault(&name, fault)),
+                Err(fault) => return Err(Self::host_fault(&name, fault)),
             };
             let (words, denied, failed) = match &outcome {
                 Outcome::Answered(Verdict::Allow) => (Cow::Borrowed("allow"), false, false),
@@ -130,14 +128,16 @@ impl WriteHooks for Hooks<'_> {
                     return Err(MvccError::GuardDenied {
                         binding: name,
                         reason,
-                    });
+                    }
+                    .into());
                 }
                 Outcome::Failed(_) if ignore_failure => {}
                 Outcome::Failed(reason) => {
                     return Err(MvccError::PluginFailed {
                         binding: name,
                         reason,
-                    });
+                    }
+                    .into());
                 }
             }
         }
@@ -148,7 +148,7 @@ impl WriteHooks for Hooks<'_> {
         &mut self,
         view: &ReadView<'_>,
         computed: &crate::mvcc::Computed,
-    ) -> Result<Option<ComputedValue>, MvccError> {
+    ) -> Result<Option<ComputedValue>, Error> {
         let Some(b) = self
             .registry
             .bindings
@@ -158,7 +158,8 @@ impl WriteHooks for Hooks<'_> {
         else {
             return Err(MvccError::NoSuchCompare {
                 binding: computed.binding.clone(),
-            });
+            }
+            .into());
         };
         let call = self.engine.compare(
             &b.name,
@@ -171,7 +172,7 @@ impl WriteHooks for Hooks<'_> {
         );
         let Call { outcome, fuel } = match call {
             Ok(call) => call,
-            Err(fault) => return Err(self.host_fault(&b.name, fault)),
+            Err(fault) => return Err(Self::host_fault(&b.name, fault)),
         };
         let words = match &outcome {
             Outcome::Answered(Computed::Int(i)) => format!("int: {i}"),
@@ -197,7 +198,8 @@ impl WriteHooks for Hooks<'_> {
             Outcome::Failed(reason) => Err(MvccError::PluginFailed {
                 binding: b.name,
                 reason,
-            }),
+            }
+            .into()),
         }
     }
 }

@@ -23,7 +23,7 @@ use thiserror::Error;
 
 use super::validate::{hook_of, validate};
 use super::{DEFAULT_FUEL, DEFAULT_MEMORY_BYTES, MAX_FUEL, MAX_MEMORY_BYTES, MAX_MODULE_BYTES};
-use crate::mvcc::{ApplyBatch, StorageError};
+use crate::mvcc::{ApplyBatch, Fault};
 use crate::storage::Storage;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -198,11 +198,10 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     postcard::to_stdvec(value).expect("registry records always encode")
 }
 
-fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StorageError> {
-    postcard::from_bytes(bytes).map_err(|e| {
-        StorageError(fjall::Error::Io(std::io::Error::other(format!(
-            "corrupt plugin registry record: {e}"
-        ))))
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Fault> {
+    postcard::from_bytes(bytes).map_err(|e| Fault::Corrupt {
+        what: "plugin registry record",
+        detail: e.to_string(),
     })
 }
 
@@ -216,7 +215,7 @@ pub struct Registry {
 
 impl Registry {
     /// Reads the registry as committed in `storage`.
-    pub fn load(storage: &Storage) -> Result<Registry, StorageError> {
+    pub fn load(storage: &Storage) -> Result<Registry, Fault> {
         let mut registry = Registry::default();
         let snap = storage.db.snapshot();
         for guard in snap.prefix(&storage.plugins, PLUGIN) {
@@ -238,7 +237,7 @@ impl Registry {
     }
 
     /// The committed bytes of a module.
-    pub fn module(storage: &Storage, sha256: &str) -> Result<Option<Vec<u8>>, StorageError> {
+    pub fn module(storage: &Storage, sha256: &str) -> Result<Option<Vec<u8>>, Fault> {
         Ok(storage
             .db
             .snapshot()

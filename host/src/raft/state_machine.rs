@@ -215,7 +215,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     .await
                     .map_err(io::Error::other)?
             }
-            .map_err(|e| io::Error::other(e.to_string()))?;
+            .map_err(|fault| {
+                // openraft stops this member's Raft on a storage error; say why first.
+                tracing::error!(%fault, "apply cannot go on; this member stops applying");
+                io::Error::other(fault.to_string())
+            })?;
             self.applied.send_replace(last_index);
             for (responder, response) in done {
                 if let Some(r) = responder {
@@ -255,10 +259,7 @@ type Applied = Vec<(
     crate::state_machine::CommandResponse,
 )>;
 
-fn apply_chunk(
-    sm: &StateMachine,
-    chunk: Vec<Pending>,
-) -> Result<Applied, crate::mvcc::StorageError> {
+fn apply_chunk(sm: &StateMachine, chunk: Vec<Pending>) -> Result<Applied, crate::mvcc::Fault> {
     let responses = sm.apply(chunk.iter().map(|p| (p.command.as_ref(), &p.marker)))?;
     Ok(chunk
         .into_iter()

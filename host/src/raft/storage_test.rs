@@ -88,7 +88,7 @@ fn all_history(storage: &Storage) -> Vec<Result<RangeResponse, MvccError>> {
             };
             view.range(&req).map_err(|e| match e {
                 Error::Mvcc(m) => m,
-                Error::Storage(s) => panic!("storage error: {s}"),
+                Error::Fault(s) => panic!("fault: {s}"),
             })
         })
         .collect()
