@@ -246,6 +246,8 @@ pub struct Metrics {
     pub watchers: Gauge,
     pub slow_watchers: Gauge,
     peer_rtt: Mutex<BTreeMap<u64, Arc<Histogram>>>,
+    /// Snapshots received from each peer and installed.
+    snapshots_received: Mutex<BTreeMap<u64, u64>>,
     /// Wall time of plugin calls on this member, per binding.
     plugin_calls: Mutex<BTreeMap<String, Arc<Histogram>>>,
     /// Per row of [`GRPC_METHODS`]; handled also per status code.
@@ -264,6 +266,7 @@ impl Default for Metrics {
             watchers: Gauge::default(),
             slow_watchers: Gauge::default(),
             peer_rtt: Mutex::default(),
+            snapshots_received: Mutex::default(),
             plugin_calls: Mutex::default(),
             grpc_started: GRPC_METHODS.iter().map(|_| AtomicU64::new(0)).collect(),
             grpc_handled: GRPC_METHODS
@@ -287,6 +290,11 @@ impl Metrics {
             .entry(to)
             .or_insert_with(|| Arc::new(Histogram::new(&PEER_RTT_BUCKETS)))
             .clone()
+    }
+
+    /// Counts a snapshot from member `from`, received and installed.
+    pub fn snapshot_received(&self, from: u64) {
+        *lock(&self.snapshots_received).entry(from).or_default() += 1;
     }
 
     /// The call-duration histogram of one plugin binding.
@@ -363,6 +371,21 @@ impl Metrics {
                     "etcd_network_peer_round_trip_time_seconds",
                     &[("To", &format!("{to:x}"))],
                     h,
+                );
+            }
+        }
+        {
+            let received = lock(&self.snapshots_received);
+            out.header(
+                "etcd_network_snapshot_receive_success",
+                "Total number of successful snapshot receives (received and installed).",
+                "counter",
+            );
+            for (from, n) in received.iter() {
+                out.sample(
+                    "etcd_network_snapshot_receive_success",
+                    &[("From", &format!("{from:x}"))],
+                    *n as f64,
                 );
             }
         }

@@ -17,11 +17,6 @@ use tempfile::TempDir;
 
 use crate::process::{Guarded, binary_path, free_port, signal, spawn_logged, wait_for_port, which};
 
-/// How long after a member stops answering a Cairn leader counts it as down, so that it no
-/// longer keeps log entries for it (two election timeouts at the default 1 s, and slack): a
-/// test that needs a stopped member to catch up by snapshot writes only after this.
-pub const MEMBER_DOWN_AFTER: Duration = Duration::from_secs(3);
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flavor {
     Cairn,
@@ -182,6 +177,37 @@ impl Member {
     /// SIGCONT.
     pub fn resume(&self) {
         signal(self.pid().expect("resume of a stopped member"), "CONT");
+    }
+
+    /// The sum of metric `name`'s samples on this member whose labels include `labels`, from
+    /// its `/metrics` (a histogram counts its observations); `None` if the member does not
+    /// answer.
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        crate::process::metric(&self.endpoint(), name, labels).await
+    }
+
+    /// Waits (up to `limit`) until metric `name` (as [`Member::metric`]) satisfies `until`;
+    /// panics with the last value otherwise.
+    pub async fn wait_for_metric(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+        limit: Duration,
+        until: impl Fn(f64) -> bool,
+    ) -> f64 {
+        let deadline = Instant::now() + limit;
+        loop {
+            let value = self.metric(name, labels).await;
+            if let Some(v) = value.filter(|v| until(*v)) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}{labels:?} on {} is {value:?} after {limit:?}",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// The member's ID, from its own Status response (cached).
@@ -379,6 +405,39 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Kills member `down` with SIGKILL and waits until member `observer` (which must stay up)
+    /// counts it as down in its `etcd_network_active_peers` metric: for Cairn's leader, once
+    /// it has not acknowledged heartbeats for two election timeouts (from then on the leader
+    /// keeps no log entries for it); for etcd, once its connections broke. Returns the log
+    /// index `down` had applied.
+    pub async fn kill_and_wait_down(&mut self, down: usize, observer: usize) -> f64 {
+        let remote = format!("{:x}", self.members[down].id().await);
+        let applied = self.members[down]
+            .metric("etcd_server_proposals_applied_total", &[])
+            .await
+            .expect("the member answers /metrics before it is killed");
+        self.members[down].kill9();
+        self.members[observer]
+            .wait_for_metric(
+                "etcd_network_active_peers",
+                &[("Remote", remote.as_str())],
+                Duration::from_secs(30),
+                |active| active == 0.0,
+            )
+            .await;
+        applied
+    }
+
+    /// Waits (up to `limit`) until Cairn member `leader` has purged its log past `index`, so
+    /// a member that had applied up to `index` can only catch up by snapshot.
+    pub async fn wait_purged_past(&self, leader: usize, index: f64, limit: Duration) {
+        self.members[leader]
+            .wait_for_metric("cairn_raft_log_purged_index", &[], limit, |purged| {
+                purged > index
+            })
+            .await;
     }
 
     async fn all_see_a_leader(&self) -> bool {

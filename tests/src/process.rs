@@ -279,6 +279,10 @@ pub struct Etcdctl {
 }
 
 impl Etcdctl {
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
     pub fn new(endpoint: &str) -> Etcdctl {
         let bin = which("etcdctl").unwrap_or_else(|| {
             panic!("etcdctl not found on PATH: the test command installs Debian's etcd-client")
@@ -382,5 +386,65 @@ pub fn grpc_message(e: &etcd_client::Error) -> String {
     match e {
         etcd_client::Error::GRpcStatus(s) => format!("{:?}: {}", s.code(), s.message()),
         other => other.to_string(),
+    }
+}
+
+/// The sum of metric `name`'s samples in Prometheus text `text` whose labels include `labels`
+/// (a histogram counts its observations; 0 when there is none).
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let Ok(scrape) = prometheus_parse::Scrape::parse(lines) else {
+        return 0.0;
+    };
+    scrape
+        .samples
+        .into_iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            prometheus_parse::Value::Histogram(buckets) => buckets.last().map_or(0.0, |b| b.count),
+            prometheus_parse::Value::Summary(_) => 0.0,
+        })
+        .sum()
+}
+
+/// Metric `name` on the server at `endpoint` (host:port), as [`metric_value`]; `None` if it
+/// does not answer `/metrics` within 5 s.
+pub async fn metric(endpoint: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .ok()?;
+    let url = format!("http://{endpoint}/metrics");
+    let text = client.get(&url).send().await.ok()?.text().await.ok()?;
+    Some(metric_value(&text, name, labels))
+}
+
+/// For tests without a runtime: waits (up to `limit`) until metric `name` on `endpoint`
+/// satisfies `until`, polling every 50 ms; panics with the last value otherwise.
+pub fn wait_for_metric_blocking(
+    endpoint: &str,
+    name: &str,
+    limit: Duration,
+    until: impl Fn(f64) -> bool,
+) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime for the scrape");
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let value = runtime.block_on(metric(endpoint, name, &[]));
+        if value.is_some_and(&until) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} on {endpoint} is {value:?} after {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -466,7 +466,21 @@ async fn lease_ttl_survives_a_leader_change() {
                 }
             });
 
-            tokio::time::sleep(Duration::from_secs(6)).await;
+            // Lease time is what this test is about: let 5 s of it pass, then wait until the
+            // leader has committed a checkpoint made after that. Checkpoints (every 1 s here)
+            // and the keepalive's checkpoint clears are the only proposals, and a clear needs a
+            // checkpoint before it, so two more committed proposals include one.
+            tokio::time::sleep_until((granted + Duration::from_secs(5)).into()).await;
+            let committed = "etcd_server_proposals_committed_total";
+            let before = cluster.members[leader]
+                .metric(committed, &[])
+                .await
+                .expect("the leader answers /metrics");
+            cluster.members[leader]
+                .wait_for_metric(committed, &[], Duration::from_secs(30), |c| {
+                    c >= before + 2.0
+                })
+                .await;
             let target = (leader + 1) % 3;
             let target_id = cluster.members[target].id().await;
             client.move_leader(target_id).await.expect("move-leader");

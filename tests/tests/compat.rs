@@ -3,6 +3,7 @@
 
 use std::process::Output;
 
+use cairn_tests::process::wait_for_metric_blocking;
 use cairn_tests::{CairnNode, EtcdNode, Etcdctl, with_timeout};
 
 /// Tests whose steps race wall-clock periods (lease TTLs, watch and elect run times) take
@@ -597,17 +598,30 @@ fn etcdctl_lock_and_elect_behave_as_on_etcd() {
                 None,
             )
         });
-        std::thread::sleep(std::time::Duration::from_millis(600));
+        // B asks once A holds the lock (A's lock key exists).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while ctl
+            .run(&["get", "L", "--prefix", "--keys-only"], None)
+            .stdout
+            .is_empty()
+        {
+            assert!(std::time::Instant::now() < deadline, "A never got the lock");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let waiter = ctl.run(&["lock", "L", "--", "sh", "-c", "echo B got it"], None);
         let holder = holder.join().expect("lock holder thread");
+        // The listener is counted once its watch is open; the lockers' watches are gone first.
+        let watchers = "etcd_debugging_mvcc_watcher_total";
+        let limit = std::time::Duration::from_secs(30);
+        wait_for_metric_blocking(ctl.endpoint(), watchers, limit, |n| n == 0.0);
         let ctl_l = ctl.clone();
         let listener = std::thread::spawn(move || {
             ctl_l.run_for(
                 &["elect", "-l", "E"],
-                std::time::Duration::from_millis(2500),
+                std::time::Duration::from_millis(4000),
             )
         });
-        std::thread::sleep(std::time::Duration::from_millis(500));
+        wait_for_metric_blocking(ctl.endpoint(), watchers, limit, |n| n >= 1.0);
         let candidate = ctl.run_for(
             &["elect", "E", "p1"],
             std::time::Duration::from_millis(1200),
@@ -669,7 +683,22 @@ async fn lock_and_election_services_match_etcd() {
                     c2.lock("L", Some(LockOptions::new().with_lease(0x1002)))
                         .await
                 });
-                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                // The second locker has queued once its own key is under the lock's prefix.
+                let queued = async {
+                    loop {
+                        let keys = c
+                            .get("L", Some(etcd_client::GetOptions::new().with_prefix()))
+                            .await
+                            .expect("get lock keys");
+                        if keys.kvs().len() == 2 {
+                            return;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                };
+                tokio::time::timeout(std::time::Duration::from_secs(30), queued)
+                    .await
+                    .expect("the second locker queues within 30 s");
                 t.push(format!(
                     "second locker done before unlock: {}",
                     waiter.is_finished()

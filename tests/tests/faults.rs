@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use cairn_tests::cluster::{MEMBER_DOWN_AFTER, connect};
+use cairn_tests::cluster::connect;
 use cairn_tests::converge::stop_and_verify;
 use cairn_tests::workload::{Writers, put_concurrently};
 use cairn_tests::{Cluster, Flavor, with_timeout};
@@ -189,28 +189,35 @@ async fn minority_partition_cannot_write_or_read_linearizably() {
     .await;
 }
 
-/// Kills a follower of `leader`, waits until the leader counts it as down, lets eight writers
-/// acknowledge `while_down` writes, restarts it, lets them acknowledge `after` more (within
-/// `after_within`), then stops them and checks that nothing acknowledged is lost and the members converge. Returns
-/// the follower's log.
+/// Kills a follower of `leader` and waits until the leader's metrics count it down; lets
+/// eight writers acknowledge `while_down` writes and waits until the leader has purged its
+/// log past what the follower had applied (so it can only come back by snapshot); restarts
+/// it, lets the writers acknowledge `after` more (within `after_within`), then stops them and
+/// checks that nothing acknowledged is lost and the members converge. Returns the number of
+/// snapshots the follower installed. Every wait is on state the members report, none on time.
 async fn down_then_back_under_load(
     cluster: &mut Cluster,
     leader: usize,
     while_down: u64,
     after: u64,
     after_within: Duration,
-) -> String {
+) -> f64 {
     let lagging = (leader + 1) % 3;
-    cluster.members[lagging].kill9();
-    tokio::time::sleep(MEMBER_DOWN_AFTER).await;
+    let had = cluster.kill_and_wait_down(lagging, leader).await;
     let writers = Writers::start(cluster.endpoints(), 8, "w/");
     writers
         .wait_for_progress(while_down, Duration::from_secs(60))
         .await;
+    cluster
+        .wait_purged_past(leader, had, Duration::from_secs(60))
+        .await;
     cluster.members[lagging].restart();
     writers.wait_for_progress(after, after_within).await;
     stop_and_verify(cluster, writers, "w/").await;
-    cluster.members[lagging].log()
+    cluster.members[lagging]
+        .metric("etcd_network_snapshot_receive_success", &[])
+        .await
+        .expect("the follower answers /metrics")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,13 +232,10 @@ async fn lagging_member_catches_up_by_snapshot() {
         ];
         let mut cluster = Cluster::start(Flavor::Cairn, 3, &flags).await;
         let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
-        let log =
+        let installs =
             down_then_back_under_load(&mut cluster, leader, 1500, 200, Duration::from_secs(30))
                 .await;
-        assert!(
-            log.contains("installing a snapshot from the leader"),
-            "the lagging member caught up without a snapshot; log:\n{log}"
-        );
+        assert_eq!(installs, 1.0, "snapshots installed by the lagging member");
     })
     .await;
 }
@@ -254,16 +258,14 @@ async fn member_back_under_load_needs_one_snapshot() {
         // About 40 MB of state, so a snapshot takes a while to send and install.
         let big = "x".repeat(16 << 10);
         put_concurrently(&cluster.members[leader].endpoint(), 8, 300, "big/", &big).await;
-        // 4,000 writes while it is down: four snapshot intervals, so the leader has snapshotted
-        // and purged past it before it returns (with 2,000, a fast run could bring it back
-        // before the purge, and it caught up from the log).
-        let log =
+        // 4,000 writes while it is down: four snapshot intervals; it comes back once the
+        // leader has purged past it, while the writers go on.
+        let installs =
             down_then_back_under_load(&mut cluster, leader, 4000, 6000, Duration::from_secs(120))
                 .await;
-        let installs = log.matches("installing a snapshot from the leader").count();
         assert_eq!(
-            installs, 1,
-            "the member came back with {installs} snapshots, not one; log:\n{log}"
+            installs, 1.0,
+            "the member came back with {installs} snapshots, not one"
         );
     })
     .await;

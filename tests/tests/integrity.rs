@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use cairn_tests::cluster::{MEMBER_DOWN_AFTER, connect};
+use cairn_tests::cluster::connect;
 use cairn_tests::converge::wait_converged;
 use cairn_tests::{Cluster, Flavor, grpc_message, with_timeout};
 use etcd_client::{
@@ -371,11 +371,10 @@ async fn reconfiguration_keeps_a_started_quorum() {
                 let down = (leader + 1) % 3;
                 let live = (leader + 2) % 3;
                 let live_id = cluster.members[live].id().await;
-                cluster.members[down].kill9();
                 // Both count a peer as down once it has not answered for a bounded time
                 // (etcd: its connection broke; Cairn: no heartbeat answer for two election
-                // timeouts), which MEMBER_DOWN_AFTER covers.
-                tokio::time::sleep(MEMBER_DOWN_AFTER).await;
+                // timeouts), and both say so in etcd_network_active_peers.
+                cluster.kill_and_wait_down(down, leader).await;
                 let mut client = connect(&cluster.members[leader].endpoint()).await;
                 let refused = match client.member_remove(live_id).await {
                     Ok(_) => "removed".to_string(),

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use cairn_proto::cairn_plugin::plugin_client::PluginClient;
 use cairn_proto::cairn_plugin::{InstallRequest, ListRequest};
-use cairn_tests::cluster::{MEMBER_DOWN_AFTER, connect};
+use cairn_tests::cluster::connect;
 use cairn_tests::converge::wait_converged;
 use cairn_tests::workload::put_concurrently;
 use cairn_tests::{Cluster, Flavor, binary_path};
@@ -287,20 +287,26 @@ async fn example_plugins_on_three_members() {
     );
 
     // A member that catches up by snapshot gets the registry too.
-    cluster.members[2].kill9();
-    cluster.wait_for_leader(Duration::from_secs(30)).await;
-    tokio::time::sleep(MEMBER_DOWN_AFTER).await;
-    // Far more entries than the log keeps behind a snapshot (100 and 20 here), written by
-    // eight clients so it stays quick; openraft purges the log lazily, so leave it room.
-    put_concurrently(&e0, 8, 150, "/other/", "v").await;
-    cluster.members[2].restart();
+    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
+    let down = (leader + 1) % 3;
+    let had = cluster.kill_and_wait_down(down, leader).await;
+    // More entries than the log keeps behind a snapshot (100 and 20 here), written by eight
+    // clients so it stays quick; then wait until the leader has purged past the member.
+    put_concurrently(&cluster.members[leader].endpoint(), 8, 150, "/other/", "v").await;
+    cluster
+        .wait_purged_past(leader, had, Duration::from_secs(60))
+        .await;
+    cluster.members[down].restart();
     wait_converged(&cluster, Duration::from_secs(60)).await;
-    assert!(
-        cluster.members[2]
-            .log()
-            .contains("installing a snapshot from the leader"),
-        "member 2 did not catch up by snapshot"
+    let installs = cluster.members[down]
+        .metric("etcd_network_snapshot_receive_success", &[])
+        .await;
+    assert_eq!(
+        installs,
+        Some(1.0),
+        "snapshots installed by the member that was down"
     );
+    let e2 = cluster.members[down].endpoint();
     let denied = put(&e2, "/config/cache", r#"{"port":0}"#).await;
     assert!(denied.contains("config-schema denied"), "{denied}");
     stats_agree(&cluster).await;

@@ -349,6 +349,11 @@ async fn metrics(ctx: &Context) -> Response {
         "The total number of consensus proposals applied (the applied index).",
         raft.applied_index as f64,
     );
+    out.gauge(
+        "cairn_raft_log_purged_index",
+        "The last Raft log index purged from this member's log (0 before the first purge).",
+        raft.purged_index as f64,
+    );
     if let Some((total, in_use)) = sizes {
         out.gauge(
             "etcd_mvcc_db_total_size_in_bytes",
@@ -366,6 +371,21 @@ async fn metrics(ctx: &Context) -> Response {
         "Current backend storage quota size in bytes.",
         DEFAULT_QUOTA_BYTES as f64,
     );
+    // etcd counts a peer active while its connection is up; Cairn's leader counts a peer
+    // active while it acknowledges heartbeats within the leader lease (followers report none).
+    let local = format!("{:x}", ctx.member_id);
+    out.header(
+        "etcd_network_active_peers",
+        "The current number of active peer connections.",
+        "gauge",
+    );
+    for (id, live) in ctx.raft.peer_liveness() {
+        out.sample(
+            "etcd_network_active_peers",
+            &[("Local", &local), ("Remote", &format!("{id:x}"))],
+            flag(live),
+        );
+    }
     plugin_metrics(ctx, &mut out).await;
     METRICS.encode(&mut out);
     let mut response = Response::new(Body::from(out.finish()));

@@ -29,7 +29,6 @@ use thiserror::Error;
 use super::forward::{ForwardReply, ForwardRequest, unexpected};
 use super::types::{MemberInfo, TypeConfig};
 use super::{ProposeError, RaftNode};
-use openraft::Instant as _;
 
 /// etcd's `--max-learners` default.
 const MAX_LEARNERS: usize = 1;
@@ -403,11 +402,8 @@ impl RaftNode {
     fn active_members(&self) -> BTreeSet<u64> {
         let metrics = self.raft.metrics().borrow_watched().clone();
         let mut active = BTreeSet::from([self.id]);
-        for (id, acked) in metrics.heartbeat.iter().flatten() {
-            if acked
-                .as_ref()
-                .is_some_and(|at| at.elapsed() < self.leader_lease)
-            {
+        for id in metrics.heartbeat.iter().flat_map(|h| h.keys()) {
+            if super::heard_within(&metrics, *id, self.leader_lease) {
                 active.insert(*id);
             }
         }

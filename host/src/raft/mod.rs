@@ -149,6 +149,9 @@ pub struct RaftStatus {
     /// The highest log index this member knows to be committed.
     pub committed_index: u64,
     pub applied_index: u64,
+    /// The last log index purged from this member's log (0 before the first purge): a
+    /// member that needs entries up to here gets a snapshot instead.
+    pub purged_index: u64,
     pub is_leader: bool,
     pub is_learner: bool,
 }
@@ -401,6 +404,7 @@ impl RaftNode {
             last_log_index: m.last_log_index.unwrap_or(0),
             committed_index: m.local_committed.map_or(0, |id| id.index),
             applied_index: m.last_applied.map_or(0, |id| id.index),
+            purged_index: m.purged.map_or(0, |id| id.index),
             is_leader: m.state == ServerState::Leader,
             is_learner: m.state == ServerState::Learner,
         };
@@ -418,6 +422,22 @@ impl RaftNode {
             status.leader = None;
         }
         status
+    }
+
+    /// On the leader: every other member of the configuration, and whether it acknowledged a
+    /// heartbeat within the leader lease. Empty on a member that does not lead.
+    pub fn peer_liveness(&self) -> BTreeMap<u64, bool> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        if m.state != ServerState::Leader {
+            return BTreeMap::new();
+        }
+        m.membership_config
+            .nodes()
+            .map(|(id, _)| *id)
+            .filter(|id| *id != self.id)
+            .map(|id| (id, heard_within(&m, id, self.leader_lease)))
+            .collect()
     }
 
     /// Counts leader changes into `etcd_server_leader_changes_seen_total` until `stopped`, as
@@ -499,4 +519,14 @@ async fn hello_through(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Err(last_error)
+}
+
+/// Whether member `id` acknowledged a heartbeat of this leader within `lease`: Raft's own
+/// measure of who is alive, which log purging, strict reconfiguration and the
+/// `etcd_network_active_peers` metric share.
+fn heard_within(m: &openraft::RaftMetrics<TypeConfig>, id: u64, lease: Duration) -> bool {
+    m.heartbeat
+        .as_ref()
+        .and_then(|h| h.get(&id).copied().flatten())
+        .is_some_and(|at| at.into_inner().elapsed() <= lease)
 }

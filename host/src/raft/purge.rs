@@ -18,7 +18,6 @@
 
 use std::time::Duration;
 
-use openraft::Instant as _;
 use openraft::ServerState;
 use openraft::async_runtime::WatchReceiver;
 
@@ -80,12 +79,7 @@ impl RaftNode {
                 let metrics = self.raft.metrics();
                 let m = metrics.borrow_watched();
                 let leading = m.state == ServerState::Leader;
-                let live = |id: &u64| {
-                    m.heartbeat
-                        .as_ref()
-                        .and_then(|h| h.get(id).copied().flatten())
-                        .is_some_and(|at| at.into_inner().elapsed() <= self.leader_lease)
-                };
+                let live = |id: &u64| super::heard_within(&m, *id, self.leader_lease);
                 PurgeState {
                     snapshot: m.snapshot.map(|id| id.index),
                     purged: m.purged.map(|id| id.index),

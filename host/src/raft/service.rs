@@ -127,7 +127,7 @@ impl PeerService {
     async fn receive_snapshot(
         &self,
         mut chunks: Streaming<SnapshotChunk>,
-    ) -> Result<(Vote, SnapshotMeta, std::fs::File), Status> {
+    ) -> Result<(u64, Vote, SnapshotMeta, std::fs::File), Status> {
         let first = chunks
             .message()
             .await?
@@ -146,7 +146,7 @@ impl PeerService {
         while let Some(chunk) = chunks.message().await? {
             file.write_all(&chunk.data).map_err(io)?;
         }
-        Ok((vote, meta, file))
+        Ok((first.from, vote, meta, file))
     }
 }
 
@@ -261,7 +261,7 @@ impl Peer for PeerService {
         &self,
         request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<Envelope>, Status> {
-        let (vote, meta, file) = self.receive_snapshot(request.into_inner()).await?;
+        let (from, vote, meta, file) = self.receive_snapshot(request.into_inner()).await?;
         tracing::info!(last_log_id = ?meta.last_log_id, "installing a snapshot from the leader");
         let snapshot = Snapshot {
             meta,
@@ -273,6 +273,7 @@ impl Peer for PeerService {
             .install_full_snapshot(vote, snapshot)
             .await
             .map_err(unavailable)?;
+        crate::metrics::METRICS.snapshot_received(from);
         self.seal(&reply).map(Response::new)
     }
 
