@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use cairn_proto::cairn_raft::CallKind;
 
 use super::calls::CallError;
-use super::membership::{Member, MembershipChange};
+use super::types::{Member, MembershipChange};
 use super::{ProposeError, RaftNode};
 use crate::lease::LessorRequest;
 use crate::state_machine::{Command, CommandResponse};

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::forward::{ForwardReply, ForwardRequest, unexpected};
-use super::types::{MemberInfo, TypeConfig};
+use super::types::{Member, MemberInfo, MembershipChange, TypeConfig};
 use super::{ProposeError, RaftNode};
 
 /// etcd's `--max-learners` default.
@@ -35,39 +35,6 @@ const MAX_LEARNERS: usize = 1;
 
 /// How long a membership change waits for the previous one to commit.
 const MEMBERSHIP_SETTLE: std::time::Duration = std::time::Duration::from_secs(3);
-
-/// A member as MemberList shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Member {
-    pub id: u64,
-    pub info: MemberInfo,
-    pub is_learner: bool,
-}
-
-/// A membership change, as the API asks for it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum MembershipChange {
-    Add {
-        id: u64,
-        peer_urls: Vec<String>,
-        is_learner: bool,
-    },
-    Remove {
-        id: u64,
-    },
-    Update {
-        id: u64,
-        peer_urls: Vec<String>,
-    },
-    Promote {
-        id: u64,
-    },
-    /// A started member records its name and client URLs (etcd's attribute publish).
-    Publish {
-        id: u64,
-        info: MemberInfo,
-    },
-}
 
 /// etcd's membership errors.
 #[derive(Clone, Debug, Error, PartialEq, Eq, Serialize, Deserialize)]

@@ -49,11 +49,11 @@ use crate::storage::Storage;
 pub use forward::LessorHandler;
 use forward::{ForwardReply, ForwardRequest};
 use log_store::LogStore;
-pub use membership::{Member, MembershipChange, MembershipError};
+pub use membership::MembershipError;
 use network::Network;
 use peers::Peers;
 use state_machine::StateMachineStore;
-pub use types::{MemberInfo, TypeConfig};
+pub use types::{Member, MemberInfo, MembershipChange, TypeConfig};
 
 /// Raft timing and log retention, from the server's flags.
 #[derive(Clone, Debug)]

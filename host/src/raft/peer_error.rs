@@ -5,12 +5,12 @@
 
 use tonic::{Code, Status};
 
-use super::peers::Refusal;
-
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
+    /// The envelope came from another cluster.
     #[error("cluster ID mismatch: this member is in cluster {ours:x}, the sender in {theirs:x}")]
     ClusterMismatch { ours: u64, theirs: u64 },
+    /// Fault injection drops this sender's traffic.
     #[error("traffic from member {0:x} is dropped by fault injection")]
     Isolated(u64),
     /// A payload that does not decode as what its call carries.
@@ -31,17 +31,6 @@ pub enum PeerError {
     RaftStopped(String),
     #[error("fault injection is off; start the member with --experimental-fault-injection")]
     FaultInjectionOff,
-}
-
-impl From<Refusal> for PeerError {
-    fn from(refusal: Refusal) -> Self {
-        match refusal {
-            Refusal::ClusterMismatch { ours, theirs } => {
-                PeerError::ClusterMismatch { ours, theirs }
-            }
-            Refusal::Isolated(id) => PeerError::Isolated(id),
-        }
-    }
 }
 
 impl From<PeerError> for Status {

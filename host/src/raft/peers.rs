@@ -20,20 +20,12 @@ use cairn_proto::cairn_raft::{CallKind, Envelope};
 use tonic::transport::{Channel, Endpoint};
 
 use super::calls::{CallError, Links};
+use super::peer_error::PeerError;
 
 /// Largest peer message accepted or sent: an append of many large entries, or a snapshot chunk.
 pub const MAX_PEER_MESSAGE_BYTES: usize = 256 << 20;
 /// How long a connection attempt to a peer may take before the call fails.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
-
-/// Why a peer refused an envelope.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
-    /// The envelope came from another cluster.
-    ClusterMismatch { ours: u64, theirs: u64 },
-    /// Fault injection drops this sender's traffic.
-    Isolated(u64),
-}
 
 #[derive(Clone)]
 pub struct Peers {
@@ -155,16 +147,16 @@ impl Peers {
     }
 
     /// Checks a received envelope's cluster and sender.
-    pub fn admit(&self, cluster_id: u64, from: u64) -> Result<(), Refusal> {
+    pub fn admit(&self, cluster_id: u64, from: u64) -> Result<(), PeerError> {
         let ours = self.cluster_id();
         if cluster_id != ours {
-            return Err(Refusal::ClusterMismatch {
+            return Err(PeerError::ClusterMismatch {
                 ours,
                 theirs: cluster_id,
             });
         }
         if self.is_isolated(from) {
-            return Err(Refusal::Isolated(from));
+            return Err(PeerError::Isolated(from));
         }
         Ok(())
     }

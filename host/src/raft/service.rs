@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::RaftNode;
-use super::membership::Member;
+use super::types::Member;
 use super::peer_error::{PeerError, raft_stopped as unavailable};
 use super::state_machine::{Snapshot, SnapshotData};
 use super::types::{SnapshotMeta, Vote};
@@ -68,7 +68,7 @@ impl PeerService {
         self.node
             .peers
             .admit(cluster_id, from)
-            .map_err(|r| PeerError::from(r).into())
+            .map_err(Status::from)
     }
 
     /// Admits and decodes a request.

@@ -12,6 +12,39 @@ pub struct MemberInfo {
     pub client_urls: Vec<String>,
 }
 
+/// A member as MemberList shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub id: u64,
+    pub info: MemberInfo,
+    pub is_learner: bool,
+}
+
+/// A membership change, as the API asks for it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum MembershipChange {
+    Add {
+        id: u64,
+        peer_urls: Vec<String>,
+        is_learner: bool,
+    },
+    Remove {
+        id: u64,
+    },
+    Update {
+        id: u64,
+        peer_urls: Vec<String>,
+    },
+    Promote {
+        id: u64,
+    },
+    /// A started member records its name and client URLs (etcd's attribute publish).
+    Publish {
+        id: u64,
+        info: MemberInfo,
+    },
+}
+
 openraft::declare_raft_types!(
     /// Cairn's Raft types: etcd-style terms (one leader per term), u64 member ids.
     pub TypeConfig:
