@@ -29,8 +29,8 @@ use crate::api::{ApiContext, GRPC_OVERHEAD_BYTES, Limits};
 use crate::config::ListenUrl;
 use crate::config::{Config, ConfigError};
 use crate::identity::Identity;
-use crate::raft::peers::MAX_PEER_MESSAGE_BYTES;
-use crate::raft::service::PeerService;
+use crate::raft::transport::peers::MAX_PEER_MESSAGE_BYTES;
+use crate::raft::transport::service::PeerService;
 use crate::raft::{
     Bootstrap, MemberInfo, MembershipChange, RaftConfig, RaftNode, StartError, StartParams,
 };

@@ -26,7 +26,7 @@ use openraft::errors::{ClientWriteError, RaftError};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::forward::{ForwardReply, ForwardRequest, unexpected};
+use super::transport::forward::{ForwardReply, ForwardRequest, unexpected};
 use super::types::{Member, MemberInfo, MembershipChange, TypeConfig};
 use super::{ProposeError, RaftNode};
 

@@ -13,23 +13,18 @@
 //!
 //! [`RaftNode`] is the narrow face the rest of the server sees: propose a command, wait for a
 //! linearizable read point, change membership, read status. Any member serves any of these:
-//! what only the leader can do is forwarded to it (`forward.rs`). Everything else (log store,
+//! what only the leader can do is forwarded to it (`transport/forward.rs`). Everything else (log store,
 //! state machine adapter, peer transport) stays inside this module.
 
-mod calls;
 mod force;
-mod forward;
 mod log_cache;
 pub mod log_store;
 mod membership;
-pub mod network;
-mod peer_error;
-pub mod peers;
 mod purge;
-pub mod service;
 pub mod state_machine;
 #[cfg(test)]
 mod storage_test;
+pub mod transport;
 pub mod types;
 
 use std::collections::BTreeMap;
@@ -46,13 +41,14 @@ use thiserror::Error;
 
 use crate::state_machine::{Command, CommandResponse, StateMachine};
 use crate::storage::Storage;
-pub use forward::LessorHandler;
-use forward::{ForwardReply, ForwardRequest};
 use log_store::LogStore;
 pub use membership::MembershipError;
-use network::Network;
-use peers::Peers;
 use state_machine::StateMachineStore;
+pub use transport::forward::LessorHandler;
+use transport::forward::{self, ForwardReply, ForwardRequest};
+use transport::network::Network;
+use transport::peers::Peers;
+use transport::service;
 pub use types::{Member, MemberInfo, MembershipChange, TypeConfig};
 
 /// Raft timing and log retention, from the server's flags.

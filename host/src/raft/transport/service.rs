@@ -17,11 +17,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::RaftNode;
-use super::types::Member;
 use super::peer_error::{PeerError, raft_stopped as unavailable};
-use super::state_machine::{Snapshot, SnapshotData};
-use super::types::{SnapshotMeta, Vote};
+use crate::raft::RaftNode;
+use crate::raft::state_machine::{Snapshot, SnapshotData};
+use crate::raft::types::Member;
+use crate::raft::types::{SnapshotMeta, Vote};
 
 /// What `Hello` answers: enough for a new member to check it was added and to learn the
 /// cluster's ID.
@@ -165,13 +165,14 @@ impl Peer for PeerService {
         // Requests until the first one that is refused (another cluster, fault injection) or
         // undecodable, or until the leader closes its side: ending the input ends the output.
         let requests = request.into_inner().scan((), move |(), item| {
-            let decoded = item.ok().and_then(|envelope| {
-                peers.admit(envelope.cluster_id, envelope.from).ok()?;
-                postcard::from_bytes::<openraft::raft::AppendEntriesRequest<super::TypeConfig>>(
-                    &envelope.payload,
-                )
-                .ok()
-            });
+            let decoded =
+                item.ok().and_then(|envelope| {
+                    peers.admit(envelope.cluster_id, envelope.from).ok()?;
+                    postcard::from_bytes::<
+                        openraft::raft::AppendEntriesRequest<crate::raft::TypeConfig>,
+                    >(&envelope.payload)
+                    .ok()
+                });
             futures::future::ready(decoded)
         });
         let peers = self.node.peers.clone();

@@ -33,8 +33,8 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::calls::CallError;
 use super::peers::Peers;
-use super::state_machine::{Snapshot, SnapshotData};
-use super::types::{MemberInfo, TypeConfig, Vote};
+use crate::raft::state_machine::{Snapshot, SnapshotData};
+use crate::raft::types::{MemberInfo, TypeConfig, Vote};
 
 /// One answer on the replication stream.
 type AppendResult = Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>;

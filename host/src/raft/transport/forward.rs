@@ -19,9 +19,9 @@ use serde::{Deserialize, Serialize};
 use cairn_proto::cairn_raft::CallKind;
 
 use super::calls::CallError;
-use super::types::{Member, MembershipChange};
-use super::{ProposeError, RaftNode};
 use crate::lease::LessorRequest;
+use crate::raft::types::{Member, MembershipChange};
+use crate::raft::{ProposeError, RaftNode};
 use crate::state_machine::{Command, CommandResponse};
 
 /// How long to wait for a leader to appear before a request fails with "no leader", per try.
@@ -74,7 +74,7 @@ pub trait LessorHandler: Send + Sync + 'static {
 
 impl RaftNode {
     /// Runs `request` on the leader, wherever it is.
-    pub(super) async fn on_leader(
+    pub(in crate::raft) async fn on_leader(
         &self,
         request: ForwardRequest,
     ) -> Result<ForwardReply, ProposeError> {
@@ -156,7 +156,7 @@ impl RaftNode {
     }
 
     /// Serves a leader-only request on this member, which believes it leads.
-    pub(super) async fn serve_forwarded(
+    pub(in crate::raft) async fn serve_forwarded(
         &self,
         request: ForwardRequest,
     ) -> Result<ForwardReply, ProposeError> {
@@ -203,6 +203,6 @@ impl RaftNode {
     }
 }
 
-pub(super) fn unexpected(reply: &ForwardReply) -> ProposeError {
+pub(in crate::raft) fn unexpected(reply: &ForwardReply) -> ProposeError {
     ProposeError::Stopped(format!("unexpected reply from the leader: {reply:?}"))
 }
