@@ -3,12 +3,12 @@
 //! See `ARCHITECTURE.md` at the repository root for the map of this crate.
 
 pub mod api;
-pub mod authority;
 pub mod config;
 pub mod identity;
 pub mod lease;
 pub mod metrics;
 pub mod mvcc;
+pub mod net;
 pub mod plugin;
 pub mod raft;
 pub mod server;

@@ -5,32 +5,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_proto::cairn_raft::peer_server::PeerServer;
-use cairn_proto::etcdserverpb::cluster_server::ClusterServer;
-use cairn_proto::etcdserverpb::kv_server::KvServer;
-use cairn_proto::etcdserverpb::lease_server::LeaseServer;
-use cairn_proto::etcdserverpb::maintenance_server::MaintenanceServer;
-use cairn_proto::etcdserverpb::watch_server::WatchServer;
-use cairn_proto::v3electionpb::election_server::ElectionServer;
-use cairn_proto::v3lockpb::lock_server::LockServer;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::api::cluster::ClusterService;
-use crate::api::election::ElectionService;
-use crate::api::kv::KvService;
-use crate::api::lease::LeaseService;
-use crate::api::lock::LockService;
-use crate::api::maintenance::MaintenanceService;
-use crate::api::watch::WatchService;
-use crate::api::{ApiContext, GRPC_OVERHEAD_BYTES, Limits};
-use crate::config::ListenUrl;
+use crate::api::router::{Serves, client_router};
+use crate::api::{ApiContext, Limits};
 use crate::config::{Config, ConfigError};
 use crate::identity::Identity;
-use crate::raft::transport::peers::MAX_PEER_MESSAGE_BYTES;
-use crate::raft::transport::service::PeerService;
+use crate::net::{Keepalive, NetError, bind_all, serve_client, serve_peer};
 use crate::raft::{
     Bootstrap, MemberInfo, MembershipChange, RaftConfig, RaftNode, StartError, StartParams,
 };
@@ -38,8 +22,6 @@ use crate::storage::Storage;
 
 /// How long a stopping member lets in-flight requests and streams finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// How long a stopping member keeps its peer connections for calls in flight.
-const PEER_DRAIN: Duration = Duration::from_millis(500);
 /// Rounds (of 500 ms) between asking a peer whether this member was removed.
 const REMOVAL_CHECK_ROUNDS: u64 = 4;
 /// How long a member started with `--initial-cluster-state existing` looks for the cluster.
@@ -51,16 +33,16 @@ pub enum ServerError {
     Config(#[from] ConfigError),
     #[error("cannot use data dir {dir}: {reason}")]
     DataDir { dir: String, reason: String },
-    #[error("cannot listen on {url}: {reason}")]
-    Listen { url: String, reason: String },
+    #[error(transparent)]
+    Net(#[from] NetError),
     #[error(transparent)]
     Raft(#[from] StartError),
     #[error("cannot join the cluster: {reason}")]
     Join { reason: String },
     #[error("the member has been permanently removed from the cluster")]
     Removed,
-    #[error("serving {url}: {reason}")]
-    Serve { url: String, reason: String },
+    #[error("a server task failed: {0}")]
+    Task(String),
 }
 
 /// A running member. Dropping it does not stop it; call [`Server::shutdown`].
@@ -74,52 +56,27 @@ pub struct Server {
 }
 
 impl Server {
+    /// Starts a member: binds every listener, opens the data dir, enters the cluster, starts
+    /// Raft and the peer listeners, waits (bounded) for a leader, then serves clients.
     pub async fn start(config: Config) -> Result<Server, ServerError> {
         config.validate()?;
-        let listen = config.client_listen_urls()?;
         let dir = config.data_dir();
-        let data_dir_error = |reason: String| ServerError::DataDir {
-            dir: dir.display().to_string(),
-            reason,
-        };
         // Bind first: a busy port fails fast, before anything is written to the data dir.
-        let listeners = bind_all(&listen).await?;
-        let http_listeners = bind_all(&config.client_http_listen_urls()?).await?;
-        let metrics_listeners = bind_all(&config.metrics_listen_urls()?).await?;
-        let peer_listeners = bind_all(&config.peer_listen_urls()?).await?;
-        if dir.exists() && !dir.is_dir() {
-            return Err(data_dir_error(
-                "it exists and is not a directory".to_string(),
-            ));
-        }
-        std::fs::create_dir_all(&dir).map_err(|e| data_dir_error(e.to_string()))?;
-        let storage = {
-            let db_dir = dir.join("db");
-            tokio::task::spawn_blocking(move || Storage::open(&db_dir))
-                .await
-                .map_err(|e| data_dir_error(e.to_string()))?
-                .map_err(|e| match e {
-                    fjall::Error::Locked => {
-                        data_dir_error("it is in use by another process".to_string())
-                    }
-                    other => data_dir_error(other.to_string()),
-                })?
-        };
-        let raft_config = RaftConfig {
-            heartbeat_interval_ms: config.heartbeat_interval,
-            election_timeout_ms: config.election_timeout,
-            snapshot_count: config.snapshot_count,
-            catchup_entries: config.experimental_snapshot_catchup_entries,
-            strict_reconfig_check: config.strict_reconfig_check,
-        };
+        let mut listeners = Listeners::bind(&config).await?;
+        let storage = open_storage(&dir).await?;
         let (identity, bootstrap) = enter_cluster(&config, &storage).await?;
-        let (member_id, cluster_id) = (identity.member_id, identity.cluster_id);
         let raft = RaftNode::start(StartParams {
-            id: member_id,
-            cluster_id,
+            id: identity.member_id,
+            cluster_id: identity.cluster_id,
             storage: storage.clone(),
             data_dir: &dir,
-            config: &raft_config,
+            config: &RaftConfig {
+                heartbeat_interval_ms: config.heartbeat_interval,
+                election_timeout_ms: config.election_timeout,
+                snapshot_count: config.snapshot_count,
+                catchup_entries: config.experimental_snapshot_catchup_entries,
+                strict_reconfig_check: config.strict_reconfig_check,
+            },
             bootstrap,
             fault_injection: config.experimental_fault_injection,
         })
@@ -127,12 +84,10 @@ impl Server {
         let (stop, stopped) = watch::channel(false);
         let mut tasks = Tasks::default();
         // Peers first: the election needs them.
-        for (url, listener) in peer_listeners {
-            let service = raft.peer_service(dir.join("snap"), stopped.clone());
-            tasks.spawn(
-                "peer listener",
-                serve_peer(url, listener, service, stopped.clone()),
-            );
+        for (url, listener) in std::mem::take(&mut listeners.peer) {
+            let routes = raft.peer_routes(dir.join("snap"), stopped.clone());
+            let serve = serve_peer(url, listener, routes, stopped.clone());
+            tasks.spawn("peer listener", async move { Ok(serve.await?) });
         }
         let election = Duration::from_millis(config.election_timeout);
         if !raft.wait_for_leader(election * 4).await {
@@ -140,31 +95,7 @@ impl Server {
                 "no leader yet; serving anyway, writes fail with \"no leader\" until one is elected"
             );
         }
-        let hub = crate::watch::EventHub::start(storage.clone(), raft.subscribe(), stopped.clone());
-        let ctx = Arc::new(ApiContext {
-            hub,
-            stopping: stopped.clone(),
-            lessor: Arc::new(crate::lease::Lessor::new(
-                member_id,
-                wall_clock_ms(),
-                config.experimental_lease_checkpoint_interval.0,
-            )),
-            raft: raft.clone(),
-            storage,
-            cluster_id,
-            member_id,
-            cluster_token: identity.cluster_token.clone(),
-            limits: Limits {
-                max_request_bytes: config.max_request_bytes as usize,
-                max_txn_ops: config.max_txn_ops as usize,
-                // etcd: 5 s plus two election timeouts.
-                request_timeout: Duration::from_secs(5) + election * 2,
-                // etcd: ceil(1.5 x election timeout), in seconds.
-                min_lease_ttl_secs: (3 * config.election_timeout / 2).div_ceil(1000) as i64,
-                watch_progress_notify_interval: config.watch_progress_notify_interval.0,
-                election_timeout: election,
-            },
-        });
+        let ctx = api_context(&config, &identity, raft.clone(), storage, stopped.clone());
         crate::api::lease::register_leader_handler(&ctx);
         let me = MemberInfo {
             name: config.name.clone(),
@@ -177,66 +108,13 @@ impl Server {
         if !publish(&raft, &me, election * 4).await {
             tracing::warn!("could not publish this member's name and client URLs yet; will retry");
         }
-        tasks.spawn(
-            "membership duties",
-            membership_duties(raft.clone(), me, stopped.clone()),
-        );
-        {
-            let raft = raft.clone();
-            let stopped = stopped.clone();
-            tasks.spawn("leader change counter", async move {
-                raft.count_leader_changes(stopped).await;
-                Ok(())
-            });
-        }
-        {
-            let raft = raft.clone();
-            let stopped = stopped.clone();
-            tasks.spawn("log purge", async move {
-                raft.purge_duties(stopped).await;
-                Ok(())
-            });
-        }
-        // etcd serves gRPC and HTTP on the client URLs, unless HTTP has URLs of its own.
-        let client_serves = if http_listeners.is_empty() {
-            Serves::GrpcAndHttp
-        } else {
-            Serves::Grpc
-        };
+        spawn_duties(&mut tasks, &ctx, me, &stopped);
         let keepalive = Keepalive {
             interval: config.grpc_keepalive_interval.0,
             timeout: config.grpc_keepalive_timeout.0,
         };
-        let mut client_addrs = Vec::new();
-        for (url, listener) in listeners {
-            client_addrs.push(listener.local_addr().map_err(|e| ServerError::Listen {
-                url: url.clone(),
-                reason: e.to_string(),
-            })?);
-            let router = client_router(&ctx, client_serves).await;
-            tasks.spawn(
-                "client listener",
-                serve_client(url, listener, router, keepalive, stopped.clone()),
-            );
-        }
-        for (serves, listeners) in [
-            (Serves::Http, http_listeners),
-            (Serves::Metrics, metrics_listeners),
-        ] {
-            for (url, listener) in listeners {
-                let router = client_router(&ctx, serves).await;
-                tasks.spawn(
-                    "http listener",
-                    serve_client(url, listener, router, keepalive, stopped.clone()),
-                );
-            }
-        }
-        let lessor_ctx = ctx.clone();
-        tasks.spawn("lessor", async move {
-            crate::api::lease::run_lessor(lessor_ctx).await;
-            Ok(())
-        });
-        tracing::info!(name = %config.name, member_id = format!("{member_id:x}"), addrs = ?client_addrs, data_dir = %dir.display(), "ready to serve client requests");
+        let client_addrs = serve_clients(&mut tasks, &ctx, listeners, keepalive, &stopped).await?;
+        tracing::info!(name = %config.name, member_id = format!("{:x}", identity.member_id), addrs = ?client_addrs, data_dir = %dir.display(), "ready to serve client requests");
         Ok(Server {
             client_addrs,
             stop,
@@ -255,10 +133,7 @@ impl Server {
                     result?;
                 }
                 Err(e) => {
-                    return Err(ServerError::Serve {
-                        url: "client listener".into(),
-                        reason: e.to_string(),
-                    });
+                    return Err(ServerError::Task(e.to_string()));
                 }
             }
         }
@@ -307,19 +182,150 @@ impl Tasks {
     }
 }
 
-/// Binds every URL, failing on the first that cannot be bound.
-async fn bind_all(urls: &[ListenUrl]) -> Result<Vec<(String, TcpListener)>, ServerError> {
-    let mut listeners = Vec::new();
-    for url in urls {
-        let listener = TcpListener::bind((url.host.as_str(), url.port))
-            .await
-            .map_err(|e| ServerError::Listen {
-                url: url.url.clone(),
-                reason: e.to_string(),
-            })?;
-        listeners.push((url.url.clone(), listener));
+/// The member's listeners, bound before anything else happens.
+struct Listeners {
+    client: Vec<(String, TcpListener)>,
+    http: Vec<(String, TcpListener)>,
+    metrics: Vec<(String, TcpListener)>,
+    peer: Vec<(String, TcpListener)>,
+}
+
+impl Listeners {
+    async fn bind(config: &Config) -> Result<Listeners, ServerError> {
+        Ok(Listeners {
+            client: bind_all(&config.client_listen_urls()?).await?,
+            http: bind_all(&config.client_http_listen_urls()?).await?,
+            metrics: bind_all(&config.metrics_listen_urls()?).await?,
+            peer: bind_all(&config.peer_listen_urls()?).await?,
+        })
     }
-    Ok(listeners)
+}
+
+/// Opens (creating if need be) the data dir's databases; a data dir another process holds
+/// is refused in words.
+async fn open_storage(dir: &std::path::Path) -> Result<Storage, ServerError> {
+    let data_dir_error = |reason: String| ServerError::DataDir {
+        dir: dir.display().to_string(),
+        reason,
+    };
+    if dir.exists() && !dir.is_dir() {
+        return Err(data_dir_error(
+            "it exists and is not a directory".to_string(),
+        ));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| data_dir_error(e.to_string()))?;
+    let db_dir = dir.join("db");
+    tokio::task::spawn_blocking(move || Storage::open(&db_dir))
+        .await
+        .map_err(|e| data_dir_error(e.to_string()))?
+        .map_err(|e| match e {
+            fjall::Error::Locked => data_dir_error("it is in use by another process".to_string()),
+            other => data_dir_error(other.to_string()),
+        })
+}
+
+/// What every client-facing service shares: Raft, storage, the watch hub, the lessor, and
+/// the limits etcd derives from its flags.
+fn api_context(
+    config: &Config,
+    identity: &Identity,
+    raft: RaftNode,
+    storage: Storage,
+    stopped: watch::Receiver<bool>,
+) -> Arc<ApiContext> {
+    let election = Duration::from_millis(config.election_timeout);
+    let hub = crate::watch::EventHub::start(storage.clone(), raft.subscribe(), stopped.clone());
+    Arc::new(ApiContext {
+        hub,
+        stopping: stopped,
+        lessor: Arc::new(crate::lease::Lessor::new(
+            identity.member_id,
+            wall_clock_ms(),
+            config.experimental_lease_checkpoint_interval.0,
+        )),
+        raft,
+        storage,
+        cluster_id: identity.cluster_id,
+        member_id: identity.member_id,
+        cluster_token: identity.cluster_token.clone(),
+        limits: Limits {
+            max_request_bytes: config.max_request_bytes as usize,
+            max_txn_ops: config.max_txn_ops as usize,
+            // etcd: 5 s plus two election timeouts.
+            request_timeout: Duration::from_secs(5) + election * 2,
+            // etcd: ceil(1.5 x election timeout), in seconds.
+            min_lease_ttl_secs: (3 * config.election_timeout / 2).div_ceil(1000) as i64,
+            watch_progress_notify_interval: config.watch_progress_notify_interval.0,
+            election_timeout: election,
+        },
+    })
+}
+
+/// The member's background duties: publishing itself and noticing its removal, counting
+/// leader changes, purging the log, and the lessor.
+fn spawn_duties(
+    tasks: &mut Tasks,
+    ctx: &Arc<ApiContext>,
+    me: MemberInfo,
+    stopped: &watch::Receiver<bool>,
+) {
+    let raft = &ctx.raft;
+    tasks.spawn(
+        "membership duties",
+        membership_duties(raft.clone(), me, stopped.clone()),
+    );
+    let (counter, stop) = (raft.clone(), stopped.clone());
+    tasks.spawn("leader change counter", async move {
+        counter.count_leader_changes(stop).await;
+        Ok(())
+    });
+    let (purger, stop) = (raft.clone(), stopped.clone());
+    tasks.spawn("log purge", async move {
+        purger.purge_duties(stop).await;
+        Ok(())
+    });
+    let lessor_ctx = ctx.clone();
+    tasks.spawn("lessor", async move {
+        crate::api::lease::run_lessor(lessor_ctx).await;
+        Ok(())
+    });
+}
+
+/// Serves clients on every client, HTTP and metrics listener; returns the client addresses.
+async fn serve_clients(
+    tasks: &mut Tasks,
+    ctx: &Arc<ApiContext>,
+    listeners: Listeners,
+    keepalive: Keepalive,
+    stopped: &watch::Receiver<bool>,
+) -> Result<Vec<std::net::SocketAddr>, ServerError> {
+    // etcd serves gRPC and HTTP on the client URLs, unless HTTP has URLs of its own.
+    let client_serves = if listeners.http.is_empty() {
+        Serves::GrpcAndHttp
+    } else {
+        Serves::Grpc
+    };
+    let mut client_addrs = Vec::new();
+    for (url, listener) in listeners.client {
+        client_addrs.push(listener.local_addr().map_err(|e| NetError::Listen {
+            url: url.clone(),
+            reason: e.to_string(),
+        })?);
+        let router = client_router(ctx, client_serves).await;
+        let serve = serve_client(url, listener, router, keepalive, stopped.clone());
+        tasks.spawn("client listener", async move { Ok(serve.await?) });
+    }
+    for (serves, listeners) in [
+        (Serves::Http, listeners.http),
+        (Serves::Metrics, listeners.metrics),
+    ] {
+        for (url, listener) in listeners {
+            let router = client_router(ctx, serves).await;
+            let serve = serve_client(url, listener, router, keepalive, stopped.clone());
+            tasks.spawn("http listener", async move { Ok(serve.await?) });
+        }
+    }
+    Ok(client_addrs)
 }
 
 /// Decides who this member is and how it enters its cluster. A data dir that has entered a
@@ -482,163 +488,6 @@ async fn membership_duties(
             _ = stopped.wait_for(|s| *s) => return Ok(()),
         }
     }
-}
-
-/// Serves the peer service until the member stops. Peers hold long-lived streams (the
-/// leader's replication and call streams) whose client side stays open after this member ends
-/// them, so a graceful drain would wait for the peers rather than for work: after
-/// [`PEER_DRAIN`] the connections are simply closed (peers reconnect or give up on their own).
-async fn serve_peer(
-    url: String,
-    listener: TcpListener,
-    service: PeerService,
-    stopped: watch::Receiver<bool>,
-) -> Result<(), ServerError> {
-    let mut on_stop = stopped.clone();
-    let serve = tonic::transport::Server::builder()
-        .add_service(
-            PeerServer::new(service)
-                .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES),
-        )
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            async move {
-                let _ = on_stop.wait_for(|s| *s).await;
-            },
-        );
-    let mut drained = stopped;
-    tokio::select! {
-        served = serve => served.map_err(|e| ServerError::Serve {
-            url,
-            reason: e.to_string(),
-        }),
-        () = async move {
-            let _ = drained.wait_for(|s| *s).await;
-            tokio::time::sleep(PEER_DRAIN).await;
-        } => Ok(()),
-    }
-}
-
-/// What a client-side listener serves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Serves {
-    /// etcd's default client port: gRPC, and HTTP/1.1 (gateway, health, version, metrics).
-    GrpcAndHttp,
-    /// The client URLs when `--listen-client-http-urls` is set.
-    Grpc,
-    /// `--listen-client-http-urls`.
-    Http,
-    /// `--listen-metrics-urls`: metrics and the health probes.
-    Metrics,
-}
-
-/// The router of one client-side listener. gRPC calls go through etcd's interceptor (counted
-/// for `/metrics`, `hasleader` honoured); unknown paths get gRPC's `Unimplemented` or an HTTP
-/// 404, as the caller speaks.
-async fn client_router(ctx: &Arc<ApiContext>, serves: Serves) -> axum::Router {
-    let mut router = axum::Router::new();
-    if matches!(serves, Serves::GrpcAndHttp | Serves::Grpc) {
-        router = router.merge(grpc_routes(ctx).await.into_axum_router());
-    }
-    match serves {
-        Serves::GrpcAndHttp | Serves::Http => router = router.merge(crate::api::http::routes(ctx)),
-        Serves::Metrics => router = router.merge(crate::api::http::metrics_routes(ctx)),
-        Serves::Grpc => {}
-    }
-    let router = router.fallback(crate::api::http::not_found);
-    let router = if serves == Serves::Grpc {
-        router
-    } else {
-        router.layer(axum::middleware::from_fn(crate::api::http::preflight))
-    };
-    router.layer(axum::middleware::from_fn_with_state(
-        ctx.clone(),
-        crate::api::intercept_grpc,
-    ))
-}
-
-/// etcd's gRPC services, each accepting requests up to the size limit plus gRPC overhead.
-async fn grpc_routes(ctx: &Arc<ApiContext>) -> tonic::service::Routes {
-    let max_decoding = ctx.limits.max_request_bytes + GRPC_OVERHEAD_BYTES;
-    let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
-    let mut routes = tonic::service::Routes::builder();
-    routes
-        .add_service(
-            KvServer::new(KvService::new(ctx.clone())).max_decoding_message_size(max_decoding),
-        )
-        .add_service(
-            MaintenanceServer::new(MaintenanceService::new(ctx.clone()))
-                .max_decoding_message_size(max_decoding),
-        )
-        .add_service(
-            LeaseServer::new(LeaseService::new(ctx.clone()))
-                .max_decoding_message_size(max_decoding),
-        )
-        .add_service(
-            WatchServer::new(WatchService::new(ctx.clone()))
-                .max_decoding_message_size(max_decoding),
-        )
-        .add_service(
-            LockServer::new(LockService::new(ctx.clone())).max_decoding_message_size(max_decoding),
-        )
-        .add_service(
-            ElectionServer::new(ElectionService::new(ctx.clone()))
-                .max_decoding_message_size(max_decoding),
-        )
-        .add_service(
-            ClusterServer::new(ClusterService::new(ctx.clone()))
-                .max_decoding_message_size(max_decoding),
-        )
-        .add_service(
-            cairn_proto::cairn_plugin::plugin_server::PluginServer::new(
-                crate::api::plugin::PluginService::new(ctx.clone()),
-            )
-            .max_decoding_message_size(max_decoding),
-        )
-        .add_service(health);
-    routes.routes()
-}
-
-/// How a client connection is kept honest: HTTP/2 pings after `interval` of quiet, and the
-/// connection closed when one goes unanswered for `timeout` (etcd's gRPC keepalive flags).
-#[derive(Clone, Copy, Debug)]
-struct Keepalive {
-    interval: Duration,
-    timeout: Duration,
-}
-
-async fn serve_client(
-    url: String,
-    listener: TcpListener,
-    router: axum::Router,
-    keepalive: Keepalive,
-    mut stopped: watch::Receiver<bool>,
-) -> Result<(), ServerError> {
-    tonic::transport::Server::builder()
-        .accept_http1(true)
-        .http2_keepalive_interval(Some(keepalive.interval))
-        .http2_keepalive_timeout(Some(keepalive.timeout))
-        .add_routes(tonic::service::Routes::from(router))
-        .serve_with_incoming_shutdown(
-            // Small request/response messages: Nagle's algorithm would hold responses back.
-            // Every connection goes through the `:authority` repair for etcd 3.4 clients.
-            tokio_stream::StreamExt::map(
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                |conn| conn.map(crate::authority::AuthorityRepair::new),
-            ),
-            async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            },
-        )
-        .await
-        .map_err(|e| ServerError::Serve {
-            url,
-            reason: e.to_string(),
-        })
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it): seeds lease ids.

@@ -16,6 +16,7 @@ pub mod lease;
 pub mod lock;
 pub mod maintenance;
 pub mod plugin;
+pub mod router;
 pub mod status;
 mod txn_depth;
 pub mod watch;

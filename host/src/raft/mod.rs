@@ -255,12 +255,18 @@ impl RaftNode {
     }
 
     /// The gRPC service for the peer port; its streams end once `stopping` turns true.
-    pub fn peer_service(
+    pub fn peer_routes(
         &self,
         snapshot_dir: std::path::PathBuf,
         stopping: tokio::sync::watch::Receiver<bool>,
-    ) -> service::PeerService {
-        service::PeerService::new(self.clone(), snapshot_dir, stopping)
+    ) -> tonic::service::Routes {
+        use cairn_proto::cairn_raft::peer_server::PeerServer;
+        let service = service::PeerService::new(self.clone(), snapshot_dir, stopping);
+        tonic::service::Routes::new(
+            PeerServer::new(service)
+                .max_decoding_message_size(transport::peers::MAX_PEER_MESSAGE_BYTES)
+                .max_encoding_message_size(transport::peers::MAX_PEER_MESSAGE_BYTES),
+        )
     }
 
     /// Follows the revisions of this member's applied state (see `StateMachine::subscribe`).

@@ -165,14 +165,13 @@ impl Peer for PeerService {
         // Requests until the first one that is refused (another cluster, fault injection) or
         // undecodable, or until the leader closes its side: ending the input ends the output.
         let requests = request.into_inner().scan((), move |(), item| {
-            let decoded =
-                item.ok().and_then(|envelope| {
-                    peers.admit(envelope.cluster_id, envelope.from).ok()?;
-                    postcard::from_bytes::<
+            let decoded = item.ok().and_then(|envelope| {
+                peers.admit(envelope.cluster_id, envelope.from).ok()?;
+                postcard::from_bytes::<
                         openraft::raft::AppendEntriesRequest<crate::raft::TypeConfig>,
                     >(&envelope.payload)
                     .ok()
-                });
+            });
             futures::future::ready(decoded)
         });
         let peers = self.node.peers.clone();

@@ -1,0 +1,115 @@
+//! Listeners: binding the member's URLs and serving connections on them, for clients and for
+//! peers. What is served (routes, services) is decided elsewhere (`api::router`,
+//! `raft::RaftNode::peer_routes`); this module owns sockets, HTTP/2 settings, keepalives and
+//! how a listener stops.
+//!
+//! Every client connection passes through [`authority::AuthorityRepair`], which repairs the
+//! `:authority` etcd 3.4-era Go clients send and closes connections that never speak.
+
+pub mod authority;
+
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::ListenUrl;
+
+/// How long a stopping member keeps its peer connections for calls in flight.
+const PEER_DRAIN: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Error)]
+pub enum NetError {
+    #[error("cannot listen on {url}: {reason}")]
+    Listen { url: String, reason: String },
+    #[error("serving {url}: {reason}")]
+    Serve { url: String, reason: String },
+}
+
+/// Binds every URL, failing on the first that cannot be bound.
+pub async fn bind_all(urls: &[ListenUrl]) -> Result<Vec<(String, TcpListener)>, NetError> {
+    let mut listeners = Vec::new();
+    for url in urls {
+        let listener = TcpListener::bind((url.host.as_str(), url.port))
+            .await
+            .map_err(|e| NetError::Listen {
+                url: url.url.clone(),
+                reason: e.to_string(),
+            })?;
+        listeners.push((url.url.clone(), listener));
+    }
+    Ok(listeners)
+}
+
+/// How a client connection is kept honest: HTTP/2 pings after `interval` of quiet, and the
+/// connection closed when one goes unanswered for `timeout` (etcd's gRPC keepalive flags).
+#[derive(Clone, Copy, Debug)]
+pub struct Keepalive {
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+/// Serves `router` (gRPC and HTTP/1.1 on one port) on a client-side listener until
+/// `stopped` turns true; in-flight requests then finish (the caller bounds how long).
+pub async fn serve_client(
+    url: String,
+    listener: TcpListener,
+    router: axum::Router,
+    keepalive: Keepalive,
+    mut stopped: watch::Receiver<bool>,
+) -> Result<(), NetError> {
+    tonic::transport::Server::builder()
+        .accept_http1(true)
+        .http2_keepalive_interval(Some(keepalive.interval))
+        .http2_keepalive_timeout(Some(keepalive.timeout))
+        .add_routes(tonic::service::Routes::from(router))
+        .serve_with_incoming_shutdown(
+            // Small request/response messages: Nagle's algorithm would hold responses back.
+            // Every connection goes through the `:authority` repair for etcd 3.4 clients.
+            tokio_stream::StreamExt::map(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                |conn| conn.map(authority::AuthorityRepair::new),
+            ),
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            },
+        )
+        .await
+        .map_err(|e| NetError::Serve {
+            url,
+            reason: e.to_string(),
+        })
+}
+
+/// Serves the peer service until the member stops. Peers hold long-lived streams (the
+/// leader's replication and call streams) whose client side stays open after this member ends
+/// them, so a graceful drain would wait for the peers rather than for work: after
+/// [`PEER_DRAIN`] the connections are simply closed (peers reconnect or give up on their own).
+pub async fn serve_peer(
+    url: String,
+    listener: TcpListener,
+    routes: tonic::service::Routes,
+    stopped: watch::Receiver<bool>,
+) -> Result<(), NetError> {
+    let mut on_stop = stopped.clone();
+    let serve = tonic::transport::Server::builder()
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            async move {
+                let _ = on_stop.wait_for(|s| *s).await;
+            },
+        );
+    let mut drained = stopped;
+    tokio::select! {
+        served = serve => served.map_err(|e| NetError::Serve {
+            url,
+            reason: e.to_string(),
+        }),
+        () = async move {
+            let _ = drained.wait_for(|s| *s).await;
+            tokio::time::sleep(PEER_DRAIN).await;
+        } => Ok(()),
+    }
+}
