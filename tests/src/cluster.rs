@@ -106,7 +106,7 @@ impl Member {
     pub fn kill9(&mut self) {
         if let Some(c) = self.child.take() {
             // SIGCONT first: a stopped process dies on SIGKILL too, but resume keeps ours tidy.
-            signal(c.0.id(), "CONT");
+            signal(c.0.id(), rustix::process::Signal::CONT);
             drop(c);
         }
     }
@@ -166,17 +166,26 @@ impl Member {
 
     /// SIGTERM: asks the member to stop cleanly.
     pub fn terminate(&self) {
-        signal(self.pid().expect("SIGTERM to a stopped member"), "TERM");
+        signal(
+            self.pid().expect("SIGTERM to a stopped member"),
+            rustix::process::Signal::TERM,
+        );
     }
 
     /// SIGSTOP: the process freezes mid-whatever, holding its sockets open.
     pub fn pause(&self) {
-        signal(self.pid().expect("pause of a stopped member"), "STOP");
+        signal(
+            self.pid().expect("pause of a stopped member"),
+            rustix::process::Signal::STOP,
+        );
     }
 
     /// SIGCONT.
     pub fn resume(&self) {
-        signal(self.pid().expect("resume of a stopped member"), "CONT");
+        signal(
+            self.pid().expect("resume of a stopped member"),
+            rustix::process::Signal::CONT,
+        );
     }
 
     /// The sum of metric `name`'s samples on this member whose labels include `labels`, from

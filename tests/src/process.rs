@@ -91,13 +91,15 @@ pub(crate) fn spawn_logged(mut command: Command, log: &Path) -> Child {
         .unwrap_or_else(|e| panic!("spawn {:?}: {e}", command.get_program()))
 }
 
-/// Sends signal `sig` (`KILL`, `STOP`, `CONT`, ...) to process `pid`; a process that is
-/// already gone just makes `kill` fail.
-pub(crate) fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill")
-        .args([format!("-{sig}"), pid.to_string()])
-        .stderr(Stdio::null())
-        .status();
+/// Sends `sig` to process `pid`; a process that is already gone is not an error. (Directly,
+/// not through kill(1): procps 4.0's kill reads some negative ids as -1, every process.)
+pub fn signal(pid: u32, sig: rustix::process::Signal) {
+    if let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        let _ = rustix::process::kill_process(pid, sig);
+    }
 }
 
 /// A child process killed (SIGKILL) and reaped on drop.
@@ -308,7 +310,7 @@ impl Etcdctl {
         let pid = child.id();
         std::thread::sleep(period);
         // SIGKILL if it is still running; an exited process just makes `kill` fail.
-        signal(pid, "KILL");
+        signal(pid, rustix::process::Signal::KILL);
         child.wait_with_output().expect("wait for etcdctl")
     }
 

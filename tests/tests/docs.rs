@@ -1,9 +1,10 @@
 //! The shell examples of README.md and docs/operations.md, run as written.
 //!
-//! Each session runs its examples with bash inside a network namespace of its own
-//! (`unshare -n`, loopback only), so the fixed ports the docs use (2379, 12379, …) are free
-//! whatever else runs on the machine, and the servers the examples start cannot meet anything
-//! outside. Two kinds of block:
+//! Each session runs its examples with bash inside network and PID namespaces of its own
+//! (`unshare -n -p`, loopback only), so the fixed ports the docs use (2379, 12379, …) are free
+//! whatever else runs on the machine, the servers the examples start cannot meet anything
+//! outside, and the examples' `pkill`/`pgrep` see only the session's processes. When the
+//! session's shell ends, the kernel ends everything it started. Two kinds of block:
 //! - a **transcript** (lines starting with `$ `): each command runs, and the lines under it
 //!   must be its output (`…` stands for any text); a command with no lines under it is only
 //!   run;
@@ -205,7 +206,15 @@ fn run_session(name: &str, blocks: &[Block]) {
     let mut child = {
         use std::os::unix::process::CommandExt;
         Command::new("unshare")
-            .args(["-n", "bash", "session.sh"])
+            .args([
+                "--net",
+                "--pid",
+                "--fork",
+                "--mount-proc",
+                "--kill-child",
+                "bash",
+                "session.sh",
+            ])
             .current_dir(work)
             .env("PATH", path)
             .env("ETCDCTL_API", "3")
@@ -218,7 +227,7 @@ fn run_session(name: &str, blocks: &[Block]) {
             .stderr(std::fs::File::create(work.join("session.err")).expect("log"))
             .process_group(0)
             .spawn()
-            .expect("unshare -n bash (util-linux) runs the session")
+            .expect("unshare (util-linux) runs the session")
     };
     let limit = Duration::from_secs(240);
     let start = Instant::now();
@@ -231,11 +240,11 @@ fn run_session(name: &str, blocks: &[Block]) {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    // The session's process group: the shell and every server it left behind.
-    let _ = Command::new("kill")
-        .args(["-KILL", &format!("-{}", child.id())])
-        .stderr(Stdio::null())
-        .status();
+    // The session's process group: unshare, the shell and every server it left behind. (Not
+    // through kill(1): procps 4.0's kill takes some negative ids for -1, every process.)
+    if let Some(group) = rustix::process::Pid::from_raw(child.id() as i32) {
+        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+    }
     let _ = child.wait();
     let read = |f: &str| std::fs::read_to_string(work.join(f)).unwrap_or_default();
     let context = || {

@@ -105,14 +105,8 @@ fn sigterm_stops_cleanly_and_data_survives() {
     let mut node = CairnNode::start(&[]);
     let ctl = Etcdctl::new(&node.endpoint());
     assert!(ctl.run(&["put", "k", "v"], None).status.success());
-    let pid = node.pid().expect("running").to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill")
-            .success()
-    );
+    let pid = node.pid().expect("running");
+    cairn_tests::process::signal(pid, rustix::process::Signal::TERM);
     let status = node.wait_for_exit(Duration::from_secs(15));
     assert!(status.success(), "exit status after SIGTERM: {status}");
     assert!(node.log().contains("stopped"), "log: {}", node.log());
