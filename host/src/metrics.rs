@@ -312,6 +312,29 @@ impl Metrics {
         self.grpc_started[method.index].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A call answered with `code` before its handler ran: started and handled at once.
+    pub fn grpc_refused(&self, method: GrpcMethod, code: i32) {
+        self.grpc_started(method);
+        self.grpc_handled(method, code);
+    }
+
+    /// Counts a call whose outcome is a `Result` (the HTTP gateway's calls): started now,
+    /// handled with the code it ends with.
+    pub async fn count_call<T>(
+        &self,
+        method: Option<GrpcMethod>,
+        call: impl std::future::Future<Output = Result<T, tonic::Status>>,
+    ) -> Result<T, tonic::Status> {
+        if let Some(m) = method {
+            self.grpc_started(m);
+        }
+        let result = call.await;
+        if let Some(m) = method {
+            self.grpc_handled(m, result.as_ref().map_or_else(|s| s.code() as i32, |_| 0));
+        }
+        result
+    }
+
     pub fn grpc_handled(&self, method: GrpcMethod, code: i32) {
         let code = usize::try_from(code)
             .ok()

@@ -133,51 +133,11 @@ macro_rules! server_stream {
 
 fn kv_routes(mut r: Router, gw: &Shared) -> Router {
     let kv = Arc::new(KvService::new(gw.ctx.clone()));
-    unary!(
-        r,
-        gw,
-        kv,
-        "/kv/range",
-        range,
-        pb::RangeRequest,
-        "etcdserverpb.KV/Range"
-    );
-    unary!(
-        r,
-        gw,
-        kv,
-        "/kv/put",
-        put,
-        pb::PutRequest,
-        "etcdserverpb.KV/Put"
-    );
-    unary!(
-        r,
-        gw,
-        kv,
-        "/kv/deleterange",
-        delete_range,
-        pb::DeleteRangeRequest,
-        "etcdserverpb.KV/DeleteRange"
-    );
-    unary!(
-        r,
-        gw,
-        kv,
-        "/kv/txn",
-        txn,
-        pb::TxnRequest,
-        "etcdserverpb.KV/Txn"
-    );
-    unary!(
-        r,
-        gw,
-        kv,
-        "/kv/compaction",
-        compact,
-        pb::CompactionRequest,
-        "etcdserverpb.KV/Compact"
-    );
+    unary! { r, gw, kv, "/kv/range", range, pb::RangeRequest, "etcdserverpb.KV/Range" }
+    unary! { r, gw, kv, "/kv/put", put, pb::PutRequest, "etcdserverpb.KV/Put" }
+    unary! { r, gw, kv, "/kv/deleterange", delete_range, pb::DeleteRangeRequest, "etcdserverpb.KV/DeleteRange" }
+    unary! { r, gw, kv, "/kv/txn", txn, pb::TxnRequest, "etcdserverpb.KV/Txn" }
+    unary! { r, gw, kv, "/kv/compaction", compact, pb::CompactionRequest, "etcdserverpb.KV/Compact" }
     let g = gw.clone();
     r.route(
         "/watch",
@@ -198,70 +158,14 @@ fn kv_routes(mut r: Router, gw: &Shared) -> Router {
 
 fn lease_routes(mut r: Router, gw: &Shared) -> Router {
     let lease = Arc::new(LeaseService::new(gw.ctx.clone()));
-    unary!(
-        r,
-        gw,
-        lease,
-        "/lease/grant",
-        lease_grant,
-        pb::LeaseGrantRequest,
-        "etcdserverpb.Lease/LeaseGrant"
-    );
+    unary! { r, gw, lease, "/lease/grant", lease_grant, pb::LeaseGrantRequest, "etcdserverpb.Lease/LeaseGrant" }
     // etcd serves revoke, timetolive and leases under /kv/lease too (their 3.3 paths).
-    unary!(
-        r,
-        gw,
-        lease,
-        "/lease/revoke",
-        lease_revoke,
-        pb::LeaseRevokeRequest,
-        "etcdserverpb.Lease/LeaseRevoke"
-    );
-    unary!(
-        r,
-        gw,
-        lease,
-        "/kv/lease/revoke",
-        lease_revoke,
-        pb::LeaseRevokeRequest,
-        "etcdserverpb.Lease/LeaseRevoke"
-    );
-    unary!(
-        r,
-        gw,
-        lease,
-        "/lease/timetolive",
-        lease_time_to_live,
-        pb::LeaseTimeToLiveRequest,
-        "etcdserverpb.Lease/LeaseTimeToLive"
-    );
-    unary!(
-        r,
-        gw,
-        lease,
-        "/kv/lease/timetolive",
-        lease_time_to_live,
-        pb::LeaseTimeToLiveRequest,
-        "etcdserverpb.Lease/LeaseTimeToLive"
-    );
-    unary!(
-        r,
-        gw,
-        lease,
-        "/lease/leases",
-        lease_leases,
-        pb::LeaseLeasesRequest,
-        "etcdserverpb.Lease/LeaseLeases"
-    );
-    unary!(
-        r,
-        gw,
-        lease,
-        "/kv/lease/leases",
-        lease_leases,
-        pb::LeaseLeasesRequest,
-        "etcdserverpb.Lease/LeaseLeases"
-    );
+    unary! { r, gw, lease, "/lease/revoke", lease_revoke, pb::LeaseRevokeRequest, "etcdserverpb.Lease/LeaseRevoke" }
+    unary! { r, gw, lease, "/kv/lease/revoke", lease_revoke, pb::LeaseRevokeRequest, "etcdserverpb.Lease/LeaseRevoke" }
+    unary! { r, gw, lease, "/lease/timetolive", lease_time_to_live, pb::LeaseTimeToLiveRequest, "etcdserverpb.Lease/LeaseTimeToLive" }
+    unary! { r, gw, lease, "/kv/lease/timetolive", lease_time_to_live, pb::LeaseTimeToLiveRequest, "etcdserverpb.Lease/LeaseTimeToLive" }
+    unary! { r, gw, lease, "/lease/leases", lease_leases, pb::LeaseLeasesRequest, "etcdserverpb.Lease/LeaseLeases" }
+    unary! { r, gw, lease, "/kv/lease/leases", lease_leases, pb::LeaseLeasesRequest, "etcdserverpb.Lease/LeaseLeases" }
     let g = gw.clone();
     r.route(
         "/lease/keepalive",
@@ -286,198 +190,38 @@ fn lease_routes(mut r: Router, gw: &Shared) -> Router {
 
 fn cluster_routes(mut r: Router, gw: &Shared) -> Router {
     let c = Arc::new(ClusterService::new(gw.ctx.clone()));
-    unary!(
-        r,
-        gw,
-        c,
-        "/cluster/member/add",
-        member_add,
-        pb::MemberAddRequest,
-        "etcdserverpb.Cluster/MemberAdd"
-    );
-    unary!(
-        r,
-        gw,
-        c,
-        "/cluster/member/remove",
-        member_remove,
-        pb::MemberRemoveRequest,
-        "etcdserverpb.Cluster/MemberRemove"
-    );
-    unary!(
-        r,
-        gw,
-        c,
-        "/cluster/member/update",
-        member_update,
-        pb::MemberUpdateRequest,
-        "etcdserverpb.Cluster/MemberUpdate"
-    );
-    unary!(
-        r,
-        gw,
-        c,
-        "/cluster/member/list",
-        member_list,
-        pb::MemberListRequest,
-        "etcdserverpb.Cluster/MemberList"
-    );
-    unary!(
-        r,
-        gw,
-        c,
-        "/cluster/member/promote",
-        member_promote,
-        pb::MemberPromoteRequest,
-        "etcdserverpb.Cluster/MemberPromote"
-    );
+    unary! { r, gw, c, "/cluster/member/add", member_add, pb::MemberAddRequest, "etcdserverpb.Cluster/MemberAdd" }
+    unary! { r, gw, c, "/cluster/member/remove", member_remove, pb::MemberRemoveRequest, "etcdserverpb.Cluster/MemberRemove" }
+    unary! { r, gw, c, "/cluster/member/update", member_update, pb::MemberUpdateRequest, "etcdserverpb.Cluster/MemberUpdate" }
+    unary! { r, gw, c, "/cluster/member/list", member_list, pb::MemberListRequest, "etcdserverpb.Cluster/MemberList" }
+    unary! { r, gw, c, "/cluster/member/promote", member_promote, pb::MemberPromoteRequest, "etcdserverpb.Cluster/MemberPromote" }
     r
 }
 
 fn maintenance_routes(mut r: Router, gw: &Shared) -> Router {
     let m = Arc::new(MaintenanceService::new(gw.ctx.clone()));
-    unary!(
-        r,
-        gw,
-        m,
-        "/maintenance/alarm",
-        alarm,
-        pb::AlarmRequest,
-        "etcdserverpb.Maintenance/Alarm"
-    );
-    unary!(
-        r,
-        gw,
-        m,
-        "/maintenance/status",
-        status,
-        pb::StatusRequest,
-        "etcdserverpb.Maintenance/Status"
-    );
-    unary!(
-        r,
-        gw,
-        m,
-        "/maintenance/defragment",
-        defragment,
-        pb::DefragmentRequest,
-        "etcdserverpb.Maintenance/Defragment"
-    );
-    unary!(
-        r,
-        gw,
-        m,
-        "/maintenance/hash",
-        hash,
-        pb::HashRequest,
-        "etcdserverpb.Maintenance/Hash"
-    );
+    unary! { r, gw, m, "/maintenance/alarm", alarm, pb::AlarmRequest, "etcdserverpb.Maintenance/Alarm" }
+    unary! { r, gw, m, "/maintenance/status", status, pb::StatusRequest, "etcdserverpb.Maintenance/Status" }
+    unary! { r, gw, m, "/maintenance/defragment", defragment, pb::DefragmentRequest, "etcdserverpb.Maintenance/Defragment" }
+    unary! { r, gw, m, "/maintenance/hash", hash, pb::HashRequest, "etcdserverpb.Maintenance/Hash" }
     // etcd 3.4 has HashKV on `/maintenance/hash` too, where Hash shadows it; 3.5 moved it here.
-    unary!(
-        r,
-        gw,
-        m,
-        "/maintenance/hashkv",
-        hash_kv,
-        pb::HashKvRequest,
-        "etcdserverpb.Maintenance/HashKV"
-    );
-    unary!(
-        r,
-        gw,
-        m,
-        "/maintenance/transfer-leadership",
-        move_leader,
-        pb::MoveLeaderRequest,
-        "etcdserverpb.Maintenance/MoveLeader"
-    );
-    unary!(
-        r,
-        gw,
-        m,
-        "/maintenance/downgrade",
-        downgrade,
-        pb::DowngradeRequest,
-        "etcdserverpb.Maintenance/Downgrade"
-    );
-    server_stream!(
-        r,
-        gw,
-        m,
-        "/maintenance/snapshot",
-        snapshot,
-        pb::SnapshotRequest,
-        "etcdserverpb.Maintenance/Snapshot"
-    );
+    unary! { r, gw, m, "/maintenance/hashkv", hash_kv, pb::HashKvRequest, "etcdserverpb.Maintenance/HashKV" }
+    unary! { r, gw, m, "/maintenance/transfer-leadership", move_leader, pb::MoveLeaderRequest, "etcdserverpb.Maintenance/MoveLeader" }
+    unary! { r, gw, m, "/maintenance/downgrade", downgrade, pb::DowngradeRequest, "etcdserverpb.Maintenance/Downgrade" }
+    server_stream! { r, gw, m, "/maintenance/snapshot", snapshot, pb::SnapshotRequest, "etcdserverpb.Maintenance/Snapshot" }
     r
 }
 
 fn concurrency_routes(mut r: Router, gw: &Shared) -> Router {
     let lock = Arc::new(LockService::new(gw.ctx.clone()));
-    unary!(
-        r,
-        gw,
-        lock,
-        "/lock/lock",
-        lock,
-        lockpb::LockRequest,
-        "v3lockpb.Lock/Lock"
-    );
-    unary!(
-        r,
-        gw,
-        lock,
-        "/lock/unlock",
-        unlock,
-        lockpb::UnlockRequest,
-        "v3lockpb.Lock/Unlock"
-    );
+    unary! { r, gw, lock, "/lock/lock", lock, lockpb::LockRequest, "v3lockpb.Lock/Lock" }
+    unary! { r, gw, lock, "/lock/unlock", unlock, lockpb::UnlockRequest, "v3lockpb.Lock/Unlock" }
     let e = Arc::new(ElectionService::new(gw.ctx.clone()));
-    unary!(
-        r,
-        gw,
-        e,
-        "/election/campaign",
-        campaign,
-        electionpb::CampaignRequest,
-        "v3electionpb.Election/Campaign"
-    );
-    unary!(
-        r,
-        gw,
-        e,
-        "/election/proclaim",
-        proclaim,
-        electionpb::ProclaimRequest,
-        "v3electionpb.Election/Proclaim"
-    );
-    unary!(
-        r,
-        gw,
-        e,
-        "/election/leader",
-        leader,
-        electionpb::LeaderRequest,
-        "v3electionpb.Election/Leader"
-    );
-    unary!(
-        r,
-        gw,
-        e,
-        "/election/resign",
-        resign,
-        electionpb::ResignRequest,
-        "v3electionpb.Election/Resign"
-    );
-    server_stream!(
-        r,
-        gw,
-        e,
-        "/election/observe",
-        observe,
-        electionpb::LeaderRequest,
-        "v3electionpb.Election/Observe"
-    );
+    unary! { r, gw, e, "/election/campaign", campaign, electionpb::CampaignRequest, "v3electionpb.Election/Campaign" }
+    unary! { r, gw, e, "/election/proclaim", proclaim, electionpb::ProclaimRequest, "v3electionpb.Election/Proclaim" }
+    unary! { r, gw, e, "/election/leader", leader, electionpb::LeaderRequest, "v3electionpb.Election/Leader" }
+    unary! { r, gw, e, "/election/resign", resign, electionpb::ResignRequest, "v3electionpb.Election/Resign" }
+    server_stream! { r, gw, e, "/election/observe", observe, electionpb::LeaderRequest, "v3electionpb.Election/Observe" }
     r
 }
 
@@ -486,60 +230,12 @@ fn plugin_routes(mut r: Router, gw: &Shared) -> Router {
     use cairn_proto::cairn_plugin as pp;
     use cairn_proto::cairn_plugin::plugin_server::Plugin as _;
     let p = Arc::new(super::plugin::PluginService::new(gw.ctx.clone()));
-    unary!(
-        r,
-        gw,
-        p,
-        "/cairn/plugin/install",
-        install,
-        pp::InstallRequest,
-        "cairn.plugin.v1.Plugin/Install"
-    );
-    unary!(
-        r,
-        gw,
-        p,
-        "/cairn/plugin/bind",
-        bind,
-        pp::BindRequest,
-        "cairn.plugin.v1.Plugin/Bind"
-    );
-    unary!(
-        r,
-        gw,
-        p,
-        "/cairn/plugin/unbind",
-        unbind,
-        pp::UnbindRequest,
-        "cairn.plugin.v1.Plugin/Unbind"
-    );
-    unary!(
-        r,
-        gw,
-        p,
-        "/cairn/plugin/remove",
-        remove,
-        pp::RemoveRequest,
-        "cairn.plugin.v1.Plugin/Remove"
-    );
-    unary!(
-        r,
-        gw,
-        p,
-        "/cairn/plugin/list",
-        list,
-        pp::ListRequest,
-        "cairn.plugin.v1.Plugin/List"
-    );
-    unary!(
-        r,
-        gw,
-        p,
-        "/cairn/plugin/get",
-        get,
-        pp::GetRequest,
-        "cairn.plugin.v1.Plugin/Get"
-    );
+    unary! { r, gw, p, "/cairn/plugin/install", install, pp::InstallRequest, "cairn.plugin.v1.Plugin/Install" }
+    unary! { r, gw, p, "/cairn/plugin/bind", bind, pp::BindRequest, "cairn.plugin.v1.Plugin/Bind" }
+    unary! { r, gw, p, "/cairn/plugin/unbind", unbind, pp::UnbindRequest, "cairn.plugin.v1.Plugin/Unbind" }
+    unary! { r, gw, p, "/cairn/plugin/remove", remove, pp::RemoveRequest, "cairn.plugin.v1.Plugin/Remove" }
+    unary! { r, gw, p, "/cairn/plugin/list", list, pp::ListRequest, "cairn.plugin.v1.Plugin/List" }
+    unary! { r, gw, p, "/cairn/plugin/get", get, pp::GetRequest, "cairn.plugin.v1.Plugin/Get" }
     r
 }
 
@@ -569,8 +265,7 @@ fn auth_routes(mut r: Router, _gw: &Shared) -> Router {
             path,
             post(move || async move {
                 if let Some(m) = GrpcMethod::get("etcdserverpb.Auth", rpc) {
-                    METRICS.grpc_started(m);
-                    METRICS.grpc_handled(m, Code::Unimplemented as i32);
+                    METRICS.grpc_refused(m, Code::Unimplemented as i32);
                 }
                 error_response(&status::unimplemented(&format!("Auth.{rpc}")))
             }),
@@ -602,18 +297,14 @@ where
         Ok(req) => req,
         Err(status) => return error_response(&status),
     };
-    let grpc = method(grpc);
-    if let Some(m) = grpc {
-        METRICS.grpc_started(m);
-    }
-    let result = if requires_leader(&headers) && gw.ctx.raft.status().leader.is_none() {
-        Err(status::propose_error(&crate::raft::ProposeError::NoLeader))
-    } else {
-        call(grpc_request(&headers, req)).await
-    };
-    if let Some(m) = grpc {
-        METRICS.grpc_handled(m, result.as_ref().map_or_else(|s| s.code() as i32, |_| 0));
-    }
+    let request = grpc_request(&headers, req);
+    let requires_leader = super::requires_leader(&request);
+    let result = METRICS
+        .count_call(method(grpc), async {
+            super::refuse_without_leader(&gw.ctx, requires_leader)?;
+            call(request).await
+        })
+        .await;
     match result {
         Ok(resp) => json_response(StatusCode::OK, &resp.into_inner()),
         Err(status) => error_response(&status),
@@ -699,10 +390,9 @@ fn grpc_request<T>(headers: &HeaderMap, message: T) -> tonic::Request<T> {
     request
 }
 
+/// Whether the headers carry clientv3's `WithRequireLeader` (`Grpc-Metadata-Hasleader`).
 fn requires_leader(headers: &HeaderMap) -> bool {
-    headers
-        .get("grpc-metadata-hasleader")
-        .is_some_and(|v| v.as_bytes() == b"true")
+    super::requires_leader(&grpc_request(headers, ()))
 }
 
 /// What the request stream of a streaming call does when the POST body ends.

@@ -94,12 +94,27 @@ pub struct ApiContext {
 pub type Context = Arc<ApiContext>;
 
 /// True if the client sent gRPC metadata `hasleader: true` (etcd clientv3's
-/// `WithRequireLeader`): the stream must fail rather than wait while there is no leader.
+/// `WithRequireLeader`): the call must fail rather than wait while there is no leader.
 pub fn requires_leader<T>(request: &tonic::Request<T>) -> bool {
-    request
-        .metadata()
-        .get("hasleader")
-        .is_some_and(|v| v.as_bytes() == b"true")
+    asks_for_leader(request.metadata().get(HASLEADER).map(|v| v.as_bytes()))
+}
+
+/// The metadata key of clientv3's `WithRequireLeader` (an HTTP/2 header of a gRPC call).
+const HASLEADER: &str = "hasleader";
+
+/// The one reading of a `hasleader` value, wherever it arrives.
+fn asks_for_leader(value: Option<&[u8]>) -> bool {
+    value == Some(b"true")
+}
+
+/// etcd's interceptor rule for unary calls: one that requires a leader fails with
+/// `no leader` while this member has none, instead of waiting for one. The gRPC interceptor
+/// and the HTTP gateway both apply it.
+pub(crate) fn refuse_without_leader(ctx: &Context, requires_leader: bool) -> Result<(), Status> {
+    if requires_leader && ctx.raft.status().leader.is_none() {
+        return Err(status::propose_error(&crate::raft::ProposeError::NoLeader));
+    }
+    Ok(())
 }
 
 /// etcd's gRPC interceptor, on the client port: counts every call by method and code for
@@ -115,18 +130,16 @@ pub async fn intercept_grpc(
         Some(m) => m,
         None => return next.run(request).await,
     };
-    let wants_leader = request
-        .headers()
-        .get("hasleader")
-        .is_some_and(|v| v.as_bytes() == b"true");
+    let wants_leader = asks_for_leader(request.headers().get(HASLEADER).map(|v| v.as_bytes()));
     // A call refused here, before its handler, is still counted as etcd counts it.
     let refuse = |refused: Status| {
-        crate::metrics::METRICS.grpc_started(method);
-        crate::metrics::METRICS.grpc_handled(method, refused.code() as i32);
+        crate::metrics::METRICS.grpc_refused(method, refused.code() as i32);
         refused.into_http()
     };
-    if wants_leader && method.kind == "unary" && ctx.raft.status().leader.is_none() {
-        return refuse(status::propose_error(&crate::raft::ProposeError::NoLeader));
+    if method.kind == "unary"
+        && let Err(refused) = refuse_without_leader(&ctx, wants_leader)
+    {
+        return refuse(refused);
     }
     let request = if (method.service, method.method) == ("etcdserverpb.KV", "Txn") {
         match check_txn_depth(&ctx, request).await {

@@ -27,7 +27,7 @@ pub use apply::ApplyBatch;
 pub use error::{Error, Fault, MvccError};
 pub use key_range::{KeyRange, MAX_KEY_BYTES};
 pub use read::{Overlay, ReadView, SharedOverlay};
-pub use txn::{LeaseLookup, NoHooks, NoLeases, WriteHooks, WriteOp};
+pub use txn::{ComputeResult, LeaseLookup, NoHooks, NoLeases, WriteHooks, WriteOp};
 pub use types::*;
 
 use crate::storage::Storage;

@@ -2148,11 +2148,7 @@ impl crate::mvcc::WriteHooks for FakeHooks {
         Ok(())
     }
 
-    fn compute(
-        &mut self,
-        _view: &ReadView<'_>,
-        computed: &Computed,
-    ) -> Result<Option<ComputedValue>, Error> {
+    fn compute(&mut self, _view: &ReadView<'_>, computed: &Computed) -> ComputeResult {
         Ok((computed.binding == "len")
             .then_some(ComputedValue::Int(computed.argument.len() as i64)))
     }
@@ -2291,24 +2287,26 @@ fn hooks_see_the_batch_so_far() {
 // Faults: what stops apply, by kind, with what failed in the message
 // ---------------------------------------------------------------------------------------------
 
-/// Hooks whose plugin host fails on every guard call.
+/// Hooks whose plugin host fails on every call.
 struct FailingHost;
 
-impl crate::mvcc::WriteHooks for FailingHost {
-    fn guard(&mut self, _view: &ReadView<'_>, _writes: &[WriteOp<'_>]) -> Result<(), Error> {
-        Err(Fault::PluginHost {
+impl FailingHost {
+    fn fault() -> Error {
+        Fault::PluginHost {
             binding: "quota".into(),
             reason: "engine out of memory".into(),
         }
-        .into())
+        .into()
+    }
+}
+
+impl crate::mvcc::WriteHooks for FailingHost {
+    fn guard(&mut self, _: &ReadView<'_>, _: &[WriteOp<'_>]) -> Result<(), Error> {
+        Err(Self::fault())
     }
 
-    fn compute(
-        &mut self,
-        _view: &ReadView<'_>,
-        _computed: &Computed,
-    ) -> Result<Option<ComputedValue>, Error> {
-        Ok(None)
+    fn compute(&mut self, _: &ReadView<'_>, _: &Computed) -> ComputeResult {
+        Err(Self::fault())
     }
 }
 

@@ -44,6 +44,9 @@ pub enum WriteOp<'a> {
 
 /// Plugins in the write path (implemented by `plugin/`; the store knows only this trait).
 /// Everything here runs in apply, so implementations must be deterministic.
+/// What a computed compare's left side comes to (see [`WriteHooks::compute`]).
+pub type ComputeResult = Result<Option<ComputedValue>, Error>;
+
 pub trait WriteHooks {
     /// Called once per Put, DeleteRange or Txn with the writes that will run (for a txn, those
     /// on the taken path, in order), after etcd's checks and before the first write. An
@@ -52,11 +55,7 @@ pub trait WriteHooks {
     fn guard(&mut self, view: &ReadView<'_>, writes: &[WriteOp<'_>]) -> Result<(), Error>;
     /// The left side of a computed compare: `Ok(None)` makes the compare false. Errors as
     /// for [`WriteHooks::guard`].
-    fn compute(
-        &mut self,
-        view: &ReadView<'_>,
-        computed: &Computed,
-    ) -> Result<Option<ComputedValue>, Error>;
+    fn compute(&mut self, view: &ReadView<'_>, computed: &Computed) -> ComputeResult;
 }
 
 /// No plugins.
@@ -68,11 +67,7 @@ impl WriteHooks for NoHooks {
         Ok(())
     }
 
-    fn compute(
-        &mut self,
-        _view: &ReadView<'_>,
-        computed: &Computed,
-    ) -> Result<Option<ComputedValue>, Error> {
+    fn compute(&mut self, _view: &ReadView<'_>, computed: &Computed) -> ComputeResult {
         Err(MvccError::NoSuchCompare {
             binding: computed.binding.clone(),
         }

@@ -6,8 +6,8 @@ use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use crate::mvcc::{
-    ComputedValue, Error, Fault, KeyRange, MvccError, ReadView, RequestOp, TxnRequest, WriteHooks,
-    WriteOp,
+    ComputeResult, ComputedValue, Error, Fault, KeyRange, MvccError, ReadView, RequestOp,
+    TxnRequest, WriteHooks, WriteOp,
 };
 
 use super::engine::{Call, Computed, Engine, GuardOp, HostFault, Outcome, Verdict, View};
@@ -144,11 +144,7 @@ impl WriteHooks for Hooks<'_> {
         Ok(())
     }
 
-    fn compute(
-        &mut self,
-        view: &ReadView<'_>,
-        computed: &crate::mvcc::Computed,
-    ) -> Result<Option<ComputedValue>, Error> {
+    fn compute(&mut self, view: &ReadView<'_>, computed: &crate::mvcc::Computed) -> ComputeResult {
         let Some(b) = self
             .registry
             .bindings

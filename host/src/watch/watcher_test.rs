@@ -100,6 +100,40 @@ fn spec(key: &str, range_end: &str, start_revision: Revision) -> Spec {
     }
 }
 
+/// Creates a watcher that must be accepted; its id.
+fn create(watchers: &mut Watchers, spec: Spec, current: Revision) -> i64 {
+    watchers.create(spec, current).expect("created")
+}
+
+/// The deliveries of one round that must have something due.
+async fn due(watchers: &mut Watchers, hub: Revisions, store: Revision) -> Vec<Delivery> {
+    watchers
+        .round(hub, store)
+        .await
+        .expect("history reads")
+        .expect("something is due")
+}
+
+/// Asserts the [`summary`] of what one round, which must have something due, delivers to
+/// `id`.
+async fn expect_events(
+    watchers: &mut Watchers,
+    hub: Revisions,
+    store: Revision,
+    id: i64,
+    expected: Vec<(String, EventKind, Revision, bool)>,
+) {
+    assert_eq!(summary(&due(watchers, hub, store).await, id), expected);
+}
+
+impl Spec {
+    /// This spec changed by `set`, so a test's watcher reads as one line.
+    fn with(mut self, set: impl FnOnce(&mut Spec)) -> Spec {
+        set(&mut self);
+        self
+    }
+}
+
 /// (key, kind, mod revision, has prev_kv) of each event a round delivered to `id`.
 fn summary(deliveries: &[Delivery], want: i64) -> Vec<(String, EventKind, Revision, bool)> {
     deliveries
@@ -129,15 +163,9 @@ async fn a_watcher_from_the_past_reads_history_then_is_synced() {
     f.put("a", "2"); // 4
     let now = f.delete("a"); // 5
     let mut watchers = f.watchers();
-    let id = watchers
-        .create(spec("a", "", 2), now.current)
-        .expect("created");
+    let id = create(&mut watchers, spec("a", "", 2), now.current);
     let hub = f.publish().await;
-    let round = watchers
-        .round(hub, now.current)
-        .await
-        .expect("read")
-        .expect("due");
+    let round = due(&mut watchers, hub, now.current).await;
     use EventKind::{Delete, Put};
     assert_eq!(
         summary(&round, id),
@@ -160,30 +188,19 @@ async fn filters_choose_and_shape_events() {
     f.put("k1", "b"); // 3
     let now = f.delete("k1"); // 4
     let mut watchers = f.watchers();
-    let no_put = watchers
-        .create(
-            Spec {
-                no_put: true,
-                ..spec("k", "l", 2)
-            },
-            now.current,
-        )
-        .expect("created");
-    let with_prev = watchers
-        .create(
-            Spec {
-                no_delete: true,
-                prev_kv: true,
-                ..spec("k", "l", 2)
-            },
-            now.current,
-        )
-        .expect("created");
-    let round = watchers
-        .round(now, now.current)
-        .await
-        .expect("read")
-        .expect("due");
+    let no_put = create(
+        &mut watchers,
+        spec("k", "l", 2).with(|s| s.no_put = true),
+        now.current,
+    );
+    let with_prev = create(
+        &mut watchers,
+        spec("k", "l", 2)
+            .with(|s| s.no_delete = true)
+            .with(|s| s.prev_kv = true),
+        now.current,
+    );
+    let round = due(&mut watchers, now, now.current).await;
     assert_eq!(
         summary(&round, no_put),
         vec![("k1".into(), EventKind::Delete, 4, false)]
@@ -197,24 +214,16 @@ async fn filters_choose_and_shape_events() {
     );
     // Alone in its window: the same filter on its own read.
     let mut alone = f.watchers();
-    let id = alone
-        .create(
-            Spec {
-                no_put: true,
-                ..spec("k", "l", 2)
-            },
-            now.current,
-        )
-        .expect("created");
-    let round = alone
-        .round(now, now.current)
-        .await
-        .expect("read")
-        .expect("due");
-    assert_eq!(
-        summary(&round, id),
-        vec![("k1".into(), EventKind::Delete, 4, false)]
-    );
+    let deletes = spec("k", "l", 2).with(|s| s.no_put = true);
+    let id = create(&mut alone, deletes, now.current);
+    expect_events(
+        &mut alone,
+        now,
+        now.current,
+        id,
+        vec![("k1".into(), EventKind::Delete, 4, false)],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -224,24 +233,13 @@ async fn a_caught_up_watcher_follows_new_commits() {
     let f = Fixture::new();
     let start = f.put("x", "0");
     let mut watchers = f.watchers();
-    let id = watchers
-        .create(
-            Spec {
-                prev_kv: true,
-                ..spec("x", "", 0)
-            },
-            start.current,
-        )
-        .expect("created");
+    let with_prev = spec("x", "", 0).with(|s| s.prev_kv = true);
+    let id = create(&mut watchers, with_prev, start.current);
     f.put("x", "1");
     f.put("y", "1");
     let now = f.put("x", "2");
     let hub = f.publish().await;
-    let round = watchers
-        .round(hub, now.current)
-        .await
-        .expect("read")
-        .expect("due");
+    let round = due(&mut watchers, hub, now.current).await;
     assert_eq!(
         summary(&round, id),
         vec![
@@ -252,15 +250,10 @@ async fn a_caught_up_watcher_follows_new_commits() {
     assert_eq!(watchers.round(hub, now.current).await.expect("read"), None);
     let now = f.put("x", "3");
     let hub = f.publish().await;
-    let round = watchers
-        .round(hub, now.current)
-        .await
-        .expect("read")
-        .expect("due");
-    assert_eq!(
-        summary(&round, id),
-        vec![("x".into(), EventKind::Put, 6, true)]
-    );
+    let round = due(&mut watchers, hub, now.current).await;
+    let events = summary(&round, id);
+    assert_eq!(events, vec![("x".into(), EventKind::Put, 6, true)]);
+    assert!(matches!(round[..], [Delivery::Events { to: 6, .. }]));
 }
 
 #[tokio::test]
@@ -275,14 +268,8 @@ async fn a_compacted_start_cancels_the_watcher() {
         physical: false,
     }));
     let mut watchers = f.watchers();
-    let id = watchers
-        .create(spec("a", "", 2), now.current)
-        .expect("created");
-    let round = watchers
-        .round(now, now.current)
-        .await
-        .expect("read")
-        .expect("due");
+    let id = create(&mut watchers, spec("a", "", 2), now.current);
+    let round = due(&mut watchers, now, now.current).await;
     assert_eq!(
         round,
         vec![Delivery::Compacted {
@@ -304,9 +291,7 @@ async fn a_far_behind_watcher_catches_up_in_bounded_rounds() {
         now = f.put("k", &i.to_string());
     }
     let mut watchers = f.watchers();
-    let id = watchers
-        .create(spec("k", "", 2), now.current)
-        .expect("created");
+    let id = create(&mut watchers, spec("k", "", 2), now.current);
     let mut revisions = Vec::new();
     let mut rounds = 0;
     while let Some(round) = watchers.round(now, now.current).await.expect("read") {
@@ -317,36 +302,17 @@ async fn a_far_behind_watcher_catches_up_in_bounded_rounds() {
     assert_eq!(revisions, (2..=now.current).collect::<Vec<_>>());
 }
 
-#[test]
-fn ids_and_refusals_follow_etcd() {
+#[tokio::test]
+async fn ids_and_refusals_follow_etcd() {
     // Proves stream-chosen ids skip ids in use, a reused client id and an empty range are
     // refused with etcd's reasons, and cancel answers only for a watch that exists.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let _in = runtime.enter();
     let f = Fixture::new();
     let mut watchers = f.watchers();
-    let chosen = watchers
-        .create(
-            Spec {
-                id: 1,
-                ..spec("a", "", 0)
-            },
-            1,
-        )
-        .expect("created");
+    let chosen = create(&mut watchers, spec("a", "", 0).with(|s| s.id = 1), 1);
     assert_eq!(chosen, 1);
     assert_eq!(watchers.create(spec("a", "", 0), 1), Ok(0));
     assert_eq!(watchers.create(spec("a", "", 0), 1), Ok(2));
-    let duplicate = watchers.create(
-        Spec {
-            id: 1,
-            ..spec("a", "", 0)
-        },
-        1,
-    );
+    let duplicate = watchers.create(spec("a", "", 0).with(|s| s.id = 1), 1);
     assert_eq!(duplicate, Err((1, Refusal::DuplicateId)));
     let empty = watchers.create(spec("b", "a", 0), 1);
     assert_eq!(empty, Err((3, Refusal::EmptyRange)));
@@ -358,32 +324,20 @@ fn ids_and_refusals_follow_etcd() {
     assert!(!watchers.cancel(2));
 }
 
-#[test]
-fn progress_is_due_once_per_quiet_tick() {
+#[tokio::test]
+async fn progress_is_due_once_per_quiet_tick() {
     // Proves a progress_notify watcher that is caught up and was sent nothing is due at each
     // tick, and one that is behind (or asked for no progress) is not.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let _in = runtime.enter();
     let f = Fixture::new();
     let mut watchers = f.watchers();
-    let notify = Spec {
-        progress_notify: true,
-        ..spec("a", "", 0)
-    };
-    let caught_up = watchers.create(notify.clone(), 5).expect("created");
-    let _behind = watchers
-        .create(
-            Spec {
-                start_revision: 3,
-                ..notify
-            },
-            5,
-        )
-        .expect("created");
-    let _quiet = watchers.create(spec("a", "", 0), 5).expect("created");
+    let notify = spec("a", "", 0).with(|s| s.progress_notify = true);
+    let caught_up = create(&mut watchers, notify.clone(), 5);
+    create(
+        &mut watchers,
+        notify.clone().with(|s| s.start_revision = 3),
+        5,
+    );
+    create(&mut watchers, spec("a", "", 0), 5);
     assert_eq!(watchers.progress_due(5), vec![caught_up]);
     assert_eq!(watchers.progress_due(5), vec![caught_up]);
 }
