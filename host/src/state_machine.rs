@@ -174,7 +174,7 @@ impl StateMachine {
                     // stops apply rather than answer differently from the other members.
                     let applied = batch.apply_with(req, &Leases(&self.storage), &mut hooks)?;
                     touched.append(&mut hooks.touched);
-                    CommandResponse::Kv(applied.response)
+                    CommandResponse::Kv(applied)
                 }
                 Some(Command::Plugin(cmd)) => {
                     for name in std::mem::take(&mut touched) {
@@ -191,9 +191,9 @@ impl StateMachine {
                     lease::grant(&mut batch, &self.storage, *id, *ttl_secs)?
                         .map(|()| batch.revisions().current),
                 ),
-                Some(Command::LeaseRevoke { id }) => CommandResponse::Lease(
-                    lease::revoke(&mut batch, &self.storage, *id)?.map(|(revision, _)| revision),
-                ),
+                Some(Command::LeaseRevoke { id }) => {
+                    CommandResponse::Lease(lease::revoke(&mut batch, &self.storage, *id)?)
+                }
                 Some(Command::LeaseCheckpoint { checkpoints }) => {
                     lease::checkpoint(&mut batch, &self.storage, checkpoints)?;
                     CommandResponse::Lease(Ok(batch.revisions().current))

@@ -12,7 +12,7 @@ use fjall::Readable;
 
 pub use lessor::{Duties, Lessor, LessorRequest};
 
-use crate::mvcc::{ApplyBatch, Event, Fault, LeaseLookup, MvccError, Revision};
+use crate::mvcc::{ApplyBatch, Fault, LeaseLookup, MvccError, Revision};
 use crate::storage::Storage;
 
 /// etcd's largest lease TTL, in seconds.
@@ -65,7 +65,7 @@ pub fn revoke(
     batch: &mut ApplyBatch<'_>,
     storage: &Storage,
     id: i64,
-) -> Result<Result<(Revision, Vec<Event>), MvccError>, Fault> {
+) -> Result<Result<Revision, MvccError>, Fault> {
     batch.commit_pending()?;
     if !batch
         .committed()
@@ -190,10 +190,10 @@ mod tests {
             let applied = batch
                 .apply(&put(key, lease), &Leases(&storage))
                 .expect("io");
-            assert!(applied.response.is_ok(), "put {key} with lease {lease}");
+            assert!(applied.is_ok(), "put {key} with lease {lease}");
         }
         let unknown = batch.apply(&put("e", 99), &Leases(&storage)).expect("io");
-        assert_eq!(unknown.response, Err(MvccError::LeaseNotFound));
+        assert_eq!(unknown, Err(MvccError::LeaseNotFound));
         batch.commit_pending().expect("commit");
         assert_eq!(Leases(&storage).keys(7).expect("keys"), vec![b"a".to_vec()]);
         assert_eq!(
@@ -202,10 +202,14 @@ mod tests {
         );
 
         let before = batch.revisions().current;
-        let (rev, events) = revoke(&mut batch, &storage, 8)
+        let rev = revoke(&mut batch, &storage, 8)
             .expect("io")
             .expect("lease 8 exists");
         assert_eq!(rev, before + 1, "one revision for the whole revoke");
+        let (events, _) = Mvcc::read_view(&storage)
+            .expect("view")
+            .events(rev, rev, &crate::mvcc::KeyRange::all(), false, usize::MAX)
+            .expect("history");
         let keys: Vec<_> = events.iter().map(|e| e.kv.key.clone()).collect();
         assert_eq!(keys, vec![b"b".to_vec(), b"c".to_vec()]);
         assert!(events.iter().all(|e| e.kv.mod_revision == rev));

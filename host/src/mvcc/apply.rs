@@ -13,7 +13,7 @@ use fjall::{OwnedWriteBatch, Readable, Snapshot};
 use super::error::{Error, Fault};
 use super::key_range::KeyRange;
 use super::read::{ReadView, SharedOverlay};
-use super::types::{Event, Revision};
+use super::types::Revision;
 use super::write::WriteTxn;
 use super::{
     Applied, CompactResponse, LeaseLookup, NoHooks, POSITION, RequestOp, Revisions, TxnRequest,
@@ -89,21 +89,14 @@ impl<'a> ApplyBatch<'a> {
                 overlay: None,
             };
             if let Err(e) = compact::check(&view, c.revision) {
-                return Ok(Applied {
-                    response: Err(e),
-                    events: Vec::new(),
-                });
+                return Ok(Err(e));
             }
             compact::compact(self.storage, &view, c.revision, &mut self.batch)
                 .map_err(into_fault)?;
             self.revs.compact = c.revision;
-            let response = Ok(WriteResponse::Compact(CompactResponse {
+            return Ok(Ok(WriteResponse::Compact(CompactResponse {
                 revision: begin_rev,
-            }));
-            return Ok(Applied {
-                response,
-                events: Vec::new(),
-            });
+            })));
         }
         let mut w = WriteTxn::new(
             self.storage,
@@ -122,16 +115,12 @@ impl<'a> ApplyBatch<'a> {
             WriteRequest::Compact(_) => unreachable!("compaction returned above"),
         };
         let changed = w.changed();
-        let events = w.finish();
         match result {
             Ok(resp) => {
                 if changed {
                     self.revs.current = begin_rev + 1;
                 }
-                Ok(Applied {
-                    response: Ok(resp),
-                    events,
-                })
+                Ok(Ok(resp))
             }
             // Every etcd error is found by the checks that run before the first write (see
             // `txn.rs`). Should that ever break, half a request is in the batch: stop the node
@@ -139,10 +128,7 @@ impl<'a> ApplyBatch<'a> {
             Err(Error::Mvcc(e)) if changed => Err(Fault::Invariant(format!(
                 "etcd error {e} after writes began; refusing to commit a partial request"
             ))),
-            Err(Error::Mvcc(e)) => Ok(Applied {
-                response: Err(e),
-                events: Vec::new(),
-            }),
+            Err(Error::Mvcc(e)) => Ok(Err(e)),
             Err(Error::Fault(e)) => Err(e),
         }
     }
@@ -150,7 +136,7 @@ impl<'a> ApplyBatch<'a> {
     /// Deletes every key `lease` holds, in one revision (one DELETE event each), as when a
     /// lease is revoked or expires. Commits what came before first, so the lease's keys are
     /// read from committed state. Returns the revision after it.
-    pub fn delete_lease_keys(&mut self, lease: i64) -> Result<(Revision, Vec<Event>), Fault> {
+    pub fn delete_lease_keys(&mut self, lease: i64) -> Result<Revision, Fault> {
         self.commit_pending()?;
         let mut keys = Vec::new();
         for guard in self
@@ -172,13 +158,11 @@ impl<'a> ApplyBatch<'a> {
         for key in keys {
             w.delete_range(&KeyRange::Single(key)).map_err(into_fault)?;
         }
-        let changed = w.changed();
-        let events = w.finish();
-        if changed {
+        if w.changed() {
             self.revs.current = begin_rev + 1;
         }
         self.pending += 1;
-        Ok((self.revs.current, events))
+        Ok(self.revs.current)
     }
 
     /// Commits what has been applied so far, so later reads of committed state see it.

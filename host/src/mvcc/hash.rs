@@ -117,7 +117,8 @@ mod tests {
                 };
                 batch
                     .apply(&WriteRequest::Put(put), &NoLeases)
-                    .expect("apply");
+                    .expect("apply")
+                    .expect("the put succeeds");
             }
             batch.set_position(b"same");
             batch.commit().expect("commit");

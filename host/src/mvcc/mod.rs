@@ -67,13 +67,9 @@ impl WriteResponse {
     }
 }
 
-/// The outcome of applying one write: the response (or an etcd error, as a value) and the
-/// events it produced for watchers.
-#[derive(Debug)]
-pub struct Applied {
-    pub response: Result<WriteResponse, MvccError>,
-    pub events: Vec<Event>,
-}
+/// What applying one request answers: its response, or the etcd error it met (which left no
+/// write behind). Watchers do not need the events here: they read them from history.
+pub type Applied = Result<WriteResponse, MvccError>;
 
 /// The store's two counters. The state machine keeps them in memory (it is the only writer),
 /// so applying a write looks neither up.

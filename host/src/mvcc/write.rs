@@ -1,4 +1,5 @@
-//! Writes: one mutating request becomes one fjall batch, one revision, and a list of events.
+//! Writes: one mutating request becomes one fjall batch and one revision, its changes
+//! numbered by sub-revision in history (which is what watchers read).
 //!
 //! A [`WriteTxn`] reads the committed state through a snapshot and everything written since
 //! (by earlier requests of the same [`ApplyBatch`](super::ApplyBatch) and by its own earlier
@@ -11,7 +12,7 @@ use super::encoding::{self, INDEX_DELETE, INDEX_PUT, KeyMeta, Rev, StoredEvent};
 use super::error::Error;
 use super::key_range::KeyRange;
 use super::read::{ReadView, SharedOverlay};
-use super::types::{Event, EventKind, KeyValue, Revision};
+use super::types::{EventKind, KeyValue, Revision};
 use crate::storage::Storage;
 
 /// The writes of one request, not yet committed.
@@ -23,7 +24,8 @@ pub struct WriteTxn<'a> {
     pub compact_rev: Revision,
     batch: &'a mut OwnedWriteBatch,
     overlay: &'a mut SharedOverlay,
-    events: Vec<Event>,
+    /// Changes (history records) written so far: the next one's sub-revision.
+    changes: i64,
 }
 
 impl<'a> WriteTxn<'a> {
@@ -42,7 +44,7 @@ impl<'a> WriteTxn<'a> {
             compact_rev,
             batch,
             overlay,
-            events: Vec::new(),
+            changes: 0,
         }
     }
 
@@ -53,7 +55,7 @@ impl<'a> WriteTxn<'a> {
 
     /// True once the request has changed something (and so takes a revision).
     pub fn changed(&self) -> bool {
-        !self.events.is_empty()
+        self.changes > 0
     }
 
     /// The state before this request. Valid until the request's first write: the txn logic
@@ -133,11 +135,7 @@ impl<'a> WriteTxn<'a> {
                     .insert(&self.storage.kv_lease, encoding::lease_key(lease, key), []);
             }
         }
-        self.events.push(Event {
-            kind: EventKind::Put,
-            kv: event.to_kv(at),
-            prev_kv: prev.clone(),
-        });
+        self.changes += 1;
         std::sync::Arc::make_mut(self.overlay).insert(key.to_vec(), Some((meta, value)));
         Ok(prev)
     }
@@ -172,11 +170,7 @@ impl<'a> WriteTxn<'a> {
                 encoding::index_key(&key, at),
                 [INDEX_DELETE],
             );
-            self.events.push(Event {
-                kind: EventKind::Delete,
-                kv: event.to_kv(at),
-                prev_kv: Some(prev.clone()),
-            });
+            self.changes += 1;
             std::sync::Arc::make_mut(self.overlay).insert(key, None);
             deleted.push(prev);
         }
@@ -191,15 +185,10 @@ impl<'a> WriteTxn<'a> {
         }
     }
 
-    /// Ends the request: the events it produced, in revision order.
-    pub fn finish(self) -> Vec<Event> {
-        self.events
-    }
-
     fn next_rev(&self) -> Rev {
         Rev {
             main: self.write_rev(),
-            sub: self.events.len() as i64,
+            sub: self.changes,
         }
     }
 }

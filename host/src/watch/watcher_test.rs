@@ -46,7 +46,10 @@ impl Fixture {
     fn apply(&self, req: WriteRequest) -> Revisions {
         let revs = Mvcc::revisions(&self.storage).expect("revisions");
         let mut batch = ApplyBatch::new(&self.storage, revs);
-        batch.apply(&req, &NoLeases).expect("no storage error");
+        batch
+            .apply(&req, &NoLeases)
+            .expect("no storage error")
+            .expect("the write succeeds");
         batch.set_position(&[]);
         batch.commit().expect("commit")
     }
