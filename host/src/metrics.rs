@@ -345,6 +345,16 @@ impl Metrics {
 
     /// Writes the instruments this struct owns.
     pub fn encode(&self, out: &mut TextEncoder) {
+        self.encode_server(out);
+        self.encode_disk(out);
+        self.encode_watch(out);
+        self.encode_peers(out);
+        self.encode_plugins(out);
+        self.encode_grpc(out);
+    }
+
+    /// Leader changes and proposals.
+    fn encode_server(&self, out: &mut TextEncoder) {
         out.counter(
             "etcd_server_leader_changes_seen_total",
             "The number of leader changes seen.",
@@ -360,6 +370,10 @@ impl Metrics {
             "The current number of pending proposals to commit.",
             self.proposals_pending.get() as f64,
         );
+    }
+
+    /// fsyncs of the log and commits of the state machine.
+    fn encode_disk(&self, out: &mut TextEncoder) {
         out.histogram(
             "etcd_disk_wal_fsync_duration_seconds",
             "The latency distributions of fsync called by the Raft log.",
@@ -372,6 +386,10 @@ impl Metrics {
             &[],
             &self.backend_commit,
         );
+    }
+
+    /// Watchers, and those catching up.
+    fn encode_watch(&self, out: &mut TextEncoder) {
         out.gauge(
             "etcd_debugging_mvcc_watcher_total",
             "Total number of watchers.",
@@ -382,6 +400,10 @@ impl Metrics {
             "Total number of unsynced slow watchers.",
             self.slow_watchers.get() as f64,
         );
+    }
+
+    /// Heartbeat round trips and snapshots received, per peer.
+    fn encode_peers(&self, out: &mut TextEncoder) {
         {
             let rtt = lock(&self.peer_rtt);
             out.header(
@@ -412,6 +434,10 @@ impl Metrics {
                 );
             }
         }
+    }
+
+    /// Plugin call durations, per binding.
+    fn encode_plugins(&self, out: &mut TextEncoder) {
         {
             let calls = lock(&self.plugin_calls);
             out.header(
@@ -427,6 +453,10 @@ impl Metrics {
                 );
             }
         }
+    }
+
+    /// gRPC calls started and handled, as go-grpc-prometheus counts them.
+    fn encode_grpc(&self, out: &mut TextEncoder) {
         out.header(
             "grpc_server_started_total",
             "Total number of RPCs started on the server.",

@@ -14,11 +14,16 @@ use tempfile::TempDir;
 /// Chosen at random below the kernel's ephemeral range, not by binding port 0: an ephemeral
 /// port just released is soon handed to some outgoing connection (a client, a peer link),
 /// and the server that meant to listen on it then fails with "address in use". Ports handed
-/// out in this process are never handed out again.
+/// out in this process are never handed out again, and each is reserved across processes
+/// (test binaries, or two test runs at once) by a lock on a file named after it, held until
+/// this process exits.
 pub fn free_port() -> u16 {
     use rand::Rng;
     static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
         std::sync::Mutex::new(std::collections::BTreeSet::new());
+    static RESERVED: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
+    let reservations = std::env::temp_dir().join("cairn-test-ports");
+    let _ = std::fs::create_dir_all(&reservations);
     let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
@@ -33,8 +38,24 @@ pub fn free_port() -> u16 {
         if given.contains(&port) {
             continue;
         }
+        given.insert(port);
+        // Another process holding the port's lock has it (or is about to bind it).
+        let Ok(reservation) = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(reservations.join(port.to_string()))
+        else {
+            continue;
+        };
+        if reservation.try_lock().is_err() {
+            continue;
+        }
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            given.insert(port);
+            RESERVED
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .push(reservation);
             return port;
         }
     }

@@ -441,6 +441,7 @@ async fn pair_writer(
     writer: usize,
     endpoints: Vec<String>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acked: std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) -> u64 {
     let mut target = writer % endpoints.len();
     let mut done = 0;
@@ -460,9 +461,23 @@ async fn pair_writer(
                 break;
             }
             done += 1;
+            acked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
     done
+}
+
+/// Waits (up to 60 s) until the writers have acknowledged `count` txns in all.
+async fn wait_for_acked(acked: &std::sync::atomic::AtomicU64, count: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while acked.load(std::sync::atomic::Ordering::Relaxed) < count {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writers acknowledged {} of {count} txns in 60 s",
+            acked.load(std::sync::atomic::Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// What one watcher saw: events as (revision, key), and the revisions of each response.
@@ -570,13 +585,19 @@ async fn watch_guarantees_hold_across_a_leader_kill() {
                     ))
                 })
                 .collect();
+            let acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
             let writers: Vec<_> = (0..3)
-                .map(|w| tokio::spawn(pair_writer(w, endpoints.clone(), stop_writes.clone())))
+                .map(|w| {
+                    let (stop, acked) = (stop_writes.clone(), acked.clone());
+                    tokio::spawn(pair_writer(w, endpoints.clone(), stop, acked))
+                })
                 .collect();
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            // Writes before the kill, and as many again under the new leader.
+            wait_for_acked(&acked, 100).await;
             cluster.members[leader].kill9();
             cluster.wait_for_leader(Duration::from_secs(30)).await;
-            tokio::time::sleep(Duration::from_secs(3)).await;
+            let before = acked.load(std::sync::atomic::Ordering::Relaxed);
+            wait_for_acked(&acked, before + 100).await;
             stop_writes.store(true, std::sync::atomic::Ordering::Relaxed);
             let mut written = 0;
             for w in writers {

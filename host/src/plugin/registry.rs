@@ -193,6 +193,25 @@ fn key(prefix: &str, name: &str) -> Vec<u8> {
     [prefix.as_bytes(), name.as_bytes()].concat()
 }
 
+/// Checks an upload's name, digest and declared size; the digest in lowercase.
+fn check_upload(name: &str, sha256: &str, size: u64) -> Result<String, String> {
+    if name.is_empty() {
+        return Err("the plugin needs a name".into());
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(format!("the name is over {MAX_NAME_BYTES} bytes"));
+    }
+    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("sha256 must be 64 hex digits".into());
+    }
+    if size == 0 || size > MAX_MODULE_BYTES as u64 {
+        return Err(format!(
+            "size {size} is outside 1..={MAX_MODULE_BYTES} bytes"
+        ));
+    }
+    Ok(sha256.to_ascii_lowercase())
+}
+
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // postcard cannot fail on these plain structs except on out-of-memory.
     postcard::to_stdvec(value).expect("registry records always encode")
@@ -321,21 +340,7 @@ impl Registry {
             name: name.to_string(),
             reason,
         };
-        if name.is_empty() {
-            return Err(bad("the plugin needs a name".into()));
-        }
-        if name.len() > MAX_NAME_BYTES {
-            return Err(bad(format!("the name is over {MAX_NAME_BYTES} bytes")));
-        }
-        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(bad("sha256 must be 64 hex digits".into()));
-        }
-        let sha256 = sha256.to_ascii_lowercase();
-        if size == 0 || size > MAX_MODULE_BYTES as u64 {
-            return Err(bad(format!(
-                "size {size} is outside 1..={MAX_MODULE_BYTES} bytes"
-            )));
-        }
+        let sha256 = check_upload(name, sha256, size).map_err(bad)?;
         // Installing the bytes a name already has changes nothing.
         if let Some(p) = self.plugins.get(name)
             && p.sha256 == sha256
@@ -376,11 +381,32 @@ impl Registry {
             });
         }
         batch.remove(&storage.plugins, &key(UPLOAD, name));
+        self.complete_upload(batch, storage, name, upload, installed)?;
+        Ok(PluginOutcome::Install {
+            received,
+            installed: true,
+        })
+    }
+
+    /// The last chunk arrived: checks the digest and the module, and installs it under
+    /// `name` (dropping the module it replaces if nothing else uses it).
+    fn complete_upload(
+        &mut self,
+        batch: &mut ApplyBatch<'_>,
+        storage: &Storage,
+        name: &str,
+        upload: Upload,
+        installed: &mut dyn FnMut(&str, &[u8]),
+    ) -> Result<(), PluginError> {
         let digest = hex(&Sha256::digest(&upload.data));
-        if digest != sha256 {
-            return Err(bad(format!(
-                "the bytes have sha256 {digest}, not the declared {sha256}"
-            )));
+        if digest != upload.sha256 {
+            return Err(PluginError::BadChunk {
+                name: name.to_string(),
+                reason: format!(
+                    "the bytes have sha256 {digest}, not the declared {}",
+                    upload.sha256
+                ),
+            });
         }
         let validated = validate(&upload.data).map_err(|reason| PluginError::Rejected {
             name: name.to_string(),
@@ -388,21 +414,22 @@ impl Registry {
         })?;
         let record = PluginRecord {
             name: name.to_string(),
-            sha256: sha256.clone(),
-            size,
+            sha256: upload.sha256.clone(),
+            size: upload.size,
             exports: validated.exports,
         };
         let previous = self.plugins.insert(name.to_string(), record.clone());
         batch.insert(&storage.plugins, &key(PLUGIN, name), encode(&record));
-        batch.insert(&storage.plugins, &key(MODULE, &sha256), upload.data.clone());
+        batch.insert(
+            &storage.plugins,
+            &key(MODULE, &upload.sha256),
+            upload.data.clone(),
+        );
         if let Some(old) = previous {
             self.drop_module_if_unused(batch, storage, &old.sha256);
         }
-        installed(&sha256, &upload.data);
-        Ok(PluginOutcome::Install {
-            received,
-            installed: true,
-        })
+        installed(&upload.sha256, &upload.data);
+        Ok(())
     }
 
     fn bind(

@@ -57,6 +57,53 @@ pub enum MembershipError {
     Unhealthy,
 }
 
+/// Member `id`, or etcd's "member not found".
+fn known(members: &BTreeMap<u64, Member>, id: u64) -> Result<&Member, MembershipError> {
+    members.get(&id).ok_or(MembershipError::MemberNotFound)
+}
+
+/// etcd's checks on a member add, in etcd's order; the new member's record.
+fn addition(
+    members: &BTreeMap<u64, Member>,
+    id: u64,
+    peer_urls: Vec<String>,
+    is_learner: bool,
+) -> Result<MemberInfo, MembershipError> {
+    // URLs first: IDs derive from URLs, so a taken URL usually means a taken ID too, and
+    // etcd names the URL.
+    if urls_taken(members, None, &peer_urls) {
+        return Err(MembershipError::PeerUrlExists);
+    }
+    if members.contains_key(&id) {
+        return Err(MembershipError::MemberExists);
+    }
+    if is_learner && members.values().filter(|m| m.is_learner).count() >= MAX_LEARNERS {
+        return Err(MembershipError::TooManyLearners);
+    }
+    Ok(MemberInfo {
+        name: String::new(),
+        peer_urls,
+        client_urls: Vec::new(),
+    })
+}
+
+/// The change that gives member `id` new peer URLs, after etcd's checks.
+fn new_peer_urls(
+    members: &BTreeMap<u64, Member>,
+    id: u64,
+    peer_urls: Vec<String>,
+) -> Result<ChangeMembers<u64, MemberInfo>, MembershipError> {
+    let member = known(members, id)?;
+    if urls_taken(members, Some(id), &peer_urls) {
+        return Err(MembershipError::PeerUrlExists);
+    }
+    let info = MemberInfo {
+        peer_urls,
+        ..member.info.clone()
+    };
+    Ok(ChangeMembers::SetNodes(BTreeMap::from([(id, info)])))
+}
+
 /// etcd's `IsReadyToAddVotingMember`: after adding a voter, at least a quorum of the voters
 /// must be started (have published their name). Adding a second voter to a one-member cluster
 /// is the exception etcd makes (it is how a restored member gets company).
@@ -187,30 +234,14 @@ impl RaftNode {
             .await;
         let members: BTreeMap<u64, Member> =
             self.members().into_iter().map(|m| (m.id, m)).collect();
-        let fail = |e: MembershipError| Err(ProposeError::Membership(e));
         let result = match change {
             MembershipChange::Add {
                 id,
                 peer_urls,
                 is_learner,
             } => {
-                // URLs first: IDs derive from URLs, so a taken URL usually means a taken ID too,
-                // and etcd names the URL.
-                if urls_taken(&members, None, &peer_urls) {
-                    return fail(MembershipError::PeerUrlExists);
-                }
-                if members.contains_key(&id) {
-                    return fail(MembershipError::MemberExists);
-                }
-                let info = MemberInfo {
-                    name: String::new(),
-                    peer_urls,
-                    client_urls: Vec::new(),
-                };
+                let info = addition(&members, id, peer_urls, is_learner)?;
                 if is_learner {
-                    if members.values().filter(|m| m.is_learner).count() >= MAX_LEARNERS {
-                        return fail(MembershipError::TooManyLearners);
-                    }
                     self.raft.add_learner(id, info, false).await
                 } else {
                     self.may_add_voter(&members)?;
@@ -221,9 +252,7 @@ impl RaftNode {
                 }
             }
             MembershipChange::Remove { id } => {
-                let Some(member) = members.get(&id) else {
-                    return fail(MembershipError::MemberNotFound);
-                };
+                let member = known(&members, id)?;
                 if !member.is_learner {
                     self.may_remove_voter(&members, id)?;
                 }
@@ -235,37 +264,21 @@ impl RaftNode {
                 self.raft.change_membership(change, false).await
             }
             MembershipChange::Update { id, peer_urls } => {
-                let Some(member) = members.get(&id) else {
-                    return fail(MembershipError::MemberNotFound);
-                };
-                if urls_taken(&members, Some(id), &peer_urls) {
-                    return fail(MembershipError::PeerUrlExists);
-                }
-                let info = MemberInfo {
-                    peer_urls,
-                    ..member.info.clone()
-                };
-                let set = ChangeMembers::SetNodes(BTreeMap::from([(id, info)]));
+                let set = new_peer_urls(&members, id, peer_urls)?;
                 self.raft.change_membership(set, false).await
             }
             MembershipChange::Promote { id } => {
-                let Some(member) = members.get(&id) else {
-                    return fail(MembershipError::MemberNotFound);
-                };
-                if !member.is_learner {
-                    return fail(MembershipError::NotLearner);
+                if !known(&members, id)?.is_learner {
+                    return Err(MembershipError::NotLearner.into());
                 }
                 if !self.learner_caught_up(id) {
-                    return fail(MembershipError::LearnerNotReady);
+                    return Err(MembershipError::LearnerNotReady.into());
                 }
                 let add = ChangeMembers::AddVoterIds(BTreeSet::from([id]));
                 self.raft.change_membership(add, false).await
             }
             MembershipChange::Publish { id, info } => {
-                let Some(member) = members.get(&id) else {
-                    return fail(MembershipError::MemberNotFound);
-                };
-                if member.info == info {
+                if known(&members, id)?.info == info {
                     return Ok(members.into_values().collect());
                 }
                 let set = ChangeMembers::SetNodes(BTreeMap::from([(id, info)]));

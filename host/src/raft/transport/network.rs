@@ -319,40 +319,7 @@ impl RaftNetworkV2<TypeConfig> for PeerLink {
                     ));
                 }
             };
-            let patience = ttl * STREAM_PATIENCE;
-            let link = self.clone();
-            let answers = futures::stream::unfold(Some((inbound, in_flight)), move |state| {
-                let link = link.clone();
-                async move {
-                    let (mut inbound, in_flight) = state?;
-                    let mut waited = Duration::ZERO;
-                    loop {
-                        let failed = match tokio::time::timeout(ttl, inbound.message()).await {
-                            Ok(Ok(Some(envelope))) => {
-                                in_flight.fetch_sub(1, Ordering::Relaxed);
-                                let answer = postcard::from_bytes(&envelope.payload)
-                                    .map_err(|e| RPCError::Network(NetworkError::from_string(e)));
-                                return Some((answer, Some((inbound, in_flight))));
-                            }
-                            Ok(Ok(None)) => return None,
-                            Ok(Err(status)) => status.message().to_string(),
-                            // Idle: nothing asked, nothing owed.
-                            Err(_) if in_flight.load(Ordering::Relaxed) == 0 => {
-                                waited = Duration::ZERO;
-                                continue;
-                            }
-                            Err(_) if waited + ttl < patience => {
-                                waited += ttl;
-                                continue;
-                            }
-                            Err(_) => format!("no reply within {patience:?}"),
-                        };
-                        // The last item: openraft ends the session on an error.
-                        return Some((Err(RPCError::Unreachable(link.unreachable(failed))), None));
-                    }
-                }
-            });
-            Ok(answers.boxed())
+            Ok(replies(self.clone(), inbound, in_flight, ttl))
         })
     }
 
@@ -427,4 +394,50 @@ impl RaftNetworkV2<TypeConfig> for PeerLink {
             closed = cancel => Err(StreamingError::Closed(closed)),
         }
     }
+}
+
+/// The leader's side of a replication stream's answers: each reply in order, until the
+/// follower ends the stream or fails. A stream with requests in flight waits up to
+/// `STREAM_PATIENCE` deadlines for the next reply (a follower applying a large batch is slow,
+/// not gone); an idle one waits without limit; a failure is the last item, as openraft ends
+/// the session on an error.
+fn replies(
+    link: PeerLink,
+    inbound: tonic::Streaming<Envelope>,
+    in_flight: Arc<AtomicUsize>,
+    ttl: Duration,
+) -> BoxStream<'static, AppendResult> {
+    let patience = ttl * STREAM_PATIENCE;
+    futures::stream::unfold(Some((inbound, in_flight)), move |state| {
+        let link = link.clone();
+        async move {
+            let (mut inbound, in_flight) = state?;
+            let mut waited = Duration::ZERO;
+            loop {
+                let failed = match tokio::time::timeout(ttl, inbound.message()).await {
+                    Ok(Ok(Some(envelope))) => {
+                        in_flight.fetch_sub(1, Ordering::Relaxed);
+                        let answer = postcard::from_bytes(&envelope.payload)
+                            .map_err(|e| RPCError::Network(NetworkError::from_string(e)));
+                        return Some((answer, Some((inbound, in_flight))));
+                    }
+                    Ok(Ok(None)) => return None,
+                    Ok(Err(status)) => status.message().to_string(),
+                    // Idle: nothing asked, nothing owed.
+                    Err(_) if in_flight.load(Ordering::Relaxed) == 0 => {
+                        waited = Duration::ZERO;
+                        continue;
+                    }
+                    Err(_) if waited + ttl < patience => {
+                        waited += ttl;
+                        continue;
+                    }
+                    Err(_) => format!("no reply within {patience:?}"),
+                };
+                // The last item: openraft ends the session on an error.
+                return Some((Err(RPCError::Unreachable(link.unreachable(failed))), None));
+            }
+        }
+    })
+    .boxed()
 }
