@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use cairn_tests::process::metric_value as value_of;
 use cairn_tests::{CairnNode, Cluster, EtcdNode, Flavor, free_port};
 use serde_json::{Value, json};
 
@@ -430,20 +431,6 @@ fn samples(text: &str, name: &str) -> Vec<prometheus_parse::Sample> {
         .into_iter()
         .filter(|s| s.metric == name)
         .collect()
-}
-
-fn value_of(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    samples(text, name)
-        .into_iter()
-        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
-        .map(|s| match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            prometheus_parse::Value::Histogram(buckets) => buckets.last().map_or(0.0, |b| b.count),
-            prometheus_parse::Value::Summary(_) => 0.0,
-        })
-        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

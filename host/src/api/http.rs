@@ -304,8 +304,27 @@ async fn metrics(ctx: &Context) -> Response {
             .await
             .ok();
     let raft = ctx.raft.status();
-    let flag = |b: bool| if b { 1.0 } else { 0.0 };
     let mut out = TextEncoder::default();
+    member_metrics(ctx, &raft, &mut out);
+    raft_metrics(&raft, &mut out);
+    storage_metrics(sizes, &mut out);
+    peer_metrics(ctx, &mut out);
+    plugin_metrics(ctx, &mut out).await;
+    METRICS.encode(&mut out);
+    let mut response = Response::new(Body::from(out.finish()));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    response
+}
+
+/// 1.0 or 0.0.
+fn flag(b: bool) -> f64 {
+    if b { 1.0 } else { 0.0 }
+}
+
+/// Who this member is, and whether it leads.
+fn member_metrics(ctx: &Context, raft: &crate::raft::RaftStatus, out: &mut TextEncoder) {
     out.gauge(
         "etcd_server_has_leader",
         "Whether or not a leader exists. 1 is existence, 0 is not.",
@@ -339,6 +358,10 @@ async fn metrics(ctx: &Context) -> Response {
         &[("version", env!("CARGO_PKG_VERSION"))],
         1.0,
     );
+}
+
+/// The Raft log's commit, apply and purge points.
+fn raft_metrics(raft: &crate::raft::RaftStatus, out: &mut TextEncoder) {
     out.gauge(
         "etcd_server_proposals_committed_total",
         "The total number of consensus proposals committed (the Raft commit index).",
@@ -354,6 +377,10 @@ async fn metrics(ctx: &Context) -> Response {
         "The last Raft log index purged from this member's log (0 before the first purge).",
         raft.purged_index as f64,
     );
+}
+
+/// The database's size and quota.
+fn storage_metrics(sizes: Option<(u64, u64)>, out: &mut TextEncoder) {
     if let Some((total, in_use)) = sizes {
         out.gauge(
             "etcd_mvcc_db_total_size_in_bytes",
@@ -371,6 +398,10 @@ async fn metrics(ctx: &Context) -> Response {
         "Current backend storage quota size in bytes.",
         DEFAULT_QUOTA_BYTES as f64,
     );
+}
+
+/// On the leader: which members answer heartbeats.
+fn peer_metrics(ctx: &Context, out: &mut TextEncoder) {
     // etcd counts a peer active while its connection is up; Cairn's leader counts a peer
     // active while it acknowledges heartbeats within the leader lease (followers report none).
     let local = format!("{:x}", ctx.member_id);
@@ -386,13 +417,6 @@ async fn metrics(ctx: &Context) -> Response {
             flag(live),
         );
     }
-    plugin_metrics(ctx, &mut out).await;
-    METRICS.encode(&mut out);
-    let mut response = Response::new(Body::from(out.finish()));
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
-    response
 }
 
 /// Per-binding counters from the registry: the same on every member, since apply keeps them.

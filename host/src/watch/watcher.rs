@@ -238,22 +238,45 @@ impl Watchers {
         hub: Revisions,
         store_current: Revision,
     ) -> Result<Option<Vec<Delivery>>, ReadFailed> {
-        let mut out: Vec<Delivery> = Vec::new();
-        // A watcher whose next revision was compacted away is canceled, as etcd does.
+        let mut out = self.cancel_compacted(hub.compact);
+        let (mut batches, plan) = self.plan(hub, store_current);
+        if batches.is_empty() && plan.is_empty() {
+            return Ok((!out.is_empty()).then_some(out));
+        }
+        if !plan.is_empty() {
+            let storage = self.storage.clone();
+            // Never closed, so the permit always comes.
+            let _reading = HISTORY_READS.acquire().await;
+            batches.extend(tokio::task::spawn_blocking(move || read_plan(&storage, plan)).await??);
+        }
+        self.settle(batches, store_current, &mut out);
+        Ok(Some(out))
+    }
+
+    /// Cancels, as etcd does, every watcher whose next revision was compacted away.
+    fn cancel_compacted(&mut self, compact: Revision) -> Vec<Delivery> {
         let compacted: Vec<i64> = self
             .watchers
             .iter()
-            .filter(|(_, w)| w.next_rev < hub.compact)
+            .filter(|(_, w)| w.next_rev < compact)
             .map(|(id, _)| *id)
             .collect();
-        for id in compacted {
-            self.watchers.remove(&id);
-            out.push(Delivery::Compacted {
-                id,
-                compact_revision: hub.compact,
-            });
+        for id in &compacted {
+            self.watchers.remove(id);
         }
-        // Caught-up watchers take their events from the hub's ring; the others read history.
+        compacted
+            .into_iter()
+            .map(|id| Delivery::Compacted {
+                id,
+                compact_revision: compact,
+            })
+            .collect()
+    }
+
+    /// What each watcher is due: events the hub's ring holds for the caught-up ones, and the
+    /// history reads the others need. A watcher that started in the past is synced once its
+    /// cursor passes the store's revision.
+    fn plan(&mut self, hub: Revisions, store_current: Revision) -> (Vec<Batch>, Vec<Read>) {
         let mut batches: Vec<Batch> = Vec::new();
         let mut plan: Vec<Read> = Vec::new();
         for (id, w) in &mut self.watchers {
@@ -284,15 +307,11 @@ impl Watchers {
                 }),
             }
         }
-        if batches.is_empty() && plan.is_empty() {
-            return Ok((!out.is_empty()).then_some(out));
-        }
-        if !plan.is_empty() {
-            let storage = self.storage.clone();
-            // Never closed, so the permit always comes.
-            let _reading = HISTORY_READS.acquire().await;
-            batches.extend(tokio::task::spawn_blocking(move || read_plan(&storage, plan)).await??);
-        }
+        (batches, plan)
+    }
+
+    /// Moves each watcher's cursor past what was read for it, and adds its deliveries.
+    fn settle(&mut self, batches: Vec<Batch>, store_current: Revision, out: &mut Vec<Delivery>) {
         for (id, to, outcome) in batches {
             let events = match outcome {
                 Ok(events) => events,
@@ -323,7 +342,6 @@ impl Watchers {
                 fragment: w.fragment,
             });
         }
-        Ok(Some(out))
     }
 }
 
