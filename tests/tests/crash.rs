@@ -105,10 +105,22 @@ async fn run_seed(seed: u64) {
     let mut node = CairnNode::start(&["--snapshot-count=300"]);
     let acked: Acked = Arc::default();
     for round in 0..KILLS_PER_SEED {
+        let before = acked.lock().expect("acked lock").len();
         let writers: Vec<_> = (0..WRITERS)
             .map(|id| tokio::spawn(writer(node.endpoint(), id, round, acked.clone())))
             .collect();
-        tokio::time::sleep(Duration::from_millis(rng.random_range(150..1200))).await;
+        // The kill lands at a seeded moment once writes are being acknowledged (a busy
+        // machine may take a while to start the member; that wait is not part of the
+        // schedule).
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while acked.lock().expect("acked lock").len() == before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "seed {seed} round {round}: no write acknowledged in 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..1050))).await;
         node.kill9();
         for w in writers {
             w.await.expect("writer task panicked");
