@@ -392,7 +392,7 @@ fn grpc_request<T>(headers: &HeaderMap, message: T) -> tonic::Request<T> {
 
 /// Whether the headers carry clientv3's `WithRequireLeader` (`Grpc-Metadata-Hasleader`).
 fn requires_leader(headers: &HeaderMap) -> bool {
-    super::requires_leader(&grpc_request(headers, ()))
+    super::asks_for_leader(headers.get("grpc-metadata-hasleader").map(|v| v.as_bytes()))
 }
 
 /// What the request stream of a streaming call does when the POST body ends.

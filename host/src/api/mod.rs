@@ -102,8 +102,9 @@ pub fn requires_leader<T>(request: &tonic::Request<T>) -> bool {
 /// The metadata key of clientv3's `WithRequireLeader` (an HTTP/2 header of a gRPC call).
 const HASLEADER: &str = "hasleader";
 
-/// The one reading of a `hasleader` value, wherever it arrives.
-fn asks_for_leader(value: Option<&[u8]>) -> bool {
+/// The one reading of a `hasleader` value, wherever it arrives (gRPC metadata, or the
+/// gateway's `Grpc-Metadata-Hasleader` header).
+pub(crate) fn asks_for_leader(value: Option<&[u8]>) -> bool {
     value == Some(b"true")
 }
 
