@@ -26,7 +26,7 @@ use crate::mvcc::{
 };
 use crate::plugin::hooks::Hooks;
 use crate::plugin::{Engine, PluginCommand, PluginError, PluginOutcome, Registry};
-use crate::storage::Storage;
+use crate::storage::{MEMBERSHIP, Storage};
 
 /// What the Raft log carries. Variants are only ever appended: the log on disk and the
 /// snapshots of older members decode by variant index.
@@ -81,10 +81,6 @@ pub enum CommandResponse {
     /// A plugin registry command, and the store revision it was applied at.
     Plugin(Result<PluginOutcome, PluginError>, mvcc::Revision),
 }
-
-/// The membership of the group as last applied, encoded by the Raft layer. (The applied log
-/// position itself is recorded with the MVCC revisions, see `ApplyBatch::set_position`.)
-const MEMBERSHIP: &[u8] = b"raft/membership";
 
 /// The applied-log marker, opaque to this module.
 #[derive(Clone, Debug, Default)]
@@ -178,13 +174,12 @@ impl StateMachine {
                 }
                 Some(Command::Plugin(cmd)) => {
                     for name in std::mem::take(&mut touched) {
-                        registry.persist_binding(&mut batch, &self.storage, &name);
+                        registry.persist_binding(&mut batch, &name);
                     }
                     let engine = &self.engine;
-                    let outcome =
-                        registry.apply(&mut batch, &self.storage, cmd, &mut |sha, bytes| {
-                            engine.prepare(sha, bytes)
-                        });
+                    let outcome = registry.apply(&mut batch, cmd, &mut |sha, bytes| {
+                        engine.prepare(sha, bytes)
+                    });
                     CommandResponse::Plugin(outcome, batch.revisions().current)
                 }
                 Some(Command::LeaseGrant { id, ttl_secs }) => CommandResponse::Lease(
@@ -201,11 +196,11 @@ impl StateMachine {
             });
             batch.set_position(&marker.applied);
             if let Some(m) = &marker.membership {
-                batch.insert_meta(MEMBERSHIP, m);
+                batch.side().set_membership(m);
             }
         }
         for name in touched {
-            registry.persist_binding(&mut batch, &self.storage, &name);
+            registry.persist_binding(&mut batch, &name);
         }
         let started = std::time::Instant::now();
         *revs = batch.commit()?;

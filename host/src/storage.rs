@@ -25,7 +25,7 @@
 
 use std::path::Path;
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, OwnedWriteBatch};
 
 pub const KV_META: &str = "kv_meta";
 pub const KV_REVS: &str = "kv_revs";
@@ -36,6 +36,9 @@ pub const KV_LEASE: &str = "kv_lease";
 pub const PLUGINS: &str = "plugins";
 pub const RAFT_LOG: &str = "raft_log";
 pub const RAFT_META: &str = "raft_meta";
+
+/// The key in `meta` under which the state machine keeps the Raft membership it applied last.
+pub const MEMBERSHIP: &[u8] = b"raft/membership";
 
 /// Memtable size of the data keyspaces.
 const MEMTABLE_BYTES: u64 = 8 << 20;
@@ -131,5 +134,67 @@ impl Storage {
             .filter_map(|name| self.state_keyspace(name))
             .map(|ks| ks.disk_space())
             .sum()
+    }
+}
+
+/// The state keyspaces outside the MVCC store, which the state machine's other subsystems
+/// write in the same batch as the MVCC data (see [`SideWrites`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SideTable {
+    /// The lease table (`lease/`).
+    Leases,
+    /// The plugin registry (`plugin/registry.rs`).
+    Plugins,
+}
+
+/// Writes to the side tables inside the state machine's apply batch, so that they commit
+/// atomically with the MVCC data and the applied position. The only way into that batch
+/// other than MVCC requests: the KV keyspaces and the position cannot be reached from here.
+/// Subsystems wrap it in writers that know their records (`lease::LeaseTable`,
+/// `plugin::registry::PluginTable`).
+pub struct SideWrites<'b> {
+    batch: &'b mut OwnedWriteBatch,
+    storage: &'b Storage,
+    /// Bumped per write, so the owning batch knows it has something to commit.
+    pending: &'b mut usize,
+}
+
+impl<'b> SideWrites<'b> {
+    /// For `mvcc::ApplyBatch`, which owns the batch.
+    pub(crate) fn new(
+        batch: &'b mut OwnedWriteBatch,
+        storage: &'b Storage,
+        pending: &'b mut usize,
+    ) -> Self {
+        SideWrites {
+            batch,
+            storage,
+            pending,
+        }
+    }
+
+    fn keyspace(&self, table: SideTable) -> &'b Keyspace {
+        let storage: &'b Storage = self.storage;
+        match table {
+            SideTable::Leases => &storage.leases,
+            SideTable::Plugins => &storage.plugins,
+        }
+    }
+
+    pub fn insert(&mut self, table: SideTable, key: &[u8], value: Vec<u8>) {
+        self.batch.insert(self.keyspace(table), key, value);
+        *self.pending += 1;
+    }
+
+    pub fn remove(&mut self, table: SideTable, key: &[u8]) {
+        self.batch.remove(self.keyspace(table), key);
+        *self.pending += 1;
+    }
+
+    /// Records the Raft membership of the entry being applied (opaque bytes of `raft/`).
+    pub fn set_membership(&mut self, membership: &[u8]) {
+        self.batch
+            .insert(&self.storage.meta, MEMBERSHIP, membership);
+        *self.pending += 1;
     }
 }

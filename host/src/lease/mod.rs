@@ -13,13 +13,35 @@ use fjall::Readable;
 pub use lessor::{Duties, Lessor, LessorRequest};
 
 use crate::mvcc::{ApplyBatch, Fault, LeaseLookup, MvccError, Revision};
-use crate::storage::Storage;
+use crate::storage::{SideTable, SideWrites, Storage};
 
 /// etcd's largest lease TTL, in seconds.
 pub const MAX_LEASE_TTL_SECS: i64 = 9_000_000_000;
 
 fn lease_key(id: i64) -> [u8; 8] {
     (id as u64).to_be_bytes()
+}
+
+/// Writes the lease table in the apply batch.
+struct LeaseTable<'b>(SideWrites<'b>);
+
+impl<'b> LeaseTable<'b> {
+    fn of(batch: &'b mut ApplyBatch<'_>) -> Self {
+        LeaseTable(batch.side())
+    }
+
+    /// Records lease `id` with its granted TTL and, if checkpointed, its remaining TTL.
+    fn put(&mut self, id: i64, ttl_secs: i64, remaining_secs: Option<i64>) {
+        self.0.insert(
+            SideTable::Leases,
+            &lease_key(id),
+            encode(ttl_secs, remaining_secs),
+        );
+    }
+
+    fn remove(&mut self, id: i64) {
+        self.0.remove(SideTable::Leases, &lease_key(id));
+    }
 }
 
 /// Grants lease `id` with `ttl_secs`, unless it exists.
@@ -36,7 +58,7 @@ pub fn grant(
     {
         return Ok(Err(MvccError::LeaseExists));
     }
-    batch.insert(&storage.leases, &lease_key(id), encode(ttl_secs, None));
+    LeaseTable::of(batch).put(id, ttl_secs, None);
     batch.commit_pending()?;
     Ok(Ok(()))
 }
@@ -54,7 +76,7 @@ pub fn checkpoint(
             continue;
         };
         let (ttl, _) = decode(&raw);
-        batch.insert(&storage.leases, &lease_key(*id), encode(ttl, *remaining));
+        LeaseTable::of(batch).put(*id, ttl, *remaining);
     }
     batch.commit_pending()?;
     Ok(())
@@ -74,7 +96,7 @@ pub fn revoke(
         return Ok(Err(MvccError::LeaseNotFound));
     }
     let deleted = batch.delete_lease_keys(id)?;
-    batch.remove(&storage.leases, &lease_key(id));
+    LeaseTable::of(batch).remove(id);
     batch.commit_pending()?;
     Ok(Ok(deleted))
 }

@@ -19,7 +19,7 @@ use super::{
     Applied, CompactResponse, LeaseLookup, NoHooks, POSITION, RequestOp, Revisions, TxnRequest,
     WriteHooks, WriteRequest, WriteResponse, compact, into_fault, txn,
 };
-use crate::storage::Storage;
+use crate::storage::{SideWrites, Storage};
 
 /// Uncommitted writes of one or more requests.
 pub struct ApplyBatch<'a> {
@@ -178,26 +178,15 @@ impl<'a> ApplyBatch<'a> {
         &self.snap
     }
 
-    /// Adds a write to one of the state keyspaces outside the KV store (leases).
-    pub fn insert(&mut self, keyspace: &fjall::Keyspace, key: &[u8], value: Vec<u8>) {
-        self.batch.insert(keyspace, key, value);
-        self.pending += 1;
-    }
-
-    /// Removes a key from one of the state keyspaces outside the KV store (leases).
-    pub fn remove(&mut self, keyspace: &fjall::Keyspace, key: &[u8]) {
-        self.batch.remove(keyspace, key);
-        self.pending += 1;
+    /// Writes to the state tables outside the MVCC store (leases, plugins, membership), in
+    /// this batch.
+    pub fn side(&mut self) -> SideWrites<'_> {
+        SideWrites::new(&mut self.batch, self.storage, &mut self.pending)
     }
 
     /// Sets the log position of the request just applied (opaque to the store).
     pub fn set_position(&mut self, applied: &[u8]) {
         self.position = Some(applied.to_vec());
-    }
-
-    /// Adds a write of the caller's own to the batch (for example the Raft membership).
-    pub fn insert_meta(&mut self, key: &[u8], value: &[u8]) {
-        self.batch.insert(&self.storage.meta, key, value);
     }
 
     /// Commits everything applied; returns the counters after it.

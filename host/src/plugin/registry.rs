@@ -24,7 +24,7 @@ use thiserror::Error;
 use super::validate::{hook_of, validate};
 use super::{DEFAULT_FUEL, DEFAULT_MEMORY_BYTES, MAX_FUEL, MAX_MEMORY_BYTES, MAX_MODULE_BYTES};
 use crate::mvcc::{ApplyBatch, Fault};
-use crate::storage::Storage;
+use crate::storage::{SideTable, SideWrites, Storage};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Kind {
@@ -212,6 +212,57 @@ fn check_upload(name: &str, sha256: &str, size: u64) -> Result<String, String> {
     Ok(sha256.to_ascii_lowercase())
 }
 
+/// Writes the registry's records in the apply batch.
+struct PluginTable<'b>(SideWrites<'b>);
+
+impl<'b> PluginTable<'b> {
+    fn of(batch: &'b mut ApplyBatch<'_>) -> Self {
+        PluginTable(batch.side())
+    }
+
+    fn put_module(&mut self, sha256: &str, bytes: Vec<u8>) {
+        self.0
+            .insert(SideTable::Plugins, &key(MODULE, sha256), bytes);
+    }
+
+    fn remove_module(&mut self, sha256: &str) {
+        self.0.remove(SideTable::Plugins, &key(MODULE, sha256));
+    }
+
+    fn put_plugin(&mut self, record: &PluginRecord) {
+        self.0.insert(
+            SideTable::Plugins,
+            &key(PLUGIN, &record.name),
+            encode(record),
+        );
+    }
+
+    fn remove_plugin(&mut self, name: &str) {
+        self.0.remove(SideTable::Plugins, &key(PLUGIN, name));
+    }
+
+    fn put_upload(&mut self, name: &str, upload: &Upload) {
+        self.0
+            .insert(SideTable::Plugins, &key(UPLOAD, name), encode(upload));
+    }
+
+    fn remove_upload(&mut self, name: &str) {
+        self.0.remove(SideTable::Plugins, &key(UPLOAD, name));
+    }
+
+    fn put_binding(&mut self, binding: &Binding) {
+        self.0.insert(
+            SideTable::Plugins,
+            &key(BINDING, &binding.name),
+            encode(binding),
+        );
+    }
+
+    fn remove_binding(&mut self, name: &str) {
+        self.0.remove(SideTable::Plugins, &key(BINDING, name));
+    }
+}
+
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // postcard cannot fail on these plain structs except on out-of-memory.
     postcard::to_stdvec(value).expect("registry records always encode")
@@ -269,7 +320,6 @@ impl Registry {
     pub fn apply(
         &mut self,
         batch: &mut ApplyBatch<'_>,
-        storage: &Storage,
         command: &PluginCommand,
         installed: &mut dyn FnMut(&str, &[u8]),
     ) -> Result<PluginOutcome, PluginError> {
@@ -280,15 +330,13 @@ impl Registry {
                 size,
                 offset,
                 data,
-            } => self.install(
-                batch, storage, name, sha256, *size, *offset, data, installed,
-            ),
-            PluginCommand::Bind(spec) => self.bind(batch, storage, spec),
+            } => self.install(batch, name, sha256, *size, *offset, data, installed),
+            PluginCommand::Bind(spec) => self.bind(batch, spec),
             PluginCommand::Unbind { name } => {
                 if self.bindings.remove(name).is_none() {
                     return Err(PluginError::BindingNotFound(name.clone()));
                 }
-                batch.remove(&storage.plugins, &key(BINDING, name));
+                PluginTable::of(batch).remove_binding(name);
                 Ok(PluginOutcome::Done)
             }
             PluginCommand::Remove { name } => {
@@ -302,25 +350,25 @@ impl Registry {
                     });
                 }
                 self.plugins.remove(name);
-                batch.remove(&storage.plugins, &key(PLUGIN, name));
-                self.drop_module_if_unused(batch, storage, &record.sha256);
+                PluginTable::of(batch).remove_plugin(name);
+                self.drop_module_if_unused(batch, &record.sha256);
                 Ok(PluginOutcome::Done)
             }
         }
     }
 
     /// Writes a binding's current record (after its statistics changed).
-    pub fn persist_binding(&self, batch: &mut ApplyBatch<'_>, storage: &Storage, name: &str) {
+    pub fn persist_binding(&self, batch: &mut ApplyBatch<'_>, name: &str) {
         if let Some(b) = self.bindings.get(name) {
-            batch.insert(&storage.plugins, &key(BINDING, name), encode(b));
+            PluginTable::of(batch).put_binding(b);
         }
     }
 
-    fn drop_module_if_unused(&self, batch: &mut ApplyBatch<'_>, storage: &Storage, sha: &str) {
+    fn drop_module_if_unused(&self, batch: &mut ApplyBatch<'_>, sha: &str) {
         let used = self.plugins.values().any(|p| p.sha256 == sha)
             || self.bindings.values().any(|b| b.sha256 == sha);
         if !used {
-            batch.remove(&storage.plugins, &key(MODULE, sha));
+            PluginTable::of(batch).remove_module(sha);
         }
     }
 
@@ -328,7 +376,6 @@ impl Registry {
     fn install(
         &mut self,
         batch: &mut ApplyBatch<'_>,
-        storage: &Storage,
         name: &str,
         sha256: &str,
         size: u64,
@@ -373,15 +420,15 @@ impl Registry {
         upload.data.extend_from_slice(data);
         let received = upload.data.len() as u64;
         if received < size {
-            batch.insert(&storage.plugins, &key(UPLOAD, name), encode(&upload));
+            PluginTable::of(batch).put_upload(name, &upload);
             self.uploads.insert(name.to_string(), upload);
             return Ok(PluginOutcome::Install {
                 received,
                 installed: false,
             });
         }
-        batch.remove(&storage.plugins, &key(UPLOAD, name));
-        self.complete_upload(batch, storage, name, upload, installed)?;
+        PluginTable::of(batch).remove_upload(name);
+        self.complete_upload(batch, name, upload, installed)?;
         Ok(PluginOutcome::Install {
             received,
             installed: true,
@@ -393,7 +440,6 @@ impl Registry {
     fn complete_upload(
         &mut self,
         batch: &mut ApplyBatch<'_>,
-        storage: &Storage,
         name: &str,
         upload: Upload,
         installed: &mut dyn FnMut(&str, &[u8]),
@@ -419,14 +465,11 @@ impl Registry {
             exports: validated.exports,
         };
         let previous = self.plugins.insert(name.to_string(), record.clone());
-        batch.insert(&storage.plugins, &key(PLUGIN, name), encode(&record));
-        batch.insert(
-            &storage.plugins,
-            &key(MODULE, &upload.sha256),
-            upload.data.clone(),
-        );
+        let mut table = PluginTable::of(batch);
+        table.put_plugin(&record);
+        table.put_module(&upload.sha256, upload.data.clone());
         if let Some(old) = previous {
-            self.drop_module_if_unused(batch, storage, &old.sha256);
+            self.drop_module_if_unused(batch, &old.sha256);
         }
         installed(&upload.sha256, &upload.data);
         Ok(())
@@ -435,7 +478,6 @@ impl Registry {
     fn bind(
         &mut self,
         batch: &mut ApplyBatch<'_>,
-        storage: &Storage,
         spec: &Binding,
     ) -> Result<PluginOutcome, PluginError> {
         let bad = |reason: String| PluginError::BadBinding {
@@ -496,15 +538,11 @@ impl Registry {
             ..spec.clone()
         };
         let replaced = self.bindings.insert(spec.name.clone(), binding.clone());
-        batch.insert(
-            &storage.plugins,
-            &key(BINDING, &spec.name),
-            encode(&binding),
-        );
+        PluginTable::of(batch).put_binding(&binding);
         if let Some(old) = replaced
             && old.sha256 != binding.sha256
         {
-            self.drop_module_if_unused(batch, storage, &old.sha256);
+            self.drop_module_if_unused(batch, &old.sha256);
         }
         Ok(PluginOutcome::Done)
     }
