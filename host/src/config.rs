@@ -147,10 +147,10 @@ pub struct Config {
     )]
     pub experimental_lease_checkpoint_interval: GoDuration,
 
-    /// Lets tests drop this member's traffic with chosen peers (the `SetFaults` peer call).
-    /// Never for production.
-    #[arg(long, env = "CAIRN_EXPERIMENTAL_FAULT_INJECTION", hide = true)]
-    pub experimental_fault_injection: bool,
+    /// Faults between members run in one process (tests only; no flag sets it, see
+    /// `raft/transport/filter.rs`).
+    #[arg(skip)]
+    pub link_filter: crate::raft::transport::filter::Filter,
 
     /// Log level: debug, info, warn or error.
     #[arg(long, env = "CAIRN_LOG_LEVEL", default_value = "info", value_parser = ["debug", "info", "warn", "error"])]

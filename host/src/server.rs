@@ -78,7 +78,7 @@ impl Server {
                 strict_reconfig_check: config.strict_reconfig_check,
             },
             bootstrap,
-            fault_injection: config.experimental_fault_injection,
+            filter: config.link_filter.clone(),
         })
         .await?;
         let (stop, stopped) = watch::channel(false);
@@ -122,6 +122,11 @@ impl Server {
             running: tasks.names,
             raft,
         })
+    }
+
+    /// This member's ID.
+    pub fn member_id(&self) -> u64 {
+        self.raft.id()
     }
 
     /// Waits until a listener fails (an error) or [`Server::shutdown`] is called elsewhere.

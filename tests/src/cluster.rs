@@ -1,17 +1,14 @@
 //! Multi-member clusters for tests: Cairn or real etcd, started with the same etcd flags on
 //! free loopback ports, each member its own process.
 //!
-//! Faults: `kill9` and `restart`, `pause` and `resume` (SIGSTOP / SIGCONT), and for Cairn
-//! network partitions through each member's fault-injection hook (`SetFaults` on the peer
-//! port, enabled by `--experimental-fault-injection`): a partition makes members of different
-//! groups drop each other's traffic in both directions.
+//! Faults: `kill9` and `restart`, `pause` and `resume` (SIGSTOP / SIGCONT): what needs a real
+//! process. Partitions, drops and delays between members run in-process (`inproc.rs`), through
+//! a link filter that no flag of the `cairn` binary can install.
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cairn_proto::cairn_raft::Faults;
-use cairn_proto::cairn_raft::peer_client::PeerClient;
 use etcd_client::Client;
 use tempfile::TempDir;
 
@@ -121,7 +118,7 @@ impl Member {
     /// its cluster must come from the data dir. `extra` flags are appended.
     pub fn restart_from_data_dir(&mut self, extra: &[&str]) {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        self.args = member_args(self.flavor, self, None, &extra);
+        self.args = member_args(self, None, &extra);
         self.spawn();
     }
 
@@ -289,7 +286,7 @@ impl Cluster {
                 cluster: &initial,
                 state: "new",
             };
-            m.args = member_args(flavor, m, Some(first), &extra_args);
+            m.args = member_args(m, Some(first), &extra_args);
         }
         // Spawned together: each waits for its client port only, and the first to listen
         // does so before the others have started (etcd waits for peers before it serves).
@@ -344,12 +341,7 @@ impl Cluster {
             cluster: initial_cluster,
             state: "existing",
         };
-        let args = member_args(
-            self.flavor,
-            &self.members[index],
-            Some(first),
-            &self.extra_args,
-        );
+        let args = member_args(&self.members[index], Some(first), &self.extra_args);
         let m = &mut self.members[index];
         m.args = args;
         m.spawn();
@@ -463,49 +455,6 @@ impl Cluster {
         }
         true
     }
-
-    /// Cuts the cluster into `groups` (member indexes): members in different groups drop
-    /// each other's traffic. Members in no group are left as they are. Cairn only.
-    pub async fn partition(&self, groups: &[&[usize]]) {
-        assert_eq!(
-            self.flavor,
-            Flavor::Cairn,
-            "partitions need Cairn's fault hook"
-        );
-        for (g, group) in groups.iter().enumerate() {
-            let mut others = Vec::new();
-            for (h, other) in groups.iter().enumerate() {
-                if h != g {
-                    for &i in other.iter() {
-                        others.push(self.members[i].id().await);
-                    }
-                }
-            }
-            for &i in group.iter() {
-                self.set_faults(i, others.clone()).await;
-            }
-        }
-    }
-
-    /// Ends every partition.
-    pub async fn heal(&self) {
-        for (i, m) in self.members.iter().enumerate() {
-            if m.is_running() {
-                self.set_faults(i, Vec::new()).await;
-            }
-        }
-    }
-
-    async fn set_faults(&self, index: usize, isolate_from: Vec<u64>) {
-        let url = self.members[index].peer_url();
-        let mut client = PeerClient::connect(url.clone())
-            .await
-            .unwrap_or_else(|e| panic!("connect to the peer port {url}: {e}"));
-        client
-            .set_faults(Faults { isolate_from })
-            .await
-            .unwrap_or_else(|e| panic!("SetFaults on {url}: {e}"));
-    }
 }
 
 /// How a member enters its cluster the first time: `--initial-cluster-token`,
@@ -518,12 +467,7 @@ struct Initial<'a> {
 
 /// The etcd flags of one member; Cairn takes the same ones. Without `initial`, only its name,
 /// data dir and addresses (a restart that must take the rest from the data dir).
-fn member_args(
-    flavor: Flavor,
-    m: &Member,
-    initial: Option<Initial<'_>>,
-    extra: &[String],
-) -> Vec<String> {
+fn member_args(m: &Member, initial: Option<Initial<'_>>, extra: &[String]) -> Vec<String> {
     let mut args = vec![
         format!("--name={}", m.name),
         format!("--data-dir={}", m.data_dir.display()),
@@ -538,9 +482,6 @@ fn member_args(
             format!("--initial-cluster-state={}", initial.state),
             format!("--initial-cluster-token={}", initial.token),
         ]);
-    }
-    if flavor == Flavor::Cairn {
-        args.push("--experimental-fault-injection".to_string());
     }
     args.extend(extra.iter().cloned());
     args

@@ -9,9 +9,24 @@ use etcd_client::{GetOptions, SortOrder, SortTarget};
 use crate::cluster::{Cluster, connect};
 use crate::workload::Writers;
 
+/// The members a check asks: the name and client endpoint of each running member.
+pub trait Running {
+    fn running(&self) -> Vec<(String, String)>;
+}
+
+impl Running for Cluster {
+    fn running(&self) -> Vec<(String, String)> {
+        self.members
+            .iter()
+            .filter(|m| m.is_running())
+            .map(|m| (m.name.clone(), m.endpoint()))
+            .collect()
+    }
+}
+
 /// Stops `writers`, waits (bounded) until every running member has the same revision and
 /// HashKV, and checks that each holds every write the cluster acknowledged.
-pub async fn stop_and_verify(cluster: &Cluster, writers: Writers, prefix: &str) {
+pub async fn stop_and_verify(cluster: &impl Running, writers: Writers, prefix: &str) {
     let acked = writers.stop().await;
     wait_converged(cluster, Duration::from_secs(60)).await;
     assert_all_present(cluster, prefix, &acked).await;
@@ -27,13 +42,13 @@ pub struct MemberHash {
 
 /// Waits (bounded) until every running member reports the same revision and the same HashKV
 /// at it; returns that revision and hash. Panics with every member's answer otherwise.
-pub async fn wait_converged(cluster: &Cluster, limit: Duration) -> (i64, u32) {
+pub async fn wait_converged(cluster: &impl Running, limit: Duration) -> (i64, u32) {
     let start = Instant::now();
     let mut last = Vec::new();
     loop {
         last = hashes(cluster).await.unwrap_or(last);
         if let Some(first) = last.first()
-            && last.len() == cluster.endpoints().len()
+            && last.len() == cluster.running().len()
             && last
                 .iter()
                 .all(|m| m.revision == first.revision && m.hash == first.hash)
@@ -48,18 +63,18 @@ pub async fn wait_converged(cluster: &Cluster, limit: Duration) -> (i64, u32) {
     }
 }
 
-async fn hashes(cluster: &Cluster) -> Option<Vec<MemberHash>> {
+async fn hashes(cluster: &impl Running) -> Option<Vec<MemberHash>> {
     let mut out = Vec::new();
-    for m in cluster.members.iter().filter(|m| m.is_running()) {
+    for (name, endpoint) in cluster.running() {
         let ask = async {
-            let mut client = connect(&m.endpoint()).await;
+            let mut client = connect(&endpoint).await;
             client.hash_kv(0).await.ok()
         };
         let resp = tokio::time::timeout(Duration::from_secs(5), ask)
             .await
             .ok()??;
         out.push(MemberHash {
-            name: m.name.clone(),
+            name,
             revision: resp.header()?.revision(),
             hash: resp.hash(),
         });
@@ -69,10 +84,10 @@ async fn hashes(cluster: &Cluster) -> Option<Vec<MemberHash>> {
 
 /// Asserts that every running member holds every key in `acked` (serializable reads, so each
 /// member answers from its own state).
-pub async fn assert_all_present(cluster: &Cluster, prefix: &str, acked: &[String]) {
+pub async fn assert_all_present(cluster: &impl Running, prefix: &str, acked: &[String]) {
     let want: BTreeSet<&str> = acked.iter().map(String::as_str).collect();
-    for m in cluster.members.iter().filter(|m| m.is_running()) {
-        let mut client = connect(&m.endpoint()).await;
+    for (name, endpoint) in cluster.running() {
+        let mut client = connect(&endpoint).await;
         let options = GetOptions::new()
             .with_prefix()
             .with_keys_only()
@@ -81,7 +96,7 @@ pub async fn assert_all_present(cluster: &Cluster, prefix: &str, acked: &[String
         let resp = client
             .get(prefix, Some(options))
             .await
-            .unwrap_or_else(|e| panic!("range on {}: {e}", m.name));
+            .unwrap_or_else(|e| panic!("range on {name}: {e}"));
         let have: BTreeSet<String> = resp
             .kvs()
             .iter()
@@ -90,8 +105,7 @@ pub async fn assert_all_present(cluster: &Cluster, prefix: &str, acked: &[String
         let missing: Vec<&&str> = want.iter().filter(|k| !have.contains(**k)).collect();
         assert!(
             missing.is_empty(),
-            "{} lost {} acknowledged writes, e.g. {:?}",
-            m.name,
+            "{name} lost {} acknowledged writes, e.g. {:?}",
             missing.len(),
             &missing[..missing.len().min(5)]
         );

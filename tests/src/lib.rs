@@ -6,8 +6,10 @@
 
 pub mod cluster;
 pub mod converge;
+pub mod inproc;
 pub mod linearizability;
 pub mod process;
+pub mod recorder;
 pub mod workload;
 
 pub use cluster::{Cluster, Flavor, Member};

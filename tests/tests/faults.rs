@@ -1,5 +1,6 @@
-//! Faults on multi-member Cairn clusters: a killed leader, a partitioned minority, a member
-//! that falls behind the retained log. Every test runs a write load and ends by checking that
+//! Faults on multi-member Cairn clusters that need real processes: a killed leader, a member
+//! that falls behind the retained log, a restarted leader. (A partitioned minority and the
+//! seeded schedules of partitions, drops and delays run in-process: `schedules.rs`.) Every test runs a write load and ends by checking that
 //! no acknowledged write was lost and that every member has the same HashKV.
 
 use std::time::{Duration, Instant};
@@ -8,7 +9,6 @@ use cairn_tests::cluster::connect;
 use cairn_tests::converge::stop_and_verify;
 use cairn_tests::workload::{Writers, put_concurrently};
 use cairn_tests::{Cluster, Flavor, with_timeout};
-use etcd_client::GetOptions;
 
 /// Fault tests load two cores with several servers each; they run one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -66,126 +66,6 @@ async fn leader_kill_five_members() {
         "leader kill (5)",
         leader_kill_under_load(5),
     )
-    .await;
-}
-
-/// Waits (bounded) until one of `members` reports itself leader.
-async fn leader_among(cluster: &Cluster, members: &[usize], limit: Duration) -> usize {
-    let start = Instant::now();
-    loop {
-        for &i in members {
-            let ask = async {
-                let mut c = connect(&cluster.members[i].endpoint()).await;
-                let status = c.status().await.ok()?;
-                let me = status.header()?.member_id();
-                (status.leader() == me).then_some(i)
-            };
-            if let Ok(Some(i)) = tokio::time::timeout(Duration::from_secs(2), ask).await {
-                return i;
-            }
-        }
-        assert!(
-            start.elapsed() < limit,
-            "no leader among {members:?} within {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn minority_partition_cannot_write_or_read_linearizably() {
-    // Proves a leader cut off from the majority stops serving writes and linearizable reads
-    // (with an error, within a bounded time), the majority elects a leader and keeps working,
-    // serializable reads still work on the minority, and after healing all members agree.
-    let _serial = SERIAL.lock().await;
-    with_timeout(Duration::from_secs(240), "minority partition", async {
-        let cluster = Cluster::start(Flavor::Cairn, 3, &[]).await;
-        let old = cluster.wait_for_leader(Duration::from_secs(30)).await;
-        let majority: Vec<usize> = (0..3).filter(|&i| i != old).collect();
-        let mut seed = connect(&cluster.members[old].endpoint()).await;
-        seed.put("before", "1", None)
-            .await
-            .expect("put before the partition");
-
-        // A watch that requires a leader (clientv3's WithRequireLeader) on the member about to
-        // be cut off.
-        let options = etcd_client::ConnectOptions::new().with_require_leader(true);
-        let mut needs_leader =
-            etcd_client::Client::connect([cluster.members[old].endpoint()], Some(options))
-                .await
-                .expect("connect");
-        let mut leader_watch = needs_leader
-            .watch("before", None)
-            .await
-            .expect("watch with hasleader");
-        let writers = Writers::start(
-            majority
-                .iter()
-                .map(|&i| cluster.members[i].endpoint())
-                .collect(),
-            4,
-            "w/",
-        );
-        cluster.partition(&[&[old], &majority]).await;
-        let new = leader_among(&cluster, &majority, Duration::from_secs(30)).await;
-        assert_ne!(new, old);
-        writers
-            .wait_for_progress(100, Duration::from_secs(30))
-            .await;
-
-        // The minority side: writes and linearizable reads fail, and in bounded time.
-        let mut minority = connect(&cluster.members[old].endpoint()).await;
-        let start = Instant::now();
-        let put = minority.put("minority", "x", None).await;
-        assert!(put.is_err(), "a write on the minority succeeded");
-        let get = minority.get("before", None).await;
-        assert!(
-            get.is_err(),
-            "a linearizable read on the minority succeeded"
-        );
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "minority took {:?} to fail",
-            start.elapsed()
-        );
-        let stale = minority
-            .get("before", Some(GetOptions::new().with_serializable()))
-            .await
-            .expect("serializable read on the minority");
-        assert_eq!(stale.kvs().len(), 1);
-        // The hasleader watch ends with "no leader" once the member knows it has none.
-        let ended = with_timeout(Duration::from_secs(30), "hasleader watch end", async {
-            loop {
-                match leader_watch.message().await {
-                    Ok(Some(_)) => continue,
-                    Ok(None) => return String::from("stream closed"),
-                    Err(e) => return e.to_string(),
-                }
-            }
-        })
-        .await;
-        assert!(
-            ended.contains("no leader"),
-            "hasleader watch ended with: {ended}"
-        );
-
-        cluster.heal().await;
-        writers
-            .wait_for_progress(100, Duration::from_secs(30))
-            .await;
-        stop_and_verify(&cluster, writers, "w/").await;
-        let mut after = connect(&cluster.members[old].endpoint()).await;
-        let lost = after
-            .get("minority", None)
-            .await
-            .expect("get after healing");
-        // The minority's write was never acknowledged; it may or may not exist, but every
-        // member agrees (checked by HashKV above). Here: it was never committed.
-        assert!(
-            lost.kvs().is_empty(),
-            "an unacknowledged minority write appeared"
-        );
-    })
     .await;
 }
 

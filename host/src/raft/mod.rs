@@ -97,7 +97,8 @@ pub struct StartParams<'a> {
     pub data_dir: &'a Path,
     pub config: &'a RaftConfig,
     pub bootstrap: Bootstrap,
-    pub fault_injection: bool,
+    /// The link filter (only tests that run members in-process install one).
+    pub filter: transport::filter::Filter,
 }
 
 /// Why a proposal, a read barrier or a leader-only request did not complete.
@@ -212,7 +213,7 @@ impl RaftNode {
             force::rewrite_as_one_member(&mut log_store, &mut sm, params.id, me.clone()).await?;
         }
         let applied = sm.applied_index();
-        let peers = Peers::new(params.id, params.cluster_id, params.fault_injection);
+        let peers = Peers::new(params.id, params.cluster_id, params.filter);
         let network = Network {
             peers: peers.clone(),
         };
@@ -488,7 +489,12 @@ pub async fn hello(
     peer_urls: &[String],
     limit: Duration,
 ) -> Result<service::HelloReply, String> {
-    hello_through(&Peers::new(me, 0, false), peer_urls, limit).await
+    hello_through(
+        &Peers::new(me, 0, transport::filter::Filter::default()),
+        peer_urls,
+        limit,
+    )
+    .await
 }
 
 /// [`hello`] over existing peer channels.

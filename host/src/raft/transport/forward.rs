@@ -120,8 +120,8 @@ impl RaftNode {
         let Some(url) = self.peer_url(leader) else {
             return Err(ProposeError::NotLeader { leader: None });
         };
-        if self.peers.is_isolated(leader) {
-            return Err(ProposeError::NotSent("isolated by fault injection".into()));
+        if let Err(e) = self.peers.link(leader).await {
+            return Err(ProposeError::NotSent(e.to_string()));
         }
         let payload =
             postcard::to_stdvec(request).map_err(|e| ProposeError::Stopped(e.to_string()))?;

@@ -8,10 +8,12 @@
 //! - `calls.rs`: id-tagged request/answer messages on one long-lived stream per peer;
 //! - `forward.rs`: leader-only requests (writes, read indexes, membership changes, the
 //!   lessor's questions) sent to the leader from any member;
-//! - `peers.rs`: one channel per peer, the cluster-ID check, the test-only fault set;
+//! - `peers.rs`: one channel per peer, the cluster-ID check;
+//! - `filter.rs`: the link filter tests use to delay, drop and cut messages in-process;
 //! - `peer_error.rs`: the peer protocol's failures and their gRPC codes.
 
 pub mod calls;
+pub mod filter;
 pub mod forward;
 pub mod network;
 pub mod peer_error;

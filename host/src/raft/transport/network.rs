@@ -90,12 +90,10 @@ impl PeerLink {
         Unreachable::from_string(format!("member {:x} ({}): {why}", self.target, self.url))
     }
 
-    /// Encodes a request for the peer, unless fault injection cuts it off.
-    fn seal<Req: Serialize>(&self, request: &Req) -> Result<Envelope, RPCError<TypeConfig>> {
-        if self.peers.is_isolated(self.target) {
-            return Err(RPCError::Unreachable(
-                self.unreachable("isolated by fault injection"),
-            ));
+    /// Encodes a request for the peer, unless the link filter drops it (see `filter.rs`).
+    async fn seal<Req: Serialize>(&self, request: &Req) -> Result<Envelope, RPCError<TypeConfig>> {
+        if let Err(e) = self.peers.link(self.target).await {
+            return Err(RPCError::Unreachable(self.unreachable(e)));
         }
         let payload = postcard::to_stdvec(request)
             .map_err(|e| RPCError::Network(NetworkError::from_string(e)))?;
@@ -108,7 +106,7 @@ impl PeerLink {
         request: &Req,
         option: &RPCOption,
     ) -> Result<Resp, RPCError<TypeConfig>> {
-        let envelope = self.seal(request)?;
+        let envelope = self.seal(request).await?;
         let mut client = self
             .peers
             .client(&self.url)
@@ -141,10 +139,8 @@ impl PeerLink {
         vote: Vote,
         snapshot: Snapshot,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        if self.peers.is_isolated(self.target) {
-            return Err(StreamingError::Unreachable(
-                self.unreachable("isolated by fault injection"),
-            ));
+        if let Err(e) = self.peers.link(self.target).await {
+            return Err(StreamingError::Unreachable(self.unreachable(e)));
         }
         let _sending = self.peers.snapshot_sending();
         let header = postcard::to_stdvec(&(vote, snapshot.meta.clone()))
@@ -284,8 +280,8 @@ impl RaftNetworkV2<TypeConfig> for PeerLink {
                 tokio::time::sleep(ttl).await;
                 Err(RPCError::Unreachable(link.unreachable(why)))
             };
-            if self.peers.is_isolated(self.target) {
-                return failed("isolated by fault injection".into()).await;
+            if let Err(e) = self.peers.link(self.target).await {
+                return failed(e.to_string()).await;
             }
             let mut client = match self.peers.client(&self.url) {
                 Ok(client) => client,
@@ -293,8 +289,15 @@ impl RaftNetworkV2<TypeConfig> for PeerLink {
             };
             let in_flight = Arc::new(AtomicUsize::new(0));
             let (peers, target, sent) = (self.peers.clone(), self.target, in_flight.clone());
+            // Each append passes the link filter on its way; a dropped one ends the stream,
+            // as a broken connection would.
             let outbound = input
-                .take_while(move |_| futures::future::ready(!peers.is_isolated(target)))
+                .then(move |request| {
+                    let peers = peers.clone();
+                    async move { peers.link(target).await.ok().map(|()| request) }
+                })
+                .take_while(|passed| futures::future::ready(passed.is_some()))
+                .filter_map(futures::future::ready)
                 .filter_map({
                     let peers = self.peers.clone();
                     move |request| {
@@ -330,7 +333,7 @@ impl RaftNetworkV2<TypeConfig> for PeerLink {
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         // Heartbeats (no entries, so no disk write on the other side) time the round trip.
         let started = rpc.entries.is_empty().then(std::time::Instant::now);
-        let envelope = self.seal(&rpc)?;
+        let envelope = self.seal(&rpc).await?;
         let reply = self
             .peers
             .call(

@@ -1,6 +1,6 @@
 //! The one place that turns the peer protocol's failures into `tonic::Status` (the client
 //! API's are in `api/status.rs`). The sender reads only the code: `FailedPrecondition` means
-//! "refused before anything ran" (another cluster, fault injection), so a forwarded request
+//! "refused before anything ran" (another cluster, a cut link), so a forwarded request
 //! may go elsewhere; `Unavailable` means openraft stopped on the receiver.
 
 use tonic::{Code, Status};
@@ -10,9 +10,9 @@ pub enum PeerError {
     /// The envelope came from another cluster.
     #[error("cluster ID mismatch: this member is in cluster {ours:x}, the sender in {theirs:x}")]
     ClusterMismatch { ours: u64, theirs: u64 },
-    /// Fault injection drops this sender's traffic.
-    #[error("traffic from member {0:x} is dropped by fault injection")]
-    Isolated(u64),
+    /// The link filter cuts this sender off (tests only, see `filter.rs`).
+    #[error("traffic from member {0:x} is cut by the link filter")]
+    Cut(u64),
     /// A payload that does not decode as what its call carries.
     #[error("undecodable {what}: {error}")]
     Undecodable {
@@ -29,18 +29,15 @@ pub enum PeerError {
     /// openraft stopped (or is stopping) on this member: the sender will retry elsewhere.
     #[error("{0}")]
     RaftStopped(String),
-    #[error("fault injection is off; start the member with --experimental-fault-injection")]
-    FaultInjectionOff,
 }
 
 impl From<PeerError> for Status {
     fn from(e: PeerError) -> Status {
         let code = match e {
-            PeerError::ClusterMismatch { .. } | PeerError::Isolated(_) => Code::FailedPrecondition,
+            PeerError::ClusterMismatch { .. } | PeerError::Cut(_) => Code::FailedPrecondition,
             PeerError::Undecodable { .. } | PeerError::Malformed(_) => Code::InvalidArgument,
             PeerError::Encoding(_) | PeerError::Staging(_) => Code::Internal,
             PeerError::RaftStopped(_) => Code::Unavailable,
-            PeerError::FaultInjectionOff => Code::PermissionDenied,
         };
         Status::new(code, e.to_string())
     }

@@ -6,13 +6,12 @@
 //! sender's cluster ID; a member refuses envelopes from another cluster, so members started
 //! with different `--initial-cluster-token`s never talk to each other.
 //!
-//! Fault injection (tests only, `--experimental-fault-injection`): a set of member IDs whose
-//! traffic this member drops in both directions. Tests partition a cluster by isolating the
-//! same pairs on both sides.
+//! A member run in-process by tests may carry a link filter (`filter.rs`) that delays or drops
+//! its messages; `link` and `admit` consult it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn_proto::cairn_raft::peer_client::PeerClient;
@@ -20,6 +19,7 @@ use cairn_proto::cairn_raft::{CallKind, Envelope};
 use tonic::transport::{Channel, Endpoint};
 
 use super::calls::{CallError, Links};
+use super::filter::{Dropped, Filter};
 use super::peer_error::PeerError;
 
 /// Largest peer message accepted or sent: an append of many large entries, or a snapshot chunk.
@@ -35,10 +35,9 @@ pub struct Peers {
 struct Inner {
     me: u64,
     cluster_id: AtomicU64,
-    fault_injection: bool,
+    filter: Filter,
     channels: Mutex<BTreeMap<String, Channel>>,
     calls: Links,
-    isolated: RwLock<BTreeSet<u64>>,
     /// Snapshots being sent to peers right now (purging waits for none, see `purge.rs`).
     sending_snapshots: AtomicU64,
 }
@@ -61,15 +60,14 @@ impl Drop for SendingSnapshot {
 }
 
 impl Peers {
-    pub fn new(me: u64, cluster_id: u64, fault_injection: bool) -> Self {
+    pub fn new(me: u64, cluster_id: u64, filter: Filter) -> Self {
         Peers {
             inner: Arc::new(Inner {
                 me,
                 cluster_id: AtomicU64::new(cluster_id),
-                fault_injection,
+                filter,
                 channels: Mutex::default(),
                 calls: Links::default(),
-                isolated: RwLock::default(),
                 sending_snapshots: AtomicU64::new(0),
             }),
         }
@@ -155,33 +153,20 @@ impl Peers {
                 theirs: cluster_id,
             });
         }
-        if self.is_isolated(from) {
-            return Err(PeerError::Isolated(from));
+        self.not_cut_from(from)
+    }
+
+    /// Refuses what comes from `from` while the link filter cuts that link.
+    pub fn not_cut_from(&self, from: u64) -> Result<(), PeerError> {
+        if self.inner.filter.is_cut(from, self.inner.me) {
+            return Err(PeerError::Cut(from));
         }
         Ok(())
     }
 
-    /// True while fault injection drops traffic with member `id`.
-    pub fn is_isolated(&self, id: u64) -> bool {
-        self.inner.fault_injection
-            && self
-                .inner
-                .isolated
-                .read()
-                .expect("fault set lock poisoned")
-                .contains(&id)
-    }
-
-    /// Replaces the set of isolated members; `false` when fault injection is off.
-    pub fn set_isolated(&self, ids: BTreeSet<u64>) -> bool {
-        if !self.inner.fault_injection {
-            return false;
-        }
-        *self
-            .inner
-            .isolated
-            .write()
-            .expect("fault set lock poisoned") = ids;
-        true
+    /// Lets a message to member `to` go (after a delay, if the link filter holds it), or
+    /// refuses it if the filter drops it.
+    pub async fn link(&self, to: u64) -> Result<(), Dropped> {
+        self.inner.filter.outbound(self.inner.me, to).await
     }
 }

@@ -1,18 +1,17 @@
 //! The Raft network, receiving side: the `cairn.raft.v1.Peer` gRPC service on the peer port.
 //!
-//! Every call first passes [`Peers::admit`] (same cluster, not isolated by fault injection);
+//! Every call first passes [`Peers::admit`] (same cluster, and a link the test filter has not cut);
 //! a refusal is `FailedPrecondition`, which the sender treats as "not delivered". Raft calls go
 //! straight into openraft; forwarded requests run on this member if it leads (`forward.rs`).
 //! Heartbeats and forwarded requests also arrive over a `Calls` stream (`calls.rs`), where
 //! each is admitted and answered exactly as its unary call would be.
 //! A snapshot is received into a file in the snapshot directory and handed to openraft whole.
 
-use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::PathBuf;
 
 use cairn_proto::cairn_raft::peer_server::Peer;
-use cairn_proto::cairn_raft::{Call, CallKind, Envelope, Faults, SnapshotChunk};
+use cairn_proto::cairn_raft::{Call, CallKind, Envelope, SnapshotChunk};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status, Streaming};
@@ -286,22 +285,11 @@ impl Peer for PeerService {
     async fn hello(&self, request: Request<Envelope>) -> Result<Response<Envelope>, Status> {
         // A joining member does not know the cluster ID yet; it checks our answer instead.
         let envelope = request.into_inner();
-        if self.node.peers.is_isolated(envelope.from) {
-            return Err(PeerError::Isolated(envelope.from).into());
-        }
+        self.node.peers.not_cut_from(envelope.from)?;
         self.seal(&HelloReply {
             cluster_id: self.node.peers.cluster_id(),
             members: self.node.committed_members(),
         })
         .map(Response::new)
-    }
-
-    async fn set_faults(&self, request: Request<Faults>) -> Result<Response<Faults>, Status> {
-        let faults = request.into_inner();
-        let ids: BTreeSet<u64> = faults.isolate_from.iter().copied().collect();
-        if !self.node.peers.set_isolated(ids) {
-            return Err(PeerError::FaultInjectionOff.into());
-        }
-        Ok(Response::new(faults))
     }
 }
