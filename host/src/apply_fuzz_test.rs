@@ -13,6 +13,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::*;
+use crate::auth::{AuthCommand, PermKind, Permission};
 use crate::mvcc::{
     CompactRequest, Compare, CompareOperand, CompareResult, CompareTarget, Computed, ComputedValue,
     DeleteRangeRequest, MAX_KEY_BYTES, PutRequest, RangeRequest, RequestOp, SortOrder, SortTarget,
@@ -248,8 +249,47 @@ fn plugin(rng: &mut StdRng) -> PluginCommand {
     }
 }
 
+fn auth(rng: &mut StdRng) -> AuthCommand {
+    let permission = |rng: &mut StdRng| Permission {
+        kind: [PermKind::Read, PermKind::Write, PermKind::ReadWrite][rng.random_range(0..3)],
+        key: key(rng),
+        range_end: range_end(rng),
+    };
+    match rng.random_range(0..9) {
+        0 => AuthCommand::UserAdd {
+            name: name(rng),
+            password_hash: "h".into(),
+            no_password: rng.random_bool(0.2),
+        },
+        1 => AuthCommand::UserDelete { name: name(rng) },
+        2 => AuthCommand::UserChangePassword {
+            name: name(rng),
+            password_hash: "h2".into(),
+        },
+        3 => AuthCommand::UserGrantRole {
+            user: name(rng),
+            role: name(rng),
+        },
+        4 => AuthCommand::UserRevokeRole {
+            user: name(rng),
+            role: name(rng),
+        },
+        5 => AuthCommand::RoleAdd { name: name(rng) },
+        6 => AuthCommand::RoleDelete { name: name(rng) },
+        7 => AuthCommand::RoleGrantPermission {
+            role: name(rng),
+            permission: permission(rng),
+        },
+        _ => AuthCommand::RoleRevokePermission {
+            role: name(rng),
+            key: key(rng),
+            range_end: range_end(rng),
+        },
+    }
+}
+
 fn command(rng: &mut StdRng) -> Command {
-    match rng.random_range(0..16) {
+    match rng.random_range(0..18) {
         0..=3 => Command::Kv(WriteRequest::Put(put(rng))),
         4 | 5 => Command::Kv(WriteRequest::DeleteRange(delete(rng))),
         6..=8 => Command::Kv(WriteRequest::Txn(txn(rng, 3))),
@@ -267,7 +307,8 @@ fn command(rng: &mut StdRng) -> Command {
                 .map(|_| (lease_id(rng), rng.random_bool(0.5).then(|| revision(rng))))
                 .collect(),
         },
-        _ => Command::Plugin(plugin(rng)),
+        13..=15 => Command::Plugin(plugin(rng)),
+        _ => Command::Auth(auth(rng)),
     }
 }
 

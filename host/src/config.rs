@@ -147,6 +147,10 @@ pub struct Config {
     )]
     pub experimental_lease_checkpoint_interval: GoDuration,
 
+    /// Cost of the bcrypt hashes of user passwords (4 to 31, as etcd).
+    #[arg(long, env = "CAIRN_BCRYPT_COST", default_value_t = 10, value_parser = clap::value_parser!(u32).range(4..=31))]
+    pub bcrypt_cost: u32,
+
     /// Faults between members run in one process (tests only; no flag sets it, see
     /// `raft/transport/filter.rs`).
     #[arg(skip)]

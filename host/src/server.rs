@@ -262,6 +262,7 @@ fn api_context(
             min_lease_ttl_secs: (3 * config.election_timeout / 2).div_ceil(1000) as i64,
             watch_progress_notify_interval: config.watch_progress_notify_interval.0,
             election_timeout: election,
+            bcrypt_cost: config.bcrypt_cost,
         },
     })
 }

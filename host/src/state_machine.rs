@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
+use crate::auth::{AuthCommand, AuthError, AuthStore};
 use crate::lease::{self, Leases};
 use crate::mvcc::{
     self, ApplyBatch, Fault, Mvcc, MvccError, Revisions, WriteRequest, WriteResponse,
@@ -45,6 +46,8 @@ pub enum Command {
     },
     /// A plugin registry change (install chunk, bind, unbind, remove).
     Plugin(PluginCommand),
+    /// A change to users, roles or permissions.
+    Auth(AuthCommand),
 }
 
 impl fmt::Display for Command {
@@ -65,6 +68,8 @@ impl fmt::Display for Command {
             Command::Plugin(PluginCommand::Bind(b)) => write!(f, "plugin_bind({})", b.name),
             Command::Plugin(PluginCommand::Unbind { name }) => write!(f, "plugin_unbind({name})"),
             Command::Plugin(PluginCommand::Remove { name }) => write!(f, "plugin_remove({name})"),
+            // Never the password hash.
+            Command::Auth(c) => f.write_str(auth_command_name(c)),
         }
     }
 }
@@ -80,6 +85,24 @@ pub enum CommandResponse {
     Lease(Result<mvcc::Revision, MvccError>),
     /// A plugin registry command, and the store revision it was applied at.
     Plugin(Result<PluginOutcome, PluginError>, mvcc::Revision),
+    /// An auth command: whether it changed the store, or etcd's error; and the store
+    /// revision it was applied at.
+    Auth(Result<bool, AuthError>, mvcc::Revision),
+}
+
+/// What an auth command is, for logs.
+fn auth_command_name(c: &AuthCommand) -> &'static str {
+    match c {
+        AuthCommand::UserAdd { .. } => "auth_user_add",
+        AuthCommand::UserDelete { .. } => "auth_user_delete",
+        AuthCommand::UserChangePassword { .. } => "auth_user_change_password",
+        AuthCommand::UserGrantRole { .. } => "auth_user_grant_role",
+        AuthCommand::UserRevokeRole { .. } => "auth_user_revoke_role",
+        AuthCommand::RoleAdd { .. } => "auth_role_add",
+        AuthCommand::RoleDelete { .. } => "auth_role_delete",
+        AuthCommand::RoleGrantPermission { .. } => "auth_role_grant_permission",
+        AuthCommand::RoleRevokePermission { .. } => "auth_role_revoke_permission",
+    }
 }
 
 /// The applied-log marker, opaque to this module.
@@ -100,6 +123,8 @@ pub struct StateMachine {
     /// The plugin registry as applied (apply is its only writer), and this member's engine.
     registry: Arc<Mutex<Registry>>,
     engine: Engine,
+    /// Users and roles as applied (apply is the only writer).
+    auth: Arc<Mutex<AuthStore>>,
 }
 
 impl StateMachine {
@@ -111,7 +136,9 @@ impl StateMachine {
             reason: e.to_string(),
         })?;
         let registry = Registry::load(&storage)?;
+        let auth = AuthStore::load(&storage)?;
         let machine = StateMachine {
+            auth: Arc::new(Mutex::new(auth)),
             committed: Arc::new(committed),
             storage,
             revisions: Arc::new(Mutex::new(revisions)),
@@ -141,6 +168,11 @@ impl StateMachine {
     /// The plugin registry as applied so far.
     pub fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.registry.lock().expect("registry lock poisoned")
+    }
+
+    /// Users and roles as applied so far.
+    pub fn auth(&self) -> std::sync::MutexGuard<'_, AuthStore> {
+        self.auth.lock().expect("auth store lock poisoned")
     }
 
     pub fn storage(&self) -> &Storage {
@@ -188,6 +220,14 @@ impl StateMachine {
                 ),
                 Some(Command::LeaseRevoke { id }) => {
                     CommandResponse::Lease(lease::revoke(&mut batch, &self.storage, *id)?)
+                }
+                Some(Command::Auth(cmd)) => {
+                    let outcome = self
+                        .auth
+                        .lock()
+                        .expect("auth store lock poisoned")
+                        .apply(&mut batch, cmd);
+                    CommandResponse::Auth(outcome, batch.revisions().current)
                 }
                 Some(Command::LeaseCheckpoint { checkpoints }) => {
                     lease::checkpoint(&mut batch, &self.storage, checkpoints)?;
@@ -275,6 +315,8 @@ impl StateMachine {
         batch.commit().map_err(to_io)?;
         *self.registry.lock().expect("registry lock poisoned") =
             Registry::load(&self.storage).map_err(std::io::Error::other)?;
+        *self.auth.lock().expect("auth store lock poisoned") =
+            AuthStore::load(&self.storage).map_err(std::io::Error::other)?;
         self.prepare_modules().map_err(std::io::Error::other)?;
         let revisions = Mvcc::revisions(&self.storage).map_err(std::io::Error::other)?;
         *self.revisions.lock().expect("revisions lock poisoned") = revisions;

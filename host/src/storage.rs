@@ -15,6 +15,7 @@
 //! | state    | `kv_lease`  | lease id ++ user key             | (empty): the keys a lease holds    |
 //! | state    | `meta`      | fixed names                           | revisions, applied log id, members |
 //! | state    | `plugins`   | `module/`, `plugin/`, `upload/`, `binding/` + name | the plugin registry (`plugin/registry.rs`) |
+//! | state    | `auth`      | `user/`, `role/` + name; `revision`, `enabled` | users, roles, the auth revision (`auth/store.rs`) |
 //! | log      | `raft_log`  | log index, big-endian                 | a Raft log entry                   |
 //! | log      | `raft_meta` | fixed names                           | vote, committed, last purged id    |
 //!
@@ -34,6 +35,7 @@ pub const META: &str = "meta";
 pub const LEASES: &str = "leases";
 pub const KV_LEASE: &str = "kv_lease";
 pub const PLUGINS: &str = "plugins";
+pub const AUTH: &str = "auth";
 pub const RAFT_LOG: &str = "raft_log";
 pub const RAFT_META: &str = "raft_meta";
 
@@ -47,7 +49,9 @@ const COUNTER_MEMTABLE_BYTES: u64 = 1 << 20;
 
 /// All state keyspaces: what a snapshot of the state machine carries.
 /// Appended only: a snapshot names keyspaces by their index here.
-pub const STATE_KEYSPACES: &[&str] = &[KV_META, KV_REVS, KV_INDEX, META, LEASES, KV_LEASE, PLUGINS];
+pub const STATE_KEYSPACES: &[&str] = &[
+    KV_META, KV_REVS, KV_INDEX, META, LEASES, KV_LEASE, PLUGINS, AUTH,
+];
 
 /// Handles to the open databases and their keyspaces. Cheap to clone.
 #[derive(Clone)]
@@ -63,6 +67,7 @@ pub struct Storage {
     pub leases: Keyspace,
     pub kv_lease: Keyspace,
     pub plugins: Keyspace,
+    pub auth: Keyspace,
     pub raft_log: Keyspace,
     pub raft_meta: Keyspace,
 }
@@ -101,6 +106,7 @@ impl Storage {
             leases: db.keyspace(LEASES, plain)?,
             kv_lease: db.keyspace(KV_LEASE, plain)?,
             plugins: db.keyspace(PLUGINS, separated)?,
+            auth: db.keyspace(AUTH, plain)?,
             raft_log: log_db.keyspace(RAFT_LOG, separated)?,
             raft_meta: log_db.keyspace(RAFT_META, counters)?,
             db,
@@ -118,6 +124,7 @@ impl Storage {
             LEASES => Some(&self.leases),
             KV_LEASE => Some(&self.kv_lease),
             PLUGINS => Some(&self.plugins),
+            AUTH => Some(&self.auth),
             _ => None,
         }
     }
@@ -145,13 +152,15 @@ pub enum SideTable {
     Leases,
     /// The plugin registry (`plugin/registry.rs`).
     Plugins,
+    /// Users and roles (`auth/store.rs`).
+    Auth,
 }
 
 /// Writes to the side tables inside the state machine's apply batch, so that they commit
 /// atomically with the MVCC data and the applied position. The only way into that batch
 /// other than MVCC requests: the KV keyspaces and the position cannot be reached from here.
 /// Subsystems wrap it in writers that know their records (`lease::LeaseTable`,
-/// `plugin::registry::PluginTable`).
+/// `plugin::registry::PluginTable`, `auth::store::AuthTable`).
 pub struct SideWrites<'b> {
     batch: &'b mut OwnedWriteBatch,
     storage: &'b Storage,
@@ -178,6 +187,7 @@ impl<'b> SideWrites<'b> {
         match table {
             SideTable::Leases => &storage.leases,
             SideTable::Plugins => &storage.plugins,
+            SideTable::Auth => &storage.auth,
         }
     }
 

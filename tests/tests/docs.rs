@@ -1,4 +1,4 @@
-//! The shell examples of README.md and docs/operations.md, run as written.
+//! The shell examples of README.md, docs/operations.md and docs/security.md, run as written.
 //!
 //! Each session runs its examples with bash inside network and PID namespaces of its own
 //! (`unshare -n -p`, loopback only), so the fixed ports the docs use (2379, 12379, …) are free
@@ -312,6 +312,18 @@ fn readme_single_member_examples_run_as_written() {
         "## A 3-member cluster",
     ));
     run_session("guard plugin", &guard);
+}
+
+#[test]
+fn security_examples_run_as_written() {
+    // Proves docs/security.md's user and role transcript prints what it shows.
+    let mut session = vec![parse_start()];
+    session.extend(blocks(
+        "docs/security.md",
+        "## Users and roles",
+        "## Not built yet",
+    ));
+    run_session("security", &session);
 }
 
 /// The README's way of starting a single member, for the sections that assume one.

@@ -239,38 +239,27 @@ fn plugin_routes(mut r: Router, gw: &Shared) -> Router {
     r
 }
 
-/// Cairn has no Auth service yet: its paths answer `Unimplemented`, as gRPC does.
-fn auth_routes(mut r: Router, _gw: &Shared) -> Router {
-    const PATHS: [(&str, &str); 17] = [
-        ("/auth/enable", "AuthEnable"),
-        ("/auth/disable", "AuthDisable"),
-        ("/auth/status", "AuthStatus"),
-        ("/auth/authenticate", "Authenticate"),
-        ("/auth/user/add", "UserAdd"),
-        ("/auth/user/get", "UserGet"),
-        ("/auth/user/list", "UserList"),
-        ("/auth/user/delete", "UserDelete"),
-        ("/auth/user/changepw", "UserChangePassword"),
-        ("/auth/user/grant", "UserGrantRole"),
-        ("/auth/user/revoke", "UserRevokeRole"),
-        ("/auth/role/add", "RoleAdd"),
-        ("/auth/role/get", "RoleGet"),
-        ("/auth/role/list", "RoleList"),
-        ("/auth/role/delete", "RoleDelete"),
-        ("/auth/role/grant", "RoleGrantPermission"),
-        ("/auth/role/revoke", "RoleRevokePermission"),
-    ];
-    for (path, rpc) in PATHS {
-        r = r.route(
-            path,
-            post(move || async move {
-                if let Some(m) = GrpcMethod::get("etcdserverpb.Auth", rpc) {
-                    METRICS.grpc_refused(m, Code::Unimplemented as i32);
-                }
-                error_response(&status::unimplemented(&format!("Auth.{rpc}")))
-            }),
-        );
-    }
+/// etcd's Auth service under `/v3/auth/`.
+fn auth_routes(mut r: Router, gw: &Shared) -> Router {
+    use cairn_proto::etcdserverpb::auth_server::Auth as _;
+    let a = Arc::new(super::auth::AuthService::new(gw.ctx.clone()));
+    unary! { r, gw, a, "/auth/enable", auth_enable, pb::AuthEnableRequest, "etcdserverpb.Auth/AuthEnable" }
+    unary! { r, gw, a, "/auth/disable", auth_disable, pb::AuthDisableRequest, "etcdserverpb.Auth/AuthDisable" }
+    unary! { r, gw, a, "/auth/status", auth_status, pb::AuthStatusRequest, "etcdserverpb.Auth/AuthStatus" }
+    unary! { r, gw, a, "/auth/authenticate", authenticate, pb::AuthenticateRequest, "etcdserverpb.Auth/Authenticate" }
+    unary! { r, gw, a, "/auth/user/add", user_add, pb::AuthUserAddRequest, "etcdserverpb.Auth/UserAdd" }
+    unary! { r, gw, a, "/auth/user/get", user_get, pb::AuthUserGetRequest, "etcdserverpb.Auth/UserGet" }
+    unary! { r, gw, a, "/auth/user/list", user_list, pb::AuthUserListRequest, "etcdserverpb.Auth/UserList" }
+    unary! { r, gw, a, "/auth/user/delete", user_delete, pb::AuthUserDeleteRequest, "etcdserverpb.Auth/UserDelete" }
+    unary! { r, gw, a, "/auth/user/changepw", user_change_password, pb::AuthUserChangePasswordRequest, "etcdserverpb.Auth/UserChangePassword" }
+    unary! { r, gw, a, "/auth/user/grant", user_grant_role, pb::AuthUserGrantRoleRequest, "etcdserverpb.Auth/UserGrantRole" }
+    unary! { r, gw, a, "/auth/user/revoke", user_revoke_role, pb::AuthUserRevokeRoleRequest, "etcdserverpb.Auth/UserRevokeRole" }
+    unary! { r, gw, a, "/auth/role/add", role_add, pb::AuthRoleAddRequest, "etcdserverpb.Auth/RoleAdd" }
+    unary! { r, gw, a, "/auth/role/get", role_get, pb::AuthRoleGetRequest, "etcdserverpb.Auth/RoleGet" }
+    unary! { r, gw, a, "/auth/role/list", role_list, pb::AuthRoleListRequest, "etcdserverpb.Auth/RoleList" }
+    unary! { r, gw, a, "/auth/role/delete", role_delete, pb::AuthRoleDeleteRequest, "etcdserverpb.Auth/RoleDelete" }
+    unary! { r, gw, a, "/auth/role/grant", role_grant_permission, pb::AuthRoleGrantPermissionRequest, "etcdserverpb.Auth/RoleGrantPermission" }
+    unary! { r, gw, a, "/auth/role/revoke", role_revoke_permission, pb::AuthRoleRevokePermissionRequest, "etcdserverpb.Auth/RoleRevokePermission" }
     r
 }
 

@@ -5,6 +5,7 @@
 //! linearizable read point and reads the local MVCC store (reads). Only this module knows
 //! protobuf types; only [`status`] builds `tonic::Status`.
 
+pub mod auth;
 pub mod cluster;
 pub mod concurrency;
 pub mod convert;
@@ -50,6 +51,8 @@ pub struct Limits {
     pub watch_progress_notify_interval: Duration,
     /// `--election-timeout`.
     pub election_timeout: Duration,
+    /// `--bcrypt-cost`: the cost of the password hashes this member computes.
+    pub bcrypt_cost: u32,
 }
 
 /// A response message that carries etcd's `ResponseHeader`.

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use cairn_proto::etcdserverpb::auth_server::AuthServer;
 use cairn_proto::etcdserverpb::cluster_server::ClusterServer;
 use cairn_proto::etcdserverpb::kv_server::KvServer;
 use cairn_proto::etcdserverpb::lease_server::LeaseServer;
@@ -12,6 +13,7 @@ use cairn_proto::etcdserverpb::watch_server::WatchServer;
 use cairn_proto::v3electionpb::election_server::ElectionServer;
 use cairn_proto::v3lockpb::lock_server::LockServer;
 
+use super::auth::AuthService;
 use super::cluster::ClusterService;
 use super::election::ElectionService;
 use super::kv::KvService;
@@ -93,6 +95,9 @@ async fn grpc_routes(ctx: &Arc<ApiContext>) -> tonic::service::Routes {
         .add_service(
             ClusterServer::new(ClusterService::new(ctx.clone()))
                 .max_decoding_message_size(max_decoding),
+        )
+        .add_service(
+            AuthServer::new(AuthService::new(ctx.clone())).max_decoding_message_size(max_decoding),
         )
         .add_service(
             cairn_proto::cairn_plugin::plugin_server::PluginServer::new(

@@ -43,6 +43,36 @@ pub fn plugin_error(e: &crate::plugin::PluginError) -> Status {
     Status::new(code, format!("cairn: {e}"))
 }
 
+/// etcd's code and words for an auth error.
+pub fn auth_error(e: &crate::auth::AuthError) -> Status {
+    use crate::auth::AuthError as E;
+    if let E::NameTooLong(_) = e {
+        return Status::invalid_argument(format!("cairn: {e}"));
+    }
+    let code = match e {
+        E::UserEmpty | E::RoleEmpty | E::InvalidAuthManagement | E::NameTooLong(_) => {
+            Code::InvalidArgument
+        }
+        E::UserAlreadyExists
+        | E::UserNotFound
+        | E::RoleAlreadyExists
+        | E::RoleNotFound
+        | E::RoleNotGranted
+        | E::PermissionNotGranted => Code::FailedPrecondition,
+    };
+    Status::new(code, format!("etcdserver: {e}"))
+}
+
+/// etcd's answer to Authenticate while authentication is off.
+pub fn auth_not_enabled() -> Status {
+    Status::failed_precondition("etcdserver: authentication is not enabled")
+}
+
+/// etcd's refusal of a permission grant without a permission.
+pub fn permission_not_given() -> Status {
+    Status::invalid_argument("etcdserver: permission not given")
+}
+
 pub fn invalid_request(e: &InvalidRequest) -> Status {
     if let InvalidRequest::KeyTooLong(_) = e {
         // Cairn's own limit: etcd has no such error, so no etcd text to match.
