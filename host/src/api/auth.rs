@@ -15,7 +15,7 @@ use cairn_proto::etcdserverpb as pb;
 use cairn_proto::etcdserverpb::auth_server::Auth;
 use tonic::{Request, Response, Status};
 
-use super::{Context, status};
+use super::{Context, WithHeader, status};
 use crate::auth::{AuthCommand, AuthStore, PermKind, Permission};
 use crate::state_machine::{Command, CommandResponse};
 
@@ -28,13 +28,20 @@ impl AuthService {
         AuthService { ctx }
     }
 
-    /// Proposes `command`; returns the store revision it was applied at.
-    async fn change(&self, command: AuthCommand) -> Result<i64, Status> {
-        match self.ctx.propose(Command::Auth(command)).await? {
-            CommandResponse::Auth(Ok(_), revision) => Ok(revision),
-            CommandResponse::Auth(Err(e), _) => Err(status::auth_error(&e)),
-            other => Err(status::unexpected_response("an auth command", &other)),
-        }
+    /// Proposes `command`; answers with a response of type `T` whose header carries the store
+    /// revision the command was applied at (every change answers with a header alone).
+    async fn change<T: WithHeader + Default>(
+        &self,
+        command: AuthCommand,
+    ) -> Result<Response<T>, Status> {
+        let revision = match self.ctx.propose(Command::Auth(command)).await? {
+            CommandResponse::Auth(Ok(_), revision) => revision,
+            CommandResponse::Auth(Err(e), _) => return Err(status::auth_error(&e)),
+            other => return Err(status::unexpected_response("an auth command", &other)),
+        };
+        let mut out = T::default();
+        *out.header_mut() = self.ctx.header(revision);
+        Ok(Response::new(out))
     }
 
     /// The store after a linearizable read point, and the store revision it was read at.
@@ -149,16 +156,12 @@ impl Auth for AuthService {
         } else {
             self.password_hash(r.password, r.hashed_password).await?
         };
-        let rev = self
-            .change(AuthCommand::UserAdd {
-                name: r.name,
-                password_hash,
-                no_password,
-            })
-            .await?;
-        Ok(Response::new(pb::AuthUserAddResponse {
-            header: self.ctx.header(rev),
-        }))
+        self.change(AuthCommand::UserAdd {
+            name: r.name,
+            password_hash,
+            no_password,
+        })
+        .await
     }
 
     async fn user_get(
@@ -193,10 +196,7 @@ impl Auth for AuthService {
         request: Request<pb::AuthUserDeleteRequest>,
     ) -> Result<Response<pb::AuthUserDeleteResponse>, Status> {
         let name = request.into_inner().name;
-        let rev = self.change(AuthCommand::UserDelete { name }).await?;
-        Ok(Response::new(pb::AuthUserDeleteResponse {
-            header: self.ctx.header(rev),
-        }))
+        self.change(AuthCommand::UserDelete { name }).await
     }
 
     async fn user_change_password(
@@ -205,15 +205,11 @@ impl Auth for AuthService {
     ) -> Result<Response<pb::AuthUserChangePasswordResponse>, Status> {
         let r = request.into_inner();
         let password_hash = self.password_hash(r.password, r.hashed_password).await?;
-        let rev = self
-            .change(AuthCommand::UserChangePassword {
-                name: r.name,
-                password_hash,
-            })
-            .await?;
-        Ok(Response::new(pb::AuthUserChangePasswordResponse {
-            header: self.ctx.header(rev),
-        }))
+        self.change(AuthCommand::UserChangePassword {
+            name: r.name,
+            password_hash,
+        })
+        .await
     }
 
     async fn user_grant_role(
@@ -221,15 +217,11 @@ impl Auth for AuthService {
         request: Request<pb::AuthUserGrantRoleRequest>,
     ) -> Result<Response<pb::AuthUserGrantRoleResponse>, Status> {
         let r = request.into_inner();
-        let rev = self
-            .change(AuthCommand::UserGrantRole {
-                user: r.user,
-                role: r.role,
-            })
-            .await?;
-        Ok(Response::new(pb::AuthUserGrantRoleResponse {
-            header: self.ctx.header(rev),
-        }))
+        self.change(AuthCommand::UserGrantRole {
+            user: r.user,
+            role: r.role,
+        })
+        .await
     }
 
     async fn user_revoke_role(
@@ -237,15 +229,11 @@ impl Auth for AuthService {
         request: Request<pb::AuthUserRevokeRoleRequest>,
     ) -> Result<Response<pb::AuthUserRevokeRoleResponse>, Status> {
         let r = request.into_inner();
-        let rev = self
-            .change(AuthCommand::UserRevokeRole {
-                user: r.name,
-                role: r.role,
-            })
-            .await?;
-        Ok(Response::new(pb::AuthUserRevokeRoleResponse {
-            header: self.ctx.header(rev),
-        }))
+        self.change(AuthCommand::UserRevokeRole {
+            user: r.name,
+            role: r.role,
+        })
+        .await
     }
 
     async fn role_add(
@@ -253,10 +241,7 @@ impl Auth for AuthService {
         request: Request<pb::AuthRoleAddRequest>,
     ) -> Result<Response<pb::AuthRoleAddResponse>, Status> {
         let name = request.into_inner().name;
-        let rev = self.change(AuthCommand::RoleAdd { name }).await?;
-        Ok(Response::new(pb::AuthRoleAddResponse {
-            header: self.ctx.header(rev),
-        }))
+        self.change(AuthCommand::RoleAdd { name }).await
     }
 
     async fn role_get(
@@ -291,10 +276,7 @@ impl Auth for AuthService {
         request: Request<pb::AuthRoleDeleteRequest>,
     ) -> Result<Response<pb::AuthRoleDeleteResponse>, Status> {
         let name = request.into_inner().role;
-        let rev = self.change(AuthCommand::RoleDelete { name }).await?;
-        Ok(Response::new(pb::AuthRoleDeleteResponse {
-            header: self.ctx.header(rev),
-        }))
+        self.change(AuthCommand::RoleDelete { name }).await
     }
 
     async fn role_grant_permission(
@@ -303,19 +285,15 @@ impl Auth for AuthService {
     ) -> Result<Response<pb::AuthRoleGrantPermissionResponse>, Status> {
         let r = request.into_inner();
         let perm = r.perm.ok_or_else(status::permission_not_given)?;
-        let rev = self
-            .change(AuthCommand::RoleGrantPermission {
-                role: r.name,
-                permission: Permission {
-                    kind: perm_kind(perm.perm_type),
-                    key: perm.key,
-                    range_end: perm.range_end,
-                },
-            })
-            .await?;
-        Ok(Response::new(pb::AuthRoleGrantPermissionResponse {
-            header: self.ctx.header(rev),
-        }))
+        self.change(AuthCommand::RoleGrantPermission {
+            role: r.name,
+            permission: Permission {
+                kind: perm_kind(perm.perm_type),
+                key: perm.key,
+                range_end: perm.range_end,
+            },
+        })
+        .await
     }
 
     async fn role_revoke_permission(
@@ -323,15 +301,11 @@ impl Auth for AuthService {
         request: Request<pb::AuthRoleRevokePermissionRequest>,
     ) -> Result<Response<pb::AuthRoleRevokePermissionResponse>, Status> {
         let r = request.into_inner();
-        let rev = self
-            .change(AuthCommand::RoleRevokePermission {
-                role: r.role,
-                key: r.key,
-                range_end: r.range_end,
-            })
-            .await?;
-        Ok(Response::new(pb::AuthRoleRevokePermissionResponse {
-            header: self.ctx.header(rev),
-        }))
+        self.change(AuthCommand::RoleRevokePermission {
+            role: r.role,
+            key: r.key,
+            range_end: r.range_end,
+        })
+        .await
     }
 }

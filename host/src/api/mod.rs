@@ -74,7 +74,17 @@ with_header!(
     pb::RangeResponse,
     pb::PutResponse,
     pb::DeleteRangeResponse,
-    pb::TxnResponse
+    pb::TxnResponse,
+    pb::AuthDisableResponse,
+    pb::AuthUserAddResponse,
+    pb::AuthUserDeleteResponse,
+    pb::AuthUserChangePasswordResponse,
+    pb::AuthUserGrantRoleResponse,
+    pb::AuthUserRevokeRoleResponse,
+    pb::AuthRoleAddResponse,
+    pb::AuthRoleDeleteResponse,
+    pb::AuthRoleGrantPermissionResponse,
+    pb::AuthRoleRevokePermissionResponse,
 );
 
 /// What every service handler needs. Shared behind an `Arc`.
