@@ -8,13 +8,18 @@
 //! `UserChangePassword` hashes the password with bcrypt before proposing (as etcd 3.5 does
 //! with `hashedPassword`), so apply never spends bcrypt's cost and never draws a salt.
 //!
-//! What is built: the store and every change etcd's Auth service makes to it (users, roles,
-//! grants and permissions, with etcd's rules and errors). What is not built yet, and so
+//! - `store.rs`: the replicated store and every change etcd's Auth service makes to it
+//!   (users, roles, grants and permissions, with etcd's rules and errors);
+//! - `perms.rs`: etcd's rule for whether a user may read or write a key range, over the
+//!   merged intervals of its roles' permissions.
+//!
+//! What is not built yet, and so
 //! refused with `Unimplemented` by the API: turning authentication on (`AuthEnable`),
 //! `Authenticate` and tokens, and the permission checks on requests. Until then the store is
 //! never enabled, as etcd's is not before `AuthEnable`, and every request runs as in etcd
 //! with authentication off.
 
+pub mod perms;
 pub mod store;
 
 use serde::{Deserialize, Serialize};
