@@ -49,6 +49,15 @@ pub enum Command {
     /// Manage WebAssembly plugins: install modules, bind them to key ranges.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// User related commands (etcdctl's `user`).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Role related commands (etcdctl's `role`).
+    #[command(subcommand)]
+    Role(RoleCommand),
+    /// Enable or disable authentication (etcdctl's `auth`).
+    #[command(subcommand)]
+    Auth(AuthCommand),
     /// Run a transaction read from stdin, in etcdctl's txn format (plus computed compares).
     Txn(TxnArgs),
 }
@@ -144,4 +153,98 @@ pub enum FailurePolicyArg {
     FailClosed,
     /// Allow the write (guards) or make the compare false (compares).
     Ignore,
+}
+
+/// `--interactive[=true]`, as etcdctl spells it: read the password from the terminal
+/// (without echo) rather than from stdin.
+#[derive(Debug, Args)]
+pub struct Interactive {
+    /// Read the password from the terminal instead of stdin.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub interactive: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Adds a new user.
+    Add {
+        /// `name`, or `name:password`.
+        user: String,
+        /// The password, from the command line.
+        #[arg(long)]
+        new_user_password: Option<String>,
+        /// Create a user without password (it can only authenticate by a client certificate).
+        #[arg(long)]
+        no_password: bool,
+        #[command(flatten)]
+        interactive: Interactive,
+    },
+    /// Deletes a user.
+    Delete { name: String },
+    /// Gets detailed information of a user.
+    Get {
+        name: String,
+        /// Show the permissions of the user's roles too.
+        #[arg(long)]
+        detail: bool,
+    },
+    /// Lists all users.
+    List,
+    /// Changes the password of a user.
+    Passwd {
+        name: String,
+        #[command(flatten)]
+        interactive: Interactive,
+    },
+    /// Grants a role to a user.
+    GrantRole { user: String, role: String },
+    /// Revokes a role from a user.
+    RevokeRole { user: String, role: String },
+}
+
+/// A permission's key range, as etcdctl's role commands take it.
+#[derive(Debug, Args)]
+pub struct PermissionRange {
+    pub key: String,
+    /// The end of the range [key, range_end).
+    pub range_end: Option<String>,
+    /// Every key with the prefix `key`.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub prefix: bool,
+    /// Every key from `key` on.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub from_key: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RoleCommand {
+    /// Adds a new role.
+    Add { name: String },
+    /// Deletes a role.
+    Delete { name: String },
+    /// Gets detailed information of a role.
+    Get { name: String },
+    /// Lists all roles.
+    List,
+    /// Grants a key to a role: `read`, `write` or `readwrite`.
+    GrantPermission {
+        role: String,
+        permission: String,
+        #[command(flatten)]
+        range: PermissionRange,
+    },
+    /// Revokes a key from a role.
+    RevokePermission {
+        role: String,
+        #[command(flatten)]
+        range: PermissionRange,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Enables authentication.
+    Enable,
+    /// Disables authentication.
+    Disable,
 }

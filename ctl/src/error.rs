@@ -31,6 +31,8 @@ pub enum Error {
     /// The server answered, but not as the protocol says it should.
     #[error("unexpected answer from the server: {0}")]
     Protocol(String),
+    #[error("cannot read the password: {0}")]
+    Password(io::Error),
     #[error("cannot write the output: {0}")]
     Output(#[from] io::Error),
 }

@@ -1,7 +1,8 @@
 //! `cairnctl`: Cairn's command-line client, in etcdctl's style.
 //!
-//! It speaks two services: etcd's `KV` (for `txn`, with Cairn's computed compares) and Cairn's
-//! `cairn.plugin.v1.Plugin` registry (install, bind, unbind, remove, list, get).
+//! It speaks three services: etcd's `KV` (for `txn`, with Cairn's computed compares), etcd's
+//! `Auth` (`user`, `role`, `auth`, as etcdctl) and Cairn's `cairn.plugin.v1.Plugin` registry
+//! (install, bind, unbind, remove, list, get).
 //!
 //! ```text
 //!  argv ──▶ cli (clap) ──▶ run ──▶ endpoint::Connection ──gRPC──▶ a Cairn member
@@ -14,6 +15,7 @@
 //! so `tests/` checks them directly. Only `run` and `endpoint` talk to a server, and only
 //! `main.rs` touches the process (exit code, `Error:` on stderr).
 
+pub mod auth;
 pub mod cli;
 pub mod endpoint;
 pub mod error;

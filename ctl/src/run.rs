@@ -44,6 +44,15 @@ pub async fn run(cli: Cli, input: &mut dyn BufRead, out: &mut dyn Write) -> Resu
                 WriteOut::Json => output::json(out, &response)?,
             }
         }
+        Command::User(command) => {
+            crate::auth::user(&dial(&global).await?, command, global.write_out, input, out).await?;
+        }
+        Command::Role(command) => {
+            crate::auth::role(&dial(&global).await?, command, global.write_out, out).await?;
+        }
+        Command::Auth(command) => {
+            crate::auth::auth(&dial(&global).await?, command, global.write_out, out).await?;
+        }
         Command::Plugin(PluginCommand::Install(args)) => install(&global, args, out).await?,
         Command::Plugin(PluginCommand::Bind(args)) => bind(&global, args, out).await?,
         Command::Plugin(PluginCommand::Unbind { binding }) => {

@@ -306,6 +306,15 @@ impl Etcdctl {
         &self.endpoint
     }
 
+    /// This build's `cairnctl`, run as etcdctl is (it takes etcdctl's global flags), for
+    /// comparing the two clients' output.
+    pub fn cairnctl(endpoint: &str) -> Etcdctl {
+        Etcdctl {
+            endpoint: endpoint.to_string(),
+            bin: binary_path().with_file_name("cairnctl"),
+        }
+    }
+
     pub fn new(endpoint: &str) -> Etcdctl {
         let bin = which("etcdctl").unwrap_or_else(|| {
             panic!("etcdctl not found on PATH: the test command installs Debian's etcd-client")

@@ -1,0 +1,349 @@
+//! `user`, `role` and `auth`: etcdctl's commands over etcd's Auth service, with etcdctl's
+//! arguments and its simple output, line for line (`-w json` prints the response as the other
+//! commands do).
+
+use std::io::{BufRead, Write};
+
+use cairn_proto::authpb::{Permission, UserAddOptions, permission};
+use cairn_proto::etcdserverpb as pb;
+
+use crate::cli::{AuthCommand, PermissionRange, RoleCommand, UserCommand};
+use crate::endpoint::Connection;
+use crate::error::Error;
+use crate::key_range::prefix_range_end;
+use crate::output::{self, WriteOut};
+
+/// Prints `response` as JSON, or the simple output `simple` writes.
+fn print<T: serde::Serialize>(
+    out: &mut dyn Write,
+    write_out: WriteOut,
+    response: &T,
+    simple: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<(), Error> {
+    match write_out {
+        WriteOut::Simple => simple(out)?,
+        WriteOut::Json => output::json(out, response)?,
+    }
+    Ok(())
+}
+
+/// A password the command line did not give: read from the terminal without echo
+/// (`--interactive`, etcdctl's default), or as one line of stdin.
+fn read_password(
+    name: &str,
+    interactive: bool,
+    confirm: bool,
+    input: &mut dyn BufRead,
+) -> Result<String, Error> {
+    if !interactive {
+        let mut line = String::new();
+        input.read_line(&mut line).map_err(Error::Password)?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_owned());
+    }
+    let first =
+        rpassword::prompt_password(format!("Password of {name}: ")).map_err(Error::Password)?;
+    if confirm {
+        let again = rpassword::prompt_password(format!(
+            "Type password of {name} again for confirmation: "
+        ))?;
+        if again != first {
+            return Err(Error::Usage("given passwords are different".to_owned()));
+        }
+    }
+    Ok(first)
+}
+
+pub async fn user(
+    connection: &Connection,
+    command: UserCommand,
+    write_out: WriteOut,
+    input: &mut dyn BufRead,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
+    let mut auth = connection.auth();
+    match command {
+        UserCommand::Add {
+            user,
+            new_user_password,
+            no_password,
+            interactive,
+        } => {
+            let (name, given) = match user.split_once(':') {
+                Some((name, password)) => (name.to_owned(), Some(password.to_owned())),
+                None => (user, new_user_password),
+            };
+            let password = match (no_password, given) {
+                (true, _) => String::new(),
+                (false, Some(password)) => password,
+                (false, None) => read_password(&name, interactive.interactive, true, input)?,
+            };
+            let request = pb::AuthUserAddRequest {
+                name: name.clone(),
+                password,
+                options: Some(UserAddOptions { no_password }),
+                hashed_password: String::new(),
+            };
+            let response = connection
+                .deadline(auth.user_add(connection.request(request)))
+                .await?;
+            print(out, write_out, &response, |out| {
+                writeln!(out, "User {name} created")
+            })
+        }
+        UserCommand::Delete { name } => {
+            let request = pb::AuthUserDeleteRequest { name: name.clone() };
+            let response = connection
+                .deadline(auth.user_delete(connection.request(request)))
+                .await?;
+            print(out, write_out, &response, |out| {
+                writeln!(out, "User {name} deleted")
+            })
+        }
+        UserCommand::Get { name, detail } => {
+            let request = pb::AuthUserGetRequest { name: name.clone() };
+            let response = connection
+                .deadline(auth.user_get(connection.request(request)))
+                .await?;
+            if write_out == WriteOut::Json {
+                return print(out, write_out, &response, |_| Ok(()));
+            }
+            writeln!(out, "User: {name}")?;
+            if !detail {
+                write!(out, "Roles:")?;
+                for role in &response.roles {
+                    write!(out, " {role}")?;
+                }
+                writeln!(out)?;
+                return Ok(());
+            }
+            // etcdctl prints each role as it gets it: a missing one ends the listing there.
+            for role in &response.roles {
+                writeln!(out)?;
+                let request = pb::AuthRoleGetRequest { role: role.clone() };
+                let perms = connection
+                    .deadline(auth.role_get(connection.request(request)))
+                    .await?;
+                role_permissions(out, role, &perms.perm)?;
+            }
+            Ok(())
+        }
+        UserCommand::List => {
+            let response = connection
+                .deadline(auth.user_list(connection.request(pb::AuthUserListRequest {})))
+                .await?;
+            print(out, write_out, &response, |out| {
+                response.users.iter().try_for_each(|u| writeln!(out, "{u}"))
+            })
+        }
+        UserCommand::Passwd { name, interactive } => {
+            let password = read_password(&name, interactive.interactive, true, input)?;
+            let request = pb::AuthUserChangePasswordRequest {
+                name,
+                password,
+                hashed_password: String::new(),
+            };
+            let response = connection
+                .deadline(auth.user_change_password(connection.request(request)))
+                .await?;
+            print(out, write_out, &response, |out| {
+                writeln!(out, "Password updated")
+            })
+        }
+        UserCommand::GrantRole { user, role } => {
+            let request = pb::AuthUserGrantRoleRequest {
+                user: user.clone(),
+                role: role.clone(),
+            };
+            let response = connection
+                .deadline(auth.user_grant_role(connection.request(request)))
+                .await?;
+            print(out, write_out, &response, |out| {
+                writeln!(out, "Role {role} is granted to user {user}")
+            })
+        }
+        UserCommand::RevokeRole { user, role } => {
+            let request = pb::AuthUserRevokeRoleRequest {
+                name: user.clone(),
+                role: role.clone(),
+            };
+            let response = connection
+                .deadline(auth.user_revoke_role(connection.request(request)))
+                .await?;
+            print(out, write_out, &response, |out| {
+                writeln!(out, "Role {role} is revoked from user {user}")
+            })
+        }
+    }
+}
+
+/// etcdctl's key and range end for a role's permission.
+fn permission_range(range: PermissionRange) -> Result<(Vec<u8>, Vec<u8>), Error> {
+    let key = range.key.into_bytes();
+    let end = match (range.range_end, range.prefix, range.from_key) {
+        (Some(_), true, _) | (Some(_), _, true) => {
+            return Err(Error::Usage(
+                "too many arguments: a range end with --prefix or --from-key".to_owned(),
+            ));
+        }
+        (None, true, true) => {
+            return Err(Error::Usage(
+                "--from-key and --prefix flags are mutually exclusive".to_owned(),
+            ));
+        }
+        (Some(end), false, false) => end.into_bytes(),
+        (None, true, false) => prefix_range_end(&key),
+        (None, false, true) => vec![0],
+        (None, false, false) => Vec::new(),
+    };
+    Ok((key, end))
+}
+
+pub async fn role(
+    connection: &Connection,
+    command: RoleCommand,
+    write_out: WriteOut,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
+    let mut auth = connection.auth();
+    match command {
+        RoleCommand::Add { name } => {
+            let request = pb::AuthRoleAddRequest { name: name.clone() };
+            let response = connection
+                .deadline(auth.role_add(connection.request(request)))
+                .await?;
+            print(out, write_out, &response, |out| {
+                writeln!(out, "Role {name} created")
+            })
+        }
+        RoleCommand::Delete { name } => {
+            let request = pb::AuthRoleDeleteRequest { role: name.clone() };
+            let response = connection
+                .deadline(auth.role_delete(connection.request(request)))
+                .await?;
+            print(out, write_out, &response, |out| {
+                writeln!(out, "Role {name} deleted")
+            })
+        }
+        RoleCommand::Get { name } => {
+            let request = pb::AuthRoleGetRequest { role: name.clone() };
+            let response = connection
+                .deadline(auth.role_get(connection.request(request)))
+                .await?;
+            print(out, write_out, &response, |out| {
+                role_permissions(out, &name, &response.perm)
+            })
+        }
+        RoleCommand::List => {
+            let response = connection
+                .deadline(auth.role_list(connection.request(pb::AuthRoleListRequest {})))
+                .await?;
+            print(out, write_out, &response, |out| {
+                response.roles.iter().try_for_each(|r| writeln!(out, "{r}"))
+            })
+        }
+        RoleCommand::GrantPermission {
+            role,
+            permission,
+            range,
+        } => {
+            let perm_type = permission::Type::from_str_name(&permission.to_uppercase())
+                .ok_or_else(|| Error::Usage(format!("invalid permission type: {permission}")))?;
+            let (key, range_end) = permission_range(range)?;
+            let request = pb::AuthRoleGrantPermissionRequest {
+                name: role.clone(),
+                perm: Some(Permission {
+                    perm_type: perm_type as i32,
+                    key,
+                    range_end,
+                }),
+            };
+            let response = connection
+                .deadline(auth.role_grant_permission(connection.request(request)))
+                .await?;
+            print(out, write_out, &response, |out| {
+                writeln!(out, "Role {role} updated")
+            })
+        }
+        RoleCommand::RevokePermission { role, range } => {
+            let (key, range_end) = permission_range(range)?;
+            let request = pb::AuthRoleRevokePermissionRequest {
+                role: role.clone(),
+                key: key.clone(),
+                range_end: range_end.clone(),
+            };
+            let response = connection
+                .deadline(auth.role_revoke_permission(connection.request(request)))
+                .await?;
+            print(out, write_out, &response, |out| {
+                let key = String::from_utf8_lossy(&key);
+                if range_end.is_empty() {
+                    writeln!(out, "Permission of key {key} is revoked from role {role}")
+                } else {
+                    let end = String::from_utf8_lossy(&range_end);
+                    writeln!(
+                        out,
+                        "Permission of range [{key}, {end}) is revoked from role {role}"
+                    )
+                }
+            })
+        }
+    }
+}
+
+/// etcdctl's listing of a role: its read permissions, then its write permissions
+/// (READWRITE ones in both).
+fn role_permissions(out: &mut dyn Write, role: &str, perms: &[Permission]) -> std::io::Result<()> {
+    use permission::Type;
+    writeln!(out, "Role {role}")?;
+    writeln!(out, "KV Read:")?;
+    for p in perms.iter().filter(|p| p.perm_type != Type::Write as i32) {
+        permission_line(out, p)?;
+    }
+    writeln!(out, "KV Write:")?;
+    for p in perms.iter().filter(|p| p.perm_type != Type::Read as i32) {
+        permission_line(out, p)?;
+    }
+    Ok(())
+}
+
+fn permission_line(out: &mut dyn Write, p: &Permission) -> std::io::Result<()> {
+    let key = String::from_utf8_lossy(&p.key);
+    match p.range_end.as_slice() {
+        [] => writeln!(out, "\t{key}"),
+        [0] => writeln!(out, "\t[{key}, <open ended>"),
+        end => {
+            write!(out, "\t[{key}, {})", String::from_utf8_lossy(end))?;
+            if end == prefix_range_end(&p.key).as_slice() {
+                write!(out, " (prefix {key})")?;
+            }
+            writeln!(out)
+        }
+    }
+}
+
+pub async fn auth(
+    connection: &Connection,
+    command: AuthCommand,
+    write_out: WriteOut,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
+    let mut auth = connection.auth();
+    match command {
+        AuthCommand::Enable => {
+            let response = connection
+                .deadline(auth.auth_enable(connection.request(pb::AuthEnableRequest {})))
+                .await?;
+            print(out, write_out, &response, |out| {
+                writeln!(out, "Authentication Enabled")
+            })
+        }
+        AuthCommand::Disable => {
+            let response = connection
+                .deadline(auth.auth_disable(connection.request(pb::AuthDisableRequest {})))
+                .await?;
+            print(out, write_out, &response, |out| {
+                writeln!(out, "Authentication Disabled")
+            })
+        }
+    }
+}
