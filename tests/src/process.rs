@@ -16,12 +16,11 @@ use tempfile::TempDir;
 /// and the server that meant to listen on it then fails with "address in use". Ports handed
 /// out in this process are never handed out again, and each is reserved across processes
 /// (test binaries, or two test runs at once) by a lock on a file named after it, held until
-/// this process exits.
+/// this process exits or gives it back ([`release_port`]).
 pub fn free_port() -> u16 {
     use rand::Rng;
     static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
         std::sync::Mutex::new(std::collections::BTreeSet::new());
-    static RESERVED: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
     let reservations = std::env::temp_dir().join("cairn-test-ports");
     let _ = std::fs::create_dir_all(&reservations);
     let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
@@ -55,11 +54,24 @@ pub fn free_port() -> u16 {
             RESERVED
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .push(reservation);
+                .insert(port, reservation);
             return port;
         }
     }
     panic!("no free port on 127.0.0.1 between {low} and {high}");
+}
+
+/// The cross-process reservations [`free_port`] holds, by port (open files, each locked).
+static RESERVED: std::sync::Mutex<std::collections::BTreeMap<u16, std::fs::File>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// Gives back the cross-process reservation of `port` (closing its lock file), for a test
+/// that takes many ports and is done with them; this process still never hands it out again.
+pub fn release_port(port: u16) {
+    RESERVED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .remove(&port);
 }
 
 /// The `cairn` binary of this workspace. The test command builds it before running tests
