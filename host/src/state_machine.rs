@@ -170,11 +170,6 @@ impl StateMachine {
         self.registry.lock().expect("registry lock poisoned")
     }
 
-    /// Users and roles as applied so far.
-    pub fn auth(&self) -> std::sync::MutexGuard<'_, AuthStore> {
-        self.auth.lock().expect("auth store lock poisoned")
-    }
-
     pub fn storage(&self) -> &Storage {
         &self.storage
     }
