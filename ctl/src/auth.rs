@@ -330,9 +330,31 @@ pub async fn auth(
     let mut auth = connection.auth();
     match command {
         AuthCommand::Enable => {
-            let response = connection
-                .deadline(auth.auth_enable(connection.request(pb::AuthEnableRequest {})))
-                .await?;
+            // As etcdctl: a root user without the root role is given it (creating the role),
+            // then enabling is tried again.
+            let response = loop {
+                let enabled = connection
+                    .deadline(auth.auth_enable(connection.request(pb::AuthEnableRequest {})))
+                    .await;
+                match enabled {
+                    Err(Error::Status(m)) if m.ends_with("root user does not have root role") => {
+                        let add = pb::AuthRoleAddRequest {
+                            name: "root".to_owned(),
+                        };
+                        connection
+                            .deadline(auth.role_add(connection.request(add)))
+                            .await?;
+                        let grant = pb::AuthUserGrantRoleRequest {
+                            user: "root".to_owned(),
+                            role: "root".to_owned(),
+                        };
+                        connection
+                            .deadline(auth.user_grant_role(connection.request(grant)))
+                            .await?;
+                    }
+                    other => break other?,
+                }
+            };
             print(out, write_out, &response, |out| {
                 writeln!(out, "Authentication Enabled")
             })

@@ -42,6 +42,14 @@ pub struct GlobalArgs {
     /// How long each request may take (Go duration: 5s, 1m).
     #[arg(long, global = true, default_value = "5s", value_parser = parse_duration)]
     pub command_timeout: Duration,
+    /// Run as this user: `name:password`, or `name` with the password from `--password` or
+    /// asked for on the terminal.
+    #[arg(long, global = true)]
+    pub user: Option<String>,
+    /// The password of `--user` (then `--user` holds only the name, so the password may
+    /// contain ':').
+    #[arg(long, global = true)]
+    pub password: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -21,11 +21,12 @@ use crate::error::Error;
 /// 4 MiB, yet memory stays bounded.
 pub const MAX_RESPONSE_BYTES: usize = 64 << 20;
 
-/// A channel to one member and the deadline each call gets.
+/// A channel to one member, the deadline each call gets and the auth token each carries.
 #[derive(Debug, Clone)]
 pub struct Connection {
     channel: Channel,
     command_timeout: Duration,
+    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
 /// `host:port` or `http://host:port` as a URI tonic dials.
@@ -70,6 +71,7 @@ impl Connection {
                     return Ok(Self {
                         channel,
                         command_timeout,
+                        token: None,
                     });
                 }
                 Ok(Err(error)) => failures.push(format!("{endpoint}: {}", error_chain(&error))),
@@ -96,11 +98,36 @@ impl Connection {
         PluginClient::new(self.channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES)
     }
 
-    /// `message` as a request that tells the server the command timeout.
+    /// `message` as a request that tells the server the command timeout and carries the
+    /// token, if any.
     pub fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         request.set_timeout(self.command_timeout);
+        if let Some(token) = &self.token {
+            request.metadata_mut().insert("token", token.clone());
+        }
         request
+    }
+
+    /// Authenticates as `name` (etcdctl's `--user`); the token then goes with every request.
+    /// A cluster with authentication off answers "authentication is not enabled": the
+    /// connection is then used as it is, as etcd's client does.
+    pub async fn authenticate(mut self, name: String, password: String) -> Result<Self, Error> {
+        let request =
+            self.request(cairn_proto::etcdserverpb::AuthenticateRequest { name, password });
+        match self.deadline(self.auth().authenticate(request)).await {
+            Ok(response) => {
+                let token = response.token.parse().map_err(|_| {
+                    Error::Connect("the server sent an auth token that is not ASCII".to_owned())
+                })?;
+                self.token = Some(token);
+                Ok(self)
+            }
+            Err(Error::Status(message)) if message.ends_with("authentication is not enabled") => {
+                Ok(self)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Runs one call under the command timeout; a refusal becomes the server's message.

@@ -106,13 +106,27 @@ pub async fn run(cli: Cli, input: &mut dyn BufRead, out: &mut dyn Write) -> Resu
     Ok(())
 }
 
+/// Connects, and with `--user` authenticates as etcdctl does: the token then goes with every
+/// request; a cluster with authentication off is used without one.
 async fn dial(global: &GlobalArgs) -> Result<Connection, Error> {
-    Connection::dial(
+    let connection = Connection::dial(
         &global.endpoints,
         global.dial_timeout,
         global.command_timeout,
     )
-    .await
+    .await?;
+    let Some(user) = &global.user else {
+        return Ok(connection);
+    };
+    let (name, password) = match (user.split_once(':'), &global.password) {
+        (_, Some(password)) => (user.clone(), password.clone()),
+        (Some((name, password)), None) => (name.to_owned(), password.to_owned()),
+        (None, None) => (
+            user.clone(),
+            rpassword::prompt_password("Password: ").map_err(Error::Password)?,
+        ),
+    };
+    connection.authenticate(name, password).await
 }
 
 /// `plugin install`: the chunks go one unary call each, in order; each answer must count the

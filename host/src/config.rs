@@ -151,6 +151,16 @@ pub struct Config {
     #[arg(long, env = "CAIRN_BCRYPT_COST", default_value_t = 10, value_parser = clap::value_parser!(u32).range(4..=31))]
     pub bcrypt_cost: u32,
 
+    /// How clients' auth tokens are made: `simple` (HS256 JWTs signed with a key the cluster
+    /// replicates, accepted by every member) or `jwt,pub-key=FILE,priv-key=FILE,sign-method=ALG,ttl=DURATION`
+    /// (RS256/384/512, PS256/384/512, ES256/384, HS256/384/512), as etcd's flag.
+    #[arg(long, env = "CAIRN_AUTH_TOKEN", default_value = "simple")]
+    pub auth_token: String,
+
+    /// Lifetime of a simple token, in seconds.
+    #[arg(long, env = "CAIRN_AUTH_TOKEN_TTL", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub auth_token_ttl: u64,
+
     /// Faults between members run in one process (tests only; no flag sets it, see
     /// `raft/transport/filter.rs`).
     #[arg(skip)]
@@ -175,6 +185,8 @@ pub enum ConfigError {
     /// reach it, or it would advertise another server's default address.
     #[error("--advertise-client-urls is required when --listen-client-urls is set explicitly")]
     UnsetAdvertiseClientUrls,
+    #[error("--auth-token: {0}")]
+    AuthToken(String),
 }
 
 /// etcd's default client and peer URLs.
@@ -237,6 +249,15 @@ impl Config {
             });
         }
         Ok(())
+    }
+
+    /// `--auth-token` and `--auth-token-ttl`, with the key files read.
+    pub fn token_config(&self) -> Result<crate::auth::TokenConfig, ConfigError> {
+        crate::auth::TokenConfig::parse(
+            &self.auth_token,
+            std::time::Duration::from_secs(self.auth_token_ttl),
+        )
+        .map_err(ConfigError::AuthToken)
     }
 
     pub fn peer_listen_urls(&self) -> Result<Vec<ListenUrl>, ConfigError> {

@@ -60,6 +60,7 @@ impl Server {
     /// Raft and the peer listeners, waits (bounded) for a leader, then serves clients.
     pub async fn start(config: Config) -> Result<Server, ServerError> {
         config.validate()?;
+        let tokens = crate::auth::Tokens::new(config.token_config()?);
         let dir = config.data_dir();
         // Bind first: a busy port fails fast, before anything is written to the data dir.
         let mut listeners = Listeners::bind(&config).await?;
@@ -95,7 +96,14 @@ impl Server {
                 "no leader yet; serving anyway, writes fail with \"no leader\" until one is elected"
             );
         }
-        let ctx = api_context(&config, &identity, raft.clone(), storage, stopped.clone());
+        let ctx = api_context(
+            &config,
+            &identity,
+            raft.clone(),
+            storage,
+            tokens,
+            stopped.clone(),
+        );
         crate::api::lease::register_leader_handler(&ctx);
         let me = MemberInfo {
             name: config.name.clone(),
@@ -236,6 +244,7 @@ fn api_context(
     identity: &Identity,
     raft: RaftNode,
     storage: Storage,
+    tokens: crate::auth::Tokens,
     stopped: watch::Receiver<bool>,
 ) -> Arc<ApiContext> {
     let election = Duration::from_millis(config.election_timeout);
@@ -247,6 +256,12 @@ fn api_context(
             identity.member_id,
             wall_clock_ms(),
             config.experimental_lease_checkpoint_interval.0,
+        )),
+        auth: raft.auth(),
+        tokens,
+        // Half the cores (at least one) may hash passwords at once.
+        bcrypt_slots: Arc::new(tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
         )),
         raft,
         storage,

@@ -16,11 +16,12 @@ use std::fmt;
 use fjall::Readable;
 use serde::{Deserialize, Serialize};
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::watch;
 
-use crate::auth::{AuthCommand, AuthError, AuthStore};
+use crate::auth::needs::{self, Need};
+use crate::auth::{AuthCommand, AuthError, AuthStore, Caller};
 use crate::lease::{self, Leases};
 use crate::mvcc::{
     self, ApplyBatch, Fault, Mvcc, MvccError, Revisions, WriteRequest, WriteResponse,
@@ -48,6 +49,16 @@ pub enum Command {
     Plugin(PluginCommand),
     /// A change to users, roles or permissions.
     Auth(AuthCommand),
+    /// A client's command and the caller it runs as. Apply first checks that the caller may
+    /// do it, against the auth store at this point of the log (so a permission revoked just
+    /// before is honoured identically on every member), and answers
+    /// [`CommandResponse::Refused`] if not. The API wraps every command a client asks for;
+    /// a command not wrapped is a member's own duty (lease expiry and checkpoints) and is
+    /// never refused, even with authentication on (etcd #13975).
+    Request {
+        caller: Caller,
+        command: Box<Command>,
+    },
 }
 
 impl fmt::Display for Command {
@@ -70,6 +81,10 @@ impl fmt::Display for Command {
             Command::Plugin(PluginCommand::Remove { name }) => write!(f, "plugin_remove({name})"),
             // Never the password hash.
             Command::Auth(c) => f.write_str(auth_command_name(c)),
+            Command::Request { caller, command } => match caller.user() {
+                Some(user) => write!(f, "{command} as {user:?}"),
+                None => write!(f, "{command}"),
+            },
         }
     }
 }
@@ -88,6 +103,8 @@ pub enum CommandResponse {
     /// An auth command: whether it changed the store, or etcd's error; and the store
     /// revision it was applied at.
     Auth(Result<bool, AuthError>, mvcc::Revision),
+    /// A client's command its caller may not run (see [`Command::Request`]).
+    Refused(AuthError),
 }
 
 /// What an auth command is, for logs.
@@ -102,7 +119,17 @@ fn auth_command_name(c: &AuthCommand) -> &'static str {
         AuthCommand::RoleDelete { .. } => "auth_role_delete",
         AuthCommand::RoleGrantPermission { .. } => "auth_role_grant_permission",
         AuthCommand::RoleRevokePermission { .. } => "auth_role_revoke_permission",
+        AuthCommand::Enable { .. } => "auth_enable",
+        AuthCommand::Disable => "auth_disable",
     }
+}
+
+/// What applying one command may touch besides the state machine itself.
+struct Applying<'a, 'b> {
+    batch: &'a mut ApplyBatch<'b>,
+    registry: &'a mut Registry,
+    /// Bindings whose statistics changed in this batch (see [`StateMachine::apply`]).
+    touched: &'a mut BTreeSet<String>,
 }
 
 /// The applied-log marker, opaque to this module.
@@ -123,9 +150,13 @@ pub struct StateMachine {
     /// The plugin registry as applied (apply is its only writer), and this member's engine.
     registry: Arc<Mutex<Registry>>,
     engine: Engine,
-    /// Users and roles as applied (apply is the only writer).
-    auth: Arc<Mutex<AuthStore>>,
+    /// Users and roles as applied (apply is the only writer; the API reads it to check
+    /// reads and to verify tokens).
+    auth: SharedAuth,
 }
+
+/// The auth store as applied, shared between apply (its only writer) and the API.
+pub type SharedAuth = Arc<RwLock<AuthStore>>;
 
 impl StateMachine {
     pub fn new(storage: Storage) -> Result<Self, Fault> {
@@ -138,7 +169,7 @@ impl StateMachine {
         let registry = Registry::load(&storage)?;
         let auth = AuthStore::load(&storage)?;
         let machine = StateMachine {
-            auth: Arc::new(Mutex::new(auth)),
+            auth: Arc::new(RwLock::new(auth)),
             committed: Arc::new(committed),
             storage,
             revisions: Arc::new(Mutex::new(revisions)),
@@ -174,6 +205,11 @@ impl StateMachine {
         &self.storage
     }
 
+    /// The auth store as applied so far, shared.
+    pub fn auth(&self) -> SharedAuth {
+        self.auth.clone()
+    }
+
     /// Applies consecutive log entries, each a command (or none) and its marker. They commit
     /// together, in one fjall batch, with the marker of the last one; the state on disk never
     /// holds an entry's effects without its marker (see [`ApplyBatch`]).
@@ -191,42 +227,13 @@ impl StateMachine {
         for (command, marker) in entries {
             responses.push(match command {
                 None => CommandResponse::Empty,
-                Some(Command::Kv(req)) => {
-                    let mut hooks = Hooks::new(&mut registry, &self.engine);
-                    // A plugin host fault is not a decision: it comes back as a `Fault`, which
-                    // stops apply rather than answer differently from the other members.
-                    let applied = batch.apply_with(req, &Leases(&self.storage), &mut hooks)?;
-                    touched.append(&mut hooks.touched);
-                    CommandResponse::Kv(applied)
-                }
-                Some(Command::Plugin(cmd)) => {
-                    for name in std::mem::take(&mut touched) {
-                        registry.persist_binding(&mut batch, &name);
-                    }
-                    let engine = &self.engine;
-                    let outcome = registry.apply(&mut batch, cmd, &mut |sha, bytes| {
-                        engine.prepare(sha, bytes)
-                    });
-                    CommandResponse::Plugin(outcome, batch.revisions().current)
-                }
-                Some(Command::LeaseGrant { id, ttl_secs }) => CommandResponse::Lease(
-                    lease::grant(&mut batch, &self.storage, *id, *ttl_secs)?
-                        .map(|()| batch.revisions().current),
-                ),
-                Some(Command::LeaseRevoke { id }) => {
-                    CommandResponse::Lease(lease::revoke(&mut batch, &self.storage, *id)?)
-                }
-                Some(Command::Auth(cmd)) => {
-                    let outcome = self
-                        .auth
-                        .lock()
-                        .expect("auth store lock poisoned")
-                        .apply(&mut batch, cmd);
-                    CommandResponse::Auth(outcome, batch.revisions().current)
-                }
-                Some(Command::LeaseCheckpoint { checkpoints }) => {
-                    lease::checkpoint(&mut batch, &self.storage, checkpoints)?;
-                    CommandResponse::Lease(Ok(batch.revisions().current))
+                Some(command) => {
+                    let mut apply = Applying {
+                        batch: &mut batch,
+                        registry: &mut registry,
+                        touched: &mut touched,
+                    };
+                    self.apply_command(&mut apply, command)?
                 }
             });
             batch.set_position(&marker.applied);
@@ -244,6 +251,104 @@ impl StateMachine {
             .observe(started.elapsed());
         self.committed.send_replace(*revs);
         Ok(responses)
+    }
+
+    /// Applies one client's or member's command.
+    fn apply_command(
+        &self,
+        apply: &mut Applying<'_, '_>,
+        command: &Command,
+    ) -> Result<CommandResponse, Fault> {
+        let batch = &mut *apply.batch;
+        Ok(match command {
+            Command::Kv(req) => {
+                let mut hooks = Hooks::new(apply.registry, &self.engine);
+                // A plugin host fault is not a decision: it comes back as a `Fault`, which
+                // stops apply rather than answer differently from the other members.
+                let applied = batch.apply_with(req, &Leases(&self.storage), &mut hooks)?;
+                apply.touched.append(&mut hooks.touched);
+                CommandResponse::Kv(applied)
+            }
+            Command::Plugin(cmd) => {
+                for name in std::mem::take(apply.touched) {
+                    apply.registry.persist_binding(batch, &name);
+                }
+                let engine = &self.engine;
+                let outcome = apply
+                    .registry
+                    .apply(batch, cmd, &mut |sha, bytes| engine.prepare(sha, bytes));
+                CommandResponse::Plugin(outcome, batch.revisions().current)
+            }
+            Command::LeaseGrant { id, ttl_secs } => CommandResponse::Lease(
+                lease::grant(batch, &self.storage, *id, *ttl_secs)?
+                    .map(|()| batch.revisions().current),
+            ),
+            Command::LeaseRevoke { id } => {
+                CommandResponse::Lease(lease::revoke(batch, &self.storage, *id)?)
+            }
+            Command::Auth(cmd) => {
+                let outcome = self
+                    .auth
+                    .write()
+                    .expect("auth store lock poisoned")
+                    .apply(batch, cmd);
+                CommandResponse::Auth(outcome, batch.revisions().current)
+            }
+            Command::LeaseCheckpoint { checkpoints } => {
+                lease::checkpoint(batch, &self.storage, checkpoints)?;
+                CommandResponse::Lease(Ok(batch.revisions().current))
+            }
+            Command::Request { caller, command } => {
+                match self.authorize(batch, caller, command)? {
+                    Ok(()) => self.apply_command(apply, command)?,
+                    Err(refused) => CommandResponse::Refused(refused),
+                }
+            }
+        })
+    }
+
+    /// Whether `caller` may run `command` at this point of the log, as etcd decides: KV
+    /// writes by their keys (see `auth/needs.rs`); a put that attaches a lease also needs
+    /// WRITE on the keys the lease already holds, and a lease revoke WRITE on all of them
+    /// (whoever cannot revoke a lease may not extend it to new keys); compaction, the plugin
+    /// registry and every auth change need root; a lease grant needs a user (any), and a
+    /// checkpoint (never a client's) nothing. etcd 3.4.23 left compaction, lease grants, nested
+    /// txns and a txn's prev_kv and leases unchecked; later 3.4 releases check them as here.
+    fn authorize(
+        &self,
+        batch: &mut ApplyBatch<'_>,
+        caller: &Caller,
+        command: &Command,
+    ) -> Result<Result<(), AuthError>, Fault> {
+        let auth = self.auth.read().expect("auth store lock poisoned");
+        if !auth.enabled {
+            return Ok(Ok(()));
+        }
+        Ok(match command {
+            Command::Kv(req) => match needs::of_write(req) {
+                None => auth.check_admin(caller),
+                Some(mut needs) => {
+                    let mut leased = Vec::new();
+                    for id in needs::leases_of(req) {
+                        leased.extend(batch.lease_keys(id)?);
+                    }
+                    needs.extend(leased.iter().map(|k| Need::write(k, &[])));
+                    auth.permissions(caller).and_then(|p| p.check(needs))
+                }
+            },
+            Command::LeaseRevoke { id } => {
+                let keys = batch.lease_keys(*id)?;
+                auth.permissions(caller)
+                    .and_then(|p| p.check(keys.iter().map(|k| Need::write(k, &[]))))
+            }
+            // Any authenticated user may grant a lease.
+            Command::LeaseGrant { .. } => auth.permissions(caller).map(|_| ()),
+            Command::LeaseCheckpoint { .. } => Ok(()),
+            // (With authentication off, `check_admin` lets anyone turn it on, as in etcd.)
+            Command::Auth(_) | Command::Plugin(_) => auth.check_admin(caller),
+            // The API never nests requests.
+            Command::Request { .. } => Err(AuthError::PermissionDenied),
+        })
     }
 
     /// Follows the revisions of committed state: a receiver sees each commit's counters (or a
@@ -310,7 +415,7 @@ impl StateMachine {
         batch.commit().map_err(to_io)?;
         *self.registry.lock().expect("registry lock poisoned") =
             Registry::load(&self.storage).map_err(std::io::Error::other)?;
-        *self.auth.lock().expect("auth store lock poisoned") =
+        *self.auth.write().expect("auth store lock poisoned") =
             AuthStore::load(&self.storage).map_err(std::io::Error::other)?;
         self.prepare_modules().map_err(std::io::Error::other)?;
         let revisions = Mvcc::revisions(&self.storage).map_err(std::io::Error::other)?;

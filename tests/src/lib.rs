@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod converge;
+pub mod diff;
 pub mod inproc;
 pub mod linearizability;
 pub mod process;

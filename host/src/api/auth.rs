@@ -1,14 +1,12 @@
 //! etcd's Auth service (`etcdserverpb.Auth`): users, roles and permissions.
 //!
-//! Every change is a Raft command applied by `auth/store.rs`; reads (UserGet, RoleList, …)
-//! answer from the store after a linearizable read point. A password is hashed with bcrypt
+//! Every change is a Raft command applied by `auth/store.rs`, which also decides in apply
+//! whether the caller may make it (root only, as in etcd); reads (UserGet, RoleList, …) answer
+//! from the store after a linearizable read point, with etcd's rules for who may read what
+//! (root; or a user its own record and the roles it holds). A password is hashed with bcrypt
 //! here, on the member that received it, before proposing, so apply stays cheap and every
-//! member stores the same hash.
-//!
-//! Not built yet, and so `Unimplemented`: AuthEnable (turning authentication on needs the
-//! tokens and the permission checks on every request, which come with it). Until then
-//! authentication is off, as in an etcd that never ran `auth enable`: AuthDisable changes
-//! nothing and Authenticate answers etcd's "authentication is not enabled".
+//! member stores the same hash. Authenticate checks the password here too and signs a token
+//! (see `auth/token.rs`); it writes nothing to the log.
 
 use cairn_proto::authpb;
 use cairn_proto::etcdserverpb as pb;
@@ -16,7 +14,7 @@ use cairn_proto::etcdserverpb::auth_server::Auth;
 use tonic::{Request, Response, Status};
 
 use super::{Context, WithHeader, status};
-use crate::auth::{AuthCommand, AuthStore, PermKind, Permission};
+use crate::auth::{AuthCommand, AuthError, AuthStore, Caller, PermKind, Permission};
 use crate::state_machine::{Command, CommandResponse};
 
 pub struct AuthService {
@@ -32,9 +30,10 @@ impl AuthService {
     /// revision the command was applied at (every change answers with a header alone).
     async fn change<T: WithHeader + Default>(
         &self,
+        caller: Caller,
         command: AuthCommand,
     ) -> Result<Response<T>, Status> {
-        let revision = match self.ctx.propose(Command::Auth(command)).await? {
+        let revision = match self.ctx.propose_as(caller, Command::Auth(command)).await? {
             CommandResponse::Auth(Ok(_), revision) => revision,
             CommandResponse::Auth(Err(e), _) => return Err(status::auth_error(&e)),
             other => return Err(status::unexpected_response("an auth command", &other)),
@@ -56,13 +55,33 @@ impl AuthService {
             .await
     }
 
-    /// The bcrypt hash of `password`, computed off the async threads (bcrypt's cost is the
-    /// point of it).
+    /// Runs bcrypt work off the async threads, in one of the member's few bcrypt slots
+    /// (bcrypt's cost is the point of it; the slots keep a burst from taking every core). The
+    /// wait for a slot is bounded by the request timeout.
+    async fn bcrypt<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Status> {
+        let slot = tokio::time::timeout(
+            self.ctx.limits.request_timeout,
+            self.ctx.bcrypt_slots.clone().acquire_owned(),
+        )
+        .await
+        .map_err(|_| status::timed_out())?
+        .map_err(|e| status::internal("bcrypt slots closed", e))?;
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            work()
+        })
+        .await
+        .map_err(|e| status::internal("bcrypt task failed", e))
+    }
+
+    /// The bcrypt hash of `password`.
     async fn hash(&self, password: String) -> Result<String, Status> {
         let cost = self.ctx.limits.bcrypt_cost;
-        tokio::task::spawn_blocking(move || bcrypt::hash(password, cost))
-            .await
-            .map_err(|e| status::internal("password hashing task failed", e))?
+        self.bcrypt(move || bcrypt::hash(password, cost))
+            .await?
             .map_err(|e| status::internal("hashing the password", e))
     }
 
@@ -103,23 +122,20 @@ fn perm_to_pb(p: &Permission) -> authpb::Permission {
 impl Auth for AuthService {
     async fn auth_enable(
         &self,
-        _: Request<pb::AuthEnableRequest>,
+        request: Request<pb::AuthEnableRequest>,
     ) -> Result<Response<pb::AuthEnableResponse>, Status> {
-        Err(status::unimplemented("Auth.AuthEnable"))
+        let caller = self.ctx.caller(&request)?;
+        // The key that will sign simple tokens, if authentication was off (see `token.rs`).
+        let token_key: [u8; 32] = rand::random();
+        self.change(caller, AuthCommand::Enable { token_key }).await
     }
 
     async fn auth_disable(
         &self,
-        _: Request<pb::AuthDisableRequest>,
+        request: Request<pb::AuthDisableRequest>,
     ) -> Result<Response<pb::AuthDisableResponse>, Status> {
-        // Disabling what is off changes nothing, as in etcd. (Nothing can turn it on yet.)
-        let (store, rev) = self.store().await?;
-        if store.enabled {
-            return Err(status::unimplemented("Auth.AuthDisable"));
-        }
-        Ok(Response::new(pb::AuthDisableResponse {
-            header: self.ctx.header(rev),
-        }))
+        let caller = self.ctx.caller(&request)?;
+        self.change(caller, AuthCommand::Disable).await
     }
 
     async fn auth_status(
@@ -136,19 +152,43 @@ impl Auth for AuthService {
 
     async fn authenticate(
         &self,
-        _: Request<pb::AuthenticateRequest>,
+        request: Request<pb::AuthenticateRequest>,
     ) -> Result<Response<pb::AuthenticateResponse>, Status> {
-        let (store, _) = self.store().await?;
+        let r = request.into_inner();
+        let (store, rev) = self.store().await?;
         if !store.enabled {
             return Err(status::auth_not_enabled());
         }
-        Err(status::unimplemented("Auth.Authenticate"))
+        let failed = || status::auth_error(&AuthError::AuthFailed);
+        let user = match store.users.get(&r.name) {
+            // A user added with no password authenticates only by certificate.
+            Some(user) if user.no_password => return Err(status::no_password_user()),
+            Some(user) => user.clone(),
+            None => return Err(failed()),
+        };
+        let hash = user.password_hash.clone();
+        let matches = self
+            .bcrypt(move || bcrypt::verify(r.password, &hash).unwrap_or(false))
+            .await?;
+        if !matches {
+            return Err(failed());
+        }
+        let token = self
+            .ctx
+            .tokens
+            .issue(&store, &user)
+            .map_err(|e| status::auth_error(&e))?;
+        Ok(Response::new(pb::AuthenticateResponse {
+            header: self.ctx.header(rev),
+            token,
+        }))
     }
 
     async fn user_add(
         &self,
         request: Request<pb::AuthUserAddRequest>,
     ) -> Result<Response<pb::AuthUserAddResponse>, Status> {
+        let caller = self.ctx.caller(&request)?;
         let r = request.into_inner();
         let no_password = r.options.is_some_and(|o| o.no_password);
         let password_hash = if no_password {
@@ -156,11 +196,14 @@ impl Auth for AuthService {
         } else {
             self.password_hash(r.password, r.hashed_password).await?
         };
-        self.change(AuthCommand::UserAdd {
-            name: r.name,
-            password_hash,
-            no_password,
-        })
+        self.change(
+            caller,
+            AuthCommand::UserAdd {
+                name: r.name,
+                password_hash,
+                no_password,
+            },
+        )
         .await
     }
 
@@ -168,12 +211,19 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthUserGetRequest>,
     ) -> Result<Response<pb::AuthUserGetResponse>, Status> {
+        let caller = self.ctx.caller(&request)?;
         let name = request.into_inner().name;
         let (store, rev) = self.store().await?;
+        // Root may read any user; a user its own record.
+        if caller.user() != Some(name.as_str()) {
+            store
+                .check_admin(&caller)
+                .map_err(|e| status::auth_error(&e))?;
+        }
         let user = store
             .users
             .get(&name)
-            .ok_or_else(|| status::auth_error(&crate::auth::AuthError::UserNotFound))?;
+            .ok_or_else(|| status::auth_error(&AuthError::UserNotFound))?;
         Ok(Response::new(pb::AuthUserGetResponse {
             header: self.ctx.header(rev),
             roles: user.roles.clone(),
@@ -182,9 +232,13 @@ impl Auth for AuthService {
 
     async fn user_list(
         &self,
-        _: Request<pb::AuthUserListRequest>,
+        request: Request<pb::AuthUserListRequest>,
     ) -> Result<Response<pb::AuthUserListResponse>, Status> {
+        let caller = self.ctx.caller(&request)?;
         let (store, rev) = self.store().await?;
+        store
+            .check_admin(&caller)
+            .map_err(|e| status::auth_error(&e))?;
         Ok(Response::new(pb::AuthUserListResponse {
             header: self.ctx.header(rev),
             users: store.users.into_keys().collect(),
@@ -195,20 +249,25 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthUserDeleteRequest>,
     ) -> Result<Response<pb::AuthUserDeleteResponse>, Status> {
+        let caller = self.ctx.caller(&request)?;
         let name = request.into_inner().name;
-        self.change(AuthCommand::UserDelete { name }).await
+        self.change(caller, AuthCommand::UserDelete { name }).await
     }
 
     async fn user_change_password(
         &self,
         request: Request<pb::AuthUserChangePasswordRequest>,
     ) -> Result<Response<pb::AuthUserChangePasswordResponse>, Status> {
+        let caller = self.ctx.caller(&request)?;
         let r = request.into_inner();
         let password_hash = self.password_hash(r.password, r.hashed_password).await?;
-        self.change(AuthCommand::UserChangePassword {
-            name: r.name,
-            password_hash,
-        })
+        self.change(
+            caller,
+            AuthCommand::UserChangePassword {
+                name: r.name,
+                password_hash,
+            },
+        )
         .await
     }
 
@@ -216,11 +275,15 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthUserGrantRoleRequest>,
     ) -> Result<Response<pb::AuthUserGrantRoleResponse>, Status> {
+        let caller = self.ctx.caller(&request)?;
         let r = request.into_inner();
-        self.change(AuthCommand::UserGrantRole {
-            user: r.user,
-            role: r.role,
-        })
+        self.change(
+            caller,
+            AuthCommand::UserGrantRole {
+                user: r.user,
+                role: r.role,
+            },
+        )
         .await
     }
 
@@ -228,11 +291,15 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthUserRevokeRoleRequest>,
     ) -> Result<Response<pb::AuthUserRevokeRoleResponse>, Status> {
+        let caller = self.ctx.caller(&request)?;
         let r = request.into_inner();
-        self.change(AuthCommand::UserRevokeRole {
-            user: r.name,
-            role: r.role,
-        })
+        self.change(
+            caller,
+            AuthCommand::UserRevokeRole {
+                user: r.name,
+                role: r.role,
+            },
+        )
         .await
     }
 
@@ -240,20 +307,32 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthRoleAddRequest>,
     ) -> Result<Response<pb::AuthRoleAddResponse>, Status> {
+        let caller = self.ctx.caller(&request)?;
         let name = request.into_inner().name;
-        self.change(AuthCommand::RoleAdd { name }).await
+        self.change(caller, AuthCommand::RoleAdd { name }).await
     }
 
     async fn role_get(
         &self,
         request: Request<pb::AuthRoleGetRequest>,
     ) -> Result<Response<pb::AuthRoleGetResponse>, Status> {
+        let caller = self.ctx.caller(&request)?;
         let name = request.into_inner().role;
         let (store, rev) = self.store().await?;
+        // Root may read any role; a user the roles it holds.
+        let holds = caller
+            .user()
+            .and_then(|u| store.users.get(u))
+            .is_some_and(|u| u.roles.contains(&name));
+        if !holds {
+            store
+                .check_admin(&caller)
+                .map_err(|e| status::auth_error(&e))?;
+        }
         let role = store
             .roles
             .get(&name)
-            .ok_or_else(|| status::auth_error(&crate::auth::AuthError::RoleNotFound))?;
+            .ok_or_else(|| status::auth_error(&AuthError::RoleNotFound))?;
         Ok(Response::new(pb::AuthRoleGetResponse {
             header: self.ctx.header(rev),
             perm: role.permissions.iter().map(perm_to_pb).collect(),
@@ -262,9 +341,13 @@ impl Auth for AuthService {
 
     async fn role_list(
         &self,
-        _: Request<pb::AuthRoleListRequest>,
+        request: Request<pb::AuthRoleListRequest>,
     ) -> Result<Response<pb::AuthRoleListResponse>, Status> {
+        let caller = self.ctx.caller(&request)?;
         let (store, rev) = self.store().await?;
+        store
+            .check_admin(&caller)
+            .map_err(|e| status::auth_error(&e))?;
         Ok(Response::new(pb::AuthRoleListResponse {
             header: self.ctx.header(rev),
             roles: store.roles.into_keys().collect(),
@@ -275,24 +358,29 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthRoleDeleteRequest>,
     ) -> Result<Response<pb::AuthRoleDeleteResponse>, Status> {
+        let caller = self.ctx.caller(&request)?;
         let name = request.into_inner().role;
-        self.change(AuthCommand::RoleDelete { name }).await
+        self.change(caller, AuthCommand::RoleDelete { name }).await
     }
 
     async fn role_grant_permission(
         &self,
         request: Request<pb::AuthRoleGrantPermissionRequest>,
     ) -> Result<Response<pb::AuthRoleGrantPermissionResponse>, Status> {
+        let caller = self.ctx.caller(&request)?;
         let r = request.into_inner();
         let perm = r.perm.ok_or_else(status::permission_not_given)?;
-        self.change(AuthCommand::RoleGrantPermission {
-            role: r.name,
-            permission: Permission {
-                kind: perm_kind(perm.perm_type),
-                key: perm.key,
-                range_end: perm.range_end,
+        self.change(
+            caller,
+            AuthCommand::RoleGrantPermission {
+                role: r.name,
+                permission: Permission {
+                    kind: perm_kind(perm.perm_type),
+                    key: perm.key,
+                    range_end: perm.range_end,
+                },
             },
-        })
+        )
         .await
     }
 
@@ -300,12 +388,16 @@ impl Auth for AuthService {
         &self,
         request: Request<pb::AuthRoleRevokePermissionRequest>,
     ) -> Result<Response<pb::AuthRoleRevokePermissionResponse>, Status> {
+        let caller = self.ctx.caller(&request)?;
         let r = request.into_inner();
-        self.change(AuthCommand::RoleRevokePermission {
-            role: r.role,
-            key: r.key,
-            range_end: r.range_end,
-        })
+        self.change(
+            caller,
+            AuthCommand::RoleRevokePermission {
+                role: r.role,
+                key: r.key,
+                range_end: r.range_end,
+            },
+        )
         .await
     }
 }

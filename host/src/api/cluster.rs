@@ -58,6 +58,8 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
+        // Membership is root's (etcd checks it before proposing, as here).
+        self.ctx.check_admin(&self.ctx.caller(&request)?)?;
         let req = request.into_inner();
         check_urls(&req.peer_ur_ls)?;
         let id = crate::identity::member_id(&req.peer_ur_ls, &self.ctx.cluster_token);
@@ -90,6 +92,8 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        // Membership is root's (etcd checks it before proposing, as here).
+        self.ctx.check_admin(&self.ctx.caller(&request)?)?;
         let id = request.into_inner().id;
         let members = self.change(MembershipChange::Remove { id }).await?;
         Ok(Response::new(pb::MemberRemoveResponse {
@@ -102,6 +106,8 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+        // Membership is root's (etcd checks it before proposing, as here).
+        self.ctx.check_admin(&self.ctx.caller(&request)?)?;
         let req = request.into_inner();
         check_urls(&req.peer_ur_ls)?;
         let members = self
@@ -134,6 +140,8 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        // Membership is root's (etcd checks it before proposing, as here).
+        self.ctx.check_admin(&self.ctx.caller(&request)?)?;
         let id = request.into_inner().id;
         let members = self.change(MembershipChange::Promote { id }).await?;
         Ok(Response::new(pb::MemberPromoteResponse {

@@ -6,10 +6,15 @@
 //!
 //! Waiting needs no per-key watch: the wait re-checks after each commit, which the state
 //! machine announces on its revision channel.
+//!
+//! Every step runs as the caller of the Lock or Election call, as etcd's in-process client
+//! does with the caller's token: its writes are checked in apply, its reads here.
 
 use tonic::Status;
 
 use super::{Context, status};
+use crate::auth::Caller;
+use crate::auth::needs::Need;
 use crate::mvcc::{
     Compare, CompareOperand, CompareResult, CompareTarget, KeyValue, PutRequest, RangeRequest,
     RequestOp, ResponseOp, Revision, SortOrder, SortTarget, TxnRequest, WriteRequest,
@@ -77,8 +82,15 @@ fn get(key: &[u8]) -> RequestOp {
 }
 
 /// Proposes a txn and returns its response.
-pub async fn txn(ctx: &Context, txn: TxnRequest) -> Result<crate::mvcc::TxnResponse, Status> {
-    match ctx.propose(Command::Kv(WriteRequest::Txn(txn))).await? {
+pub async fn txn(
+    ctx: &Context,
+    caller: &Caller,
+    txn: TxnRequest,
+) -> Result<crate::mvcc::TxnResponse, Status> {
+    match ctx
+        .propose_as(caller.clone(), Command::Kv(WriteRequest::Txn(txn)))
+        .await?
+    {
         CommandResponse::Kv(Ok(WriteResponse::Txn(r))) => Ok(r),
         CommandResponse::Kv(Err(e)) => Err(status::through_recipe(&e)),
         other => Err(status::unexpected_response("a txn", &other)),
@@ -89,6 +101,7 @@ pub async fn txn(ctx: &Context, txn: TxnRequest) -> Result<crate::mvcc::TxnRespo
 /// this call created it.
 pub async fn create_entry(
     ctx: &Context,
+    caller: &Caller,
     key: &[u8],
     value: &[u8],
     lease: i64,
@@ -96,6 +109,7 @@ pub async fn create_entry(
     let put = put_op(key, value, lease);
     let resp = txn(
         ctx,
+        caller,
         TxnRequest {
             compare: vec![create_rev_is(key, 0)],
             success: vec![put, get(key)],
@@ -117,6 +131,7 @@ pub async fn create_entry(
 /// The oldest key under `name/` (the lock holder or the leader), if any.
 pub async fn first_created(
     ctx: &Context,
+    caller: &Caller,
     name: &[u8],
 ) -> Result<(Option<KeyValue>, Revision), Status> {
     let p = prefix(name);
@@ -128,7 +143,9 @@ pub async fn first_created(
         sort_target: SortTarget::Create,
         ..Default::default()
     };
-    let resp = ctx.read(false, move |view| view.range(&req)).await?;
+    ctx.read_barrier().await?;
+    ctx.check_read(caller, [Need::read(&req.key, &req.range_end)])?;
+    let resp = ctx.read(true, move |view| view.range(&req)).await?;
     Ok((resp.kvs.into_iter().next(), resp.revision))
 }
 
@@ -137,6 +154,7 @@ pub async fn first_created(
 /// the turn came.
 pub async fn wait_turn(
     ctx: &Context,
+    caller: &Caller,
     name: &[u8],
     mine: &[u8],
     my_rev: Revision,
@@ -159,8 +177,10 @@ pub async fn wait_turn(
             count_only: true,
             ..Default::default()
         };
+        ctx.read_barrier().await?;
+        ctx.check_read(caller, [Need::read(&older.key, &older.range_end)])?;
         let (older, mine_left, rev) = ctx
-            .read(false, move |view| {
+            .read(true, move |view| {
                 Ok((
                     view.range(&older)?.kvs.len(),
                     view.range(&mine_req)?.count,
@@ -184,6 +204,7 @@ pub async fn wait_turn(
 /// Replaces the value of `key` if it still has create revision `rev`; false if not.
 pub async fn put_if_created_at(
     ctx: &Context,
+    caller: &Caller,
     key: &[u8],
     rev: Revision,
     value: &[u8],
@@ -192,6 +213,7 @@ pub async fn put_if_created_at(
     let put = put_op(key, value, lease);
     let resp = txn(
         ctx,
+        caller,
         TxnRequest {
             compare: vec![create_rev_is(key, rev)],
             success: vec![put],
@@ -205,12 +227,14 @@ pub async fn put_if_created_at(
 /// Deletes `key` if it still has create revision `rev`; returns the revision after.
 pub async fn delete_if_created_at(
     ctx: &Context,
+    caller: &Caller,
     key: &[u8],
     rev: Revision,
 ) -> Result<Revision, Status> {
     let del = delete_op(key);
     Ok(txn(
         ctx,
+        caller,
         TxnRequest {
             compare: vec![create_rev_is(key, rev)],
             success: vec![del],
@@ -222,10 +246,11 @@ pub async fn delete_if_created_at(
 }
 
 /// Deletes `key` outright; returns the revision after.
-pub async fn delete(ctx: &Context, key: &[u8]) -> Result<Revision, Status> {
+pub async fn delete(ctx: &Context, caller: &Caller, key: &[u8]) -> Result<Revision, Status> {
     let del = delete_op(key);
     Ok(txn(
         ctx,
+        caller,
         TxnRequest {
             compare: vec![],
             success: vec![del],

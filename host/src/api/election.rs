@@ -28,14 +28,16 @@ impl Election for ElectionService {
         &self,
         request: Request<pb::CampaignRequest>,
     ) -> Result<Response<pb::CampaignResponse>, Status> {
+        let caller = self.ctx.caller(&request)?;
         let req = request.into_inner();
         let key = concurrency::entry_key(&req.name, req.lease);
         let (kv, created) =
-            concurrency::create_entry(&self.ctx, &key, &req.value, req.lease).await?;
+            concurrency::create_entry(&self.ctx, &caller, &key, &req.value, req.lease).await?;
         if !created && kv.value != req.value {
             // Campaigning again with the same lease re-proclaims the new value, as etcd does.
             concurrency::put_if_created_at(
                 &self.ctx,
+                &caller,
                 &key,
                 kv.create_revision,
                 &req.value,
@@ -43,7 +45,8 @@ impl Election for ElectionService {
             )
             .await?;
         }
-        let rev = concurrency::wait_turn(&self.ctx, &req.name, &key, kv.create_revision).await?;
+        let rev =
+            concurrency::wait_turn(&self.ctx, &caller, &req.name, &key, kv.create_revision).await?;
         let leader = pb::LeaderKey {
             name: req.name,
             key,
@@ -60,10 +63,12 @@ impl Election for ElectionService {
         &self,
         request: Request<pb::ProclaimRequest>,
     ) -> Result<Response<pb::ProclaimResponse>, Status> {
+        let caller = self.ctx.caller(&request)?;
         let req = request.into_inner();
         let leader = req.leader.ok_or_else(status::missing_leader_key)?;
         if !concurrency::put_if_created_at(
             &self.ctx,
+            &caller,
             &leader.key,
             leader.rev,
             &req.value,
@@ -73,7 +78,7 @@ impl Election for ElectionService {
         {
             return Err(status::election_not_leader());
         }
-        let (_, rev) = concurrency::first_created(&self.ctx, &leader.name).await?;
+        let (_, rev) = concurrency::first_created(&self.ctx, &caller, &leader.name).await?;
         Ok(Response::new(pb::ProclaimResponse {
             header: self.ctx.header(rev),
         }))
@@ -83,8 +88,9 @@ impl Election for ElectionService {
         &self,
         request: Request<pb::LeaderRequest>,
     ) -> Result<Response<pb::LeaderResponse>, Status> {
+        let caller = self.ctx.caller(&request)?;
         let name = request.into_inner().name;
-        match concurrency::first_created(&self.ctx, &name).await? {
+        match concurrency::first_created(&self.ctx, &caller, &name).await? {
             (Some(kv), rev) => Ok(Response::new(pb::LeaderResponse {
                 header: self.ctx.header(rev),
                 kv: Some(convert::kv(kv)),
@@ -99,6 +105,7 @@ impl Election for ElectionService {
         &self,
         request: Request<pb::LeaderRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
+        let caller = self.ctx.caller(&request)?;
         let name = request.into_inner().name;
         let (tx, rx) = mpsc::channel(OBSERVE_BUFFER);
         let ctx = self.ctx.clone();
@@ -108,7 +115,7 @@ impl Election for ElectionService {
             // The (key, mod revision) last sent: a new leader or a new value is a change.
             let mut last: Option<(Vec<u8>, i64)> = None;
             loop {
-                let (leader, rev) = match concurrency::first_created(&ctx, &name).await {
+                let (leader, rev) = match concurrency::first_created(&ctx, &caller, &name).await {
                     Ok(found) => found,
                     Err(e) => {
                         let _ = tx.send(Err(e)).await;
@@ -142,11 +149,13 @@ impl Election for ElectionService {
         &self,
         request: Request<pb::ResignRequest>,
     ) -> Result<Response<pb::ResignResponse>, Status> {
+        let caller = self.ctx.caller(&request)?;
         let leader = request
             .into_inner()
             .leader
             .ok_or_else(status::missing_leader_key)?;
-        let rev = concurrency::delete_if_created_at(&self.ctx, &leader.key, leader.rev).await?;
+        let rev =
+            concurrency::delete_if_created_at(&self.ctx, &caller, &leader.key, leader.rev).await?;
         Ok(Response::new(pb::ResignResponse {
             header: self.ctx.header(rev),
         }))

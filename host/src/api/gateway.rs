@@ -146,7 +146,12 @@ fn kv_routes(mut r: Router, gw: &Shared) -> Router {
             async move {
                 let inbound =
                     request_stream::<pb::WatchRequest>(body, gw.max_message, BodyEnd::Hold);
-                let opened = super::watch::open(&gw.ctx, requires_leader(&headers), inbound);
+                let opened = super::watch::open(
+                    &gw.ctx,
+                    requires_leader(&headers),
+                    header_token(&headers).map(<[u8]>::to_vec),
+                    inbound,
+                );
                 streaming(
                     method("etcdserverpb.Watch/Watch"),
                     opened.map(|s| s.boxed()),
@@ -177,8 +182,17 @@ fn lease_routes(mut r: Router, gw: &Shared) -> Router {
                     gw.max_message,
                     BodyEnd::Close,
                 );
-                let opened =
-                    super::lease::keep_alive_stream(&gw.ctx, requires_leader(&headers), inbound);
+                let opened = gw
+                    .ctx
+                    .caller_from(header_token(&headers))
+                    .and_then(|caller| {
+                        super::lease::keep_alive_stream(
+                            &gw.ctx,
+                            requires_leader(&headers),
+                            &caller,
+                            inbound,
+                        )
+                    });
                 streaming(
                     method("etcdserverpb.Lease/LeaseKeepAlive"),
                     opened.map(|s| s.boxed()),
@@ -380,6 +394,13 @@ fn grpc_request<T>(headers: &HeaderMap, message: T) -> tonic::Request<T> {
 }
 
 /// Whether the headers carry clientv3's `WithRequireLeader` (`Grpc-Metadata-Hasleader`).
+/// The auth token of a gateway request: its `Authorization` header, as is (no "Bearer").
+fn header_token(headers: &HeaderMap) -> Option<&[u8]> {
+    headers
+        .get(http::header::AUTHORIZATION)
+        .map(|v| v.as_bytes())
+}
+
 fn requires_leader(headers: &HeaderMap) -> bool {
     super::asks_for_leader(headers.get("grpc-metadata-hasleader").map(|v| v.as_bytes()))
 }

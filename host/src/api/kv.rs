@@ -8,6 +8,8 @@ use tonic::{Request, Response, Status};
 
 use super::status;
 use super::{Context, convert};
+use crate::auth::Caller;
+use crate::auth::needs;
 use crate::mvcc::{CompactRequest, WriteRequest, WriteResponse, validate};
 use crate::state_machine::{Command, CommandResponse};
 
@@ -20,9 +22,9 @@ impl KvService {
         KvService { ctx }
     }
 
-    /// Proposes a KV write and unwraps its response.
-    async fn write(&self, req: WriteRequest) -> Result<WriteResponse, Status> {
-        match self.ctx.propose(Command::Kv(req)).await? {
+    /// Proposes a KV write as `caller` and unwraps its response.
+    async fn write(&self, caller: Caller, req: WriteRequest) -> Result<WriteResponse, Status> {
+        match self.ctx.propose_as(caller, Command::Kv(req)).await? {
             CommandResponse::Kv(Ok(resp)) => Ok(resp),
             CommandResponse::Kv(Err(e)) => Err(status::mvcc_error(&e)),
             other => Err(status::unexpected_response("a KV write", &other)),
@@ -40,19 +42,21 @@ impl Kv for KvService {
         &self,
         request: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
+        let caller = self.ctx.caller(&request)?;
         let req = request.into_inner();
         let serializable = req.serializable;
         let point = req.range_end.is_empty();
         let req = convert::range_request(req);
         validate::check_range(&req).map_err(|e| status::invalid_request(&e))?;
+        // As etcd: the read point first, then the permission, against the store as of it.
+        if !serializable {
+            self.ctx.read_barrier().await?;
+        }
+        self.ctx.check_read(&caller, [needs::of_range(&req)])?;
         let resp = if point {
-            self.ctx
-                .read_point(serializable, |view| view.range(&req))
-                .await?
+            self.ctx.read_point(true, |view| view.range(&req)).await?
         } else {
-            self.ctx
-                .read(serializable, move |view| view.range(&req))
-                .await?
+            self.ctx.read(true, move |view| view.range(&req)).await?
         };
         Ok(self.ctx.respond(convert::range_response(resp)))
     }
@@ -70,11 +74,12 @@ impl Kv for KvService {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
+        let caller = self.ctx.caller(&request)?;
         let req = request.into_inner();
         self.ctx.check_size(req.encoded_len())?;
         let req = convert::put_request(req);
         validate::check_put(&req).map_err(|e| status::invalid_request(&e))?;
-        match self.write(WriteRequest::Put(req)).await? {
+        match self.write(caller, WriteRequest::Put(req)).await? {
             WriteResponse::Put(r) => Ok(self.ctx.respond(convert::put_response(r))),
             other => Err(unexpected(other)),
         }
@@ -84,11 +89,12 @@ impl Kv for KvService {
         &self,
         request: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        let caller = self.ctx.caller(&request)?;
         let req = request.into_inner();
         self.ctx.check_size(req.encoded_len())?;
         let req = convert::delete_request(req);
         validate::check_delete_range(&req.key).map_err(|e| status::invalid_request(&e))?;
-        match self.write(WriteRequest::DeleteRange(req)).await? {
+        match self.write(caller, WriteRequest::DeleteRange(req)).await? {
             WriteResponse::DeleteRange(r) => Ok(self.ctx.respond(convert::delete_response(r))),
             other => Err(unexpected(other)),
         }
@@ -98,6 +104,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
+        let caller = self.ctx.caller(&request)?;
         let req = request.into_inner();
         self.ctx.check_size(req.encoded_len())?;
         let req = convert::txn_request(req)?;
@@ -107,14 +114,19 @@ impl Kv for KvService {
         // statistics are kept identically on every member): such txns always go through Raft.
         if is_read_only(&req) && !crate::plugin::hooks::has_computed(&req) {
             // etcd serves a read-only txn without proposing it: compares and ranges run
-            // against one consistent view after a linearizable read point.
+            // against one consistent view after a linearizable read point (and the permission
+            // check, against the store as of it).
+            self.ctx.read_barrier().await?;
+            let mut reads = Vec::new();
+            needs::of_txn(&req, &mut reads);
+            self.ctx.check_read(&caller, reads)?;
             let resp = self
                 .ctx
-                .read(false, move |view| crate::mvcc::txn::read_only(view, &req))
+                .read(true, move |view| crate::mvcc::txn::read_only(view, &req))
                 .await?;
             return Ok(self.ctx.respond(convert::txn_response(resp)));
         }
-        match self.write(WriteRequest::Txn(req)).await? {
+        match self.write(caller, WriteRequest::Txn(req)).await? {
             WriteResponse::Txn(r) => Ok(self.ctx.respond(convert::txn_response(r))),
             other => Err(unexpected(other)),
         }
@@ -124,13 +136,14 @@ impl Kv for KvService {
         &self,
         request: Request<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
+        let caller = self.ctx.caller(&request)?;
         let req = request.into_inner();
         // Compaction runs inside apply, so it is physical by the time the write returns.
         let write = WriteRequest::Compact(CompactRequest {
             revision: req.revision,
             physical: req.physical,
         });
-        match self.write(write).await? {
+        match self.write(caller, write).await? {
             WriteResponse::Compact(r) => Ok(Response::new(pb::CompactionResponse {
                 header: self.ctx.header(r.revision),
             })),

@@ -17,6 +17,8 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{Context, status};
+use crate::auth::Caller;
+use crate::auth::needs::Need;
 use crate::lease::{Leases, Lessor, LessorRequest, MAX_LEASE_TTL_SECS};
 use crate::mvcc::Mvcc;
 use crate::raft::LessorHandler;
@@ -34,8 +36,8 @@ impl LeaseService {
         LeaseService { ctx }
     }
 
-    async fn propose(&self, command: Command) -> Result<i64, Status> {
-        match self.ctx.propose(command).await? {
+    async fn propose(&self, caller: Caller, command: Command) -> Result<i64, Status> {
+        match self.ctx.propose_as(caller, command).await? {
             CommandResponse::Lease(Ok(revision)) => Ok(revision),
             CommandResponse::Lease(Err(e)) => Err(status::mvcc_error(&e)),
             other => Err(status::unexpected_response("a lease command", &other)),
@@ -72,6 +74,7 @@ impl Lease for LeaseService {
         &self,
         request: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        let caller = self.ctx.caller(&request)?;
         let req = request.into_inner();
         if req.ttl > MAX_LEASE_TTL_SECS {
             return Err(status::lease_ttl_too_large());
@@ -83,7 +86,7 @@ impl Lease for LeaseService {
             req.id
         };
         let revision = self
-            .propose(Command::LeaseGrant { id, ttl_secs: ttl })
+            .propose(caller, Command::LeaseGrant { id, ttl_secs: ttl })
             .await?;
         self.ctx.lessor.renew(id, ttl, Instant::now());
         Ok(Response::new(pb::LeaseGrantResponse {
@@ -98,8 +101,9 @@ impl Lease for LeaseService {
         &self,
         request: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        let caller = self.ctx.caller(&request)?;
         let id = request.into_inner().id;
-        let revision = self.propose(Command::LeaseRevoke { id }).await?;
+        let revision = self.propose(caller, Command::LeaseRevoke { id }).await?;
         self.ctx.lessor.forget(id);
         Ok(Response::new(pb::LeaseRevokeResponse {
             header: self.ctx.header(revision),
@@ -113,13 +117,17 @@ impl Lease for LeaseService {
         request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
         let require_leader = super::requires_leader(&request);
-        keep_alive_stream(&self.ctx, require_leader, request.into_inner()).map(Response::new)
+        let caller = self.ctx.caller(&request)?;
+        keep_alive_stream(&self.ctx, require_leader, &caller, request.into_inner())
+            .map(Response::new)
     }
 
     async fn lease_time_to_live(
         &self,
         request: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        let caller = self.ctx.caller(&request)?;
+        self.ctx.check_user(&caller)?;
         let req = request.into_inner();
         let (id, want_keys) = (req.id, req.keys);
         let ((lease, keys), rev) = self
@@ -134,6 +142,9 @@ impl Lease for LeaseService {
                 Ok((lease, keys))
             })
             .await?;
+        // The names of a lease's keys are theirs to read (etcd 3.4.26 and later).
+        self.ctx
+            .check_read(&caller, keys.iter().map(|k| Need::read(k, &[])))?;
         let header = self.ctx.header(rev);
         let Some(lease) = lease else {
             // etcd reports a missing lease as TTL -1, not as an error.
@@ -162,8 +173,9 @@ impl Lease for LeaseService {
 
     async fn lease_leases(
         &self,
-        _request: Request<pb::LeaseLeasesRequest>,
+        request: Request<pb::LeaseLeasesRequest>,
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+        self.ctx.check_user(&self.ctx.caller(&request)?)?;
         let (leases, rev) = self.read(|storage| Leases(storage).all()).await?;
         let leases = leases
             .into_iter()
@@ -262,9 +274,11 @@ async fn keep_alive(ctx: &Context, id: i64) -> Result<pb::LeaseKeepAliveResponse
 /// Seconds left on lease `id` per the leader's lessor, if it tracks the lease.
 /// Answers each keepalive request from `inbound` (gRPC's request stream, or the HTTP
 /// gateway's) in order.
+/// With authentication on, only a user may keep leases alive (checked as the stream opens).
 pub fn keep_alive_stream<S>(
     ctx: &Context,
     require_leader: bool,
+    caller: &Caller,
     mut inbound: S,
 ) -> Result<ReceiverStream<Result<pb::LeaseKeepAliveResponse, Status>>, Status>
 where
@@ -273,6 +287,7 @@ where
     if require_leader && ctx.raft.status().leader.is_none() {
         return Err(status::propose_error(&crate::raft::ProposeError::NoLeader));
     }
+    ctx.check_user(caller)?;
     let (tx, rx) = mpsc::channel(KEEPALIVE_BUFFER);
     let ctx = ctx.clone();
     tokio::spawn(async move {

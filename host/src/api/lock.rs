@@ -23,10 +23,12 @@ impl Lock for LockService {
         &self,
         request: Request<pb::LockRequest>,
     ) -> Result<Response<pb::LockResponse>, Status> {
+        let caller = self.ctx.caller(&request)?;
         let req = request.into_inner();
         let key = concurrency::entry_key(&req.name, req.lease);
-        let (kv, _) = concurrency::create_entry(&self.ctx, &key, b"", req.lease).await?;
-        let rev = concurrency::wait_turn(&self.ctx, &req.name, &key, kv.create_revision).await?;
+        let (kv, _) = concurrency::create_entry(&self.ctx, &caller, &key, b"", req.lease).await?;
+        let rev =
+            concurrency::wait_turn(&self.ctx, &caller, &req.name, &key, kv.create_revision).await?;
         Ok(Response::new(pb::LockResponse {
             header: self.ctx.header(rev),
             key,
@@ -37,7 +39,8 @@ impl Lock for LockService {
         &self,
         request: Request<pb::UnlockRequest>,
     ) -> Result<Response<pb::UnlockResponse>, Status> {
-        let rev = concurrency::delete(&self.ctx, &request.into_inner().key).await?;
+        let caller = self.ctx.caller(&request)?;
+        let rev = concurrency::delete(&self.ctx, &caller, &request.into_inner().key).await?;
         Ok(Response::new(pb::UnlockResponse {
             header: self.ctx.header(rev),
         }))

@@ -31,6 +31,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
+        let caller = self.ctx.caller(&request)?;
         let req = request.into_inner();
         match pb::alarm_request::AlarmAction::try_from(req.action) {
             // Cairn raises no alarms (no space quota yet), so the list is truly empty.
@@ -41,9 +42,13 @@ impl Maintenance for MaintenanceService {
                     alarms: Vec::new(),
                 }))
             }
-            _ => Err(status::unimplemented(
-                "Maintenance.Alarm activate/deactivate",
-            )),
+            // Raising or clearing an alarm is root's (etcd 3.4.42 and later).
+            _ => {
+                self.ctx.check_admin(&caller)?;
+                Err(status::unimplemented(
+                    "Maintenance.Alarm activate/deactivate",
+                ))
+            }
         }
     }
 
@@ -79,15 +84,17 @@ impl Maintenance for MaintenanceService {
 
     async fn defragment(
         &self,
-        _request: Request<pb::DefragmentRequest>,
+        request: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        self.ctx.check_admin(&self.ctx.caller(&request)?)?;
         Err(status::unimplemented("Maintenance.Defragment"))
     }
 
     async fn hash(
         &self,
-        _request: Request<pb::HashRequest>,
+        request: Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
+        self.ctx.check_admin(&self.ctx.caller(&request)?)?;
         let (hash, rev) = self
             .ctx
             .read(true, |view| Ok((view.hash_all()?, view.rev)))
@@ -102,6 +109,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
+        self.ctx.check_admin(&self.ctx.caller(&request)?)?;
         let revision = request.into_inner().revision;
         let (hash, compact_revision, current) = self
             .ctx
@@ -122,8 +130,9 @@ impl Maintenance for MaintenanceService {
 
     async fn snapshot(
         &self,
-        _request: Request<pb::SnapshotRequest>,
+        request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.ctx.check_admin(&self.ctx.caller(&request)?)?;
         Err(status::unimplemented("Maintenance.Snapshot"))
     }
 
@@ -133,6 +142,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        self.ctx.check_admin(&self.ctx.caller(&request)?)?;
         let target = request.into_inner().target_id;
         let raft = &self.ctx.raft;
         if !raft.status().is_leader {
@@ -157,8 +167,9 @@ impl Maintenance for MaintenanceService {
 
     async fn downgrade(
         &self,
-        _request: Request<pb::DowngradeRequest>,
+        request: Request<pb::DowngradeRequest>,
     ) -> Result<Response<pb::DowngradeResponse>, Status> {
+        self.ctx.check_admin(&self.ctx.caller(&request)?)?;
         Err(status::unimplemented("Maintenance.Downgrade"))
     }
 }

@@ -28,6 +28,8 @@ use std::time::Duration;
 use cairn_proto::etcdserverpb::{self as pb, ResponseHeader};
 use tonic::{Response, Status};
 
+use crate::auth::needs::Need;
+use crate::auth::{Caller, Tokens};
 use crate::mvcc::{self, Mvcc, ReadView};
 use crate::raft::RaftNode;
 use crate::state_machine::{Command, CommandResponse};
@@ -75,6 +77,7 @@ with_header!(
     pb::PutResponse,
     pb::DeleteRangeResponse,
     pb::TxnResponse,
+    pb::AuthEnableResponse,
     pb::AuthDisableResponse,
     pb::AuthUserAddResponse,
     pb::AuthUserDeleteResponse,
@@ -102,6 +105,13 @@ pub struct ApiContext {
     pub lessor: Arc<crate::lease::Lessor>,
     /// Recent events shared by every watch stream.
     pub hub: crate::watch::EventHub,
+    /// The auth store as this member applied it: tokens and reads are checked against it.
+    pub auth: crate::state_machine::SharedAuth,
+    /// How this member issues and checks tokens (`--auth-token`).
+    pub tokens: Tokens,
+    /// Bounds the bcrypt work running at once (password checks and hashes), so a burst of
+    /// Authenticate calls with wrong passwords cannot take every core from other requests.
+    pub bcrypt_slots: Arc<tokio::sync::Semaphore>,
 }
 
 pub type Context = Arc<ApiContext>;
@@ -242,7 +252,84 @@ fn grpc_go_size_error(response: axum::response::Response) -> axum::response::Res
     }
 }
 
+/// The gRPC metadata key of the auth token (the gateway copies `Authorization` into it).
+pub const TOKEN: &str = "token";
+
+/// The auth token a request carries: metadata `token`, else `authorization` (as etcd reads
+/// them).
+pub fn token_of(metadata: &tonic::metadata::MetadataMap) -> Option<&[u8]> {
+    metadata
+        .get(TOKEN)
+        .or_else(|| metadata.get("authorization"))
+        .map(|v| v.as_bytes())
+}
+
 impl ApiContext {
+    /// Who is calling: the user named by the request's token, checked against this member's
+    /// auth store (etcd's `invalid auth token` if it names nobody any more, is expired or was
+    /// not signed by this cluster). With authentication off every caller is anonymous and a
+    /// token is ignored, as in etcd.
+    pub fn caller<T>(&self, request: &tonic::Request<T>) -> Result<Caller, Status> {
+        self.caller_from(token_of(request.metadata()))
+    }
+
+    /// [`Self::caller`] from a token as it arrived.
+    pub fn caller_from(&self, token: Option<&[u8]>) -> Result<Caller, Status> {
+        let auth = self.auth.read().expect("auth store lock poisoned");
+        if !auth.enabled {
+            return Ok(Caller::Anonymous);
+        }
+        let Some(token) = token else {
+            return Ok(Caller::Anonymous);
+        };
+        let token = std::str::from_utf8(token)
+            .map_err(|_| status::auth_error(&crate::auth::AuthError::InvalidAuthToken))?;
+        self.tokens
+            .verify(&auth, token)
+            .map_err(|e| status::auth_error(&e))
+    }
+
+    /// etcd's permission check of a read, against the auth store as applied here (call it
+    /// after the read point, so the store is at least as new as the read).
+    pub fn check_read<'a>(
+        &self,
+        caller: &Caller,
+        needs: impl IntoIterator<Item = Need<'a>>,
+    ) -> Result<(), Status> {
+        let auth = self.auth.read().expect("auth store lock poisoned");
+        if !auth.enabled {
+            return Ok(());
+        }
+        auth.permissions(caller)
+            .and_then(|p| p.check(needs))
+            .map_err(|e| status::auth_error(&e))
+    }
+
+    /// Whether `caller` names a current user (anyone, with authentication off).
+    pub fn check_user(&self, caller: &Caller) -> Result<(), Status> {
+        self.check_read(caller, [])
+    }
+
+    /// etcd's check of what only root may do (anyone, with authentication off).
+    pub fn check_admin(&self, caller: &Caller) -> Result<(), Status> {
+        let auth = self.auth.read().expect("auth store lock poisoned");
+        auth.check_admin(caller).map_err(|e| status::auth_error(&e))
+    }
+
+    /// Proposes a client's `command` as `caller`: apply checks the permission at its point
+    /// of the log (see `Command::Request`).
+    pub async fn propose_as(
+        &self,
+        caller: Caller,
+        command: Command,
+    ) -> Result<CommandResponse, Status> {
+        self.propose(Command::Request {
+            caller,
+            command: Box::new(command),
+        })
+        .await
+    }
+
     /// Fills the identity fields of a response header; the revision stays as the handler set it.
     pub fn fill(&self, header: &mut Option<ResponseHeader>) {
         let h = header.get_or_insert_with(ResponseHeader::default);
@@ -286,6 +373,7 @@ impl ApiContext {
         let outcome =
             match tokio::time::timeout(self.limits.request_timeout, self.raft.write(command)).await
             {
+                Ok(Ok(CommandResponse::Refused(e))) => Err(status::auth_error(&e)),
                 Ok(Ok(resp)) => Ok(resp),
                 Ok(Err(e)) => Err(status::propose_error(&e)),
                 Err(_) => Err(status::timed_out()),

@@ -1,5 +1,7 @@
 //! Cairn's plugin registry service (`cairn.plugin.v1.Plugin`): every change is a Raft command
 //! (see `plugin/registry.rs`); List and Get read the registry after a linearizable read point.
+//! With authentication on, the whole service is root's: changes are checked in apply, reads
+//! here.
 
 use cairn_proto::cairn_plugin as pb;
 use cairn_proto::cairn_plugin::plugin_server::Plugin;
@@ -22,8 +24,16 @@ impl PluginService {
         PluginService { ctx }
     }
 
-    async fn change(&self, command: PluginCommand) -> Result<(PluginOutcome, i64), Status> {
-        match self.ctx.propose(Command::Plugin(command)).await? {
+    async fn change(
+        &self,
+        caller: crate::auth::Caller,
+        command: PluginCommand,
+    ) -> Result<(PluginOutcome, i64), Status> {
+        match self
+            .ctx
+            .propose_as(caller, Command::Plugin(command))
+            .await?
+        {
             CommandResponse::Plugin(Ok(outcome), revision) => Ok((outcome, revision)),
             CommandResponse::Plugin(Err(e), _) => Err(status::plugin_error(&e)),
             other => Err(status::unexpected_response("a plugin command", &other)),
@@ -95,16 +105,20 @@ impl Plugin for PluginService {
         &self,
         request: Request<pb::InstallRequest>,
     ) -> Result<Response<pb::InstallResponse>, Status> {
+        let caller = self.ctx.caller(&request)?;
         let r = request.into_inner();
         self.ctx.check_size(r.data.len())?;
         let (outcome, revision) = self
-            .change(PluginCommand::Install {
-                name: r.name,
-                sha256: r.sha256,
-                size: r.size,
-                offset: r.offset,
-                data: r.data,
-            })
+            .change(
+                caller,
+                PluginCommand::Install {
+                    name: r.name,
+                    sha256: r.sha256,
+                    size: r.size,
+                    offset: r.offset,
+                    data: r.data,
+                },
+            )
             .await?;
         let (received, installed) = match outcome {
             PluginOutcome::Install {
@@ -124,6 +138,7 @@ impl Plugin for PluginService {
         &self,
         request: Request<pb::BindRequest>,
     ) -> Result<Response<pb::BindResponse>, Status> {
+        let caller = self.ctx.caller(&request)?;
         let Some(b) = request.into_inner().binding else {
             return Err(status::invalid_argument(
                 "cairn: BindRequest needs a binding",
@@ -154,7 +169,7 @@ impl Plugin for PluginService {
             sha256: String::new(),
             stats: BindingStats::default(),
         };
-        let (_, revision) = self.change(PluginCommand::Bind(spec)).await?;
+        let (_, revision) = self.change(caller, PluginCommand::Bind(spec)).await?;
         Ok(Response::new(pb::BindResponse {
             header: self.ctx.header(revision),
         }))
@@ -164,8 +179,9 @@ impl Plugin for PluginService {
         &self,
         request: Request<pb::UnbindRequest>,
     ) -> Result<Response<pb::UnbindResponse>, Status> {
+        let caller = self.ctx.caller(&request)?;
         let name = request.into_inner().name;
-        let (_, revision) = self.change(PluginCommand::Unbind { name }).await?;
+        let (_, revision) = self.change(caller, PluginCommand::Unbind { name }).await?;
         Ok(Response::new(pb::UnbindResponse {
             header: self.ctx.header(revision),
         }))
@@ -175,8 +191,9 @@ impl Plugin for PluginService {
         &self,
         request: Request<pb::RemoveRequest>,
     ) -> Result<Response<pb::RemoveResponse>, Status> {
+        let caller = self.ctx.caller(&request)?;
         let name = request.into_inner().name;
-        let (_, revision) = self.change(PluginCommand::Remove { name }).await?;
+        let (_, revision) = self.change(caller, PluginCommand::Remove { name }).await?;
         Ok(Response::new(pb::RemoveResponse {
             header: self.ctx.header(revision),
         }))
@@ -184,8 +201,9 @@ impl Plugin for PluginService {
 
     async fn list(
         &self,
-        _request: Request<pb::ListRequest>,
+        request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
+        self.ctx.check_admin(&self.ctx.caller(&request)?)?;
         let (registry, revision) = self.registry().await?;
         Ok(Response::new(pb::ListResponse {
             header: self.ctx.header(revision),
@@ -198,6 +216,7 @@ impl Plugin for PluginService {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
+        self.ctx.check_admin(&self.ctx.caller(&request)?)?;
         let name = request.into_inner().name;
         let (registry, revision) = self.registry().await?;
         let Some(plugin) = registry.plugins.get(&name) else {

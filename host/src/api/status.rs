@@ -50,22 +50,46 @@ pub fn auth_error(e: &crate::auth::AuthError) -> Status {
         return Status::invalid_argument(format!("cairn: {e}"));
     }
     let code = match e {
-        E::UserEmpty | E::RoleEmpty | E::InvalidAuthManagement | E::NameTooLong(_) => {
-            Code::InvalidArgument
-        }
+        E::UserEmpty
+        | E::RoleEmpty
+        | E::InvalidAuthManagement
+        | E::NameTooLong(_)
+        | E::AuthFailed
+        | E::AuthOldRevision => Code::InvalidArgument,
         E::UserAlreadyExists
         | E::UserNotFound
         | E::RoleAlreadyExists
         | E::RoleNotFound
         | E::RoleNotGranted
-        | E::PermissionNotGranted => Code::FailedPrecondition,
+        | E::PermissionNotGranted
+        | E::RootUserNotExist
+        | E::RootRoleNotExist
+        | E::AuthNotEnabled => Code::FailedPrecondition,
+        E::InvalidAuthToken => Code::Unauthenticated,
+        E::PermissionDenied => Code::PermissionDenied,
     };
     Status::new(code, format!("etcdserver: {e}"))
 }
 
 /// etcd's answer to Authenticate while authentication is off.
 pub fn auth_not_enabled() -> Status {
-    Status::failed_precondition("etcdserver: authentication is not enabled")
+    auth_error(&crate::auth::AuthError::AuthNotEnabled)
+}
+
+/// A status as grpc-go's error prints it (`rpc error: code = PermissionDenied desc = …`),
+/// which is how etcd writes an error into a watch's cancel reason.
+pub fn as_grpc_go_text(status: &Status) -> String {
+    format!(
+        "rpc error: code = {:?} desc = {}",
+        status.code(),
+        status.message()
+    )
+}
+
+/// etcd's answer to Authenticate for a user added with no password (a raw error in etcd,
+/// hence code Unknown).
+pub fn no_password_user() -> Status {
+    Status::unknown("auth: authentication failed, password was given for no password user")
 }
 
 /// etcd's refusal of a permission grant without a permission.

@@ -26,6 +26,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{Context, convert, status};
+use crate::auth::needs::Need;
 use crate::mvcc::{Event, EventKind, Revision, Revisions};
 use crate::watch::{Delivery, ReadFailed, Spec, Watchers};
 
@@ -55,7 +56,8 @@ impl Watch for WatchService {
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let require_leader = super::requires_leader(&request);
-        open(&self.ctx, require_leader, request.into_inner()).map(Response::new)
+        let token = super::token_of(request.metadata()).map(<[u8]>::to_vec);
+        open(&self.ctx, require_leader, token, request.into_inner()).map(Response::new)
     }
 }
 
@@ -84,8 +86,14 @@ impl Stream for WatchResponses {
 }
 
 /// Opens a watch stream fed by `inbound` (gRPC's request stream, or the HTTP gateway's).
-/// `require_leader` is clientv3's `WithRequireLeader`.
-pub fn open<S>(ctx: &Context, require_leader: bool, inbound: S) -> Result<WatchResponses, Status>
+/// `require_leader` is clientv3's `WithRequireLeader`; `token` the auth token the stream was
+/// opened with, checked at each watcher's creation.
+pub fn open<S>(
+    ctx: &Context,
+    require_leader: bool,
+    token: Option<Vec<u8>>,
+    inbound: S,
+) -> Result<WatchResponses, Status>
 where
     S: Stream<Item = Result<pb::WatchRequest, Status>> + Unpin + Send + 'static,
 {
@@ -95,6 +103,7 @@ where
     let (tx, rx) = mpsc::channel(SEND_BUFFER);
     let stream = WatchStream {
         require_leader,
+        token,
         revs: ctx.hub.subscribe(),
         store: ctx.raft.subscribe(),
         ctx: ctx.clone(),
@@ -114,6 +123,8 @@ struct WatchStream {
     /// The client asked (gRPC metadata `hasleader=true`) that the stream end when this member
     /// loses its leader, as etcd's clientv3 `WithRequireLeader` does.
     require_leader: bool,
+    /// The auth token the stream was opened with.
+    token: Option<Vec<u8>>,
     /// Revisions whose events the hub holds: what delivery follows.
     revs: watch::Receiver<Revisions>,
     /// The store's revisions: where a new watcher starts.
@@ -259,6 +270,24 @@ impl WatchStream {
     }
 
     async fn create(&mut self, c: pb::WatchCreateRequest, current: Revision) -> Result<(), Closed> {
+        // As etcd: a watcher the caller may not read is refused in a response (watch ID -1,
+        // created and canceled, the error as grpc-go prints it); the stream stays open.
+        if let Err(refused) = self
+            .ctx
+            .caller_from(self.token.as_deref())
+            .and_then(|caller| {
+                self.ctx
+                    .check_read(&caller, [Need::read(&c.key, &c.range_end)])
+            })
+        {
+            let resp = pb::WatchResponse {
+                created: true,
+                canceled: true,
+                cancel_reason: status::as_grpc_go_text(&refused),
+                ..self.response(-1, current)
+            };
+            return self.send(resp).await;
+        }
         let filters: Vec<_> = c
             .filters
             .iter()

@@ -1,31 +1,35 @@
 //! Authentication and role-based access control, as etcd defines them: users, roles and the
 //! key-range permissions roles grant, replicated through Raft like the KV store.
 //!
-//! Like `mvcc/`, this module is pure: [`AuthStore::apply`] is a function of the commands
-//! applied, with no clock and no randomness, so every member holds the same users and roles
-//! and `Hash` covers them (they live in the `auth` state keyspace, which snapshots carry).
-//! Passwords arrive already hashed: the member that receives `UserAdd` or
-//! `UserChangePassword` hashes the password with bcrypt before proposing (as etcd 3.5 does
-//! with `hashedPassword`), so apply never spends bcrypt's cost and never draws a salt.
+//! `store.rs` and `perms.rs` are pure, like `mvcc/`: [`AuthStore::apply`] and
+//! [`AuthStore::authorize`] are functions of the commands applied, with no clock and no
+//! randomness, so every member holds the same users and roles, decides every write's
+//! permission the same way at the same point of the log, and `Hash` covers the store (it lives
+//! in the `auth` state keyspace, which snapshots carry). Passwords arrive already hashed: the
+//! member that receives `UserAdd` or `UserChangePassword` hashes the password with bcrypt
+//! before proposing (as etcd 3.5 does with `hashedPassword`), so apply never spends bcrypt's
+//! cost and never draws a salt; the key that signs simple tokens is drawn by the member that
+//! proposes `AuthEnable` and carried in the log.
 //!
 //! - `store.rs`: the replicated store and every change etcd's Auth service makes to it
-//!   (users, roles, grants and permissions, with etcd's rules and errors);
+//!   (users, roles, grants and permissions, turning authentication on and off, with etcd's
+//!   rules and errors), and the check of a caller against it;
 //! - `perms.rs`: etcd's rule for whether a user may read or write a key range, over the
-//!   merged intervals of its roles' permissions.
-//!
-//! What is not built yet, and so
-//! refused with `Unimplemented` by the API: turning authentication on (`AuthEnable`),
-//! `Authenticate` and tokens, and the permission checks on requests. Until then the store is
-//! never enabled, as etcd's is not before `AuthEnable`, and every request runs as in etcd
-//! with authentication off.
+//!   merged intervals of its roles' permissions;
+//! - `token.rs`: the member-local side — issuing and verifying tokens (clock and keys), which
+//!   turn a token into a [`Caller`].
 
+pub mod needs;
 pub mod perms;
 pub mod store;
+pub mod token;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+pub use perms::Access;
 pub use store::AuthStore;
+pub use token::{TokenConfig, Tokens};
 
 /// etcd's superuser and its role. A user holding the `root` role may do anything; the role
 /// need not exist to be granted (etcd treats it as built in).
@@ -62,6 +66,9 @@ pub struct User {
     pub roles: Vec<String>,
     /// Added with `no_password`: it can only authenticate by a client certificate.
     pub no_password: bool,
+    /// The auth revision at which the user was added or its password last changed. Tokens
+    /// carry it: a token issued before the change no longer names the current user.
+    pub revision: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,6 +117,36 @@ pub enum AuthCommand {
         key: Vec<u8>,
         range_end: Vec<u8>,
     },
+    /// Turns authentication on. `token_key` signs simple tokens: drawn at random by the member
+    /// that proposes the command, it is kept only if authentication was off (see
+    /// `token.rs`).
+    Enable {
+        token_key: [u8; 32],
+    },
+    Disable,
+}
+
+/// Who a request runs as, decided on the member that received it (from its token or client
+/// certificate) and carried with it through the log, so the write's permission is checked in
+/// apply against the auth store at that point of the log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Caller {
+    /// No credentials (or authentication was off when the request arrived).
+    Anonymous,
+    /// A user named by a token issued while the user's credentials were at `revision`.
+    Token { user: String, revision: u64 },
+    /// A user named by the common name of a verified client certificate.
+    Certificate { user: String },
+}
+
+impl Caller {
+    /// The user's name, if the caller names one.
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            Caller::Anonymous => None,
+            Caller::Token { user, .. } | Caller::Certificate { user } => Some(user),
+        }
+    }
 }
 
 /// etcd's auth errors; `api/status.rs` gives each etcd's code and words.
@@ -138,4 +175,20 @@ pub enum AuthError {
     /// revoking root's root role, deleting the root role).
     #[error("invalid auth management")]
     InvalidAuthManagement,
+    #[error("root user does not exist")]
+    RootUserNotExist,
+    #[error("root user does not have root role")]
+    RootRoleNotExist,
+    #[error("authentication is not enabled")]
+    AuthNotEnabled,
+    #[error("authentication failed, invalid user ID or password")]
+    AuthFailed,
+    #[error("invalid auth token")]
+    InvalidAuthToken,
+    #[error("permission denied")]
+    PermissionDenied,
+    /// The token's user changed (password, or deleted and added again) after the token was
+    /// issued; etcd's words for a token older than the auth store.
+    #[error("revision of auth store is old")]
+    AuthOldRevision,
 }

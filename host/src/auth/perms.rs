@@ -98,6 +98,19 @@ pub struct UserPermissions {
 }
 
 impl UserPermissions {
+    /// Everything allowed: root's, and anyone's while authentication is off.
+    pub fn everything() -> UserPermissions {
+        UserPermissions {
+            root: true,
+            ..UserPermissions::default()
+        }
+    }
+
+    /// Whether these are root's permissions.
+    pub fn is_root(&self) -> bool {
+        self.root
+    }
+
     /// Whether the user may do `access` over etcd's range (`key` alone when `range_end` is
     /// empty, every key from `key` on when it is `"\0"`).
     pub fn allows(&self, access: Access, key: &[u8], range_end: &[u8]) -> bool {
@@ -118,10 +131,7 @@ impl AuthStore {
     pub fn permissions_of(&self, user: &str) -> Option<UserPermissions> {
         let user = self.users.get(user)?;
         if user.roles.iter().any(|r| r == ROOT_ROLE) {
-            return Some(UserPermissions {
-                root: true,
-                ..UserPermissions::default()
-            });
+            return Some(UserPermissions::everything());
         }
         let (mut read, mut write) = (Vec::new(), Vec::new());
         for perm in user
@@ -176,6 +186,7 @@ mod tests {
                 password_hash: String::new(),
                 roles: roles.iter().map(|r| r.to_string()).collect(),
                 no_password: false,
+                revision: 1,
             },
         );
         store

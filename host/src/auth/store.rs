@@ -9,13 +9,18 @@
 //! | `role/<name>`   | [`Role`], postcard                            |
 //! | `revision`      | the auth revision, u64 big-endian             |
 //! | `enabled`       | 1 when authentication is on                   |
+//! | `token-key`     | the 32-byte key that signs simple tokens      |
 //!
-//! The auth revision counts the changes that took effect (a grant of a role the user already
-//! holds changes nothing and counts nothing), as etcd's does.
+//! The auth revision counts the changes to users and roles that took effect (a grant of a role
+//! the user already holds changes nothing and counts nothing; turning authentication on counts
+//! nothing, turning it off counts one), as etcd's does.
 
 use std::collections::BTreeMap;
 
-use super::{AuthCommand, AuthError, MAX_NAME_BYTES, Permission, ROOT_ROLE, ROOT_USER, Role, User};
+use super::perms::UserPermissions;
+use super::{
+    AuthCommand, AuthError, Caller, MAX_NAME_BYTES, Permission, ROOT_ROLE, ROOT_USER, Role, User,
+};
 use crate::mvcc::{ApplyBatch, Fault};
 use crate::storage::{SideTable, SideWrites, Storage};
 
@@ -23,6 +28,7 @@ const USER: &str = "user/";
 const ROLE: &str = "role/";
 const REVISION: &[u8] = b"revision";
 const ENABLED: &[u8] = b"enabled";
+const TOKEN_KEY: &[u8] = b"token-key";
 
 fn key(prefix: &str, name: &str) -> Vec<u8> {
     [prefix.as_bytes(), name.as_bytes()].concat()
@@ -54,6 +60,16 @@ impl<'b> AuthTable<'b> {
         self.0.remove(SideTable::Auth, &key(ROLE, name));
     }
 
+    fn put_enabled(&mut self, enabled: bool) {
+        self.0
+            .insert(SideTable::Auth, ENABLED, vec![u8::from(enabled)]);
+    }
+
+    fn put_token_key(&mut self, token_key: &[u8; 32]) {
+        self.0
+            .insert(SideTable::Auth, TOKEN_KEY, token_key.to_vec());
+    }
+
     fn put_revision(&mut self, revision: u64) {
         self.0
             .insert(SideTable::Auth, REVISION, revision.to_be_bytes().to_vec());
@@ -72,6 +88,17 @@ fn decode<T: serde::de::DeserializeOwned>(what: &'static str, raw: &[u8]) -> Res
     })
 }
 
+/// What a command did to the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Effect {
+    /// Nothing to change (etcd answers success).
+    Nothing,
+    /// Turned authentication on: no auth revision counts it (in etcd neither).
+    Uncounted,
+    /// Changed users or roles: the auth revision counts it.
+    Counted,
+}
+
 /// The auth store as applied so far.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AuthStore {
@@ -79,6 +106,8 @@ pub struct AuthStore {
     pub roles: BTreeMap<String, Role>,
     pub enabled: bool,
     pub revision: u64,
+    /// Signs simple tokens; drawn when authentication was first turned on (zero before).
+    pub token_key: [u8; 32],
 }
 
 impl AuthStore {
@@ -101,6 +130,11 @@ impl AuthStore {
                 store.revision = u64::from_be_bytes(raw);
             } else if &*k == ENABLED {
                 store.enabled = v.first() == Some(&1);
+            } else if &*k == TOKEN_KEY {
+                store.token_key = v.as_ref().try_into().map_err(|_| Fault::Corrupt {
+                    what: "auth token key",
+                    detail: format!("{} bytes, not 32", v.len()),
+                })?;
             }
         }
         Ok(store)
@@ -113,19 +147,108 @@ impl AuthStore {
         batch: &mut ApplyBatch<'_>,
         command: &AuthCommand,
     ) -> Result<bool, AuthError> {
-        let changed = self.change(batch, command)?;
-        if changed {
+        let effect = self.change(batch, command)?;
+        if effect == Effect::Counted {
             self.revision += 1;
             AuthTable::of(batch).put_revision(self.revision);
         }
-        Ok(changed)
+        Ok(effect != Effect::Nothing)
+    }
+
+    /// etcd's AuthEnable: refused unless `root` exists and holds the root role; nothing to do
+    /// when already on (the key drawn for this command is then dropped, so tokens issued
+    /// before stay valid).
+    fn enable(
+        &mut self,
+        batch: &mut ApplyBatch<'_>,
+        token_key: &[u8; 32],
+    ) -> Result<Effect, AuthError> {
+        if self.enabled {
+            return Ok(Effect::Nothing);
+        }
+        let root = self
+            .users
+            .get(ROOT_USER)
+            .ok_or(AuthError::RootUserNotExist)?;
+        if root
+            .roles
+            .binary_search_by(|r| r.as_str().cmp(ROOT_ROLE))
+            .is_err()
+        {
+            return Err(AuthError::RootRoleNotExist);
+        }
+        let mut table = AuthTable::of(batch);
+        if self.token_key == [0; 32] {
+            self.token_key = *token_key;
+            table.put_token_key(token_key);
+        }
+        self.enabled = true;
+        table.put_enabled(true);
+        Ok(Effect::Uncounted)
+    }
+
+    /// etcd's AuthDisable, which counts an auth revision as etcd's does. The token key stays: turning authentication on again makes the
+    /// unexpired tokens of unchanged users valid again, as nothing about those users changed.
+    fn disable(&mut self, batch: &mut ApplyBatch<'_>) -> Effect {
+        if !self.enabled {
+            return Effect::Nothing;
+        }
+        self.enabled = false;
+        AuthTable::of(batch).put_enabled(false);
+        Effect::Counted
+    }
+
+    /// What `caller` may do at this point of the log: everything while authentication is off,
+    /// else its user's merged permissions. etcd's errors: no user named (`user name is
+    /// empty`), a token issued before its user's password changed or the user was added
+    /// again (`revision of auth store is old`), a certificate naming no user (`permission
+    /// denied`).
+    pub fn permissions(&self, caller: &Caller) -> Result<UserPermissions, AuthError> {
+        if !self.enabled {
+            return Ok(UserPermissions::everything());
+        }
+        let (name, token_revision) = match caller {
+            Caller::Anonymous => return Err(AuthError::UserEmpty),
+            Caller::Token { user, revision } => (user, Some(*revision)),
+            Caller::Certificate { user } => (user, None),
+        };
+        match (self.users.get(name), token_revision) {
+            (Some(user), Some(revision)) if user.revision != revision => {
+                Err(AuthError::AuthOldRevision)
+            }
+            (None, Some(_)) => Err(AuthError::AuthOldRevision),
+            (None, None) => Err(AuthError::PermissionDenied),
+            (Some(_), _) => self.permissions_of(name).ok_or(AuthError::PermissionDenied),
+        }
+    }
+
+    /// Whether `caller` may do what only root may (with authentication off, anyone may).
+    /// etcd's order of errors: no user named, no such user (`user name not found`), not root.
+    pub fn check_admin(&self, caller: &Caller) -> Result<(), AuthError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let name = caller.user().ok_or(AuthError::UserEmpty)?;
+        if !self.users.contains_key(name) {
+            return Err(AuthError::UserNotFound);
+        }
+        if self.permissions(caller)?.is_root() {
+            Ok(())
+        } else {
+            Err(AuthError::PermissionDenied)
+        }
     }
 
     fn change(
         &mut self,
         batch: &mut ApplyBatch<'_>,
         command: &AuthCommand,
-    ) -> Result<bool, AuthError> {
+    ) -> Result<Effect, AuthError> {
+        match command {
+            AuthCommand::Enable { token_key } => return self.enable(batch, token_key),
+            AuthCommand::Disable => return Ok(self.disable(batch)),
+            _ => {}
+        }
         let mut table = AuthTable::of(batch);
         match command {
             AuthCommand::UserAdd {
@@ -145,6 +268,7 @@ impl AuthStore {
                     password_hash: password_hash.clone(),
                     roles: Vec::new(),
                     no_password: *no_password,
+                    revision: self.revision + 1,
                 };
                 table.put_user(&user);
                 self.users.insert(name.clone(), user);
@@ -164,6 +288,7 @@ impl AuthStore {
             } => {
                 let user = self.users.get_mut(name).ok_or(AuthError::UserNotFound)?;
                 user.password_hash = password_hash.clone();
+                user.revision = self.revision + 1;
                 table.put_user(user);
             }
             AuthCommand::UserGrantRole { user, role } => {
@@ -172,7 +297,7 @@ impl AuthStore {
                     return Err(AuthError::RoleNotFound);
                 }
                 match u.roles.binary_search(role) {
-                    Ok(_) => return Ok(false),
+                    Ok(_) => return Ok(Effect::Nothing),
                     Err(at) => u.roles.insert(at, role.clone()),
                 }
                 table.put_user(u);
@@ -225,6 +350,8 @@ impl AuthStore {
                 grant(&mut r.permissions, permission);
                 table.put_role(r);
             }
+            // Answered above.
+            AuthCommand::Enable { .. } | AuthCommand::Disable => return Ok(Effect::Nothing),
             AuthCommand::RoleRevokePermission {
                 role,
                 key,
@@ -240,7 +367,7 @@ impl AuthStore {
                 table.put_role(r);
             }
         }
-        Ok(true)
+        Ok(Effect::Counted)
     }
 }
 

@@ -133,10 +133,8 @@ impl<'a> ApplyBatch<'a> {
         }
     }
 
-    /// Deletes every key `lease` holds, in one revision (one DELETE event each), as when a
-    /// lease is revoked or expires. Commits what came before first, so the lease's keys are
-    /// read from committed state. Returns the revision after it.
-    pub fn delete_lease_keys(&mut self, lease: i64) -> Result<Revision, Fault> {
+    /// The keys lease `lease` holds, in key order, as of the requests applied so far.
+    pub fn lease_keys(&mut self, lease: i64) -> Result<Vec<Vec<u8>>, Fault> {
         self.commit_pending()?;
         let mut keys = Vec::new();
         for guard in self
@@ -146,6 +144,14 @@ impl<'a> ApplyBatch<'a> {
             let raw = guard.key().map_err(Fault::Storage)?;
             keys.push(raw[8..].to_vec());
         }
+        Ok(keys)
+    }
+
+    /// Deletes every key `lease` holds, in one revision (one DELETE event each), as when a
+    /// lease is revoked or expires. Commits what came before first, so the lease's keys are
+    /// read from committed state. Returns the revision after it.
+    pub fn delete_lease_keys(&mut self, lease: i64) -> Result<Revision, Fault> {
+        let keys = self.lease_keys(lease)?;
         let begin_rev = self.revs.current;
         let mut w = WriteTxn::new(
             self.storage,

@@ -174,6 +174,8 @@ pub struct RaftNode {
     catchup_entries: u64,
     /// See [`RaftConfig::strict_reconfig_check`].
     strict_reconfig_check: bool,
+    /// The auth store as this member applied it.
+    auth: crate::state_machine::SharedAuth,
 }
 
 impl RaftNode {
@@ -208,6 +210,7 @@ impl RaftNode {
         let state_machine =
             StateMachine::new(params.storage).map_err(|e| StartError::Raft(e.to_string()))?;
         let committed = state_machine.subscribe();
+        let auth = state_machine.auth();
         let mut sm = StateMachineStore::new(state_machine, params.data_dir.join("snap"))?;
         if let Bootstrap::ForceNew(me) = &params.bootstrap {
             force::rewrite_as_one_member(&mut log_store, &mut sm, params.id, me.clone()).await?;
@@ -244,6 +247,7 @@ impl RaftNode {
             snapshot_count: cfg.snapshot_count.max(1),
             catchup_entries: cfg.catchup_entries,
             strict_reconfig_check: cfg.strict_reconfig_check,
+            auth,
         })
     }
 
@@ -268,6 +272,11 @@ impl RaftNode {
                 .max_decoding_message_size(transport::peers::MAX_PEER_MESSAGE_BYTES)
                 .max_encoding_message_size(transport::peers::MAX_PEER_MESSAGE_BYTES),
         )
+    }
+
+    /// The auth store as this member applied it (see `StateMachine::auth`).
+    pub fn auth(&self) -> crate::state_machine::SharedAuth {
+        self.auth.clone()
     }
 
     /// Follows the revisions of this member's applied state (see `StateMachine::subscribe`).
