@@ -13,7 +13,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::*;
-use crate::auth::{AuthCommand, PermKind, Permission};
+use crate::auth::{AuthCommand, Caller, PermKind, Permission};
 use crate::mvcc::{
     CompactRequest, Compare, CompareOperand, CompareResult, CompareTarget, Computed, ComputedValue,
     DeleteRangeRequest, MAX_KEY_BYTES, PutRequest, RangeRequest, RequestOp, SortOrder, SortTarget,
@@ -203,9 +203,11 @@ fn txn(rng: &mut StdRng, depth: u32) -> TxnRequest {
 }
 
 fn name(rng: &mut StdRng) -> String {
-    match rng.random_range(0..6) {
+    match rng.random_range(0..8) {
         0 => String::new(),
         1 => "n".repeat(rng.random_range(60_000..100_000)),
+        // So that authentication is turned on now and then, and root acts.
+        2 | 3 => "root".to_owned(),
         _ => format!("p{}", rng.random_range(0..3)),
     }
 }
@@ -255,7 +257,11 @@ fn auth(rng: &mut StdRng) -> AuthCommand {
         key: key(rng),
         range_end: range_end(rng),
     };
-    match rng.random_range(0..9) {
+    match rng.random_range(0..11) {
+        9 => AuthCommand::Enable {
+            token_key: [rng.random(); 32],
+        },
+        10 => AuthCommand::Disable,
         0 => AuthCommand::UserAdd {
             name: name(rng),
             password_hash: "h".into(),
@@ -288,7 +294,25 @@ fn auth(rng: &mut StdRng) -> AuthCommand {
     }
 }
 
+/// A command as a client sends it (as some user, or anonymous), or as the member runs it.
 fn command(rng: &mut StdRng) -> Command {
+    let command = member_command(rng);
+    let caller = match rng.random_range(0..4) {
+        0 => return command,
+        1 => Caller::Anonymous,
+        2 => Caller::Token {
+            user: name(rng),
+            revision: rng.random_range(0..6),
+        },
+        _ => Caller::Certificate { user: name(rng) },
+    };
+    Command::Request {
+        caller,
+        command: Box::new(command),
+    }
+}
+
+fn member_command(rng: &mut StdRng) -> Command {
     match rng.random_range(0..18) {
         0..=3 => Command::Kv(WriteRequest::Put(put(rng))),
         4 | 5 => Command::Kv(WriteRequest::DeleteRange(delete(rng))),
@@ -322,7 +346,7 @@ fn fuzz_one(seed: u64, count: usize) {
     let sm = StateMachine::new(Storage::open(dir.path()).expect("open")).expect("state machine");
     let mut rng = StdRng::seed_from_u64(seed);
     let mut applied = 0usize;
-    let (mut succeeded, mut refused) = (0usize, 0usize);
+    let (mut succeeded, mut refused, mut denied) = (0usize, 0usize, 0usize);
     while applied < count {
         let n = rng.random_range(1..=8).min(count - applied);
         let commands: Vec<Command> = (0..n).map(|_| command(&mut rng)).collect();
@@ -341,6 +365,7 @@ fn fuzz_one(seed: u64, count: usize) {
                     match r {
                         CommandResponse::Kv(Ok(_)) => succeeded += 1,
                         CommandResponse::Kv(Err(_)) => refused += 1,
+                        CommandResponse::Refused(_) => denied += 1,
                         _ => {}
                     }
                 }
@@ -358,12 +383,15 @@ fn fuzz_one(seed: u64, count: usize) {
         }
         applied += n;
     }
-    // Not vacuous: the store took writes and refused others.
+    // Not vacuous: the store took writes and refused others, and authentication was on at
+    // times (clients' commands were denied).
     assert!(
-        succeeded > count / 10 && refused > count / 20,
-        "seed {seed}: {succeeded} KV commands succeeded, {refused} were refused"
+        succeeded > count / 10 && refused > count / 20 && denied > 0,
+        "seed {seed}: {succeeded} KV commands succeeded, {refused} were refused, {denied} denied"
     );
-    eprintln!("seed {seed}: {succeeded} KV commands succeeded, {refused} were refused");
+    eprintln!(
+        "seed {seed}: {succeeded} KV commands succeeded, {refused} were refused, {denied} denied"
+    );
 }
 
 #[test]

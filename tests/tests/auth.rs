@@ -118,6 +118,17 @@ fn etcdctl_auth_session_matches_etcd() {
     assert_sessions_match(FLAGS, &auth_script());
 }
 
+#[test]
+fn etcdctl_auth_session_with_jwt_tokens_matches_etcd() {
+    // Proves the same session prints the same with `--auth-token jwt,…` (RS256, the keys in
+    // tests/testdata) on both servers: etcd's option syntax, and tokens etcdctl uses as is.
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata");
+    let jwt = format!(
+        "--auth-token=jwt,pub-key={dir}/jwt-rs256.pub,priv-key={dir}/jwt-rs256.key,sign-method=RS256,ttl=10m"
+    );
+    assert_sessions_match(&[FLAGS[0], &jwt], &auth_script());
+}
+
 /// A member's gRPC clients, all sending one user's token.
 struct Session {
     channel: Channel,
@@ -462,4 +473,450 @@ async fn permission_matrix_matches_etcd() {
         mismatches.join("\n"),
         cairn.log()
     );
+}
+
+/// Cluster tests share the machine's two cores one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Adds root (with the root role) and alice (READWRITE over `app/`), then turns
+/// authentication on, all through `endpoint`.
+async fn enable_with_alice(endpoint: &str) {
+    let anyone = Session::connect(endpoint, None).await;
+    let mut auth = anyone.auth();
+    for (name, password) in [("root", "rootpw"), ("alice", "apw")] {
+        auth.user_add(pb::AuthUserAddRequest {
+            name: name.into(),
+            password: password.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("user add");
+    }
+    auth.role_add(pb::AuthRoleAddRequest { name: "app".into() })
+        .await
+        .expect("role add");
+    auth.role_grant_permission(pb::AuthRoleGrantPermissionRequest {
+        name: "app".into(),
+        perm: Some(cairn_proto::authpb::Permission {
+            perm_type: 2,
+            key: b"app/".to_vec(),
+            range_end: b"app0".to_vec(),
+        }),
+    })
+    .await
+    .expect("grant permission");
+    for (user, role) in [("root", "root"), ("alice", "app")] {
+        auth.user_grant_role(pb::AuthUserGrantRoleRequest {
+            user: user.into(),
+            role: role.into(),
+        })
+        .await
+        .expect("grant role");
+    }
+    auth.auth_enable(pb::AuthEnableRequest {})
+        .await
+        .expect("auth enable");
+}
+
+/// Puts `key` as the session's user; the revision it was written at.
+async fn put(session: &Session, key: &str) -> Result<i64, tonic::Status> {
+    session
+        .kv()
+        .put(session.req(pb::PutRequest {
+            key: key.as_bytes().to_vec(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        }))
+        .await
+        .map(|r| r.into_inner().header.map_or(0, |h| h.revision))
+}
+
+/// A session on `endpoint` that uses `token` (issued elsewhere).
+async fn with_token(endpoint: &str, token: &str) -> Session {
+    let mut session = Session::connect(endpoint, None).await;
+    session.token = Some(token.to_owned());
+    session
+}
+
+/// Retries `put` through `endpoint` with `token` until it succeeds (a member just restarted
+/// or added may still be catching up); panics with the last error after `limit`.
+async fn put_eventually(endpoint: &str, token: &str, key: &str, limit: std::time::Duration) {
+    let start = std::time::Instant::now();
+    loop {
+        let last = match Session::connect_bounded(endpoint).await {
+            Some(mut session) => {
+                session.token = Some(token.to_owned());
+                match put(&session, key).await {
+                    Ok(_) => return,
+                    Err(e) => format!("{:?}: {}", e.code(), e.message()),
+                }
+            }
+            None => "not reachable".to_owned(),
+        };
+        assert!(
+            start.elapsed() < limit,
+            "put {key} on {endpoint} kept failing: {last}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+impl Session {
+    /// [`Session::connect`] without a user, `None` if the member does not answer in 2 s.
+    async fn connect_bounded(endpoint: &str) -> Option<Session> {
+        let channel = Channel::from_shared(format!("http://{endpoint}"))
+            .ok()?
+            .connect_timeout(std::time::Duration::from_secs(2));
+        let channel = tokio::time::timeout(std::time::Duration::from_secs(2), channel.connect())
+            .await
+            .ok()?
+            .ok()?;
+        Some(Session {
+            channel,
+            token: None,
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_from_one_member_works_on_every_member_across_failures() {
+    // Proves Cairn's tokens are the cluster's, not a member's (etcd's simple tokens are not,
+    // #9629, #13134): a token issued by one member is accepted by the others, after the
+    // leader is killed, by the killed member once restarted from its data dir, and by a
+    // member added afterwards.
+    use cairn_tests::{Cluster, Flavor, with_timeout};
+    use std::time::Duration;
+    let _serial = SERIAL.lock().await;
+    with_timeout(Duration::from_secs(240), "tokens across members", async {
+        let mut cluster = Cluster::start(Flavor::Cairn, 3, FLAGS).await;
+        cluster.wait_for_leader(Duration::from_secs(30)).await;
+        enable_with_alice(&cluster.members[0].endpoint()).await;
+        let alice = Session::connect(&cluster.members[1].endpoint(), Some(("alice", "apw"))).await;
+        let token = alice.token.clone().expect("token");
+        let root = Session::connect(&cluster.members[2].endpoint(), Some(("root", "rootpw"))).await;
+        let root_token = root.token.clone().expect("root token");
+        for m in &cluster.members {
+            put_eventually(&m.endpoint(), &token, "app/first", Duration::from_secs(20)).await;
+            let outside = put(&with_token(&m.endpoint(), &token).await, "elsewhere").await;
+            assert_eq!(
+                outside.expect_err("outside app/").code(),
+                tonic::Code::PermissionDenied
+            );
+        }
+        let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
+        cluster.members[leader].kill9();
+        let survivors: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+        for &i in &survivors {
+            let endpoint = cluster.members[i].endpoint();
+            put_eventually(&endpoint, &token, "app/after-kill", Duration::from_secs(30)).await;
+        }
+        cluster.members[leader].restart_from_data_dir(&[]);
+        let endpoint = cluster.members[leader].endpoint();
+        put_eventually(
+            &endpoint,
+            &token,
+            "app/after-restart",
+            Duration::from_secs(30),
+        )
+        .await;
+
+        // A member added now (by root: membership is root's) accepts the same token.
+        let new = cluster.prepare_member("m3");
+        let admin = with_token(&cluster.members[survivors[0]].endpoint(), &root_token).await;
+        cairn_proto::etcdserverpb::cluster_client::ClusterClient::new(admin.channel.clone())
+            .member_add(admin.req(pb::MemberAddRequest {
+                peer_ur_ls: vec![cluster.members[new].peer_url()],
+                is_learner: false,
+            }))
+            .await
+            .expect("member add as root");
+        let initial = cluster.initial_cluster_with(new);
+        cluster.start_joining(new, &initial);
+        let endpoint = cluster.members[new].endpoint();
+        put_eventually(&endpoint, &token, "app/on-new", Duration::from_secs(60)).await;
+        // Without root, membership changes are refused.
+        let refused =
+            cairn_proto::etcdserverpb::cluster_client::ClusterClient::new(alice.channel.clone())
+                .member_remove(alice.req(pb::MemberRemoveRequest { id: 1 }))
+                .await
+                .expect_err("alice may not remove members");
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_password_invalidates_only_that_users_tokens() {
+    // Proves a user or role change leaves other users' tokens valid (etcd invalidates every
+    // token, #13300), while a changed password or a deleted user makes that user's tokens
+    // "invalid auth token".
+    let cairn = CairnNode::start(FLAGS);
+    let endpoint = cairn.endpoint();
+    enable_with_alice(&endpoint).await;
+    let root = Session::connect(&endpoint, Some(("root", "rootpw"))).await;
+    root.auth()
+        .user_add(root.req(pb::AuthUserAddRequest {
+            name: "bob".into(),
+            password: "bpw".into(),
+            ..Default::default()
+        }))
+        .await
+        .expect("add bob");
+    root.auth()
+        .user_grant_role(root.req(pb::AuthUserGrantRoleRequest {
+            user: "bob".into(),
+            role: "app".into(),
+        }))
+        .await
+        .expect("grant bob");
+    let alice = Session::connect(&endpoint, Some(("alice", "apw"))).await;
+    let bob = Session::connect(&endpoint, Some(("bob", "bpw"))).await;
+    // Changes to roles and to other users: both tokens stay good.
+    root.auth()
+        .role_add(root.req(pb::AuthRoleAddRequest {
+            name: "other".into(),
+        }))
+        .await
+        .expect("role add");
+    root.auth()
+        .user_add(root.req(pb::AuthUserAddRequest {
+            name: "carol".into(),
+            password: "cpw".into(),
+            ..Default::default()
+        }))
+        .await
+        .expect("add carol");
+    put(&alice, "app/a")
+        .await
+        .expect("alice after others' changes");
+    put(&bob, "app/b").await.expect("bob after others' changes");
+    // Alice's password changes: her token is dead, Bob's lives.
+    root.auth()
+        .user_change_password(root.req(pb::AuthUserChangePasswordRequest {
+            name: "alice".into(),
+            password: "new".into(),
+            ..Default::default()
+        }))
+        .await
+        .expect("change password");
+    let dead = put(&alice, "app/a").await.expect_err("old token");
+    assert_eq!(
+        (dead.code(), dead.message()),
+        (
+            tonic::Code::Unauthenticated,
+            "etcdserver: invalid auth token"
+        )
+    );
+    put(&bob, "app/b").await.expect("bob unaffected");
+    let alice = Session::connect(&endpoint, Some(("alice", "new"))).await;
+    put(&alice, "app/a").await.expect("alice's new token");
+    // Bob is deleted: his token is dead.
+    root.auth()
+        .user_delete(root.req(pb::AuthUserDeleteRequest { name: "bob".into() }))
+        .await
+        .expect("delete bob");
+    let dead = put(&bob, "app/b").await.expect_err("deleted user's token");
+    assert_eq!(dead.code(), tonic::Code::Unauthenticated);
+    // Malformed, foreign and unsigned tokens.
+    for bad in [
+        "garbage",
+        "nNqmHrafGDdBUtZT.16",
+        "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJ1c2VybmFtZSI6InJvb3QiLCJyZXZpc2lvbiI6MSwiZXhwIjo5OTk5OTk5OTk5fQ.",
+    ] {
+        let refused = put(&with_token(&endpoint, bad).await, "app/x")
+            .await
+            .expect_err(bad);
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{bad}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_while_writes_run_takes_effect_at_one_revision_everywhere() {
+    // Proves a permission revoked while a user writes through two members is decided in
+    // apply: every write acknowledged has a revision at or below the one the revoke was
+    // applied at, every later one is refused, and the members hold the same state (HashKV
+    // equal).
+    use cairn_tests::{Cluster, Flavor, with_timeout};
+    use std::time::Duration;
+    let _serial = SERIAL.lock().await;
+    with_timeout(Duration::from_secs(180), "revoke under writes", async {
+        let cluster = Cluster::start(Flavor::Cairn, 3, FLAGS).await;
+        cluster.wait_for_leader(Duration::from_secs(30)).await;
+        enable_with_alice(&cluster.members[0].endpoint()).await;
+        let mut writers = Vec::new();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        for w in 1..3 {
+            let endpoint = cluster.members[w].endpoint();
+            let stop = stop.clone();
+            writers.push(tokio::spawn(async move {
+                let alice = Session::connect(&endpoint, Some(("alice", "apw"))).await;
+                let (mut acked, mut refused) = (Vec::new(), 0);
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match put(&alice, &format!("app/{w}/{i}")).await {
+                        Ok(rev) => acked.push(rev),
+                        Err(e) if e.code() == tonic::Code::PermissionDenied => refused += 1,
+                        Err(e) => panic!("unexpected error: {e}"),
+                    }
+                    i += 1;
+                }
+                (acked, refused)
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let root = Session::connect(&cluster.members[0].endpoint(), Some(("root", "rootpw"))).await;
+        let revoked_at = root
+            .auth()
+            .role_revoke_permission(root.req(pb::AuthRoleRevokePermissionRequest {
+                role: "app".into(),
+                key: b"app/".to_vec(),
+                range_end: b"app0".to_vec(),
+            }))
+            .await
+            .expect("revoke")
+            .into_inner()
+            .header
+            .expect("header")
+            .revision;
+        // Let the writers see refusals, then stop them.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (mut acked, mut refused) = (0, 0);
+        for writer in writers {
+            let (revs, r) = writer.await.expect("writer");
+            assert!(
+                revs.iter().all(|&rev| rev <= revoked_at),
+                "a write acknowledged after the revoke at {revoked_at}: {revs:?}"
+            );
+            acked += revs.len();
+            refused += r;
+        }
+        assert!(acked > 0 && refused > 0, "acked {acked}, refused {refused}");
+        // Every member holds the same store.
+        let mut hashes = std::collections::BTreeSet::new();
+        for m in &cluster.members {
+            let s = Session::connect(&m.endpoint(), Some(("root", "rootpw"))).await;
+            let start = std::time::Instant::now();
+            let hash = loop {
+                let h = cairn_proto::etcdserverpb::maintenance_client::MaintenanceClient::new(
+                    s.channel.clone(),
+                )
+                .hash_kv(s.req(pb::HashKvRequest {
+                    revision: revoked_at,
+                }))
+                .await;
+                match h {
+                    Ok(h) => break h.into_inner().hash,
+                    Err(e) => {
+                        assert!(start.elapsed() < Duration::from_secs(20), "hash_kv: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            };
+            hashes.insert(hash);
+        }
+        assert_eq!(hashes.len(), 1, "members differ: {hashes:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_expire_with_authentication_on() {
+    // Proves lease expiry keeps working with authentication on (etcd #13975): the leader's
+    // expiry is the cluster's own duty, never refused, even for keys only root may write.
+    let cairn = CairnNode::start(FLAGS);
+    let endpoint = cairn.endpoint();
+    enable_with_alice(&endpoint).await;
+    let alice = Session::connect(&endpoint, Some(("alice", "apw"))).await;
+    let root = Session::connect(&endpoint, Some(("root", "rootpw"))).await;
+    let mut keys = Vec::new();
+    for (session, key) in [(&alice, "app/leased"), (&root, "rootonly/leased")] {
+        let lease = session
+            .lease()
+            .lease_grant(session.req(pb::LeaseGrantRequest { ttl: 2, id: 0 }))
+            .await
+            .expect("grant")
+            .into_inner()
+            .id;
+        session
+            .kv()
+            .put(session.req(pb::PutRequest {
+                key: key.as_bytes().to_vec(),
+                value: b"v".to_vec(),
+                lease,
+                ..Default::default()
+            }))
+            .await
+            .expect("put with lease");
+        keys.push(key);
+    }
+    // Anonymous lease grants are refused with authentication on.
+    let anonymous = Session::connect(&endpoint, None).await;
+    let refused = anonymous
+        .lease()
+        .lease_grant(pb::LeaseGrantRequest { ttl: 2, id: 0 })
+        .await
+        .expect_err("anonymous grant");
+    assert_eq!(refused.message(), "etcdserver: user name is empty");
+    let start = std::time::Instant::now();
+    for key in keys {
+        loop {
+            let count = root
+                .kv()
+                .range(root.req(pb::RangeRequest {
+                    key: key.as_bytes().to_vec(),
+                    ..Default::default()
+                }))
+                .await
+                .expect("range")
+                .into_inner()
+                .count;
+            if count == 0 {
+                break;
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(30),
+                "{key} outlived its lease:\n{}",
+                cairn.log()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_wrong_passwords_does_not_starve_other_clients() {
+    // Proves bcrypt's work is bounded: with etcd's default cost, 24 Authenticate calls with
+    // wrong passwords in flight at once all fail with etcd's error, and writes by an
+    // authenticated client meanwhile all succeed (each within the request timeout).
+    let cairn = CairnNode::start(&[]);
+    let endpoint = cairn.endpoint();
+    enable_with_alice(&endpoint).await;
+    let alice = Session::connect(&endpoint, Some(("alice", "apw"))).await;
+    let mut guesses = Vec::new();
+    for i in 0..24 {
+        let endpoint = endpoint.clone();
+        guesses.push(tokio::spawn(async move {
+            let s = Session::connect(&endpoint, None).await;
+            s.auth()
+                .authenticate(pb::AuthenticateRequest {
+                    name: "alice".into(),
+                    password: format!("guess{i}"),
+                })
+                .await
+                .expect_err("a wrong password")
+        }));
+    }
+    for i in 0..20 {
+        put(&alice, &format!("app/{i}"))
+            .await
+            .expect("a write during the burst");
+    }
+    for guess in guesses {
+        let refused = guess.await.expect("guess task");
+        assert_eq!(
+            refused.message(),
+            "etcdserver: authentication failed, invalid user ID or password"
+        );
+    }
 }

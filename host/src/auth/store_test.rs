@@ -224,3 +224,91 @@ fn root_is_protected_only_while_auth_is_on() {
         assert_eq!(f.apply(c.clone()), Ok(true), "{c:?}");
     }
 }
+
+#[test]
+fn enabling_needs_root_with_the_root_role_and_survives_a_restart() {
+    // Proves etcd's AuthEnable rules: refused without a root user, then without its root
+    // role; turning on counts no revision, turning off counts one; the first key drawn is
+    // kept through later enables; all of it is what a restarted member loads.
+    let mut f = Fixture::new();
+    let enable = |key: u8| AuthCommand::Enable {
+        token_key: [key; 32],
+    };
+    assert_eq!(f.apply(enable(1)), Err(AuthError::RootUserNotExist));
+    f.user_add(ROOT_USER).expect("root");
+    assert_eq!(f.apply(enable(1)), Err(AuthError::RootRoleNotExist));
+    f.grant_role(ROOT_USER, ROOT_ROLE).expect("root role");
+    let before = f.store.revision;
+    assert_eq!(f.apply(enable(1)), Ok(true));
+    assert_eq!(f.apply(enable(2)), Ok(false));
+    assert!(f.store.enabled);
+    assert_eq!(f.store.revision, before);
+    assert_eq!(f.store.token_key, [1; 32]);
+    assert_eq!(f.reloaded(), f.store);
+    assert_eq!(f.apply(AuthCommand::Disable), Ok(true));
+    assert_eq!(f.store.revision, before + 1);
+    assert_eq!(f.apply(AuthCommand::Disable), Ok(false));
+    assert_eq!(f.apply(enable(3)), Ok(true));
+    assert_eq!(f.store.token_key, [1; 32], "the first key stays");
+    assert_eq!(f.reloaded(), f.store);
+}
+
+#[test]
+fn callers_are_checked_in_etcds_order() {
+    // Proves the checks apply makes: anyone while authentication is off; then no user
+    // (`user name is empty`), a token older than its user's password (`revision of auth
+    // store is old`), a certificate naming no user (`permission denied`); admin checks say
+    // `user name not found` for an unknown user and `permission denied` for a non-root one.
+    let mut f = Fixture::new();
+    f.user_add(ROOT_USER).expect("root");
+    f.grant_role(ROOT_USER, ROOT_ROLE).expect("root role");
+    f.user_add("alice").expect("alice");
+    let alice_rev = f.store.users["alice"].revision;
+    let alice = Caller::Token {
+        user: "alice".into(),
+        revision: alice_rev,
+    };
+    assert!(f.store.permissions(&Caller::Anonymous).is_ok());
+    assert_eq!(f.store.check_admin(&Caller::Anonymous), Ok(()));
+    f.apply(AuthCommand::Enable { token_key: [9; 32] })
+        .expect("enable");
+    assert_eq!(
+        f.store.permissions(&Caller::Anonymous),
+        Err(AuthError::UserEmpty)
+    );
+    assert!(!f.store.permissions(&alice).expect("alice").is_root());
+    assert_eq!(
+        f.store.permissions(&Caller::Token {
+            user: "alice".into(),
+            revision: alice_rev - 1
+        }),
+        Err(AuthError::AuthOldRevision)
+    );
+    assert_eq!(
+        f.store.permissions(&Caller::Certificate {
+            user: "nobody".into()
+        }),
+        Err(AuthError::PermissionDenied)
+    );
+    assert_eq!(
+        f.store.check_admin(&Caller::Certificate {
+            user: "nobody".into()
+        }),
+        Err(AuthError::UserNotFound)
+    );
+    assert_eq!(
+        f.store.check_admin(&alice),
+        Err(AuthError::PermissionDenied)
+    );
+    let root = Caller::Certificate {
+        user: ROOT_USER.into(),
+    };
+    assert_eq!(f.store.check_admin(&root), Ok(()));
+    // A password change moves the user's revision: old tokens are old.
+    f.apply(AuthCommand::UserChangePassword {
+        name: "alice".into(),
+        password_hash: "new".into(),
+    })
+    .expect("change password");
+    assert_eq!(f.store.permissions(&alice), Err(AuthError::AuthOldRevision));
+}
