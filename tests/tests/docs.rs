@@ -316,12 +316,13 @@ fn readme_single_member_examples_run_as_written() {
 
 #[test]
 fn security_examples_run_as_written() {
-    // Proves docs/security.md's user and role transcript prints what it shows.
+    // Proves docs/security.md's transcripts print what they show: users and roles, turning
+    // authentication on, `--user`, the gateway with `Authorization`, the multi-tenant layout.
     let mut session = vec![parse_start()];
     session.extend(blocks(
         "docs/security.md",
         "## Users and roles",
-        "## Not built yet",
+        "## What each request needs",
     ));
     run_session("security", &session);
 }
