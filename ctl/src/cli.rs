@@ -50,6 +50,19 @@ pub struct GlobalArgs {
     /// contain ':').
     #[arg(long, global = true)]
     pub password: Option<String>,
+    /// Verify `https://` servers with this CA bundle (default: the system's roots are not
+    /// used; give the CA).
+    #[arg(long, global = true)]
+    pub cacert: Option<std::path::PathBuf>,
+    /// Present this client certificate to `https://` servers.
+    #[arg(long, global = true)]
+    pub cert: Option<std::path::PathBuf>,
+    /// The key of `--cert`.
+    #[arg(long, global = true)]
+    pub key: Option<std::path::PathBuf>,
+    /// Accept any server certificate (only for testing, as etcdctl says).
+    #[arg(long, global = true)]
+    pub insecure_skip_tls_verify: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -29,8 +29,9 @@ pub struct Connection {
     token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
-/// `host:port` or `http://host:port` as a URI tonic dials.
-pub fn endpoint_uri(endpoint: &str) -> Result<String, Error> {
+/// `host:port`, `http://host:port` or `https://host:port` as the URI tonic dials (always
+/// `http://`: TLS, if any, is the connector's) and whether the endpoint is TLS.
+pub fn endpoint_uri(endpoint: &str) -> Result<(String, bool), Error> {
     let bad = |reason: &str| Error::Endpoint {
         endpoint: endpoint.to_owned(),
         reason: reason.to_owned(),
@@ -39,34 +40,49 @@ pub fn endpoint_uri(endpoint: &str) -> Result<String, Error> {
     if trimmed.is_empty() {
         return Err(bad("empty"));
     }
-    if trimmed.starts_with("https://") {
-        return Err(bad("TLS is not supported yet; use http://"));
+    if let Some(rest) = trimmed.strip_prefix("https://") {
+        return Ok((format!("http://{rest}"), true));
     }
     if trimmed.starts_with("http://") {
-        return Ok(trimmed.to_owned());
+        return Ok((trimmed.to_owned(), false));
     }
     if trimmed.contains("://") {
-        return Err(bad("only http:// endpoints are supported"));
+        return Err(bad("only http:// and https:// endpoints are supported"));
     }
-    Ok(format!("http://{trimmed}"))
+    Ok((format!("http://{trimmed}"), false))
 }
 
 impl Connection {
     /// Connects to the first of `endpoints` that answers within `dial_timeout`.
     pub async fn dial(
         endpoints: &[String],
+        tls: &crate::tls::TlsArgs,
         dial_timeout: Duration,
         command_timeout: Duration,
     ) -> Result<Self, Error> {
         let mut failures = Vec::new();
         for endpoint in endpoints {
-            let uri = endpoint_uri(endpoint)?;
-            let dialer = Endpoint::from_shared(uri).map_err(|error| Error::Endpoint {
+            let (uri, secure) = endpoint_uri(endpoint)?;
+            let dialer = Endpoint::from_shared(uri.clone()).map_err(|error| Error::Endpoint {
                 endpoint: endpoint.clone(),
                 reason: error_chain(&error),
             })?;
             let dialer = dialer.connect_timeout(dial_timeout).tcp_nodelay(true);
-            match tokio::time::timeout(dial_timeout, dialer.connect()).await {
+            let connect = async {
+                if secure {
+                    let connector = crate::tls::Connector::new(tls, &uri)?;
+                    dialer
+                        .connect_with_connector(connector)
+                        .await
+                        .map_err(|e| Error::Connect(format!("{endpoint}: {}", error_chain(&e))))
+                } else {
+                    dialer
+                        .connect()
+                        .await
+                        .map_err(|e| Error::Connect(format!("{endpoint}: {}", error_chain(&e))))
+                }
+            };
+            match tokio::time::timeout(dial_timeout, connect).await {
                 Ok(Ok(channel)) => {
                     return Ok(Self {
                         channel,
@@ -74,7 +90,8 @@ impl Connection {
                         token: None,
                     });
                 }
-                Ok(Err(error)) => failures.push(format!("{endpoint}: {}", error_chain(&error))),
+                Ok(Err(Error::Connect(failure))) => failures.push(failure),
+                Ok(Err(other)) => return Err(other),
                 Err(_) => failures.push(format!(
                     "{endpoint}: no answer within the dial timeout ({dial_timeout:?})"
                 )),

@@ -23,6 +23,7 @@ pub mod key_range;
 pub mod module;
 pub mod output;
 pub mod run;
+pub mod tls;
 pub mod txn_parse;
 pub mod units;
 

@@ -109,8 +109,15 @@ pub async fn run(cli: Cli, input: &mut dyn BufRead, out: &mut dyn Write) -> Resu
 /// Connects, and with `--user` authenticates as etcdctl does: the token then goes with every
 /// request; a cluster with authentication off is used without one.
 async fn dial(global: &GlobalArgs) -> Result<Connection, Error> {
+    let tls = crate::tls::TlsArgs {
+        cacert: global.cacert.clone(),
+        cert: global.cert.clone(),
+        key: global.key.clone(),
+        insecure_skip_verify: global.insecure_skip_tls_verify,
+    };
     let connection = Connection::dial(
         &global.endpoints,
+        &tls,
         global.dial_timeout,
         global.command_timeout,
     )

@@ -161,6 +161,65 @@ pub struct Config {
     #[arg(long, env = "CAIRN_AUTH_TOKEN_TTL", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     pub auth_token_ttl: u64,
 
+    /// Client TLS: this member's certificate for `https://` client URLs.
+    #[arg(long, env = "CAIRN_CERT_FILE")]
+    pub cert_file: Option<PathBuf>,
+
+    /// Client TLS: the key of `--cert-file`.
+    #[arg(long, env = "CAIRN_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+
+    /// Client TLS: the CA bundle that verifies client certificates.
+    #[arg(long, env = "CAIRN_TRUSTED_CA_FILE")]
+    pub trusted_ca_file: Option<PathBuf>,
+
+    /// Client TLS: require a client certificate signed by `--trusted-ca-file`; its common
+    /// name is then the user of a request that carries no token.
+    #[arg(long, env = "CAIRN_CLIENT_CERT_AUTH", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub client_cert_auth: bool,
+
+    /// Client TLS with a self-signed certificate made in the data dir (clients cannot verify
+    /// it: etcdctl needs `--insecure-skip-tls-verify`).
+    #[arg(long, env = "CAIRN_AUTO_TLS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub auto_tls: bool,
+
+    /// Peer TLS: this member's certificate for `https://` peer URLs, also presented to peers.
+    #[arg(long, env = "CAIRN_PEER_CERT_FILE")]
+    pub peer_cert_file: Option<PathBuf>,
+
+    /// Peer TLS: the key of `--peer-cert-file`.
+    #[arg(long, env = "CAIRN_PEER_KEY_FILE")]
+    pub peer_key_file: Option<PathBuf>,
+
+    /// Peer TLS: the CA bundle that verifies peers' certificates.
+    #[arg(long, env = "CAIRN_PEER_TRUSTED_CA_FILE")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+
+    /// Peer TLS: require peers to present a certificate signed by `--peer-trusted-ca-file`.
+    #[arg(long, env = "CAIRN_PEER_CLIENT_CERT_AUTH", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub peer_client_cert_auth: bool,
+
+    /// Peer TLS with self-signed certificates made in the data dir; peers then accept each
+    /// other's certificates unverified unless `--peer-trusted-ca-file` is given (as etcd).
+    #[arg(long, env = "CAIRN_PEER_AUTO_TLS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub peer_auto_tls: bool,
+
+    /// Peer TLS: accept only peer client certificates with this common name.
+    #[arg(long, env = "CAIRN_PEER_CERT_ALLOWED_CN")]
+    pub peer_cert_allowed_cn: Option<String>,
+
+    /// Years an `--auto-tls`/`--peer-auto-tls` certificate is valid.
+    #[arg(long, env = "CAIRN_SELF_SIGNED_CERT_VALIDITY", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub self_signed_cert_validity: u32,
+
+    /// Oldest TLS version accepted and offered: TLS1.2 or TLS1.3.
+    #[arg(long, env = "CAIRN_TLS_MIN_VERSION", default_value = "TLS1.2")]
+    pub tls_min_version: crate::net::tls::MinVersion,
+
+    /// TLS 1.2 cipher suites allowed, by Go's names, comma-separated (default: rustls's).
+    #[arg(long, env = "CAIRN_CIPHER_SUITES", value_delimiter = ',')]
+    pub cipher_suites: Vec<String>,
+
     /// Faults between members run in one process (tests only; no flag sets it, see
     /// `raft/transport/filter.rs`).
     #[arg(skip)]
@@ -187,6 +246,8 @@ pub enum ConfigError {
     UnsetAdvertiseClientUrls,
     #[error("--auth-token: {0}")]
     AuthToken(String),
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// etcd's default client and peer URLs.
@@ -225,6 +286,17 @@ pub struct ListenUrl {
     pub url: String,
     pub host: String,
     pub port: u16,
+    /// `https://`: served over TLS.
+    pub tls: bool,
+}
+
+/// The names a self-signed certificate covers: every listen host, and localhost.
+fn auto_tls_hosts(urls: &[ListenUrl]) -> Vec<String> {
+    let mut hosts: Vec<String> = urls.iter().map(|u| u.host.clone()).collect();
+    hosts.extend(["localhost".to_owned(), "127.0.0.1".to_owned()]);
+    hosts.sort();
+    hosts.dedup();
+    hosts
 }
 
 impl Config {
@@ -249,6 +321,102 @@ impl Config {
             });
         }
         Ok(())
+    }
+
+    /// The TLS of `https://` client, HTTP and metrics URLs (`None` if none is https).
+    pub fn client_tls(
+        &self,
+        data_dir: &std::path::Path,
+    ) -> Result<Option<std::sync::Arc<crate::net::tls::ServerTls>>, ConfigError> {
+        use crate::net::tls::{ServerTls, TlsOptions, self_signed};
+        let urls: Vec<ListenUrl> = [
+            self.client_listen_urls()?,
+            self.client_http_listen_urls()?,
+            self.metrics_listen_urls()?,
+        ]
+        .concat();
+        let Some(first) = urls.iter().find(|u| u.tls) else {
+            return Ok(None);
+        };
+        let tls_err = |e: crate::net::tls::TlsError| ConfigError::Tls(format!("client TLS: {e}"));
+        let cert = match (&self.cert_file, &self.key_file, self.auto_tls) {
+            (Some(cert), Some(key), _) => (cert.clone(), key.clone()),
+            (None, None, true) => {
+                let hosts = auto_tls_hosts(&urls);
+                self_signed(
+                    &data_dir.join("fixtures").join("client"),
+                    &hosts,
+                    self.self_signed_cert_validity,
+                )
+                .map_err(tls_err)?
+            }
+            _ => {
+                return Err(ConfigError::Tls(format!(
+                    "TLS key/cert (--cert-file, --key-file) must be provided for client url {} with HTTPS scheme",
+                    first.url
+                )));
+            }
+        };
+        ServerTls::server(TlsOptions {
+            cert: Some(cert),
+            trusted_ca: self.trusted_ca_file.clone(),
+            client_cert_auth: self.client_cert_auth,
+            allowed_cn: None,
+            insecure_skip_verify: false,
+            min_version: self.tls_min_version,
+            cipher_suites: self.cipher_suites.clone(),
+        })
+        .map(Some)
+        .map_err(tls_err)
+    }
+
+    /// Peer TLS, when this member's peer URLs are `https://`: the listener's and the one
+    /// this member connects to its peers with.
+    pub fn peer_tls(
+        &self,
+        data_dir: &std::path::Path,
+    ) -> Result<Option<crate::net::tls::PeerTls>, ConfigError> {
+        use crate::net::tls::{ClientTls, PeerTls, ServerTls, TlsOptions, self_signed};
+        let urls = self.peer_listen_urls()?;
+        let advertised = self
+            .initial_advertise_peer_urls
+            .iter()
+            .any(|u| u.starts_with("https://"));
+        if !urls.iter().any(|u| u.tls) && !advertised {
+            return Ok(None);
+        }
+        let tls_err = |e: crate::net::tls::TlsError| ConfigError::Tls(format!("peer TLS: {e}"));
+        let cert = match (
+            &self.peer_cert_file,
+            &self.peer_key_file,
+            self.peer_auto_tls,
+        ) {
+            (Some(cert), Some(key), _) => (cert.clone(), key.clone()),
+            (None, None, true) => self_signed(
+                &data_dir.join("fixtures").join("peer"),
+                &auto_tls_hosts(&urls),
+                self.self_signed_cert_validity,
+            )
+            .map_err(tls_err)?,
+            _ => {
+                return Err(ConfigError::Tls(
+                    "TLS key/cert (--peer-cert-file, --peer-key-file) must be provided for https:// peer URLs".into(),
+                ));
+            }
+        };
+        let options = TlsOptions {
+            cert: Some(cert),
+            trusted_ca: self.peer_trusted_ca_file.clone(),
+            client_cert_auth: self.peer_client_cert_auth,
+            allowed_cn: self.peer_cert_allowed_cn.clone(),
+            insecure_skip_verify: self.peer_auto_tls && self.peer_trusted_ca_file.is_none(),
+            min_version: self.tls_min_version,
+            cipher_suites: self.cipher_suites.clone(),
+        };
+        Ok(Some(PeerTls {
+            server: ServerTls::server(options.clone()).map_err(tls_err)?,
+            client: ClientTls::client(options).map_err(tls_err)?,
+        }))
     }
 
     /// `--auth-token` and `--auth-token-ttl`, with the key files read.
@@ -363,9 +531,9 @@ pub fn parse_url(url: &str) -> Result<ListenUrl, ConfigError> {
         url: url.to_string(),
         reason: reason.to_string(),
     };
-    let rest = match url.split_once("://") {
-        Some(("http", rest)) => rest,
-        Some(("https", _)) => return Err(bad("TLS listeners are not supported yet; use http://")),
+    let (tls, rest) = match url.split_once("://") {
+        Some(("http", rest)) => (false, rest),
+        Some(("https", rest)) => (true, rest),
         Some((scheme, _)) => return Err(bad(&format!("unsupported scheme {scheme:?}"))),
         None => return Err(bad("expected http://host:port")),
     };
@@ -375,6 +543,7 @@ pub fn parse_url(url: &str) -> Result<ListenUrl, ConfigError> {
             url: url.to_string(),
             host: addr.ip().to_string(),
             port: addr.port(),
+            tls,
         });
     }
     let (host, port) = rest.rsplit_once(':').ok_or_else(|| bad("missing port"))?;
@@ -388,6 +557,7 @@ pub fn parse_url(url: &str) -> Result<ListenUrl, ConfigError> {
         url: url.to_string(),
         host: host.trim_matches(['[', ']']).to_string(),
         port,
+        tls,
     })
 }
 
@@ -406,7 +576,7 @@ mod tests {
         assert_eq!(parse_url("http://[::1]:2379").unwrap().host, "::1");
         assert!(parse_url("localhost:2379").is_err());
         assert!(parse_url("http://localhost").is_err());
-        assert!(parse_url("https://localhost:2379").is_err());
+        assert!(parse_url("https://localhost:2379").is_ok());
     }
 
     #[test]

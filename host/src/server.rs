@@ -64,8 +64,13 @@ impl Server {
         let dir = config.data_dir();
         // Bind first: a busy port fails fast, before anything is written to the data dir.
         let mut listeners = Listeners::bind(&config).await?;
+        // TLS next, still before the store opens: unreadable certificates fail fast.
+        let client_tls = config.client_tls(&dir)?;
+        let peer_tls = config.peer_tls(&dir)?;
         let storage = open_storage(&dir).await?;
-        let (identity, bootstrap) = enter_cluster(&config, &storage).await?;
+        let peer_client_tls = peer_tls.as_ref().map(|t| t.client.clone());
+        let (identity, bootstrap) =
+            enter_cluster(&config, &storage, peer_client_tls.clone()).await?;
         let raft = RaftNode::start(StartParams {
             id: identity.member_id,
             cluster_id: identity.cluster_id,
@@ -80,6 +85,7 @@ impl Server {
             },
             bootstrap,
             filter: config.link_filter.clone(),
+            tls: peer_client_tls,
         })
         .await?;
         let (stop, stopped) = watch::channel(false);
@@ -87,7 +93,11 @@ impl Server {
         // Peers first: the election needs them.
         for (url, listener) in std::mem::take(&mut listeners.peer) {
             let routes = raft.peer_routes(dir.join("snap"), stopped.clone());
-            let serve = serve_peer(url, listener, routes, stopped.clone());
+            let tls = peer_tls
+                .as_ref()
+                .filter(|_| url.starts_with("https://"))
+                .map(|t| t.server.clone());
+            let serve = serve_peer(url, listener, routes, tls, stopped.clone());
             tasks.spawn("peer listener", async move { Ok(serve.await?) });
         }
         let election = Duration::from_millis(config.election_timeout);
@@ -121,7 +131,15 @@ impl Server {
             interval: config.grpc_keepalive_interval.0,
             timeout: config.grpc_keepalive_timeout.0,
         };
-        let client_addrs = serve_clients(&mut tasks, &ctx, listeners, keepalive, &stopped).await?;
+        let client_addrs = serve_clients(
+            &mut tasks,
+            &ctx,
+            listeners,
+            keepalive,
+            client_tls.as_ref(),
+            &stopped,
+        )
+        .await?;
         tracing::info!(name = %config.name, member_id = format!("{:x}", identity.member_id), addrs = ?client_addrs, data_dir = %dir.display(), "ready to serve client requests");
         Ok(Server {
             client_addrs,
@@ -259,6 +277,7 @@ fn api_context(
         )),
         auth: raft.auth(),
         tokens,
+        client_cert_auth: config.client_cert_auth,
         // Half the cores (at least one) may hash passwords at once.
         bcrypt_slots: Arc::new(tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
@@ -318,8 +337,11 @@ async fn serve_clients(
     ctx: &Arc<ApiContext>,
     listeners: Listeners,
     keepalive: Keepalive,
+    tls: Option<&Arc<crate::net::tls::ServerTls>>,
     stopped: &watch::Receiver<bool>,
 ) -> Result<Vec<std::net::SocketAddr>, ServerError> {
+    // Each `https://` URL is served over TLS.
+    let tls_for = |url: &str| tls.filter(|_| url.starts_with("https://")).cloned();
     // etcd serves gRPC and HTTP on the client URLs, unless HTTP has URLs of its own.
     let client_serves = if listeners.http.is_empty() {
         Serves::GrpcAndHttp
@@ -333,7 +355,8 @@ async fn serve_clients(
             reason: e.to_string(),
         })?);
         let router = client_router(ctx, client_serves).await;
-        let serve = serve_client(url, listener, router, keepalive, stopped.clone());
+        let tls = tls_for(&url);
+        let serve = serve_client(url, listener, router, keepalive, tls, stopped.clone());
         tasks.spawn("client listener", async move { Ok(serve.await?) });
     }
     for (serves, listeners) in [
@@ -342,7 +365,8 @@ async fn serve_clients(
     ] {
         for (url, listener) in listeners {
             let router = client_router(ctx, serves).await;
-            let serve = serve_client(url, listener, router, keepalive, stopped.clone());
+            let tls = tls_for(&url);
+            let serve = serve_client(url, listener, router, keepalive, tls, stopped.clone());
             tasks.spawn("http listener", async move { Ok(serve.await?) });
         }
     }
@@ -356,6 +380,7 @@ async fn serve_clients(
 async fn enter_cluster(
     config: &Config,
     storage: &Storage,
+    peer_tls: Option<Arc<crate::net::tls::ClientTls>>,
 ) -> Result<(Identity, Bootstrap), ServerError> {
     let data_dir_error = |reason: String| ServerError::DataDir {
         dir: config.data_dir().display().to_string(),
@@ -404,7 +429,7 @@ async fn enter_cluster(
             .flat_map(|(_, urls)| urls.clone())
             .collect();
         let join_error = |reason: String| ServerError::Join { reason };
-        let reply = crate::raft::hello(member_id, &others, JOIN_PATIENCE)
+        let reply = crate::raft::hello(member_id, &others, peer_tls, JOIN_PATIENCE)
             .await
             .map_err(|e| join_error(format!("no member of the cluster answered ({e})")))?;
         if !reply.members.iter().any(|m| m.id == member_id) {

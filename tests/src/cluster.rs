@@ -32,6 +32,8 @@ pub struct Member {
     args: Vec<String>,
     child: Option<Guarded>,
     id: std::sync::OnceLock<u64>,
+    /// `http` or `https` (peer TLS).
+    peer_scheme: &'static str,
 }
 
 impl Member {
@@ -46,6 +48,7 @@ impl Member {
             args: Vec::new(),
             child: None,
             id: std::sync::OnceLock::new(),
+            peer_scheme: "http",
         }
     }
 
@@ -58,7 +61,7 @@ impl Member {
     }
 
     pub fn peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.peer_port)
+        format!("{}://127.0.0.1:{}", self.peer_scheme, self.peer_port)
     }
 
     pub fn is_running(&self) -> bool {
@@ -269,17 +272,39 @@ impl Cluster {
     /// Starts `size` founding members (`--initial-cluster-state new`) and waits until every
     /// one of them sees a leader.
     pub async fn start(flavor: Flavor, size: usize, extra_args: &[&str]) -> Cluster {
+        Self::start_with(flavor, size, extra_args, None).await
+    }
+
+    /// [`Self::start`], the members talking to each other over TLS (`https://` peer URLs,
+    /// `peer_tls`'s certificate presented and verified both ways) when it is given.
+    pub async fn start_with(
+        flavor: Flavor,
+        size: usize,
+        extra_args: &[&str],
+        peer_tls: Option<&crate::inproc::PeerTls>,
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir for a cluster");
         let token = format!("test-{}", free_port());
         let mut members: Vec<Member> = (0..size)
             .map(|i| Member::new(flavor, &format!("m{i}"), dir.path()))
             .collect();
+        let mut extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        if let Some(t) = peer_tls {
+            for m in &mut members {
+                m.peer_scheme = "https";
+            }
+            extra_args.extend([
+                format!("--peer-cert-file={}", t.pair.cert.display()),
+                format!("--peer-key-file={}", t.pair.key.display()),
+                format!("--peer-trusted-ca-file={}", t.ca.display()),
+                "--peer-client-cert-auth".to_string(),
+            ]);
+        }
         let initial: Vec<String> = members
             .iter()
             .map(|m| format!("{}={}", m.name, m.peer_url()))
             .collect();
         let initial = initial.join(",");
-        let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
         for m in &mut members {
             let first = Initial {
                 token: &token,

@@ -147,6 +147,13 @@ impl InProcMember {
     }
 }
 
+/// The certificate every member presents to its peers, and the CA that verifies them.
+#[derive(Clone, Debug)]
+pub struct PeerTls {
+    pub pair: crate::pki::Pair,
+    pub ca: std::path::PathBuf,
+}
+
 /// N members in this process, sharing one [`Net`].
 pub struct InProcCluster {
     pub members: Vec<InProcMember>,
@@ -169,13 +176,30 @@ impl Running for InProcCluster {
 impl InProcCluster {
     /// Starts `size` members together, their network seeded with `seed`.
     pub async fn start(size: usize, seed: u64) -> InProcCluster {
+        Self::start_with(size, seed, None).await
+    }
+
+    /// [`Self::start`], the members talking to each other over TLS (`https://` peer URLs,
+    /// each presenting `peer_tls`'s certificate, verified against its CA, client certificates
+    /// required) when it is given.
+    pub async fn start_with(size: usize, seed: u64, peer_tls: Option<&PeerTls>) -> InProcCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let net = Net::new(seed);
         let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
+        let scheme = if peer_tls.is_some() { "https" } else { "http" };
+        let tls_args: Vec<String> = match peer_tls {
+            None => Vec::new(),
+            Some(t) => vec![
+                format!("--peer-cert-file={}", t.pair.cert.display()),
+                format!("--peer-key-file={}", t.pair.key.display()),
+                format!("--peer-trusted-ca-file={}", t.ca.display()),
+                "--peer-client-cert-auth".to_string(),
+            ],
+        };
         let initial_cluster = ports
             .iter()
             .enumerate()
-            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .map(|(i, (_, peer))| format!("m{i}={scheme}://127.0.0.1:{peer}"))
             .collect::<Vec<_>>()
             .join(",");
         let mut members: Vec<InProcMember> = ports
@@ -183,7 +207,7 @@ impl InProcCluster {
             .enumerate()
             .map(|(i, &(client, peer))| {
                 let client_url = format!("http://127.0.0.1:{client}");
-                let peer_url = format!("http://127.0.0.1:{peer}");
+                let peer_url = format!("{scheme}://127.0.0.1:{peer}");
                 let data_dir = dir.path().join(format!("m{i}"));
                 let args = [
                     "cairn".to_string(),
@@ -197,6 +221,7 @@ impl InProcCluster {
                     format!("--heartbeat-interval={HEARTBEAT_MS}"),
                     format!("--election-timeout={ELECTION_MS}"),
                 ];
+                let args = args.into_iter().chain(tls_args.iter().cloned());
                 let mut config = Config::try_parse_from(args).expect("in-process member flags");
                 config.link_filter = Filter::new(net.clone());
                 InProcMember {

@@ -9,6 +9,7 @@ pub mod converge;
 pub mod diff;
 pub mod inproc;
 pub mod linearizability;
+pub mod pki;
 pub mod process;
 pub mod recorder;
 pub mod workload;

@@ -176,13 +176,25 @@ pub struct CairnNode {
     pub peer_port: u16,
     pub data_dir: PathBuf,
     pub extra_args: Vec<String>,
+    /// `http` or `https` (the client URL's scheme).
+    pub scheme: &'static str,
     log: PathBuf,
     _dir: Option<TempDir>,
 }
 
 impl CairnNode {
+    /// Starts a fresh single-member Cairn whose client URL is `https://` (the TLS flags are
+    /// the caller's, in `extra_args`).
+    pub fn start_https(extra_args: &[&str]) -> CairnNode {
+        Self::start_with_scheme("https", extra_args)
+    }
+
     /// Starts a fresh single-member Cairn in a new temporary data dir.
     pub fn start(extra_args: &[&str]) -> CairnNode {
+        Self::start_with_scheme("http", extra_args)
+    }
+
+    fn start_with_scheme(scheme: &'static str, extra_args: &[&str]) -> CairnNode {
         let dir = tempfile::tempdir().expect("temp dir for a cairn data dir");
         let data_dir = dir.path().join("data");
         let mut node = CairnNode {
@@ -192,6 +204,7 @@ impl CairnNode {
             log: dir.path().join("cairn.log"),
             data_dir,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            scheme,
             _dir: Some(dir),
         };
         node.restart();
@@ -201,7 +214,7 @@ impl CairnNode {
     /// Starts (again) over the same data dir and port.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "restart of a running node");
-        let url = format!("http://127.0.0.1:{}", self.port);
+        let url = format!("{}://127.0.0.1:{}", self.scheme, self.port);
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let mut cairn = Command::new(binary_path());
         cairn

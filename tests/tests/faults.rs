@@ -14,7 +14,27 @@ use cairn_tests::{Cluster, Flavor, with_timeout};
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn leader_kill_under_load(size: usize) {
-    let mut cluster = Cluster::start(Flavor::Cairn, size, &[]).await;
+    leader_kill_under_load_with(size, None).await;
+}
+
+async fn leader_kill_under_load_with(size: usize, peer_tls: Option<&cairn_tests::inproc::PeerTls>) {
+    let mut cluster = Cluster::start_with(Flavor::Cairn, size, &[], peer_tls).await;
+    if let Some(tls) = peer_tls {
+        // The peer port speaks TLS only, to holders of a certificate the CA signed.
+        let peer = cluster.members[0].peer_url();
+        let curl = |with_cert: bool| {
+            let mut cmd = std::process::Command::new("curl");
+            cmd.args(["-s", "-o", "/dev/null", "--max-time", "5", "--cacert"])
+                .arg(&tls.ca);
+            if with_cert {
+                cmd.arg("--cert").arg(&tls.pair.cert);
+                cmd.arg("--key").arg(&tls.pair.key);
+            }
+            cmd.arg(&peer).status().expect("curl runs").success()
+        };
+        assert!(curl(true), "a member's certificate is not let in at {peer}");
+        assert!(!curl(false), "no client certificate was let in at {peer}");
+    }
     let writers = Writers::start(cluster.endpoints(), 8, "w/");
     writers
         .wait_for_progress(100, Duration::from_secs(30))
@@ -53,6 +73,26 @@ async fn leader_kill_three_members() {
         Duration::from_secs(240),
         "leader kill (3)",
         leader_kill_under_load(3),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_kill_three_members_over_peer_tls() {
+    // Proves the same with the members talking over TLS (https:// peer URLs, certificates
+    // verified both ways): the killed leader's peers reconnect to the new one and to the
+    // restarted member over fresh TLS connections.
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = cairn_tests::pki::Ca::new(dir.path(), "peer-ca");
+    let tls = cairn_tests::inproc::PeerTls {
+        pair: ca.issue("member", "member"),
+        ca: ca.cert.clone(),
+    };
+    with_timeout(
+        Duration::from_secs(240),
+        "leader kill over peer TLS",
+        leader_kill_under_load_with(3, Some(&tls)),
     )
     .await;
 }

@@ -149,7 +149,7 @@ fn kv_routes(mut r: Router, gw: &Shared) -> Router {
                 let opened = super::watch::open(
                     &gw.ctx,
                     requires_leader(&headers),
-                    header_token(&headers).map(<[u8]>::to_vec),
+                    super::Credentials::from_token(header_token(&headers)),
                     inbound,
                 );
                 streaming(
@@ -184,7 +184,7 @@ fn lease_routes(mut r: Router, gw: &Shared) -> Router {
                 );
                 let opened = gw
                     .ctx
-                    .caller_from(header_token(&headers))
+                    .caller_from(&super::Credentials::from_token(header_token(&headers)))
                     .and_then(|caller| {
                         super::lease::keep_alive_stream(
                             &gw.ctx,

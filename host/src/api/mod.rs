@@ -109,6 +109,9 @@ pub struct ApiContext {
     pub auth: crate::state_machine::SharedAuth,
     /// How this member issues and checks tokens (`--auth-token`).
     pub tokens: Tokens,
+    /// `--client-cert-auth`: a verified client certificate's common name is the user of a
+    /// request without a token.
+    pub client_cert_auth: bool,
     /// Bounds the bcrypt work running at once (password checks and hashes), so a burst of
     /// Authenticate calls with wrong passwords cannot take every core from other requests.
     pub bcrypt_slots: Arc<tokio::sync::Semaphore>,
@@ -255,13 +258,38 @@ fn grpc_go_size_error(response: axum::response::Response) -> axum::response::Res
 /// The gRPC metadata key of the auth token (the gateway copies `Authorization` into it).
 pub const TOKEN: &str = "token";
 
-/// The auth token a request carries: metadata `token`, else `authorization` (as etcd reads
-/// them).
-pub fn token_of(metadata: &tonic::metadata::MetadataMap) -> Option<&[u8]> {
-    metadata
-        .get(TOKEN)
-        .or_else(|| metadata.get("authorization"))
-        .map(|v| v.as_bytes())
+/// What a request says about who sends it: its auth token (metadata `token`, else
+/// `authorization`, as etcd reads them) and its connection's verified client certificate
+/// common name. Kept as it arrived by a stream, which checks it at each watcher's creation.
+#[derive(Clone, Debug, Default)]
+pub struct Credentials {
+    pub token: Option<Vec<u8>>,
+    pub common_name: Option<String>,
+}
+
+impl Credentials {
+    pub fn of<T>(request: &tonic::Request<T>) -> Credentials {
+        let metadata = request.metadata();
+        Credentials {
+            token: metadata
+                .get(TOKEN)
+                .or_else(|| metadata.get("authorization"))
+                .map(|v| v.as_bytes().to_vec()),
+            common_name: request
+                .extensions()
+                .get::<crate::net::tls::TlsInfo>()
+                .and_then(|info| info.common_name.clone()),
+        }
+    }
+
+    /// A gateway request's: its `Authorization` header, as is. (The gateway never uses a
+    /// client certificate's name, as etcd's does not.)
+    pub fn from_token(token: Option<&[u8]>) -> Credentials {
+        Credentials {
+            token: token.map(<[u8]>::to_vec),
+            common_name: None,
+        }
+    }
 }
 
 impl ApiContext {
@@ -270,11 +298,23 @@ impl ApiContext {
     /// not signed by this cluster). With authentication off every caller is anonymous and a
     /// token is ignored, as in etcd.
     pub fn caller<T>(&self, request: &tonic::Request<T>) -> Result<Caller, Status> {
-        self.caller_from(token_of(request.metadata()))
+        self.caller_from(&Credentials::of(request))
     }
 
-    /// [`Self::caller`] from a token as it arrived.
-    pub fn caller_from(&self, token: Option<&[u8]>) -> Result<Caller, Status> {
+    /// [`Self::caller`] from credentials as they arrived.
+    pub fn caller_from(&self, credentials: &Credentials) -> Result<Caller, Status> {
+        if credentials.token.is_none()
+            && self.client_cert_auth
+            && let Some(cn) = &credentials.common_name
+        {
+            // As etcd: with `--client-cert-auth` and no token, the verified certificate's
+            // common name is the user.
+            return Ok(Caller::Certificate { user: cn.clone() });
+        }
+        self.caller_from_token(credentials.token.as_deref())
+    }
+
+    fn caller_from_token(&self, token: Option<&[u8]>) -> Result<Caller, Status> {
         let auth = self.auth.read().expect("auth store lock poisoned");
         if !auth.enabled {
             return Ok(Caller::Anonymous);

@@ -56,8 +56,8 @@ impl Watch for WatchService {
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let require_leader = super::requires_leader(&request);
-        let token = super::token_of(request.metadata()).map(<[u8]>::to_vec);
-        open(&self.ctx, require_leader, token, request.into_inner()).map(Response::new)
+        let credentials = super::Credentials::of(&request);
+        open(&self.ctx, require_leader, credentials, request.into_inner()).map(Response::new)
     }
 }
 
@@ -86,12 +86,12 @@ impl Stream for WatchResponses {
 }
 
 /// Opens a watch stream fed by `inbound` (gRPC's request stream, or the HTTP gateway's).
-/// `require_leader` is clientv3's `WithRequireLeader`; `token` the auth token the stream was
+/// `require_leader` is clientv3's `WithRequireLeader`; `credentials` what the stream was
 /// opened with, checked at each watcher's creation.
 pub fn open<S>(
     ctx: &Context,
     require_leader: bool,
-    token: Option<Vec<u8>>,
+    credentials: super::Credentials,
     inbound: S,
 ) -> Result<WatchResponses, Status>
 where
@@ -103,7 +103,7 @@ where
     let (tx, rx) = mpsc::channel(SEND_BUFFER);
     let stream = WatchStream {
         require_leader,
-        token,
+        credentials,
         revs: ctx.hub.subscribe(),
         store: ctx.raft.subscribe(),
         ctx: ctx.clone(),
@@ -123,8 +123,8 @@ struct WatchStream {
     /// The client asked (gRPC metadata `hasleader=true`) that the stream end when this member
     /// loses its leader, as etcd's clientv3 `WithRequireLeader` does.
     require_leader: bool,
-    /// The auth token the stream was opened with.
-    token: Option<Vec<u8>>,
+    /// Who opened the stream.
+    credentials: super::Credentials,
     /// Revisions whose events the hub holds: what delivery follows.
     revs: watch::Receiver<Revisions>,
     /// The store's revisions: where a new watcher starts.
@@ -272,14 +272,10 @@ impl WatchStream {
     async fn create(&mut self, c: pb::WatchCreateRequest, current: Revision) -> Result<(), Closed> {
         // As etcd: a watcher the caller may not read is refused in a response (watch ID -1,
         // created and canceled, the error as grpc-go prints it); the stream stays open.
-        if let Err(refused) = self
-            .ctx
-            .caller_from(self.token.as_deref())
-            .and_then(|caller| {
-                self.ctx
-                    .check_read(&caller, [Need::read(&c.key, &c.range_end)])
-            })
-        {
+        if let Err(refused) = self.ctx.caller_from(&self.credentials).and_then(|caller| {
+            self.ctx
+                .check_read(&caller, [Need::read(&c.key, &c.range_end)])
+        }) {
             let resp = pb::WatchResponse {
                 created: true,
                 canceled: true,

@@ -7,7 +7,9 @@
 //! `:authority` etcd 3.4-era Go clients send and closes connections that never speak.
 
 pub mod authority;
+pub mod tls;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
@@ -50,36 +52,54 @@ pub struct Keepalive {
     pub timeout: Duration,
 }
 
-/// Serves `router` (gRPC and HTTP/1.1 on one port) on a client-side listener until
-/// `stopped` turns true; in-flight requests then finish (the caller bounds how long).
+/// Serves `router` (gRPC and HTTP/1.1 on one port) on a client-side listener, over TLS when
+/// `tls` is given, until `stopped` turns true; in-flight requests then finish (the caller
+/// bounds how long).
 pub async fn serve_client(
     url: String,
     listener: TcpListener,
     router: axum::Router,
     keepalive: Keepalive,
-    mut stopped: watch::Receiver<bool>,
+    tls: Option<Arc<tls::ServerTls>>,
+    stopped: watch::Receiver<bool>,
 ) -> Result<(), NetError> {
-    tonic::transport::Server::builder()
-        .accept_http1(true)
-        .http2_keepalive_interval(Some(keepalive.interval))
-        .http2_keepalive_timeout(Some(keepalive.timeout))
-        .add_routes(tonic::service::Routes::from(router))
-        .serve_with_incoming_shutdown(
+    let server = || {
+        tonic::transport::Server::builder()
+            .accept_http1(true)
+            .http2_keepalive_interval(Some(keepalive.interval))
+            .http2_keepalive_timeout(Some(keepalive.timeout))
+            .add_routes(tonic::service::Routes::from(router.clone()))
+    };
+    let mut on_stop = stopped.clone();
+    let shutdown = async move {
+        let _ = on_stop.wait_for(|s| *s).await;
+    };
+    // Every connection goes through the `:authority` repair for etcd 3.4 clients.
+    let served = match tls {
+        None => {
             // Small request/response messages: Nagle's algorithm would hold responses back.
-            // Every connection goes through the `:authority` repair for etcd 3.4 clients.
-            tokio_stream::StreamExt::map(
+            let incoming = tokio_stream::StreamExt::map(
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 |conn| conn.map(authority::AuthorityRepair::new),
-            ),
-            async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            },
-        )
-        .await
-        .map_err(|e| NetError::Serve {
-            url,
-            reason: e.to_string(),
-        })
+            );
+            server()
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+        Some(tls) => {
+            let incoming = tokio_stream::StreamExt::map(
+                tls::incoming(url.clone(), listener, tls, stopped),
+                |conn| conn.map(authority::AuthorityRepair::new),
+            );
+            server()
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+    };
+    served.map_err(|e| NetError::Serve {
+        url,
+        reason: e.to_string(),
+    })
 }
 
 /// Serves the peer service until the member stops. Peers hold long-lived streams (the
@@ -90,21 +110,39 @@ pub async fn serve_peer(
     url: String,
     listener: TcpListener,
     routes: tonic::service::Routes,
+    tls: Option<Arc<tls::ServerTls>>,
     stopped: watch::Receiver<bool>,
 ) -> Result<(), NetError> {
     let mut on_stop = stopped.clone();
-    let serve = tonic::transport::Server::builder()
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            async move {
-                let _ = on_stop.wait_for(|s| *s).await;
-            },
-        );
-    let mut drained = stopped;
+    let shutdown = async move {
+        let _ = on_stop.wait_for(|s| *s).await;
+    };
+    let server = tonic::transport::Server::builder().add_routes(routes);
+    let serve = async {
+        match tls {
+            None => {
+                server
+                    .serve_with_incoming_shutdown(
+                        tonic::transport::server::TcpIncoming::from(listener)
+                            .with_nodelay(Some(true)),
+                        shutdown,
+                    )
+                    .await
+            }
+            Some(tls) => {
+                server
+                    .serve_with_incoming_shutdown(
+                        tls::incoming(url.clone(), listener, tls, stopped.clone()),
+                        shutdown,
+                    )
+                    .await
+            }
+        }
+    };
+    let mut drained = stopped.clone();
     tokio::select! {
         served = serve => served.map_err(|e| NetError::Serve {
-            url,
+            url: url.clone(),
             reason: e.to_string(),
         }),
         () = async move {

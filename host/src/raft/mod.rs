@@ -99,6 +99,8 @@ pub struct StartParams<'a> {
     pub bootstrap: Bootstrap,
     /// The link filter (only tests that run members in-process install one).
     pub filter: transport::filter::Filter,
+    /// TLS towards peers whose URLs are `https://`.
+    pub tls: Option<Arc<crate::net::tls::ClientTls>>,
 }
 
 /// Why a proposal, a read barrier or a leader-only request did not complete.
@@ -216,7 +218,7 @@ impl RaftNode {
             force::rewrite_as_one_member(&mut log_store, &mut sm, params.id, me.clone()).await?;
         }
         let applied = sm.applied_index();
-        let peers = Peers::new(params.id, params.cluster_id, params.filter);
+        let peers = Peers::new(params.id, params.cluster_id, params.filter, params.tls);
         let network = Network {
             peers: peers.clone(),
         };
@@ -496,10 +498,11 @@ impl RaftNode {
 pub async fn hello(
     me: u64,
     peer_urls: &[String],
+    tls: Option<Arc<crate::net::tls::ClientTls>>,
     limit: Duration,
 ) -> Result<service::HelloReply, String> {
     hello_through(
-        &Peers::new(me, 0, transport::filter::Filter::default()),
+        &Peers::new(me, 0, transport::filter::Filter::default(), tls),
         peer_urls,
         limit,
     )

@@ -162,6 +162,80 @@ struct Args {
     /// The guard's binding config (default: the json-schema guard's `{"type":"string"}`).
     #[arg(long, default_value = r#"{"type":"string"}"#)]
     guard_config: String,
+    /// Authentication on both servers: `off`, `simple` tokens, or `jwt` (RS256, the test key
+    /// pair in tests/testdata). With it on, every client runs as a user holding READWRITE over
+    /// all keys (not root, so each request's permission is checked).
+    #[arg(long, value_enum, default_value_t = AuthMode::Off)]
+    auth: AuthMode,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum AuthMode {
+    Off,
+    Simple,
+    Jwt,
+}
+
+/// The user every client authenticates as, once `--auth` has turned authentication on.
+static CREDENTIALS: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+
+/// The flags `--auth` adds to both servers.
+fn auth_flags(args: &Args) -> Vec<String> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata");
+    match args.auth {
+        AuthMode::Off | AuthMode::Simple => Vec::new(),
+        AuthMode::Jwt => vec![format!(
+            "--auth-token=jwt,pub-key={dir}/jwt-rs256.pub,priv-key={dir}/jwt-rs256.key,sign-method=RS256"
+        )],
+    }
+}
+
+/// With `--auth`, adds root and the bench user (READWRITE over every key) and turns
+/// authentication on, through `endpoint`.
+async fn enable_auth(args: &Args, endpoint: &str) {
+    if args.auth == AuthMode::Off {
+        return;
+    }
+    let mut client = connect(endpoint).await;
+    let fail = |what: &str, e: etcd_client::Error| panic!("--auth: {what} on {endpoint}: {e}");
+    client
+        .user_add("root", "rootpw", None)
+        .await
+        .map(drop)
+        .unwrap_or_else(|e| fail("user add root", e));
+    client
+        .user_grant_role("root", "root")
+        .await
+        .map(drop)
+        .unwrap_or_else(|e| fail("grant root", e));
+    client
+        .user_add("bench", "benchpw", None)
+        .await
+        .map(drop)
+        .unwrap_or_else(|e| fail("user add bench", e));
+    client
+        .role_add("bench")
+        .await
+        .map(drop)
+        .unwrap_or_else(|e| fail("role add", e));
+    let everything =
+        etcd_client::Permission::new(etcd_client::PermissionType::Readwrite, "").with_from_key();
+    client
+        .role_grant_permission("bench", everything)
+        .await
+        .map(drop)
+        .unwrap_or_else(|e| fail("grant permission", e));
+    client
+        .user_grant_role("bench", "bench")
+        .await
+        .map(drop)
+        .unwrap_or_else(|e| fail("grant bench", e));
+    client
+        .auth_enable()
+        .await
+        .map(drop)
+        .unwrap_or_else(|e| fail("auth enable", e));
+    let _ = CREDENTIALS.set(("bench".to_owned(), "benchpw".to_owned()));
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -376,9 +450,13 @@ impl Deployment<'_> {
 }
 
 fn connect_options() -> ConnectOptions {
-    ConnectOptions::new()
+    let options = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(5))
-        .with_timeout(REQUEST_TIMEOUT)
+        .with_timeout(REQUEST_TIMEOUT);
+    match CREDENTIALS.get() {
+        Some((user, password)) => options.with_user(user, password),
+        None => options,
+    }
 }
 
 async fn connect(endpoint: &str) -> Client {
@@ -1585,8 +1663,12 @@ async fn run_target(args: &Args, workloads: &[Workload], value: &[u8]) {
 
 /// One member each, side by side; each level measured on etcd, then Cairn; rows as they come.
 async fn run_single(args: &Args, workloads: &[Workload], value: &[u8]) {
-    let etcd_node = EtcdNode::start(&[]);
-    let cairn_node = CairnNode::start(&[]);
+    let flags = auth_flags(args);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let etcd_node = EtcdNode::start(&flags);
+    let cairn_node = CairnNode::start(&flags);
+    enable_auth(args, &etcd_node.endpoint()).await;
+    enable_auth(args, &cairn_node.endpoint()).await;
     let etcd = Deployment::Single(etcd_node.endpoint());
     let cairn = Deployment::Single(cairn_node.endpoint());
     let mut notes = Notes::default();
@@ -1634,7 +1716,10 @@ async fn run_clusters(args: &Args, workloads: &[Workload], value: &[u8]) {
     let mut results = Vec::new();
     for (server, flavor) in [("Cairn", Flavor::Cairn), ("etcd", Flavor::Etcd)] {
         eprintln!("starting a {}-member {server} cluster", args.members);
-        let cluster = Cluster::start(flavor, usize::from(args.members), &[]).await;
+        let flags = auth_flags(args);
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let cluster = Cluster::start(flavor, usize::from(args.members), &flags).await;
+        enable_auth(args, &cluster.endpoints()[0]).await;
         let deployment = Deployment::Cluster(&cluster);
         results.push(measure_all(&deployment, server, workloads, args, value, &mut notes).await);
         keep_logs(&deployment, server, &mut notes);

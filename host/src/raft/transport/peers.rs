@@ -34,6 +34,8 @@ pub struct Peers {
 
 struct Inner {
     me: u64,
+    /// TLS towards `https://` peers.
+    tls: Option<Arc<crate::net::tls::ClientTls>>,
     cluster_id: AtomicU64,
     filter: Filter,
     channels: Mutex<BTreeMap<String, Channel>>,
@@ -60,10 +62,16 @@ impl Drop for SendingSnapshot {
 }
 
 impl Peers {
-    pub fn new(me: u64, cluster_id: u64, filter: Filter) -> Self {
+    pub fn new(
+        me: u64,
+        cluster_id: u64,
+        filter: Filter,
+        tls: Option<Arc<crate::net::tls::ClientTls>>,
+    ) -> Self {
         Peers {
             inner: Arc::new(Inner {
                 me,
+                tls,
                 cluster_id: AtomicU64::new(cluster_id),
                 filter,
                 channels: Mutex::default(),
@@ -102,13 +110,31 @@ impl Peers {
         let channel = match channels.get(url) {
             Some(c) => c.clone(),
             None => {
-                let channel = Endpoint::from_shared(url.to_string())
+                // tonic dials plain `http://`; the connector adds TLS for `https://` peers.
+                let parsed = crate::config::parse_url(url)
+                    .map_err(|e| format!("bad peer URL {url:?}: {e}"))?;
+                let tls = match (parsed.tls, &self.inner.tls) {
+                    (false, _) => None,
+                    (true, Some(tls)) => Some(tls.clone()),
+                    (true, None) => {
+                        return Err(format!(
+                            "peer URL {url} is https://, but this member has no peer TLS (--peer-cert-file, --peer-trusted-ca-file or --peer-auto-tls)"
+                        ));
+                    }
+                };
+                let plain = format!("http://{}:{}", bracket(&parsed.host), parsed.port);
+                let connector = PeerConnector {
+                    host: parsed.host,
+                    port: parsed.port,
+                    tls,
+                };
+                let channel = Endpoint::from_shared(plain)
                     .map_err(|e| format!("bad peer URL {url:?}: {e}"))?
                     .connect_timeout(CONNECT_TIMEOUT)
                     .tcp_nodelay(true)
                     .http2_keep_alive_interval(Duration::from_secs(10))
                     .keep_alive_while_idle(true)
-                    .connect_lazy();
+                    .connect_with_connector_lazy(connector);
                 channels.insert(url.to_string(), channel.clone());
                 channel
             }
@@ -168,5 +194,52 @@ impl Peers {
     /// refuses it if the filter drops it.
     pub async fn link(&self, to: u64) -> Result<(), Dropped> {
         self.inner.filter.outbound(self.inner.me, to).await
+    }
+}
+
+/// An IPv6 host as a URL authority writes it.
+fn bracket(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    }
+}
+
+/// Dials a peer: TCP, then TLS for an `https://` peer URL (with the member's peer TLS as it
+/// is at that moment, so rotated certificates are used by the next connection).
+#[derive(Clone)]
+struct PeerConnector {
+    host: String,
+    port: u16,
+    tls: Option<Arc<crate::net::tls::ClientTls>>,
+}
+
+impl tower_service::Service<http::Uri> for PeerConnector {
+    type Response = hyper_util::rt::TokioIo<crate::net::tls::PeerStream>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let stream = crate::net::tls::connect(
+                &this.host,
+                this.port,
+                this.tls.as_deref(),
+                CONNECT_TIMEOUT,
+            )
+            .await?;
+            Ok(hyper_util::rt::TokioIo::new(stream))
+        })
     }
 }
