@@ -2,8 +2,8 @@
 # Runs every Cairn test, installing what the tests need first:
 #   - Debian's etcd-server and etcd-client (the differential tests compare against real etcd),
 #   - protobuf-compiler (the etcd-client crate's build script needs protoc; Cairn itself does not),
-#   - iproute2 and util-linux (the doc tests run examples in a network namespace), curl (some
-#     of those examples use it),
+#   - iproute2 and util-linux (the doc tests run examples in a network namespace), curl and
+#     openssl (some of those examples use them),
 #   - the wasm32-unknown-unknown target, rustfmt and clippy.
 # Then: cargo fmt --check, clippy with -D warnings, build the binaries and the wasm plugins,
 # run all tests.
@@ -23,6 +23,8 @@ command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
 # docs/security.md's examples talk to the HTTP gateway with curl.
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# docs/security.md's TLS example makes its certificates with openssl.
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "==> installing ${missing[*]}"
     as_root apt-get update -qq
