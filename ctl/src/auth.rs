@@ -367,5 +367,14 @@ pub async fn auth(
                 writeln!(out, "Authentication Disabled")
             })
         }
+        AuthCommand::Status => {
+            let response = connection
+                .deadline(auth.auth_status(connection.request(pb::AuthStatusRequest {})))
+                .await?;
+            print(out, write_out, &response, |out| {
+                writeln!(out, "Authentication Status: {}", response.enabled)?;
+                writeln!(out, "AuthRevision: {}", response.auth_revision)
+            })
+        }
     }
 }

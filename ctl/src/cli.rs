@@ -268,4 +268,6 @@ pub enum AuthCommand {
     Enable,
     /// Disables authentication.
     Disable,
+    /// Whether authentication is on, and the auth revision (etcdctl 3.5's `auth status`).
+    Status,
 }

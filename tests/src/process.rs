@@ -276,12 +276,22 @@ pub struct EtcdNode {
 impl EtcdNode {
     /// Starts a fresh single-member etcd with `extra_args` added to its flags.
     pub fn start(extra_args: &[&str]) -> EtcdNode {
+        Self::start_with_scheme("http", extra_args, &[])
+    }
+
+    /// [`Self::start`] with an `https://` client URL (the TLS flags in `extra_args`);
+    /// `client_tls` are the etcdctl flags its health check needs.
+    pub fn start_https(extra_args: &[&str], client_tls: &[&str]) -> EtcdNode {
+        Self::start_with_scheme("https", extra_args, client_tls)
+    }
+
+    fn start_with_scheme(scheme: &str, extra_args: &[&str], client_tls: &[&str]) -> EtcdNode {
         let etcd = which("etcd").unwrap_or_else(|| {
             panic!("etcd not found on PATH: the test command installs Debian's etcd-server (apt-get install etcd-server etcd-client)")
         });
         let dir = tempfile::tempdir().expect("temp dir for an etcd data dir");
         let (port, peer) = (free_port(), free_port());
-        let client = format!("http://127.0.0.1:{port}");
+        let client = format!("{scheme}://127.0.0.1:{port}");
         let peer_url = format!("http://127.0.0.1:{peer}");
         let log_path = dir.path().join("etcd.log");
         let mut command = Command::new(etcd);
@@ -302,9 +312,11 @@ impl EtcdNode {
             _dir: dir,
         };
         // etcd listens before it has elected itself; wait until it serves a write path read.
-        let ctl = Etcdctl::new(&node.endpoint());
+        let ctl = Etcdctl::new(&format!("{scheme}://{}", node.endpoint()));
+        let mut health = client_tls.to_vec();
+        health.extend(["endpoint", "health"]);
         let start = Instant::now();
-        while !ctl.run(&["endpoint", "health"], None).status.success() {
+        while !ctl.run(&health, None).status.success() {
             assert!(
                 start.elapsed() < Duration::from_secs(30),
                 "etcd did not become healthy"

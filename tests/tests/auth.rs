@@ -920,3 +920,42 @@ async fn a_burst_of_wrong_passwords_does_not_starve_other_clients() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cairnctl_runs_as_the_user_it_is_given() {
+    // Proves cairnctl's global --user (and --password) authenticate as etcdctl's do: root
+    // reads the auth status, alice is refused root's commands, no user and a wrong password
+    // get etcd's errors.
+    let cairn = CairnNode::start(FLAGS);
+    enable_with_alice(&cairn.endpoint()).await;
+    let cairnctl = cairn_tests::Etcdctl::cairnctl(&cairn.endpoint());
+    let run = |args: &[&str]| {
+        let out = cairnctl.run(args, None);
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (out, err) = run(&["--user=root:rootpw", "auth", "status"]);
+    assert!(
+        out.starts_with("Authentication Status: true\nAuthRevision: "),
+        "{out}{err}"
+    );
+    let (out, _) = run(&["--user=root", "--password=rootpw", "user", "list"]);
+    assert_eq!(out, "alice\nroot\n");
+    let (_, err) = run(&["--user=alice:apw", "user", "list"]);
+    assert!(
+        err.contains("Error: etcdserver: permission denied"),
+        "{err}"
+    );
+    let (_, err) = run(&["user", "list"]);
+    assert!(
+        err.contains("Error: etcdserver: user name is empty"),
+        "{err}"
+    );
+    let (_, err) = run(&["--user=alice:wrong", "user", "list"]);
+    assert!(
+        err.contains("Error: etcdserver: authentication failed, invalid user ID or password"),
+        "{err}"
+    );
+}

@@ -32,8 +32,12 @@ use super::{AuthError, AuthStore, Caller};
 /// etcd's default lifetime of a JWT (`ttl=` in `--auth-token jwt,…`).
 pub const DEFAULT_JWT_TTL: Duration = Duration::from_secs(300);
 
+/// Most verified tokens remembered (their signatures need not be checked again); when full,
+/// the memory starts over.
+const VERIFIED_CAPACITY: usize = 4096;
+
 /// A token's claims, named as etcd names them.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Claims {
     username: String,
     revision: u64,
@@ -152,11 +156,18 @@ fn read_key(path: &str) -> Result<Vec<u8>, String> {
 #[derive(Clone, Debug)]
 pub struct Tokens {
     config: TokenConfig,
+    /// Tokens whose signature was checked, and their claims: a client sends the same token
+    /// with every request, and an RS256 signature costs tens of microseconds to check. The
+    /// expiry and the user's revision are still checked on every use.
+    verified: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Claims>>>,
 }
 
 impl Tokens {
     pub fn new(config: TokenConfig) -> Tokens {
-        Tokens { config }
+        Tokens {
+            config,
+            verified: std::sync::Arc::default(),
+        }
     }
 
     /// A token for `user` (whose password was just checked), valid until its TTL passes.
@@ -190,6 +201,27 @@ impl Tokens {
     /// a user whose credentials have not changed since. Anything else is etcd's `invalid
     /// auth token`.
     pub fn verify(&self, store: &AuthStore, token: &str) -> Result<Caller, AuthError> {
+        let remembered = self
+            .verified
+            .lock()
+            .expect("verified tokens lock poisoned")
+            .get(token)
+            .cloned();
+        let claims = match remembered {
+            Some(claims) if claims.exp > unix_now() => claims,
+            _ => self.check_signature(store, token)?,
+        };
+        match store.users.get(&claims.username) {
+            Some(user) if user.revision == claims.revision => Ok(Caller::Token {
+                user: claims.username,
+                revision: claims.revision,
+            }),
+            _ => Err(AuthError::InvalidAuthToken),
+        }
+    }
+
+    /// The claims of a token whose signature and expiry check out (then remembered).
+    fn check_signature(&self, store: &AuthStore, token: &str) -> Result<Claims, AuthError> {
         let (algorithm, key) = match &self.config {
             TokenConfig::Simple { .. } => (
                 Algorithm::HS256,
@@ -209,13 +241,12 @@ impl Tokens {
         let claims = jsonwebtoken::decode::<Claims>(token, &key, &validation)
             .map_err(|_| AuthError::InvalidAuthToken)?
             .claims;
-        match store.users.get(&claims.username) {
-            Some(user) if user.revision == claims.revision => Ok(Caller::Token {
-                user: claims.username,
-                revision: claims.revision,
-            }),
-            _ => Err(AuthError::InvalidAuthToken),
+        let mut verified = self.verified.lock().expect("verified tokens lock poisoned");
+        if verified.len() >= VERIFIED_CAPACITY {
+            verified.clear();
         }
+        verified.insert(token.to_owned(), claims.clone());
+        Ok(claims)
     }
 }
 

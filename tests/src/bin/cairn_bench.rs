@@ -167,6 +167,24 @@ struct Args {
     /// all keys (not root, so each request's permission is checked).
     #[arg(long, value_enum, default_value_t = AuthMode::Off)]
     auth: AuthMode,
+    /// Serve clients over TLS on both servers (one member each only): a fresh CA and server
+    /// certificate, clients verifying it.
+    #[arg(long)]
+    tls: bool,
+}
+
+/// The CA clients verify servers with, once `--tls` has made one.
+static CLIENT_CA: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// `--tls`: a CA and a server certificate in `dir`; the flags that serve them.
+fn tls_flags(dir: &std::path::Path) -> Vec<String> {
+    let ca = cairn_tests::pki::Ca::new(dir, "bench-ca");
+    let server = ca.issue("bench-server", "server");
+    let _ = CLIENT_CA.set(std::fs::read_to_string(&ca.cert).expect("read CA"));
+    vec![
+        format!("--cert-file={}", server.cert.display()),
+        format!("--key-file={}", server.key.display()),
+    ]
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -196,8 +214,11 @@ async fn enable_auth(args: &Args, endpoint: &str) {
     if args.auth == AuthMode::Off {
         return;
     }
-    let mut client = connect(endpoint).await;
     let fail = |what: &str, e: etcd_client::Error| panic!("--auth: {what} on {endpoint}: {e}");
+    let mut client = match Client::connect([endpoint], Some(anonymous_options())).await {
+        Ok(client) => client,
+        Err(e) => panic!("--auth: connect to {endpoint}: {e}"),
+    };
     client
         .user_add("root", "rootpw", None)
         .await
@@ -449,14 +470,27 @@ impl Deployment<'_> {
     }
 }
 
+/// Options for every client: with `--auth`, as the bench user.
 fn connect_options() -> ConnectOptions {
-    let options = ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(5))
-        .with_timeout(REQUEST_TIMEOUT);
+    let options = anonymous_options();
     match CREDENTIALS.get() {
         Some((user, password)) => options.with_user(user, password),
         None => options,
     }
+}
+
+/// Options without a user (etcd-client refuses a user while authentication is off).
+fn anonymous_options() -> ConnectOptions {
+    let mut options = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(5))
+        .with_timeout(REQUEST_TIMEOUT);
+    if let Some(ca) = CLIENT_CA.get() {
+        options = options.with_tls(
+            etcd_client::TlsOptions::new()
+                .ca_certificate(etcd_client::Certificate::from_pem(ca.as_bytes())),
+        );
+    }
+    options
 }
 
 async fn connect(endpoint: &str) -> Client {
@@ -1663,10 +1697,22 @@ async fn run_target(args: &Args, workloads: &[Workload], value: &[u8]) {
 
 /// One member each, side by side; each level measured on etcd, then Cairn; rows as they come.
 async fn run_single(args: &Args, workloads: &[Workload], value: &[u8]) {
-    let flags = auth_flags(args);
+    let mut flags = auth_flags(args);
+    let tls_dir = tempfile::tempdir().expect("temp dir");
+    if args.tls {
+        flags.extend(tls_flags(tls_dir.path()));
+    }
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let etcd_node = EtcdNode::start(&flags);
-    let cairn_node = CairnNode::start(&flags);
+    let (etcd_node, cairn_node) = if args.tls {
+        let ca = tls_dir.path().join("bench-ca.crt");
+        let cacert = format!("--cacert={}", ca.display());
+        (
+            EtcdNode::start_https(&flags, &[&cacert]),
+            CairnNode::start_https(&flags),
+        )
+    } else {
+        (EtcdNode::start(&flags), CairnNode::start(&flags))
+    };
     enable_auth(args, &etcd_node.endpoint()).await;
     enable_auth(args, &cairn_node.endpoint()).await;
     let etcd = Deployment::Single(etcd_node.endpoint());
@@ -1905,6 +1951,10 @@ async fn main() {
             w.level_name()
         );
     }
+    assert!(
+        !args.tls || (args.members == 1 && args.guard.is_none() && args.target.is_empty()),
+        "--tls runs single members side by side only"
+    );
     let value = vec![b'v'; args.val_size];
     println!("{}", header_line(&args, &workloads));
     println!();
