@@ -730,6 +730,19 @@ async fn a_changed_password_invalidates_only_that_users_tokens() {
     }
 }
 
+/// Waits (bounded: 30 s) until `counter` reaches `at_least`; panics saying `what` did not
+/// happen.
+async fn reach(counter: &std::sync::atomic::AtomicUsize, at_least: usize, what: &str) {
+    let start = std::time::Instant::now();
+    while counter.load(std::sync::atomic::Ordering::Relaxed) < at_least {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "no {what} within 30 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoke_while_writes_run_takes_effect_at_one_revision_everywhere() {
     // Proves a permission revoked while a user writes through two members is decided in
@@ -743,19 +756,28 @@ async fn a_revoke_while_writes_run_takes_effect_at_one_revision_everywhere() {
         let cluster = Cluster::start(Flavor::Cairn, 3, FLAGS).await;
         cluster.wait_for_leader(Duration::from_secs(30)).await;
         enable_with_alice(&cluster.members[0].endpoint()).await;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
         let mut writers = Vec::new();
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        // Writes acknowledged and refused so far, by both writers.
+        let counts = std::sync::Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
         for w in 1..3 {
             let endpoint = cluster.members[w].endpoint();
-            let stop = stop.clone();
+            let (stop, counts) = (stop.clone(), counts.clone());
             writers.push(tokio::spawn(async move {
                 let alice = Session::connect(&endpoint, Some(("alice", "apw"))).await;
                 let (mut acked, mut refused) = (Vec::new(), 0);
                 let mut i = 0;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                while !stop.load(Ordering::Relaxed) {
                     match put(&alice, &format!("app/{w}/{i}")).await {
-                        Ok(rev) => acked.push(rev),
-                        Err(e) if e.code() == tonic::Code::PermissionDenied => refused += 1,
+                        Ok(rev) => {
+                            acked.push(rev);
+                            counts.0.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) if e.code() == tonic::Code::PermissionDenied => {
+                            refused += 1;
+                            counts.1.fetch_add(1, Ordering::Relaxed);
+                        }
                         Err(e) => panic!("unexpected error: {e}"),
                     }
                     i += 1;
@@ -763,7 +785,7 @@ async fn a_revoke_while_writes_run_takes_effect_at_one_revision_everywhere() {
                 (acked, refused)
             }));
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        reach(&counts.0, 20, "20 writes acknowledged before the revoke").await;
         let root = Session::connect(&cluster.members[0].endpoint(), Some(("root", "rootpw"))).await;
         let revoked_at = root
             .auth()
@@ -778,9 +800,9 @@ async fn a_revoke_while_writes_run_takes_effect_at_one_revision_everywhere() {
             .header
             .expect("header")
             .revision;
-        // Let the writers see refusals, then stop them.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        // The writers see refusals; then they stop.
+        reach(&counts.1, 10, "10 writes refused after the revoke").await;
+        stop.store(true, Ordering::Relaxed);
         let (mut acked, mut refused) = (0, 0);
         for writer in writers {
             let (revs, r) = writer.await.expect("writer");
