@@ -42,23 +42,24 @@ pub struct GlobalArgs {
     /// How long each request may take (Go duration: 5s, 1m).
     #[arg(long, global = true, default_value = "5s", value_parser = parse_duration)]
     pub command_timeout: Duration,
+    // The ids below are the flags' own: subcommands have arguments named `user` and `key`.
     /// Run as this user: `name:password`, or `name` with the password from `--password` or
     /// asked for on the terminal.
-    #[arg(long, global = true)]
+    #[arg(long = "user", id = "global_user", global = true)]
     pub user: Option<String>,
     /// The password of `--user` (then `--user` holds only the name, so the password may
     /// contain ':').
-    #[arg(long, global = true)]
+    #[arg(long = "password", id = "global_password", global = true)]
     pub password: Option<String>,
-    /// Verify `https://` servers with this CA bundle (default: the system's roots are not
-    /// used; give the CA).
-    #[arg(long, global = true)]
+    /// Verify `https://` servers with this CA bundle.
+    #[arg(long = "cacert", id = "tls_cacert", global = true)]
     pub cacert: Option<std::path::PathBuf>,
     /// Present this client certificate to `https://` servers.
-    #[arg(long, global = true)]
+    #[arg(long = "cert", id = "tls_cert", global = true)]
     pub cert: Option<std::path::PathBuf>,
-    /// The key of `--cert`.
-    #[arg(long, global = true)]
+    /// The key of `--cert`. Give it before the command: `plugin bind` has a `--key` of its
+    /// own.
+    #[arg(long = "key", id = "tls_key")]
     pub key: Option<std::path::PathBuf>,
     /// Accept any server certificate (only for testing, as etcdctl says).
     #[arg(long, global = true)]

@@ -600,12 +600,21 @@ fn connection_errors_are_clear() {
     );
     assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
 
+    // An https:// endpoint needs a CA to verify the server with.
     let run = cairnctl(Some("https://127.0.0.1:1"), &["plugin", "list"], "");
     assert_eq!(
         (run.code, run.stderr.as_str()),
         (
             1,
-            "Error: invalid endpoint \"https://127.0.0.1:1\": TLS is not supported yet; use http://\n"
+            "Error: an https:// endpoint needs --cacert (or --insecure-skip-tls-verify)\n"
+        )
+    );
+    let run = cairnctl(Some("ftp://127.0.0.1:1"), &["plugin", "list"], "");
+    assert_eq!(
+        (run.code, run.stderr.as_str()),
+        (
+            1,
+            "Error: invalid endpoint \"ftp://127.0.0.1:1\": only http:// and https:// endpoints are supported\n"
         )
     );
 }
