@@ -43,16 +43,18 @@ impl AuthService {
         Ok(Response::new(out))
     }
 
-    /// The store after a linearizable read point, and the store revision it was read at.
+    /// The store after a linearizable read point (the copy apply keeps in memory, not a
+    /// read of the keyspace), and the store revision for the response header.
     async fn store(&self) -> Result<(AuthStore, i64), Status> {
-        self.ctx
-            .read(false, |view| {
-                let rev = view.rev;
-                AuthStore::load(view.storage)
-                    .map(|s| (s, rev))
-                    .map_err(crate::mvcc::Error::from)
-            })
-            .await
+        self.ctx.read_barrier().await?;
+        let store = self
+            .ctx
+            .auth
+            .read()
+            .expect("auth store lock poisoned")
+            .clone();
+        let rev = self.ctx.raft.subscribe().borrow().current;
+        Ok((store, rev))
     }
 
     /// Runs bcrypt work off the async threads, in one of the member's few bcrypt slots
