@@ -165,15 +165,20 @@ pub struct BindArgs {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum KindArg {
+    /// A transaction guard: allows or denies writes in the range.
     Guard,
+    /// A computed compare, named by Txn compares.
     Compare,
+    /// An RBAC policy hook: refines what users' roles decide in the range.
+    Policy,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum FailurePolicyArg {
-    /// Reject the write (guards) or the txn (compares).
+    /// Reject the write (guards), the txn (compares) or the request (policies).
     FailClosed,
-    /// Allow the write (guards) or make the compare false (compares).
+    /// Allow the write (guards), make the compare false (compares), or leave the request
+    /// to the user's roles (policies).
     Ignore,
 }
 

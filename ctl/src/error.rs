@@ -39,10 +39,69 @@ pub enum Error {
 
 impl From<tonic::Status> for Error {
     fn from(status: tonic::Status) -> Self {
-        if status.message().is_empty() {
-            Error::Status(status.code().description().to_owned())
+        let mut message = if status.message().is_empty() {
+            status.code().description().to_owned()
         } else {
-            Error::Status(status.message().to_owned())
+            status.message().to_owned()
+        };
+        // A Cairn policy hook's denial names its binding and reason in the metadata; the
+        // message itself stays etcd's.
+        let text = |key: &str| {
+            status
+                .metadata()
+                .get(key)
+                .and_then(|v| v.to_str().ok())
+                .map(percent_decode)
+        };
+        if let (Some(binding), Some(reason)) =
+            (text("cairn-policy-binding"), text("cairn-policy-reason"))
+        {
+            message = format!("{message} (policy {binding}: {reason})");
         }
+        Error::Status(message)
+    }
+}
+
+/// Undoes the server's percent-encoding of metadata text (`%XX` for bytes outside printable
+/// ASCII, and for `%`).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn policy_denials_name_their_binding_and_reason() {
+        let mut status = tonic::Status::permission_denied("etcdserver: permission denied");
+        status
+            .metadata_mut()
+            .insert("cairn-policy-binding", "freeze".parse().expect("ascii"));
+        status.metadata_mut().insert(
+            "cairn-policy-reason",
+            "50%25 caf%C3%A9".parse().expect("ascii"),
+        );
+        assert_eq!(
+            super::Error::from(status).to_string(),
+            "etcdserver: permission denied (policy freeze: 50% café)"
+        );
     }
 }

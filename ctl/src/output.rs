@@ -131,6 +131,7 @@ pub fn kind_name(kind: i32) -> String {
     match Kind::try_from(kind) {
         Ok(Kind::Guard) => "guard".to_owned(),
         Ok(Kind::Compare) => "compare".to_owned(),
+        Ok(Kind::Policy) => "policy".to_owned(),
         Ok(Kind::Unspecified) => "unspecified".to_owned(),
         Err(_) => format!("unknown({kind})"),
     }

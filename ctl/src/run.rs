@@ -217,6 +217,7 @@ async fn bind(global: &GlobalArgs, args: BindArgs, out: &mut dyn Write) -> Resul
         kind: match args.kind {
             KindArg::Guard => Kind::Guard,
             KindArg::Compare => Kind::Compare,
+            KindArg::Policy => Kind::Policy,
         } as i32,
         key,
         range_end,

@@ -276,6 +276,7 @@ fn api_context(
             config.experimental_lease_checkpoint_interval.0,
         )),
         auth: raft.auth(),
+        policy_reads: raft.policy_reads(),
         tokens,
         client_cert_auth: config.client_cert_auth,
         // Half the cores (at least one) may hash passwords at once.

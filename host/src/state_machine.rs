@@ -26,8 +26,9 @@ use crate::lease::{self, Leases};
 use crate::mvcc::{
     self, ApplyBatch, Fault, Mvcc, MvccError, Revisions, WriteRequest, WriteResponse,
 };
+use crate::plugin::engine::{PolicyOperation, Target, View};
 use crate::plugin::hooks::Hooks;
-use crate::plugin::{Engine, PluginCommand, PluginError, PluginOutcome, Registry};
+use crate::plugin::{Engine, PluginCommand, PluginError, PluginOutcome, Registry, policy};
 use crate::storage::{MEMBERSHIP, Storage};
 
 /// What the Raft log carries. Variants are only ever appended: the log on disk and the
@@ -59,6 +60,11 @@ pub enum Command {
         caller: Caller,
         command: Box<Command>,
     },
+    /// A command and the time the leader proposed it, in milliseconds since the Unix epoch:
+    /// what plugins running in apply get from the clock import, the same on every member.
+    /// The leader stamps each client request (`raft::RaftNode::write`); leaders' clocks are
+    /// not compared, so the stamps of consecutive entries may go back across a leader change.
+    Stamped { unix_ms: i64, command: Box<Command> },
 }
 
 impl fmt::Display for Command {
@@ -85,6 +91,7 @@ impl fmt::Display for Command {
                 Some(user) => write!(f, "{command} as {user:?}"),
                 None => write!(f, "{command}"),
             },
+            Command::Stamped { command, .. } => write!(f, "{command}"),
         }
     }
 }
@@ -130,6 +137,8 @@ struct Applying<'a, 'b> {
     registry: &'a mut Registry,
     /// Bindings whose statistics changed in this batch (see [`StateMachine::apply`]).
     touched: &'a mut BTreeSet<String>,
+    /// The time stamped on the entry (see [`Command::Stamped`]); 0 when it has none.
+    now_ms: i64,
 }
 
 /// The applied-log marker, opaque to this module.
@@ -210,6 +219,15 @@ impl StateMachine {
         self.auth.clone()
     }
 
+    /// The read side of policy hooks, over this member's registry and engine.
+    pub fn policy_reads(&self) -> policy::Reads {
+        policy::Reads::new(
+            self.registry.clone(),
+            self.engine.clone(),
+            self.storage.clone(),
+        )
+    }
+
     /// Applies consecutive log entries, each a command (or none) and its marker. They commit
     /// together, in one fjall batch, with the marker of the last one; the state on disk never
     /// holds an entry's effects without its marker (see [`ApplyBatch`]).
@@ -232,6 +250,7 @@ impl StateMachine {
                         batch: &mut batch,
                         registry: &mut registry,
                         touched: &mut touched,
+                        now_ms: 0,
                     };
                     self.apply_command(&mut apply, command)?
                 }
@@ -262,7 +281,7 @@ impl StateMachine {
         let batch = &mut *apply.batch;
         Ok(match command {
             Command::Kv(req) => {
-                let mut hooks = Hooks::new(apply.registry, &self.engine);
+                let mut hooks = Hooks::new(apply.registry, &self.engine, apply.now_ms);
                 // A plugin host fault is not a decision: it comes back as a `Fault`, which
                 // stops apply rather than answer differently from the other members.
                 let applied = batch.apply_with(req, &Leases(&self.storage), &mut hooks)?;
@@ -298,11 +317,13 @@ impl StateMachine {
                 lease::checkpoint(batch, &self.storage, checkpoints)?;
                 CommandResponse::Lease(Ok(batch.revisions().current))
             }
-            Command::Request { caller, command } => {
-                match self.authorize(batch, caller, command)? {
-                    Ok(()) => self.apply_command(apply, command)?,
-                    Err(refused) => CommandResponse::Refused(refused),
-                }
+            Command::Request { caller, command } => match self.authorize(apply, caller, command)? {
+                Ok(()) => self.apply_command(apply, command)?,
+                Err(refused) => CommandResponse::Refused(refused),
+            },
+            Command::Stamped { unix_ms, command } => {
+                apply.now_ms = *unix_ms;
+                self.apply_command(apply, command)?
             }
         })
     }
@@ -314,9 +335,10 @@ impl StateMachine {
     /// registry and every auth change need root; a lease grant needs a user (any), and a
     /// checkpoint (never a client's) nothing. etcd 3.4.23 left compaction, lease grants, nested
     /// txns and a txn's prev_kv and leases unchecked; later 3.4 releases check them as here.
+    /// KV writes and lease revokes are also put to the policy hooks bound to their keys.
     fn authorize(
         &self,
-        batch: &mut ApplyBatch<'_>,
+        apply: &mut Applying<'_, '_>,
         caller: &Caller,
         command: &Command,
     ) -> Result<Result<(), AuthError>, Fault> {
@@ -330,25 +352,77 @@ impl StateMachine {
                 Some(mut needs) => {
                     let mut leased = Vec::new();
                     for id in needs::leases_of(req) {
-                        leased.extend(batch.lease_keys(id)?);
+                        leased.extend(apply.batch.lease_keys(id)?);
                     }
                     needs.extend(leased.iter().map(|k| Need::write(k, &[])));
-                    auth.permissions(caller).and_then(|p| p.check(needs))
+                    let operation = match req {
+                        WriteRequest::Put(_) => PolicyOperation::Put,
+                        WriteRequest::DeleteRange(_) => PolicyOperation::DeleteRange,
+                        _ => PolicyOperation::Txn,
+                    };
+                    self.decide(apply, &auth, caller, operation, &needs)?
                 }
             },
             Command::LeaseRevoke { id } => {
-                let keys = batch.lease_keys(*id)?;
-                auth.permissions(caller)
-                    .and_then(|p| p.check(keys.iter().map(|k| Need::write(k, &[]))))
+                let keys = apply.batch.lease_keys(*id)?;
+                let needs: Vec<Need<'_>> = keys.iter().map(|k| Need::write(k, &[])).collect();
+                self.decide(apply, &auth, caller, PolicyOperation::LeaseRevoke, &needs)?
             }
             // Any authenticated user may grant a lease.
             Command::LeaseGrant { .. } => auth.permissions(caller).map(|_| ()),
             Command::LeaseCheckpoint { .. } => Ok(()),
             // (With authentication off, `check_admin` lets anyone turn it on, as in etcd.)
             Command::Auth(_) | Command::Plugin(_) => auth.check_admin(caller),
-            // The API never nests requests.
-            Command::Request { .. } => Err(AuthError::PermissionDenied),
+            // The API never nests requests, and stamps outside them.
+            Command::Request { .. } | Command::Stamped { .. } => Err(AuthError::PermissionDenied),
         })
+    }
+
+    /// The roles' and the policy hooks' decision on a write (`plugin/policy.rs`), run here in
+    /// apply on the store before the write and with the entry's time, so every member
+    /// decides the same; each call is recorded in its binding's statistics, as guards' are.
+    fn decide(
+        &self,
+        apply: &mut Applying<'_, '_>,
+        auth: &AuthStore,
+        caller: &Caller,
+        operation: PolicyOperation,
+        needs: &[Need<'_>],
+    ) -> Result<Result<(), AuthError>, Fault> {
+        let (batch, now_ms) = (&*apply.batch, apply.now_ms);
+        let mut view = None;
+        let mut calls = Vec::new();
+        let decided = policy::decide(
+            auth,
+            caller,
+            &apply.registry.bindings,
+            operation,
+            needs,
+            &mut |binding, question| {
+                let view = view
+                    .get_or_insert_with(|| View::of(&batch.before()))
+                    .clone();
+                let call = self
+                    .engine
+                    .policy(&Target::of(binding, now_ms), view, question)?;
+                calls.push((binding.name.clone(), policy::words(&call), call.fuel));
+                Ok(call)
+            },
+        )
+        .map_err(|fault| Fault::PluginHost {
+            binding: "(policy)".into(),
+            reason: fault.to_string(),
+        })?;
+        for (name, (words, denied, failed), fuel) in calls {
+            if let Some(b) = apply.registry.bindings.get_mut(&name) {
+                b.stats.record(&words, fuel, denied, failed);
+            }
+            apply.touched.insert(name);
+        }
+        if let Err(AuthError::PolicyDenied { binding, reason }) = &decided {
+            tracing::info!(%binding, user = caller.user().unwrap_or(""), %reason, "a policy hook denied a write");
+        }
+        Ok(decided)
     }
 
     /// Follows the revisions of committed state: a receiver sees each commit's counters (or a
@@ -413,8 +487,12 @@ impl StateMachine {
             batch.insert(ks, key, value);
         }
         batch.commit().map_err(to_io)?;
-        *self.registry.lock().expect("registry lock poisoned") =
-            Registry::load(&self.storage).map_err(std::io::Error::other)?;
+        {
+            let mut registry = self.registry.lock().expect("registry lock poisoned");
+            let generation = registry.generation + 1;
+            *registry = Registry::load(&self.storage).map_err(std::io::Error::other)?;
+            registry.generation = generation;
+        }
         *self.auth.write().expect("auth store lock poisoned") =
             AuthStore::load(&self.storage).map_err(std::io::Error::other)?;
         self.prepare_modules().map_err(std::io::Error::other)?;

@@ -47,6 +47,7 @@ pub(crate) enum Backend<'a> {
     Test {
         store: &'a dyn Store,
         log: &'a dyn LogSink,
+        now_ms: i64,
     },
 }
 
@@ -64,10 +65,17 @@ impl<'a> Backend<'a> {
             Self::Test { log, .. } => log.write(level, message),
         }
     }
+
+    fn now_ms(self) -> i64 {
+        match self {
+            Self::Host => crate::__private::host_now_ms(),
+            Self::Test { now_ms, .. } => now_ms,
+        }
+    }
 }
 
 /// What a guard, compare, policy hook or reactor is handed: the binding's config, the store
-/// at the revision the hook runs at, and a log.
+/// at the revision the hook runs at, the entry's time, and a log.
 pub struct Context<'a> {
     config: &'a [u8],
     backend: Backend<'a>,
@@ -86,6 +94,13 @@ impl<'a> Context<'a> {
     /// The store, read-only, at the revision the hook runs at.
     pub fn store(&self) -> &'a dyn Store {
         self.backend.store()
+    }
+
+    /// Milliseconds since the Unix epoch: in apply, the time the leader stamped on the log
+    /// entry (the same on every member, and never a member's own clock); for a policy check
+    /// of a read or a watch, the serving member's clock. 0 for an entry no leader stamped.
+    pub fn now_ms(&self) -> i64 {
+        self.backend.now_ms()
     }
 
     /// Writes a line to the member's log under the plugin's name.

@@ -11,8 +11,9 @@
 //!
 //! A plugin is a `cdylib` built with `cargo build --target wasm32-unknown-unknown --release`;
 //! `cairnctl plugin install` turns the core module into a component. It imports only
-//! `cairn:plugin/store@0.1.0` and `cairn:plugin/log@0.1.0`: no WASI, no clock, no randomness,
-//! so hooks are deterministic as long as their own code is. A panic traps the call; its message
+//! `cairn:plugin/store@0.1.0`, `cairn:plugin/log@0.1.0` and `cairn:plugin/clock@0.1.0`: no
+//! WASI, no wall clock (the clock is the log entry's time), no randomness, so hooks are
+//! deterministic as long as their own code is. A panic traps the call; its message
 //! goes to the host's log first (unless the export says `log_panics = false`). A plugin
 //! imports only the interfaces it uses (see [`Context`] and [`export_guard!`]).
 //!
@@ -57,6 +58,6 @@ pub use context::{Context, FilterContext, Level};
 pub use hooks::{Compare, Guard, Policy, Reactor, WatchFilter};
 pub use store::{Store, prefix_end, range_contains};
 pub use types::{
-    Decision, DeleteRange, Event, EventType, KeyValue, Op, Operation, PolicyRequest, Put, Value,
-    Verdict,
+    Access, Answer, Decision, DeleteRange, Event, EventType, KeyValue, Op, Operation,
+    PolicyRequest, Put, Value, Verdict, Watcher,
 };

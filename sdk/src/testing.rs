@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 use crate::context::{Backend, Context, FilterContext, Level, LogSink};
 use crate::hooks::{Compare, Guard, Policy, Reactor, WatchFilter};
 use crate::store::{Store, range_contains};
-use crate::types::{Decision, Event, KeyValue, Op, PolicyRequest, Value, Verdict};
+use crate::types::{Answer, Decision, Event, KeyValue, Op, PolicyRequest, Value, Verdict, Watcher};
 
 /// The most keys [`Store::range`] returns with `limit` 0, as on the host.
 pub const RANGE_LIMIT_CAP: u32 = 1_000;
@@ -203,6 +203,7 @@ impl LogSink for Capture {
 pub struct Harness<'a> {
     store: &'a dyn Store,
     config: &'a [u8],
+    now_ms: i64,
     logs: Capture,
 }
 
@@ -212,14 +213,22 @@ impl<'a> Harness<'a> {
         Self {
             store,
             config,
+            now_ms: 0,
             logs: Capture::default(),
         }
+    }
+
+    /// The same harness, with [`Context::now_ms`] answering `now_ms` (0 until set).
+    pub fn at(mut self, now_ms: i64) -> Self {
+        self.now_ms = now_ms;
+        self
     }
 
     fn backend(&self) -> Backend<'_> {
         Backend::Test {
             store: self.store,
             log: &self.logs,
+            now_ms: self.now_ms,
         }
     }
 
@@ -238,13 +247,18 @@ impl<'a> Harness<'a> {
     }
 
     /// Runs policy hook `P` on `request`.
-    pub fn check_policy<P: Policy>(&self, request: &PolicyRequest) -> Decision {
+    pub fn check_policy<P: Policy>(&self, request: &PolicyRequest) -> Answer {
         P::check(&self.context(), request)
     }
 
-    /// Runs watch filter `W` on `event` (it sees the config and the log, not the store).
-    pub fn filter<W: WatchFilter>(&self, event: Event) -> Verdict {
-        W::filter(&FilterContext::new(self.config, self.backend()), event)
+    /// Opens watch filter `W` for `watcher` (it sees the config and the log, not the store).
+    pub fn open_filter<W: WatchFilter>(&self, watcher: &Watcher) -> Result<W, String> {
+        W::open(&FilterContext::new(self.config, self.backend()), watcher)
+    }
+
+    /// Runs an opened watch filter on `event`.
+    pub fn filter<W: WatchFilter>(&self, filter: &mut W, event: &Event) -> Verdict {
+        filter.filter(&FilterContext::new(self.config, self.backend()), event)
     }
 
     /// Runs reactor `R` on `events`, which happened at `revision`.
@@ -277,13 +291,24 @@ pub fn check_policy<P: Policy>(
     store: &dyn Store,
     config: &[u8],
     request: &PolicyRequest,
-) -> Decision {
+) -> Answer {
     Harness::new(store, config).check_policy::<P>(request)
 }
 
-/// Runs watch filter `W` on `event` with binding config `config`.
-pub fn filter<W: WatchFilter>(config: &[u8], event: Event) -> Verdict {
-    Harness::new(&MemStore::new(), config).filter::<W>(event)
+/// Opens watch filter `W` with binding config `config` for `watcher`, and runs it on
+/// `events` in order: its verdict on each, or the error `open` refused it with.
+pub fn filter<W: WatchFilter>(
+    config: &[u8],
+    watcher: &Watcher,
+    events: &[Event],
+) -> Result<Vec<Verdict>, String> {
+    let store = MemStore::new();
+    let harness = Harness::new(&store, config);
+    let mut filter = harness.open_filter::<W>(watcher)?;
+    Ok(events
+        .iter()
+        .map(|event| harness.filter(&mut filter, event))
+        .collect())
 }
 
 /// Runs reactor `R` on `events` (which happened at `revision`) against `store` with binding

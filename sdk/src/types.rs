@@ -173,39 +173,147 @@ pub struct Event {
     pub prev_kv: Option<KeyValue>,
 }
 
-/// The operation a policy hook is asked about.
+/// The request a policy hook is asked about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Operation {
-    /// A range (get) request.
-    Read,
-    /// A put, a delete or a txn's write.
-    Write,
-    /// A watch.
+    /// A Range (get) request.
+    Range,
+    /// A Put; with a lease, it attaches the key to the lease.
+    Put,
+    /// A DeleteRange.
+    DeleteRange,
+    /// A Txn: its compares and both branches, nested txns included.
+    Txn,
+    /// A watch being created.
     Watch,
+    /// A client's LeaseRevoke, which deletes every key the lease holds.
+    LeaseRevoke,
 }
 
-/// What a policy hook is asked: may `user` do `operation` on `[key, range_end)`?
+/// One thing a request does to the bound range, as etcd's permission check sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Access {
+    /// A write (put or delete) rather than a read.
+    pub write: bool,
+    /// The first key.
+    pub key: Vec<u8>,
+    /// The end of the range, with etcd's rules (empty: just `key`).
+    pub range_end: Vec<u8>,
+    /// The value a put writes (`None` for reads, deletes and puts that keep the value).
+    pub value: Option<Vec<u8>>,
+    /// The lease a put attaches (0: none).
+    pub lease: i64,
+    /// Whether the user's roles allow this access on their own.
+    pub allowed_by_roles: bool,
+}
+
+impl Access {
+    /// A read of `[key, range_end)`.
+    pub fn read(key: impl Into<Vec<u8>>, range_end: impl Into<Vec<u8>>) -> Self {
+        Self {
+            write: false,
+            key: key.into(),
+            range_end: range_end.into(),
+            value: None,
+            lease: 0,
+            allowed_by_roles: false,
+        }
+    }
+
+    /// A put of `value` at `key`.
+    pub fn put(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
+        Self {
+            write: true,
+            key: key.into(),
+            range_end: Vec::new(),
+            value: Some(value.into()),
+            lease: 0,
+            allowed_by_roles: false,
+        }
+    }
+
+    /// A delete of `[key, range_end)`.
+    pub fn delete(key: impl Into<Vec<u8>>, range_end: impl Into<Vec<u8>>) -> Self {
+        Self {
+            write: true,
+            key: key.into(),
+            range_end: range_end.into(),
+            value: None,
+            lease: 0,
+            allowed_by_roles: false,
+        }
+    }
+
+    /// The same access, with what the roles decided.
+    pub fn allowed_by_roles(mut self, allowed: bool) -> Self {
+        self.allowed_by_roles = allowed;
+        self
+    }
+}
+
+/// What a policy hook is asked: may `user` do these accesses?
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PolicyRequest {
-    /// The authenticated user's name.
+    /// The authenticated user's name (never root: root is never asked about).
     pub user: String,
-    /// What the user is doing.
+    /// The user's roles, in name order.
+    pub roles: Vec<String>,
+    /// The request.
     pub operation: Operation,
-    /// The first key of the request's range.
-    pub key: Vec<u8>,
-    /// The end of the request's range, with etcd's rules (empty: just `key`).
-    pub range_end: Vec<u8>,
-    /// What the user's roles decided on their own.
-    pub allowed_by_roles: bool,
+    /// The request's accesses that overlap the bound range, in request order.
+    pub accesses: Vec<Access>,
+}
+
+impl PolicyRequest {
+    /// A request by `user` (no roles) doing `operation` with `accesses`.
+    pub fn new(user: impl Into<String>, operation: Operation, accesses: Vec<Access>) -> Self {
+        Self {
+            user: user.into(),
+            roles: Vec::new(),
+            operation,
+            accesses,
+        }
+    }
+}
+
+/// A policy hook's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Answer {
+    /// Grants every access shown that lies wholly in the bound range, whatever the roles say.
+    Allow,
+    /// Refuses the whole request: the client gets etcd's `permission denied`, and this
+    /// reason travels in the response metadata and the member's log.
+    Deny(String),
+    /// Leaves the accesses to the user's roles.
+    Defer,
+}
+
+impl Answer {
+    /// A denial with `reason`.
+    pub fn deny(reason: impl Into<String>) -> Self {
+        Self::Deny(reason.into())
+    }
 }
 
 /// A watch filter's answer for one event.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Verdict {
     /// Send the event as it is.
-    Keep,
+    Pass,
     /// Do not send the event to this watcher.
     Drop,
-    /// Send this event instead.
-    Replace(Event),
+    /// Send the event with this value instead (key, revisions and type stay).
+    Rewrite(Vec<u8>),
+}
+
+/// Who a watch filter is opened for.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Watcher {
+    /// The watcher's user (empty while authentication is off).
+    pub user: String,
+    /// The user's roles, in name order.
+    pub roles: Vec<String>,
+    /// The argument the watcher named the filter with (`cairnctl watch --filter-arg`); empty
+    /// for a filter bound to a key range.
+    pub argument: Vec<u8>,
 }

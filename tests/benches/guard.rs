@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use cairn::mvcc::{Mvcc, PutRequest, WriteRequest};
-use cairn::plugin::engine::{GuardOp, View};
+use cairn::plugin::engine::{GuardOp, Target, View};
 use cairn::plugin::{Binding, Engine, FailurePolicy, Kind, PluginCommand};
 use cairn::state_machine::{AppliedMarker, Command, CommandResponse, StateMachine};
 use cairn::storage::Storage;
@@ -151,16 +151,16 @@ fn main() {
     let mut calls = Vec::with_capacity(CALLS);
     for i in 0..CALLS + 500 {
         let started = Instant::now();
+        let target = Target {
+            binding: "bench",
+            sha256: &sha256,
+            config: SCHEMA,
+            fuel: 10_000_000,
+            memory_bytes: 16 << 20,
+            now_ms: 0,
+        };
         let call = engine
-            .guard(
-                "bench",
-                &sha256,
-                view.clone(),
-                SCHEMA,
-                &ops,
-                10_000_000,
-                16 << 20,
-            )
+            .guard(&target, view.clone(), &ops)
             .expect("no host fault");
         let took = started.elapsed();
         assert!(

@@ -239,9 +239,20 @@ pub async fn connect(endpoint: &str) -> Client {
 
 /// [`connect`], for callers that expect members to be down at times.
 pub async fn try_connect(endpoint: &str) -> Result<Client, etcd_client::Error> {
-    let options = etcd_client::ConnectOptions::new()
+    try_connect_as(endpoint, None).await
+}
+
+/// A user's name and password.
+pub type User<'a> = Option<(&'a str, &'a str)>;
+
+/// [`try_connect`] as `user` (authenticating first), or anonymously.
+pub async fn try_connect_as(endpoint: &str, user: User<'_>) -> Result<Client, etcd_client::Error> {
+    let mut options = etcd_client::ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(2))
         .with_timeout(Duration::from_secs(10));
+    if let Some((name, password)) = user {
+        options = options.with_user(name, password);
+    }
     Client::connect([endpoint], Some(options)).await
 }
 

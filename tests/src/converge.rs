@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{GetOptions, SortOrder, SortTarget};
 
-use crate::cluster::{Cluster, connect};
+use crate::cluster::{Cluster, User, connect, try_connect_as};
 use crate::workload::Writers;
 
 /// The members a check asks: the name and client endpoint of each running member.
@@ -43,10 +43,19 @@ pub struct MemberHash {
 /// Waits (bounded) until every running member reports the same revision and the same HashKV
 /// at it; returns that revision and hash. Panics with every member's answer otherwise.
 pub async fn wait_converged(cluster: &impl Running, limit: Duration) -> (i64, u32) {
+    wait_converged_as(cluster, None, limit).await
+}
+
+/// [`wait_converged`], asking as `user` (HashKV needs root while authentication is on).
+pub async fn wait_converged_as(
+    cluster: &impl Running,
+    user: User<'_>,
+    limit: Duration,
+) -> (i64, u32) {
     let start = Instant::now();
     let mut last = Vec::new();
     loop {
-        last = hashes(cluster).await.unwrap_or(last);
+        last = hashes(cluster, user).await.unwrap_or(last);
         if let Some(first) = last.first()
             && last.len() == cluster.running().len()
             && last
@@ -63,11 +72,11 @@ pub async fn wait_converged(cluster: &impl Running, limit: Duration) -> (i64, u3
     }
 }
 
-async fn hashes(cluster: &impl Running) -> Option<Vec<MemberHash>> {
+async fn hashes(cluster: &impl Running, user: User<'_>) -> Option<Vec<MemberHash>> {
     let mut out = Vec::new();
     for (name, endpoint) in cluster.running() {
         let ask = async {
-            let mut client = connect(&endpoint).await;
+            let mut client = try_connect_as(&endpoint, user).await.ok()?;
             client.hash_kv(0).await.ok()
         };
         let resp = tokio::time::timeout(Duration::from_secs(5), ask)

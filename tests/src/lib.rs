@@ -16,5 +16,6 @@ pub mod workload;
 
 pub use cluster::{Cluster, Flavor, Member};
 pub use process::{
-    CairnNode, EtcdNode, Etcdctl, binary_path, free_port, grpc_message, raw_watch, with_timeout,
+    CairnNode, EtcdNode, Etcdctl, binary_path, free_port, grpc_message, plugin_wasm, raw_watch,
+    with_timeout,
 };

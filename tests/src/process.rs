@@ -76,6 +76,29 @@ pub fn release_port(port: u16) {
 
 /// The `cairn` binary of this workspace. The test command builds it before running tests
 /// (`cargo build --bins`); a missing binary is a hard failure, never a skip.
+/// A plugin built by `scripts/build-plugins.sh` (the test command runs it first), as a core
+/// wasm module.
+pub fn plugin_wasm(crate_name: &str) -> PathBuf {
+    let target_dir = match std::env::var("CARGO_TARGET_DIR") {
+        Ok(dir) => PathBuf::from(dir),
+        // binary_path() is target/<profile>/cairn.
+        Err(_) => binary_path()
+            .parent()
+            .and_then(|p| p.parent())
+            .expect("target dir above the cairn binary")
+            .to_path_buf(),
+    };
+    let path = target_dir
+        .join("wasm32-unknown-unknown/release")
+        .join(format!("{}.wasm", crate_name.replace('-', "_")));
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/build-plugins.sh (the test command does)",
+        path.display()
+    );
+    path
+}
+
 pub fn binary_path() -> PathBuf {
     if let Ok(p) = std::env::var("CAIRN_BIN") {
         return PathBuf::from(p);

@@ -18,12 +18,29 @@ pub async fn put_concurrently(
     prefix: &str,
     value: &str,
 ) {
+    put_concurrently_as(endpoint, None, writers, per_writer, prefix, value).await;
+}
+
+/// [`put_concurrently`] as `user`.
+pub async fn put_concurrently_as(
+    endpoint: &str,
+    user: crate::cluster::User<'_>,
+    writers: usize,
+    per_writer: usize,
+    prefix: &str,
+    value: &str,
+) {
+    let user = user.map(|(name, password)| (name.to_owned(), password.to_owned()));
     let tasks: Vec<_> = (0..writers)
         .map(|w| {
             let (endpoint, prefix, value) =
                 (endpoint.to_owned(), prefix.to_owned(), value.to_owned());
+            let user = user.clone();
             tokio::spawn(async move {
-                let mut client = crate::cluster::connect(&endpoint).await;
+                let user = user.as_ref().map(|(n, p)| (n.as_str(), p.as_str()));
+                let mut client = crate::cluster::try_connect_as(&endpoint, user)
+                    .await
+                    .expect("connect to a member");
                 for n in 0..per_writer {
                     client
                         .put(format!("{prefix}{w}/{n}"), value.as_str(), None)

@@ -21,29 +21,9 @@ use cairn_tests::{Cluster, Flavor, binary_path};
 /// Multi-member tests load two cores; they run one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn target_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("CARGO_TARGET_DIR") {
-        return PathBuf::from(dir);
-    }
-    // binary_path() is target/<profile>/cairn.
-    binary_path()
-        .parent()
-        .and_then(|p| p.parent())
-        .expect("target dir above the cairn binary")
-        .to_path_buf()
-}
-
 /// A plugin built by `scripts/build-plugins.sh`.
 fn wasm(crate_name: &str) -> PathBuf {
-    let path = target_dir()
-        .join("wasm32-unknown-unknown/release")
-        .join(format!("{}.wasm", crate_name.replace('-', "_")));
-    assert!(
-        path.is_file(),
-        "{} is missing: run scripts/build-plugins.sh (the test command does)",
-        path.display()
-    );
-    path
+    cairn_tests::plugin_wasm(crate_name)
 }
 
 fn cairnctl_path() -> PathBuf {

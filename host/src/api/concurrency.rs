@@ -10,6 +10,7 @@
 //! Every step runs as the caller of the Lock or Election call, as etcd's in-process client
 //! does with the caller's token: its writes are checked in apply, its reads here.
 
+use crate::plugin::engine::PolicyOperation;
 use tonic::Status;
 
 use super::{Context, status};
@@ -144,7 +145,11 @@ pub async fn first_created(
         ..Default::default()
     };
     ctx.read_barrier().await?;
-    ctx.check_read(caller, [Need::read(&req.key, &req.range_end)])?;
+    ctx.check_read(
+        caller,
+        PolicyOperation::Range,
+        [Need::read(&req.key, &req.range_end)],
+    )?;
     let resp = ctx.read(true, move |view| view.range(&req)).await?;
     Ok((resp.kvs.into_iter().next(), resp.revision))
 }
@@ -178,7 +183,11 @@ pub async fn wait_turn(
             ..Default::default()
         };
         ctx.read_barrier().await?;
-        ctx.check_read(caller, [Need::read(&older.key, &older.range_end)])?;
+        ctx.check_read(
+            caller,
+            PolicyOperation::Range,
+            [Need::read(&older.key, &older.range_end)],
+        )?;
         let (older, mine_left, rev) = ctx
             .read(true, move |view| {
                 Ok((

@@ -1,5 +1,6 @@
 //! etcd's KV service: Range, Put, DeleteRange, Txn, Compact.
 
+use crate::plugin::engine::PolicyOperation;
 use cairn_proto::etcdserverpb as pb;
 use cairn_proto::etcdserverpb::kv_server::Kv;
 use futures::stream::BoxStream;
@@ -52,7 +53,8 @@ impl Kv for KvService {
         if !serializable {
             self.ctx.read_barrier().await?;
         }
-        self.ctx.check_read(&caller, [needs::of_range(&req)])?;
+        self.ctx
+            .check_read(&caller, PolicyOperation::Range, [needs::of_range(&req)])?;
         let resp = if point {
             self.ctx.read_point(true, |view| view.range(&req)).await?
         } else {
@@ -119,7 +121,7 @@ impl Kv for KvService {
             self.ctx.read_barrier().await?;
             let mut reads = Vec::new();
             needs::of_txn(&req, &mut reads);
-            self.ctx.check_read(&caller, reads)?;
+            self.ctx.check_read(&caller, PolicyOperation::Txn, reads)?;
             let resp = self
                 .ctx
                 .read(true, move |view| crate::mvcc::txn::read_only(view, &req))

@@ -4,6 +4,7 @@
 //! that does not lead. [`run_lessor`] is the lessor's clock and hands: it ticks the lessor
 //! and proposes what each tick decides.
 
+use crate::plugin::engine::PolicyOperation;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -143,8 +144,11 @@ impl Lease for LeaseService {
             })
             .await?;
         // The names of a lease's keys are theirs to read (etcd 3.4.26 and later).
-        self.ctx
-            .check_read(&caller, keys.iter().map(|k| Need::read(k, &[])))?;
+        self.ctx.check_read(
+            &caller,
+            PolicyOperation::Range,
+            keys.iter().map(|k| Need::read(k, &[])),
+        )?;
         let header = self.ctx.header(rev);
         let Some(lease) = lease else {
             // etcd reports a missing lease as TTL -1, not as an error.

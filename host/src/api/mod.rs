@@ -31,6 +31,7 @@ use tonic::{Response, Status};
 use crate::auth::needs::Need;
 use crate::auth::{Caller, Tokens};
 use crate::mvcc::{self, Mvcc, ReadView};
+use crate::plugin::engine::PolicyOperation;
 use crate::raft::RaftNode;
 use crate::state_machine::{Command, CommandResponse};
 use crate::storage::Storage;
@@ -112,6 +113,8 @@ pub struct ApiContext {
     /// `--client-cert-auth`: a verified client certificate's common name is the user of a
     /// request without a token.
     pub client_cert_auth: bool,
+    /// Policy hooks' decisions on reads and watches (`plugin/policy.rs`).
+    pub policy_reads: crate::plugin::policy::Reads,
     /// Bounds the bcrypt work running at once (password checks and hashes), so a burst of
     /// Authenticate calls with wrong passwords cannot take every core from other requests.
     pub bcrypt_slots: Arc<tokio::sync::Semaphore>,
@@ -330,22 +333,39 @@ impl ApiContext {
     }
 
     /// etcd's permission check of a read, against the auth store as applied here (call it
-    /// after the read point, so the store is at least as new as the read).
+    /// after the read point, so the store is at least as new as the read), refined by the
+    /// policy hooks bound to the keys read (`plugin/policy.rs`).
     pub fn check_read<'a>(
         &self,
         caller: &Caller,
+        operation: PolicyOperation,
         needs: impl IntoIterator<Item = Need<'a>>,
     ) -> Result<(), Status> {
+        // The registry before the auth store: apply locks them in that order.
+        let policies = self.policy_reads.snapshot();
         // (`permissions` allows everything while authentication is off.)
         let auth = self.auth.read().expect("auth store lock poisoned");
-        auth.permissions(caller)
-            .and_then(|p| p.check(needs))
-            .map_err(|e| status::auth_error(&e))
+        let decided = if policies.is_empty() {
+            auth.permissions(caller).and_then(|p| p.check(needs))
+        } else {
+            let needs: Vec<Need<'a>> = needs.into_iter().collect();
+            self.policy_reads
+                .decide(&policies, &auth, caller, operation, &needs)
+                .map_err(|fault| {
+                    // A fault of this member (its store could not be read), not a decision.
+                    tracing::warn!(error = %fault, "deciding a read's policy");
+                    Status::unavailable(format!("cairn: {fault}"))
+                })?
+        };
+        decided.map_err(|e| status::auth_error(&e))
     }
 
     /// Whether `caller` names a current user (anyone, with authentication off).
     pub fn check_user(&self, caller: &Caller) -> Result<(), Status> {
-        self.check_read(caller, [])
+        let auth = self.auth.read().expect("auth store lock poisoned");
+        auth.permissions(caller)
+            .map(|_| ())
+            .map_err(|e| status::auth_error(&e))
     }
 
     /// etcd's check of what only root may do (anyone, with authentication off).

@@ -56,8 +56,9 @@ fn kind_from(k: i32) -> Result<Kind, Status> {
     match pb::Kind::try_from(k) {
         Ok(pb::Kind::Guard) => Ok(Kind::Guard),
         Ok(pb::Kind::Compare) => Ok(Kind::Compare),
+        Ok(pb::Kind::Policy) => Ok(Kind::Policy),
         _ => Err(status::invalid_argument(format!(
-            "cairn: binding kind must be GUARD or COMPARE (got {k})"
+            "cairn: binding kind must be GUARD, COMPARE or POLICY (got {k})"
         ))),
     }
 }
@@ -69,6 +70,7 @@ fn binding_to_pb(b: &Binding) -> pb::Binding {
         kind: match b.kind {
             Kind::Guard => pb::Kind::Guard,
             Kind::Compare => pb::Kind::Compare,
+            Kind::Policy => pb::Kind::Policy,
         } as i32,
         key: b.key.clone(),
         range_end: b.range_end.clone(),

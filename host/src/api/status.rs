@@ -66,9 +66,35 @@ pub fn auth_error(e: &crate::auth::AuthError) -> Status {
         | E::RootRoleNotExist
         | E::AuthNotEnabled => Code::FailedPrecondition,
         E::InvalidAuthToken => Code::Unauthenticated,
-        E::PermissionDenied => Code::PermissionDenied,
+        E::PermissionDenied | E::PolicyDenied { .. } => Code::PermissionDenied,
     };
-    Status::new(code, format!("etcdserver: {e}"))
+    let mut status = Status::new(code, format!("etcdserver: {e}"));
+    if let E::PolicyDenied { binding, reason } = e {
+        let metadata = status.metadata_mut();
+        metadata.insert(POLICY_BINDING, ascii_metadata(binding));
+        metadata.insert(POLICY_REASON, ascii_metadata(reason));
+    }
+    status
+}
+
+/// Response metadata naming the policy binding that denied a request, and its reason.
+pub const POLICY_BINDING: &str = "cairn-policy-binding";
+pub const POLICY_REASON: &str = "cairn-policy-reason";
+
+/// `text` as an ASCII metadata value: printable ASCII as it is, every other byte (and `%`)
+/// percent-encoded, so any reason a plugin gives can travel.
+fn ascii_metadata(text: &str) -> tonic::metadata::MetadataValue<tonic::metadata::Ascii> {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    // Printable ASCII only, which a metadata value always accepts.
+    tonic::metadata::MetadataValue::try_from(out.as_str())
+        .unwrap_or_else(|_| tonic::metadata::MetadataValue::from_static("unprintable"))
 }
 
 /// etcd's answer to Authenticate while authentication is off.

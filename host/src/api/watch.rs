@@ -13,6 +13,7 @@
 //! it reads again they catch up from history (etcd's unsynced watchers). A stalled reader
 //! costs a cursor and a bounded buffer, never the events written meanwhile.
 
+use crate::plugin::engine::PolicyOperation;
 use std::sync::Arc;
 
 use cairn_proto::etcdserverpb as pb;
@@ -273,8 +274,11 @@ impl WatchStream {
         // As etcd: a watcher the caller may not read is refused in a response (watch ID -1,
         // created and canceled, the error as grpc-go prints it); the stream stays open.
         if let Err(refused) = self.ctx.caller_from(&self.credentials).and_then(|caller| {
-            self.ctx
-                .check_read(&caller, [Need::read(&c.key, &c.range_end)])
+            self.ctx.check_read(
+                &caller,
+                PolicyOperation::Watch,
+                [Need::read(&c.key, &c.range_end)],
+            )
         }) {
             let resp = pb::WatchResponse {
                 created: true,

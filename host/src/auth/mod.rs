@@ -191,4 +191,8 @@ pub enum AuthError {
     /// issued; etcd's words for a token older than the auth store.
     #[error("revision of auth store is old")]
     AuthOldRevision,
+    /// A policy hook denied the request (or failed, failing closed). Clients see etcd's
+    /// `permission denied`; the binding and its reason travel in the response metadata.
+    #[error("permission denied")]
+    PolicyDenied { binding: String, reason: String },
 }

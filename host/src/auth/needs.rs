@@ -5,14 +5,19 @@
 
 use super::AuthError;
 use super::perms::{Access, UserPermissions};
-use crate::mvcc::{RangeRequest, RequestOp, TxnRequest, WriteRequest};
+use crate::mvcc::{PutRequest, RangeRequest, RequestOp, TxnRequest, WriteRequest};
 
-/// One access over etcd's key range (`key` alone when `range_end` is empty).
+/// One access over etcd's key range (`key` alone when `range_end` is empty). A put's also
+/// carries what it writes, which static roles ignore and policy hooks are shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Need<'a> {
     pub access: Access,
     pub key: &'a [u8],
     pub range_end: &'a [u8],
+    /// The value a put writes (`None` for anything else, and for a put that keeps the value).
+    pub value: Option<&'a [u8]>,
+    /// The lease a put attaches (0: none).
+    pub lease: i64,
 }
 
 impl<'a> Need<'a> {
@@ -21,6 +26,8 @@ impl<'a> Need<'a> {
             access: Access::Read,
             key,
             range_end,
+            value: None,
+            lease: 0,
         }
     }
 
@@ -29,6 +36,16 @@ impl<'a> Need<'a> {
             access: Access::Write,
             key,
             range_end,
+            value: None,
+            lease: 0,
+        }
+    }
+
+    fn put(put: &'a PutRequest) -> Need<'a> {
+        Need {
+            value: (!put.ignore_value).then_some(put.value.as_slice()),
+            lease: put.lease,
+            ..Need::write(&put.key, &[])
         }
     }
 }
@@ -58,7 +75,7 @@ pub fn of_range(req: &RangeRequest) -> Need<'_> {
 pub fn of_write(req: &WriteRequest) -> Option<Vec<Need<'_>>> {
     let mut needs = Vec::new();
     match req {
-        WriteRequest::Put(put) => of_op_put(&put.key, put.prev_kv, &mut needs),
+        WriteRequest::Put(put) => of_op_put(put, &mut needs),
         WriteRequest::DeleteRange(del) => {
             of_op_delete(&del.key, &del.range_end, del.prev_kv, &mut needs)
         }
@@ -79,7 +96,7 @@ pub fn of_txn<'a>(txn: &'a TxnRequest, needs: &mut Vec<Need<'a>>) {
         for op in txn.success.iter().chain(&txn.failure) {
             match op {
                 RequestOp::Range(range) => needs.push(of_range(range)),
-                RequestOp::Put(put) => of_op_put(&put.key, put.prev_kv, needs),
+                RequestOp::Put(put) => of_op_put(put, needs),
                 RequestOp::DeleteRange(del) => {
                     of_op_delete(&del.key, &del.range_end, del.prev_kv, needs)
                 }
@@ -89,10 +106,10 @@ pub fn of_txn<'a>(txn: &'a TxnRequest, needs: &mut Vec<Need<'a>>) {
     }
 }
 
-fn of_op_put<'a>(key: &'a [u8], prev_kv: bool, needs: &mut Vec<Need<'a>>) {
-    needs.push(Need::write(key, &[]));
-    if prev_kv {
-        needs.push(Need::read(key, &[]));
+fn of_op_put<'a>(put: &'a PutRequest, needs: &mut Vec<Need<'a>>) {
+    needs.push(Need::put(put));
+    if put.prev_kv {
+        needs.push(Need::read(&put.key, &[]));
     }
 }
 

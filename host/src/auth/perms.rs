@@ -126,6 +126,13 @@ impl UserPermissions {
     }
 }
 
+/// Whether etcd's range `inner` lies wholly inside etcd's range `outer` (each `(key,
+/// range_end)`: the key alone when the end is empty, every key from it on when it is `"\0"`).
+pub fn range_within(inner: (&[u8], &[u8]), outer: (&[u8], &[u8])) -> bool {
+    let (start, end) = interval(inner.0, inner.1);
+    Intervals::merged(vec![interval(outer.0, outer.1)]).covers(&start, &end)
+}
+
 impl AuthStore {
     /// The merged permissions of `user`; `None` if there is no such user.
     pub fn permissions_of(&self, user: &str) -> Option<UserPermissions> {

@@ -179,6 +179,19 @@ impl<'a> ApplyBatch<'a> {
         Ok(())
     }
 
+    /// The state as of the requests applied so far (committed data plus this batch's
+    /// overlay), as the next request will find it: what a policy hook deciding on that
+    /// request reads.
+    pub fn before(&self) -> ReadView<'_> {
+        ReadView {
+            storage: self.storage,
+            snap: self.snap.clone(),
+            rev: self.revs.current,
+            compact_rev: self.revs.compact,
+            overlay: Some(&self.overlay),
+        }
+    }
+
     /// The committed state this batch builds on (current after `commit_pending`).
     pub fn committed(&self) -> &Snapshot {
         &self.snap

@@ -53,6 +53,14 @@ mod compare_world {
     });
 }
 
+mod policy_world {
+    wasmtime::component::bindgen!({
+        path: "../sdk/wit",
+        world: "policy-plugin",
+        imports: { default: trappable },
+    });
+}
+
 /// Fuel for instantiating a component (its start-up code), apart from the call's budget.
 const INSTANTIATE_FUEL: u64 = 10_000_000;
 /// Host call prices, in fuel.
@@ -154,6 +162,74 @@ pub enum Computed {
 pub struct Call<T> {
     pub outcome: Outcome<T>,
     pub fuel: u64,
+    /// Whether the call read the store or the clock. One that did not answered from its
+    /// arguments and config alone, so the same arguments give the same answer while the
+    /// binding stands (the read side of policy hooks memoizes only such answers).
+    pub consulted: bool,
+}
+
+/// Which binding a call runs, and under what limits and time.
+#[derive(Clone, Copy, Debug)]
+pub struct Target<'a> {
+    pub binding: &'a str,
+    pub sha256: &'a str,
+    pub config: &'a [u8],
+    pub fuel: u64,
+    pub memory_bytes: u64,
+    /// What the clock import answers: in apply, the time stamped on the entry.
+    pub now_ms: i64,
+}
+
+impl<'a> Target<'a> {
+    pub fn of(b: &'a super::Binding, now_ms: i64) -> Target<'a> {
+        Target {
+            binding: &b.name,
+            sha256: &b.sha256,
+            config: &b.config,
+            fuel: b.fuel,
+            memory_bytes: b.memory_bytes,
+            now_ms,
+        }
+    }
+}
+
+/// What a policy hook is asked (see `plugin/policy.rs`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicyQuestion {
+    pub user: String,
+    pub roles: Vec<String>,
+    pub operation: PolicyOperation,
+    pub accesses: Vec<PolicyAccess>,
+}
+
+/// The request a policy hook is asked about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PolicyOperation {
+    Range,
+    Put,
+    DeleteRange,
+    Txn,
+    Watch,
+    LeaseRevoke,
+}
+
+/// One access a policy hook is shown.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicyAccess {
+    pub write: bool,
+    pub key: Vec<u8>,
+    pub range_end: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+    pub lease: i64,
+    pub allowed_by_roles: bool,
+}
+
+/// A policy hook's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PolicyAnswer {
+    Allow,
+    Deny(String),
+    Defer,
 }
 
 /// A failure of this member, not a decision: the caller must stop applying.
@@ -164,6 +240,11 @@ pub struct HostFault(pub String);
 /// What one call's store holds.
 struct HostState {
     view: View,
+    /// What the clock import answers: the entry's stamped time in apply.
+    now_ms: i64,
+    /// Whether the call read the store or the clock: its answer then depends on more than
+    /// its arguments (see [`Call::consulted`]).
+    consulted: bool,
     limits: StoreLimits,
     /// Fuel charged by host calls, and the call's budget they count against.
     host_fuel: u64,
@@ -189,6 +270,7 @@ impl HostState {
     }
 
     fn get(&mut self, key: Vec<u8>) -> wasmtime::Result<Option<KeyValue>> {
+        self.consulted = true;
         self.charge(HOST_CALL_FUEL + key.len() as u64)?;
         let kv = self
             .view
@@ -207,6 +289,7 @@ impl HostState {
         range_end: Vec<u8>,
         limit: u32,
     ) -> wasmtime::Result<Vec<KeyValue>> {
+        self.consulted = true;
         self.charge(HOST_CALL_FUEL)?;
         let limit = if limit == 0 || limit > RANGE_CAP {
             RANGE_CAP
@@ -234,6 +317,7 @@ impl HostState {
     }
 
     fn count(&mut self, key: Vec<u8>, range_end: Vec<u8>) -> wasmtime::Result<u64> {
+        self.consulted = true;
         self.charge(HOST_CALL_FUEL)?;
         let req = RangeRequest {
             key,
@@ -292,6 +376,7 @@ macro_rules! host_imports {
 
         impl $world::cairn::plugin::store::Host for HostState {
             fn revision(&mut self) -> wasmtime::Result<i64> {
+                self.consulted = true;
                 self.charge(HOST_CALL_FUEL)?;
                 Ok(self.view.rev)
             }
@@ -320,6 +405,14 @@ macro_rules! host_imports {
             }
         }
 
+        impl $world::cairn::plugin::clock::Host for HostState {
+            fn now_ms(&mut self) -> wasmtime::Result<i64> {
+                self.consulted = true;
+                self.charge(HOST_CALL_FUEL)?;
+                Ok(self.now_ms)
+            }
+        }
+
         impl $world::cairn::plugin::log::Host for HostState {
             fn write(
                 &mut self,
@@ -340,11 +433,13 @@ macro_rules! host_imports {
 
 host_imports!(guard_world);
 host_imports!(compare_world);
+host_imports!(policy_world);
 
 /// A module compiled on this member, ready to instantiate as each hook it exports.
 struct Compiled {
     guard: Option<guard_world::GuardPluginPre<HostState>>,
     compare: Option<compare_world::ComparePluginPre<HostState>>,
+    policy: Option<policy_world::PolicyPluginPre<HostState>>,
 }
 
 /// The engine of one member. Cheap to clone.
@@ -353,6 +448,7 @@ pub struct Engine {
     engine: wasmtime::Engine,
     guard_linker: Arc<Linker<HostState>>,
     compare_linker: Arc<Linker<HostState>>,
+    policy_linker: Arc<Linker<HostState>>,
     cache: Arc<Mutex<BTreeMap<String, Arc<Compiled>>>>,
     /// Modules installed by apply and not compiled yet, by sha256. A call can come in the
     /// same apply batch as the install (always so when a restarted member replays its log),
@@ -434,10 +530,17 @@ impl Engine {
             |s| s,
         )
         .map_err(fault)?;
+        let mut policy_linker = Linker::new(&engine);
+        policy_world::PolicyPlugin::add_to_linker::<HostState, HasSelf<HostState>>(
+            &mut policy_linker,
+            |s| s,
+        )
+        .map_err(fault)?;
         Ok(Engine {
             engine,
             guard_linker: Arc::new(guard_linker),
             compare_linker: Arc::new(compare_linker),
+            policy_linker: Arc::new(policy_linker),
             cache: Arc::default(),
             pending: Arc::default(),
             pooling,
@@ -477,7 +580,16 @@ impl Engine {
             .instantiate_pre(&component)
             .ok()
             .and_then(|pre| compare_world::ComparePluginPre::new(pre).ok());
-        let compiled = Arc::new(Compiled { guard, compare });
+        let policy = self
+            .policy_linker
+            .instantiate_pre(&component)
+            .ok()
+            .and_then(|pre| policy_world::PolicyPluginPre::new(pre).ok());
+        let compiled = Arc::new(Compiled {
+            guard,
+            compare,
+            policy,
+        });
         lock(&self.cache).insert(sha256.to_string(), compiled.clone());
         lock(&self.pending).remove(sha256);
         Ok(compiled)
@@ -499,9 +611,9 @@ impl Engine {
         self.compile(sha256, &bytes)
     }
 
-    fn store(&self, view: View, binding: &str, budget: u64, memory: u64) -> Store<HostState> {
+    fn store(&self, view: View, target: &Target<'_>) -> Store<HostState> {
         let limits = StoreLimitsBuilder::new()
-            .memory_size(usize::try_from(memory).unwrap_or(usize::MAX))
+            .memory_size(usize::try_from(target.memory_bytes).unwrap_or(usize::MAX))
             .instances(POOL_INSTANCES as usize)
             .trap_on_grow_failure(false)
             .build();
@@ -509,10 +621,12 @@ impl Engine {
             &self.engine,
             HostState {
                 view,
+                now_ms: target.now_ms,
+                consulted: false,
                 limits,
                 host_fuel: 0,
-                budget,
-                binding: binding.to_string(),
+                budget: target.fuel,
+                binding: target.binding.to_string(),
                 fault: None,
             },
         );
@@ -521,19 +635,15 @@ impl Engine {
     }
 
     /// Runs a guard on `ops`.
-    #[allow(clippy::too_many_arguments)]
     pub fn guard(
         &self,
-        binding: &str,
-        sha256: &str,
+        target: &Target<'_>,
         view: View,
-        config: &[u8],
         ops: &[GuardOp],
-        budget: u64,
-        memory: u64,
     ) -> Result<Call<Verdict>, HostFault> {
         use guard_world::cairn::plugin::types::{DeleteRange, Op, Put};
-        let compiled = self.compiled(sha256, &view.storage)?;
+        let budget = target.fuel;
+        let compiled = self.compiled(target.sha256, &view.storage)?;
         let Some(pre) = &compiled.guard else {
             return Ok(failed(budget, "the module does not export the guard hook"));
         };
@@ -559,60 +669,50 @@ impl Engine {
                 }),
             })
             .collect();
-        let timer = Timer::start(binding);
-        let mut store = self.store(view, binding, budget, memory);
+        let timer = Timer::start(target.binding);
+        let mut store = self.store(view, target);
         let instance = match start(&mut store, budget, |s| pre.instantiate(s))? {
             Ok(instance) => instance,
             Err(failure) => return Ok(failure),
         };
         let result = instance
             .cairn_plugin_guard()
-            .call_check(&mut store, config, &ops);
+            .call_check(&mut store, target.config, &ops);
         drop(timer);
         finish(&mut store, budget, result, |decision| match decision {
             guard_world::cairn::plugin::types::Decision::Allow => Ok(Verdict::Allow),
             guard_world::cairn::plugin::types::Decision::Deny(reason) => {
-                if reason.len() > MAX_MESSAGE_BYTES {
-                    Err(format!(
-                        "denial message of {} bytes is over the {MAX_MESSAGE_BYTES}-byte limit",
-                        reason.len()
-                    ))
-                } else {
-                    Ok(Verdict::Deny(reason))
-                }
+                bounded_message("denial message", reason).map(Verdict::Deny)
             }
         })
     }
 
     /// Runs a compare.
-    #[allow(clippy::too_many_arguments)]
     pub fn compare(
         &self,
-        binding: &str,
-        sha256: &str,
+        target: &Target<'_>,
         view: View,
-        config: &[u8],
         argument: &[u8],
-        budget: u64,
-        memory: u64,
     ) -> Result<Call<Computed>, HostFault> {
         use compare_world::cairn::plugin::types::Value;
-        let compiled = self.compiled(sha256, &view.storage)?;
+        let budget = target.fuel;
+        let compiled = self.compiled(target.sha256, &view.storage)?;
         let Some(pre) = &compiled.compare else {
             return Ok(failed(
                 budget,
                 "the module does not export the compare hook",
             ));
         };
-        let timer = Timer::start(binding);
-        let mut store = self.store(view, binding, budget, memory);
+        let timer = Timer::start(target.binding);
+        let mut store = self.store(view, target);
         let instance = match start(&mut store, budget, |s| pre.instantiate(s))? {
             Ok(instance) => instance,
             Err(failure) => return Ok(failure),
         };
-        let result = instance
-            .cairn_plugin_compare()
-            .call_compute(&mut store, config, argument);
+        let result =
+            instance
+                .cairn_plugin_compare()
+                .call_compute(&mut store, target.config, argument);
         drop(timer);
         finish(&mut store, budget, result, |answer| match answer {
             Ok(Value::Int(i)) => Ok(Computed::Int(i)),
@@ -621,12 +721,76 @@ impl Engine {
                 b.len()
             )),
             Ok(Value::Bytes(b)) => Ok(Computed::Bytes(b)),
-            Err(e) if e.len() > MAX_MESSAGE_BYTES => Err(format!(
-                "error message of {} bytes is over the {MAX_MESSAGE_BYTES}-byte limit",
-                e.len()
-            )),
-            Err(e) => Ok(Computed::Error(e)),
+            Err(e) => bounded_message("error message", e).map(Computed::Error),
         })
+    }
+
+    /// Runs a policy hook on `question`.
+    pub fn policy(
+        &self,
+        target: &Target<'_>,
+        view: View,
+        question: &PolicyQuestion,
+    ) -> Result<Call<PolicyAnswer>, HostFault> {
+        use policy_world::exports::cairn::plugin::policy::{Access, Answer, Operation, Request};
+        let budget = target.fuel;
+        let compiled = self.compiled(target.sha256, &view.storage)?;
+        let Some(pre) = &compiled.policy else {
+            return Ok(failed(budget, "the module does not export the policy hook"));
+        };
+        let request = Request {
+            user: question.user.clone(),
+            roles: question.roles.clone(),
+            operation: match question.operation {
+                PolicyOperation::Range => Operation::Range,
+                PolicyOperation::Put => Operation::Put,
+                PolicyOperation::DeleteRange => Operation::DeleteRange,
+                PolicyOperation::Txn => Operation::Txn,
+                PolicyOperation::Watch => Operation::Watch,
+                PolicyOperation::LeaseRevoke => Operation::LeaseRevoke,
+            },
+            accesses: question
+                .accesses
+                .iter()
+                .map(|a| Access {
+                    write: a.write,
+                    key: a.key.clone(),
+                    range_end: a.range_end.clone(),
+                    value: a.value.clone(),
+                    lease: a.lease,
+                    allowed_by_roles: a.allowed_by_roles,
+                })
+                .collect(),
+        };
+        let timer = Timer::start(target.binding);
+        let mut store = self.store(view, target);
+        let instance = match start(&mut store, budget, |s| pre.instantiate(s))? {
+            Ok(instance) => instance,
+            Err(failure) => return Ok(failure),
+        };
+        let result = instance
+            .cairn_plugin_policy()
+            .call_check(&mut store, target.config, &request);
+        drop(timer);
+        finish(&mut store, budget, result, |answer| match answer {
+            Answer::Allow => Ok(PolicyAnswer::Allow),
+            Answer::Defer => Ok(PolicyAnswer::Defer),
+            Answer::Deny(reason) => {
+                bounded_message("denial message", reason).map(PolicyAnswer::Deny)
+            }
+        })
+    }
+}
+
+/// A plugin's message, or why it is refused: longer than [`MAX_MESSAGE_BYTES`].
+fn bounded_message(what: &str, message: String) -> Result<String, String> {
+    if message.len() > MAX_MESSAGE_BYTES {
+        Err(format!(
+            "{what} of {} bytes is over the {MAX_MESSAGE_BYTES}-byte limit",
+            message.len()
+        ))
+    } else {
+        Ok(message)
     }
 }
 
@@ -655,6 +819,7 @@ fn failed<T>(budget: u64, reason: &str) -> Call<T> {
     Call {
         outcome: Outcome::Failed(reason.to_string()),
         fuel: budget,
+        consulted: false,
     }
 }
 
@@ -691,20 +856,24 @@ fn finish<R, T>(
     if let Some(fault) = store.data_mut().fault.take() {
         return Err(HostFault(fault));
     }
-    match result {
+    let consulted = store.data().consulted;
+    let mut call = match result {
         Ok(r) => {
             let left = store.get_fuel().unwrap_or(0);
             let used = budget.saturating_sub(left) + store.data().host_fuel;
-            Ok(match answer(r) {
+            match answer(r) {
                 Ok(t) => Call {
                     outcome: Outcome::Answered(t),
                     fuel: used.min(budget),
+                    consulted: false,
                 },
                 Err(reason) => failed(budget, &reason),
-            })
+            }
         }
-        Err(e) => Ok(failed(budget, &trap_words(&e))),
-    }
+        Err(e) => failed(budget, &trap_words(&e)),
+    };
+    call.consulted = consulted;
+    Ok(call)
 }
 
 /// A trap in words that are the same on every member.

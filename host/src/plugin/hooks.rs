@@ -10,22 +10,25 @@ use crate::mvcc::{
     TxnRequest, WriteHooks, WriteOp,
 };
 
-use super::engine::{Call, Computed, Engine, GuardOp, HostFault, Outcome, Verdict, View};
+use super::engine::{Call, Computed, Engine, GuardOp, HostFault, Outcome, Target, Verdict, View};
 use super::registry::{Binding, FailurePolicy, Kind, Registry};
 
 /// Hooks for one batch of requests.
 pub struct Hooks<'a> {
     pub registry: &'a mut Registry,
     pub engine: &'a Engine,
+    /// The time stamped on the entry being applied, for the clock import.
+    pub now_ms: i64,
     /// Bindings whose statistics changed: the caller writes them back (once per batch).
     pub touched: BTreeSet<String>,
 }
 
 impl<'a> Hooks<'a> {
-    pub fn new(registry: &'a mut Registry, engine: &'a Engine) -> Self {
+    pub fn new(registry: &'a mut Registry, engine: &'a Engine, now_ms: i64) -> Self {
         Hooks {
             registry,
             engine,
+            now_ms,
             touched: BTreeSet::new(),
         }
     }
@@ -100,16 +103,12 @@ impl WriteHooks for Hooks<'_> {
                 })
                 .collect();
             let call = self.engine.guard(
-                &b.name,
-                &b.sha256,
+                &Target::of(b, self.now_ms),
                 seen.get_or_insert_with(|| View::of(view)).clone(),
-                &b.config,
                 &ops,
-                b.fuel,
-                b.memory_bytes,
             );
             let ignore_failure = b.failure_policy == FailurePolicy::Ignore;
-            let Call { outcome, fuel } = match call {
+            let Call { outcome, fuel, .. } = match call {
                 Ok(call) => call,
                 Err(fault) => return Err(Self::host_fault(&name, fault)),
             };
@@ -158,15 +157,11 @@ impl WriteHooks for Hooks<'_> {
             .into());
         };
         let call = self.engine.compare(
-            &b.name,
-            &b.sha256,
+            &Target::of(&b, self.now_ms),
             View::of(view),
-            &b.config,
             &computed.argument,
-            b.fuel,
-            b.memory_bytes,
         );
-        let Call { outcome, fuel } = match call {
+        let Call { outcome, fuel, .. } = match call {
             Ok(call) => call,
             Err(fault) => return Err(Self::host_fault(&b.name, fault)),
         };

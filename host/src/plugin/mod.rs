@@ -1,5 +1,5 @@
 //! WebAssembly plugins: the replicated registry, install-time validation, and the
-//! deterministic engine that runs guards and computed compares in apply.
+//! deterministic engine that runs guards, computed compares and policy hooks in apply.
 //!
 //! - `registry.rs`: what is installed and bound. Replicated state: changed only by
 //!   [`PluginCommand`]s in apply, stored in the `plugins` keyspace (so snapshots carry it),
@@ -11,6 +11,8 @@
 //!   off the apply path, caches them per member, and runs one fresh instance per call under a
 //!   fuel budget and a memory limit.
 //! - `hooks.rs`: the store's `WriteHooks` on top of the registry and the engine.
+//! - `policy.rs`: RBAC policy hooks: how their answers combine with the user's roles, in
+//!   apply for writes and on the serving member for reads and watches.
 //!
 //! Failure semantics: a trap, fuel exhaustion or a limit hit is a deterministic outcome,
 //! identical on every member, handled by the binding's failure policy. A fault of the host
@@ -19,6 +21,7 @@
 
 pub mod engine;
 pub mod hooks;
+pub mod policy;
 pub mod registry;
 pub mod validate;
 

@@ -30,6 +30,9 @@ use crate::storage::{SideTable, SideWrites, Storage};
 pub enum Kind {
     Guard,
     Compare,
+    /// An RBAC policy hook (`plugin/policy.rs`). Variants are only appended: bindings on
+    /// disk decode by variant index.
+    Policy,
 }
 
 impl Kind {
@@ -38,6 +41,7 @@ impl Kind {
         match self {
             Kind::Guard => "guard",
             Kind::Compare => "compare",
+            Kind::Policy => "policy",
         }
     }
 }
@@ -281,6 +285,9 @@ pub struct Registry {
     pub plugins: BTreeMap<String, PluginRecord>,
     pub bindings: BTreeMap<String, Binding>,
     uploads: BTreeMap<String, Upload>,
+    /// Counts the registry changes this member applied since it started (not replicated,
+    /// not persisted): what read-side memos key on, so a rebind forgets their answers.
+    pub generation: u64,
 }
 
 impl Registry {
@@ -323,6 +330,7 @@ impl Registry {
         command: &PluginCommand,
         installed: &mut dyn FnMut(&str, &[u8]),
     ) -> Result<PluginOutcome, PluginError> {
+        self.generation += 1;
         match command {
             PluginCommand::Install {
                 name,
@@ -505,12 +513,15 @@ impl Registry {
                 plugin.exports
             )));
         }
-        if spec.kind == Kind::Guard && spec.key.is_empty() && spec.range_end.is_empty() {
-            return Err(bad(
-                "a guard needs a key or key range (--key K, with --prefix or --range-end; \
-                 --key '' --prefix binds every key)"
-                    .into(),
-            ));
+        if matches!(spec.kind, Kind::Guard | Kind::Policy)
+            && spec.key.is_empty()
+            && spec.range_end.is_empty()
+        {
+            return Err(bad(format!(
+                "a {} needs a key or key range (--key K, with --prefix or --range-end; \
+                 --key '' --prefix binds every key)",
+                spec.kind.hook()
+            )));
         }
         let fuel = if spec.fuel == 0 {
             DEFAULT_FUEL

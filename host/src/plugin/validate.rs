@@ -10,7 +10,7 @@ use wasmparser::{Parser, Payload, Validator, WasmFeatures};
 use super::{CONTRACT_VERSION, MAX_MEMORY_BYTES, MAX_MODULE_BYTES};
 
 /// The interfaces a plugin may import.
-const IMPORTABLE: [&str; 3] = ["types", "store", "log"];
+const IMPORTABLE: [&str; 4] = ["types", "store", "log", "clock"];
 /// The hook interfaces a plugin may export, by kind.
 pub const HOOKS: [&str; 5] = ["guard", "compare", "policy", "watch-filter", "reactor"];
 
@@ -76,7 +76,7 @@ pub fn validate(bytes: &[u8]) -> Result<Validated, String> {
                     if !IMPORTABLE.iter().any(|i| qualified(i) == name) {
                         return Err(format!(
                             "imports {name:?}, which is outside the plugin contract \
-                             (cairn:plugin@{CONTRACT_VERSION}: store, log)"
+                             (cairn:plugin@{CONTRACT_VERSION}: store, log, clock)"
                         ));
                     }
                 }

@@ -178,6 +178,8 @@ pub struct RaftNode {
     strict_reconfig_check: bool,
     /// The auth store as this member applied it.
     auth: crate::state_machine::SharedAuth,
+    /// Policy hooks' decisions on reads, over the registry this member applied.
+    policy_reads: crate::plugin::policy::Reads,
 }
 
 impl RaftNode {
@@ -213,6 +215,7 @@ impl RaftNode {
             StateMachine::new(params.storage).map_err(|e| StartError::Raft(e.to_string()))?;
         let committed = state_machine.subscribe();
         let auth = state_machine.auth();
+        let policy_reads = state_machine.policy_reads();
         let mut sm = StateMachineStore::new(state_machine, params.data_dir.join("snap"))?;
         if let Bootstrap::ForceNew(me) = &params.bootstrap {
             force::rewrite_as_one_member(&mut log_store, &mut sm, params.id, me.clone()).await?;
@@ -250,6 +253,7 @@ impl RaftNode {
             catchup_entries: cfg.catchup_entries,
             strict_reconfig_check: cfg.strict_reconfig_check,
             auth,
+            policy_reads,
         })
     }
 
@@ -281,6 +285,11 @@ impl RaftNode {
         self.auth.clone()
     }
 
+    /// Policy hooks' decisions on reads (see `StateMachine::policy_reads`).
+    pub fn policy_reads(&self) -> crate::plugin::policy::Reads {
+        self.policy_reads.clone()
+    }
+
     /// Follows the revisions of this member's applied state (see `StateMachine::subscribe`).
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<crate::mvcc::Revisions> {
         self.committed.clone()
@@ -307,8 +316,16 @@ impl RaftNode {
         }
     }
 
-    /// Proposes `command` on this member, which leads: its response and log index.
+    /// Proposes `command` on this member, which leads: its response and log index. A client's
+    /// request is stamped with this leader's time (see `Command::Stamped`).
     async fn write_local(&self, command: Command) -> Result<(CommandResponse, u64), ProposeError> {
+        let command = match command {
+            request @ Command::Request { .. } => Command::Stamped {
+                unix_ms: unix_ms_now(),
+                command: Box::new(request),
+            },
+            other => other,
+        };
         match self.raft.client_write(command).await {
             Ok(resp) => {
                 tracing::debug!(log_id = %resp.log_id, "write applied");
@@ -549,4 +566,12 @@ fn heard_within(m: &openraft::RaftMetrics<TypeConfig>, id: u64, lease: Duration)
         .as_ref()
         .and_then(|h| h.get(&id).copied().flatten())
         .is_some_and(|at| at.into_inner().elapsed() <= lease)
+}
+
+/// This member's clock, in milliseconds since the Unix epoch (0 before it, which a sane clock
+/// never is).
+fn unix_ms_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -8,7 +8,7 @@
 
 #![allow(unsafe_code, missing_docs, clippy::all)]
 
-/// `world guard-plugin`: imports store and log, exports guard.
+/// `world guard-plugin`: imports store, log and clock, exports guard.
 pub mod guard_world {
     wit_bindgen::generate!({
         path: "wit",
@@ -19,7 +19,7 @@ pub mod guard_world {
     });
 }
 
-/// `world compare-plugin`: imports store and log, exports compare.
+/// `world compare-plugin`: imports store, log and clock, exports compare.
 pub mod compare_world {
     wit_bindgen::generate!({
         path: "wit",
@@ -31,11 +31,12 @@ pub mod compare_world {
             "cairn:plugin/types@0.1.0": crate::__private::bindings::guard_world::cairn::plugin::types,
             "cairn:plugin/store@0.1.0": crate::__private::bindings::guard_world::cairn::plugin::store,
             "cairn:plugin/log@0.1.0": crate::__private::bindings::guard_world::cairn::plugin::log,
+            "cairn:plugin/clock@0.1.0": crate::__private::bindings::guard_world::cairn::plugin::clock,
         },
     });
 }
 
-/// `world policy-plugin`: imports store and log, exports policy.
+/// `world policy-plugin`: imports store, log and clock, exports policy.
 pub mod policy_world {
     wit_bindgen::generate!({
         path: "wit",
@@ -47,6 +48,7 @@ pub mod policy_world {
             "cairn:plugin/types@0.1.0": crate::__private::bindings::guard_world::cairn::plugin::types,
             "cairn:plugin/store@0.1.0": crate::__private::bindings::guard_world::cairn::plugin::store,
             "cairn:plugin/log@0.1.0": crate::__private::bindings::guard_world::cairn::plugin::log,
+            "cairn:plugin/clock@0.1.0": crate::__private::bindings::guard_world::cairn::plugin::clock,
         },
     });
 }
@@ -66,7 +68,7 @@ pub mod watch_filter_world {
     });
 }
 
-/// `world reactor-plugin`: imports store and log, exports reactor.
+/// `world reactor-plugin`: imports store, log and clock, exports reactor.
 pub mod reactor_world {
     wit_bindgen::generate!({
         path: "wit",
@@ -78,6 +80,7 @@ pub mod reactor_world {
             "cairn:plugin/types@0.1.0": crate::__private::bindings::guard_world::cairn::plugin::types,
             "cairn:plugin/store@0.1.0": crate::__private::bindings::guard_world::cairn::plugin::store,
             "cairn:plugin/log@0.1.0": crate::__private::bindings::guard_world::cairn::plugin::log,
+            "cairn:plugin/clock@0.1.0": crate::__private::bindings::guard_world::cairn::plugin::clock,
         },
     });
 }

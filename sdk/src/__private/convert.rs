@@ -6,7 +6,8 @@ use super::bindings::policy_world::exports::cairn::plugin::policy as wit_policy;
 use super::bindings::watch_filter_world::exports::cairn::plugin::watch_filter as wit_filter;
 use crate::context::Level;
 use crate::types::{
-    Decision, DeleteRange, Event, EventType, KeyValue, Op, Operation, Put, Value, Verdict,
+    Access, Answer, Decision, DeleteRange, Event, EventType, KeyValue, Op, Operation,
+    PolicyRequest, Put, Value, Verdict, Watcher,
 };
 
 impl From<wit::KeyValue> for KeyValue {
@@ -118,9 +119,46 @@ impl From<Event> for wit::Event {
 impl From<wit_policy::Operation> for Operation {
     fn from(operation: wit_policy::Operation) -> Self {
         match operation {
-            wit_policy::Operation::Read => Self::Read,
-            wit_policy::Operation::Write => Self::Write,
+            wit_policy::Operation::Range => Self::Range,
+            wit_policy::Operation::Put => Self::Put,
+            wit_policy::Operation::DeleteRange => Self::DeleteRange,
+            wit_policy::Operation::Txn => Self::Txn,
             wit_policy::Operation::Watch => Self::Watch,
+            wit_policy::Operation::LeaseRevoke => Self::LeaseRevoke,
+        }
+    }
+}
+
+impl From<wit_policy::Access> for Access {
+    fn from(access: wit_policy::Access) -> Self {
+        Self {
+            write: access.write,
+            key: access.key,
+            range_end: access.range_end,
+            value: access.value,
+            lease: access.lease,
+            allowed_by_roles: access.allowed_by_roles,
+        }
+    }
+}
+
+impl From<wit_policy::Request> for PolicyRequest {
+    fn from(request: wit_policy::Request) -> Self {
+        Self {
+            user: request.user,
+            roles: request.roles,
+            operation: request.operation.into(),
+            accesses: request.accesses.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl From<Answer> for wit_policy::Answer {
+    fn from(answer: Answer) -> Self {
+        match answer {
+            Answer::Allow => Self::Allow,
+            Answer::Deny(reason) => Self::Deny(reason),
+            Answer::Defer => Self::Defer,
         }
     }
 }
@@ -128,9 +166,19 @@ impl From<wit_policy::Operation> for Operation {
 impl From<Verdict> for wit_filter::Verdict {
     fn from(verdict: Verdict) -> Self {
         match verdict {
-            Verdict::Keep => Self::Keep,
+            Verdict::Pass => Self::Pass,
             Verdict::Drop => Self::Drop,
-            Verdict::Replace(event) => Self::Replace(event.into()),
+            Verdict::Rewrite(value) => Self::Rewrite(value),
+        }
+    }
+}
+
+impl From<wit_filter::Watcher> for Watcher {
+    fn from(watcher: wit_filter::Watcher) -> Self {
+        Self {
+            user: watcher.user,
+            roles: watcher.roles,
+            argument: watcher.argument,
         }
     }
 }
@@ -200,9 +248,39 @@ mod tests {
             wit_filter::Verdict::from(Verdict::Drop),
             wit_filter::Verdict::Drop
         ));
+        assert!(matches!(
+            wit_filter::Verdict::from(Verdict::Rewrite(b"x".to_vec())),
+            wit_filter::Verdict::Rewrite(v) if v == b"x"
+        ));
         assert_eq!(
             Operation::from(wit_policy::Operation::Watch),
             Operation::Watch
+        );
+        assert!(matches!(
+            wit_policy::Answer::from(Answer::Defer),
+            wit_policy::Answer::Defer
+        ));
+        let request = PolicyRequest::from(wit_policy::Request {
+            user: "u".into(),
+            roles: vec!["r".into()],
+            operation: wit_policy::Operation::LeaseRevoke,
+            accesses: vec![wit_policy::Access {
+                write: true,
+                key: b"k".to_vec(),
+                range_end: Vec::new(),
+                value: Some(b"v".to_vec()),
+                lease: 5,
+                allowed_by_roles: true,
+            }],
+        });
+        assert_eq!(request.operation, Operation::LeaseRevoke);
+        assert_eq!(request.roles, ["r"]);
+        assert_eq!(
+            request.accesses[0],
+            Access {
+                lease: 5,
+                ..Access::put("k", "v").allowed_by_roles(true)
+            }
         );
         assert!(matches!(
             wit_log::Level::from(Level::Warn),

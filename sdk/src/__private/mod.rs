@@ -12,7 +12,9 @@ mod convert;
 use std::marker::PhantomData;
 
 use bindings::compare_world::exports::cairn::plugin::compare as wit_compare;
-use bindings::guard_world::cairn::plugin::{log as wit_log, store as wit_store, types as wit};
+use bindings::guard_world::cairn::plugin::{
+    clock as wit_clock, log as wit_log, store as wit_store, types as wit,
+};
 use bindings::guard_world::exports::cairn::plugin::guard as wit_guard;
 use bindings::policy_world::exports::cairn::plugin::policy as wit_policy;
 use bindings::reactor_world::exports::cairn::plugin::reactor as wit_reactor;
@@ -21,7 +23,7 @@ use bindings::watch_filter_world::exports::cairn::plugin::watch_filter as wit_fi
 use crate::context::{Backend, Context, FilterContext, Level};
 use crate::hooks::{Compare, Guard, Policy, Reactor, WatchFilter};
 use crate::store::Store;
-use crate::types::{Event, KeyValue, Op, PolicyRequest};
+use crate::types::{Event, KeyValue, Op};
 
 /// Fails to compile unless `G` is a [`Guard`]; `export_guard!` calls it on every target.
 pub const fn assert_guard<G: Guard>() {}
@@ -90,6 +92,12 @@ pub(crate) fn host_log(level: Level, message: &str) {
     wit_log::write(level.into(), message);
 }
 
+/// The host's clock, for [`Context::now_ms`](crate::Context::now_ms): the only place the clock
+/// import is named from.
+pub(crate) fn host_now_ms() -> i64 {
+    wit_clock::now_ms()
+}
+
 /// Exports a [`Guard`] as `cairn:plugin/guard`.
 pub struct GuardExport<G, const LOG_PANICS: bool>(PhantomData<G>);
 
@@ -115,35 +123,48 @@ impl<C: Compare, const LOG_PANICS: bool> wit_compare::Guest for CompareExport<C,
 pub struct PolicyExport<P, const LOG_PANICS: bool>(PhantomData<P>);
 
 impl<P: Policy, const LOG_PANICS: bool> wit_policy::Guest for PolicyExport<P, LOG_PANICS> {
-    fn check(
-        config: Vec<u8>,
-        user: String,
-        operation: wit_policy::Operation,
-        key: Vec<u8>,
-        range_end: Vec<u8>,
-        allowed_by_roles: bool,
-    ) -> wit::Decision {
+    fn check(config: Vec<u8>, request: wit_policy::Request) -> wit_policy::Answer {
         report_panics::<LOG_PANICS>();
-        let request = PolicyRequest {
-            user,
-            operation: operation.into(),
-            key,
-            range_end,
-            allowed_by_roles,
-        };
-        P::check(&Context::new(&config, Backend::Host), &request).into()
+        P::check(&Context::new(&config, Backend::Host), &request.into()).into()
     }
 }
 
 /// Exports a [`WatchFilter`] as `cairn:plugin/watch-filter`.
 pub struct WatchFilterExport<W, const LOG_PANICS: bool>(PhantomData<W>);
 
+/// An opened filter and its binding's config.
+type Opened = (Vec<u8>, Box<dyn std::any::Any>);
+
+std::thread_local! {
+    /// The opened filter of this instance (one per watcher). A component instance runs on one
+    /// thread, and only one filter type is exported per crate.
+    static FILTER: std::cell::RefCell<Option<Opened>> = const { std::cell::RefCell::new(None) };
+}
+
 impl<W: WatchFilter, const LOG_PANICS: bool> wit_filter::Guest
     for WatchFilterExport<W, LOG_PANICS>
 {
-    fn filter(config: Vec<u8>, event: wit::Event) -> wit_filter::Verdict {
+    fn open(config: Vec<u8>, watcher: wit_filter::Watcher) -> Result<(), String> {
         report_panics::<LOG_PANICS>();
-        W::filter(&FilterContext::new(&config, Backend::Host), event.into()).into()
+        let filter = W::open(&FilterContext::new(&config, Backend::Host), &watcher.into())?;
+        FILTER.with(|slot| *slot.borrow_mut() = Some((config, Box::new(filter))));
+        Ok(())
+    }
+
+    fn filter(event: wit::Event) -> wit_filter::Verdict {
+        FILTER.with(|slot| {
+            let mut slot = slot.borrow_mut();
+            // The host opens every instance before its first event; a filter of another type
+            // cannot be there (one export per crate).
+            let Some((config, state)) = slot.as_mut() else {
+                panic!("watch filter called before open");
+            };
+            let Some(filter) = state.downcast_mut::<W>() else {
+                panic!("watch filter state of another type");
+            };
+            let ctx = FilterContext::new(config, Backend::Host);
+            filter.filter(&ctx, &event.into()).into()
+        })
     }
 }
 

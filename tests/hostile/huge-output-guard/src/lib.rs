@@ -1,6 +1,6 @@
 //! Abuses the result size: a guard that denies with an 8 MiB message.
 
-use cairn_sdk::{Context, Decision, Guard, Op};
+use cairn_sdk::{Answer, Context, Decision, Guard, Op, Policy, PolicyRequest};
 
 /// The deny message's size in bytes.
 pub const MESSAGE_BYTES: usize = 8 << 20;
@@ -15,3 +15,12 @@ impl Guard for HugeOutputGuard {
 }
 
 cairn_sdk::export_guard!(HugeOutputGuard);
+
+/// Denies every request with the same message, as a policy hook.
+impl Policy for HugeOutputGuard {
+    fn check(_ctx: &Context<'_>, _request: &PolicyRequest) -> Answer {
+        Answer::deny("x".repeat(MESSAGE_BYTES))
+    }
+}
+
+cairn_sdk::export_policy!(HugeOutputGuard);

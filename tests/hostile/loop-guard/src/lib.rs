@@ -2,7 +2,7 @@
 
 use std::hint::black_box;
 
-use cairn_sdk::{Context, Decision, Guard, Op};
+use cairn_sdk::{Answer, Context, Decision, Guard, Op, Policy, PolicyRequest};
 
 /// Spins forever on opaque arithmetic the optimizer cannot remove.
 pub struct LoopGuard;
@@ -21,3 +21,19 @@ impl Guard for LoopGuard {
 }
 
 cairn_sdk::export_guard!(LoopGuard);
+
+/// The same loop as a policy hook.
+impl Policy for LoopGuard {
+    fn check(_ctx: &Context<'_>, request: &PolicyRequest) -> Answer {
+        let mut state = request.accesses.len() as u64;
+        loop {
+            state = black_box(
+                state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1),
+            );
+        }
+    }
+}
+
+cairn_sdk::export_policy!(LoopGuard);

@@ -2,7 +2,7 @@
 
 use std::hint::black_box;
 
-use cairn_sdk::{Context, Decision, Guard, Op};
+use cairn_sdk::{Answer, Context, Decision, Guard, Op, Policy, PolicyRequest};
 
 /// The bytes in one block.
 const BLOCK_BYTES: usize = 1 << 20;
@@ -26,3 +26,15 @@ impl Guard for MemoryBombGuard {
 }
 
 cairn_sdk::export_guard!(MemoryBombGuard);
+
+/// The same hoarding as a policy hook.
+impl Policy for MemoryBombGuard {
+    fn check(ctx: &Context<'_>, _request: &PolicyRequest) -> Answer {
+        match <Self as Guard>::check(ctx, &[]) {
+            Decision::Allow => Answer::Allow,
+            Decision::Deny(reason) => Answer::Deny(reason),
+        }
+    }
+}
+
+cairn_sdk::export_policy!(MemoryBombGuard);
