@@ -82,6 +82,32 @@ pub enum Command {
     Auth(AuthCommand),
     /// Run a transaction read from stdin, in etcdctl's txn format (plus computed compares).
     Txn(TxnArgs),
+    /// Watch a key or a range and print its events as etcdctl does, optionally through a
+    /// watch filter (Cairn's own `--filter`).
+    Watch(WatchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The key, or the first key of the range.
+    pub key: String,
+    /// The end of the range (exclusive).
+    pub range_end: Option<String>,
+    /// Watch every key starting with KEY.
+    #[arg(long, conflicts_with = "range_end")]
+    pub prefix: bool,
+    /// The revision to start from (0: the next one).
+    #[arg(long, default_value_t = 0)]
+    pub rev: i64,
+    /// Print each event's previous version too.
+    #[arg(long)]
+    pub prev_kv: bool,
+    /// A watch-filter binding to run over this watcher's events.
+    #[arg(long, value_name = "BINDING")]
+    pub filter: Option<String>,
+    /// The argument the filter is opened with.
+    #[arg(long, value_name = "ARG", requires = "filter")]
+    pub filter_arg: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -171,6 +197,9 @@ pub enum KindArg {
     Compare,
     /// An RBAC policy hook: refines what users' roles decide in the range.
     Policy,
+    /// A watch filter: passes, drops or rewrites events of the range's watchers (or, bound
+    /// without a range, of the watchers that name it).
+    WatchFilter,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

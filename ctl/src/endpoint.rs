@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use cairn_proto::cairn_plugin::plugin_client::PluginClient;
 use cairn_proto::etcdserverpb::auth_client::AuthClient;
 use cairn_proto::etcdserverpb::kv_client::KvClient;
+use cairn_proto::etcdserverpb::watch_client::WatchClient;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 
@@ -109,6 +110,20 @@ impl Connection {
 
     pub fn auth(&self) -> AuthClient<Channel> {
         AuthClient::new(self.channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES)
+    }
+
+    pub fn watch(&self) -> WatchClient<Channel> {
+        WatchClient::new(self.channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES)
+    }
+
+    /// `message` as a request that carries the token but no deadline: a stream that lasts
+    /// as long as the user wants.
+    pub fn stream_request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(token) = &self.token {
+            request.metadata_mut().insert("token", token.clone());
+        }
+        request
     }
 
     pub fn plugin(&self) -> PluginClient<Channel> {

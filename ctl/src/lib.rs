@@ -26,6 +26,7 @@ pub mod run;
 pub mod tls;
 pub mod txn_parse;
 pub mod units;
+pub mod watch;
 
 pub use error::Error;
 pub use run::run;

@@ -132,6 +132,7 @@ pub fn kind_name(kind: i32) -> String {
         Ok(Kind::Guard) => "guard".to_owned(),
         Ok(Kind::Compare) => "compare".to_owned(),
         Ok(Kind::Policy) => "policy".to_owned(),
+        Ok(Kind::WatchFilter) => "watch-filter".to_owned(),
         Ok(Kind::Unspecified) => "unspecified".to_owned(),
         Err(_) => format!("unknown({kind})"),
     }

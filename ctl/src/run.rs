@@ -44,6 +44,7 @@ pub async fn run(cli: Cli, input: &mut dyn BufRead, out: &mut dyn Write) -> Resu
                 WriteOut::Json => output::json(out, &response)?,
             }
         }
+        Command::Watch(args) => crate::watch::watch(&dial(&global).await?, args, out).await?,
         Command::User(command) => {
             crate::auth::user(&dial(&global).await?, command, global.write_out, input, out).await?;
         }
@@ -218,6 +219,7 @@ async fn bind(global: &GlobalArgs, args: BindArgs, out: &mut dyn Write) -> Resul
             KindArg::Guard => Kind::Guard,
             KindArg::Compare => Kind::Compare,
             KindArg::Policy => Kind::Policy,
+            KindArg::WatchFilter => Kind::WatchFilter,
         } as i32,
         key,
         range_end,

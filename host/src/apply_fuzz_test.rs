@@ -228,11 +228,8 @@ fn plugin(rng: &mut StdRng) -> PluginCommand {
         1 => PluginCommand::Bind(Binding {
             name: name(rng),
             plugin: name(rng),
-            kind: if rng.random_bool(0.5) {
-                Kind::Guard
-            } else {
-                Kind::Compare
-            },
+            kind: [Kind::Guard, Kind::Compare, Kind::Policy, Kind::WatchFilter]
+                [rng.random_range(0..4)],
             key: key(rng),
             range_end: range_end(rng),
             config: value(rng),
@@ -306,9 +303,18 @@ fn command(rng: &mut StdRng) -> Command {
         },
         _ => Caller::Certificate { user: name(rng) },
     };
-    Command::Request {
+    let request = Command::Request {
         caller,
         command: Box::new(command),
+    };
+    // As the leader proposes most client requests: stamped with its time.
+    if rng.random_bool(0.5) {
+        Command::Stamped {
+            unix_ms: rng.random_range(-1..i64::MAX),
+            command: Box::new(request),
+        }
+    } else {
+        request
     }
 }
 
@@ -345,6 +351,31 @@ fn fuzz_one(seed: u64, count: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let sm = StateMachine::new(Storage::open(dir.path()).expect("open")).expect("state machine");
     let mut rng = StdRng::seed_from_u64(seed);
+    // Authentication on from the start (random commands may turn it off and on again), so
+    // every seed checks clients' commands against users and roles, not only some.
+    let preamble = [
+        AuthCommand::UserAdd {
+            name: "root".into(),
+            password_hash: "h".into(),
+            no_password: false,
+        },
+        AuthCommand::UserGrantRole {
+            user: "root".into(),
+            role: "root".into(),
+        },
+        AuthCommand::Enable { token_key: [7; 32] },
+    ]
+    .map(Command::Auth);
+    let marker = AppliedMarker::default();
+    let answered = sm
+        .apply(preamble.iter().map(|c| (Some(c), &marker)))
+        .expect("the preamble applies");
+    assert!(
+        answered
+            .iter()
+            .all(|r| matches!(r, CommandResponse::Auth(Ok(_), _))),
+        "{answered:?}"
+    );
     let mut applied = 0usize;
     let (mut succeeded, mut refused, mut denied) = (0usize, 0usize, 0usize);
     while applied < count {

@@ -277,6 +277,7 @@ fn api_context(
         )),
         auth: raft.auth(),
         policy_reads: raft.policy_reads(),
+        watch_filters: raft.watch_filters(),
         tokens,
         client_cert_auth: config.client_cert_auth,
         // Half the cores (at least one) may hash passwords at once.

@@ -219,6 +219,21 @@ impl StateMachine {
         self.auth.clone()
     }
 
+    /// The watch filters of this member, over its registry.
+    pub fn watch_filters(&self) -> Result<crate::plugin::filter::Filters, Fault> {
+        let engine =
+            crate::plugin::filter::FilterEngine::new(self.storage.clone()).map_err(|e| {
+                Fault::PluginHost {
+                    binding: "(watch filter engine start)".into(),
+                    reason: e.to_string(),
+                }
+            })?;
+        Ok(crate::plugin::filter::Filters::new(
+            self.registry.clone(),
+            engine,
+        ))
+    }
+
     /// The read side of policy hooks, over this member's registry and engine.
     pub fn policy_reads(&self) -> policy::Reads {
         policy::Reads::new(

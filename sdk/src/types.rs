@@ -302,8 +302,25 @@ pub enum Verdict {
     Pass,
     /// Do not send the event to this watcher.
     Drop,
-    /// Send the event with this value instead (key, revisions and type stay).
-    Rewrite(Vec<u8>),
+    /// Send the event with these values instead (key, revisions and type stay).
+    Rewrite {
+        /// The event's value.
+        value: Vec<u8>,
+        /// The previous version's value, when the watcher asked for previous versions.
+        prev_value: Vec<u8>,
+    },
+}
+
+impl Verdict {
+    /// Sends the event with `value` as both its value and its previous version's (what a
+    /// redacting filter wants: nothing of the original is left).
+    pub fn rewrite(value: impl Into<Vec<u8>>) -> Self {
+        let value = value.into();
+        Self::Rewrite {
+            prev_value: value.clone(),
+            value,
+        }
+    }
 }
 
 /// Who a watch filter is opened for.

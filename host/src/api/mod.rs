@@ -115,6 +115,8 @@ pub struct ApiContext {
     pub client_cert_auth: bool,
     /// Policy hooks' decisions on reads and watches (`plugin/policy.rs`).
     pub policy_reads: crate::plugin::policy::Reads,
+    /// Watch filters (`plugin/filter.rs`).
+    pub watch_filters: crate::plugin::filter::Filters,
     /// Bounds the bcrypt work running at once (password checks and hashes), so a burst of
     /// Authenticate calls with wrong passwords cannot take every core from other requests.
     pub bcrypt_slots: Arc<tokio::sync::Semaphore>,

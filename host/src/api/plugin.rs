@@ -57,8 +57,9 @@ fn kind_from(k: i32) -> Result<Kind, Status> {
         Ok(pb::Kind::Guard) => Ok(Kind::Guard),
         Ok(pb::Kind::Compare) => Ok(Kind::Compare),
         Ok(pb::Kind::Policy) => Ok(Kind::Policy),
+        Ok(pb::Kind::WatchFilter) => Ok(Kind::WatchFilter),
         _ => Err(status::invalid_argument(format!(
-            "cairn: binding kind must be GUARD, COMPARE or POLICY (got {k})"
+            "cairn: binding kind must be GUARD, COMPARE, POLICY or WATCH_FILTER (got {k})"
         ))),
     }
 }
@@ -71,6 +72,7 @@ fn binding_to_pb(b: &Binding) -> pb::Binding {
             Kind::Guard => pb::Kind::Guard,
             Kind::Compare => pb::Kind::Compare,
             Kind::Policy => pb::Kind::Policy,
+            Kind::WatchFilter => pb::Kind::WatchFilter,
         } as i32,
         key: b.key.clone(),
         range_end: b.range_end.clone(),

@@ -12,6 +12,12 @@
 //! therefore stops its stream's task at that bound; its watchers stay where they are, and when
 //! it reads again they catch up from history (etcd's unsynced watchers). A stalled reader
 //! costs a cursor and a bounded buffer, never the events written meanwhile.
+//!
+//! Watch filters (`plugin/filter.rs`) run here, on what a delivery carries: each watcher's
+//! filters (those bound to its range, and the one it named in `cairn_filter`) are opened when
+//! it is created and see its events in order. Dropping events leaves ordering and revisions
+//! as they were; a delivery left empty sends nothing. A failing filter cancels its own
+//! watcher, with the reason; the stream and its other watchers go on.
 
 use crate::plugin::engine::PolicyOperation;
 use std::sync::Arc;
@@ -29,6 +35,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{Context, convert, status};
 use crate::auth::needs::Need;
 use crate::mvcc::{Event, EventKind, Revision, Revisions};
+use crate::plugin::filter::{OpenFilter, Watcher as FilterWatcher};
 use crate::watch::{Delivery, ReadFailed, Spec, Watchers};
 
 /// Bytes of responses a stream holds before it waits for its client to take them.
@@ -111,6 +118,7 @@ where
         tx,
         budget: Arc::new(Semaphore::new(STREAM_BUFFER_BYTES)),
         watchers: Watchers::new(ctx.hub.clone(), ctx.storage.clone()),
+        filters: std::collections::BTreeMap::new(),
     };
     tokio::spawn(stream.run(inbound));
     Ok(WatchResponses(ReceiverStream::new(rx)))
@@ -134,6 +142,8 @@ struct WatchStream {
     /// Bytes of responses the client may leave untaken (see [`STREAM_BUFFER_BYTES`]).
     budget: Arc<Semaphore>,
     watchers: Watchers,
+    /// Each filtered watcher's open filters, in the order they run.
+    filters: std::collections::BTreeMap<i64, Vec<OpenFilter>>,
 }
 
 impl WatchStream {
@@ -242,6 +252,7 @@ impl WatchStream {
             Some(RequestUnion::CreateRequest(c)) => self.create(c, current).await,
             Some(RequestUnion::CancelRequest(c)) => {
                 // etcd answers only for a watch that existed.
+                self.filters.remove(&c.watch_id);
                 if self.watchers.cancel(c.watch_id) {
                     self.send(pb::WatchResponse {
                         canceled: true,
@@ -273,21 +284,38 @@ impl WatchStream {
     async fn create(&mut self, c: pb::WatchCreateRequest, current: Revision) -> Result<(), Closed> {
         // As etcd: a watcher the caller may not read is refused in a response (watch ID -1,
         // created and canceled, the error as grpc-go prints it); the stream stays open.
-        if let Err(refused) = self.ctx.caller_from(&self.credentials).and_then(|caller| {
-            self.ctx.check_read(
-                &caller,
-                PolicyOperation::Watch,
-                [Need::read(&c.key, &c.range_end)],
-            )
+        let caller = match self.ctx.caller_from(&self.credentials).and_then(|caller| {
+            self.ctx
+                .check_read(
+                    &caller,
+                    PolicyOperation::Watch,
+                    [Need::read(&c.key, &c.range_end)],
+                )
+                .map(|()| caller)
         }) {
-            let resp = pb::WatchResponse {
-                created: true,
-                canceled: true,
-                cancel_reason: status::as_grpc_go_text(&refused),
-                ..self.response(-1, current)
-            };
-            return self.send(resp).await;
-        }
+            Ok(caller) => caller,
+            Err(refused) => {
+                let resp = pb::WatchResponse {
+                    created: true,
+                    canceled: true,
+                    cancel_reason: status::as_grpc_go_text(&refused),
+                    ..self.response(-1, current)
+                };
+                return self.send(resp).await;
+            }
+        };
+        let plugin_filters = match self.open_filters(&c, &caller).await {
+            Ok(filters) => filters,
+            Err(reason) => {
+                let resp = pb::WatchResponse {
+                    created: true,
+                    canceled: true,
+                    cancel_reason: reason,
+                    ..self.response(-1, current)
+                };
+                return self.send(resp).await;
+            }
+        };
         let filters: Vec<_> = c
             .filters
             .iter()
@@ -317,8 +345,70 @@ impl WatchStream {
             resp.cancel_reason = refusal.to_string();
             return self.send(resp).await;
         }
+        if !plugin_filters.is_empty() {
+            self.filters.insert(id, plugin_filters);
+        }
         self.send(resp).await?;
         self.deliver().await
+    }
+
+    /// Opens the watch filters a new watcher runs: those bound to its range and the one it
+    /// named. `Err` is the reason it is refused with.
+    async fn open_filters(
+        &self,
+        c: &pb::WatchCreateRequest,
+        caller: &crate::auth::Caller,
+    ) -> Result<Vec<OpenFilter>, String> {
+        let named = c.cairn_filter.as_ref();
+        let bindings = self.ctx.watch_filters.for_watcher(
+            &c.key,
+            &c.range_end,
+            named.map(|f| f.binding.as_str()),
+        )?;
+        if bindings.is_empty() {
+            return Ok(Vec::new());
+        }
+        let user = caller.user().unwrap_or_default().to_string();
+        let roles = self
+            .ctx
+            .auth
+            .read()
+            .expect("auth store lock poisoned")
+            .users
+            .get(&user)
+            .map(|u| u.roles.clone())
+            .unwrap_or_default();
+        let mut open = Vec::with_capacity(bindings.len());
+        for (binding, is_named) in bindings {
+            let watcher = FilterWatcher {
+                user: user.clone(),
+                roles: roles.clone(),
+                argument: if is_named {
+                    named.map(|f| f.argument.clone()).unwrap_or_default()
+                } else {
+                    Vec::new()
+                },
+            };
+            let name = binding.name.clone();
+            match self
+                .ctx
+                .watch_filters
+                .open(binding, is_named, watcher)
+                .await
+            {
+                Ok(Ok(filter)) => open.push(filter),
+                Ok(Err(reason)) => {
+                    return Err(format!("cairn: watch filter {name} refused: {reason}"));
+                }
+                Err(fault) => {
+                    tracing::warn!(binding = %name, error = %fault, "opening a watch filter");
+                    return Err(format!(
+                        "cairn: watch filter {name} could not start: {fault}"
+                    ));
+                }
+            }
+        }
+        Ok(open)
     }
 
     /// etcd's periodic progress notification: each `progress_notify` watcher that is caught up
@@ -352,12 +442,13 @@ impl WatchStream {
         }
     }
 
-    async fn send_delivery(&self, delivery: Delivery) -> Result<(), Closed> {
+    async fn send_delivery(&mut self, delivery: Delivery) -> Result<(), Closed> {
         match delivery {
             Delivery::Compacted {
                 id,
                 compact_revision,
             } => {
+                self.filters.remove(&id);
                 // etcd's cancellation for a compacted watcher carries no revision in its header.
                 let resp = pb::WatchResponse {
                     canceled: true,
@@ -372,6 +463,30 @@ impl WatchStream {
                 events,
                 fragment,
             } => {
+                // A watcher its filter canceled earlier in this round gets nothing more.
+                if !self.watchers.contains(id) {
+                    return Ok(());
+                }
+                let events = match self.filter(id, events) {
+                    Ok(events) => events,
+                    Err(reason) => {
+                        // Only this watcher ends; its stream and other watchers go on.
+                        self.filters.remove(&id);
+                        self.watchers.cancel(id);
+                        let resp = pb::WatchResponse {
+                            canceled: true,
+                            cancel_reason: reason,
+                            ..self.response(id, to)
+                        };
+                        return self.send(resp).await;
+                    }
+                };
+                if events.is_empty() {
+                    // Every event was filtered out: nothing to send, and the watcher is due
+                    // progress notifications as if nothing had come.
+                    self.watchers.mark_unsent(id);
+                    return Ok(());
+                }
                 let whole = pb::WatchResponse {
                     events: events.into_iter().map(event).collect(),
                     ..self.response(id, to)
@@ -387,6 +502,34 @@ impl WatchStream {
                 Ok(())
             }
         }
+    }
+}
+
+impl WatchStream {
+    /// Runs watcher `id`'s filters over `events`: what it is sent, or why a filter failed.
+    fn filter(&mut self, id: i64, events: Vec<Event>) -> Result<Vec<Event>, String> {
+        let Some(filters) = self.filters.get_mut(&id) else {
+            return Ok(events);
+        };
+        let mut out = Vec::with_capacity(events.len());
+        'events: for event in events {
+            let mut event = event;
+            for filter in filters.iter_mut() {
+                match filter.apply(event) {
+                    Ok(Some(kept)) => event = kept,
+                    Ok(None) => continue 'events,
+                    Err(why) => {
+                        tracing::info!(binding = %filter.binding, watch_id = id, %why, "a watch filter failed; its watcher is canceled");
+                        return Err(format!(
+                            "cairn: watch filter {} failed: {why}",
+                            filter.binding
+                        ));
+                    }
+                }
+            }
+            out.push(event);
+        }
+        Ok(out)
     }
 }
 

@@ -11,6 +11,8 @@
 //!   off the apply path, caches them per member, and runs one fresh instance per call under a
 //!   fuel budget and a memory limit.
 //! - `hooks.rs`: the store's `WriteHooks` on top of the registry and the engine.
+//! - `filter.rs`: watch filters, on an engine of their own with wall-clock deadlines, one
+//!   instance per watcher, on the member serving it (outside the state machine).
 //! - `policy.rs`: RBAC policy hooks: how their answers combine with the user's roles, in
 //!   apply for writes and on the serving member for reads and watches.
 //!
@@ -20,6 +22,7 @@
 //! member stops applying rather than decide differently from the others.
 
 pub mod engine;
+pub mod filter;
 pub mod hooks;
 pub mod policy;
 pub mod registry;

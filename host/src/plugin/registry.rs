@@ -33,6 +33,8 @@ pub enum Kind {
     /// An RBAC policy hook (`plugin/policy.rs`). Variants are only appended: bindings on
     /// disk decode by variant index.
     Policy,
+    /// A watch filter (`plugin/filter.rs`), run on the member serving the watcher.
+    WatchFilter,
 }
 
 impl Kind {
@@ -42,6 +44,7 @@ impl Kind {
             Kind::Guard => "guard",
             Kind::Compare => "compare",
             Kind::Policy => "policy",
+            Kind::WatchFilter => "watch-filter",
         }
     }
 }

@@ -180,6 +180,8 @@ pub struct RaftNode {
     auth: crate::state_machine::SharedAuth,
     /// Policy hooks' decisions on reads, over the registry this member applied.
     policy_reads: crate::plugin::policy::Reads,
+    /// Watch filters, over the registry this member applied.
+    watch_filters: crate::plugin::filter::Filters,
 }
 
 impl RaftNode {
@@ -216,6 +218,9 @@ impl RaftNode {
         let committed = state_machine.subscribe();
         let auth = state_machine.auth();
         let policy_reads = state_machine.policy_reads();
+        let watch_filters = state_machine
+            .watch_filters()
+            .map_err(|e| StartError::Raft(e.to_string()))?;
         let mut sm = StateMachineStore::new(state_machine, params.data_dir.join("snap"))?;
         if let Bootstrap::ForceNew(me) = &params.bootstrap {
             force::rewrite_as_one_member(&mut log_store, &mut sm, params.id, me.clone()).await?;
@@ -254,6 +259,7 @@ impl RaftNode {
             strict_reconfig_check: cfg.strict_reconfig_check,
             auth,
             policy_reads,
+            watch_filters,
         })
     }
 
@@ -283,6 +289,11 @@ impl RaftNode {
     /// The auth store as this member applied it (see `StateMachine::auth`).
     pub fn auth(&self) -> crate::state_machine::SharedAuth {
         self.auth.clone()
+    }
+
+    /// Watch filters (see `StateMachine::watch_filters`).
+    pub fn watch_filters(&self) -> crate::plugin::filter::Filters {
+        self.watch_filters.clone()
     }
 
     /// Policy hooks' decisions on reads (see `StateMachine::policy_reads`).

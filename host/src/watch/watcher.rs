@@ -211,6 +211,19 @@ impl Watchers {
         Ok(id)
     }
 
+    /// Whether watcher `id` exists (it was not canceled).
+    pub fn contains(&self, id: i64) -> bool {
+        self.watchers.contains_key(&id)
+    }
+
+    /// Counts watcher `id` as sent nothing since the last progress tick (its delivery was
+    /// filtered out entirely), so it is due a progress notification like an idle watcher.
+    pub fn mark_unsent(&mut self, id: i64) {
+        if let Some(w) = self.watchers.get_mut(&id) {
+            w.sent_since_tick = false;
+        }
+    }
+
     /// Removes watcher `id`; false if there was none.
     pub fn cancel(&mut self, id: i64) -> bool {
         self.watchers.remove(&id).is_some()

@@ -168,7 +168,9 @@ impl From<Verdict> for wit_filter::Verdict {
         match verdict {
             Verdict::Pass => Self::Pass,
             Verdict::Drop => Self::Drop,
-            Verdict::Rewrite(value) => Self::Rewrite(value),
+            Verdict::Rewrite { value, prev_value } => {
+                Self::Rewrite(wit_filter::NewValues { value, prev_value })
+            }
         }
     }
 }
@@ -249,8 +251,8 @@ mod tests {
             wit_filter::Verdict::Drop
         ));
         assert!(matches!(
-            wit_filter::Verdict::from(Verdict::Rewrite(b"x".to_vec())),
-            wit_filter::Verdict::Rewrite(v) if v == b"x"
+            wit_filter::Verdict::from(Verdict::rewrite("x")),
+            wit_filter::Verdict::Rewrite(v) if v.value == b"x" && v.prev_value == b"x"
         ));
         assert_eq!(
             Operation::from(wit_policy::Operation::Watch),

@@ -1,6 +1,9 @@
 //! Abuses the result size: a guard that denies with an 8 MiB message.
 
-use cairn_sdk::{Answer, Context, Decision, Guard, Op, Policy, PolicyRequest};
+use cairn_sdk::{
+    Answer, Context, Decision, Event, FilterContext, Guard, Op, Policy, PolicyRequest, Verdict,
+    WatchFilter, Watcher,
+};
 
 /// The deny message's size in bytes.
 pub const MESSAGE_BYTES: usize = 8 << 20;
@@ -24,3 +27,16 @@ impl Policy for HugeOutputGuard {
 }
 
 cairn_sdk::export_policy!(HugeOutputGuard);
+
+/// Rewrites every event to an 8 MiB value, as a watch filter.
+impl WatchFilter for HugeOutputGuard {
+    fn open(_ctx: &FilterContext<'_>, _watcher: &Watcher) -> Result<Self, String> {
+        Ok(HugeOutputGuard)
+    }
+
+    fn filter(&mut self, _ctx: &FilterContext<'_>, _event: &Event) -> Verdict {
+        Verdict::rewrite("x".repeat(MESSAGE_BYTES))
+    }
+}
+
+cairn_sdk::export_watch_filter!(HugeOutputGuard);

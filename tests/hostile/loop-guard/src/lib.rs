@@ -2,7 +2,10 @@
 
 use std::hint::black_box;
 
-use cairn_sdk::{Answer, Context, Decision, Guard, Op, Policy, PolicyRequest};
+use cairn_sdk::{
+    Answer, Context, Decision, Event, FilterContext, Guard, Op, Policy, PolicyRequest, Verdict,
+    WatchFilter, Watcher,
+};
 
 /// Spins forever on opaque arithmetic the optimizer cannot remove.
 pub struct LoopGuard;
@@ -37,3 +40,23 @@ impl Policy for LoopGuard {
 }
 
 cairn_sdk::export_policy!(LoopGuard);
+
+/// The same loop as a watch filter, from its first event (it opens normally).
+impl WatchFilter for LoopGuard {
+    fn open(_ctx: &FilterContext<'_>, _watcher: &Watcher) -> Result<Self, String> {
+        Ok(LoopGuard)
+    }
+
+    fn filter(&mut self, _ctx: &FilterContext<'_>, event: &Event) -> Verdict {
+        let mut state = event.kv.mod_revision as u64;
+        loop {
+            state = black_box(
+                state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1),
+            );
+        }
+    }
+}
+
+cairn_sdk::export_watch_filter!(LoopGuard);

@@ -2,7 +2,10 @@
 
 use std::hint::black_box;
 
-use cairn_sdk::{Answer, Context, Decision, Guard, Op, Policy, PolicyRequest};
+use cairn_sdk::{
+    Answer, Context, Decision, Event, FilterContext, Guard, Op, Policy, PolicyRequest, Verdict,
+    WatchFilter, Watcher,
+};
 
 /// The bytes in one block.
 const BLOCK_BYTES: usize = 1 << 20;
@@ -38,3 +41,23 @@ impl Policy for MemoryBombGuard {
 }
 
 cairn_sdk::export_policy!(MemoryBombGuard);
+
+/// The same hoarding as a watch filter, from its first event.
+impl WatchFilter for MemoryBombGuard {
+    fn open(_ctx: &FilterContext<'_>, _watcher: &Watcher) -> Result<Self, String> {
+        Ok(MemoryBombGuard)
+    }
+
+    fn filter(&mut self, _ctx: &FilterContext<'_>, _event: &Event) -> Verdict {
+        let mut hoard: Vec<Vec<u8>> = Vec::new();
+        loop {
+            let mut block = Vec::with_capacity(BLOCK_BYTES);
+            for byte in block.spare_capacity_mut().iter_mut().step_by(4096) {
+                byte.write(0xa5);
+            }
+            hoard.push(black_box(block));
+        }
+    }
+}
+
+cairn_sdk::export_watch_filter!(MemoryBombGuard);

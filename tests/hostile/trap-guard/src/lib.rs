@@ -1,6 +1,9 @@
 //! Abuses control flow: a guard that panics, which in wasm32-unknown-unknown is a trap.
 
-use cairn_sdk::{Answer, Context, Decision, Guard, Op, Policy, PolicyRequest};
+use cairn_sdk::{
+    Answer, Context, Decision, Event, FilterContext, Guard, Op, Policy, PolicyRequest, Verdict,
+    WatchFilter, Watcher,
+};
 
 /// Panics on every call (panic=abort on this target, so the component traps).
 pub struct TrapGuard;
@@ -24,3 +27,19 @@ impl Policy for TrapGuard {
 }
 
 cairn_sdk::export_policy!(TrapGuard);
+
+/// Panics on its first event as a watch filter (it opens normally).
+impl WatchFilter for TrapGuard {
+    fn open(_ctx: &FilterContext<'_>, _watcher: &Watcher) -> Result<Self, String> {
+        Ok(TrapGuard)
+    }
+
+    fn filter(&mut self, _ctx: &FilterContext<'_>, event: &Event) -> Verdict {
+        panic!(
+            "trap-guard: panicking on purpose at revision {}",
+            event.kv.mod_revision
+        );
+    }
+}
+
+cairn_sdk::export_watch_filter!(TrapGuard);
