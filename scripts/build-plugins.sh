@@ -10,8 +10,8 @@ caller_dir="$PWD"
 cd "$(dirname "$0")/.."
 
 target=wasm32-unknown-unknown
-plugins=(json-schema-guard quota-guard count-compare tenant-policy change-freeze redact-filter json-field-filter)
-hostile=(loop-guard memory-bomb-guard recursion-guard trap-guard huge-output-guard bad-import-guard)
+plugins=(json-schema-guard quota-guard count-compare tenant-policy change-freeze redact-filter json-field-filter index-reactor cascade-reactor)
+hostile=(loop-guard memory-bomb-guard recursion-guard trap-guard huge-output-guard bad-import-guard echo-reactor)
 
 if command -v rustup >/dev/null 2>&1 && ! rustup target list --installed | grep -qx "$target"; then
     rustup target add "$target" >/dev/null 2>&1 || {

@@ -160,9 +160,15 @@ pub struct BindArgs {
     /// The plugin it runs.
     #[arg(long)]
     pub plugin: String,
-    /// What the plugin does: check writes (guard) or compute a txn compare (compare).
+    /// What the plugin does.
     #[arg(long, value_enum)]
     pub kind: KindArg,
+    /// A reactor's own writes trigger it again (up to --max-depth).
+    #[arg(long)]
+    pub retrigger: bool,
+    /// How deep a chain of reactor writes may go (0: the server's default, 8).
+    #[arg(long, value_name = "N")]
+    pub max_depth: Option<u32>,
     /// The key, or the start of the range, the binding applies to.
     #[arg(long, default_value = "")]
     pub key: String,
@@ -200,6 +206,8 @@ pub enum KindArg {
     /// A watch filter: passes, drops or rewrites events of the range's watchers (or, bound
     /// without a range, of the watchers that name it).
     WatchFilter,
+    /// A reactor: turns the committed events of the range into writes, on the leader.
+    Reactor,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

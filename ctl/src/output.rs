@@ -62,7 +62,8 @@ pub fn txn(out: &mut dyn Write, response: &TxnResponse) -> io::Result<()> {
 pub fn plugin_list(out: &mut dyn Write, response: &ListResponse) -> io::Result<()> {
     plugin_table(out, &response.plugins)?;
     writeln!(out)?;
-    binding_table(out, &response.bindings)
+    binding_table(out, &response.bindings)?;
+    reactor_table(out, &response.bindings)
 }
 
 /// `plugin get`: the plugin's fields, a blank line, the bindings that use it.
@@ -74,7 +75,51 @@ pub fn plugin_get(out: &mut dyn Write, response: &GetResponse) -> io::Result<()>
         writeln!(out, "exports: {}", plugin.exports.join(", "))?;
         writeln!(out)?;
     }
-    binding_table(out, &response.bindings)
+    binding_table(out, &response.bindings)?;
+    reactor_table(out, &response.bindings)
+}
+
+/// Where each reactor stands, after a blank line; nothing when no binding is a reactor.
+fn reactor_table(out: &mut dyn Write, bindings: &[Binding]) -> io::Result<()> {
+    let rows: Vec<Vec<String>> = bindings
+        .iter()
+        .filter_map(|b| {
+            let s = b.reactor_status.as_ref()?;
+            let o = b.reactor_options.unwrap_or_default();
+            Some(vec![
+                b.name.clone(),
+                s.cursor.to_string(),
+                s.steps.to_string(),
+                s.writes.to_string(),
+                s.failures.to_string(),
+                if s.paused { "paused" } else { "running" }.to_owned(),
+                format!(
+                    "{}{}",
+                    o.max_depth,
+                    if o.retrigger { " retrigger" } else { "" }
+                ),
+                s.last_error.clone(),
+            ])
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    writeln!(out)?;
+    table(
+        out,
+        &[
+            "REACTOR",
+            "CURSOR",
+            "STEPS",
+            "WRITES",
+            "FAILURES",
+            "STATE",
+            "DEPTH",
+            "LAST ERROR",
+        ],
+        rows,
+    )
 }
 
 fn plugin_table(out: &mut dyn Write, plugins: &[PluginInfo]) -> io::Result<()> {
@@ -133,6 +178,7 @@ pub fn kind_name(kind: i32) -> String {
         Ok(Kind::Compare) => "compare".to_owned(),
         Ok(Kind::Policy) => "policy".to_owned(),
         Ok(Kind::WatchFilter) => "watch-filter".to_owned(),
+        Ok(Kind::Reactor) => "reactor".to_owned(),
         Ok(Kind::Unspecified) => "unspecified".to_owned(),
         Err(_) => format!("unknown({kind})"),
     }

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use cairn_proto::cairn_plugin::{
     BindRequest, Binding, FailurePolicy, GetRequest, InstallResponse, Kind, ListRequest,
-    RemoveRequest, UnbindRequest,
+    ReactorOptions, RemoveRequest, UnbindRequest,
 };
 
 use crate::cli::{
@@ -220,7 +220,20 @@ async fn bind(global: &GlobalArgs, args: BindArgs, out: &mut dyn Write) -> Resul
             KindArg::Compare => Kind::Compare,
             KindArg::Policy => Kind::Policy,
             KindArg::WatchFilter => Kind::WatchFilter,
+            KindArg::Reactor => Kind::Reactor,
         } as i32,
+        reactor_options: match (args.kind, args.retrigger, args.max_depth) {
+            (KindArg::Reactor, retrigger, depth) => Some(ReactorOptions {
+                retrigger,
+                max_depth: depth.unwrap_or(0),
+            }),
+            (_, false, None) => None,
+            _ => {
+                return Err(Error::Usage(
+                    "--retrigger and --max-depth are for --kind reactor".to_owned(),
+                ));
+            }
+        },
         key,
         range_end,
         config,

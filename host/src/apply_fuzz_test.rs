@@ -19,6 +19,7 @@ use crate::mvcc::{
     DeleteRangeRequest, MAX_KEY_BYTES, PutRequest, RangeRequest, RequestOp, SortOrder, SortTarget,
     TxnRequest,
 };
+use crate::plugin::registry::ReactorOptions;
 use crate::plugin::{Binding, FailurePolicy, Kind};
 
 /// A key from a small alphabet (so requests meet each other's keys), sometimes empty, near
@@ -213,7 +214,38 @@ fn name(rng: &mut StdRng) -> String {
 }
 
 fn plugin(rng: &mut StdRng) -> PluginCommand {
-    match rng.random_range(0..4) {
+    match rng.random_range(0..7) {
+        4 => PluginCommand::ReactorStep {
+            name: name(rng),
+            cursor: revision(rng),
+            revision: revision(rng),
+            depth: rng.random_range(0..10),
+            ops: txn(rng, 1).success,
+        },
+        5 => PluginCommand::ReactorFailed {
+            name: name(rng),
+            cursor: revision(rng),
+            reason: "x".repeat(rng.random_range(0..10_000)),
+        },
+        6 => PluginCommand::BindReactor {
+            binding: Binding {
+                name: name(rng),
+                plugin: name(rng),
+                kind: Kind::Reactor,
+                key: key(rng),
+                range_end: range_end(rng),
+                config: value(rng),
+                fuel: 0,
+                memory_bytes: 0,
+                failure_policy: FailurePolicy::FailClosed,
+                sha256: String::new(),
+                stats: Default::default(),
+            },
+            options: ReactorOptions {
+                retrigger: rng.random_bool(0.5),
+                max_depth: rng.random_range(0..100),
+            },
+        },
         0 => PluginCommand::Install {
             name: name(rng),
             sha256: if rng.random_bool(0.5) {
@@ -228,8 +260,13 @@ fn plugin(rng: &mut StdRng) -> PluginCommand {
         1 => PluginCommand::Bind(Binding {
             name: name(rng),
             plugin: name(rng),
-            kind: [Kind::Guard, Kind::Compare, Kind::Policy, Kind::WatchFilter]
-                [rng.random_range(0..4)],
+            kind: [
+                Kind::Guard,
+                Kind::Compare,
+                Kind::Policy,
+                Kind::WatchFilter,
+                Kind::Reactor,
+            ][rng.random_range(0..5)],
             key: key(rng),
             range_end: range_end(rng),
             config: value(rng),

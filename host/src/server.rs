@@ -115,6 +115,7 @@ impl Server {
             stopped.clone(),
         );
         crate::api::lease::register_leader_handler(&ctx);
+        tokio::spawn(crate::plugin::reactor::run(ctx.clone(), raft.reactors()));
         let me = MemberInfo {
             name: config.name.clone(),
             peer_urls: identity.peer_urls.clone(),

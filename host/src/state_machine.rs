@@ -85,6 +85,18 @@ impl fmt::Display for Command {
             Command::Plugin(PluginCommand::Bind(b)) => write!(f, "plugin_bind({})", b.name),
             Command::Plugin(PluginCommand::Unbind { name }) => write!(f, "plugin_unbind({name})"),
             Command::Plugin(PluginCommand::Remove { name }) => write!(f, "plugin_remove({name})"),
+            Command::Plugin(PluginCommand::BindReactor { binding, .. }) => {
+                write!(f, "plugin_bind_reactor({})", binding.name)
+            }
+            Command::Plugin(PluginCommand::ReactorStep {
+                name,
+                revision,
+                ops,
+                ..
+            }) => write!(f, "reactor_step({name}, @{revision}, {} ops)", ops.len()),
+            Command::Plugin(PluginCommand::ReactorFailed { name, .. }) => {
+                write!(f, "reactor_failed({name})")
+            }
             // Never the password hash.
             Command::Auth(c) => f.write_str(auth_command_name(c)),
             Command::Request { caller, command } => match caller.user() {
@@ -234,6 +246,11 @@ impl StateMachine {
         ))
     }
 
+    /// What the leader runs reactors with: this member's registry and deterministic engine.
+    pub fn reactors(&self) -> crate::plugin::reactor::Reactors {
+        crate::plugin::reactor::Reactors::new(self.registry.clone(), self.engine.clone())
+    }
+
     /// The read side of policy hooks, over this member's registry and engine.
     pub fn policy_reads(&self) -> policy::Reads {
         policy::Reads::new(
@@ -303,6 +320,18 @@ impl StateMachine {
                 apply.touched.append(&mut hooks.touched);
                 CommandResponse::Kv(applied)
             }
+            Command::Plugin(PluginCommand::ReactorStep {
+                name,
+                cursor,
+                revision,
+                depth,
+                ops,
+            }) => {
+                for name in std::mem::take(apply.touched) {
+                    apply.registry.persist_binding(batch, &name);
+                }
+                self.reactor_step(apply, name, *cursor, *revision, *depth, ops)?
+            }
             Command::Plugin(cmd) => {
                 for name in std::mem::take(apply.touched) {
                     apply.registry.persist_binding(batch, &name);
@@ -341,6 +370,56 @@ impl StateMachine {
                 self.apply_command(apply, command)?
             }
         })
+    }
+
+    /// A reactor's step (see [`PluginCommand::ReactorStep`]): its writes as one txn, through
+    /// the guards like any write, and its cursor moved, only if the cursor is where the step
+    /// expects it. A refused txn (a guard's denial, a duplicate key) is the reactor's failure.
+    fn reactor_step(
+        &self,
+        apply: &mut Applying<'_, '_>,
+        name: &str,
+        cursor: i64,
+        revision: i64,
+        depth: u32,
+        ops: &[mvcc::RequestOp],
+    ) -> Result<CommandResponse, Fault> {
+        let at = |apply: &Applying<'_, '_>| apply.batch.revisions().current;
+        if let Err(e) = apply.registry.reactor_at(name, cursor) {
+            return Ok(CommandResponse::Plugin(Err(e), at(apply)));
+        }
+        if revision < cursor {
+            let e = PluginError::BadBinding {
+                name: name.to_string(),
+                reason: format!("a step back from revision {cursor} to {revision}"),
+            };
+            return Ok(CommandResponse::Plugin(Err(e), at(apply)));
+        }
+        let outcome = if ops.is_empty() {
+            Ok(None)
+        } else {
+            let txn = WriteRequest::Txn(mvcc::TxnRequest {
+                compare: Vec::new(),
+                success: ops.to_vec(),
+                failure: Vec::new(),
+            });
+            let before = at(apply);
+            let mut hooks = Hooks::new(apply.registry, &self.engine, apply.now_ms);
+            let applied = apply
+                .batch
+                .apply_with(&txn, &Leases(&self.storage), &mut hooks)?;
+            apply.touched.append(&mut hooks.touched);
+            let after = at(apply);
+            match applied {
+                Ok(_) if after > before => Ok(Some((after, depth, ops.len() as u64))),
+                Ok(_) => Ok(None),
+                Err(e) => Err(format!("its writes were refused: {e}")),
+            }
+        };
+        apply
+            .registry
+            .reactor_stepped(apply.batch, name, revision, outcome);
+        Ok(CommandResponse::Plugin(Ok(PluginOutcome::Done), at(apply)))
     }
 
     /// Whether `caller` may run `command` at this point of the log, as etcd decides: KV

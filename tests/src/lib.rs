@@ -10,12 +10,13 @@ pub mod diff;
 pub mod inproc;
 pub mod linearizability;
 pub mod pki;
+pub mod plugins;
 pub mod process;
 pub mod recorder;
 pub mod workload;
 
 pub use cluster::{Cluster, Flavor, Member};
 pub use process::{
-    CairnNode, EtcdNode, Etcdctl, binary_path, free_port, grpc_message, plugin_wasm, raw_watch,
-    with_timeout,
+    CairnNode, EtcdNode, Etcdctl, binary_path, cairnctl_ok, free_port, grpc_message,
+    install_plugin, plugin_wasm, raw_watch, with_timeout,
 };

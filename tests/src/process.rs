@@ -76,6 +76,33 @@ pub fn release_port(port: u16) {
 
 /// The `cairn` binary of this workspace. The test command builds it before running tests
 /// (`cargo build --bins`); a missing binary is a hard failure, never a skip.
+/// Runs this build's cairnctl against `endpoint`; panics unless it succeeds. Returns stdout.
+pub fn cairnctl_ok(endpoint: &str, args: &[&str]) -> String {
+    let out = Etcdctl::cairnctl(endpoint).run(args, None);
+    assert!(
+        out.status.success(),
+        "cairnctl {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Installs the plugin built from crate `crate_name` under `name`, through cairnctl.
+pub fn install_plugin(endpoint: &str, name: &str, crate_name: &str) {
+    let file = plugin_wasm(crate_name);
+    let out = cairnctl_ok(
+        endpoint,
+        &[
+            "plugin",
+            "install",
+            name,
+            file.to_str().expect("utf-8 path"),
+        ],
+    );
+    assert!(out.contains("installed"), "{out}");
+}
+
 /// A plugin built by `scripts/build-plugins.sh` (the test command runs it first), as a core
 /// wasm module.
 pub fn plugin_wasm(crate_name: &str) -> PathBuf {

@@ -13,36 +13,11 @@ use std::time::{Duration, Instant};
 use cairn_proto::etcdserverpb as pb;
 use cairn_proto::etcdserverpb::watch_client::WatchClient;
 use cairn_proto::mvccpb;
-use cairn_tests::{CairnNode, Cluster, Etcdctl, Flavor, binary_path, plugin_wasm};
+use cairn_tests::{CairnNode, Cluster, Etcdctl, Flavor, binary_path, cairnctl_ok, install_plugin};
 use tokio::sync::mpsc;
 
 /// Multi-member tests load two cores; they run one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Runs cairnctl against `endpoint`; panics unless it succeeds. Returns stdout.
-fn ok(endpoint: &str, args: &[&str]) -> String {
-    let out = Etcdctl::cairnctl(endpoint).run(args, None);
-    assert!(
-        out.status.success(),
-        "cairnctl {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn install(endpoint: &str, name: &str, crate_name: &str) {
-    let file = plugin_wasm(crate_name);
-    ok(
-        endpoint,
-        &[
-            "plugin",
-            "install",
-            name,
-            file.to_str().expect("utf-8 path"),
-        ],
-    );
-}
 
 /// Runs `cairnctl watch` until its output is `expected` (bounded), then stops it; returns
 /// what it printed.
@@ -99,9 +74,9 @@ async fn example_filters_through_cairnctl_on_three_members() {
     let _serial = SERIAL.lock().await;
     let cluster = Cluster::start(Flavor::Cairn, 3, &[]).await;
     let e0 = cluster.members[0].endpoint();
-    install(&e0, "redact", "redact-filter");
-    install(&e0, "json-field", "json-field-filter");
-    ok(
+    install_plugin(&e0, "redact", "redact-filter");
+    install_plugin(&e0, "json-field", "json-field-filter");
+    cairnctl_ok(
         &e0,
         &[
             "plugin",
@@ -118,7 +93,7 @@ async fn example_filters_through_cairnctl_on_three_members() {
             r#"{"prefix": "/secrets/", "reader_roles": ["secrets"]}"#,
         ],
     );
-    ok(
+    cairnctl_ok(
         &e0,
         &[
             "plugin",
@@ -144,7 +119,7 @@ async fn example_filters_through_cairnctl_on_three_members() {
         "auth enable",
     ] {
         let args: Vec<&str> = line.split(' ').collect();
-        ok(&e0, &args);
+        cairnctl_ok(&e0, &args);
     }
     let etcdctl = Etcdctl::new(&e0);
     for (key, value) in [
@@ -331,8 +306,8 @@ async fn watch_guarantees_hold_with_a_filter_dropping_half_the_events() {
     let _serial = SERIAL.lock().await;
     let node = CairnNode::start(&["--watch-progress-notify-interval=200ms"]);
     let e = node.endpoint();
-    install(&e, "json-field", "json-field-filter");
-    ok(
+    install_plugin(&e, "json-field", "json-field-filter");
+    cairnctl_ok(
         &e,
         &[
             "plugin",
@@ -453,8 +428,8 @@ async fn a_failing_filter_cancels_only_its_watcher() {
         ),
     ];
     for (name, crate_name, _) in hostile {
-        install(&e, name, crate_name);
-        ok(
+        install_plugin(&e, name, crate_name);
+        cairnctl_ok(
             &e,
             &[
                 "plugin",

@@ -11,10 +11,11 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use cairn_proto::cairn_plugin::InstallRequest;
 use cairn_proto::cairn_plugin::plugin_client::PluginClient;
-use cairn_proto::cairn_plugin::{InstallRequest, ListRequest};
 use cairn_tests::cluster::connect;
 use cairn_tests::converge::wait_converged;
+use cairn_tests::plugins::stats_agree;
 use cairn_tests::workload::put_concurrently;
 use cairn_tests::{Cluster, Flavor, binary_path};
 
@@ -69,51 +70,6 @@ fn ok(endpoint: &str, args: &[&str]) -> String {
     let (success, stdout, stderr) = cairnctl(endpoint, args, None);
     assert!(success, "cairnctl {args:?} failed: {stderr}{stdout}");
     stdout
-}
-
-/// Every binding's statistics as one member reports them.
-async fn stats(endpoint: &str) -> Vec<(String, u64, u64, u64, u64, String)> {
-    let mut client = PluginClient::connect(format!("http://{endpoint}"))
-        .await
-        .expect("plugin client");
-    let list = client
-        .list(ListRequest {})
-        .await
-        .expect("list plugins")
-        .into_inner();
-    list.bindings
-        .into_iter()
-        .map(|b| {
-            let s = b.stats.unwrap_or_default();
-            (
-                b.name,
-                s.calls,
-                s.denials,
-                s.failures,
-                s.fuel_used,
-                s.decisions_hash,
-            )
-        })
-        .collect()
-}
-
-/// Waits until every running member reports the same binding statistics; returns them.
-async fn stats_agree(cluster: &Cluster) -> Vec<(String, u64, u64, u64, u64, String)> {
-    let start = Instant::now();
-    loop {
-        let mut all = Vec::new();
-        for m in cluster.members.iter().filter(|m| m.is_running()) {
-            all.push(stats(&m.endpoint()).await);
-        }
-        if all.windows(2).all(|w| w[0] == w[1]) {
-            return all.swap_remove(0);
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "members disagree on plugin statistics: {all:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// A put's error message, or "ok".
@@ -245,7 +201,7 @@ async fn example_plugins_on_three_members() {
     assert!(success, "{err}");
     assert!(out.starts_with("FAILURE"), "{out}");
 
-    let first = stats_agree(&cluster).await;
+    let first = stats_agree(&cluster, None).await;
     let schema_stats = first
         .iter()
         .find(|s| s.0 == "config-schema")
@@ -289,7 +245,7 @@ async fn example_plugins_on_three_members() {
     let e2 = cluster.members[down].endpoint();
     let denied = put(&e2, "/config/cache", r#"{"port":0}"#).await;
     assert!(denied.contains("config-schema denied"), "{denied}");
-    stats_agree(&cluster).await;
+    stats_agree(&cluster, None).await;
     wait_converged(&cluster, Duration::from_secs(30)).await;
 }
 
@@ -419,7 +375,7 @@ async fn hostile_plugins_fail_alike_and_members_keep_serving() {
         }
     }
     // Failures are charged the whole budget, identically everywhere.
-    let stats = stats_agree(&cluster).await;
+    let stats = stats_agree(&cluster, None).await;
     for (name, _, _) in hostile {
         let s = stats.iter().find(|s| s.0 == name).expect("bound");
         assert_eq!((s.1, s.3, s.4), (3, 3, 3 * 50_000_000), "{name}: {s:?}");

@@ -9,34 +9,21 @@
 //! The differential check of the "defer" case against etcd's static RBAC is in `auth.rs`
 //! (`permission_matrix_with_a_deferring_policy_matches_etcd`).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use cairn_proto::cairn_plugin::ListRequest;
-use cairn_proto::cairn_plugin::plugin_client::PluginClient;
 use cairn_proto::etcdserverpb as pb;
 use cairn_proto::etcdserverpb::auth_client::AuthClient;
 use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::watch_client::WatchClient;
 use cairn_tests::converge::wait_converged_as;
+use cairn_tests::plugins::stats_agree;
 use cairn_tests::workload::put_concurrently_as;
-use cairn_tests::{Cluster, Etcdctl, Flavor, plugin_wasm};
+use cairn_tests::{Cluster, Etcdctl, Flavor, cairnctl_ok, install_plugin};
 
 /// Multi-member tests load two cores; they run one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const ROOT: Option<(&str, &str)> = Some(("root", "rootpw"));
-
-/// Runs cairnctl against `endpoint`; panics unless it succeeds. Returns stdout.
-fn ok(endpoint: &str, args: &[&str]) -> String {
-    let out = Etcdctl::cairnctl(endpoint).run(args, None);
-    assert!(
-        out.status.success(),
-        "cairnctl {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// Runs etcdctl (a real etcd client) as `user` ("name:password"); returns "ok" or its error
 /// line (the last line of stderr: etcdctl logs its retries above it).
@@ -90,53 +77,6 @@ fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
     request
 }
 
-/// Binding statistics (name, calls, denials, failures, fuel, decisions hash), as root sees
-/// them on one member.
-async fn stats(endpoint: &str) -> Vec<(String, u64, u64, u64, u64, String)> {
-    let token = token(endpoint, "root", "rootpw").await;
-    let mut client = PluginClient::connect(format!("http://{endpoint}"))
-        .await
-        .expect("plugin client");
-    let list = client
-        .list(with_token(ListRequest {}, &token))
-        .await
-        .expect("list plugins")
-        .into_inner();
-    list.bindings
-        .into_iter()
-        .map(|b| {
-            let s = b.stats.unwrap_or_default();
-            (
-                b.name,
-                s.calls,
-                s.denials,
-                s.failures,
-                s.fuel_used,
-                s.decisions_hash,
-            )
-        })
-        .collect()
-}
-
-/// Waits until every running member reports the same binding statistics; returns them.
-async fn stats_agree(cluster: &Cluster) -> Vec<(String, u64, u64, u64, u64, String)> {
-    let start = Instant::now();
-    loop {
-        let mut all = Vec::new();
-        for m in cluster.members.iter().filter(|m| m.is_running()) {
-            all.push(stats(&m.endpoint()).await);
-        }
-        if all.windows(2).all(|w| w[0] == w[1]) {
-            return all.swap_remove(0);
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "members disagree on policy statistics: {all:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 fn unix_ms_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -188,19 +128,9 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 /// on, all through cairnctl on `e`.
 fn set_up(e: &str, freeze_from: i64, freeze_until: i64) {
     for (name, crate_name) in [("tenant", "tenant-policy"), ("freeze", "change-freeze")] {
-        let file = plugin_wasm(crate_name);
-        let out = ok(
-            e,
-            &[
-                "plugin",
-                "install",
-                name,
-                file.to_str().expect("utf-8 path"),
-            ],
-        );
-        assert!(out.contains("installed"), "{out}");
+        install_plugin(e, name, crate_name);
     }
-    ok(
+    cairnctl_ok(
         e,
         &[
             "plugin",
@@ -220,7 +150,7 @@ fn set_up(e: &str, freeze_from: i64, freeze_until: i64) {
     let freeze = format!(
         r#"{{"prefix": "/config/", "windows": [{{"from": {freeze_from}, "until": {freeze_until}, "reason": "test freeze"}}]}}"#
     );
-    ok(
+    cairnctl_ok(
         e,
         &[
             "plugin", "bind", "freeze", "--plugin", "freeze", "--kind", "policy", "--key",
@@ -243,7 +173,7 @@ fn set_up(e: &str, freeze_from: i64, freeze_until: i64) {
         "auth enable",
     ] {
         let args: Vec<&str> = line.split(' ').collect();
-        ok(e, &args);
+        cairnctl_ok(e, &args);
     }
 }
 
@@ -369,7 +299,7 @@ async fn example_policies_decide_alike_on_three_members() {
         refused.metadata()
     );
 
-    let first = stats_agree(&cluster).await;
+    let first = stats_agree(&cluster, ROOT).await;
     let tenants = first.iter().find(|s| s.0 == "tenants").expect("bound");
     // Writes only (reads are decided by the serving member alone): through each member,
     // alice's three and olga's one (root's are never asked), then alice's over gRPC.
@@ -377,7 +307,7 @@ async fn example_policies_decide_alike_on_three_members() {
     wait_converged_as(&cluster, ROOT, Duration::from_secs(30)).await;
 
     // Thaw: a window in the past. The same write now goes through, on every member alike.
-    ok(
+    cairnctl_ok(
         &e0,
         &[
             "--user=root:rootpw",
@@ -410,7 +340,7 @@ async fn example_policies_decide_alike_on_three_members() {
         as_user(&e1, "bob:bobpw", &["put", "/tenants/bob/db", "x"]),
         "ok"
     );
-    stats_agree(&cluster).await;
+    stats_agree(&cluster, ROOT).await;
 
     // A member that catches up by snapshot gets the bindings and their statistics.
     let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
@@ -443,7 +373,7 @@ async fn example_policies_decide_alike_on_three_members() {
     assert!(
         as_user(&e, "alice:alicepw", &["get", "/tenants/bob/", "--prefix"]).starts_with(denied)
     );
-    stats_agree(&cluster).await;
+    stats_agree(&cluster, ROOT).await;
     wait_converged_as(&cluster, ROOT, Duration::from_secs(30)).await;
 }
 
@@ -463,19 +393,10 @@ async fn hostile_policies_follow_their_failure_policy_alike_on_every_member() {
         ("huge", "huge-output-guard"),
     ];
     for (name, crate_name) in hostile {
-        let file = plugin_wasm(crate_name);
-        ok(
-            &e0,
-            &[
-                "plugin",
-                "install",
-                name,
-                file.to_str().expect("utf-8 path"),
-            ],
-        );
+        install_plugin(&e0, name, crate_name);
         for (policy, failure) in [("closed", "fail-closed"), ("open", "ignore")] {
             let key = format!("/{name}-{policy}/");
-            ok(
+            cairnctl_ok(
                 &e0,
                 &[
                     "plugin",
@@ -508,7 +429,7 @@ async fn hostile_policies_follow_their_failure_policy_alike_on_every_member() {
         "auth enable",
     ] {
         let args: Vec<&str> = line.split(' ').collect();
-        ok(&e0, &args);
+        cairnctl_ok(&e0, &args);
     }
     let denied = "Error: etcdserver: permission denied (policy ";
     for (i, m) in cluster.members.iter().enumerate() {
@@ -535,7 +456,7 @@ async fn hostile_policies_follow_their_failure_policy_alike_on_every_member() {
             );
         }
     }
-    let stats = stats_agree(&cluster).await;
+    let stats = stats_agree(&cluster, ROOT).await;
     for (name, calls, _, failures, fuel, _) in &stats {
         assert_eq!(calls, failures, "{name}: every call failed: {stats:?}");
         assert_eq!(
@@ -548,7 +469,7 @@ async fn hostile_policies_follow_their_failure_policy_alike_on_every_member() {
     // Root unbinds them all; dev's writes are then the roles' alone.
     for (name, _) in hostile {
         for policy in ["closed", "open"] {
-            ok(
+            cairnctl_ok(
                 &e0,
                 &[
                     "--user=root:rootpw",

@@ -347,7 +347,7 @@ fn bind_refuses_conflicting_flags() {
             "--config-file",
             "y",
         ],
-        &["plugin", "bind", "b", "--plugin", "p", "--kind", "policy"],
+        &["plugin", "bind", "b", "--plugin", "p", "--kind", "bogus"],
         &["plugin", "bind", "b", "--kind", "guard"],
         &[
             "plugin",

@@ -8,7 +8,7 @@ use cairn_proto::cairn_plugin::plugin_server::Plugin;
 use tonic::{Request, Response, Status};
 
 use super::{Context, status};
-use crate::plugin::registry::hex;
+use crate::plugin::registry::{DEFAULT_REACTOR_DEPTH, ReactorOptions, hex};
 use crate::plugin::{
     Binding, BindingStats, FailurePolicy, Kind, PluginCommand, PluginOutcome, PluginRecord,
     Registry,
@@ -58,14 +58,28 @@ fn kind_from(k: i32) -> Result<Kind, Status> {
         Ok(pb::Kind::Compare) => Ok(Kind::Compare),
         Ok(pb::Kind::Policy) => Ok(Kind::Policy),
         Ok(pb::Kind::WatchFilter) => Ok(Kind::WatchFilter),
+        Ok(pb::Kind::Reactor) => Ok(Kind::Reactor),
         _ => Err(status::invalid_argument(format!(
-            "cairn: binding kind must be GUARD, COMPARE, POLICY or WATCH_FILTER (got {k})"
+            "cairn: binding kind must be GUARD, COMPARE, POLICY, WATCH_FILTER or REACTOR (got {k})"
         ))),
     }
 }
 
-fn binding_to_pb(b: &Binding) -> pb::Binding {
+fn binding_to_pb(b: &Binding, registry: &Registry) -> pb::Binding {
+    let reactor = registry.reactors.get(&b.name);
     pb::Binding {
+        reactor_options: reactor.map(|r| pb::ReactorOptions {
+            retrigger: r.options.retrigger,
+            max_depth: r.options.max_depth,
+        }),
+        reactor_status: reactor.map(|r| pb::ReactorStatus {
+            cursor: r.cursor,
+            steps: r.steps,
+            writes: r.writes,
+            failures: r.failures,
+            paused: r.paused,
+            last_error: r.last_error.clone(),
+        }),
         name: b.name.clone(),
         plugin: b.plugin.clone(),
         kind: match b.kind {
@@ -73,6 +87,7 @@ fn binding_to_pb(b: &Binding) -> pb::Binding {
             Kind::Compare => pb::Kind::Compare,
             Kind::Policy => pb::Kind::Policy,
             Kind::WatchFilter => pb::Kind::WatchFilter,
+            Kind::Reactor => pb::Kind::Reactor,
         } as i32,
         key: b.key.clone(),
         range_end: b.range_end.clone(),
@@ -173,7 +188,26 @@ impl Plugin for PluginService {
             sha256: String::new(),
             stats: BindingStats::default(),
         };
-        let (_, revision) = self.change(caller, PluginCommand::Bind(spec)).await?;
+        let command = match (spec.kind, b.reactor_options) {
+            (Kind::Reactor, Some(o)) => PluginCommand::BindReactor {
+                binding: spec,
+                options: ReactorOptions {
+                    retrigger: o.retrigger,
+                    max_depth: if o.max_depth == 0 {
+                        DEFAULT_REACTOR_DEPTH
+                    } else {
+                        o.max_depth
+                    },
+                },
+            },
+            (_, Some(_)) => {
+                return Err(status::invalid_argument(
+                    "cairn: reactor options are for REACTOR bindings",
+                ));
+            }
+            (_, None) => PluginCommand::Bind(spec),
+        };
+        let (_, revision) = self.change(caller, command).await?;
         Ok(Response::new(pb::BindResponse {
             header: self.ctx.header(revision),
         }))
@@ -212,7 +246,11 @@ impl Plugin for PluginService {
         Ok(Response::new(pb::ListResponse {
             header: self.ctx.header(revision),
             plugins: registry.plugins.values().map(plugin_to_pb).collect(),
-            bindings: registry.bindings.values().map(binding_to_pb).collect(),
+            bindings: registry
+                .bindings
+                .values()
+                .map(|b| binding_to_pb(b, &registry))
+                .collect(),
         }))
     }
 
@@ -235,7 +273,7 @@ impl Plugin for PluginService {
                 .bindings
                 .values()
                 .filter(|b| b.plugin == name)
-                .map(binding_to_pb)
+                .map(|b| binding_to_pb(b, &registry))
                 .collect(),
         }))
     }

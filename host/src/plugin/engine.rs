@@ -61,6 +61,14 @@ mod policy_world {
     });
 }
 
+mod reactor_world {
+    wasmtime::component::bindgen!({
+        path: "../sdk/wit",
+        world: "reactor-plugin",
+        imports: { default: trappable },
+    });
+}
+
 /// Fuel for instantiating a component (its start-up code), apart from the call's budget.
 const INSTANTIATE_FUEL: u64 = 10_000_000;
 /// Host call prices, in fuel.
@@ -337,14 +345,7 @@ impl HostState {
 
     fn log(&mut self, level: &str, message: String) -> wasmtime::Result<()> {
         self.charge(HOST_CALL_FUEL + message.len() as u64)?;
-        let mut message = message;
-        if message.len() > MAX_MESSAGE_BYTES {
-            let mut end = MAX_MESSAGE_BYTES;
-            while !message.is_char_boundary(end) {
-                end -= 1;
-            }
-            message.truncate(end);
-        }
+        let message = truncated(message);
         let binding = &self.binding;
         match level {
             "warn" => tracing::warn!(%binding, "plugin: {message}"),
@@ -434,12 +435,14 @@ macro_rules! host_imports {
 host_imports!(guard_world);
 host_imports!(compare_world);
 host_imports!(policy_world);
+host_imports!(reactor_world);
 
 /// A module compiled on this member, ready to instantiate as each hook it exports.
 struct Compiled {
     guard: Option<guard_world::GuardPluginPre<HostState>>,
     compare: Option<compare_world::ComparePluginPre<HostState>>,
     policy: Option<policy_world::PolicyPluginPre<HostState>>,
+    reactor: Option<reactor_world::ReactorPluginPre<HostState>>,
 }
 
 /// The engine of one member. Cheap to clone.
@@ -449,6 +452,7 @@ pub struct Engine {
     guard_linker: Arc<Linker<HostState>>,
     compare_linker: Arc<Linker<HostState>>,
     policy_linker: Arc<Linker<HostState>>,
+    reactor_linker: Arc<Linker<HostState>>,
     cache: Arc<Mutex<BTreeMap<String, Arc<Compiled>>>>,
     /// Modules installed by apply and not compiled yet, by sha256. A call can come in the
     /// same apply batch as the install (always so when a restarted member replays its log),
@@ -536,11 +540,18 @@ impl Engine {
             |s| s,
         )
         .map_err(fault)?;
+        let mut reactor_linker = Linker::new(&engine);
+        reactor_world::ReactorPlugin::add_to_linker::<HostState, HasSelf<HostState>>(
+            &mut reactor_linker,
+            |s| s,
+        )
+        .map_err(fault)?;
         Ok(Engine {
             engine,
             guard_linker: Arc::new(guard_linker),
             compare_linker: Arc::new(compare_linker),
             policy_linker: Arc::new(policy_linker),
+            reactor_linker: Arc::new(reactor_linker),
             cache: Arc::default(),
             pending: Arc::default(),
             pooling,
@@ -585,10 +596,16 @@ impl Engine {
             .instantiate_pre(&component)
             .ok()
             .and_then(|pre| policy_world::PolicyPluginPre::new(pre).ok());
+        let reactor = self
+            .reactor_linker
+            .instantiate_pre(&component)
+            .ok()
+            .and_then(|pre| reactor_world::ReactorPluginPre::new(pre).ok());
         let compiled = Arc::new(Compiled {
             guard,
             compare,
             policy,
+            reactor,
         });
         lock(&self.cache).insert(sha256.to_string(), compiled.clone());
         lock(&self.pending).remove(sha256);
@@ -780,6 +797,112 @@ impl Engine {
             }
         })
     }
+}
+
+impl Engine {
+    /// Runs a reactor on the events of `revision` (on the leader, outside apply).
+    pub fn react(
+        &self,
+        target: &Target<'_>,
+        view: View,
+        revision: i64,
+        events: &[mvcc::Event],
+    ) -> Result<Call<Vec<GuardOp>>, HostFault> {
+        use reactor_world::cairn::plugin::types as t;
+        let budget = target.fuel;
+        let compiled = self.compiled(target.sha256, &view.storage)?;
+        let Some(pre) = &compiled.reactor else {
+            return Ok(failed(
+                budget,
+                "the module does not export the reactor hook",
+            ));
+        };
+        let kv = |kv: &KeyValue| t::KeyValue {
+            key: kv.key.clone(),
+            value: kv.value.clone(),
+            create_revision: kv.create_revision,
+            mod_revision: kv.mod_revision,
+            version: kv.version,
+            lease: kv.lease,
+        };
+        let events: Vec<t::Event> = events
+            .iter()
+            .map(|e| t::Event {
+                type_: match e.kind {
+                    mvcc::EventKind::Put => t::EventType::Put,
+                    mvcc::EventKind::Delete => t::EventType::Delete,
+                },
+                kv: kv(&e.kv),
+                prev_kv: e.prev_kv.as_ref().map(kv),
+            })
+            .collect();
+        let timer = Timer::start(target.binding);
+        let mut store = self.store(view, target);
+        let instance = match start(&mut store, budget, |s| pre.instantiate(s))? {
+            Ok(instance) => instance,
+            Err(failure) => return Ok(failure),
+        };
+        let result = instance.cairn_plugin_reactor().call_react(
+            &mut store,
+            target.config,
+            revision,
+            &events,
+        );
+        drop(timer);
+        finish(&mut store, budget, result, |ops| {
+            if ops.len() > MAX_REACTOR_OPS {
+                return Err(format!(
+                    "{} writes, over the limit of {MAX_REACTOR_OPS}",
+                    ops.len()
+                ));
+            }
+            let mut bytes = 0usize;
+            let ops: Vec<GuardOp> = ops
+                .into_iter()
+                .map(|op| match op {
+                    t::Op::Put(p) => {
+                        bytes += p.key.len() + p.value.len();
+                        GuardOp::Put {
+                            key: p.key,
+                            value: p.value,
+                            lease: p.lease,
+                            ignore_value: p.ignore_value,
+                            ignore_lease: p.ignore_lease,
+                        }
+                    }
+                    t::Op::DeleteRange(d) => {
+                        bytes += d.key.len() + d.range_end.len();
+                        GuardOp::DeleteRange {
+                            key: d.key,
+                            range_end: d.range_end,
+                        }
+                    }
+                })
+                .collect();
+            if bytes > MAX_REACTOR_BYTES {
+                return Err(format!(
+                    "writes of {bytes} bytes, over the limit of {MAX_REACTOR_BYTES}"
+                ));
+            }
+            Ok(ops)
+        })
+    }
+}
+
+/// Most writes one reactor step may make, and most bytes of keys and values in them.
+pub const MAX_REACTOR_OPS: usize = 256;
+pub const MAX_REACTOR_BYTES: usize = 1 << 20;
+
+/// `message` cut to at most [`MAX_MESSAGE_BYTES`], at a character boundary (for log lines).
+pub(crate) fn truncated(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE_BYTES {
+        let mut end = MAX_MESSAGE_BYTES;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+    }
+    message
 }
 
 /// A plugin's message, or why it is refused: longer than [`MAX_MESSAGE_BYTES`].

@@ -21,7 +21,7 @@ use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Store, StoreLimits, StoreLimitsBuilder};
 
-use super::engine::HostFault;
+use super::engine::{HostFault, truncated};
 use super::registry::{Binding, Kind, Registry};
 use crate::metrics::lock;
 use crate::mvcc::{Event, EventKind, KeyRange};
@@ -46,8 +46,6 @@ const DEADLINE_TICKS: u64 = 50;
 pub const CALL_DEADLINE: Duration = Duration::from_millis(50);
 /// Fuel for instantiating and opening a filter.
 const OPEN_FUEL: u64 = 10_000_000;
-/// Longest error or log line a filter may give.
-const MAX_MESSAGE_BYTES: usize = 4096;
 /// Largest value a filter may rewrite an event to: etcd's default request limit, so a
 /// rewritten event is never larger than one a client could have written.
 pub const MAX_REWRITE_BYTES: usize = 1536 << 10;
@@ -67,14 +65,7 @@ impl filter_world::cairn::plugin::log::Host for FilterState {
         message: String,
     ) -> wasmtime::Result<()> {
         use filter_world::cairn::plugin::log::Level;
-        let mut message = message;
-        if message.len() > MAX_MESSAGE_BYTES {
-            let mut end = MAX_MESSAGE_BYTES;
-            while !message.is_char_boundary(end) {
-                end -= 1;
-            }
-            message.truncate(end);
-        }
+        let message = truncated(message);
         let binding = &self.binding;
         match level {
             Level::Warn => tracing::warn!(%binding, "watch filter: {message}"),
@@ -278,7 +269,7 @@ impl FilterEngine {
         );
         match opened {
             Ok(Ok(())) => {}
-            Ok(Err(refused)) => return Ok(Err(bounded(refused))),
+            Ok(Err(refused)) => return Ok(Err(truncated(refused))),
             Err(e) => return Ok(Err(trap_words(&e))),
         }
         Ok(Ok(OpenFilter {
@@ -370,17 +361,6 @@ fn to_wit(event: &Event) -> filter_world::cairn::plugin::types::Event {
     }
 }
 
-fn bounded(mut message: String) -> String {
-    if message.len() > MAX_MESSAGE_BYTES {
-        let mut end = MAX_MESSAGE_BYTES;
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        message.truncate(end);
-    }
-    message
-}
-
 /// A trap in words.
 fn trap_words(e: &wasmtime::Error) -> String {
     match e.downcast_ref::<wasmtime::Trap>() {
@@ -393,6 +373,6 @@ fn trap_words(e: &wasmtime::Error) -> String {
             "trap: unreachable (a panic, or an allocation over the memory limit)".to_string()
         }
         Some(trap) => format!("trap: {trap}"),
-        None => bounded(format!("{e:#}")),
+        None => truncated(format!("{e:#}")),
     }
 }

@@ -13,6 +13,8 @@
 //! - `hooks.rs`: the store's `WriteHooks` on top of the registry and the engine.
 //! - `filter.rs`: watch filters, on an engine of their own with wall-clock deadlines, one
 //!   instance per watcher, on the member serving it (outside the state machine).
+//! - `reactor.rs`: reactors, run by the leader over committed events; their writes and
+//!   cursor move in one entry, so each source revision is reacted to exactly once.
 //! - `policy.rs`: RBAC policy hooks: how their answers combine with the user's roles, in
 //!   apply for writes and on the serving member for reads and watches.
 //!
@@ -25,6 +27,7 @@ pub mod engine;
 pub mod filter;
 pub mod hooks;
 pub mod policy;
+pub mod reactor;
 pub mod registry;
 pub mod validate;
 

@@ -10,6 +10,7 @@
 //! | `plugin/<name>`    | [`PluginRecord`]: which module the name installs           |
 //! | `upload/<name>`    | [`Upload`]: chunks received so far                         |
 //! | `binding/<name>`   | [`Binding`], with its statistics                           |
+//! | `reactor/<name>`   | [`ReactorState`]: a reactor binding's cursor and failures  |
 //!
 //! The registry's own commands are never guarded: they do not go through the KV write
 //! path, so no plugin can lock the operator out of unbinding or removing it.
@@ -35,6 +36,9 @@ pub enum Kind {
     Policy,
     /// A watch filter (`plugin/filter.rs`), run on the member serving the watcher.
     WatchFilter,
+    /// A reactor (`plugin/reactor.rs`): run on the leader over committed events, its writes
+    /// proposed with its cursor.
+    Reactor,
 }
 
 impl Kind {
@@ -45,6 +49,7 @@ impl Kind {
             Kind::Compare => "compare",
             Kind::Policy => "policy",
             Kind::WatchFilter => "watch-filter",
+            Kind::Reactor => "reactor",
         }
     }
 }
@@ -124,6 +129,48 @@ pub struct Binding {
     pub stats: BindingStats,
 }
 
+/// How a reactor treats writes that reactors made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReactorOptions {
+    /// Whether the reactor's own writes trigger it again (never beyond `max_depth`).
+    pub retrigger: bool,
+    /// How deep a chain of reactor writes may go: a revision written by a reactor step that
+    /// was itself triggered `max_depth` reactor writes deep triggers nothing.
+    pub max_depth: u32,
+}
+
+impl Default for ReactorOptions {
+    fn default() -> Self {
+        ReactorOptions {
+            retrigger: false,
+            max_depth: DEFAULT_REACTOR_DEPTH,
+        }
+    }
+}
+
+/// The default and largest reactor depth.
+pub const DEFAULT_REACTOR_DEPTH: u32 = 8;
+pub const MAX_REACTOR_DEPTH: u32 = 64;
+/// Consecutive failures after which a reactor is paused (rebinding resumes it).
+pub const REACTOR_FAILURES_TO_PAUSE: u32 = 5;
+
+/// Where a reactor stands; replicated, so a new leader continues where the old one stopped.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReactorState {
+    pub options: ReactorOptions,
+    /// Every revision up to here has been reacted to (or skipped).
+    pub cursor: i64,
+    /// Steps taken and writes made.
+    pub steps: u64,
+    pub writes: u64,
+    /// Consecutive failures; at [`REACTOR_FAILURES_TO_PAUSE`] the reactor is paused.
+    pub failures: u32,
+    pub paused: bool,
+    pub last_error: String,
+    /// The revisions reactor steps wrote at or after the cursor, with their depth.
+    pub written: BTreeMap<i64, u32>,
+}
+
 /// A registry change, carried by the Raft log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PluginCommand {
@@ -142,6 +189,30 @@ pub enum PluginCommand {
     },
     Remove {
         name: String,
+    },
+    /// Binds a reactor with its options (a plain `Bind` of a reactor takes the defaults).
+    BindReactor {
+        binding: Binding,
+        options: ReactorOptions,
+    },
+    /// A reactor's step, proposed by the leader: if the reactor's cursor is still `cursor`,
+    /// apply `ops` as one txn (when there are any) and move the cursor to `revision`; the
+    /// txn's revision is recorded at `depth`. A step whose cursor moved meanwhile (a step
+    /// proposed twice, by an old and a new leader) changes nothing: exactly once.
+    ReactorStep {
+        name: String,
+        cursor: i64,
+        revision: i64,
+        depth: u32,
+        ops: Vec<crate::mvcc::RequestOp>,
+    },
+    /// A reactor's failure at `cursor` (its plugin trapped, ran out of fuel or answered out
+    /// of bounds, or history was compacted past its cursor): counted, and after
+    /// [`REACTOR_FAILURES_TO_PAUSE`] in a row the reactor is paused.
+    ReactorFailed {
+        name: String,
+        cursor: i64,
+        reason: String,
     },
 }
 
@@ -170,6 +241,12 @@ pub enum PluginError {
     Rejected { name: String, reason: String },
     #[error("binding {name:?}: {reason}")]
     BadBinding { name: String, reason: String },
+    #[error("reactor {name:?} is at revision {found}, not {expected}")]
+    ReactorMoved {
+        name: String,
+        expected: i64,
+        found: i64,
+    },
 }
 
 impl PluginError {
@@ -183,7 +260,10 @@ impl PluginError {
     }
 
     pub fn is_conflict(&self) -> bool {
-        matches!(self, PluginError::PluginInUse { .. })
+        matches!(
+            self,
+            PluginError::PluginInUse { .. } | PluginError::ReactorMoved { .. }
+        )
     }
 }
 
@@ -195,6 +275,7 @@ const MODULE: &str = "module/";
 const PLUGIN: &str = "plugin/";
 const UPLOAD: &str = "upload/";
 const BINDING: &str = "binding/";
+const REACTOR: &str = "reactor/";
 
 fn key(prefix: &str, name: &str) -> Vec<u8> {
     [prefix.as_bytes(), name.as_bytes()].concat()
@@ -267,6 +348,16 @@ impl<'b> PluginTable<'b> {
 
     fn remove_binding(&mut self, name: &str) {
         self.0.remove(SideTable::Plugins, &key(BINDING, name));
+        self.0.remove(SideTable::Plugins, &key(REACTOR, name));
+    }
+
+    fn remove_reactor(&mut self, name: &str) {
+        self.0.remove(SideTable::Plugins, &key(REACTOR, name));
+    }
+
+    fn put_reactor(&mut self, name: &str, state: &ReactorState) {
+        self.0
+            .insert(SideTable::Plugins, &key(REACTOR, name), encode(state));
     }
 }
 
@@ -288,6 +379,8 @@ pub struct Registry {
     pub plugins: BTreeMap<String, PluginRecord>,
     pub bindings: BTreeMap<String, Binding>,
     uploads: BTreeMap<String, Upload>,
+    /// Each reactor binding's state, by binding name.
+    pub reactors: BTreeMap<String, ReactorState>,
     /// Counts the registry changes this member applied since it started (not replicated,
     /// not persisted): what read-side memos key on, so a rebind forgets their answers.
     pub generation: u64,
@@ -312,6 +405,11 @@ impl Registry {
             let (k, v) = guard.into_inner()?;
             let name = String::from_utf8_lossy(&k[UPLOAD.len()..]).into_owned();
             registry.uploads.insert(name, decode(&v)?);
+        }
+        for guard in snap.prefix(&storage.plugins, REACTOR) {
+            let (k, v) = guard.into_inner()?;
+            let name = String::from_utf8_lossy(&k[REACTOR.len()..]).into_owned();
+            registry.reactors.insert(name, decode(&v)?);
         }
         Ok(registry)
     }
@@ -342,14 +440,42 @@ impl Registry {
                 offset,
                 data,
             } => self.install(batch, name, sha256, *size, *offset, data, installed),
-            PluginCommand::Bind(spec) => self.bind(batch, spec),
+            PluginCommand::Bind(spec) => self.bind(batch, spec, ReactorOptions::default()),
+            PluginCommand::BindReactor { binding, options } => {
+                if binding.kind != Kind::Reactor {
+                    return Err(PluginError::BadBinding {
+                        name: binding.name.clone(),
+                        reason: "reactor options on a binding that is not a reactor".into(),
+                    });
+                }
+                self.bind(batch, binding, *options)
+            }
             PluginCommand::Unbind { name } => {
                 if self.bindings.remove(name).is_none() {
                     return Err(PluginError::BindingNotFound(name.clone()));
                 }
+                self.reactors.remove(name);
                 PluginTable::of(batch).remove_binding(name);
                 Ok(PluginOutcome::Done)
             }
+            PluginCommand::ReactorFailed {
+                name,
+                cursor,
+                reason,
+            } => {
+                let state = self.reactor_at(name, *cursor)?;
+                state.failures += 1;
+                state.paused = state.failures >= REACTOR_FAILURES_TO_PAUSE;
+                state.last_error = reason.chars().take(4096).collect();
+                let state = state.clone();
+                PluginTable::of(batch).put_reactor(name, &state);
+                Ok(PluginOutcome::Done)
+            }
+            // The state machine applies steps (they write keys): `StateMachine::reactor_step`.
+            PluginCommand::ReactorStep { name, .. } => Err(PluginError::BadBinding {
+                name: name.clone(),
+                reason: "a reactor step reached the registry".into(),
+            }),
             PluginCommand::Remove { name } => {
                 let Some(record) = self.plugins.get(name).cloned() else {
                     return Err(PluginError::PluginNotFound(name.clone()));
@@ -366,6 +492,60 @@ impl Registry {
                 Ok(PluginOutcome::Done)
             }
         }
+    }
+
+    /// Reactor `name`'s state, if its cursor is `cursor`.
+    pub fn reactor_at(
+        &mut self,
+        name: &str,
+        cursor: i64,
+    ) -> Result<&mut ReactorState, PluginError> {
+        let state = self
+            .reactors
+            .get_mut(name)
+            .ok_or_else(|| PluginError::BindingNotFound(name.to_string()))?;
+        if state.cursor != cursor {
+            return Err(PluginError::ReactorMoved {
+                name: name.to_string(),
+                expected: cursor,
+                found: state.cursor,
+            });
+        }
+        Ok(state)
+    }
+
+    /// Records reactor `name`'s step to `revision` (checked with [`Self::reactor_at`]): its
+    /// writes, if any, went in at `written` (depth `depth`), or failed with `error`.
+    pub fn reactor_stepped(
+        &mut self,
+        batch: &mut ApplyBatch<'_>,
+        name: &str,
+        revision: i64,
+        outcome: Result<Option<(i64, u32, u64)>, String>,
+    ) {
+        let Some(state) = self.reactors.get_mut(name) else {
+            return;
+        };
+        match outcome {
+            Ok(wrote) => {
+                state.cursor = revision;
+                state.steps += 1;
+                state.failures = 0;
+                if let Some((at, depth, ops)) = wrote {
+                    state.written.insert(at, depth);
+                    state.writes += ops;
+                }
+                // Only revisions after the cursor can still trigger it.
+                state.written = state.written.split_off(&(revision + 1));
+            }
+            Err(reason) => {
+                state.failures += 1;
+                state.paused = state.failures >= REACTOR_FAILURES_TO_PAUSE;
+                state.last_error = reason.chars().take(4096).collect();
+            }
+        }
+        let state = state.clone();
+        PluginTable::of(batch).put_reactor(name, &state);
     }
 
     /// Writes a binding's current record (after its statistics changed).
@@ -490,6 +670,7 @@ impl Registry {
         &mut self,
         batch: &mut ApplyBatch<'_>,
         spec: &Binding,
+        options: ReactorOptions,
     ) -> Result<PluginOutcome, PluginError> {
         let bad = |reason: String| PluginError::BadBinding {
             name: spec.name.clone(),
@@ -516,7 +697,7 @@ impl Registry {
                 plugin.exports
             )));
         }
-        if matches!(spec.kind, Kind::Guard | Kind::Policy)
+        if matches!(spec.kind, Kind::Guard | Kind::Policy | Kind::Reactor)
             && spec.key.is_empty()
             && spec.range_end.is_empty()
         {
@@ -551,8 +732,28 @@ impl Registry {
             stats: BindingStats::default(),
             ..spec.clone()
         };
+        if options.max_depth > MAX_REACTOR_DEPTH {
+            return Err(bad(format!(
+                "reactor depth {} is above the limit {MAX_REACTOR_DEPTH}",
+                options.max_depth
+            )));
+        }
         let replaced = self.bindings.insert(spec.name.clone(), binding.clone());
         PluginTable::of(batch).put_binding(&binding);
+        // A (re)bound reactor starts from the revision it is bound at, unpaused; another kind
+        // bound under a reactor's name leaves no reactor state behind.
+        self.reactors.remove(&spec.name);
+        if binding.kind == Kind::Reactor {
+            let state = ReactorState {
+                options,
+                cursor: batch.revisions().current,
+                ..ReactorState::default()
+            };
+            PluginTable::of(batch).put_reactor(&spec.name, &state);
+            self.reactors.insert(spec.name.clone(), state);
+        } else {
+            PluginTable::of(batch).remove_reactor(&spec.name);
+        }
         if let Some(old) = replaced
             && old.sha256 != binding.sha256
         {

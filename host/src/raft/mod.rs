@@ -182,6 +182,8 @@ pub struct RaftNode {
     policy_reads: crate::plugin::policy::Reads,
     /// Watch filters, over the registry this member applied.
     watch_filters: crate::plugin::filter::Filters,
+    /// Reactors, over the registry this member applied (run while it leads).
+    reactors: crate::plugin::reactor::Reactors,
 }
 
 impl RaftNode {
@@ -218,6 +220,7 @@ impl RaftNode {
         let committed = state_machine.subscribe();
         let auth = state_machine.auth();
         let policy_reads = state_machine.policy_reads();
+        let reactors = state_machine.reactors();
         let watch_filters = state_machine
             .watch_filters()
             .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -260,6 +263,7 @@ impl RaftNode {
             auth,
             policy_reads,
             watch_filters,
+            reactors,
         })
     }
 
@@ -289,6 +293,11 @@ impl RaftNode {
     /// The auth store as this member applied it (see `StateMachine::auth`).
     pub fn auth(&self) -> crate::state_machine::SharedAuth {
         self.auth.clone()
+    }
+
+    /// Reactors (see `StateMachine::reactors`).
+    pub fn reactors(&self) -> crate::plugin::reactor::Reactors {
+        self.reactors.clone()
     }
 
     /// Watch filters (see `StateMachine::watch_filters`).

@@ -1,5 +1,6 @@
 //! Abuses the result size: a guard that denies with an 8 MiB message.
 
+use cairn_sdk::Reactor;
 use cairn_sdk::{
     Answer, Context, Decision, Event, FilterContext, Guard, Op, Policy, PolicyRequest, Verdict,
     WatchFilter, Watcher,
@@ -40,3 +41,12 @@ impl WatchFilter for HugeOutputGuard {
 }
 
 cairn_sdk::export_watch_filter!(HugeOutputGuard);
+
+/// Returns one write of 8 MiB as a reactor.
+impl Reactor for HugeOutputGuard {
+    fn react(_ctx: &Context<'_>, _revision: i64, _events: &[Event]) -> Vec<Op> {
+        vec![Op::put("/huge", "x".repeat(MESSAGE_BYTES))]
+    }
+}
+
+cairn_sdk::export_reactor!(HugeOutputGuard);

@@ -2,6 +2,7 @@
 
 use std::hint::black_box;
 
+use cairn_sdk::Reactor;
 use cairn_sdk::{
     Answer, Context, Decision, Event, FilterContext, Guard, Op, Policy, PolicyRequest, Verdict,
     WatchFilter, Watcher,
@@ -60,3 +61,19 @@ impl WatchFilter for LoopGuard {
 }
 
 cairn_sdk::export_watch_filter!(LoopGuard);
+
+/// The same loop as a reactor.
+impl Reactor for LoopGuard {
+    fn react(_ctx: &Context<'_>, revision: i64, _events: &[Event]) -> Vec<Op> {
+        let mut state = revision as u64;
+        loop {
+            state = black_box(
+                state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1),
+            );
+        }
+    }
+}
+
+cairn_sdk::export_reactor!(LoopGuard);

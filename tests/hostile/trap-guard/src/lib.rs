@@ -1,5 +1,6 @@
 //! Abuses control flow: a guard that panics, which in wasm32-unknown-unknown is a trap.
 
+use cairn_sdk::Reactor;
 use cairn_sdk::{
     Answer, Context, Decision, Event, FilterContext, Guard, Op, Policy, PolicyRequest, Verdict,
     WatchFilter, Watcher,
@@ -43,3 +44,12 @@ impl WatchFilter for TrapGuard {
 }
 
 cairn_sdk::export_watch_filter!(TrapGuard);
+
+/// Panics as a reactor too.
+impl Reactor for TrapGuard {
+    fn react(_ctx: &Context<'_>, revision: i64, _events: &[Event]) -> Vec<Op> {
+        panic!("trap-guard: panicking on purpose at revision {revision}");
+    }
+}
+
+cairn_sdk::export_reactor!(TrapGuard);

@@ -1,0 +1,325 @@
+//! Reactors: plugins that turn the committed events of their key range into new writes.
+//!
+//! They run on the leader only. For each reactor the leader reads, from history, the events
+//! after the reactor's cursor (replicated state, `registry::ReactorState`), takes the first
+//! revision that should trigger it, runs the plugin on that revision's events, and proposes
+//! the writes it returns as one [`PluginCommand::ReactorStep`] with the cursor it started
+//! from. Apply takes the step only if the cursor is still there and moves it in the same
+//! entry as the writes, so every source revision is reacted to exactly once: a leader that
+//! crashes before its step commits leaves the cursor for the next leader to redo the step; a
+//! step proposed twice (by an old and a new leader) applies once.
+//!
+//! Loop protection: the revisions a reactor's steps wrote are recorded with their depth. They
+//! do not trigger the same reactor unless it was bound with `retrigger`, and then only up to
+//! its `max_depth`. (Writes of one reactor that trigger another count as clients' writes.)
+//!
+//! Failures (a trap, fuel, output over the limits, writes a guard refuses) are proposed as
+//! [`PluginCommand::ReactorFailed`], so they are counted alike on every member, and after
+//! `REACTOR_FAILURES_TO_PAUSE` in a row the reactor is paused until it is bound again. The
+//! leader retries with exponential backoff meanwhile. A reactor whose cursor history no
+//! longer holds (compacted past it) fails the same way.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::Engine;
+use super::engine::{GuardOp, Outcome, Target, View};
+use super::registry::{Binding, Kind, PluginCommand, ReactorState, Registry};
+use crate::metrics::lock;
+use crate::mvcc::{DeleteRangeRequest, Event, KeyRange, Mvcc, PutRequest, RequestOp};
+use crate::state_machine::Command;
+
+/// How often an idle leader looks at its reactors without a commit to wake it.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+/// Bytes of events read per look at one reactor (whole revisions).
+const READ_BYTES: usize = 1 << 20;
+/// A reactor whose range saw no events is moved this many revisions at a time, so a
+/// new leader's first scan is bounded.
+const SKIP_AHEAD: i64 = 1000;
+/// Backoff after a failure: doubled each time, up to the cap.
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_CAP: Duration = Duration::from_secs(10);
+
+/// What reactors need of their member: its registry and deterministic engine.
+#[derive(Clone, Debug)]
+pub struct Reactors {
+    registry: Arc<Mutex<Registry>>,
+    engine: Engine,
+}
+
+impl Reactors {
+    pub fn new(registry: Arc<Mutex<Registry>>, engine: Engine) -> Reactors {
+        Reactors { registry, engine }
+    }
+
+    /// The reactors to run now: bound, not paused.
+    fn active(&self) -> Vec<(Binding, ReactorState)> {
+        let registry = lock(&self.registry);
+        registry
+            .bindings
+            .values()
+            .filter(|b| b.kind == Kind::Reactor)
+            .filter_map(|b| {
+                let state = registry.reactors.get(&b.name)?;
+                (!state.paused).then(|| (b.clone(), state.clone()))
+            })
+            .collect()
+    }
+}
+
+/// Per reactor, what this member knows without asking the log.
+#[derive(Default)]
+struct Local {
+    /// The cursor a scan started from and how far it found nothing to do.
+    scanned: Option<(i64, i64)>,
+    /// No retry before this (after a failure).
+    retry_at: Option<Instant>,
+    backoff: Duration,
+}
+
+/// Runs the reactors while this member leads, until it stops.
+pub async fn run(ctx: crate::api::Context, reactors: Reactors) {
+    let mut commits = ctx.raft.subscribe();
+    let mut stopping = ctx.stopping.clone();
+    let mut local: BTreeMap<String, Local> = BTreeMap::new();
+    loop {
+        tokio::select! {
+            changed = commits.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(IDLE_CHECK) => {}
+            res = stopping.changed() => if res.is_err() || *stopping.borrow() { return },
+        }
+        if !ctx.raft.status().is_leader {
+            local.clear();
+            continue;
+        }
+        let active = reactors.active();
+        local.retain(|name, _| active.iter().any(|(b, _)| b.name == *name));
+        for (binding, state) in active {
+            let mine = local.entry(binding.name.clone()).or_default();
+            if mine.retry_at.is_some_and(|at| Instant::now() < at) {
+                continue;
+            }
+            match step(&ctx, &reactors, &binding, &state, mine).await {
+                Ok(()) => {
+                    mine.retry_at = None;
+                    mine.backoff = Duration::ZERO;
+                }
+                Err(why) => {
+                    mine.backoff = (mine.backoff * 2).clamp(BACKOFF_START, BACKOFF_CAP);
+                    mine.retry_at = Some(Instant::now() + mine.backoff);
+                    tracing::warn!(reactor = %binding.name, %why, backoff = ?mine.backoff, "reactor step failed");
+                }
+            }
+        }
+    }
+}
+
+/// What a look at one reactor found to do.
+enum Work {
+    /// Nothing new in its range up to this revision.
+    Nothing(i64),
+    /// Only writes that must not trigger it (its own, or past its depth) up to this revision:
+    /// the cursor moves past them.
+    Skip(i64),
+    /// Run it on these events of `revision`, writing at `depth`.
+    React {
+        revision: i64,
+        depth: u32,
+        events: Vec<Event>,
+    },
+}
+
+/// One step of one reactor: find its next triggering revision, run it, propose the step.
+async fn step(
+    ctx: &crate::api::Context,
+    reactors: &Reactors,
+    binding: &Binding,
+    state: &ReactorState,
+    mine: &mut Local,
+) -> Result<(), String> {
+    let revs = *ctx.raft.subscribe().borrow();
+    let from = match mine.scanned {
+        Some((cursor, to)) if cursor == state.cursor => to,
+        _ => state.cursor,
+    };
+    if from >= revs.current {
+        return Ok(());
+    }
+    if state.cursor < revs.compact {
+        let reason = format!(
+            "history was compacted at revision {} past its cursor {}",
+            revs.compact, state.cursor
+        );
+        propose_failure(ctx, binding, state, &reason).await?;
+        return Err(reason);
+    }
+    let work = {
+        let (storage, binding, state) = (ctx.storage.clone(), binding.clone(), state.clone());
+        let current = revs.current;
+        tokio::task::spawn_blocking(move || find_work(&storage, &binding, &state, from, current))
+            .await
+            .map_err(|e| format!("reading history: {e}"))??
+    };
+    let (revision, depth, events) = match work {
+        Work::Nothing(to) => {
+            mine.scanned = Some((state.cursor, to));
+            if to - state.cursor >= SKIP_AHEAD {
+                propose(ctx, binding, state, to, 0, Vec::new()).await?;
+            }
+            return Ok(());
+        }
+        Work::Skip(to) => return propose(ctx, binding, state, to, 0, Vec::new()).await,
+        Work::React {
+            revision,
+            depth,
+            events,
+        } => (revision, depth, events),
+    };
+    let call = {
+        let engine = reactors.engine.clone();
+        let storage = ctx.storage.clone();
+        let binding = binding.clone();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        tokio::task::spawn_blocking(move || {
+            let view = Mvcc::read_view(&storage).map_err(|e| format!("reading the store: {e}"))?;
+            engine
+                .react(
+                    &Target::of(&binding, now_ms),
+                    View::of(&view),
+                    revision,
+                    &events,
+                )
+                .map_err(|fault| fault.to_string())
+        })
+        .await
+        .map_err(|e| format!("running the reactor: {e}"))??
+    };
+    match call.outcome {
+        Outcome::Answered(ops) => {
+            let ops = ops.into_iter().map(request_op).collect();
+            propose(ctx, binding, state, revision, depth, ops).await
+        }
+        Outcome::Failed(reason) => {
+            propose_failure(ctx, binding, state, &reason).await?;
+            Err(reason)
+        }
+    }
+}
+
+/// Reads the events after `from` (up to `current`, a bounded amount) in the reactor's
+/// range, and finds the first revision that triggers it.
+fn find_work(
+    storage: &crate::storage::Storage,
+    binding: &Binding,
+    state: &ReactorState,
+    from: i64,
+    current: i64,
+) -> Result<Work, String> {
+    let view = Mvcc::read_view(storage).map_err(|e| format!("reading history: {e}"))?;
+    let range = KeyRange::new(&binding.key, &binding.range_end);
+    let (events, covered) = view
+        .events(from + 1, current, &range, true, READ_BYTES)
+        .map_err(|e| format!("reading history: {e}"))?;
+    let mut by_revision: BTreeMap<i64, Vec<Event>> = BTreeMap::new();
+    for event in events {
+        by_revision
+            .entry(event.kv.mod_revision)
+            .or_default()
+            .push(event);
+    }
+    let mut skipped = false;
+    for (revision, events) in by_revision {
+        let depth = match state.written.get(&revision) {
+            None => 1,
+            Some(_) if !state.options.retrigger => {
+                skipped = true;
+                continue;
+            }
+            Some(&d) if d >= state.options.max_depth => {
+                tracing::info!(reactor = %binding.name, revision, depth = d, "reactor depth limit: not triggered again");
+                skipped = true;
+                continue;
+            }
+            Some(&d) => d + 1,
+        };
+        return Ok(Work::React {
+            revision,
+            depth,
+            events,
+        });
+    }
+    Ok(if skipped {
+        Work::Skip(covered)
+    } else {
+        Work::Nothing(covered)
+    })
+}
+
+fn request_op(op: GuardOp) -> RequestOp {
+    match op {
+        GuardOp::Put {
+            key,
+            value,
+            lease,
+            ignore_value,
+            ignore_lease,
+        } => RequestOp::Put(PutRequest {
+            key,
+            value,
+            lease,
+            prev_kv: false,
+            ignore_value,
+            ignore_lease,
+        }),
+        GuardOp::DeleteRange { key, range_end } => RequestOp::DeleteRange(DeleteRangeRequest {
+            key,
+            range_end,
+            prev_kv: false,
+        }),
+    }
+}
+
+async fn propose(
+    ctx: &crate::api::Context,
+    binding: &Binding,
+    state: &ReactorState,
+    revision: i64,
+    depth: u32,
+    ops: Vec<RequestOp>,
+) -> Result<(), String> {
+    let command = Command::Plugin(PluginCommand::ReactorStep {
+        name: binding.name.clone(),
+        cursor: state.cursor,
+        revision,
+        depth,
+        ops,
+    });
+    write(ctx, command).await
+}
+
+async fn propose_failure(
+    ctx: &crate::api::Context,
+    binding: &Binding,
+    state: &ReactorState,
+    reason: &str,
+) -> Result<(), String> {
+    let command = Command::Plugin(PluginCommand::ReactorFailed {
+        name: binding.name.clone(),
+        cursor: state.cursor,
+        reason: reason.to_string(),
+    });
+    write(ctx, command).await
+}
+
+/// Proposes a member's own command, bounded by the request timeout. A step that lost a race
+/// with another (its cursor moved) is not an error: the next look starts from the new cursor.
+async fn write(ctx: &crate::api::Context, command: Command) -> Result<(), String> {
+    match tokio::time::timeout(ctx.limits.request_timeout, ctx.raft.write(command)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("proposing: {e}")),
+        Err(_) => Err("proposing: timed out".into()),
+    }
+}
