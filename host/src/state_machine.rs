@@ -62,8 +62,9 @@ pub enum Command {
     },
     /// A command and the time the leader proposed it, in milliseconds since the Unix epoch:
     /// what plugins running in apply get from the clock import, the same on every member.
-    /// The leader stamps each client request (`raft::RaftNode::write`); leaders' clocks are
-    /// not compared, so the stamps of consecutive entries may go back across a leader change.
+    /// The leader stamps every command it proposes (`raft::RaftNode::write_local`); leaders'
+    /// clocks are not compared, so the stamps of consecutive entries may go back across a
+    /// leader change.
     Stamped { unix_ms: i64, command: Box<Command> },
 }
 
@@ -171,6 +172,12 @@ pub struct StateMachine {
     /// The plugin registry as applied (apply is its only writer), and this member's engine.
     registry: Arc<Mutex<Registry>>,
     engine: Engine,
+    /// The registry's summary for the API (see [`crate::plugin::registry::Published`]).
+    published: Arc<crate::plugin::registry::Published>,
+    /// A second engine for what runs outside apply (policy checks of reads, reactors on the
+    /// leader), so they never take the instance slots apply needs: apply stops on an engine
+    /// error, a read may only fail.
+    side_engine: Engine,
     /// Users and roles as applied (apply is the only writer; the API reads it to check
     /// reads and to verify tokens).
     auth: SharedAuth,
@@ -187,9 +194,17 @@ impl StateMachine {
             binding: "(engine start)".into(),
             reason: e.to_string(),
         })?;
+        let side_engine = Engine::new().map_err(|e| Fault::PluginHost {
+            binding: "(side engine start)".into(),
+            reason: e.to_string(),
+        })?;
         let registry = Registry::load(&storage)?;
         let auth = AuthStore::load(&storage)?;
+        let published = Arc::new(crate::plugin::registry::Published::default());
+        published.publish(&registry);
         let machine = StateMachine {
+            published,
+            side_engine,
             auth: Arc::new(RwLock::new(auth)),
             committed: Arc::new(committed),
             storage,
@@ -242,20 +257,22 @@ impl StateMachine {
             })?;
         Ok(crate::plugin::filter::Filters::new(
             self.registry.clone(),
+            self.published.clone(),
             engine,
         ))
     }
 
-    /// What the leader runs reactors with: this member's registry and deterministic engine.
+    /// What the leader runs reactors with: this member's registry and side engine.
     pub fn reactors(&self) -> crate::plugin::reactor::Reactors {
-        crate::plugin::reactor::Reactors::new(self.registry.clone(), self.engine.clone())
+        crate::plugin::reactor::Reactors::new(self.registry.clone(), self.side_engine.clone())
     }
 
-    /// The read side of policy hooks, over this member's registry and engine.
+    /// The read side of policy hooks, over this member's registry and side engine.
     pub fn policy_reads(&self) -> policy::Reads {
         policy::Reads::new(
             self.registry.clone(),
-            self.engine.clone(),
+            self.published.clone(),
+            self.side_engine.clone(),
             self.storage.clone(),
         )
     }
@@ -300,6 +317,9 @@ impl StateMachine {
         crate::metrics::METRICS
             .backend_commit
             .observe(started.elapsed());
+        if registry.generation != self.published.generation() {
+            self.published.publish(&registry);
+        }
         self.committed.send_replace(*revs);
         Ok(responses)
     }
@@ -411,15 +431,39 @@ impl StateMachine {
             apply.touched.append(&mut hooks.touched);
             let after = at(apply);
             match applied {
-                Ok(_) if after > before => Ok(Some((after, depth, ops.len() as u64))),
+                Ok(_) if after > before => Ok(Some(crate::plugin::registry::ReactorWrite {
+                    at: after,
+                    depth,
+                    ops: ops.len() as u64,
+                    ranges: ops
+                        .iter()
+                        .filter_map(|op| match op {
+                            mvcc::RequestOp::Put(p) => Some((p.key.clone(), Vec::new())),
+                            mvcc::RequestOp::DeleteRange(d) => {
+                                Some((d.key.clone(), d.range_end.clone()))
+                            }
+                            _ => None,
+                        })
+                        .collect(),
+                })),
                 Ok(_) => Ok(None),
                 Err(e) => Err(format!("its writes were refused: {e}")),
             }
         };
+        let failed = outcome.as_ref().err().cloned();
         apply
             .registry
             .reactor_stepped(apply.batch, name, revision, outcome);
-        Ok(CommandResponse::Plugin(Ok(PluginOutcome::Done), at(apply)))
+        // A refused step is the reactor's failure: recorded above, and answered as one so
+        // the leader backs off.
+        let answer = match failed {
+            None => Ok(PluginOutcome::Done),
+            Some(reason) => Err(PluginError::ReactorFailed {
+                name: name.to_string(),
+                reason,
+            }),
+        };
+        Ok(CommandResponse::Plugin(answer, at(apply)))
     }
 
     /// Whether `caller` may run `command` at this point of the log, as etcd decides: KV
@@ -483,12 +527,15 @@ impl StateMachine {
         operation: PolicyOperation,
         needs: &[Need<'_>],
     ) -> Result<Result<(), AuthError>, Fault> {
+        let subject = match policy::Subject::of(auth, caller) {
+            Ok(subject) => subject,
+            Err(e) => return Ok(Err(e)),
+        };
         let (batch, now_ms) = (&*apply.batch, apply.now_ms);
         let mut view = None;
         let mut calls = Vec::new();
         let decided = policy::decide(
-            auth,
-            caller,
+            &subject,
             &apply.registry.bindings,
             operation,
             needs,
@@ -586,6 +633,7 @@ impl StateMachine {
             let generation = registry.generation + 1;
             *registry = Registry::load(&self.storage).map_err(std::io::Error::other)?;
             registry.generation = generation;
+            self.published.publish(&registry);
         }
         *self.auth.write().expect("auth store lock poisoned") =
             AuthStore::load(&self.storage).map_err(std::io::Error::other)?;

@@ -343,21 +343,41 @@ impl ApiContext {
         operation: PolicyOperation,
         needs: impl IntoIterator<Item = Need<'a>>,
     ) -> Result<(), Status> {
-        // The registry before the auth store: apply locks them in that order.
+        // Who asks, from the auth store at this moment; its lock is released before any
+        // hook runs (and before the registry is locked: no two locks are ever held here).
+        // (`permissions` is everything while authentication is off.)
+        let (subject, auth_revision) = {
+            let auth = self.auth.read().expect("auth store lock poisoned");
+            let subject = crate::plugin::policy::Subject::of(&auth, caller)
+                .map_err(|e| status::auth_error(&e))?;
+            (subject, auth.revision)
+        };
+        if subject.is_root() {
+            return Ok(());
+        }
         let policies = self.policy_reads.snapshot();
-        // (`permissions` allows everything while authentication is off.)
-        let auth = self.auth.read().expect("auth store lock poisoned");
         let decided = if policies.is_empty() {
-            auth.permissions(caller).and_then(|p| p.check(needs))
+            subject.check_roles(needs)
         } else {
             let needs: Vec<Need<'a>> = needs.into_iter().collect();
-            self.policy_reads
-                .decide(&policies, &auth, caller, operation, &needs)
-                .map_err(|fault| {
-                    // A fault of this member (its store could not be read), not a decision.
-                    tracing::warn!(error = %fault, "deciding a read's policy");
-                    Status::unavailable(format!("cairn: {fault}"))
-                })?
+            // Hooks run under fuel, not a clock: let the runtime move its other tasks off
+            // this thread meanwhile.
+            let decide = || {
+                self.policy_reads
+                    .decide(&policies, &subject, auth_revision, operation, &needs)
+            };
+            let outcome = if tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+            {
+                tokio::task::block_in_place(decide)
+            } else {
+                decide()
+            };
+            outcome.map_err(|fault| {
+                // A fault of this member (its store could not be read), not a decision.
+                tracing::warn!(error = %fault, "deciding a read's policy");
+                Status::unavailable(format!("cairn: {fault}"))
+            })?
         };
         decided.map_err(|e| status::auth_error(&e))
     }

@@ -119,6 +119,7 @@ where
         budget: Arc::new(Semaphore::new(STREAM_BUFFER_BYTES)),
         watchers: Watchers::new(ctx.hub.clone(), ctx.storage.clone()),
         filters: std::collections::BTreeMap::new(),
+        filters_checked: ctx.watch_filters.generation(),
     };
     tokio::spawn(stream.run(inbound));
     Ok(WatchResponses(ReceiverStream::new(rx)))
@@ -142,8 +143,11 @@ struct WatchStream {
     /// Bytes of responses the client may leave untaken (see [`STREAM_BUFFER_BYTES`]).
     budget: Arc<Semaphore>,
     watchers: Watchers,
-    /// Each filtered watcher's open filters, in the order they run.
-    filters: std::collections::BTreeMap<i64, Vec<OpenFilter>>,
+    /// Each watcher's watch filters: what it was created with, and the open ones, in the
+    /// order they run.
+    filters: std::collections::BTreeMap<i64, WatcherFilters>,
+    /// The registry generation the filters were last checked against.
+    filters_checked: u64,
 }
 
 impl WatchStream {
@@ -304,6 +308,9 @@ impl WatchStream {
                 return self.send(resp).await;
             }
         };
+        // The registry as the filters are chosen: a change after this is caught by the next
+        // delivery's check (`check_filters`).
+        let generation = self.ctx.watch_filters.generation();
         let plugin_filters = match self.open_filters(&c, &caller).await {
             Ok(filters) => filters,
             Err(reason) => {
@@ -323,8 +330,8 @@ impl WatchStream {
             .collect();
         let spec = Spec {
             id: c.watch_id,
-            key: c.key,
-            range_end: c.range_end,
+            key: c.key.clone(),
+            range_end: c.range_end.clone(),
             start_revision: c.start_revision,
             no_put: filters.contains(&FilterType::Noput),
             no_delete: filters.contains(&FilterType::Nodelete),
@@ -345,9 +352,18 @@ impl WatchStream {
             resp.cancel_reason = refusal.to_string();
             return self.send(resp).await;
         }
-        if !plugin_filters.is_empty() {
-            self.filters.insert(id, plugin_filters);
-        }
+        let (open, bindings) = plugin_filters;
+        self.filters.insert(
+            id,
+            WatcherFilters {
+                key: c.key.clone(),
+                range_end: c.range_end.clone(),
+                named: c.cairn_filter.as_ref().map(|f| f.binding.clone()),
+                bindings,
+                open,
+                generation,
+            },
+        );
         self.send(resp).await?;
         self.deliver().await
     }
@@ -358,15 +374,16 @@ impl WatchStream {
         &self,
         c: &pb::WatchCreateRequest,
         caller: &crate::auth::Caller,
-    ) -> Result<Vec<OpenFilter>, String> {
+    ) -> Result<(Vec<OpenFilter>, Vec<FilterSignature>), String> {
         let named = c.cairn_filter.as_ref();
         let bindings = self.ctx.watch_filters.for_watcher(
             &c.key,
             &c.range_end,
             named.map(|f| f.binding.as_str()),
         )?;
+        let signature = bindings.iter().map(|(b, _)| signature(b)).collect();
         if bindings.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), signature));
         }
         let user = caller.user().unwrap_or_default().to_string();
         let roles = self
@@ -408,7 +425,55 @@ impl WatchStream {
                 }
             }
         }
-        Ok(open)
+        Ok((open, signature))
+    }
+
+    /// After a registry change: cancels every watcher whose filters are no longer the ones
+    /// its range and name call for (a filter bound, unbound or rebound since it was created),
+    /// so no watcher goes on unfiltered, or with an old filter, after a bind. Its client
+    /// watches again and gets the current ones.
+    async fn check_filters(&mut self) -> Result<(), Closed> {
+        let generation = self.ctx.watch_filters.generation();
+        if generation == self.filters_checked {
+            return Ok(());
+        }
+        self.filters_checked = generation;
+        let mut changed = Vec::new();
+        for (id, w) in &self.filters {
+            if w.generation == generation {
+                continue;
+            }
+            let now = self
+                .ctx
+                .watch_filters
+                .for_watcher(&w.key, &w.range_end, w.named.as_deref())
+                .map(|bindings| {
+                    bindings
+                        .iter()
+                        .map(|(b, _)| signature(b))
+                        .collect::<Vec<_>>()
+                });
+            if now.as_ref() != Ok(&w.bindings) {
+                changed.push(*id);
+            }
+        }
+        for w in self.filters.values_mut() {
+            w.generation = generation;
+        }
+        let current = self.revs.borrow().current;
+        for id in changed {
+            self.filters.remove(&id);
+            if self.watchers.cancel(id) {
+                let resp = pb::WatchResponse {
+                    canceled: true,
+                    cancel_reason: "cairn: the watch filters of this watcher changed; watch again"
+                        .into(),
+                    ..self.response(id, current)
+                };
+                self.send(resp).await?;
+            }
+        }
+        Ok(())
     }
 
     /// etcd's periodic progress notification: each `progress_notify` watcher that is caught up
@@ -425,6 +490,7 @@ impl WatchStream {
     /// Sends every watcher the events it has not had, up to the latest commit, one
     /// delivery round at a time (see `Watchers::round`).
     async fn deliver(&mut self) -> Result<(), Closed> {
+        self.check_filters().await?;
         loop {
             let hub = *self.revs.borrow_and_update();
             let store_current = self.store.borrow().current;
@@ -505,31 +571,77 @@ impl WatchStream {
     }
 }
 
+/// What decides a watcher's filters: which bindings, with which module, config and range.
+type FilterSignature = (String, String, Vec<u8>, Vec<u8>, Vec<u8>);
+
+fn signature(b: &crate::plugin::Binding) -> FilterSignature {
+    (
+        b.name.clone(),
+        b.sha256.clone(),
+        b.config.clone(),
+        b.key.clone(),
+        b.range_end.clone(),
+    )
+}
+
+/// One watcher's watch filters.
+struct WatcherFilters {
+    key: Vec<u8>,
+    range_end: Vec<u8>,
+    named: Option<String>,
+    /// The bindings it was created with.
+    bindings: Vec<FilterSignature>,
+    open: Vec<OpenFilter>,
+    /// The registry generation they were chosen (or last checked) at.
+    generation: u64,
+}
+
+/// The longest a delivery's filtering may take: a filter within its per-call deadline but
+/// slow on many events cancels its watcher rather than hold the stream.
+const FILTER_TIME_PER_DELIVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl WatchStream {
     /// Runs watcher `id`'s filters over `events`: what it is sent, or why a filter failed.
     fn filter(&mut self, id: i64, events: Vec<Event>) -> Result<Vec<Event>, String> {
-        let Some(filters) = self.filters.get_mut(&id) else {
+        let Some(filters) = self.filters.get_mut(&id).filter(|w| !w.open.is_empty()) else {
             return Ok(events);
         };
-        let mut out = Vec::with_capacity(events.len());
-        'events: for event in events {
-            let mut event = event;
-            for filter in filters.iter_mut() {
-                match filter.apply(event) {
-                    Ok(Some(kept)) => event = kept,
-                    Ok(None) => continue 'events,
-                    Err(why) => {
-                        tracing::info!(binding = %filter.binding, watch_id = id, %why, "a watch filter failed; its watcher is canceled");
-                        return Err(format!(
-                            "cairn: watch filter {} failed: {why}",
-                            filter.binding
-                        ));
+        let run = || {
+            let started = std::time::Instant::now();
+            let mut out = Vec::with_capacity(events.len());
+            'events: for event in events {
+                if started.elapsed() > FILTER_TIME_PER_DELIVERY {
+                    return Err(format!(
+                        "cairn: watch filters took over {} ms on one delivery",
+                        FILTER_TIME_PER_DELIVERY.as_millis()
+                    ));
+                }
+                let mut event = event;
+                for filter in filters.open.iter_mut() {
+                    match filter.apply(event) {
+                        Ok(Some(kept)) => event = kept,
+                        Ok(None) => continue 'events,
+                        Err(why) => {
+                            tracing::info!(binding = %filter.binding, watch_id = id, %why, "a watch filter failed; its watcher is canceled");
+                            return Err(format!(
+                                "cairn: watch filter {} failed: {why}",
+                                filter.binding
+                            ));
+                        }
                     }
                 }
+                out.push(event);
             }
-            out.push(event);
+            Ok(out)
+        };
+        // Filters run plugins: let the runtime move its other tasks off this thread.
+        if tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+        {
+            tokio::task::block_in_place(run)
+        } else {
+            run()
         }
-        Ok(out)
     }
 }
 

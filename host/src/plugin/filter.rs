@@ -22,7 +22,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Store, StoreLimits, StoreLimitsBuilder};
 
 use super::engine::{HostFault, truncated};
-use super::registry::{Binding, Kind, Registry};
+use super::registry::{Binding, Kind, Published, Registry};
 use crate::metrics::lock;
 use crate::mvcc::{Event, EventKind, KeyRange};
 use crate::storage::Storage;
@@ -44,6 +44,9 @@ const TICK: Duration = Duration::from_millis(1);
 const DEADLINE_TICKS: u64 = 50;
 /// A call's wall-clock deadline, for the docs.
 pub const CALL_DEADLINE: Duration = Duration::from_millis(50);
+/// Most filter instances open at once on a member (one per filtered watcher): each may hold
+/// up to its binding's memory, so their number is bounded, not their watchers' whim.
+pub const MAX_OPEN_FILTERS: usize = 4096;
 /// Fuel for instantiating and opening a filter.
 const OPEN_FUEL: u64 = 10_000_000;
 /// Largest value a filter may rewrite an event to: etcd's default request limit, so a
@@ -81,12 +84,21 @@ impl filter_world::cairn::plugin::log::Host for FilterState {
 #[derive(Clone, Debug)]
 pub struct Filters {
     registry: Arc<Mutex<Registry>>,
+    published: Arc<Published>,
     engine: FilterEngine,
 }
 
 impl Filters {
-    pub fn new(registry: Arc<Mutex<Registry>>, engine: FilterEngine) -> Filters {
-        Filters { registry, engine }
+    pub fn new(
+        registry: Arc<Mutex<Registry>>,
+        published: Arc<Published>,
+        engine: FilterEngine,
+    ) -> Filters {
+        Filters {
+            registry,
+            published,
+            engine,
+        }
     }
 
     /// The bindings a watcher of `[key, range_end)` runs, in name order, each with whether
@@ -98,6 +110,17 @@ impl Filters {
         range_end: &[u8],
         named: Option<&str>,
     ) -> Result<Vec<(Binding, bool)>, String> {
+        // No watch filter bound (the usual case): the registry, which apply holds for a whole
+        // batch, is not even locked.
+        if named.is_none()
+            && self
+                .published
+                .watch_filters
+                .load(std::sync::atomic::Ordering::SeqCst)
+                == 0
+        {
+            return Ok(Vec::new());
+        }
         let registry = lock(&self.registry);
         let mut out: Vec<(Binding, bool)> = registry
             .bindings
@@ -106,11 +129,19 @@ impl Filters {
                 b.kind == Kind::WatchFilter && !(b.key.is_empty() && b.range_end.is_empty())
             })
             .filter(|b| KeyRange::pairs_overlap((&b.key, &b.range_end), (key, range_end)))
-            .filter(|b| Some(b.name.as_str()) != named)
             .map(|b| (b.clone(), false))
             .collect();
         if let Some(name) = named {
             match registry.bindings.get(name) {
+                Some(b)
+                    if b.kind == Kind::WatchFilter
+                        && (!b.key.is_empty() || !b.range_end.is_empty()) =>
+                {
+                    return Err(format!(
+                        "cairn: watch filter {name:?} is bound to a key range and applies there by \
+                         itself; only filters bound without a range can be named"
+                    ));
+                }
                 Some(b) if b.kind == Kind::WatchFilter => out.push((b.clone(), true)),
                 Some(b) => {
                     return Err(format!(
@@ -122,6 +153,12 @@ impl Filters {
             }
         }
         Ok(out)
+    }
+
+    /// The registry's change counter: watch streams check their watchers' filters again
+    /// when it moves.
+    pub fn generation(&self) -> u64 {
+        self.published.generation()
     }
 
     /// Opens `binding` for `watcher` (see [`FilterEngine::open`]), off the async runtime.
@@ -153,6 +190,8 @@ pub struct FilterEngine {
     linker: Arc<Linker<FilterState>>,
     compiled: Arc<Mutex<BTreeMap<String, Arc<filter_world::WatchFilterPluginPre<FilterState>>>>>,
     storage: Storage,
+    /// Filter instances open now (see [`MAX_OPEN_FILTERS`]).
+    open: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for FilterEngine {
@@ -192,6 +231,7 @@ impl FilterEngine {
             linker: Arc::new(linker),
             compiled: Arc::default(),
             storage,
+            open: Arc::default(),
         })
     }
 
@@ -233,6 +273,13 @@ impl FilterEngine {
         named: bool,
         watcher: &Watcher,
     ) -> Result<Result<OpenFilter, String>, HostFault> {
+        use std::sync::atomic::Ordering;
+        let slot = OpenSlot(self.open.clone());
+        if slot.0.fetch_add(1, Ordering::SeqCst) >= MAX_OPEN_FILTERS {
+            return Ok(Err(format!(
+                "this member has {MAX_OPEN_FILTERS} filtered watchers open, its limit"
+            )));
+        }
         let pre = match self.compiled(&binding.sha256)? {
             Ok(pre) => pre,
             Err(reason) => return Ok(Err(reason)),
@@ -273,6 +320,7 @@ impl FilterEngine {
             Err(e) => return Ok(Err(trap_words(&e))),
         }
         Ok(Ok(OpenFilter {
+            _slot: slot,
             binding: binding.name.clone(),
             range: (!named).then(|| KeyRange::new(&binding.key, &binding.range_end)),
             fuel: binding.fuel,
@@ -282,8 +330,18 @@ impl FilterEngine {
     }
 }
 
+/// Counts one open filter instance while it lives.
+struct OpenSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for OpenSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// A filter opened for one watcher.
 pub struct OpenFilter {
+    _slot: OpenSlot,
     pub binding: String,
     /// The keys whose events it sees; `None` (a filter the watcher named): every event.
     range: Option<KeyRange>,

@@ -33,7 +33,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use crate::auth::needs::Need;
-use crate::auth::perms::{Access, range_within};
+use crate::auth::perms::{Access, UserPermissions, range_within};
 use crate::auth::{AuthError, AuthStore, Caller};
 use crate::metrics::lock;
 use crate::mvcc::KeyRange;
@@ -42,7 +42,7 @@ use super::engine::{
     Call, Engine, HostFault, Outcome, PolicyAccess, PolicyAnswer, PolicyOperation, PolicyQuestion,
     Target, View,
 };
-use super::registry::{Binding, FailurePolicy, Kind, Registry};
+use super::registry::{Binding, FailurePolicy, Kind, Published, Registry};
 use crate::mvcc::Mvcc;
 use crate::storage::Storage;
 
@@ -50,21 +50,53 @@ use crate::storage::Storage;
 pub type Run<'r> =
     dyn FnMut(&Binding, &PolicyQuestion) -> Result<Call<PolicyAnswer>, HostFault> + 'r;
 
-/// Whether `caller` may make a request with these `needs`, by its roles and the policy
+/// Who a request is decided for: the caller's merged permissions, name and roles, taken from
+/// the auth store at one moment (so the store's lock need not be held while hooks run).
+#[derive(Clone, Debug)]
+pub struct Subject {
+    perms: UserPermissions,
+    user: String,
+    roles: Vec<String>,
+}
+
+impl Subject {
+    /// The caller as a subject, or the caller's own error (no user, an old token, an unknown
+    /// user), which comes before any hook is asked, as in etcd.
+    pub fn of(auth: &AuthStore, caller: &Caller) -> Result<Subject, AuthError> {
+        let perms = auth.permissions(caller)?;
+        let user = caller.user().unwrap_or_default().to_string();
+        let roles = auth
+            .users
+            .get(&user)
+            .map(|u| u.roles.clone())
+            .unwrap_or_default();
+        Ok(Subject { perms, user, roles })
+    }
+
+    /// Root, or anyone while authentication is off: never subject to hooks.
+    pub fn is_root(&self) -> bool {
+        self.perms.is_root()
+    }
+
+    /// The roles' decision alone.
+    pub fn check_roles<'a>(
+        &self,
+        needs: impl IntoIterator<Item = Need<'a>>,
+    ) -> Result<(), AuthError> {
+        self.perms.check(needs)
+    }
+}
+
+/// Whether `subject` may make a request with these `needs`, by its roles and the policy
 /// `bindings` (any kind; only policies are used). `Err` only for a fault of this member.
 pub fn decide(
-    auth: &AuthStore,
-    caller: &Caller,
+    subject: &Subject,
     bindings: &BTreeMap<String, Binding>,
     operation: PolicyOperation,
     needs: &[Need<'_>],
     run: &mut Run<'_>,
 ) -> Result<Result<(), AuthError>, HostFault> {
-    let perms = match auth.permissions(caller) {
-        Ok(perms) => perms,
-        Err(e) => return Ok(Err(e)),
-    };
-    // Root, or authentication off.
+    let Subject { perms, user, roles } = subject;
     if perms.is_root() {
         return Ok(Ok(()));
     }
@@ -75,13 +107,6 @@ pub fn decide(
     if policies.peek().is_none() {
         return Ok(perms.check(needs.iter().copied()));
     }
-    // `permissions` answered for a caller that names a user.
-    let user = caller.user().unwrap_or_default();
-    let roles = auth
-        .users
-        .get(user)
-        .map(|u| u.roles.clone())
-        .unwrap_or_default();
     let allowed: Vec<bool> = needs
         .iter()
         .map(|n| perms.allows(n.access, n.key, n.range_end))
@@ -159,6 +184,7 @@ pub fn words(call: &Call<PolicyAnswer>) -> (String, bool, bool) {
 #[derive(Clone, Debug)]
 pub struct Reads {
     registry: Arc<Mutex<Registry>>,
+    published: Arc<Published>,
     engine: Engine,
     storage: Storage,
     memo: Memo,
@@ -180,9 +206,15 @@ impl Snapshot {
 }
 
 impl Reads {
-    pub fn new(registry: Arc<Mutex<Registry>>, engine: Engine, storage: Storage) -> Reads {
+    pub fn new(
+        registry: Arc<Mutex<Registry>>,
+        published: Arc<Published>,
+        engine: Engine,
+        storage: Storage,
+    ) -> Reads {
         Reads {
             registry,
+            published,
             engine,
             storage,
             memo: Memo::default(),
@@ -191,6 +223,16 @@ impl Reads {
 
     /// The policy bindings now. Cheap when there are none.
     pub fn snapshot(&self) -> Snapshot {
+        // Most members have no policy binding: then the registry (which apply holds for a
+        // whole batch) is not even locked.
+        if self
+            .published
+            .policies
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == 0
+        {
+            return Snapshot::default();
+        }
         let registry = lock(&self.registry);
         Snapshot {
             bindings: registry
@@ -208,8 +250,8 @@ impl Reads {
     pub fn decide(
         &self,
         policies: &Snapshot,
-        auth: &AuthStore,
-        caller: &Caller,
+        subject: &Subject,
+        auth_revision: u64,
         operation: PolicyOperation,
         needs: &[Need<'_>],
     ) -> Result<Result<(), AuthError>, HostFault> {
@@ -218,14 +260,13 @@ impl Reads {
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         let mut view: Option<View> = None;
         let decided = decide(
-            auth,
-            caller,
+            subject,
             &policies.bindings,
             operation,
             needs,
             &mut |binding, question| {
                 self.memo.answer(
-                    auth.revision,
+                    auth_revision,
                     policies.generation,
                     binding,
                     question,
@@ -245,7 +286,7 @@ impl Reads {
             },
         )?;
         if let Err(AuthError::PolicyDenied { binding, reason }) = &decided {
-            tracing::info!(%binding, user = caller.user().unwrap_or(""), %reason, ?operation, "a policy hook denied a read");
+            tracing::info!(%binding, user = %subject.user, %reason, ?operation, "a policy hook denied a read");
         }
         Ok(decided)
     }
@@ -259,6 +300,19 @@ impl Reads {
 /// The largest number of memoized read-side answers a member keeps; past it the memo starts
 /// over (answers are cheap to compute again, and the memo must not grow with clients).
 const MEMO_CAPACITY: usize = 4096;
+
+/// The largest question whose answer is memoized (keys and values it carries): the memo
+/// holds at most `MEMO_CAPACITY` of them, so its memory stays bounded whatever clients send.
+const MEMO_QUESTION_BYTES: usize = 1024;
+
+fn question_bytes(q: &PolicyQuestion) -> usize {
+    q.user.len()
+        + q.roles.iter().map(String::len).sum::<usize>()
+        + q.accesses
+            .iter()
+            .map(|a| a.key.len() + a.range_end.len() + a.value.as_ref().map_or(0, Vec::len))
+            .sum::<usize>()
+}
 
 /// Memoized read-side answers, per (auth revision, registry generation, binding, question).
 #[derive(Clone, Debug, Default)]
@@ -290,7 +344,7 @@ impl Memo {
             return Ok(call.clone());
         }
         let call = run()?;
-        if !call.consulted {
+        if !call.consulted && question_bytes(question) <= MEMO_QUESTION_BYTES {
             let mut answers = lock(&self.answers);
             if answers.len() >= MEMO_CAPACITY {
                 answers.clear();

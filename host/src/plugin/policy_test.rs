@@ -93,9 +93,12 @@ fn run(
     answers: &[(&str, Call<PolicyAnswer>)],
 ) -> (Result<(), AuthError>, Vec<(String, PolicyQuestion)>) {
     let mut asked = Vec::new();
+    let subject = match Subject::of(&store(), &caller(user)) {
+        Ok(subject) => subject,
+        Err(e) => return (Err(e), asked),
+    };
     let decided = decide(
-        &store(),
-        &caller(user),
+        &subject,
         bindings,
         PolicyOperation::Txn,
         needs,

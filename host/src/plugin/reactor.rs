@@ -9,9 +9,10 @@
 //! crashes before its step commits leaves the cursor for the next leader to redo the step; a
 //! step proposed twice (by an old and a new leader) applies once.
 //!
-//! Loop protection: the revisions a reactor's steps wrote are recorded with their depth. They
-//! do not trigger the same reactor unless it was bound with `retrigger`, and then only up to
-//! its `max_depth`. (Writes of one reactor that trigger another count as clients' writes.)
+//! Loop protection: the revisions reactor steps wrote are recorded, with their depth, with
+//! every reactor whose range they touch. A reactor's own writes do not trigger it unless it
+//! was bound with `retrigger`; no reactor write triggers a reactor past its `max_depth`, so
+//! chains through several reactors end too.
 //!
 //! Failures (a trap, fuel, output over the limits, writes a guard refuses) are proposed as
 //! [`PluginCommand::ReactorFailed`], so they are counted alike on every member, and after
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use super::Engine;
 use super::engine::{GuardOp, Outcome, Target, View};
-use super::registry::{Binding, Kind, PluginCommand, ReactorState, Registry};
+use super::registry::{Binding, Kind, PluginCommand, PluginError, ReactorState, Registry};
 use crate::metrics::lock;
 use crate::mvcc::{DeleteRangeRequest, Event, KeyRange, Mvcc, PutRequest, RequestOp};
 use crate::state_machine::Command;
@@ -37,6 +38,9 @@ const READ_BYTES: usize = 1 << 20;
 /// A reactor whose range saw no events is moved this many revisions at a time, so a
 /// new leader's first scan is bounded.
 const SKIP_AHEAD: i64 = 1000;
+/// A quiet reactor's cursor is also moved when it has not moved for this long, so that a
+/// compaction (which usually keeps minutes of history) never passes it.
+const QUIET_MOVE: Duration = Duration::from_secs(10);
 /// Backoff after a failure: doubled each time, up to the cap.
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(10);
@@ -76,6 +80,8 @@ struct Local {
     /// No retry before this (after a failure).
     retry_at: Option<Instant>,
     backoff: Duration,
+    /// When this member last saw the cursor move (or first saw the reactor).
+    moved: Option<(i64, Instant)>,
 }
 
 /// Runs the reactors while this member leads, until it stops.
@@ -122,6 +128,8 @@ enum Work {
     /// Only writes that must not trigger it (its own, or past its depth) up to this revision:
     /// the cursor moves past them.
     Skip(i64),
+    /// History after the cursor was compacted away (up to this revision).
+    Compacted(i64),
     /// Run it on these events of `revision`, writing at `depth`.
     React {
         revision: i64,
@@ -139,20 +147,19 @@ async fn step(
     mine: &mut Local,
 ) -> Result<(), String> {
     let revs = *ctx.raft.subscribe().borrow();
+    let moved = match mine.moved {
+        Some((cursor, at)) if cursor == state.cursor => at,
+        _ => {
+            mine.moved = Some((state.cursor, Instant::now()));
+            Instant::now()
+        }
+    };
     let from = match mine.scanned {
         Some((cursor, to)) if cursor == state.cursor => to,
         _ => state.cursor,
     };
     if from >= revs.current {
         return Ok(());
-    }
-    if state.cursor < revs.compact {
-        let reason = format!(
-            "history was compacted at revision {} past its cursor {}",
-            revs.compact, state.cursor
-        );
-        propose_failure(ctx, binding, state, &reason).await?;
-        return Err(reason);
     }
     let work = {
         let (storage, binding, state) = (ctx.storage.clone(), binding.clone(), state.clone());
@@ -164,12 +171,20 @@ async fn step(
     let (revision, depth, events) = match work {
         Work::Nothing(to) => {
             mine.scanned = Some((state.cursor, to));
-            if to - state.cursor >= SKIP_AHEAD {
+            if to - state.cursor >= SKIP_AHEAD || moved.elapsed() >= QUIET_MOVE {
                 propose(ctx, binding, state, to, 0, Vec::new()).await?;
             }
             return Ok(());
         }
         Work::Skip(to) => return propose(ctx, binding, state, to, 0, Vec::new()).await,
+        Work::Compacted(compact) => {
+            let reason = format!(
+                "history was compacted at revision {compact}, past its cursor {}",
+                state.cursor
+            );
+            propose_failure(ctx, binding, state, &reason).await?;
+            return Err(reason);
+        }
         Work::React {
             revision,
             depth,
@@ -219,6 +234,10 @@ fn find_work(
     current: i64,
 ) -> Result<Work, String> {
     let view = Mvcc::read_view(storage).map_err(|e| format!("reading history: {e}"))?;
+    // Checked on the view the events are read from: history below its compaction is gone.
+    if from + 1 < view.compact_rev {
+        return Ok(Work::Compacted(view.compact_rev));
+    }
     let range = KeyRange::new(&binding.key, &binding.range_end);
     let (events, covered) = view
         .events(from + 1, current, &range, true, READ_BYTES)
@@ -234,16 +253,16 @@ fn find_work(
     for (revision, events) in by_revision {
         let depth = match state.written.get(&revision) {
             None => 1,
-            Some(_) if !state.options.retrigger => {
+            Some((_, true)) if !state.options.retrigger => {
                 skipped = true;
                 continue;
             }
-            Some(&d) if d >= state.options.max_depth => {
+            Some(&(d, _)) if d >= state.options.max_depth => {
                 tracing::info!(reactor = %binding.name, revision, depth = d, "reactor depth limit: not triggered again");
                 skipped = true;
                 continue;
             }
-            Some(&d) => d + 1,
+            Some(&(d, _)) => d + 1,
         };
         return Ok(Work::React {
             revision,
@@ -316,8 +335,12 @@ async fn propose_failure(
 
 /// Proposes a member's own command, bounded by the request timeout. A step that lost a race
 /// with another (its cursor moved) is not an error: the next look starts from the new cursor.
+/// A step apply refused (its writes were refused) is: the leader backs off.
 async fn write(ctx: &crate::api::Context, command: Command) -> Result<(), String> {
+    use crate::state_machine::CommandResponse;
     match tokio::time::timeout(ctx.limits.request_timeout, ctx.raft.write(command)).await {
+        Ok(Ok(CommandResponse::Plugin(Err(PluginError::ReactorMoved { .. }), _))) => Ok(()),
+        Ok(Ok(CommandResponse::Plugin(Err(e), _))) => Err(e.to_string()),
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(format!("proposing: {e}")),
         Err(_) => Err("proposing: timed out".into()),

@@ -167,8 +167,19 @@ pub struct ReactorState {
     pub failures: u32,
     pub paused: bool,
     pub last_error: String,
-    /// The revisions reactor steps wrote at or after the cursor, with their depth.
-    pub written: BTreeMap<i64, u32>,
+    /// The revisions reactor steps wrote in this reactor's range after its cursor: the depth
+    /// of each, and whether this reactor wrote it.
+    pub written: BTreeMap<i64, (u32, bool)>,
+}
+
+/// What a reactor step wrote: at which revision, at which depth, how many ops, over which
+/// key ranges.
+#[derive(Clone, Debug)]
+pub struct ReactorWrite {
+    pub at: i64,
+    pub depth: u32,
+    pub ops: u64,
+    pub ranges: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// A registry change, carried by the Raft log.
@@ -247,6 +258,8 @@ pub enum PluginError {
         expected: i64,
         found: i64,
     },
+    #[error("reactor {name:?} failed: {reason}")]
+    ReactorFailed { name: String, reason: String },
 }
 
 impl PluginError {
@@ -371,6 +384,37 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Fault> {
         what: "plugin registry record",
         detail: e.to_string(),
     })
+}
+
+/// What the API needs to know of the registry without locking it (apply holds the registry's
+/// lock for a whole batch): its change counter and how many policy and watch-filter bindings
+/// there are. Apply publishes it after each batch that changed the registry.
+#[derive(Debug, Default)]
+pub struct Published {
+    pub generation: std::sync::atomic::AtomicU64,
+    pub policies: std::sync::atomic::AtomicUsize,
+    pub watch_filters: std::sync::atomic::AtomicUsize,
+}
+
+impl Published {
+    pub fn publish(&self, registry: &Registry) {
+        use std::sync::atomic::Ordering;
+        let count = |kind| {
+            registry
+                .bindings
+                .values()
+                .filter(|b| b.kind == kind)
+                .count()
+        };
+        self.policies.store(count(Kind::Policy), Ordering::SeqCst);
+        self.watch_filters
+            .store(count(Kind::WatchFilter), Ordering::SeqCst);
+        self.generation.store(registry.generation, Ordering::SeqCst);
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 /// The registry, in memory.
@@ -515,37 +559,60 @@ impl Registry {
     }
 
     /// Records reactor `name`'s step to `revision` (checked with [`Self::reactor_at`]): its
-    /// writes, if any, went in at `written` (depth `depth`), or failed with `error`.
+    /// writes, if any, went in at a revision, at a depth, over some key ranges; or it failed.
+    /// The written revision is recorded with every reactor whose range the writes touch, so
+    /// chains through other reactors are depth-limited too.
     pub fn reactor_stepped(
         &mut self,
         batch: &mut ApplyBatch<'_>,
         name: &str,
         revision: i64,
-        outcome: Result<Option<(i64, u32, u64)>, String>,
+        outcome: Result<Option<ReactorWrite>, String>,
     ) {
         let Some(state) = self.reactors.get_mut(name) else {
             return;
         };
-        match outcome {
+        let wrote = match outcome {
             Ok(wrote) => {
                 state.cursor = revision;
                 state.steps += 1;
                 state.failures = 0;
-                if let Some((at, depth, ops)) = wrote {
-                    state.written.insert(at, depth);
-                    state.writes += ops;
-                }
                 // Only revisions after the cursor can still trigger it.
                 state.written = state.written.split_off(&(revision + 1));
+                if let Some(w) = &wrote {
+                    state.writes += w.ops;
+                }
+                wrote
             }
             Err(reason) => {
                 state.failures += 1;
                 state.paused = state.failures >= REACTOR_FAILURES_TO_PAUSE;
                 state.last_error = reason.chars().take(4096).collect();
+                None
+            }
+        };
+        let mut changed = vec![name.to_string()];
+        if let Some(w) = wrote {
+            for (other, state) in self.reactors.iter_mut() {
+                let Some(b) = self.bindings.get(other) else {
+                    continue;
+                };
+                let touched = w.ranges.iter().any(|(k, e)| {
+                    crate::mvcc::KeyRange::pairs_overlap((&b.key, &b.range_end), (k, e))
+                });
+                if touched && w.at > state.cursor {
+                    state.written.insert(w.at, (w.depth, other == name));
+                    if other != name {
+                        changed.push(other.clone());
+                    }
+                }
             }
         }
-        let state = state.clone();
-        PluginTable::of(batch).put_reactor(name, &state);
+        for name in changed {
+            if let Some(state) = self.reactors.get(&name) {
+                PluginTable::of(batch).put_reactor(&name, state);
+            }
+        }
     }
 
     /// Writes a binding's current record (after its statistics changed).

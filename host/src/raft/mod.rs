@@ -336,15 +336,13 @@ impl RaftNode {
         }
     }
 
-    /// Proposes `command` on this member, which leads: its response and log index. A client's
-    /// request is stamped with this leader's time (see `Command::Stamped`).
+    /// Proposes `command` on this member, which leads: its response and log index. Every
+    /// command is stamped with this leader's time (see `Command::Stamped`), so plugins in
+    /// apply (guards on a reactor's writes too) see when it was proposed.
     async fn write_local(&self, command: Command) -> Result<(CommandResponse, u64), ProposeError> {
-        let command = match command {
-            request @ Command::Request { .. } => Command::Stamped {
-                unix_ms: unix_ms_now(),
-                command: Box::new(request),
-            },
-            other => other,
+        let command = Command::Stamped {
+            unix_ms: unix_ms_now(),
+            command: Box::new(command),
         };
         match self.raft.client_write(command).await {
             Ok(resp) => {
