@@ -1000,7 +1000,7 @@ fn finish<R, T>(
 }
 
 /// A trap in words that are the same on every member.
-fn trap_words(e: &wasmtime::Error) -> String {
+pub(crate) fn trap_words(e: &wasmtime::Error) -> String {
     match e.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::OutOfFuel) => "out of fuel".to_string(),
         Some(wasmtime::Trap::StackOverflow) => "stack overflow".to_string(),

@@ -420,17 +420,12 @@ fn to_wit(event: &Event) -> filter_world::cairn::plugin::types::Event {
 }
 
 /// A trap in words.
+/// A trap in words: the deterministic engine's, plus the deadline this engine adds.
 fn trap_words(e: &wasmtime::Error) -> String {
     match e.downcast_ref::<wasmtime::Trap>() {
-        Some(wasmtime::Trap::OutOfFuel) => "out of fuel".to_string(),
         Some(wasmtime::Trap::Interrupt) => {
             format!("past its {} ms deadline", CALL_DEADLINE.as_millis())
         }
-        Some(wasmtime::Trap::StackOverflow) => "stack overflow".to_string(),
-        Some(wasmtime::Trap::UnreachableCodeReached) => {
-            "trap: unreachable (a panic, or an allocation over the memory limit)".to_string()
-        }
-        Some(trap) => format!("trap: {trap}"),
-        None => truncated(format!("{e:#}")),
+        _ => truncated(super::engine::trap_words(e)),
     }
 }

@@ -10,6 +10,18 @@ use cairn_sdk::{
 /// The bytes in one block.
 const BLOCK_BYTES: usize = 1 << 20;
 
+/// Keeps every MiB it allocates until an allocation fails (which aborts: a trap).
+fn hoard() -> ! {
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let mut block = Vec::with_capacity(BLOCK_BYTES);
+        for byte in block.spare_capacity_mut().iter_mut().step_by(4096) {
+            byte.write(0xa5);
+        }
+        hoard.push(black_box(block));
+    }
+}
+
 /// Keeps every MiB it allocates, writing a byte per 4 KiB of each so that even a host that
 /// commits memory lazily pays for it. It spends little fuel per MiB: it is the memory limit
 /// (memory.grow failing, then Rust's allocation-failure abort, a trap) that stops it.
@@ -17,14 +29,7 @@ pub struct MemoryBombGuard;
 
 impl Guard for MemoryBombGuard {
     fn check(_ctx: &Context<'_>, _ops: &[Op]) -> Decision {
-        let mut hoard: Vec<Vec<u8>> = Vec::new();
-        loop {
-            let mut block = Vec::with_capacity(BLOCK_BYTES);
-            for byte in block.spare_capacity_mut().iter_mut().step_by(4096) {
-                byte.write(0xa5);
-            }
-            hoard.push(black_box(block));
-        }
+        hoard()
     }
 }
 
@@ -49,14 +54,7 @@ impl WatchFilter for MemoryBombGuard {
     }
 
     fn filter(&mut self, _ctx: &FilterContext<'_>, _event: &Event) -> Verdict {
-        let mut hoard: Vec<Vec<u8>> = Vec::new();
-        loop {
-            let mut block = Vec::with_capacity(BLOCK_BYTES);
-            for byte in block.spare_capacity_mut().iter_mut().step_by(4096) {
-                byte.write(0xa5);
-            }
-            hoard.push(black_box(block));
-        }
+        hoard()
     }
 }
 
