@@ -16,3 +16,11 @@ pub mod server;
 pub mod state_machine;
 pub mod storage;
 pub mod watch;
+
+/// This member's clock, in milliseconds since the Unix epoch (0 before it). Never read in
+/// apply: what apply needs of time comes from the log (`state_machine::Command::Stamped`).
+pub fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

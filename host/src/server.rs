@@ -273,7 +273,7 @@ fn api_context(
         stopping: stopped,
         lessor: Arc::new(crate::lease::Lessor::new(
             identity.member_id,
-            wall_clock_ms(),
+            crate::wall_clock_ms(),
             config.experimental_lease_checkpoint_interval.0,
         )),
         auth: raft.auth(),
@@ -537,11 +537,4 @@ async fn membership_duties(
             _ = stopped.wait_for(|s| *s) => return Ok(()),
         }
     }
-}
-
-/// Milliseconds since the Unix epoch (0 if the clock is before it): seeds lease ids.
-fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

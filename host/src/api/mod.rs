@@ -124,6 +124,19 @@ pub struct ApiContext {
 
 pub type Context = Arc<ApiContext>;
 
+/// Runs `work`, which may block for a while (a plugin call), letting a multi-threaded runtime
+/// move its other tasks off this thread meanwhile (a current-thread runtime, as some tests
+/// use, cannot: there it just runs).
+pub(crate) fn blocking_in_place<T>(work: impl FnOnce() -> T) -> T {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_thread {
+        tokio::task::block_in_place(work)
+    } else {
+        work()
+    }
+}
+
 /// True if the client sent gRPC metadata `hasleader: true` (etcd clientv3's
 /// `WithRequireLeader`): the call must fail rather than wait while there is no leader.
 pub fn requires_leader<T>(request: &tonic::Request<T>) -> bool {
@@ -366,13 +379,7 @@ impl ApiContext {
                 self.policy_reads
                     .decide(&policies, &subject, auth_revision, operation, &needs)
             };
-            let outcome = if tokio::runtime::Handle::try_current()
-                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
-            {
-                tokio::task::block_in_place(decide)
-            } else {
-                decide()
-            };
+            let outcome = blocking_in_place(decide);
             outcome.map_err(|fault| {
                 // A fault of this member (its store could not be read), not a decision.
                 tracing::warn!(error = %fault, "deciding a read's policy");

@@ -634,14 +634,8 @@ impl WatchStream {
             }
             Ok(out)
         };
-        // Filters run plugins: let the runtime move its other tasks off this thread.
-        if tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
-        {
-            tokio::task::block_in_place(run)
-        } else {
-            run()
-        }
+        // Filters run plugins.
+        super::blocking_in_place(run)
     }
 }
 

@@ -800,14 +800,15 @@ impl Engine {
 }
 
 impl Engine {
-    /// Runs a reactor on the events of `revision` (on the leader, outside apply).
+    /// Runs a reactor on the events of `revision` (on the leader, outside apply): the writes
+    /// it returns, as the txn ops its step carries.
     pub fn react(
         &self,
         target: &Target<'_>,
         view: View,
         revision: i64,
         events: &[mvcc::Event],
-    ) -> Result<Call<Vec<GuardOp>>, HostFault> {
+    ) -> Result<Call<Vec<mvcc::RequestOp>>, HostFault> {
         use reactor_world::cairn::plugin::types as t;
         let budget = target.fuel;
         let compiled = self.compiled(target.sha256, &view.storage)?;
@@ -817,14 +818,6 @@ impl Engine {
                 "the module does not export the reactor hook",
             ));
         };
-        let kv = |kv: &KeyValue| t::KeyValue {
-            key: kv.key.clone(),
-            value: kv.value.clone(),
-            create_revision: kv.create_revision,
-            mod_revision: kv.mod_revision,
-            version: kv.version,
-            lease: kv.lease,
-        };
         let events: Vec<t::Event> = events
             .iter()
             .map(|e| t::Event {
@@ -832,8 +825,8 @@ impl Engine {
                     mvcc::EventKind::Put => t::EventType::Put,
                     mvcc::EventKind::Delete => t::EventType::Delete,
                 },
-                kv: kv(&e.kv),
-                prev_kv: e.prev_kv.as_ref().map(kv),
+                kv: e.kv.clone().into(),
+                prev_kv: e.prev_kv.clone().map(Into::into),
             })
             .collect();
         let timer = Timer::start(target.binding);
@@ -857,25 +850,27 @@ impl Engine {
                 ));
             }
             let mut bytes = 0usize;
-            let ops: Vec<GuardOp> = ops
+            let ops: Vec<mvcc::RequestOp> = ops
                 .into_iter()
                 .map(|op| match op {
                     t::Op::Put(p) => {
                         bytes += p.key.len() + p.value.len();
-                        GuardOp::Put {
+                        mvcc::RequestOp::Put(mvcc::PutRequest {
                             key: p.key,
                             value: p.value,
                             lease: p.lease,
+                            prev_kv: false,
                             ignore_value: p.ignore_value,
                             ignore_lease: p.ignore_lease,
-                        }
+                        })
                     }
                     t::Op::DeleteRange(d) => {
                         bytes += d.key.len() + d.range_end.len();
-                        GuardOp::DeleteRange {
+                        mvcc::RequestOp::DeleteRange(mvcc::DeleteRangeRequest {
                             key: d.key,
                             range_end: d.range_end,
-                        }
+                            prev_kv: false,
+                        })
                     }
                 })
                 .collect();

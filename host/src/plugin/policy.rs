@@ -255,9 +255,7 @@ impl Reads {
         operation: PolicyOperation,
         needs: &[Need<'_>],
     ) -> Result<Result<(), AuthError>, HostFault> {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let now_ms = crate::wall_clock_ms();
         let mut view: Option<View> = None;
         let decided = decide(
             subject,

@@ -25,10 +25,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::Engine;
-use super::engine::{GuardOp, Outcome, Target, View};
+use super::engine::{Outcome, Target, View};
 use super::registry::{Binding, Kind, PluginCommand, PluginError, ReactorState, Registry};
 use crate::metrics::lock;
-use crate::mvcc::{DeleteRangeRequest, Event, KeyRange, Mvcc, PutRequest, RequestOp};
+use crate::mvcc::{Event, KeyRange, Mvcc, RequestOp};
 use crate::state_machine::Command;
 
 /// How often an idle leader looks at its reactors without a commit to wake it.
@@ -195,9 +195,7 @@ async fn step(
         let engine = reactors.engine.clone();
         let storage = ctx.storage.clone();
         let binding = binding.clone();
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let now_ms = crate::wall_clock_ms();
         tokio::task::spawn_blocking(move || {
             let view = Mvcc::read_view(&storage).map_err(|e| format!("reading the store: {e}"))?;
             engine
@@ -213,10 +211,7 @@ async fn step(
         .map_err(|e| format!("running the reactor: {e}"))??
     };
     match call.outcome {
-        Outcome::Answered(ops) => {
-            let ops = ops.into_iter().map(request_op).collect();
-            propose(ctx, binding, state, revision, depth, ops).await
-        }
+        Outcome::Answered(ops) => propose(ctx, binding, state, revision, depth, ops).await,
         Outcome::Failed(reason) => {
             propose_failure(ctx, binding, state, &reason).await?;
             Err(reason)
@@ -275,30 +270,6 @@ fn find_work(
     } else {
         Work::Nothing(covered)
     })
-}
-
-fn request_op(op: GuardOp) -> RequestOp {
-    match op {
-        GuardOp::Put {
-            key,
-            value,
-            lease,
-            ignore_value,
-            ignore_lease,
-        } => RequestOp::Put(PutRequest {
-            key,
-            value,
-            lease,
-            prev_kv: false,
-            ignore_value,
-            ignore_lease,
-        }),
-        GuardOp::DeleteRange { key, range_end } => RequestOp::DeleteRange(DeleteRangeRequest {
-            key,
-            range_end,
-            prev_kv: false,
-        }),
-    }
 }
 
 async fn propose(

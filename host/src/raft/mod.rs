@@ -341,7 +341,7 @@ impl RaftNode {
     /// apply (guards on a reactor's writes too) see when it was proposed.
     async fn write_local(&self, command: Command) -> Result<(CommandResponse, u64), ProposeError> {
         let command = Command::Stamped {
-            unix_ms: unix_ms_now(),
+            unix_ms: crate::wall_clock_ms(),
             command: Box::new(command),
         };
         match self.raft.client_write(command).await {
@@ -584,12 +584,4 @@ fn heard_within(m: &openraft::RaftMetrics<TypeConfig>, id: u64, lease: Duration)
         .as_ref()
         .and_then(|h| h.get(&id).copied().flatten())
         .is_some_and(|at| at.into_inner().elapsed() <= lease)
-}
-
-/// This member's clock, in milliseconds since the Unix epoch (0 before it, which a sane clock
-/// never is).
-fn unix_ms_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
