@@ -416,18 +416,22 @@ async fn a_failing_filter_cancels_only_its_watcher() {
     let _serial = SERIAL.lock().await;
     let node = CairnNode::start(&[]);
     let e = node.endpoint();
+    // (binding, crate, memory limit, what its cancel reason says). The bomb gets a small
+    // memory, so it reaches the limit well within its deadline on a busy machine; the huge
+    // output gets room for its 16 MiB.
     let hostile = [
-        ("loop", "loop-guard", "past its 50 ms deadline"),
-        ("trap", "trap-guard", "trap: unreachable"),
-        ("bomb", "memory-bomb-guard", "trap: unreachable"),
+        ("loop", "loop-guard", "8MiB", "past its 50 ms deadline"),
+        ("trap", "trap-guard", "8MiB", "trap: unreachable"),
+        ("bomb", "memory-bomb-guard", "8MiB", "trap: unreachable"),
         // Making and copying 16 MiB may pass the deadline first; either way it fails.
         (
             "huge",
             "huge-output-guard",
+            "32MiB",
             "over the 1572864-byte limit|past its 50 ms deadline",
         ),
     ];
-    for (name, crate_name, _) in hostile {
+    for (name, crate_name, memory, _) in hostile {
         install_plugin(&e, name, crate_name);
         cairnctl_ok(
             &e,
@@ -440,7 +444,7 @@ async fn a_failing_filter_cancels_only_its_watcher() {
                 "--kind",
                 "watch-filter",
                 "--memory",
-                "32MiB",
+                memory,
                 "--fuel",
                 "1000000000",
             ],
@@ -463,7 +467,7 @@ async fn a_failing_filter_cancels_only_its_watcher() {
     // The hostile watchers, and one plain watcher beside them, in one stream.
     let mut mixed = Stream::open(&e).await;
     let mut hostile_ids = Vec::new();
-    for (name, _, _) in hostile {
+    for (name, _, _, _) in hostile {
         let create = pb::WatchCreateRequest {
             cairn_filter: Some(pb::CairnWatchFilter {
                 binding: name.into(),
@@ -513,7 +517,7 @@ async fn a_failing_filter_cancels_only_its_watcher() {
         }
         if round == 0 {
             canceled.sort();
-            for ((id, reason), (&want_id, (name, _, why))) in
+            for ((id, reason), (&want_id, (name, _, _, why))) in
                 canceled.iter().zip(hostile_ids.iter().zip(hostile))
             {
                 assert_eq!(*id, want_id);
