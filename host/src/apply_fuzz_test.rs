@@ -19,6 +19,8 @@ use crate::mvcc::{
     DeleteRangeRequest, MAX_KEY_BYTES, PutRequest, RangeRequest, RequestOp, SortOrder, SortTarget,
     TxnRequest,
 };
+use crate::plugin::carry::{Answer, Carried, Read, ReadOp};
+use crate::plugin::engine::{PolicyAnswer, Verdict};
 use crate::plugin::registry::ReactorOptions;
 use crate::plugin::{Binding, FailurePolicy, Kind};
 
@@ -344,6 +346,16 @@ fn command(rng: &mut StdRng) -> Command {
         caller,
         command: Box::new(command),
     };
+    // With verdicts carried by a proposer (made up: they answer questions nobody asks, for
+    // bindings that may not exist, after reads of any shape).
+    let request = if rng.random_bool(0.2) {
+        Command::Vetted {
+            calls: (0..rng.random_range(0..3)).map(|_| carried(rng)).collect(),
+            command: Box::new(request),
+        }
+    } else {
+        request
+    };
     // As the leader proposes most client requests: stamped with its time.
     if rng.random_bool(0.5) {
         Command::Stamped {
@@ -352,6 +364,37 @@ fn command(rng: &mut StdRng) -> Command {
         }
     } else {
         request
+    }
+}
+
+fn carried(rng: &mut StdRng) -> Carried {
+    let read = |rng: &mut StdRng| Read {
+        op: match rng.random_range(0..3) {
+            0 => ReadOp::Get(key(rng)),
+            1 => ReadOp::Range {
+                key: key(rng),
+                range_end: range_end(rng),
+                limit: rng.random(),
+            },
+            _ => ReadOp::Count {
+                key: key(rng),
+                range_end: range_end(rng),
+            },
+        },
+        answer: rng.random(),
+    };
+    Carried {
+        binding: name(rng),
+        identity: rng.random(),
+        input: rng.random(),
+        answer: if rng.random_bool(0.5) {
+            Answer::Guard(Verdict::Deny("carried".into()))
+        } else {
+            Answer::Policy(PolicyAnswer::Allow)
+        },
+        fuel: rng.random(),
+        revision: rng.random_bool(0.5).then(|| revision(rng)),
+        reads: (0..rng.random_range(0..4)).map(|_| read(rng)).collect(),
     }
 }
 

@@ -235,6 +235,9 @@ fn code_name(code: i32) -> &'static str {
         .unwrap_or("Unknown")
 }
 
+/// Where a guard or policy call was decided (see [`Metrics::carried`]).
+const VERDICT_PLACES: [&str; 4] = ["proposed", "accepted", "stale", "evaluated"];
+
 #[derive(Debug)]
 pub struct Metrics {
     pub leader_changes: Counter,
@@ -250,6 +253,8 @@ pub struct Metrics {
     snapshots_received: Mutex<BTreeMap<u64, u64>>,
     /// Wall time of plugin calls on this member, per binding.
     plugin_calls: Mutex<BTreeMap<String, Arc<Histogram>>>,
+    /// Guard and policy calls by where they were decided (see [`Metrics::carried`]).
+    plugin_verdicts: [Counter; VERDICT_PLACES.len()],
     /// Per row of [`GRPC_METHODS`]; handled also per status code.
     grpc_started: Vec<AtomicU64>,
     grpc_handled: Vec<[AtomicU64; CODES]>,
@@ -268,6 +273,7 @@ impl Default for Metrics {
             peer_rtt: Mutex::default(),
             snapshots_received: Mutex::default(),
             plugin_calls: Mutex::default(),
+            plugin_verdicts: Default::default(),
             grpc_started: GRPC_METHODS.iter().map(|_| AtomicU64::new(0)).collect(),
             grpc_handled: GRPC_METHODS
                 .iter()
@@ -295,6 +301,16 @@ impl Metrics {
     /// Counts a snapshot from member `from`, received and installed.
     pub fn snapshot_received(&self, from: u64) {
         *lock(&self.snapshots_received).entry(from).or_default() += 1;
+    }
+
+    /// Counts one guard or write-side policy call by where it was decided (`plugin/carry.rs`):
+    /// `proposed` (evaluated by this member as the proposer and carried in the entry),
+    /// `accepted` (apply took the carried answer), `stale` (apply found the carried answer
+    /// no longer holds and ran the plugin), `evaluated` (apply ran the plugin, nothing carried).
+    pub fn carried(&self, place: &str) {
+        if let Some(i) = VERDICT_PLACES.iter().position(|p| *p == place) {
+            self.plugin_verdicts[i].inc();
+        }
     }
 
     /// The call-duration histogram of one plugin binding.
@@ -452,6 +468,20 @@ impl Metrics {
                     h,
                 );
             }
+        }
+        out.header(
+            "cairn_plugin_verdicts_total",
+            "Guard and write-side policy calls, by where they were decided: proposed (carried in \
+             the entry by this member), accepted (apply took the carried answer), stale (apply \
+             ran the plugin again), evaluated (apply ran it, nothing carried).",
+            "counter",
+        );
+        for (place, n) in VERDICT_PLACES.iter().zip(&self.plugin_verdicts) {
+            out.sample(
+                "cairn_plugin_verdicts_total",
+                &[("place", place)],
+                n.get() as f64,
+            );
         }
     }
 

@@ -26,7 +26,10 @@ use crate::lease::{self, Leases};
 use crate::mvcc::{
     self, ApplyBatch, Fault, Mvcc, MvccError, Revisions, WriteRequest, WriteResponse,
 };
-use crate::plugin::engine::{PolicyOperation, Target, View};
+use crate::plugin::carry::{self, Carried};
+use crate::plugin::engine::{
+    Call, HostFault, Outcome, PolicyAnswer, PolicyOperation, Target, View,
+};
 use crate::plugin::hooks::Hooks;
 use crate::plugin::{Engine, PluginCommand, PluginError, PluginOutcome, Registry, policy};
 use crate::storage::{MEMBERSHIP, Storage};
@@ -66,6 +69,14 @@ pub enum Command {
     /// clocks are not compared, so the stamps of consecutive entries may go back across a
     /// leader change.
     Stamped { unix_ms: i64, command: Box<Command> },
+    /// A command and the verdicts of its guards and policy hooks as its proposer evaluated
+    /// them (see `plugin/carry.rs`): apply takes each one that still holds instead of running
+    /// the plugin again. Only a leader makes these, inside [`Command::Stamped`] (the verdicts
+    /// were reached with its stamp) and around the [`Command::Request`].
+    Vetted {
+        calls: Vec<Carried>,
+        command: Box<Command>,
+    },
 }
 
 impl fmt::Display for Command {
@@ -104,7 +115,9 @@ impl fmt::Display for Command {
                 Some(user) => write!(f, "{command} as {user:?}"),
                 None => write!(f, "{command}"),
             },
-            Command::Stamped { command, .. } => write!(f, "{command}"),
+            Command::Stamped { command, .. } | Command::Vetted { command, .. } => {
+                write!(f, "{command}")
+            }
         }
     }
 }
@@ -152,6 +165,8 @@ struct Applying<'a, 'b> {
     touched: &'a mut BTreeSet<String>,
     /// The time stamped on the entry (see [`Command::Stamped`]); 0 when it has none.
     now_ms: i64,
+    /// The verdicts the entry carries (see [`Command::Vetted`]).
+    carried: Vec<Carried>,
 }
 
 /// The applied-log marker, opaque to this module.
@@ -181,6 +196,29 @@ pub struct StateMachine {
     /// Users and roles as applied (apply is the only writer; the API reads it to check
     /// reads and to verify tokens).
     auth: SharedAuth,
+}
+
+/// The carried answer of a policy call, as a call, if the entry carries one that holds.
+fn carried_policy(
+    carried: &[Carried],
+    binding: &crate::plugin::Binding,
+    question: &crate::plugin::engine::PolicyQuestion,
+    view: &View,
+) -> Result<Option<Call<PolicyAnswer>>, HostFault> {
+    if carried.is_empty() {
+        crate::metrics::METRICS.carried("evaluated");
+        return Ok(None);
+    }
+    let accepted = carry::accept(carried, binding, &carry::policy_input(question), view)?;
+    Ok(accepted.and_then(|c| match &c.answer {
+        carry::Answer::Policy(answer) => Some(Call {
+            outcome: Outcome::Answered(answer.clone()),
+            fuel: c.fuel,
+            consulted: false,
+            reads: None,
+        }),
+        carry::Answer::Guard(_) => None,
+    }))
 }
 
 /// The auth store as applied, shared between apply (its only writer) and the API.
@@ -277,6 +315,22 @@ impl StateMachine {
         )
     }
 
+    /// What evaluates a write's guards and policy hooks before the leader proposes it
+    /// (`plugin/vet.rs`), on an engine of its own.
+    pub fn vetter(&self) -> Result<crate::plugin::vet::Vetter, Fault> {
+        let engine = Engine::new().map_err(|e| Fault::PluginHost {
+            binding: "(proposer engine start)".into(),
+            reason: e.to_string(),
+        })?;
+        Ok(crate::plugin::vet::Vetter::new(
+            self.registry.clone(),
+            self.published.clone(),
+            self.auth.clone(),
+            engine,
+            self.storage.clone(),
+        ))
+    }
+
     /// Applies consecutive log entries, each a command (or none) and its marker. They commit
     /// together, in one fjall batch, with the marker of the last one; the state on disk never
     /// holds an entry's effects without its marker (see [`ApplyBatch`]).
@@ -300,6 +354,7 @@ impl StateMachine {
                         registry: &mut registry,
                         touched: &mut touched,
                         now_ms: 0,
+                        carried: Vec::new(),
                     };
                     self.apply_command(&mut apply, command)?
                 }
@@ -333,7 +388,8 @@ impl StateMachine {
         let batch = &mut *apply.batch;
         Ok(match command {
             Command::Kv(req) => {
-                let mut hooks = Hooks::new(apply.registry, &self.engine, apply.now_ms);
+                let mut hooks =
+                    Hooks::new(apply.registry, &self.engine, apply.now_ms).carrying(&apply.carried);
                 // A plugin host fault is not a decision: it comes back as a `Fault`, which
                 // stops apply rather than answer differently from the other members.
                 let applied = batch.apply_with(req, &Leases(&self.storage), &mut hooks)?;
@@ -387,6 +443,10 @@ impl StateMachine {
             },
             Command::Stamped { unix_ms, command } => {
                 apply.now_ms = *unix_ms;
+                self.apply_command(apply, command)?
+            }
+            Command::Vetted { calls, command } => {
+                apply.carried = calls.clone();
                 self.apply_command(apply, command)?
             }
         })
@@ -488,16 +548,9 @@ impl StateMachine {
             Command::Kv(req) => match needs::of_write(req) {
                 None => auth.check_admin(caller),
                 Some(mut needs) => {
-                    let mut leased = Vec::new();
-                    for id in needs::leases_of(req) {
-                        leased.extend(apply.batch.lease_keys(id)?);
-                    }
+                    let leased = needs::leased_keys(req, |id| apply.batch.lease_keys(id))?;
                     needs.extend(leased.iter().map(|k| Need::write(k, &[])));
-                    let operation = match req {
-                        WriteRequest::Put(_) => PolicyOperation::Put,
-                        WriteRequest::DeleteRange(_) => PolicyOperation::DeleteRange,
-                        _ => PolicyOperation::Txn,
-                    };
+                    let operation = policy::operation_of(req);
                     self.decide(apply, &auth, caller, operation, &needs)?
                 }
             },
@@ -512,7 +565,9 @@ impl StateMachine {
             // (With authentication off, `check_admin` lets anyone turn it on, as in etcd.)
             Command::Auth(_) | Command::Plugin(_) => auth.check_admin(caller),
             // The API never nests requests, and stamps outside them.
-            Command::Request { .. } | Command::Stamped { .. } => Err(AuthError::PermissionDenied),
+            Command::Request { .. } | Command::Stamped { .. } | Command::Vetted { .. } => {
+                Err(AuthError::PermissionDenied)
+            }
         })
     }
 
@@ -531,7 +586,7 @@ impl StateMachine {
             Ok(subject) => subject,
             Err(e) => return Ok(Err(e)),
         };
-        let (batch, now_ms) = (&*apply.batch, apply.now_ms);
+        let (batch, now_ms, carried) = (&*apply.batch, apply.now_ms, &apply.carried[..]);
         let mut view = None;
         let mut calls = Vec::new();
         let decided = policy::decide(
@@ -540,12 +595,14 @@ impl StateMachine {
             operation,
             needs,
             &mut |binding, question| {
-                let view = view
-                    .get_or_insert_with(|| View::of(&batch.before()))
-                    .clone();
-                let call = self
-                    .engine
-                    .policy(&Target::of(binding, now_ms), view, question)?;
+                let view = view.get_or_insert_with(|| View::of(&batch.before()));
+                let call = match carried_policy(carried, binding, question, view)? {
+                    Some(call) => call,
+                    None => {
+                        self.engine
+                            .policy(&Target::of(binding, now_ms), view.clone(), question)?
+                    }
+                };
                 calls.push((binding.name.clone(), policy::words(&call), call.fuel));
                 Ok(call)
             },

@@ -158,6 +158,7 @@ fn main() {
             fuel: 10_000_000,
             memory_bytes: 16 << 20,
             now_ms: 0,
+            record: false,
         };
         let call = engine
             .guard(&target, view.clone(), &ops)

@@ -84,7 +84,8 @@ async fn put(endpoint: &str, key: &str, value: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn example_plugins_on_three_members() {
     // Proves the example plugins work end to end through cairnctl on 3 members: the schema
-    // and quota guards deny identically on every member and only in their ranges, a computed
+    // and quota guards deny identically on every member and only in their ranges (evaluated
+    // once, by the leader, and taken by every member), a computed
     // compare counts keys, HashKV and the plugin statistics (decisions, fuel) agree, and the
     // registry survives a restart and a catch-up by snapshot.
     let _serial = SERIAL.lock().await;
@@ -208,6 +209,14 @@ async fn example_plugins_on_three_members() {
         .expect("bound");
     assert_eq!((schema_stats.1, schema_stats.2), (6, 3), "{first:?}");
     assert!(schema_stats.4 > 0, "fuel is counted: {first:?}");
+    // Guards ran once, on the leader: every member took carried verdicts (the statistics
+    // above, equal everywhere, include them).
+    for m in &cluster.members {
+        let accepted = m
+            .metric("cairn_plugin_verdicts_total", &[("place", "accepted")])
+            .await;
+        assert!(accepted.is_some_and(|n| n > 0.0), "{accepted:?}");
+    }
     wait_converged(&cluster, Duration::from_secs(30)).await;
 
     // A restarted member still guards.
@@ -452,6 +461,192 @@ fn a_guard_runs_in_the_batch_that_installs_it() {
         matches!(&responses[3], CommandResponse::Kv(Err(e)) if e.to_string().contains("strings")),
         "the guard denies a number: {:?}",
         responses[3]
+    );
+}
+
+#[test]
+fn carried_verdicts_are_taken_only_while_what_they_read_holds() {
+    // Proves the evaluate-once rule (host/src/plugin/carry.rs): apply takes a verdict the
+    // proposer carried exactly when the binding, the question and everything the plugin read
+    // are unchanged, and runs the plugin otherwise; and that taking it decides the same, with
+    // the same fuel, as running it. The quota guard reads a count of its prefix, so a write
+    // under the prefix between vetting and apply changes what it read.
+    use cairn::mvcc::{PutRequest, WriteRequest};
+    use cairn::plugin::carry::{Answer, Carried};
+    use cairn::plugin::engine::Verdict;
+    use cairn::plugin::{Binding, FailurePolicy, Kind, PluginCommand};
+    use cairn::state_machine::{AppliedMarker, Command as Cmd, CommandResponse, StateMachine};
+
+    let module = component("quota-guard");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let binding = |max_keys: u64| Binding {
+        name: "quota".into(),
+        plugin: "quota".into(),
+        kind: Kind::Guard,
+        key: b"/jobs/".to_vec(),
+        range_end: b"/jobs0".to_vec(),
+        config: format!(r#"{{"prefix":"/jobs/","max_keys":{max_keys}}}"#).into_bytes(),
+        fuel: cairn::plugin::DEFAULT_FUEL,
+        memory_bytes: cairn::plugin::DEFAULT_MEMORY_BYTES,
+        failure_policy: FailurePolicy::FailClosed,
+        sha256: String::new(),
+        stats: Default::default(),
+    };
+    let put = |key: &str| {
+        Cmd::Kv(WriteRequest::Put(PutRequest {
+            key: key.as_bytes().to_vec(),
+            value: b"v".to_vec(),
+            lease: 0,
+            prev_kv: false,
+            ignore_value: false,
+            ignore_lease: false,
+        }))
+    };
+    let stamped = |command: Cmd| Cmd::Stamped {
+        unix_ms: 1,
+        command: Box::new(command),
+    };
+    let vetted = |calls: Vec<Carried>, command: Cmd| {
+        stamped(Cmd::Vetted {
+            calls,
+            command: Box::new(command),
+        })
+    };
+    // A carried verdict the plugin would never give: seeing it in a response proves apply
+    // took the carried verdict instead of running the plugin.
+    let forged = |mut calls: Vec<Carried>| {
+        for c in &mut calls {
+            c.answer = Answer::Guard(Verdict::Deny("the carried verdict".into()));
+        }
+        calls
+    };
+    let denied_by_carried = |r: &CommandResponse| matches!(r, CommandResponse::Kv(Err(e)) if e.to_string().contains("the carried verdict"));
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sm = StateMachine::new(cairn::storage::Storage::open(dir.path()).expect("storage"))
+        .expect("state machine");
+    let vetter = sm.vetter().expect("proposer engine");
+    let mut index = 0u64;
+    let mut apply = |commands: Vec<Cmd>| {
+        let markers: Vec<AppliedMarker> = commands
+            .iter()
+            .map(|_| {
+                index += 1;
+                AppliedMarker {
+                    applied: index.to_be_bytes().to_vec(),
+                    membership: None,
+                }
+            })
+            .collect();
+        sm.apply(commands.iter().map(Some).zip(&markers))
+            .expect("no host fault")
+    };
+    apply(vec![
+        Cmd::Plugin(PluginCommand::Install {
+            name: "quota".into(),
+            sha256: module.sha256.clone(),
+            size: module.bytes.len() as u64,
+            offset: 0,
+            data: module.bytes.clone(),
+        }),
+        Cmd::Plugin(PluginCommand::Bind(binding(2))),
+    ]);
+    let vet = |command: &Cmd| rt.block_on(vetter.vet(command, 1));
+
+    // The proposer carries the guard's allow, the fuel and the count it read.
+    let calls = vet(&put("/jobs/a"));
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].answer, Answer::Guard(Verdict::Allow));
+    assert!(!calls[0].reads.is_empty() && calls[0].fuel > 0, "{calls:?}");
+
+    // Nothing changed since: apply takes it.
+    let r = apply(vec![vetted(forged(calls), put("/jobs/a"))]);
+    assert!(denied_by_carried(&r[0]), "{r:?}");
+
+    // A key written under the prefix after vetting changes the count the guard read: apply
+    // runs the guard again (it allows: 2 keys of 2).
+    let calls = vet(&put("/jobs/b"));
+    apply(vec![stamped(put("/jobs/x"))]);
+    let r = apply(vec![vetted(forged(calls), put("/jobs/b"))]);
+    assert!(matches!(&r[0], CommandResponse::Kv(Ok(_))), "{r:?}");
+
+    // A write elsewhere leaves it standing.
+    let calls = vet(&put("/jobs/c"));
+    apply(vec![stamped(put("/elsewhere"))]);
+    let r = apply(vec![vetted(forged(calls), put("/jobs/c"))]);
+    assert!(denied_by_carried(&r[0]), "{r:?}");
+
+    // A verdict for another question (another key) is not taken.
+    let calls = vet(&put("/jobs/c"));
+    let r = apply(vec![vetted(forged(calls), put("/jobs/d"))]);
+    assert!(
+        matches!(&r[0], CommandResponse::Kv(Err(e)) if e.to_string().contains("at most 2 keys")),
+        "the guard ran and denied the third key: {r:?}"
+    );
+
+    // The binding rebound with another config: not taken.
+    let calls = vet(&put("/jobs/c"));
+    apply(vec![Cmd::Plugin(PluginCommand::Bind(binding(3)))]);
+    let r = apply(vec![vetted(forged(calls), put("/jobs/c"))]);
+    assert!(matches!(&r[0], CommandResponse::Kv(Ok(_))), "{r:?}");
+
+    // Taking an honest carried verdict decides exactly as running the plugin: two fresh
+    // members apply the same writes, one with the verdicts carried, one without, and end with
+    // the same responses and the same statistics (calls, decisions and fuel, hashed).
+    let members: Vec<(tempfile::TempDir, StateMachine)> = (0..2)
+        .map(|_| {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let sm = StateMachine::new(cairn::storage::Storage::open(dir.path()).expect("storage"))
+                .expect("state machine");
+            (dir, sm)
+        })
+        .collect();
+    let setup = [
+        Cmd::Plugin(PluginCommand::Install {
+            name: "quota".into(),
+            sha256: module.sha256.clone(),
+            size: module.bytes.len() as u64,
+            offset: 0,
+            data: module.bytes.clone(),
+        }),
+        Cmd::Plugin(PluginCommand::Bind(binding(3))),
+    ];
+    let mut outcomes = Vec::new();
+    for (carrying, (_, sm)) in [true, false].into_iter().zip(&members) {
+        let vetter = sm.vetter().expect("proposer engine");
+        let mut responses = Vec::new();
+        let mut next = 0u64;
+        let mut apply_one = |command: &Cmd| {
+            next += 1;
+            let marker = AppliedMarker {
+                applied: next.to_be_bytes().to_vec(),
+                membership: None,
+            };
+            sm.apply([(Some(command), &marker)]).expect("no host fault")
+        };
+        for command in &setup {
+            apply_one(command);
+        }
+        for key in ["/jobs/1", "/jobs/2", "/jobs/3", "/jobs/4", "/jobs/5"] {
+            let command = put(key);
+            let calls = if carrying {
+                rt.block_on(vetter.vet(&command, 1))
+            } else {
+                Vec::new()
+            };
+            assert_eq!(calls.is_empty(), !carrying);
+            responses.extend(apply_one(&vetted(calls, command)));
+        }
+        let stats = sm.registry().bindings["quota"].stats.clone();
+        outcomes.push((format!("{responses:?}"), stats));
+    }
+    assert_eq!(outcomes[0], outcomes[1]);
+    assert_eq!(outcomes[0].1.calls, 5);
+    assert_eq!(
+        outcomes[0].1.denials, 2,
+        "keys 4 and 5 are over the quota of 3"
     );
 }
 

@@ -120,6 +120,19 @@ fn of_op_delete<'a>(key: &'a [u8], range_end: &'a [u8], prev_kv: bool, needs: &m
     }
 }
 
+/// The keys already held by the leases `req` attaches (see [`leases_of`]), as `lease_keys`
+/// lists each lease's keys.
+pub fn leased_keys<E>(
+    req: &WriteRequest,
+    mut lease_keys: impl FnMut(i64) -> Result<Vec<Vec<u8>>, E>,
+) -> Result<Vec<Vec<u8>>, E> {
+    let mut keys = Vec::new();
+    for id in leases_of(req) {
+        keys.extend(lease_keys(id)?);
+    }
+    Ok(keys)
+}
+
 /// The leases a write attaches to keys (its puts', nested txns included, both branches): a
 /// caller must be allowed to write every key such a lease already holds.
 pub fn leases_of(req: &WriteRequest) -> Vec<i64> {

@@ -129,6 +129,20 @@ impl<'a> ReadView<'a> {
         Ok(Some(meta.to_kv(key.to_vec(), value)))
     }
 
+    /// The keys lease `lease` holds, as committed (a view outside apply has no overlay; apply
+    /// asks its batch, `ApplyBatch::lease_keys`).
+    pub fn lease_keys(&self, lease: i64) -> Result<Vec<Vec<u8>>, Error> {
+        let mut keys = Vec::new();
+        for guard in self
+            .snap
+            .prefix(&self.storage.kv_lease, (lease as u64).to_be_bytes())
+        {
+            let raw = guard.key()?;
+            keys.push(raw[8..].to_vec());
+        }
+        Ok(keys)
+    }
+
     /// The metadata of the latest version of one key, if it is live (no value is read).
     pub fn meta(&self, key: &[u8]) -> Result<Option<KeyMeta>, Error> {
         if key.len() > MAX_KEY_BYTES {

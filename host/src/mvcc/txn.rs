@@ -130,6 +130,20 @@ pub fn txn(
     Ok(resp)
 }
 
+/// The writes a txn would run on `view`'s state (those on its taken path, in order), for a
+/// proposer that evaluates guards ahead of apply (`plugin/vet.rs`). Apply decides again on
+/// its own state; a txn with a computed compare fails here (`NoSuchCompare`).
+pub fn planned_writes<'r>(
+    view: &ReadView<'_>,
+    req: &'r TxnRequest,
+) -> Result<Vec<WriteOp<'r>>, Error> {
+    let mut path = Vec::new();
+    compare_path(view, req, &mut path, &mut NoHooks)?;
+    let mut writes = Vec::new();
+    writes_on_path(req, &path, &mut 0, &mut writes);
+    Ok(writes)
+}
+
 /// A Txn with no write on any branch, served from a read view without going through Raft
 /// (as etcd does). The caller checks that the txn is read-only.
 pub fn read_only(view: &ReadView<'_>, req: &TxnRequest) -> Result<TxnResponse, Error> {

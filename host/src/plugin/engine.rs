@@ -33,8 +33,9 @@ use wasmtime::{
 };
 
 use super::MAX_MEMORY_BYTES;
+use super::carry::{self, Read, ReadOp, ReadSet};
 use crate::metrics::lock;
-use crate::mvcc::{self, KeyValue, RangeRequest, ReadView, Revision};
+use crate::mvcc::{self, KeyValue, ReadView, Revision};
 use crate::storage::Storage;
 
 mod guard_world {
@@ -87,7 +88,7 @@ const KEEP_RESIDENT_BYTES: usize = 256 << 10;
 const KEEP_RESIDENT_TABLE_BYTES: usize = 64 << 10;
 
 /// Instances the pooling allocator keeps room for (apply runs one call at a time).
-const POOL_INSTANCES: u32 = 16;
+pub(crate) const POOL_INSTANCES: u32 = 16;
 
 /// The store a hook reads: the state before the write being checked, exactly as the store
 /// sees it (committed data plus the writes of the batch so far), so what a plugin reads does
@@ -113,7 +114,7 @@ impl View {
         }
     }
 
-    fn read(&self) -> ReadView<'_> {
+    pub(super) fn read(&self) -> ReadView<'_> {
         ReadView {
             storage: &self.storage,
             snap: self.snap.clone(),
@@ -150,7 +151,7 @@ pub enum Outcome<T> {
 }
 
 /// A guard's answer.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Verdict {
     Allow,
     Deny(String),
@@ -174,6 +175,8 @@ pub struct Call<T> {
     /// arguments and config alone, so the same arguments give the same answer while the
     /// binding stands (the read side of policy hooks memoizes only such answers).
     pub consulted: bool,
+    /// What it read, when it ran with [`Target::recording`] (see `plugin/carry.rs`).
+    pub reads: Option<ReadSet>,
 }
 
 /// Which binding a call runs, and under what limits and time.
@@ -186,6 +189,8 @@ pub struct Target<'a> {
     pub memory_bytes: u64,
     /// What the clock import answers: in apply, the time stamped on the entry.
     pub now_ms: i64,
+    /// Whether to record what the call reads (for a proposer's carried verdicts).
+    pub record: bool,
 }
 
 impl<'a> Target<'a> {
@@ -197,6 +202,15 @@ impl<'a> Target<'a> {
             fuel: b.fuel,
             memory_bytes: b.memory_bytes,
             now_ms,
+            record: false,
+        }
+    }
+
+    /// The same target, recording what the call reads.
+    pub fn recording(self) -> Target<'a> {
+        Target {
+            record: true,
+            ..self
         }
     }
 }
@@ -233,7 +247,7 @@ pub struct PolicyAccess {
 }
 
 /// A policy hook's answer.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum PolicyAnswer {
     Allow,
     Deny(String),
@@ -253,6 +267,8 @@ struct HostState {
     /// Whether the call read the store or the clock: its answer then depends on more than
     /// its arguments (see [`Call::consulted`]).
     consulted: bool,
+    /// What the call read, when recording.
+    reads: Option<ReadSet>,
     limits: StoreLimits,
     /// Fuel charged by host calls, and the call's budget they count against.
     host_fuel: u64,
@@ -277,6 +293,16 @@ impl HostState {
         wasmtime::Error::msg(message)
     }
 
+    /// Records a read and its answer, when recording.
+    fn recorded(&mut self, op: impl FnOnce() -> ReadOp, answer: impl FnOnce() -> [u8; 32]) {
+        if let Some(reads) = &mut self.reads {
+            reads.reads.push(Read {
+                op: op(),
+                answer: answer(),
+            });
+        }
+    }
+
     fn get(&mut self, key: Vec<u8>) -> wasmtime::Result<Option<KeyValue>> {
         self.consulted = true;
         self.charge(HOST_CALL_FUEL + key.len() as u64)?;
@@ -285,6 +311,10 @@ impl HostState {
             .read()
             .get(&key)
             .map_err(|e| self.storage_fault(e))?;
+        self.recorded(
+            || ReadOp::Get(key),
+            || carry::answer_of_get(kv.as_ref().map(|kv| kv.mod_revision)),
+        );
         if let Some(kv) = &kv {
             self.charge(kv.value.len() as u64)?;
         }
@@ -304,17 +334,18 @@ impl HostState {
         } else {
             limit
         };
-        let req = RangeRequest {
+        let op = ReadOp::Range {
             key,
             range_end,
-            limit: i64::from(limit),
-            ..Default::default()
+            limit,
         };
+        let req = op.request().expect("a range has a request");
         let resp = self
             .view
             .read()
             .range(&req)
             .map_err(|e| self.storage_fault(e))?;
+        self.recorded(|| op, || carry::answer_of_range(&resp.kvs));
         let bytes: u64 = resp
             .kvs
             .iter()
@@ -327,18 +358,15 @@ impl HostState {
     fn count(&mut self, key: Vec<u8>, range_end: Vec<u8>) -> wasmtime::Result<u64> {
         self.consulted = true;
         self.charge(HOST_CALL_FUEL)?;
-        let req = RangeRequest {
-            key,
-            range_end,
-            count_only: true,
-            ..Default::default()
-        };
+        let op = ReadOp::Count { key, range_end };
+        let req = op.request().expect("a count has a request");
         let resp = self
             .view
             .read()
             .range(&req)
             .map_err(|e| self.storage_fault(e))?;
         let count = u64::try_from(resp.count).unwrap_or(0);
+        self.recorded(|| op, || carry::answer_of_count(count));
         self.charge(count / 10)?;
         Ok(count)
     }
@@ -378,6 +406,9 @@ macro_rules! host_imports {
         impl $world::cairn::plugin::store::Host for HostState {
             fn revision(&mut self) -> wasmtime::Result<i64> {
                 self.consulted = true;
+                if let Some(reads) = &mut self.reads {
+                    reads.revision = true;
+                }
                 self.charge(HOST_CALL_FUEL)?;
                 Ok(self.view.rev)
             }
@@ -640,6 +671,7 @@ impl Engine {
                 view,
                 now_ms: target.now_ms,
                 consulted: false,
+                reads: target.record.then(ReadSet::default),
                 limits,
                 host_fuel: 0,
                 budget: target.fuel,
@@ -938,6 +970,7 @@ fn failed<T>(budget: u64, reason: &str) -> Call<T> {
         outcome: Outcome::Failed(reason.to_string()),
         fuel: budget,
         consulted: false,
+        reads: None,
     }
 }
 
@@ -975,6 +1008,7 @@ fn finish<R, T>(
         return Err(HostFault(fault));
     }
     let consulted = store.data().consulted;
+    let reads = store.data_mut().reads.take();
     let mut call = match result {
         Ok(r) => {
             let left = store.get_fuel().unwrap_or(0);
@@ -984,6 +1018,7 @@ fn finish<R, T>(
                     outcome: Outcome::Answered(t),
                     fuel: used.min(budget),
                     consulted: false,
+                    reads: None,
                 },
                 Err(reason) => failed(budget, &reason),
             }
@@ -991,6 +1026,9 @@ fn finish<R, T>(
         Err(e) => failed(budget, &trap_words(&e)),
     };
     call.consulted = consulted;
+    if matches!(call.outcome, Outcome::Answered(_)) {
+        call.reads = reads;
+    }
     Ok(call)
 }
 

@@ -10,6 +10,7 @@ use crate::mvcc::{
     TxnRequest, WriteHooks, WriteOp,
 };
 
+use super::carry::{self, Carried};
 use super::engine::{Call, Computed, Engine, GuardOp, HostFault, Outcome, Target, Verdict, View};
 use super::registry::{Binding, FailurePolicy, Kind, Registry};
 
@@ -21,6 +22,8 @@ pub struct Hooks<'a> {
     pub now_ms: i64,
     /// Bindings whose statistics changed: the caller writes them back (once per batch).
     pub touched: BTreeSet<String>,
+    /// The verdicts the entry carries (see `plugin/carry.rs`).
+    pub carried: &'a [Carried],
 }
 
 impl<'a> Hooks<'a> {
@@ -30,14 +33,36 @@ impl<'a> Hooks<'a> {
             engine,
             now_ms,
             touched: BTreeSet::new(),
+            carried: &[],
         }
     }
 
-    fn guards(&self) -> impl Iterator<Item = &Binding> {
-        self.registry
-            .bindings
-            .values()
-            .filter(|b| b.kind == Kind::Guard)
+    /// The same hooks, taking the verdicts the entry carries where they still hold.
+    pub fn carrying(self, carried: &'a [Carried]) -> Self {
+        Hooks { carried, ..self }
+    }
+
+    /// The carried verdict of a guard call, as a call, if the entry carries one that holds.
+    fn carried_guard(
+        &self,
+        b: &Binding,
+        ops: &[GuardOp],
+        view: &View,
+    ) -> Result<Option<Call<Verdict>>, HostFault> {
+        if self.carried.is_empty() {
+            crate::metrics::METRICS.carried("evaluated");
+            return Ok(None);
+        }
+        let accepted = carry::accept(self.carried, b, &carry::guard_input(ops), view)?;
+        Ok(accepted.and_then(|c| match &c.answer {
+            carry::Answer::Guard(verdict) => Some(Call {
+                outcome: Outcome::Answered(verdict.clone()),
+                fuel: c.fuel,
+                consulted: false,
+                reads: None,
+            }),
+            carry::Answer::Policy(_) => None,
+        }))
     }
 
     /// A failure of this member, not a decision of the plugin's: apply must stop.
@@ -70,22 +95,17 @@ pub fn has_computed(t: &TxnRequest) -> bool {
         })
 }
 
-impl WriteHooks for Hooks<'_> {
-    fn guard(&mut self, view: &ReadView<'_>, writes: &[WriteOp<'_>]) -> Result<(), Error> {
-        // Bindings in name order, each shown the writes in its range, in request order. Only
-        // the names are copied (the registry is changed below, to record each call); most
-        // writes meet no guard, and then nothing is made, not even a view.
-        let names: Vec<String> = self
-            .guards()
-            .filter(|b| writes.iter().any(|w| meets(b, w)))
-            .map(|b| b.name.clone())
-            .collect();
-        let mut seen = None;
-        for name in names {
-            let Some(b) = self.registry.bindings.get(&name) else {
-                continue;
-            };
-            let ops: Vec<GuardOp> = writes
+/// The guard calls `writes` make: each guard binding they meet, in name order, with the
+/// writes in its range in request order. Apply and the proposer (`plugin/vet.rs`) both ask
+/// this, so they ask the same calls.
+pub fn guard_calls<'b>(
+    bindings: impl Iterator<Item = &'b Binding>,
+    writes: &[WriteOp<'_>],
+) -> Vec<(&'b Binding, Vec<GuardOp>)> {
+    bindings
+        .filter(|b| b.kind == Kind::Guard && writes.iter().any(|w| meets(b, w)))
+        .map(|b| {
+            let ops = writes
                 .iter()
                 .filter(|w| meets(b, w))
                 .map(|w| match w {
@@ -102,11 +122,31 @@ impl WriteHooks for Hooks<'_> {
                     },
                 })
                 .collect();
-            let call = self.engine.guard(
-                &Target::of(b, self.now_ms),
-                seen.get_or_insert_with(|| View::of(view)).clone(),
-                &ops,
-            );
+            (b, ops)
+        })
+        .collect()
+}
+
+impl WriteHooks for Hooks<'_> {
+    fn guard(&mut self, view: &ReadView<'_>, writes: &[WriteOp<'_>]) -> Result<(), Error> {
+        // Most writes meet no guard, and then nothing is made, not even a view. The bindings
+        // are copied out (the registry is changed below, to record each call).
+        let calls: Vec<(Binding, Vec<GuardOp>)> =
+            guard_calls(self.registry.bindings.values(), writes)
+                .into_iter()
+                .map(|(b, ops)| (b.clone(), ops))
+                .collect();
+        let mut seen = None;
+        for (b, ops) in calls {
+            let name = b.name.clone();
+            let view = seen.get_or_insert_with(|| View::of(view));
+            let call = match self.carried_guard(&b, &ops, view) {
+                Ok(Some(call)) => Ok(call),
+                Ok(None) => self
+                    .engine
+                    .guard(&Target::of(&b, self.now_ms), view.clone(), &ops),
+                Err(fault) => Err(fault),
+            };
             let ignore_failure = b.failure_policy == FailurePolicy::Ignore;
             let Call { outcome, fuel, .. } = match call {
                 Ok(call) => call,

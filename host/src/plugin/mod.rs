@@ -11,6 +11,9 @@
 //!   off the apply path, caches them per member, and runs one fresh instance per call under a
 //!   fuel budget and a memory limit.
 //! - `hooks.rs`: the store's `WriteHooks` on top of the registry and the engine.
+//! - `carry.rs` and `vet.rs`: guards and write-side policy hooks evaluated once, by the
+//!   proposer; the entry carries their verdicts and what they read, and apply takes a carried
+//!   verdict only while everything it depended on still holds.
 //! - `filter.rs`: watch filters, on an engine of their own with wall-clock deadlines, one
 //!   instance per watcher, on the member serving it (outside the state machine).
 //! - `reactor.rs`: reactors, run by the leader over committed events; their writes and
@@ -23,6 +26,7 @@
 //! itself (the engine cannot compile a module every member validated) is not a decision: the
 //! member stops applying rather than decide differently from the others.
 
+pub mod carry;
 pub mod engine;
 pub mod filter;
 pub mod hooks;
@@ -30,6 +34,7 @@ pub mod policy;
 pub mod reactor;
 pub mod registry;
 pub mod validate;
+pub mod vet;
 
 pub use engine::Engine;
 pub use registry::{

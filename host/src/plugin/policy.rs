@@ -87,6 +87,15 @@ impl Subject {
     }
 }
 
+/// The operation a policy hook is told a write is.
+pub fn operation_of(req: &crate::mvcc::WriteRequest) -> PolicyOperation {
+    match req {
+        crate::mvcc::WriteRequest::Put(_) => PolicyOperation::Put,
+        crate::mvcc::WriteRequest::DeleteRange(_) => PolicyOperation::DeleteRange,
+        _ => PolicyOperation::Txn,
+    }
+}
+
 /// Whether `subject` may make a request with these `needs`, by its roles and the policy
 /// `bindings` (any kind; only policies are used). `Err` only for a fault of this member.
 pub fn decide(

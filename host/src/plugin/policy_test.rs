@@ -81,6 +81,7 @@ fn answered(answer: PolicyAnswer) -> Call<PolicyAnswer> {
         outcome: Outcome::Answered(answer),
         fuel: 1,
         consulted: false,
+        reads: None,
     }
 }
 
@@ -197,6 +198,7 @@ fn failures_follow_the_failure_policy() {
         outcome: Outcome::Failed("out of fuel".into()),
         fuel: 1,
         consulted: false,
+        reads: None,
     };
     let closed = bindings(vec![policy("p", "/", "\0", FailurePolicy::FailClosed)]);
     let (decided, _) = run(

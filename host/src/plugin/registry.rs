@@ -387,11 +387,12 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Fault> {
 }
 
 /// What the API needs to know of the registry without locking it (apply holds the registry's
-/// lock for a whole batch): its change counter and how many policy and watch-filter bindings
+/// lock for a whole batch): its change counter and how many guard, policy and watch-filter bindings
 /// there are. Apply publishes it after each batch that changed the registry.
 #[derive(Debug, Default)]
 pub struct Published {
     pub generation: std::sync::atomic::AtomicU64,
+    pub guards: std::sync::atomic::AtomicUsize,
     pub policies: std::sync::atomic::AtomicUsize,
     pub watch_filters: std::sync::atomic::AtomicUsize,
 }
@@ -406,6 +407,7 @@ impl Published {
                 .filter(|b| b.kind == kind)
                 .count()
         };
+        self.guards.store(count(Kind::Guard), Ordering::SeqCst);
         self.policies.store(count(Kind::Policy), Ordering::SeqCst);
         self.watch_filters
             .store(count(Kind::WatchFilter), Ordering::SeqCst);

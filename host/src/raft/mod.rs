@@ -184,6 +184,8 @@ pub struct RaftNode {
     watch_filters: crate::plugin::filter::Filters,
     /// Reactors, over the registry this member applied (run while it leads).
     reactors: crate::plugin::reactor::Reactors,
+    /// Evaluates writes' guards and policy hooks before this member, leading, proposes them.
+    vetter: crate::plugin::vet::Vetter,
 }
 
 impl RaftNode {
@@ -221,6 +223,9 @@ impl RaftNode {
         let auth = state_machine.auth();
         let policy_reads = state_machine.policy_reads();
         let reactors = state_machine.reactors();
+        let vetter = state_machine
+            .vetter()
+            .map_err(|e| StartError::Raft(e.to_string()))?;
         let watch_filters = state_machine
             .watch_filters()
             .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -264,6 +269,7 @@ impl RaftNode {
             policy_reads,
             watch_filters,
             reactors,
+            vetter,
         })
     }
 
@@ -338,10 +344,22 @@ impl RaftNode {
 
     /// Proposes `command` on this member, which leads: its response and log index. Every
     /// command is stamped with this leader's time (see `Command::Stamped`), so plugins in
-    /// apply (guards on a reactor's writes too) see when it was proposed.
+    /// apply (guards on a reactor's writes too) see when it was proposed. A client's write
+    /// meeting guards or policy hooks also carries their verdicts, evaluated here with that
+    /// time (see `Command::Vetted`).
     async fn write_local(&self, command: Command) -> Result<(CommandResponse, u64), ProposeError> {
+        let unix_ms = crate::wall_clock_ms();
+        let calls = self.vetter.vet(&command, unix_ms).await;
+        let command = if calls.is_empty() {
+            command
+        } else {
+            Command::Vetted {
+                calls,
+                command: Box::new(command),
+            }
+        };
         let command = Command::Stamped {
-            unix_ms: crate::wall_clock_ms(),
+            unix_ms,
             command: Box::new(command),
         };
         match self.raft.client_write(command).await {

@@ -153,15 +153,22 @@ struct Args {
     /// lease-keepalive: leases granted per server (TTL 60 s).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     leases: u32,
-    /// Guard overhead instead of Cairn vs etcd: put throughput on one Cairn cluster (or
-    /// member) without a guard and with this guard plugin (a .wasm, installed with
-    /// cairnctl) bound to every key, in the order plain, guarded, guarded, plain at each
-    /// level; values are JSON strings of --val-size bytes.
+    /// Plugin overhead instead of Cairn vs etcd: on one Cairn cluster (or member), the
+    /// workload without and with this plugin (a .wasm, installed with cairnctl) bound as
+    /// `--plugin-kind` over `--plugin-key` (a prefix; all keys by default), in the order
+    /// plain, with, with, plain at each level. Guards and policies load puts (values are
+    /// JSON strings of --val-size bytes; a policy needs --auth), watch filters the
+    /// watch-fanout workload; a reactor measures reactor lag instead (see `reactor_lag`).
     #[arg(long)]
-    guard: Option<std::path::PathBuf>,
-    /// The guard's binding config (default: the json-schema guard's `{"type":"string"}`).
+    plugin: Option<std::path::PathBuf>,
+    #[arg(long, value_enum, default_value_t = PluginKind::Guard)]
+    plugin_kind: PluginKind,
+    /// The binding config (default: the json-schema guard's `{"type":"string"}`).
     #[arg(long, default_value = r#"{"type":"string"}"#)]
-    guard_config: String,
+    plugin_config: String,
+    /// The prefix the plugin is bound to.
+    #[arg(long, default_value = "")]
+    plugin_key: String,
     /// Authentication on both servers: `off`, `simple` tokens, or `jwt` (RS256, the test key
     /// pair in tests/testdata). With it on, every client runs as a user holding READWRITE over
     /// all keys (not root, so each request's permission is checked).
@@ -185,6 +192,26 @@ fn tls_flags(dir: &std::path::Path) -> Vec<String> {
         format!("--cert-file={}", server.cert.display()),
         format!("--key-file={}", server.key.display()),
     ]
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum PluginKind {
+    Guard,
+    Policy,
+    WatchFilter,
+    Reactor,
+}
+
+impl PluginKind {
+    /// The name cairnctl's `--kind` takes.
+    fn name(self) -> &'static str {
+        match self {
+            PluginKind::Guard => "guard",
+            PluginKind::Policy => "policy",
+            PluginKind::WatchFilter => "watch-filter",
+            PluginKind::Reactor => "reactor",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -1794,31 +1821,35 @@ fn mean(a: &Stats, b: &Stats) -> Stats {
     }
 }
 
-/// Put throughput without and with a guard bound to every key, on the same Cairn
-/// deployment, and the per-call cost (instantiate + call) from the members' own histogram.
-async fn guard_overhead(args: &Args, guard: &std::path::Path) {
-    // A JSON string of --val-size bytes, so a schema guard has something to parse.
-    let mut value = vec![b'x'; args.val_size.max(2)];
-    value[0] = b'"';
-    *value.last_mut().expect("at least two bytes") = b'"';
+/// A workload's throughput without and with a plugin bound (see `Args::plugin`), on the same
+/// Cairn deployment, and the per-call cost (instantiate + call) from the members' own
+/// histograms.
+async fn plugin_overhead(args: &Args, workloads: &[Workload], plugin: &std::path::Path) {
+    assert!(
+        args.plugin_kind != PluginKind::Policy || args.auth != AuthMode::Off,
+        "--plugin-kind policy needs --auth: root is never asked"
+    );
     let single;
     let cluster;
+    let flags = auth_flags(args);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let deployment = if args.members == 1 {
-        single = CairnNode::start(&[]);
+        single = CairnNode::start(&flags);
         Deployment::Single(single.endpoint())
     } else {
-        cluster = Cluster::start(Flavor::Cairn, args.members as usize, &[]).await;
+        cluster = Cluster::start(Flavor::Cairn, args.members as usize, &flags).await;
         Deployment::Cluster(&cluster)
     };
-    let mut notes = Notes::default();
     let endpoint = deployment.members()[0].clone();
+    enable_auth(args, &endpoint).await;
     let cairnctl = cairn_tests::binary_path().with_file_name("cairnctl");
     let run = |argv: &[&str]| {
-        let out = std::process::Command::new(&cairnctl)
-            .arg(format!("--endpoints={endpoint}"))
-            .args(argv)
-            .output()
-            .expect("cairnctl runs");
+        let mut command = std::process::Command::new(&cairnctl);
+        command.arg(format!("--endpoints={endpoint}"));
+        if args.auth != AuthMode::Off {
+            command.arg("--user=root:rootpw");
+        }
+        let out = command.args(argv).output().expect("cairnctl runs");
         assert!(
             out.status.success(),
             "cairnctl {argv:?}: {}",
@@ -1828,36 +1859,60 @@ async fn guard_overhead(args: &Args, guard: &std::path::Path) {
     run(&[
         "plugin",
         "install",
-        "bench-guard",
-        guard.to_str().expect("utf-8 path"),
+        "bench-plugin",
+        plugin.to_str().expect("utf-8 path"),
     ]);
     let bind = || {
         run(&[
             "plugin",
             "bind",
-            "bench-guard",
+            "bench-plugin",
             "--plugin",
-            "bench-guard",
+            "bench-plugin",
             "--kind",
-            "guard",
+            args.plugin_kind.name(),
             "--key",
-            "",
+            &args.plugin_key,
             "--prefix",
             "--config",
-            &args.guard_config,
+            &args.plugin_config,
         ])
     };
-    // Each level runs plain, guarded, guarded, plain (ABBA) and averages each pair, so the
-    // store's growth and the compactions left behind by earlier runs weigh on both sides
-    // alike instead of all on the side measured second.
+    let mut notes = Notes::default();
+    if args.plugin_kind == PluginKind::Reactor {
+        bind();
+        reactor_lag(&deployment, args, &mut notes).await;
+        keep_logs(&deployment, "Cairn", &mut notes);
+        notes.print();
+        return;
+    }
+    let workload = match args.plugin_kind {
+        PluginKind::WatchFilter => Workload::WatchFanout,
+        _ => Workload::Put,
+    };
+    assert!(
+        workloads == [workload],
+        "--plugin-kind {} measures --workload {}",
+        args.plugin_kind.name(),
+        workload.name()
+    );
+    // A JSON string of --val-size bytes, so a schema guard has something to parse.
+    let mut value = vec![b'x'; args.val_size.max(2)];
+    value[0] = b'"';
+    *value.last_mut().expect("at least two bytes") = b'"';
+    // Each level runs plain, with, with, plain (ABBA) and averages each pair, so the store's
+    // growth and the compactions left behind by earlier runs weigh on both sides alike
+    // instead of all on the side measured second.
+    let with = format!("Cairn+{}", args.plugin_kind.name());
+    let with: &'static str = Box::leak(with.into_boxed_str());
     let mut plain = Vec::new();
-    let mut guarded = Vec::new();
-    for &level in &args.clients {
-        let mut put = async |server| {
+    let mut bound = Vec::new();
+    for &level in workload.levels(args) {
+        let mut measure_once = async |server| {
             measure(
                 &deployment,
                 server,
-                Workload::Put,
+                workload,
                 level,
                 args,
                 &value,
@@ -1866,20 +1921,23 @@ async fn guard_overhead(args: &Args, guard: &std::path::Path) {
             )
             .await
         };
-        let a1 = put("Cairn").await;
+        let a1 = measure_once("Cairn").await;
         bind();
-        let b1 = put("Cairn+guard").await;
-        let b2 = put("Cairn+guard").await;
-        run(&["plugin", "unbind", "bench-guard"]);
-        let a2 = put("Cairn").await;
+        let b1 = measure_once(with).await;
+        let b2 = measure_once(with).await;
+        run(&["plugin", "unbind", "bench-plugin"]);
+        let a2 = measure_once("Cairn").await;
         plain.push(mean(&a1, &a2));
-        guarded.push(mean(&b1, &b2));
+        bound.push(mean(&b1, &b2));
     }
+    let kind = args.plugin_kind.name();
+    let unit = workload.unit();
     println!(
-        "| clients | no guard ops/s | p50 ms | p99 ms | guarded ops/s | p50 ms | p99 ms | guarded/plain |"
+        "| {} | plain {unit} | p50 ms | p99 ms | with {kind} {unit} | p50 ms | p99 ms | with/plain |",
+        workload.level_name()
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for ((level, p), g) in args.clients.iter().zip(&plain).zip(&guarded) {
+    for ((level, p), g) in workload.levels(args).iter().zip(&plain).zip(&bound) {
         println!(
             "| {level} | {:.0} | {} | {} | {:.0} | {} | {} | {:.2} |",
             p.ops_per_sec,
@@ -1892,7 +1950,8 @@ async fn guard_overhead(args: &Args, guard: &std::path::Path) {
         );
     }
     println!();
-    // Every member runs every guarded write; read each member's call histogram.
+    // Each member's calls: the histogram of the calls it ran, and (guards and policies)
+    // where the verdicts were reached.
     for member in deployment.members() {
         let text = reqwest::get(format!("http://{member}/metrics"))
             .await
@@ -1901,14 +1960,137 @@ async fn guard_overhead(args: &Args, guard: &std::path::Path) {
             .await
             .expect("metrics body");
         let (p50, p99, calls) = histogram_quantiles(&text, "cairn_plugin_call_duration_seconds");
+        let verdicts: Vec<String> = ["proposed", "accepted", "stale", "evaluated"]
+            .iter()
+            .map(|place| {
+                let sample = format!("cairn_plugin_verdicts_total{{place=\"{place}\"}} ");
+                let n = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&sample))
+                    .unwrap_or("0");
+                format!("{place} {n}")
+            })
+            .collect();
         println!(
-            "- {member}: {calls} guard calls, per call (instantiate + call) p50 ≤ {:.0} µs, p99 ≤ {:.0} µs (histogram bucket bounds)",
+            "- {member}: {calls} plugin calls run here, per call (instantiate + call) p50 ≤ {:.0} µs, p99 ≤ {:.0} µs (histogram bucket bounds); verdicts: {}",
             p50 * 1e6,
-            p99 * 1e6
+            p99 * 1e6,
+            verdicts.join(", ")
         );
     }
     keep_logs(&deployment, "Cairn", &mut notes);
     notes.print();
+}
+
+/// Where `reactor_lag` writes source objects, and where its index reactor's entries go
+/// (bind with `--plugin-key lag/src/` and a config naming these).
+const LAG_SOURCE: &str = "lag/src/";
+const LAG_INDEX: &str = "lag/idx/n/";
+
+/// Reactor lag: at each level, `clients` clients put JSON objects `{"n": "<i>"}` under
+/// [`LAG_SOURCE`] back to back while one watcher follows [`LAG_INDEX`], where an index
+/// reactor (`plugins/index-reactor`, field `n`) writes `<index>n/<i>/<key>` for each. The lag
+/// of one write is from its put's acknowledgement (its source revision committed) to the
+/// watcher receiving its index entry (the reactor's step committed and delivered).
+async fn reactor_lag(deployment: &Deployment<'_>, args: &Args, notes: &mut Notes) {
+    println!("| clients | source puts/s | derived entries/s | lag p50 ms | lag p99 ms | missing |");
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for &level in &args.clients {
+        let plan = deployment.plan(args.endpoints_mode).await;
+        let base = Instant::now();
+        let watcher = connect(&plan.endpoints[0]).await;
+        let (tx, mut arrivals) = mpsc::unbounded_channel::<(String, u64)>();
+        let mut watch_client = watcher.watch_client();
+        let mut stream = watch_client
+            .watch(LAG_INDEX, Some(WatchOptions::new().with_prefix()))
+            .await
+            .expect("watch the index");
+        let follow = tokio::spawn(async move {
+            while let Ok(Some(message)) = stream.message().await {
+                let now = nanos_since(base);
+                for event in message.events() {
+                    let Some(kv) = event.kv() else {
+                        continue;
+                    };
+                    if event.event_type() != etcd_client::EventType::Put {
+                        continue;
+                    }
+                    let key = String::from_utf8_lossy(kv.key()).into_owned();
+                    // <index>n/<i>/<source key>
+                    if let Some((_, source)) = key
+                        .strip_prefix(LAG_INDEX)
+                        .and_then(|rest| rest.split_once('/'))
+                    {
+                        let _ = tx.send((source.to_string(), now));
+                    }
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(args.seconds);
+        let started = Instant::now();
+        let mut tasks = JoinSet::new();
+        for c in 0..level {
+            let mut client = connect(&plan.endpoints[c % plan.endpoints.len()]).await;
+            tasks.spawn(async move {
+                let mut acks = Vec::new();
+                let mut errors = 0u64;
+                let mut i = 0u64;
+                while Instant::now() < deadline {
+                    let key = format!("{LAG_SOURCE}{c}-{i}");
+                    let value = format!(r#"{{"n": "{i}"}}"#);
+                    match client.put(key.clone(), value, None).await {
+                        Ok(_) => acks.push((key, nanos_since(base))),
+                        Err(_) => errors += 1,
+                    }
+                    i += 1;
+                }
+                (acks, errors)
+            });
+        }
+        let mut acked = HashMap::new();
+        let mut errors = 0;
+        while let Some(done) = tasks.join_next().await {
+            let (acks, e) = done.expect("a put client");
+            acked.extend(acks);
+            errors += e;
+        }
+        let load = started.elapsed();
+        // Every acknowledged source write gets its entry: wait for them, at most a minute,
+        // or WATCH_STALL without one.
+        let mut latencies = Histogram::new();
+        let mut seen = 0usize;
+        let mut last_derived = Instant::now();
+        let limit = Instant::now() + WATCH_DRAIN_LIMIT;
+        while seen < acked.len() && Instant::now() < limit {
+            match tokio::time::timeout(WATCH_STALL, arrivals.recv()).await {
+                Ok(Some((source, at))) => {
+                    if let Some(ack) = acked.get(&source) {
+                        latencies.record(at.saturating_sub(*ack));
+                        seen += 1;
+                        last_derived = Instant::now();
+                    }
+                }
+                _ => break,
+            }
+        }
+        follow.abort();
+        let derived_secs = last_derived.duration_since(started).as_secs_f64();
+        let missing = acked.len() - seen;
+        println!(
+            "| {level} | {:.0} | {:.0} | {} | {} | {missing} |",
+            acked.len() as f64 / load.as_secs_f64(),
+            seen as f64 / derived_secs,
+            ms(latencies.quantile_ms(0.5)),
+            ms(latencies.quantile_ms(0.99)),
+        );
+        if errors > 0 || missing > 0 {
+            notes.trouble = true;
+            notes.errors.push(format!(
+                "reactor lag with {level} clients: {errors} failed puts, {missing} entries not seen"
+            ));
+        }
+    }
+    println!();
 }
 
 /// The upper bounds of the buckets holding the 50th and 99th percentiles, and the count.
@@ -1952,14 +2134,14 @@ async fn main() {
         );
     }
     assert!(
-        !args.tls || (args.members == 1 && args.guard.is_none() && args.target.is_empty()),
+        !args.tls || (args.members == 1 && args.plugin.is_none() && args.target.is_empty()),
         "--tls runs single members side by side only"
     );
     let value = vec![b'v'; args.val_size];
     println!("{}", header_line(&args, &workloads));
     println!();
-    if let Some(guard) = &args.guard {
-        guard_overhead(&args, guard).await;
+    if let Some(plugin) = &args.plugin {
+        plugin_overhead(&args, &workloads, plugin).await;
     } else if !args.target.is_empty() {
         run_target(&args, &workloads, &value).await;
     } else if args.members == 1 {

@@ -1,0 +1,217 @@
+//! The proposer's side of evaluate-once (`carry.rs` has the rule apply follows): before the
+//! leader proposes a client's write, it runs the write's guards and write-side policy hooks
+//! on the state it has applied, with the time it stamps on the entry, and returns what the
+//! entry should carry.
+//!
+//! Nothing here decides anything: apply does, on every member alike. A verdict evaluated here
+//! on a state that apply no longer has is simply not taken; so this side may be wrong,
+//! late or partial (a txn with a computed compare, a call that failed, a member fault) at
+//! the price of apply running the plugin itself, never at the price of agreement.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Semaphore;
+
+use crate::auth::needs::{self, Need};
+use crate::metrics::lock;
+use crate::mvcc::{Mvcc, WriteOp, WriteRequest};
+use crate::state_machine::{Command, SharedAuth};
+use crate::storage::Storage;
+
+use super::carry::{self, Answer, Carried, ReadSet};
+use super::engine::{Engine, HostFault, Outcome, Target, Verdict, View};
+use super::hooks;
+use super::policy::{self, Subject};
+use super::registry::{Binding, Kind, Published, Registry};
+
+/// Guard and policy bindings by name, shared.
+type Bindings = Arc<BTreeMap<String, Binding>>;
+
+/// Evaluates the plugins of writes about to be proposed. Cheap to clone.
+#[derive(Clone)]
+pub struct Vetter {
+    registry: Arc<Mutex<Registry>>,
+    published: Arc<Published>,
+    auth: SharedAuth,
+    /// An engine of its own: proposals never take the instance slots apply needs.
+    engine: Engine,
+    storage: Storage,
+    /// The guard and policy bindings, as of a registry generation (copied once per change,
+    /// not per write: apply holds the registry's lock for whole batches).
+    bindings: Arc<Mutex<(u64, Bindings)>>,
+    /// Bounds how many proposals evaluate at once (the engine's instance pool, the cores).
+    permits: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for Vetter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vetter").finish_non_exhaustive()
+    }
+}
+
+impl Vetter {
+    pub fn new(
+        registry: Arc<Mutex<Registry>>,
+        published: Arc<Published>,
+        auth: SharedAuth,
+        engine: Engine,
+        storage: Storage,
+    ) -> Vetter {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Vetter {
+            registry,
+            published,
+            auth,
+            engine,
+            storage,
+            bindings: Arc::new(Mutex::new((u64::MAX, Arc::default()))),
+            permits: Arc::new(Semaphore::new(
+                cores.min(super::engine::POOL_INSTANCES as usize),
+            )),
+        }
+    }
+
+    /// The verdicts `command` (a client's write, wrapped as the API wraps it) should carry
+    /// when proposed with the time `now_ms`. Empty when there is nothing to evaluate.
+    pub async fn vet(&self, command: &Command, now_ms: i64) -> Vec<Carried> {
+        let (caller, req) = match command {
+            Command::Request { caller, command } => match &**command {
+                Command::Kv(req) => (Some(caller), req),
+                _ => return Vec::new(),
+            },
+            Command::Kv(req) => (None, req),
+            _ => return Vec::new(),
+        };
+        let bindings = self.bindings();
+        if bindings.is_empty() || matches!(req, WriteRequest::Compact(_)) {
+            return Vec::new();
+        }
+        let Ok(_permit) = self.permits.acquire().await else {
+            return Vec::new();
+        };
+        crate::api::blocking_in_place(|| {
+            let mut carried = Vec::new();
+            match self.evaluate(&bindings, caller, req, now_ms, &mut carried) {
+                Ok(()) => {}
+                // Not a decision: apply evaluates what is missing, and meets the fault (or
+                // not) on its own.
+                Err(fault) => tracing::debug!(%fault, "evaluating a write's plugins ahead"),
+            }
+            for _ in &carried {
+                crate::metrics::METRICS.carried("proposed");
+            }
+            carried
+        })
+    }
+
+    /// The guard and policy bindings now.
+    fn bindings(&self) -> Bindings {
+        if self.published.guards.load(Ordering::SeqCst) == 0
+            && self.published.policies.load(Ordering::SeqCst) == 0
+        {
+            return Arc::default();
+        }
+        let generation = self.published.generation();
+        let mut cached = lock(&self.bindings);
+        if cached.0 != generation {
+            let registry = lock(&self.registry);
+            let bindings = registry
+                .bindings
+                .iter()
+                .filter(|(_, b)| matches!(b.kind, Kind::Guard | Kind::Policy))
+                .map(|(name, b)| (name.clone(), b.clone()))
+                .collect();
+            *cached = (registry.generation, Arc::new(bindings));
+        }
+        cached.1.clone()
+    }
+
+    /// Runs the policy hooks (for a user's write), then the guards, as apply would on this
+    /// member's state, recording each answered call into `carried`.
+    fn evaluate(
+        &self,
+        bindings: &BTreeMap<String, Binding>,
+        caller: Option<&crate::auth::Caller>,
+        req: &WriteRequest,
+        now_ms: i64,
+        carried: &mut Vec<Carried>,
+    ) -> Result<(), HostFault> {
+        let fault = |e: crate::mvcc::Error| HostFault(format!("reading the store: {e}"));
+        let read = Mvcc::read_view(&self.storage).map_err(fault)?;
+        let view = View::of(&read);
+        let record = |binding: &Binding, input, answer, fuel, reads: &Option<ReadSet>| {
+            let reads = reads.clone()?;
+            Some(Carried {
+                binding: binding.name.clone(),
+                identity: carry::identity(binding),
+                input,
+                answer,
+                fuel,
+                revision: reads.revision.then_some(view.rev),
+                reads: reads.reads,
+            })
+        };
+        if let Some(caller) = caller {
+            let policies = bindings.values().any(|b| b.kind == Kind::Policy);
+            let subject = {
+                let auth = self.auth.read().expect("auth store lock poisoned");
+                (auth.enabled && policies)
+                    .then(|| Subject::of(&auth, caller).ok())
+                    .flatten()
+            };
+            if let (Some(subject), Some(mut needs)) = (subject, needs::of_write(req)) {
+                let leased = needs::leased_keys(req, |id| read.lease_keys(id)).map_err(fault)?;
+                needs.extend(leased.iter().map(|k| Need::write(k, &[])));
+                let decided = policy::decide(
+                    &subject,
+                    bindings,
+                    policy::operation_of(req),
+                    &needs,
+                    &mut |binding, question| {
+                        let target = Target::of(binding, now_ms).recording();
+                        let call = self.engine.policy(&target, view.clone(), question)?;
+                        if let Outcome::Answered(answer) = &call.outcome {
+                            let answer = Answer::Policy(answer.clone());
+                            let input = carry::policy_input(question);
+                            carried.extend(record(binding, input, answer, call.fuel, &call.reads));
+                        }
+                        Ok(call)
+                    },
+                )?;
+                // Apply asks the guards only of a write the user may make.
+                if decided.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        let writes: Vec<WriteOp<'_>> = match req {
+            WriteRequest::Put(p) => vec![WriteOp::Put(p)],
+            WriteRequest::DeleteRange(d) => vec![WriteOp::DeleteRange(d)],
+            WriteRequest::Txn(t) if hooks::has_computed(t) => return Ok(()),
+            // The path this member's state takes; apply may take another, and then asks
+            // its guards other questions, which nothing carried answers.
+            WriteRequest::Txn(t) => match crate::mvcc::txn::planned_writes(&read, t) {
+                Ok(writes) => writes,
+                Err(_) => return Ok(()),
+            },
+            WriteRequest::Compact(_) => return Ok(()),
+        };
+        for (binding, ops) in hooks::guard_calls(bindings.values(), &writes) {
+            let target = Target::of(binding, now_ms).recording();
+            let call = self.engine.guard(&target, view.clone(), &ops)?;
+            let Outcome::Answered(verdict) = &call.outcome else {
+                break; // apply stops at a failure (or runs on, ignoring it: then it evaluates)
+            };
+            let denied = matches!(verdict, Verdict::Deny(_));
+            let answer = Answer::Guard(verdict.clone());
+            let input = carry::guard_input(&ops);
+            carried.extend(record(binding, input, answer, call.fuel, &call.reads));
+            if denied {
+                break; // apply stops at the first denial
+            }
+        }
+        Ok(())
+    }
+}
