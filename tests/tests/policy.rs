@@ -304,6 +304,13 @@ async fn example_policies_decide_alike_on_three_members() {
     // Writes only (reads are decided by the serving member alone): through each member,
     // alice's three and olga's one (root's are never asked), then alice's over gRPC.
     assert_eq!((tenants.1, tenants.2), (13, 7), "{first:?}");
+    // The leader evaluated them once; every member took its verdicts.
+    for m in &cluster.members {
+        let accepted = m
+            .metric("cairn_plugin_verdicts_total", &[("place", "accepted")])
+            .await;
+        assert!(accepted.is_some_and(|n| n > 0.0), "{accepted:?}");
+    }
     wait_converged_as(&cluster, ROOT, Duration::from_secs(30)).await;
 
     // Thaw: a window in the past. The same write now goes through, on every member alike.
