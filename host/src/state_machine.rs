@@ -316,19 +316,15 @@ impl StateMachine {
     }
 
     /// What evaluates a write's guards and policy hooks before the leader proposes it
-    /// (`plugin/vet.rs`), on an engine of its own.
-    pub fn vetter(&self) -> Result<crate::plugin::vet::Vetter, Fault> {
-        let engine = Engine::new().map_err(|e| Fault::PluginHost {
-            binding: "(proposer engine start)".into(),
-            reason: e.to_string(),
-        })?;
-        Ok(crate::plugin::vet::Vetter::new(
+    /// (`plugin/vet.rs`), on apply's engine.
+    pub fn vetter(&self) -> crate::plugin::vet::Vetter {
+        crate::plugin::vet::Vetter::new(
             self.registry.clone(),
             self.published.clone(),
             self.auth.clone(),
-            engine,
+            self.engine.clone(),
             self.storage.clone(),
-        ))
+        )
     }
 
     /// Applies consecutive log entries, each a command (or none) and its marker. They commit

@@ -527,7 +527,7 @@ fn carried_verdicts_are_taken_only_while_what_they_read_holds() {
     let dir = tempfile::tempdir().expect("temp dir");
     let sm = StateMachine::new(cairn::storage::Storage::open(dir.path()).expect("storage"))
         .expect("state machine");
-    let vetter = sm.vetter().expect("proposer engine");
+    let vetter = sm.vetter();
     let mut index = 0u64;
     let mut apply = |commands: Vec<Cmd>| {
         let markers: Vec<AppliedMarker> = commands
@@ -554,6 +554,16 @@ fn carried_verdicts_are_taken_only_while_what_they_read_holds() {
         Cmd::Plugin(PluginCommand::Bind(binding(2))),
     ]);
     let vet = |command: &Cmd| rt.block_on(vetter.vet(command, 1));
+    // The proposer vets only with modules already compiled (their install compiles them in
+    // the background): wait for that.
+    let ready = |vetter: &cairn::plugin::vet::Vetter| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while rt.block_on(vetter.vet(&put("/jobs/warm-up"), 1)).is_empty() {
+            assert!(std::time::Instant::now() < deadline, "never compiled");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    ready(&vetter);
 
     // The proposer carries the guard's allow, the fuel and the count it read.
     let calls = vet(&put("/jobs/a"));
@@ -615,7 +625,7 @@ fn carried_verdicts_are_taken_only_while_what_they_read_holds() {
     ];
     let mut outcomes = Vec::new();
     for (carrying, (_, sm)) in [true, false].into_iter().zip(&members) {
-        let vetter = sm.vetter().expect("proposer engine");
+        let vetter = sm.vetter();
         let mut responses = Vec::new();
         let mut next = 0u64;
         let mut apply_one = |command: &Cmd| {
@@ -629,6 +639,7 @@ fn carried_verdicts_are_taken_only_while_what_they_read_holds() {
         for command in &setup {
             apply_one(command);
         }
+        ready(&vetter);
         for key in ["/jobs/1", "/jobs/2", "/jobs/3", "/jobs/4", "/jobs/5"] {
             let command = put(key);
             let calls = if carrying {

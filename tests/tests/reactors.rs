@@ -204,10 +204,11 @@ async fn an_index_reactor_is_exactly_once_across_a_leader_kill() {
         one_pass(&events),
         "the index is one pass over the source"
     );
-    assert_eq!(
-        state.steps,
-        revisions.len() as u64,
-        "one step per source revision: {state:?}"
+    // A step reacts to one or more source revisions in a row (the runner batches them).
+    assert!(
+        (1..=revisions.len() as u64).contains(&state.steps),
+        "at most one step per source revision, {} revisions: {state:?}",
+        revisions.len()
     );
     wait_converged(&cluster, Duration::from_secs(30)).await;
 }

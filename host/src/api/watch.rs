@@ -600,42 +600,56 @@ struct WatcherFilters {
 /// slow on many events cancels its watcher rather than hold the stream.
 const FILTER_TIME_PER_DELIVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How long a delivery's filtering runs inline before it moves off the runtime's worker.
+const FILTER_INLINE: std::time::Duration = std::time::Duration::from_millis(1);
+
 impl WatchStream {
     /// Runs watcher `id`'s filters over `events`: what it is sent, or why a filter failed.
+    /// Inline on this worker while it is quick (most deliveries: a call takes microseconds);
+    /// a delivery still filtering after [`FILTER_INLINE`] hands the worker's other tasks to
+    /// another thread for the rest (`block_in_place` per delivery cost more than the calls).
     fn filter(&mut self, id: i64, events: Vec<Event>) -> Result<Vec<Event>, String> {
         let Some(filters) = self.filters.get_mut(&id).filter(|w| !w.open.is_empty()) else {
             return Ok(events);
         };
-        let run = || {
-            let started = std::time::Instant::now();
-            let mut out = Vec::with_capacity(events.len());
-            'events: for event in events {
-                if started.elapsed() > FILTER_TIME_PER_DELIVERY {
-                    return Err(format!(
-                        "cairn: watch filters took over {} ms on one delivery",
-                        FILTER_TIME_PER_DELIVERY.as_millis()
-                    ));
-                }
-                let mut event = event;
-                for filter in filters.open.iter_mut() {
-                    match filter.apply(event) {
-                        Ok(Some(kept)) => event = kept,
-                        Ok(None) => continue 'events,
-                        Err(why) => {
-                            tracing::info!(binding = %filter.binding, watch_id = id, %why, "a watch filter failed; its watcher is canceled");
-                            return Err(format!(
-                                "cairn: watch filter {} failed: {why}",
-                                filter.binding
-                            ));
-                        }
+        let started = std::time::Instant::now();
+        let mut out = Vec::with_capacity(events.len());
+        let mut events = events.into_iter();
+        let mut one = |event: Event| -> Result<Option<Event>, String> {
+            if started.elapsed() > FILTER_TIME_PER_DELIVERY {
+                return Err(format!(
+                    "cairn: watch filters took over {} ms on one delivery",
+                    FILTER_TIME_PER_DELIVERY.as_millis()
+                ));
+            }
+            let mut event = event;
+            for filter in filters.open.iter_mut() {
+                match filter.apply(event) {
+                    Ok(Some(kept)) => event = kept,
+                    Ok(None) => return Ok(None),
+                    Err(why) => {
+                        tracing::info!(binding = %filter.binding, watch_id = id, %why, "a watch filter failed; its watcher is canceled");
+                        return Err(format!(
+                            "cairn: watch filter {} failed: {why}",
+                            filter.binding
+                        ));
                     }
                 }
-                out.push(event);
+            }
+            Ok(Some(event))
+        };
+        while started.elapsed() < FILTER_INLINE {
+            let Some(event) = events.next() else {
+                return Ok(out);
+            };
+            out.extend(one(event)?);
+        }
+        super::blocking_in_place(|| {
+            for event in events {
+                out.extend(one(event)?);
             }
             Ok(out)
-        };
-        // Filters run plugins.
-        super::blocking_in_place(run)
+        })
     }
 }
 

@@ -87,7 +87,8 @@ const MAX_WASM_STACK: usize = 512 * 1024;
 const KEEP_RESIDENT_BYTES: usize = 256 << 10;
 const KEEP_RESIDENT_TABLE_BYTES: usize = 64 << 10;
 
-/// Instances the pooling allocator keeps room for (apply runs one call at a time).
+/// Instances the pooling allocator keeps room for (apply runs one call at a time; the
+/// leader's `plugin::vet::Vetter` shares apply's engine and runs at most half this many).
 pub(crate) const POOL_INSTANCES: u32 = 16;
 
 /// The store a hook reads: the state before the write being checked, exactly as the store
@@ -607,6 +608,11 @@ impl Engine {
         if let Err(e) = spawned {
             tracing::warn!(error = %e, "no thread to compile a plugin; it compiles on first use");
         }
+    }
+
+    /// Whether the module is compiled on this engine (a call then never compiles).
+    pub fn ready(&self, sha256: &str) -> bool {
+        lock(&self.cache).contains_key(sha256)
     }
 
     fn compile(&self, sha256: &str, bytes: &[u8]) -> Result<Arc<Compiled>, HostFault> {

@@ -49,6 +49,9 @@ pub const CALL_DEADLINE: Duration = Duration::from_millis(50);
 pub const MAX_OPEN_FILTERS: usize = 4096;
 /// Fuel for instantiating and opening a filter.
 const OPEN_FUEL: u64 = 10_000_000;
+/// Ticks instantiating and opening a filter may take: longer than a call, since a watcher is
+/// opened once and many are often opened at once (their calls then share the cores).
+const OPEN_DEADLINE_TICKS: u64 = 1000;
 /// Largest value a filter may rewrite an event to: etcd's default request limit, so a
 /// rewritten event is never larger than one a client could have written.
 pub const MAX_REWRITE_BYTES: usize = 1536 << 10;
@@ -192,6 +195,8 @@ pub struct FilterEngine {
     storage: Storage,
     /// Filter instances open now (see [`MAX_OPEN_FILTERS`]).
     open: Arc<std::sync::atomic::AtomicUsize>,
+    /// Held while compiling a module.
+    compiling: Arc<Mutex<()>>,
 }
 
 impl std::fmt::Debug for FilterEngine {
@@ -232,6 +237,7 @@ impl FilterEngine {
             compiled: Arc::default(),
             storage,
             open: Arc::default(),
+            compiling: Arc::default(),
         })
     }
 
@@ -240,6 +246,13 @@ impl FilterEngine {
         sha256: &str,
     ) -> Result<Result<Arc<filter_world::WatchFilterPluginPre<FilterState>>, String>, HostFault>
     {
+        if let Some(pre) = lock(&self.compiled).get(sha256) {
+            return Ok(Ok(pre.clone()));
+        }
+        // One compile at a time: the watchers opened together after a bind (a client
+        // reconnecting a thousand watchers) wait for the first one's compile instead of each
+        // compiling the same module.
+        let _compiling = lock(&self.compiling);
         if let Some(pre) = lock(&self.compiled).get(sha256) {
             return Ok(Ok(pre.clone()));
         }
@@ -300,7 +313,7 @@ impl FilterEngine {
         store.epoch_deadline_trap();
         let fault = |e: wasmtime::Error| HostFault(format!("{e:#}"));
         store.set_fuel(OPEN_FUEL).map_err(fault)?;
-        store.set_epoch_deadline(DEADLINE_TICKS);
+        store.set_epoch_deadline(OPEN_DEADLINE_TICKS);
         let instance = match pre.instantiate(&mut store) {
             Ok(instance) => instance,
             Err(e) => return Ok(Err(format!("starting: {}", trap_words(&e)))),

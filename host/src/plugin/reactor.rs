@@ -1,10 +1,11 @@
 //! Reactors: plugins that turn the committed events of their key range into new writes.
 //!
 //! They run on the leader only. For each reactor the leader reads, from history, the events
-//! after the reactor's cursor (replicated state, `registry::ReactorState`), takes the first
-//! revision that should trigger it, runs the plugin on that revision's events, and proposes
-//! the writes it returns as one [`PluginCommand::ReactorStep`] with the cursor it started
-//! from. Apply takes the step only if the cursor is still there and moves it in the same
+//! after the reactor's cursor (replicated state, `registry::ReactorState`), takes the next
+//! revisions that should trigger it (up to [`STEP_REVISIONS`] in a row), runs the plugin on
+//! each revision's events in order, and proposes the writes they return as one
+//! [`PluginCommand::ReactorStep`] with the cursor it started from and the last revision it
+//! covers. Apply takes the step only if the cursor is still there and moves it in the same
 //! entry as the writes, so every source revision is reacted to exactly once: a leader that
 //! crashes before its step commits leaves the cursor for the next leader to redo the step; a
 //! step proposed twice (by an old and a new leader) applies once.
@@ -41,6 +42,9 @@ const SKIP_AHEAD: i64 = 1000;
 /// A quiet reactor's cursor is also moved when it has not moved for this long, so that a
 /// compaction (which usually keeps minutes of history) never passes it.
 const QUIET_MOVE: Duration = Duration::from_secs(10);
+/// Most source revisions one step reacts to: a reactor falls behind a busy range by at most
+/// one step's commit, not one per revision.
+const STEP_REVISIONS: usize = 64;
 /// Backoff after a failure: doubled each time, up to the cap.
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(10);
@@ -130,11 +134,11 @@ enum Work {
     Skip(i64),
     /// History after the cursor was compacted away (up to this revision).
     Compacted(i64),
-    /// Run it on these events of `revision`, writing at `depth`.
+    /// Run it on the events of each of these revisions (in order; the last is where the
+    /// step moves the cursor), writing at `depth`.
     React {
-        revision: i64,
+        revisions: Vec<(i64, Vec<Event>)>,
         depth: u32,
-        events: Vec<Event>,
     },
 }
 
@@ -168,7 +172,7 @@ async fn step(
             .await
             .map_err(|e| format!("reading history: {e}"))??
     };
-    let (revision, depth, events) = match work {
+    let (revisions, depth) = match work {
         Work::Nothing(to) => {
             mine.scanned = Some((state.cursor, to));
             if to - state.cursor >= SKIP_AHEAD || moved.elapsed() >= QUIET_MOVE {
@@ -185,38 +189,108 @@ async fn step(
             propose_failure(ctx, binding, state, &reason).await?;
             return Err(reason);
         }
-        Work::React {
-            revision,
-            depth,
-            events,
-        } => (revision, depth, events),
+        Work::React { revisions, depth } => (revisions, depth),
     };
-    let call = {
+    let reacted = {
         let engine = reactors.engine.clone();
         let storage = ctx.storage.clone();
         let binding = binding.clone();
         let now_ms = crate::wall_clock_ms();
-        tokio::task::spawn_blocking(move || {
-            let view = Mvcc::read_view(&storage).map_err(|e| format!("reading the store: {e}"))?;
-            engine
-                .react(
-                    &Target::of(&binding, now_ms),
-                    View::of(&view),
-                    revision,
-                    &events,
-                )
-                .map_err(|fault| fault.to_string())
-        })
-        .await
-        .map_err(|e| format!("running the reactor: {e}"))??
+        tokio::task::spawn_blocking(move || react(&engine, &storage, &binding, now_ms, revisions))
+            .await
+            .map_err(|e| format!("running the reactor: {e}"))??
     };
-    match call.outcome {
-        Outcome::Answered(ops) => propose(ctx, binding, state, revision, depth, ops).await,
-        Outcome::Failed(reason) => {
+    match reacted {
+        Reacted::Step { revision, ops } => propose(ctx, binding, state, revision, depth, ops).await,
+        Reacted::Failed(reason) => {
             propose_failure(ctx, binding, state, &reason).await?;
             Err(reason)
         }
     }
+}
+
+/// What running a reactor over a batch of revisions came to.
+enum Reacted {
+    /// The writes of the revisions up to `revision` (at least the first of the batch).
+    Step { revision: i64, ops: Vec<RequestOp> },
+    /// The first revision of the batch failed.
+    Failed(String),
+}
+
+/// Runs the reactor on each revision of a batch, in order, and gathers their writes into one
+/// step. The step ends before a revision that fails (the next step starts with it, and fails
+/// there, alone), whose writes touch a key the step already writes (one txn writes a key
+/// once), or that would take the step past the output limits.
+fn react(
+    engine: &Engine,
+    storage: &crate::storage::Storage,
+    binding: &Binding,
+    now_ms: i64,
+    revisions: Vec<(i64, Vec<Event>)>,
+) -> Result<Reacted, String> {
+    let view = Mvcc::read_view(storage).map_err(|e| format!("reading the store: {e}"))?;
+    let view = View::of(&view);
+    let mut step: Option<(i64, Vec<RequestOp>)> = None;
+    let mut bytes = 0usize;
+    for (revision, events) in revisions {
+        let call = engine
+            .react(
+                &Target::of(binding, now_ms),
+                view.clone(),
+                revision,
+                &events,
+            )
+            .map_err(|fault| fault.to_string())?;
+        let ops = match (call.outcome, &step) {
+            (Outcome::Answered(ops), _) => ops,
+            (Outcome::Failed(reason), None) => return Ok(Reacted::Failed(reason)),
+            (Outcome::Failed(_), Some(_)) => break,
+        };
+        let Some((to, gathered)) = &mut step else {
+            bytes = ops_bytes(&ops);
+            step = Some((revision, ops));
+            continue;
+        };
+        let more = ops_bytes(&ops);
+        if gathered.len() + ops.len() > super::engine::MAX_REACTOR_OPS
+            || bytes + more > super::engine::MAX_REACTOR_BYTES
+            || ops.iter().any(|op| gathered.iter().any(|g| overlap(g, op)))
+        {
+            break;
+        }
+        bytes += more;
+        gathered.extend(ops);
+        *to = revision;
+    }
+    let (revision, ops) = step.ok_or("no revision to react to")?;
+    Ok(Reacted::Step { revision, ops })
+}
+
+/// The keys (or range) one reactor op writes.
+fn written(op: &RequestOp) -> Option<(&[u8], &[u8])> {
+    match op {
+        RequestOp::Put(p) => Some((&p.key, &[])),
+        RequestOp::DeleteRange(d) => Some((&d.key, &d.range_end)),
+        _ => None,
+    }
+}
+
+fn overlap(a: &RequestOp, b: &RequestOp) -> bool {
+    match (written(a), written(b)) {
+        (Some(a), Some(b)) => KeyRange::pairs_overlap(a, b),
+        // Reactors write puts and deletes only; anything else ends the batch.
+        _ => true,
+    }
+}
+
+fn ops_bytes(ops: &[RequestOp]) -> usize {
+    ops.iter()
+        .map(|op| match op {
+            RequestOp::Put(p) => p.key.len() + p.value.len(),
+            RequestOp::DeleteRange(d) => d.key.len() + d.range_end.len(),
+            _ => 0,
+        })
+        .sum()
 }
 
 /// Reads the events after `from` (up to `current`, a bounded amount) in the reactor's
@@ -245,6 +319,8 @@ fn find_work(
             .push(event);
     }
     let mut skipped = false;
+    let mut batch: Vec<(i64, Vec<Event>)> = Vec::new();
+    let mut batch_depth = 0;
     for (revision, events) in by_revision {
         let depth = match state.written.get(&revision) {
             None => 1,
@@ -259,13 +335,21 @@ fn find_work(
             }
             Some(&(d, _)) => d + 1,
         };
-        return Ok(Work::React {
-            revision,
-            depth,
-            events,
-        });
+        // One step writes at one depth: a batch is the triggering revisions of one depth
+        // in a row (the revisions skipped among them are passed with them).
+        if batch.is_empty() {
+            batch_depth = depth;
+        } else if depth != batch_depth || batch.len() >= STEP_REVISIONS {
+            break;
+        }
+        batch.push((revision, events));
     }
-    Ok(if skipped {
+    Ok(if !batch.is_empty() {
+        Work::React {
+            revisions: batch,
+            depth: batch_depth,
+        }
+    } else if skipped {
         Work::Skip(covered)
     } else {
         Work::Nothing(covered)

@@ -35,13 +35,15 @@ pub struct Vetter {
     registry: Arc<Mutex<Registry>>,
     published: Arc<Published>,
     auth: SharedAuth,
-    /// An engine of its own: proposals never take the instance slots apply needs.
+    /// Apply's engine, so modules compile once per member; the permits leave apply its
+    /// instance slot (`engine::POOL_INSTANCES`).
     engine: Engine,
     storage: Storage,
     /// The guard and policy bindings, as of a registry generation (copied once per change,
     /// not per write: apply holds the registry's lock for whole batches).
     bindings: Arc<Mutex<(u64, Bindings)>>,
-    /// Bounds how many proposals evaluate at once (the engine's instance pool, the cores).
+    /// Bounds how many proposals evaluate at once: half the cores (calls run inline on the
+    /// runtime's workers), within the engine's instance pool.
     permits: Arc<Semaphore>,
 }
 
@@ -59,7 +61,11 @@ impl Vetter {
         engine: Engine,
         storage: Storage,
     ) -> Vetter {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        // Half the cores (the runtime's workers), at least one, and at most half the
+        // engine's instance slots.
+        let permits = std::thread::available_parallelism()
+            .map_or(1, |n| n.get() / 2)
+            .clamp(1, super::engine::POOL_INSTANCES as usize / 2);
         Vetter {
             registry,
             published,
@@ -67,9 +73,7 @@ impl Vetter {
             engine,
             storage,
             bindings: Arc::new(Mutex::new((u64::MAX, Arc::default()))),
-            permits: Arc::new(Semaphore::new(
-                cores.min(super::engine::POOL_INSTANCES as usize),
-            )),
+            permits: Arc::new(Semaphore::new(permits)),
         }
     }
 
@@ -91,19 +95,21 @@ impl Vetter {
         let Ok(_permit) = self.permits.acquire().await else {
             return Vec::new();
         };
-        crate::api::blocking_in_place(|| {
-            let mut carried = Vec::new();
-            match self.evaluate(&bindings, caller, req, now_ms, &mut carried) {
-                Ok(()) => {}
-                // Not a decision: apply evaluates what is missing, and meets the fault (or
-                // not) on its own.
-                Err(fault) => tracing::debug!(%fault, "evaluating a write's plugins ahead"),
-            }
-            for _ in &carried {
-                crate::metrics::METRICS.carried("proposed");
-            }
-            carried
-        })
+        // Inline on this worker: a call is bounded by its fuel and most take microseconds,
+        // and the permits keep at least half the workers free. (Handing the worker off with
+        // `block_in_place` for each call cost more than the call: a 3-member guarded put
+        // benchmark ran at 0.66 of unguarded that way; docs/benchmarks.md.)
+        let mut carried = Vec::new();
+        match self.evaluate(&bindings, caller, req, now_ms, &mut carried) {
+            Ok(()) => {}
+            // Not a decision: apply evaluates what is missing, and meets the fault (or not)
+            // on its own.
+            Err(fault) => tracing::debug!(%fault, "evaluating a write's plugins ahead"),
+        }
+        for _ in &carried {
+            crate::metrics::METRICS.carried("proposed");
+        }
+        carried
     }
 
     /// The guard and policy bindings now.
@@ -126,6 +132,20 @@ impl Vetter {
             *cached = (registry.generation, Arc::new(bindings));
         }
         cached.1.clone()
+    }
+
+    /// Stops vetting at a module not compiled yet: compiling takes far longer than a call,
+    /// and would hold up this write and every one waiting for a permit. (Its install
+    /// started compiling it in the background; until then, apply runs the calls.)
+    fn compiled(&self, binding: &Binding) -> Result<(), HostFault> {
+        if self.engine.ready(&binding.sha256) {
+            Ok(())
+        } else {
+            Err(HostFault(format!(
+                "module of {} not compiled yet",
+                binding.name
+            )))
+        }
     }
 
     /// Runs the policy hooks (for a user's write), then the guards, as apply would on this
@@ -170,6 +190,7 @@ impl Vetter {
                     policy::operation_of(req),
                     &needs,
                     &mut |binding, question| {
+                        self.compiled(binding)?;
                         let target = Target::of(binding, now_ms).recording();
                         let call = self.engine.policy(&target, view.clone(), question)?;
                         if let Outcome::Answered(answer) = &call.outcome {
@@ -199,6 +220,7 @@ impl Vetter {
             WriteRequest::Compact(_) => return Ok(()),
         };
         for (binding, ops) in hooks::guard_calls(bindings.values(), &writes) {
+            self.compiled(binding)?;
             let target = Target::of(binding, now_ms).recording();
             let call = self.engine.guard(&target, view.clone(), &ops)?;
             let Outcome::Answered(verdict) = &call.outcome else {

@@ -223,9 +223,7 @@ impl RaftNode {
         let auth = state_machine.auth();
         let policy_reads = state_machine.policy_reads();
         let reactors = state_machine.reactors();
-        let vetter = state_machine
-            .vetter()
-            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let vetter = state_machine.vetter();
         let watch_filters = state_machine
             .watch_filters()
             .map_err(|e| StartError::Raft(e.to_string()))?;
