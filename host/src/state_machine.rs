@@ -209,7 +209,12 @@ fn carried_policy(
         crate::metrics::METRICS.carried("evaluated");
         return Ok(None);
     }
-    let accepted = carry::accept(carried, binding, &carry::policy_input(question), view)?;
+    let accepted = carry::accept(
+        carried,
+        binding,
+        &carry::policy_input(question),
+        &view.read(),
+    )?;
     Ok(accepted.and_then(|c| match &c.answer {
         carry::Answer::Policy(answer) => Some(Call {
             outcome: Outcome::Answered(answer.clone()),
@@ -324,6 +329,7 @@ impl StateMachine {
             self.auth.clone(),
             self.engine.clone(),
             self.storage.clone(),
+            self.committed.subscribe(),
         )
     }
 

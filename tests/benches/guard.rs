@@ -5,13 +5,15 @@
 //!   the pooling allocator, copy the request in, run, copy the decision out), p50 and p99;
 //! - **per put applied**: `StateMachine::apply` of puts with no guard, then with the guard
 //!   bound to every key, one put per apply (as under light load) and 64 per apply (as under
-//!   heavy load), and the ratio.
+//!   heavy load), and the ratio; and with the guard's verdict carried in each entry, as a
+//!   leader's `Vetter` makes them (what every member's apply costs with evaluate-once), with
+//!   the time vetting a put costs the leader.
 //!
 //! The guard is the JSON-schema example (`plugins/json-schema-guard`), so the plugins must be
 //! built first: `./scripts/build-plugins.sh` (the README's test command does it). To measure
 //! another guard, point `CAIRN_BENCH_GUARD` at its core `.wasm`; it is bound with the config
 //! `{"type":"string"}` and must allow a put of a JSON string. The cluster
-//! numbers (`cairn-bench --guard`) and how they relate to these are in `docs/benchmarks.md`.
+//! numbers (`cairn-bench --plugin`) and how they relate to these are in `docs/benchmarks.md`.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -60,7 +62,7 @@ fn apply(sm: &StateMachine, index: &mut u64, commands: &[Command]) -> Vec<Comman
         .expect("apply on a healthy store")
 }
 
-/// A put of a 256-byte JSON string, as `cairn-bench --guard` sends.
+/// A put of a 256-byte JSON string, as `cairn-bench --plugin` sends.
 fn put(n: usize) -> Command {
     let mut value = format!("\"{n:0>254}");
     value.truncate(255);
@@ -78,6 +80,11 @@ fn put(n: usize) -> Command {
 /// Mean time per put of applying `PUTS` puts, `chunk` per apply call.
 fn per_put(sm: &StateMachine, index: &mut u64, chunk: usize) -> Duration {
     let commands: Vec<Command> = (0..PUTS).map(put).collect();
+    per_command(sm, index, chunk, &commands)
+}
+
+/// Mean time per command of applying `commands`, `chunk` per apply call.
+fn per_command(sm: &StateMachine, index: &mut u64, chunk: usize, commands: &[Command]) -> Duration {
     // Warm up (compiles nothing: the module was compiled at bind), then measure.
     for c in commands[..chunk * 8].chunks(chunk) {
         apply(sm, index, c);
@@ -91,7 +98,7 @@ fn per_put(sm: &StateMachine, index: &mut u64, chunk: usize) -> Duration {
             );
         }
     }
-    started.elapsed() / PUTS as u32
+    started.elapsed() / commands.len() as u32
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -182,15 +189,56 @@ fn main() {
         percentile(&calls, 0.99).as_secs_f64() * 1e6
     );
 
-    println!("| puts per apply | plain µs/put | guarded µs/put | plain/guarded throughput |");
-    println!("|---:|---:|---:|---:|");
+    // The leader's side of evaluate-once: vetting each put (the guard runs once, its
+    // verdict is carried), and then what apply costs with the verdict carried.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let vetter = sm.vetter();
+    // The install compiles the module in the background; vetting waits for it.
+    let compiling = Instant::now();
+    while rt.block_on(vetter.vet(&put(0), 1)).is_empty() {
+        assert!(
+            compiling.elapsed() < Duration::from_secs(60),
+            "never compiled"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let started = Instant::now();
+    let vetted: Vec<Command> = (0..PUTS)
+        .map(|n| {
+            let command = put(n);
+            let calls = rt.block_on(vetter.vet(&command, 1));
+            assert_eq!(calls.len(), 1, "the guard's verdict is carried");
+            Command::Stamped {
+                unix_ms: 1,
+                command: Box::new(Command::Vetted {
+                    calls,
+                    command: Box::new(command),
+                }),
+            }
+        })
+        .collect();
+    let vet = started.elapsed() / PUTS as u32;
+    println!(
+        "vetting a put on the leader: {:.1} µs",
+        vet.as_secs_f64() * 1e6
+    );
+
+    println!(
+        "| puts per apply | plain µs/put | guarded µs/put | carried verdict µs/put | plain/guarded | plain/carried |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|");
     for (chunk, plain) in plain {
         let guarded = per_put(&sm, &mut index, chunk);
+        let carried = per_command(&sm, &mut index, chunk, &vetted);
         println!(
-            "| {chunk} | {:.1} | {:.1} | {:.2} |",
+            "| {chunk} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} |",
             plain.as_secs_f64() * 1e6,
             guarded.as_secs_f64() * 1e6,
-            plain.as_secs_f64() / guarded.as_secs_f64()
+            carried.as_secs_f64() * 1e6,
+            plain.as_secs_f64() / guarded.as_secs_f64(),
+            plain.as_secs_f64() / carried.as_secs_f64()
         );
     }
 }

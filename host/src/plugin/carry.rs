@@ -26,9 +26,9 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::mvcc::{KeyValue, RangeRequest};
+use crate::mvcc::{KeyValue, RangeRequest, ReadView, WriteOp};
 
-use super::engine::{GuardOp, HostFault, PolicyAnswer, PolicyQuestion, Verdict, View};
+use super::engine::{HostFault, PolicyAnswer, PolicyQuestion, Verdict};
 use super::registry::Binding;
 
 /// One hook call evaluated by the proposer.
@@ -111,10 +111,9 @@ impl ReadOp {
         }
     }
 
-    /// Does the read again on `view`: the digest of its answer.
-    fn replay(&self, view: &View) -> Result<[u8; 32], HostFault> {
+    /// Does the read again on `read`: the digest of its answer.
+    fn replay(&self, read: &ReadView<'_>) -> Result<[u8; 32], HostFault> {
         let fault = |e: crate::mvcc::Error| HostFault(format!("reading the store: {e}"));
-        let read = view.read();
         Ok(match self {
             // The key's metadata names its version; its value need not be read.
             ReadOp::Get(key) => {
@@ -198,28 +197,23 @@ pub fn identity(b: &Binding) -> [u8; 32] {
     d.finish()
 }
 
-/// The input of a guard call.
-pub fn guard_input(ops: &[GuardOp]) -> [u8; 32] {
+/// The input of a guard call: the writes it is shown (digested as they are, without making
+/// the engine's copy of them).
+pub fn guard_input<'w, 'r: 'w>(writes: impl Iterator<Item = &'w WriteOp<'r>>) -> [u8; 32] {
     let mut d = Digest::new("guard");
-    for op in ops {
+    for op in writes {
         match op {
-            GuardOp::Put {
-                key,
-                value,
-                lease,
-                ignore_value,
-                ignore_lease,
-            } => {
+            WriteOp::Put(p) => {
                 d.bytes(b"put");
-                d.bytes(key);
-                d.bytes(value);
-                d.i64(*lease);
-                d.u64(u64::from(*ignore_value) | u64::from(*ignore_lease) << 1);
+                d.bytes(&p.key);
+                d.bytes(&p.value);
+                d.i64(p.lease);
+                d.u64(u64::from(p.ignore_value) | u64::from(p.ignore_lease) << 1);
             }
-            GuardOp::DeleteRange { key, range_end } => {
+            WriteOp::DeleteRange(r) => {
                 d.bytes(b"delete");
-                d.bytes(key);
-                d.bytes(range_end);
+                d.bytes(&r.key);
+                d.bytes(&r.range_end);
             }
         }
     }
@@ -258,7 +252,7 @@ pub fn accept<'c>(
     carried: &'c [Carried],
     binding: &Binding,
     input: &[u8; 32],
-    view: &View,
+    view: &ReadView<'_>,
 ) -> Result<Option<&'c Carried>, HostFault> {
     let Some(c) = carried
         .iter()
@@ -274,7 +268,7 @@ pub fn accept<'c>(
     Ok(holds.then_some(c))
 }
 
-fn replays(reads: &[Read], view: &View) -> Result<bool, HostFault> {
+fn replays(reads: &[Read], view: &ReadView<'_>) -> Result<bool, HostFault> {
     for read in reads {
         if read.op.replay(view)? != read.answer {
             return Ok(false);

@@ -115,7 +115,7 @@ impl View {
         }
     }
 
-    pub(super) fn read(&self) -> ReadView<'_> {
+    pub(crate) fn read(&self) -> ReadView<'_> {
         ReadView {
             storage: &self.storage,
             snap: self.snap.clone(),

@@ -46,14 +46,15 @@ impl<'a> Hooks<'a> {
     fn carried_guard(
         &self,
         b: &Binding,
-        ops: &[GuardOp],
-        view: &View,
+        writes: &[WriteOp<'_>],
+        view: &ReadView<'_>,
     ) -> Result<Option<Call<Verdict>>, HostFault> {
         if self.carried.is_empty() {
             crate::metrics::METRICS.carried("evaluated");
             return Ok(None);
         }
-        let accepted = carry::accept(self.carried, b, &carry::guard_input(ops), view)?;
+        let input = carry::guard_input(writes_in(b, writes));
+        let accepted = carry::accept(self.carried, b, &input, view)?;
         Ok(accepted.and_then(|c| match &c.answer {
             carry::Answer::Guard(verdict) => Some(Call {
                 outcome: Outcome::Answered(verdict.clone()),
@@ -95,59 +96,68 @@ pub fn has_computed(t: &TxnRequest) -> bool {
         })
 }
 
-/// The guard calls `writes` make: each guard binding they meet, in name order, with the
-/// writes in its range in request order. Apply and the proposer (`plugin/vet.rs`) both ask
-/// this, so they ask the same calls.
-pub fn guard_calls<'b>(
+/// The guard bindings `writes` meet, in name order. Apply and the proposer
+/// (`plugin/vet.rs`) both ask this, so they make the same calls.
+pub fn guards_met<'b>(
     bindings: impl Iterator<Item = &'b Binding>,
     writes: &[WriteOp<'_>],
-) -> Vec<(&'b Binding, Vec<GuardOp>)> {
+) -> Vec<&'b Binding> {
     bindings
         .filter(|b| b.kind == Kind::Guard && writes.iter().any(|w| meets(b, w)))
-        .map(|b| {
-            let ops = writes
-                .iter()
-                .filter(|w| meets(b, w))
-                .map(|w| match w {
-                    WriteOp::Put(p) => GuardOp::Put {
-                        key: p.key.clone(),
-                        value: p.value.clone(),
-                        lease: p.lease,
-                        ignore_value: p.ignore_value,
-                        ignore_lease: p.ignore_lease,
-                    },
-                    WriteOp::DeleteRange(d) => GuardOp::DeleteRange {
-                        key: d.key.clone(),
-                        range_end: d.range_end.clone(),
-                    },
-                })
-                .collect();
-            (b, ops)
+        .collect()
+}
+
+/// The writes guard `b` is shown: those in its range, in request order.
+pub fn writes_in<'w, 'r>(
+    b: &Binding,
+    writes: &'w [WriteOp<'r>],
+) -> impl Iterator<Item = &'w WriteOp<'r>> {
+    writes.iter().filter(move |w| meets(b, w))
+}
+
+/// The ops guard `b` is shown, as the engine takes them.
+pub fn guard_ops(b: &Binding, writes: &[WriteOp<'_>]) -> Vec<GuardOp> {
+    writes_in(b, writes)
+        .map(|w| match w {
+            WriteOp::Put(p) => GuardOp::Put {
+                key: p.key.clone(),
+                value: p.value.clone(),
+                lease: p.lease,
+                ignore_value: p.ignore_value,
+                ignore_lease: p.ignore_lease,
+            },
+            WriteOp::DeleteRange(d) => GuardOp::DeleteRange {
+                key: d.key.clone(),
+                range_end: d.range_end.clone(),
+            },
         })
         .collect()
 }
 
 impl WriteHooks for Hooks<'_> {
     fn guard(&mut self, view: &ReadView<'_>, writes: &[WriteOp<'_>]) -> Result<(), Error> {
-        // Most writes meet no guard, and then nothing is made, not even a view. The bindings
-        // are copied out (the registry is changed below, to record each call).
-        let calls: Vec<(Binding, Vec<GuardOp>)> =
-            guard_calls(self.registry.bindings.values(), writes)
-                .into_iter()
-                .map(|(b, ops)| (b.clone(), ops))
-                .collect();
+        // Most writes meet no guard, and then nothing is made. Only the names are copied (the
+        // registry is changed below, to record each call); a view for the plugin is made
+        // only when one runs.
+        let names: Vec<String> = guards_met(self.registry.bindings.values(), writes)
+            .into_iter()
+            .map(|b| b.name.clone())
+            .collect();
         let mut seen = None;
-        for (b, ops) in calls {
-            let name = b.name.clone();
-            let view = seen.get_or_insert_with(|| View::of(view));
-            let call = match self.carried_guard(&b, &ops, view) {
-                Ok(Some(call)) => Ok(call),
-                Ok(None) => self
-                    .engine
-                    .guard(&Target::of(&b, self.now_ms), view.clone(), &ops),
-                Err(fault) => Err(fault),
+        for name in names {
+            let Some(b) = self.registry.bindings.get(&name) else {
+                continue;
             };
             let ignore_failure = b.failure_policy == FailurePolicy::Ignore;
+            let call = match self.carried_guard(b, writes, view) {
+                Ok(Some(call)) => Ok(call),
+                Ok(None) => {
+                    let view = seen.get_or_insert_with(|| View::of(view)).clone();
+                    let ops = guard_ops(b, writes);
+                    self.engine.guard(&Target::of(b, self.now_ms), view, &ops)
+                }
+                Err(fault) => Err(fault),
+            };
             let Call { outcome, fuel, .. } = match call {
                 Ok(call) => call,
                 Err(fault) => return Err(Self::host_fault(&name, fault)),

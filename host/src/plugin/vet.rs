@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 
 use crate::auth::needs::{self, Need};
 use crate::metrics::lock;
-use crate::mvcc::{Mvcc, WriteOp, WriteRequest};
+use crate::mvcc::{ReadView, Revisions, WriteOp, WriteRequest};
 use crate::state_machine::{Command, SharedAuth};
 use crate::storage::Storage;
 
@@ -39,6 +39,8 @@ pub struct Vetter {
     /// instance slot (`engine::POOL_INSTANCES`).
     engine: Engine,
     storage: Storage,
+    /// The store's counters as last committed.
+    committed: tokio::sync::watch::Receiver<Revisions>,
     /// The guard and policy bindings, as of a registry generation (copied once per change,
     /// not per write: apply holds the registry's lock for whole batches).
     bindings: Arc<Mutex<(u64, Bindings)>>,
@@ -60,6 +62,7 @@ impl Vetter {
         auth: SharedAuth,
         engine: Engine,
         storage: Storage,
+        committed: tokio::sync::watch::Receiver<Revisions>,
     ) -> Vetter {
         // Half the cores (the runtime's workers), at least one, and at most half the
         // engine's instance slots.
@@ -72,6 +75,7 @@ impl Vetter {
             auth,
             engine,
             storage,
+            committed,
             bindings: Arc::new(Mutex::new((u64::MAX, Arc::default()))),
             permits: Arc::new(Semaphore::new(permits)),
         }
@@ -159,7 +163,17 @@ impl Vetter {
         carried: &mut Vec<Carried>,
     ) -> Result<(), HostFault> {
         let fault = |e: crate::mvcc::Error| HostFault(format!("reading the store: {e}"));
-        let read = Mvcc::read_view(&self.storage).map_err(fault)?;
+        // The counters as last committed, then a snapshot (as new or newer): no store read
+        // for them. Should the snapshot be a commit ahead, what a plugin read there is
+        // checked in apply like any read, and apply's revision differs from these.
+        let revs = *self.committed.borrow();
+        let read = ReadView {
+            storage: &self.storage,
+            snap: self.storage.db.snapshot(),
+            rev: revs.current,
+            compact_rev: revs.compact,
+            overlay: None,
+        };
         let view = View::of(&read);
         let record = |binding: &Binding, input, answer, fuel, reads: &Option<ReadSet>| {
             let reads = reads.clone()?;
@@ -219,16 +233,17 @@ impl Vetter {
             },
             WriteRequest::Compact(_) => return Ok(()),
         };
-        for (binding, ops) in hooks::guard_calls(bindings.values(), &writes) {
+        for binding in hooks::guards_met(bindings.values(), &writes) {
             self.compiled(binding)?;
             let target = Target::of(binding, now_ms).recording();
+            let ops = hooks::guard_ops(binding, &writes);
             let call = self.engine.guard(&target, view.clone(), &ops)?;
             let Outcome::Answered(verdict) = &call.outcome else {
                 break; // apply stops at a failure (or runs on, ignoring it: then it evaluates)
             };
             let denied = matches!(verdict, Verdict::Deny(_));
             let answer = Answer::Guard(verdict.clone());
-            let input = carry::guard_input(&ops);
+            let input = carry::guard_input(hooks::writes_in(binding, &writes));
             carried.extend(record(binding, input, answer, call.fuel, &call.reads));
             if denied {
                 break; // apply stops at the first denial
