@@ -27,9 +27,7 @@ use crate::mvcc::{
     self, ApplyBatch, Fault, Mvcc, MvccError, Revisions, WriteRequest, WriteResponse,
 };
 use crate::plugin::carry::{self, Carried};
-use crate::plugin::engine::{
-    Call, HostFault, Outcome, PolicyAnswer, PolicyOperation, Target, View,
-};
+use crate::plugin::engine::{PolicyOperation, Target, View};
 use crate::plugin::hooks::Hooks;
 use crate::plugin::{Engine, PluginCommand, PluginError, PluginOutcome, Registry, policy};
 use crate::storage::{MEMBERSHIP, Storage};
@@ -196,34 +194,6 @@ pub struct StateMachine {
     /// Users and roles as applied (apply is the only writer; the API reads it to check
     /// reads and to verify tokens).
     auth: SharedAuth,
-}
-
-/// The carried answer of a policy call, as a call, if the entry carries one that holds.
-fn carried_policy(
-    carried: &[Carried],
-    binding: &crate::plugin::Binding,
-    question: &crate::plugin::engine::PolicyQuestion,
-    view: &View,
-) -> Result<Option<Call<PolicyAnswer>>, HostFault> {
-    if carried.is_empty() {
-        crate::metrics::METRICS.carried("evaluated");
-        return Ok(None);
-    }
-    let accepted = carry::accept(
-        carried,
-        binding,
-        &carry::policy_input(question),
-        &view.read(),
-    )?;
-    Ok(accepted.and_then(|c| match &c.answer {
-        carry::Answer::Policy(answer) => Some(Call {
-            outcome: Outcome::Answered(answer.clone()),
-            fuel: c.fuel,
-            consulted: false,
-            reads: None,
-        }),
-        carry::Answer::Guard(_) => None,
-    }))
 }
 
 /// The auth store as applied, shared between apply (its only writer) and the API.
@@ -598,7 +568,12 @@ impl StateMachine {
             needs,
             &mut |binding, question| {
                 let view = view.get_or_insert_with(|| View::of(&batch.before()));
-                let call = match carried_policy(carried, binding, question, view)? {
+                let input = carry::policy_input(question);
+                let taken = carry::taken(carried, binding, &input, &view.read(), |a| match a {
+                    carry::Answer::Policy(answer) => Some(answer.clone()),
+                    carry::Answer::Guard(_) => None,
+                })?;
+                let call = match taken {
                     Some(call) => call,
                     None => {
                         self.engine

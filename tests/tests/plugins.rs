@@ -543,14 +543,17 @@ fn carried_verdicts_are_taken_only_while_what_they_read_holds() {
         sm.apply(commands.iter().map(Some).zip(&markers))
             .expect("no host fault")
     };
-    apply(vec![
+    let install = || {
         Cmd::Plugin(PluginCommand::Install {
             name: "quota".into(),
             sha256: module.sha256.clone(),
             size: module.bytes.len() as u64,
             offset: 0,
             data: module.bytes.clone(),
-        }),
+        })
+    };
+    apply(vec![
+        install(),
         Cmd::Plugin(PluginCommand::Bind(binding(2))),
     ]);
     let vet = |command: &Cmd| rt.block_on(vetter.vet(command, 1));
@@ -613,16 +616,7 @@ fn carried_verdicts_are_taken_only_while_what_they_read_holds() {
             (dir, sm)
         })
         .collect();
-    let setup = [
-        Cmd::Plugin(PluginCommand::Install {
-            name: "quota".into(),
-            sha256: module.sha256.clone(),
-            size: module.bytes.len() as u64,
-            offset: 0,
-            data: module.bytes.clone(),
-        }),
-        Cmd::Plugin(PluginCommand::Bind(binding(3))),
-    ];
+    let setup = [install(), Cmd::Plugin(PluginCommand::Bind(binding(3)))];
     let mut outcomes = Vec::new();
     for (carrying, (_, sm)) in [true, false].into_iter().zip(&members) {
         let vetter = sm.vetter();

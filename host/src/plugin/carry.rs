@@ -28,7 +28,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::mvcc::{KeyValue, RangeRequest, ReadView, WriteOp};
 
-use super::engine::{HostFault, PolicyAnswer, PolicyQuestion, Verdict};
+use super::engine::{Call, HostFault, Outcome, PolicyAnswer, PolicyQuestion, Verdict};
 use super::registry::Binding;
 
 /// One hook call evaluated by the proposer.
@@ -275,4 +275,27 @@ fn replays(reads: &[Read], view: &ReadView<'_>) -> Result<bool, HostFault> {
         }
     }
     Ok(true)
+}
+
+/// [`accept`], as the call the caller would otherwise make: the carried answer `pick` takes
+/// (a guard's verdict, a policy's answer) and its fuel, or `None` (then the plugin runs).
+pub fn taken<T>(
+    carried: &[Carried],
+    binding: &Binding,
+    input: &[u8; 32],
+    view: &ReadView<'_>,
+    pick: impl FnOnce(&Answer) -> Option<T>,
+) -> Result<Option<Call<T>>, HostFault> {
+    if carried.is_empty() {
+        crate::metrics::METRICS.carried("evaluated");
+        return Ok(None);
+    }
+    Ok(accept(carried, binding, input, view)?.and_then(|c| {
+        Some(Call {
+            outcome: Outcome::Answered(pick(&c.answer)?),
+            fuel: c.fuel,
+            consulted: false,
+            reads: None,
+        })
+    }))
 }

@@ -42,30 +42,6 @@ impl<'a> Hooks<'a> {
         Hooks { carried, ..self }
     }
 
-    /// The carried verdict of a guard call, as a call, if the entry carries one that holds.
-    fn carried_guard(
-        &self,
-        b: &Binding,
-        writes: &[WriteOp<'_>],
-        view: &ReadView<'_>,
-    ) -> Result<Option<Call<Verdict>>, HostFault> {
-        if self.carried.is_empty() {
-            crate::metrics::METRICS.carried("evaluated");
-            return Ok(None);
-        }
-        let input = carry::guard_input(writes_in(b, writes));
-        let accepted = carry::accept(self.carried, b, &input, view)?;
-        Ok(accepted.and_then(|c| match &c.answer {
-            carry::Answer::Guard(verdict) => Some(Call {
-                outcome: Outcome::Answered(verdict.clone()),
-                fuel: c.fuel,
-                consulted: false,
-                reads: None,
-            }),
-            carry::Answer::Policy(_) => None,
-        }))
-    }
-
     /// A failure of this member, not a decision of the plugin's: apply must stop.
     fn host_fault(binding: &str, fault: HostFault) -> Error {
         Fault::PluginHost {
@@ -149,7 +125,12 @@ impl WriteHooks for Hooks<'_> {
                 continue;
             };
             let ignore_failure = b.failure_policy == FailurePolicy::Ignore;
-            let call = match self.carried_guard(b, writes, view) {
+            let input = carry::guard_input(writes_in(b, writes));
+            let carried = carry::taken(self.carried, b, &input, view, |a| match a {
+                carry::Answer::Guard(verdict) => Some(verdict.clone()),
+                carry::Answer::Policy(_) => None,
+            });
+            let call = match carried {
                 Ok(Some(call)) => Ok(call),
                 Ok(None) => {
                     let view = seen.get_or_insert_with(|| View::of(view)).clone();
