@@ -155,8 +155,9 @@ fn auth_command_name(c: &AuthCommand) -> &'static str {
     }
 }
 
-/// What applying one command may touch besides the state machine itself.
-struct Applying<'a, 'b> {
+/// What applying one command may touch besides the state machine itself; `'c` is the
+/// command's own lifetime.
+struct Applying<'a, 'b, 'c> {
     batch: &'a mut ApplyBatch<'b>,
     registry: &'a mut Registry,
     /// Bindings whose statistics changed in this batch (see [`StateMachine::apply`]).
@@ -164,7 +165,7 @@ struct Applying<'a, 'b> {
     /// The time stamped on the entry (see [`Command::Stamped`]); 0 when it has none.
     now_ms: i64,
     /// The verdicts the entry carries (see [`Command::Vetted`]).
-    carried: Vec<Carried>,
+    carried: &'c [Carried],
 }
 
 /// The applied-log marker, opaque to this module.
@@ -326,7 +327,7 @@ impl StateMachine {
                         registry: &mut registry,
                         touched: &mut touched,
                         now_ms: 0,
-                        carried: Vec::new(),
+                        carried: &[],
                     };
                     self.apply_command(&mut apply, command)?
                 }
@@ -352,16 +353,16 @@ impl StateMachine {
     }
 
     /// Applies one client's or member's command.
-    fn apply_command(
+    fn apply_command<'c>(
         &self,
-        apply: &mut Applying<'_, '_>,
-        command: &Command,
+        apply: &mut Applying<'_, '_, 'c>,
+        command: &'c Command,
     ) -> Result<CommandResponse, Fault> {
         let batch = &mut *apply.batch;
         Ok(match command {
             Command::Kv(req) => {
                 let mut hooks =
-                    Hooks::new(apply.registry, &self.engine, apply.now_ms).carrying(&apply.carried);
+                    Hooks::new(apply.registry, &self.engine, apply.now_ms).carrying(apply.carried);
                 // A plugin host fault is not a decision: it comes back as a `Fault`, which
                 // stops apply rather than answer differently from the other members.
                 let applied = batch.apply_with(req, &Leases(&self.storage), &mut hooks)?;
@@ -418,7 +419,7 @@ impl StateMachine {
                 self.apply_command(apply, command)?
             }
             Command::Vetted { calls, command } => {
-                apply.carried = calls.clone();
+                apply.carried = calls;
                 self.apply_command(apply, command)?
             }
         })
@@ -429,14 +430,14 @@ impl StateMachine {
     /// expects it. A refused txn (a guard's denial, a duplicate key) is the reactor's failure.
     fn reactor_step(
         &self,
-        apply: &mut Applying<'_, '_>,
+        apply: &mut Applying<'_, '_, '_>,
         name: &str,
         cursor: i64,
         revision: i64,
         depth: u32,
         ops: &[mvcc::RequestOp],
     ) -> Result<CommandResponse, Fault> {
-        let at = |apply: &Applying<'_, '_>| apply.batch.revisions().current;
+        let at = |apply: &Applying<'_, '_, '_>| apply.batch.revisions().current;
         if let Err(e) = apply.registry.reactor_at(name, cursor) {
             return Ok(CommandResponse::Plugin(Err(e), at(apply)));
         }
@@ -469,13 +470,8 @@ impl StateMachine {
                     ops: ops.len() as u64,
                     ranges: ops
                         .iter()
-                        .filter_map(|op| match op {
-                            mvcc::RequestOp::Put(p) => Some((p.key.clone(), Vec::new())),
-                            mvcc::RequestOp::DeleteRange(d) => {
-                                Some((d.key.clone(), d.range_end.clone()))
-                            }
-                            _ => None,
-                        })
+                        .filter_map(crate::plugin::engine::reactor_written)
+                        .map(|(key, end)| (key.to_vec(), end.to_vec()))
                         .collect(),
                 })),
                 Ok(_) => Ok(None),
@@ -508,7 +504,7 @@ impl StateMachine {
     /// KV writes and lease revokes are also put to the policy hooks bound to their keys.
     fn authorize(
         &self,
-        apply: &mut Applying<'_, '_>,
+        apply: &mut Applying<'_, '_, '_>,
         caller: &Caller,
         command: &Command,
     ) -> Result<Result<(), AuthError>, Fault> {
@@ -548,7 +544,7 @@ impl StateMachine {
     /// decides the same; each call is recorded in its binding's statistics, as guards' are.
     fn decide(
         &self,
-        apply: &mut Applying<'_, '_>,
+        apply: &mut Applying<'_, '_, '_>,
         auth: &AuthStore,
         caller: &Caller,
         operation: PolicyOperation,
@@ -558,7 +554,7 @@ impl StateMachine {
             Ok(subject) => subject,
             Err(e) => return Ok(Err(e)),
         };
-        let (batch, now_ms, carried) = (&*apply.batch, apply.now_ms, &apply.carried[..]);
+        let (batch, now_ms, carried) = (&*apply.batch, apply.now_ms, apply.carried);
         let mut view = None;
         let mut calls = Vec::new();
         let decided = policy::decide(
@@ -568,8 +564,8 @@ impl StateMachine {
             needs,
             &mut |binding, question| {
                 let view = view.get_or_insert_with(|| View::of(&batch.before()));
-                let input = carry::policy_input(question);
-                let taken = carry::taken(carried, binding, &input, &view.read(), |a| match a {
+                let input = || carry::policy_input(question);
+                let taken = carry::accept(carried, binding, input, &view.read(), |a| match a {
                     carry::Answer::Policy(answer) => Some(answer.clone()),
                     carry::Answer::Guard(_) => None,
                 })?;

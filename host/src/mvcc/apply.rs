@@ -8,7 +8,7 @@
 //! position of the last applied request with the revisions, so the state on disk always says
 //! exactly how far the log has been applied.
 
-use fjall::{OwnedWriteBatch, Readable, Snapshot};
+use fjall::{OwnedWriteBatch, Snapshot};
 
 use super::error::{Error, Fault};
 use super::key_range::KeyRange;
@@ -136,15 +136,7 @@ impl<'a> ApplyBatch<'a> {
     /// The keys lease `lease` holds, in key order, as of the requests applied so far.
     pub fn lease_keys(&mut self, lease: i64) -> Result<Vec<Vec<u8>>, Fault> {
         self.commit_pending()?;
-        let mut keys = Vec::new();
-        for guard in self
-            .snap
-            .prefix(&self.storage.kv_lease, (lease as u64).to_be_bytes())
-        {
-            let raw = guard.key().map_err(Fault::Storage)?;
-            keys.push(raw[8..].to_vec());
-        }
-        Ok(keys)
+        super::read::lease_keys_in(&self.snap, self.storage, lease).map_err(Fault::Storage)
     }
 
     /// Deletes every key `lease` holds, in one revision (one DELETE event each), as when a

@@ -132,15 +132,7 @@ impl<'a> ReadView<'a> {
     /// The keys lease `lease` holds, as committed (a view outside apply has no overlay; apply
     /// asks its batch, `ApplyBatch::lease_keys`).
     pub fn lease_keys(&self, lease: i64) -> Result<Vec<Vec<u8>>, Error> {
-        let mut keys = Vec::new();
-        for guard in self
-            .snap
-            .prefix(&self.storage.kv_lease, (lease as u64).to_be_bytes())
-        {
-            let raw = guard.key()?;
-            keys.push(raw[8..].to_vec());
-        }
-        Ok(keys)
+        Ok(lease_keys_in(&self.snap, self.storage, lease)?)
     }
 
     /// The metadata of the latest version of one key, if it is live (no value is read).
@@ -390,4 +382,19 @@ pub(crate) fn corrupt(msg: String) -> Error {
         what: "store record",
         detail: msg,
     })
+}
+
+/// The keys `lease` holds in `snap`, in key order (the `kv_lease` index; see
+/// `encoding::lease_key`).
+pub(super) fn lease_keys_in(
+    snap: &Snapshot,
+    storage: &Storage,
+    lease: i64,
+) -> Result<Vec<Vec<u8>>, fjall::Error> {
+    let mut keys = Vec::new();
+    for guard in snap.prefix(&storage.kv_lease, (lease as u64).to_be_bytes()) {
+        let raw = guard.key()?;
+        keys.push(raw[8..].to_vec());
+    }
+    Ok(keys)
 }

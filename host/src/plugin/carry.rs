@@ -245,18 +245,26 @@ pub fn policy_input(q: &PolicyQuestion) -> [u8; 32] {
     d.finish()
 }
 
-/// The carried answer for a call of `binding` asked `input`, if the entry carries one and it
-/// still holds on `view` (the rule in the module docs). Its answer and fuel, or `None`: then
+/// The carried answer for a call of `binding`, as the call the caller would otherwise make,
+/// if the entry carries one for the same question (`input` digests it, computed only when
+/// the entry carries anything) and it still holds on `view` (the rule in the module docs):
+/// the answer `pick` takes (a guard's verdict, a policy's answer) and the carried fuel. `None`:
 /// the caller runs the plugin.
-pub fn accept<'c>(
-    carried: &'c [Carried],
+pub fn accept<T>(
+    carried: &[Carried],
     binding: &Binding,
-    input: &[u8; 32],
+    input: impl FnOnce() -> [u8; 32],
     view: &ReadView<'_>,
-) -> Result<Option<&'c Carried>, HostFault> {
+    pick: impl FnOnce(&Answer) -> Option<T>,
+) -> Result<Option<Call<T>>, HostFault> {
+    let input = if carried.is_empty() {
+        None
+    } else {
+        Some(input())
+    };
     let Some(c) = carried
         .iter()
-        .find(|c| c.binding == binding.name && &c.input == input)
+        .find(|c| c.binding == binding.name && Some(c.input) == input)
     else {
         crate::metrics::METRICS.carried("evaluated");
         return Ok(None);
@@ -265,7 +273,12 @@ pub fn accept<'c>(
         && c.revision.is_none_or(|rev| rev == view.rev)
         && replays(&c.reads, view)?;
     crate::metrics::METRICS.carried(if holds { "accepted" } else { "stale" });
-    Ok(holds.then_some(c))
+    Ok(holds.then(|| pick(&c.answer)).flatten().map(|answer| Call {
+        outcome: Outcome::Answered(answer),
+        fuel: c.fuel,
+        consulted: false,
+        reads: None,
+    }))
 }
 
 fn replays(reads: &[Read], view: &ReadView<'_>) -> Result<bool, HostFault> {
@@ -275,27 +288,4 @@ fn replays(reads: &[Read], view: &ReadView<'_>) -> Result<bool, HostFault> {
         }
     }
     Ok(true)
-}
-
-/// [`accept`], as the call the caller would otherwise make: the carried answer `pick` takes
-/// (a guard's verdict, a policy's answer) and its fuel, or `None` (then the plugin runs).
-pub fn taken<T>(
-    carried: &[Carried],
-    binding: &Binding,
-    input: &[u8; 32],
-    view: &ReadView<'_>,
-    pick: impl FnOnce(&Answer) -> Option<T>,
-) -> Result<Option<Call<T>>, HostFault> {
-    if carried.is_empty() {
-        crate::metrics::METRICS.carried("evaluated");
-        return Ok(None);
-    }
-    Ok(accept(carried, binding, input, view)?.and_then(|c| {
-        Some(Call {
-            outcome: Outcome::Answered(pick(&c.answer)?),
-            fuel: c.fuel,
-            consulted: false,
-            reads: None,
-        })
-    }))
 }

@@ -887,23 +887,18 @@ impl Engine {
                     ops.len()
                 ));
             }
-            let mut bytes = 0usize;
             let ops: Vec<mvcc::RequestOp> = ops
                 .into_iter()
                 .map(|op| match op {
-                    t::Op::Put(p) => {
-                        bytes += p.key.len() + p.value.len();
-                        mvcc::RequestOp::Put(mvcc::PutRequest {
-                            key: p.key,
-                            value: p.value,
-                            lease: p.lease,
-                            prev_kv: false,
-                            ignore_value: p.ignore_value,
-                            ignore_lease: p.ignore_lease,
-                        })
-                    }
+                    t::Op::Put(p) => mvcc::RequestOp::Put(mvcc::PutRequest {
+                        key: p.key,
+                        value: p.value,
+                        lease: p.lease,
+                        prev_kv: false,
+                        ignore_value: p.ignore_value,
+                        ignore_lease: p.ignore_lease,
+                    }),
                     t::Op::DeleteRange(d) => {
-                        bytes += d.key.len() + d.range_end.len();
                         mvcc::RequestOp::DeleteRange(mvcc::DeleteRangeRequest {
                             key: d.key,
                             range_end: d.range_end,
@@ -912,6 +907,7 @@ impl Engine {
                     }
                 })
                 .collect();
+            let bytes = reactor_bytes(&ops);
             if bytes > MAX_REACTOR_BYTES {
                 return Err(format!(
                     "writes of {bytes} bytes, over the limit of {MAX_REACTOR_BYTES}"
@@ -925,6 +921,27 @@ impl Engine {
 /// Most writes one reactor step may make, and most bytes of keys and values in them.
 pub const MAX_REACTOR_OPS: usize = 256;
 pub const MAX_REACTOR_BYTES: usize = 1 << 20;
+
+/// The bytes of keys and values in reactor writes, as [`MAX_REACTOR_BYTES`] counts them.
+pub fn reactor_bytes(ops: &[mvcc::RequestOp]) -> usize {
+    ops.iter()
+        .map(|op| match op {
+            mvcc::RequestOp::Put(p) => p.key.len() + p.value.len(),
+            mvcc::RequestOp::DeleteRange(d) => d.key.len() + d.range_end.len(),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// What one reactor write touches: a put's key (`range_end` empty), a delete's range.
+/// Reactors write nothing else.
+pub fn reactor_written(op: &mvcc::RequestOp) -> Option<(&[u8], &[u8])> {
+    match op {
+        mvcc::RequestOp::Put(p) => Some((&p.key, &[])),
+        mvcc::RequestOp::DeleteRange(d) => Some((&d.key, &d.range_end)),
+        _ => None,
+    }
+}
 
 /// `message` cut to at most [`MAX_MESSAGE_BYTES`], at a character boundary (for log lines).
 pub(crate) fn truncated(mut message: String) -> String {

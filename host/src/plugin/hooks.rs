@@ -125,8 +125,8 @@ impl WriteHooks for Hooks<'_> {
                 continue;
             };
             let ignore_failure = b.failure_policy == FailurePolicy::Ignore;
-            let input = carry::guard_input(writes_in(b, writes));
-            let carried = carry::taken(self.carried, b, &input, view, |a| match a {
+            let input = || carry::guard_input(writes_in(b, writes));
+            let carried = carry::accept(self.carried, b, input, view, |a| match a {
                 carry::Answer::Guard(verdict) => Some(verdict.clone()),
                 carry::Answer::Policy(_) => None,
             });

@@ -42,7 +42,7 @@ use super::engine::{
     Call, Engine, HostFault, Outcome, PolicyAccess, PolicyAnswer, PolicyOperation, PolicyQuestion,
     Target, View,
 };
-use super::registry::{Binding, FailurePolicy, Kind, Published, Registry};
+use super::registry::{Binding, BindingCache, Bindings, FailurePolicy, Kind, Published, Registry};
 use crate::mvcc::Mvcc;
 use crate::storage::Storage;
 
@@ -192,8 +192,8 @@ pub fn words(call: &Call<PolicyAnswer>) -> (String, bool, bool) {
 /// registry and the auth store this member applied, memoizing what it can.
 #[derive(Clone, Debug)]
 pub struct Reads {
-    registry: Arc<Mutex<Registry>>,
-    published: Arc<Published>,
+    /// The policy bindings.
+    policies: BindingCache,
     engine: Engine,
     storage: Storage,
     memo: Memo,
@@ -203,7 +203,7 @@ pub struct Reads {
 /// the registry, then the auth store: a reader must never hold them the other way round).
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    bindings: BTreeMap<String, Binding>,
+    bindings: Arc<Bindings>,
     generation: u64,
 }
 
@@ -222,8 +222,7 @@ impl Reads {
         storage: Storage,
     ) -> Reads {
         Reads {
-            registry,
-            published,
+            policies: BindingCache::new(registry, published, &[Kind::Policy]),
             engine,
             storage,
             memo: Memo::default(),
@@ -232,25 +231,10 @@ impl Reads {
 
     /// The policy bindings now. Cheap when there are none.
     pub fn snapshot(&self) -> Snapshot {
-        // Most members have no policy binding: then the registry (which apply holds for a
-        // whole batch) is not even locked.
-        if self
-            .published
-            .policies
-            .load(std::sync::atomic::Ordering::SeqCst)
-            == 0
-        {
-            return Snapshot::default();
-        }
-        let registry = lock(&self.registry);
+        let (generation, bindings) = self.policies.get();
         Snapshot {
-            bindings: registry
-                .bindings
-                .iter()
-                .filter(|(_, b)| b.kind == Kind::Policy)
-                .map(|(name, b)| (name.clone(), b.clone()))
-                .collect(),
-            generation: registry.generation,
+            bindings,
+            generation,
         }
     }
 

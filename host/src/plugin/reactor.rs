@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::Engine;
-use super::engine::{Outcome, Target, View};
+use super::engine::{Outcome, Target, View, reactor_bytes, reactor_written};
 use super::registry::{Binding, Kind, PluginCommand, PluginError, ReactorState, Registry};
 use crate::metrics::lock;
 use crate::mvcc::{Event, KeyRange, Mvcc, RequestOp};
@@ -247,11 +247,11 @@ fn react(
             (Outcome::Failed(_), Some(_)) => break,
         };
         let Some((to, gathered)) = &mut step else {
-            bytes = ops_bytes(&ops);
+            bytes = reactor_bytes(&ops);
             step = Some((revision, ops));
             continue;
         };
-        let more = ops_bytes(&ops);
+        let more = reactor_bytes(&ops);
         if gathered.len() + ops.len() > super::engine::MAX_REACTOR_OPS
             || bytes + more > super::engine::MAX_REACTOR_BYTES
             || ops.iter().any(|op| gathered.iter().any(|g| overlap(g, op)))
@@ -266,31 +266,12 @@ fn react(
     Ok(Reacted::Step { revision, ops })
 }
 
-/// The keys (or range) one reactor op writes.
-fn written(op: &RequestOp) -> Option<(&[u8], &[u8])> {
-    match op {
-        RequestOp::Put(p) => Some((&p.key, &[])),
-        RequestOp::DeleteRange(d) => Some((&d.key, &d.range_end)),
-        _ => None,
-    }
-}
-
 fn overlap(a: &RequestOp, b: &RequestOp) -> bool {
-    match (written(a), written(b)) {
+    match (reactor_written(a), reactor_written(b)) {
         (Some(a), Some(b)) => KeyRange::pairs_overlap(a, b),
         // Reactors write puts and deletes only; anything else ends the batch.
         _ => true,
     }
-}
-
-fn ops_bytes(ops: &[RequestOp]) -> usize {
-    ops.iter()
-        .map(|op| match op {
-            RequestOp::Put(p) => p.key.len() + p.value.len(),
-            RequestOp::DeleteRange(d) => d.key.len() + d.range_end.len(),
-            _ => 0,
-        })
-        .sum()
 }
 
 /// Reads the events after `from` (up to `current`, a bounded amount) in the reactor's

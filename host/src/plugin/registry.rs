@@ -16,6 +16,7 @@
 //! path, so no plugin can lock the operator out of unbinding or removing it.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use fjall::Readable;
 use serde::{Deserialize, Serialize};
@@ -24,6 +25,7 @@ use thiserror::Error;
 
 use super::validate::{hook_of, validate};
 use super::{DEFAULT_FUEL, DEFAULT_MEMORY_BYTES, MAX_FUEL, MAX_MEMORY_BYTES, MAX_MODULE_BYTES};
+use crate::metrics::lock;
 use crate::mvcc::{ApplyBatch, Fault};
 use crate::storage::{SideTable, SideWrites, Storage};
 
@@ -416,6 +418,73 @@ impl Published {
 
     pub fn generation(&self) -> u64 {
         self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// How many bindings of `kind` there are, for the kinds counted here.
+    fn count(&self, kind: Kind) -> Option<usize> {
+        let counter = match kind {
+            Kind::Guard => &self.guards,
+            Kind::Policy => &self.policies,
+            Kind::WatchFilter => &self.watch_filters,
+            Kind::Compare | Kind::Reactor => return None,
+        };
+        Some(counter.load(std::sync::atomic::Ordering::SeqCst))
+    }
+}
+
+/// Bindings by name.
+pub type Bindings = BTreeMap<String, Binding>;
+
+/// The bindings of some kinds, copied out of the registry once per registry change for the
+/// paths that read them per request (policy checks of reads, the leader vetting writes):
+/// apply holds the registry's lock for whole batches, and a binding carries its config.
+/// Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct BindingCache {
+    registry: Arc<Mutex<Registry>>,
+    published: Arc<Published>,
+    kinds: &'static [Kind],
+    /// The copy, and the registry generation it was made at.
+    cached: Arc<Mutex<(u64, Arc<Bindings>)>>,
+}
+
+impl BindingCache {
+    pub fn new(
+        registry: Arc<Mutex<Registry>>,
+        published: Arc<Published>,
+        kinds: &'static [Kind],
+    ) -> BindingCache {
+        BindingCache {
+            registry,
+            published,
+            kinds,
+            cached: Arc::new(Mutex::new((u64::MAX, Arc::default()))),
+        }
+    }
+
+    /// The bindings of these kinds now, and the registry generation they are of. When there
+    /// are none (the usual case) the registry is not even locked.
+    pub fn get(&self) -> (u64, Arc<Bindings>) {
+        let generation = self.published.generation();
+        if self
+            .kinds
+            .iter()
+            .all(|kind| self.published.count(*kind) == Some(0))
+        {
+            return (generation, Arc::default());
+        }
+        let mut cached = lock(&self.cached);
+        if cached.0 != generation {
+            let registry = lock(&self.registry);
+            let bindings = registry
+                .bindings
+                .iter()
+                .filter(|(_, b)| self.kinds.contains(&b.kind))
+                .map(|(name, b)| (name.clone(), b.clone()))
+                .collect();
+            *cached = (registry.generation, Arc::new(bindings));
+        }
+        (cached.0, cached.1.clone())
     }
 }
 

@@ -8,14 +8,11 @@
 //! late or partial (a txn with a computed compare, a call that failed, a member fault) at
 //! the price of apply running the plugin itself, never at the price of agreement.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Semaphore;
 
 use crate::auth::needs::{self, Need};
-use crate::metrics::lock;
 use crate::mvcc::{ReadView, Revisions, WriteOp, WriteRequest};
 use crate::state_machine::{Command, SharedAuth};
 use crate::storage::Storage;
@@ -24,16 +21,11 @@ use super::carry::{self, Answer, Carried, ReadSet};
 use super::engine::{Engine, HostFault, Outcome, Target, Verdict, View};
 use super::hooks;
 use super::policy::{self, Subject};
-use super::registry::{Binding, Kind, Published, Registry};
-
-/// Guard and policy bindings by name, shared.
-type Bindings = Arc<BTreeMap<String, Binding>>;
+use super::registry::{Binding, BindingCache, Bindings, Kind, Published, Registry};
 
 /// Evaluates the plugins of writes about to be proposed. Cheap to clone.
 #[derive(Clone)]
 pub struct Vetter {
-    registry: Arc<Mutex<Registry>>,
-    published: Arc<Published>,
     auth: SharedAuth,
     /// Apply's engine, so modules compile once per member; the permits leave apply its
     /// instance slot (`engine::POOL_INSTANCES`).
@@ -41,9 +33,8 @@ pub struct Vetter {
     storage: Storage,
     /// The store's counters as last committed.
     committed: tokio::sync::watch::Receiver<Revisions>,
-    /// The guard and policy bindings, as of a registry generation (copied once per change,
-    /// not per write: apply holds the registry's lock for whole batches).
-    bindings: Arc<Mutex<(u64, Bindings)>>,
+    /// The guard and policy bindings.
+    bindings: BindingCache,
     /// Bounds how many proposals evaluate at once: half the cores (calls run inline on the
     /// runtime's workers), within the engine's instance pool.
     permits: Arc<Semaphore>,
@@ -70,13 +61,11 @@ impl Vetter {
             .map_or(1, |n| n.get() / 2)
             .clamp(1, super::engine::POOL_INSTANCES as usize / 2);
         Vetter {
-            registry,
-            published,
             auth,
             engine,
             storage,
             committed,
-            bindings: Arc::new(Mutex::new((u64::MAX, Arc::default()))),
+            bindings: BindingCache::new(registry, published, &[Kind::Guard, Kind::Policy]),
             permits: Arc::new(Semaphore::new(permits)),
         }
     }
@@ -92,7 +81,7 @@ impl Vetter {
             Command::Kv(req) => (None, req),
             _ => return Vec::new(),
         };
-        let bindings = self.bindings();
+        let (_, bindings) = self.bindings.get();
         if bindings.is_empty() || matches!(req, WriteRequest::Compact(_)) {
             return Vec::new();
         }
@@ -116,28 +105,6 @@ impl Vetter {
         carried
     }
 
-    /// The guard and policy bindings now.
-    fn bindings(&self) -> Bindings {
-        if self.published.guards.load(Ordering::SeqCst) == 0
-            && self.published.policies.load(Ordering::SeqCst) == 0
-        {
-            return Arc::default();
-        }
-        let generation = self.published.generation();
-        let mut cached = lock(&self.bindings);
-        if cached.0 != generation {
-            let registry = lock(&self.registry);
-            let bindings = registry
-                .bindings
-                .iter()
-                .filter(|(_, b)| matches!(b.kind, Kind::Guard | Kind::Policy))
-                .map(|(name, b)| (name.clone(), b.clone()))
-                .collect();
-            *cached = (registry.generation, Arc::new(bindings));
-        }
-        cached.1.clone()
-    }
-
     /// Stops vetting at a module not compiled yet: compiling takes far longer than a call,
     /// and would hold up this write and every one waiting for a permit. (Its install
     /// started compiling it in the background; until then, apply runs the calls.)
@@ -156,7 +123,7 @@ impl Vetter {
     /// member's state, recording each answered call into `carried`.
     fn evaluate(
         &self,
-        bindings: &BTreeMap<String, Binding>,
+        bindings: &Bindings,
         caller: Option<&crate::auth::Caller>,
         req: &WriteRequest,
         now_ms: i64,
@@ -175,8 +142,8 @@ impl Vetter {
             overlay: None,
         };
         let view = View::of(&read);
-        let record = |binding: &Binding, input, answer, fuel, reads: &Option<ReadSet>| {
-            let reads = reads.clone()?;
+        let record = |binding: &Binding, input, answer, fuel, reads: Option<ReadSet>| {
+            let reads = reads?;
             Some(Carried {
                 binding: binding.name.clone(),
                 identity: carry::identity(binding),
@@ -206,11 +173,12 @@ impl Vetter {
                     &mut |binding, question| {
                         self.compiled(binding)?;
                         let target = Target::of(binding, now_ms).recording();
-                        let call = self.engine.policy(&target, view.clone(), question)?;
+                        let mut call = self.engine.policy(&target, view.clone(), question)?;
                         if let Outcome::Answered(answer) = &call.outcome {
                             let answer = Answer::Policy(answer.clone());
                             let input = carry::policy_input(question);
-                            carried.extend(record(binding, input, answer, call.fuel, &call.reads));
+                            let reads = call.reads.take();
+                            carried.extend(record(binding, input, answer, call.fuel, reads));
                         }
                         Ok(call)
                     },
@@ -244,7 +212,7 @@ impl Vetter {
             let denied = matches!(verdict, Verdict::Deny(_));
             let answer = Answer::Guard(verdict.clone());
             let input = carry::guard_input(hooks::writes_in(binding, &writes));
-            carried.extend(record(binding, input, answer, call.fuel, &call.reads));
+            carried.extend(record(binding, input, answer, call.fuel, call.reads));
             if denied {
                 break; // apply stops at the first denial
             }

@@ -212,6 +212,16 @@ impl PluginKind {
             PluginKind::Reactor => "reactor",
         }
     }
+
+    /// The server's name in the bench's progress lines, with this plugin bound.
+    fn bound(self) -> &'static str {
+        match self {
+            PluginKind::Guard => "Cairn+guard",
+            PluginKind::Policy => "Cairn+policy",
+            PluginKind::WatchFilter => "Cairn+watch-filter",
+            PluginKind::Reactor => "Cairn+reactor",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -1903,8 +1913,7 @@ async fn plugin_overhead(args: &Args, workloads: &[Workload], plugin: &std::path
     // Each level runs plain, with, with, plain (ABBA) and averages each pair, so the store's
     // growth and the compactions left behind by earlier runs weigh on both sides alike
     // instead of all on the side measured second.
-    let with = format!("Cairn+{}", args.plugin_kind.name());
-    let with: &'static str = Box::leak(with.into_boxed_str());
+    let with = args.plugin_kind.bound();
     let mut plain = Vec::new();
     let mut bound = Vec::new();
     for &level in workload.levels(args) {
