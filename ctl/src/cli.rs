@@ -85,6 +85,42 @@ pub enum Command {
     /// Watch a key or a range and print its events as etcdctl does, optionally through a
     /// watch filter (Cairn's own `--filter`).
     Watch(WatchArgs),
+    /// Save a member's snapshot to a file; show a snapshot file's contents; restore one into
+    /// a new cluster's data dir (etcdctl's and etcdutl's `snapshot`).
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Stream the snapshot of the member at the first endpoint that answers into FILE.
+    Save { file: PathBuf },
+    /// Check a snapshot file whole and print what it holds.
+    Status { file: PathBuf },
+    /// Write a new member's data dir from a snapshot file (run once per member of the new
+    /// cluster, with the same --initial-cluster and token).
+    Restore(RestoreArgs),
+}
+
+/// etcdctl's `snapshot restore` flags (Cairn's default data dir is `<name>.cairn`).
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    pub file: PathBuf,
+    /// The new member's name.
+    #[arg(long, default_value = "default")]
+    pub name: String,
+    /// Where to write the data dir (must not exist, or be empty). Default: `<name>.cairn`.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// The new cluster's members: `name=peerURL,...`.
+    #[arg(long, default_value = "default=http://localhost:2380")]
+    pub initial_cluster: String,
+    /// The new cluster's token (part of every member ID).
+    #[arg(long, default_value = "etcd-cluster")]
+    pub initial_cluster_token: String,
+    /// This member's peer URLs, as listed for it in `--initial-cluster`.
+    #[arg(long, value_delimiter = ',', default_value = "http://localhost:2380")]
+    pub initial_advertise_peer_urls: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use cairn_proto::cairn_plugin::plugin_client::PluginClient;
 use cairn_proto::etcdserverpb::auth_client::AuthClient;
 use cairn_proto::etcdserverpb::kv_client::KvClient;
+use cairn_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use cairn_proto::etcdserverpb::watch_client::WatchClient;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
@@ -124,6 +125,15 @@ impl Connection {
             request.metadata_mut().insert("token", token.clone());
         }
         request
+    }
+
+    pub fn maintenance(&self) -> MaintenanceClient<Channel> {
+        MaintenanceClient::new(self.channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES)
+    }
+
+    /// `--command-timeout`.
+    pub fn command_timeout(&self) -> Duration {
+        self.command_timeout
     }
 
     pub fn plugin(&self) -> PluginClient<Channel> {

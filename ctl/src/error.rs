@@ -33,6 +33,9 @@ pub enum Error {
     Protocol(String),
     #[error("cannot read the password: {0}")]
     Password(io::Error),
+    /// A snapshot file that cannot be written, read, or restored.
+    #[error("{0}")]
+    Snapshot(String),
     #[error("cannot write the output: {0}")]
     Output(#[from] io::Error),
 }

@@ -1,8 +1,9 @@
 //! `cairnctl`: Cairn's command-line client, in etcdctl's style.
 //!
-//! It speaks three services: etcd's `KV` (for `txn`, with Cairn's computed compares), etcd's
-//! `Auth` (`user`, `role`, `auth`, as etcdctl) and Cairn's `cairn.plugin.v1.Plugin` registry
-//! (install, bind, unbind, remove, list, get).
+//! It speaks etcd's `KV` (for `txn`, with Cairn's computed compares), `Watch`, `Auth` (`user`,
+//! `role`, `auth`, as etcdctl) and `Maintenance` (`snapshot save`), and Cairn's
+//! `cairn.plugin.v1.Plugin` registry (install, bind, unbind, remove, list, get).
+//! `snapshot status` and `snapshot restore` work on files, through `cairn::backup`.
 //!
 //! ```text
 //!  argv ──▶ cli (clap) ──▶ run ──▶ endpoint::Connection ──gRPC──▶ a Cairn member
@@ -23,6 +24,7 @@ pub mod key_range;
 pub mod module;
 pub mod output;
 pub mod run;
+pub mod snapshot;
 pub mod tls;
 pub mod txn_parse;
 pub mod units;

@@ -45,6 +45,9 @@ pub async fn run(cli: Cli, input: &mut dyn BufRead, out: &mut dyn Write) -> Resu
             }
         }
         Command::Watch(args) => crate::watch::watch(&dial(&global).await?, args, out).await?,
+        Command::Snapshot(command) => {
+            crate::snapshot::snapshot(command, || dial(&global), global.write_out, out).await?;
+        }
         Command::User(command) => {
             crate::auth::user(&dial(&global).await?, command, global.write_out, input, out).await?;
         }

@@ -64,3 +64,22 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
     };
     number.checked_mul(multiplier).ok_or_else(bad)
 }
+
+/// Sizes as etcdctl prints them (go-humanize's `Bytes`: SI units, one decimal under 10).
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["kB", "MB", "GB", "TB", "PB", "EB"];
+    if n < 10 {
+        return format!("{n} B");
+    }
+    let exp = ((n as f64).ln() / 1000f64.ln()).floor() as usize;
+    if exp == 0 {
+        return format!("{n} B");
+    }
+    let value = n as f64 / 1000f64.powi(exp as i32);
+    let value = (value * 10.0 + 0.5).floor() / 10.0;
+    if value < 10.0 {
+        format!("{value:.1} {}", UNITS[exp - 1])
+    } else {
+        format!("{value:.0} {}", UNITS[exp - 1])
+    }
+}

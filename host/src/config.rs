@@ -460,17 +460,7 @@ impl Config {
     pub fn initial_members(&self) -> Result<Vec<(String, Vec<String>)>, ConfigError> {
         let bad = |m: String| ConfigError::InitialCluster(m);
         let initial_cluster = self.initial_cluster();
-        let mut members: Vec<(String, Vec<String>)> = Vec::new();
-        for entry in initial_cluster.split(',').filter(|e| !e.is_empty()) {
-            let (name, url) = entry
-                .split_once('=')
-                .ok_or_else(|| bad(format!("{entry:?} is not name=peerURL")))?;
-            parse_url(url)?;
-            match members.iter_mut().find(|(n, _)| n == name) {
-                Some((_, urls)) => urls.push(url.to_string()),
-                None => members.push((name.to_string(), vec![url.to_string()])),
-            }
-        }
+        let members = parse_initial_cluster(&initial_cluster)?;
         let mine = members
             .iter()
             .find(|(n, _)| *n == self.name)
@@ -524,6 +514,23 @@ impl Config {
     pub fn member_id_for(&self, peer_urls: &[String]) -> u64 {
         crate::identity::member_id(peer_urls, &self.initial_cluster_token)
     }
+}
+
+/// Parses an `--initial-cluster` value (`name=peerURL,...`; a name may appear once per URL):
+/// name → peer URLs, in flag order.
+pub fn parse_initial_cluster(text: &str) -> Result<Vec<(String, Vec<String>)>, ConfigError> {
+    let mut members: Vec<(String, Vec<String>)> = Vec::new();
+    for entry in text.split(',').filter(|e| !e.is_empty()) {
+        let (name, url) = entry
+            .split_once('=')
+            .ok_or_else(|| ConfigError::InitialCluster(format!("{entry:?} is not name=peerURL")))?;
+        parse_url(url)?;
+        match members.iter_mut().find(|(n, _)| n == name) {
+            Some((_, urls)) => urls.push(url.to_string()),
+            None => members.push((name.to_string(), vec![url.to_string()])),
+        }
+    }
+    Ok(members)
 }
 
 pub fn parse_url(url: &str) -> Result<ListenUrl, ConfigError> {

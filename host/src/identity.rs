@@ -16,11 +16,13 @@
 //! (etcd's `member add` also hashes the current time into the new ID; Cairn does not, so that
 //! the member that is added computes the same ID from its own flags without asking anyone.)
 
+use std::collections::BTreeMap;
 use std::io;
 
 use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
 
+use crate::raft::MemberInfo;
 use crate::storage::Storage;
 
 /// The `raft_meta` record holding the identity.
@@ -62,6 +64,31 @@ impl Identity {
             .log_db
             .persist(fjall::PersistMode::SyncAll)
             .map_err(to_io)
+    }
+}
+
+/// The `raft_meta` record holding the membership a restored data dir founds its cluster with.
+const FOUNDING: &[u8] = b"founding";
+
+/// Records the membership this data dir founds its cluster with on its first start
+/// (written by `backup::restore`, whose data dirs carry state but no Raft log yet). Durable
+/// with the next [`Identity::save`].
+pub fn save_founding(storage: &Storage, members: &BTreeMap<u64, MemberInfo>) -> io::Result<()> {
+    let raw = postcard::to_stdvec(members)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    storage.raft_meta.insert(FOUNDING, raw).map_err(to_io)
+}
+
+/// The founding membership [`save_founding`] recorded, if any.
+pub fn founding(storage: &Storage) -> io::Result<Option<BTreeMap<u64, MemberInfo>>> {
+    match storage.raft_meta.get(FOUNDING).map_err(to_io)? {
+        None => Ok(None),
+        Some(raw) => postcard::from_bytes(&raw).map(Some).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the stored founding membership is unreadable: {e}"),
+            )
+        }),
     }
 }
 

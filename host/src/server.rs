@@ -405,6 +405,13 @@ async fn enter_cluster(
             };
             return Ok((identity, Bootstrap::ForceNew(me)));
         }
+        // A data dir made by `snapshot restore` founds its cluster (openraft initializes only
+        // a member that has never been initialized, so later starts just resume).
+        if let Some(members) =
+            crate::identity::founding(storage).map_err(|e| data_dir_error(e.to_string()))?
+        {
+            return Ok((identity, Bootstrap::New(members)));
+        }
         // A founding member that stopped before Raft initialized is brought in by the others.
         return Ok((identity, Bootstrap::Join));
     }

@@ -611,10 +611,7 @@ impl StateMachine {
     /// however far apply moves on, until dropped (it holds back fjall's garbage collection of
     /// what changes meanwhile, so callers keep one, not many).
     pub fn view(&self) -> StateView {
-        StateView {
-            storage: self.storage.clone(),
-            snap: self.storage.db.snapshot(),
-        }
+        StateView::of(&self.storage)
     }
 
     /// Replaces all state with a [`StateView::export`]ed image, atomically and durably.
@@ -695,6 +692,14 @@ impl fmt::Debug for StateView {
 }
 
 impl StateView {
+    /// Pins the state of `storage` as it is now (see [`StateMachine::view`]).
+    pub fn of(storage: &Storage) -> StateView {
+        StateView {
+            storage: storage.clone(),
+            snap: storage.db.snapshot(),
+        }
+    }
+
     /// The applied-log marker this view was taken at.
     pub fn marker(&self) -> Result<AppliedMarker, Fault> {
         let applied =
@@ -709,27 +714,79 @@ impl StateView {
         })
     }
 
-    /// Writes every state keyspace of the view to `out`. Format: records of `(keyspace index
-    /// u8, key len u32, key, value len u32, value)`, big-endian lengths, keyspaces as in
-    /// `storage::STATE_KEYSPACES`.
-    pub fn export(&self, out: &mut impl std::io::Write) -> Result<(), std::io::Error> {
-        let to_io = |e: fjall::Error| std::io::Error::other(e.to_string());
-        for (idx, name) in crate::storage::STATE_KEYSPACES.iter().enumerate() {
-            let ks = self
-                .storage
-                .state_keyspace(name)
-                .expect("listed state keyspace");
+    /// The store's revisions as of this view.
+    pub fn revisions(&self) -> Result<Revisions, Fault> {
+        mvcc::revisions_in(&self.snap, &self.storage).map_err(mvcc::into_fault)
+    }
+
+    /// Calls `each` with every record of every state keyspace: the keyspace's index in
+    /// `storage::STATE_KEYSPACES`, the key and the value, keyspace by keyspace in key order.
+    pub fn for_each_record(
+        &self,
+        mut each: impl FnMut(u8, &[u8], &[u8]) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        for (idx, ks) in self.keyspaces() {
             for guard in self.snap.iter(ks) {
-                let (k, v) = guard.into_inner().map_err(to_io)?;
-                out.write_all(&[idx as u8])?;
-                out.write_all(&(k.len() as u32).to_be_bytes())?;
-                out.write_all(&k)?;
-                out.write_all(&(v.len() as u32).to_be_bytes())?;
-                out.write_all(&v)?;
+                let (k, v) = guard.into_inner().map_err(fjall_to_io)?;
+                each(idx, &k, &v)?;
             }
         }
         Ok(())
     }
+
+    /// Calls `each` with the key and value lengths of every record, in the order of
+    /// [`StateView::for_each_record`], without loading values that are stored apart from
+    /// their keys (history's values): one walk reads the keys, a second, in step over the same
+    /// pinned view, reads only the values' sizes.
+    pub fn for_each_size(&self, mut each: impl FnMut(usize, usize)) -> std::io::Result<()> {
+        for (_, ks) in self.keyspaces() {
+            for (key, size) in self.snap.iter(ks).zip(self.snap.iter(ks)) {
+                let key = key.key().map_err(fjall_to_io)?;
+                let size = size.size().map_err(fjall_to_io)?;
+                each(key.len(), size as usize);
+            }
+        }
+        Ok(())
+    }
+
+    fn keyspaces(&self) -> impl Iterator<Item = (u8, &fjall::Keyspace)> {
+        crate::storage::STATE_KEYSPACES
+            .iter()
+            .enumerate()
+            .map(|(idx, name)| {
+                let ks = self
+                    .storage
+                    .state_keyspace(name)
+                    .expect("every listed state keyspace has a handle");
+                // At most a few dozen keyspaces: the list is a short constant.
+                (idx as u8, ks)
+            })
+    }
+
+    /// Writes every state keyspace of the view to `out`. Format: records of `(keyspace index
+    /// u8, key len u32, key, value len u32, value)`, big-endian lengths, keyspaces as in
+    /// `storage::STATE_KEYSPACES`.
+    pub fn export(&self, out: &mut impl std::io::Write) -> Result<(), std::io::Error> {
+        self.for_each_record(|idx, k, v| write_record(out, idx, k, v))
+    }
+}
+
+/// One record of [`StateView::export`]'s format.
+pub fn write_record(
+    out: &mut impl std::io::Write,
+    keyspace: u8,
+    key: &[u8],
+    value: &[u8],
+) -> std::io::Result<()> {
+    out.write_all(&[keyspace])?;
+    out.write_all(&(key.len() as u32).to_be_bytes())?;
+    out.write_all(key)?;
+    out.write_all(&(value.len() as u32).to_be_bytes())?;
+    out.write_all(value)
+}
+
+fn fjall_to_io(e: fjall::Error) -> std::io::Error {
+    std::io::Error::other(e.to_string())
 }
 
 fn read_chunk(input: &mut impl std::io::Read) -> std::io::Result<Vec<u8>> {

@@ -342,6 +342,48 @@ impl Cluster {
         cluster
     }
 
+    /// `size` members' ports and data dirs, none started: for data dirs made by something
+    /// else (`snapshot restore`), then [`Self::start_from_data_dirs`].
+    pub fn prepare(flavor: Flavor, size: usize) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir for a cluster");
+        let members = (0..size)
+            .map(|i| Member::new(flavor, &format!("m{i}"), dir.path()))
+            .collect();
+        Cluster {
+            members,
+            flavor,
+            token: format!("test-{}", free_port()),
+            extra_args: Vec::new(),
+            dir,
+        }
+    }
+
+    /// The `--initial-cluster` value naming every member.
+    pub fn initial_cluster(&self) -> String {
+        let parts: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url()))
+            .collect();
+        parts.join(",")
+    }
+
+    /// The cluster's `--initial-cluster-token`.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Starts every member from its data dir alone (no `--initial-*` flag) and waits until
+    /// every one sees a leader.
+    pub async fn start_from_data_dirs(&mut self) {
+        std::thread::scope(|s| {
+            for m in &mut self.members {
+                s.spawn(move || m.restart_from_data_dir(&[]));
+            }
+        });
+        self.wait_for_leader(Duration::from_secs(60)).await;
+    }
+
     /// Copies every member's log into `to` (created), for a look after the cluster is gone.
     pub fn keep_logs(&self, to: &std::path::Path) -> std::io::Result<()> {
         std::fs::create_dir_all(to)?;

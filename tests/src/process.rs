@@ -244,18 +244,37 @@ impl CairnNode {
         Self::start_with_scheme("http", extra_args)
     }
 
+    /// Starts a single-member Cairn (`--name default`) over `data_dir`, which may already hold
+    /// a member's state (one made by `cairnctl snapshot restore`, say).
+    pub fn start_in(data_dir: &Path, extra_args: &[&str]) -> CairnNode {
+        let log = data_dir.with_extension("log");
+        Self::start_over("http", data_dir.to_path_buf(), log, extra_args)
+    }
+
     fn start_with_scheme(scheme: &'static str, extra_args: &[&str]) -> CairnNode {
         let dir = tempfile::tempdir().expect("temp dir for a cairn data dir");
         let data_dir = dir.path().join("data");
+        let log = dir.path().join("cairn.log");
+        let mut node = Self::start_over(scheme, data_dir, log, extra_args);
+        node._dir = Some(dir);
+        node
+    }
+
+    fn start_over(
+        scheme: &'static str,
+        data_dir: PathBuf,
+        log: PathBuf,
+        extra_args: &[&str],
+    ) -> CairnNode {
         let mut node = CairnNode {
             child: None,
             port: free_port(),
             peer_port: free_port(),
-            log: dir.path().join("cairn.log"),
+            log,
             data_dir,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             scheme,
-            _dir: Some(dir),
+            _dir: None,
         };
         node.restart();
         node

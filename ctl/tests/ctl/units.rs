@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use cairnctl::units::{parse_bytes, parse_duration};
+use cairnctl::units::{human_bytes, parse_bytes, parse_duration};
 
 /// Durations parse as Go's (etcdctl's flags are Go durations).
 #[test]
@@ -45,5 +45,21 @@ fn sizes_parse_with_suffixes() {
         "18446744073709551615GiB",
     ] {
         assert!(parse_bytes(bad).is_err(), "{bad} should not parse");
+    }
+}
+
+/// Sizes print as etcdctl prints them (go-humanize's `Bytes`).
+#[test]
+fn sizes_print_as_go_humanize_prints_them() {
+    for (n, text) in [
+        (0, "0 B"),
+        (9, "9 B"),
+        (999, "999 B"),
+        (1000, "1.0 kB"),
+        (20_480, "20 kB"),
+        (2_125_824, "2.1 MB"),
+        (3_000_000_000, "3.0 GB"),
+    ] {
+        assert_eq!(human_bytes(n), text, "{n}");
     }
 }

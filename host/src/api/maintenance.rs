@@ -1,5 +1,6 @@
-//! etcd's Maintenance service. Status, Hash, HashKV and Alarm(GET) are served; the rest answer
-//! `Unimplemented` until their issue lands (see docs/compatibility.md).
+//! etcd's Maintenance service. Status, Hash, HashKV, Snapshot (Cairn's own file format,
+//! `backup.rs`), MoveLeader and Alarm(GET) are served; the rest answer `Unimplemented` until
+//! their issue lands (see docs/compatibility.md).
 
 use cairn_proto::etcdserverpb as pb;
 use cairn_proto::etcdserverpb::maintenance_server::Maintenance;
@@ -7,13 +8,65 @@ use futures::stream::BoxStream;
 use tonic::{Request, Response, Status};
 
 use super::{Context, status};
+use crate::backup;
 use crate::mvcc::Mvcc;
 use crate::raft::ProposeError;
+use crate::state_machine::StateView;
 
 /// The etcd API version Cairn speaks, reported by Status and /version.
 pub const ETCD_VERSION: &str = "3.6.0";
 /// etcd's default backend quota (2 GiB); Cairn enforces no quota yet.
 pub const DEFAULT_QUOTA_BYTES: i64 = 2 << 30;
+
+/// A snapshot travels in messages of this many bytes (etcd's 32 KiB is many small messages
+/// for a large store; gRPC's default 4 MiB receive limit is far above this).
+const SNAPSHOT_CHUNK_BYTES: usize = 256 << 10;
+/// Messages written ahead of the client: memory per snapshot stream stays about 1 MiB.
+const SNAPSHOT_CHUNKS_IN_FLIGHT: usize = 4;
+
+/// Cuts the snapshot into `SnapshotResponse`s, each saying how many bytes remain after it,
+/// and hands them to the stream; a client that has gone away ends the write (`BrokenPipe`).
+struct Chunks {
+    tx: tokio::sync::mpsc::Sender<Result<pb::SnapshotResponse, Status>>,
+    buf: Vec<u8>,
+    remaining: u64,
+    header: Option<pb::ResponseHeader>,
+}
+
+impl Chunks {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let blob = std::mem::replace(&mut self.buf, Vec::with_capacity(SNAPSHOT_CHUNK_BYTES));
+        self.remaining = self.remaining.saturating_sub(blob.len() as u64);
+        let message = pb::SnapshotResponse {
+            header: self.header,
+            remaining_bytes: self.remaining,
+            blob,
+            version: ETCD_VERSION.to_string(),
+        };
+        self.tx
+            .blocking_send(Ok(message))
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+    }
+}
+
+impl std::io::Write for Chunks {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let room = SNAPSHOT_CHUNK_BYTES - self.buf.len();
+        let n = data.len().min(room);
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == SNAPSHOT_CHUNK_BYTES {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
 
 pub struct MaintenanceService {
     ctx: Context,
@@ -133,7 +186,43 @@ impl Maintenance for MaintenanceService {
         request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
         self.ctx.check_admin(&self.ctx.caller(&request)?)?;
-        Err(status::unimplemented("Maintenance.Snapshot"))
+        // The state as this member has applied it now (as etcd's: not a linearizable read).
+        let view = StateView::of(&self.ctx.storage);
+        let header = backup::Header::of(&view, self.ctx.cluster_id, self.ctx.member_id)
+            .map_err(|e| status::internal("reading the snapshot's revisions", e))?;
+        let (size, view, header) = tokio::task::spawn_blocking(move || {
+            backup::size(&view, &header).map(|size| (size, view, header))
+        })
+        .await
+        .map_err(|e| status::internal("snapshot task failed", e))?
+        .map_err(|e| status::internal("sizing the snapshot", e))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(SNAPSHOT_CHUNKS_IN_FLIGHT);
+        let response_header = self.ctx.header(header.revision);
+        tokio::task::spawn_blocking(move || {
+            let mut out = Chunks {
+                tx: tx.clone(),
+                buf: Vec::with_capacity(SNAPSHOT_CHUNK_BYTES),
+                remaining: size,
+                header: response_header,
+            };
+            // `write` flushes its output last, which sends the final message.
+            let written = backup::write(&view, &header, &mut out);
+            let failure = match written {
+                Ok(n) if n == size => return,
+                Ok(n) => status::internal(
+                    "writing the snapshot",
+                    format!("it came to {n} bytes, not the {size} announced"),
+                ),
+                // The client went away: nobody to tell.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return,
+                Err(e) => status::internal("writing the snapshot", e),
+            };
+            tracing::warn!(error = %failure.message(), "snapshot stream failed");
+            let _ = tx.blocking_send(Err(failure));
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     /// Hands leadership to a voter. As in etcd, only the leader accepts it (etcdctl sends it

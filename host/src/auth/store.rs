@@ -24,8 +24,9 @@ use super::{
 use crate::mvcc::{ApplyBatch, Fault};
 use crate::storage::{SideTable, SideWrites, Storage};
 
-const USER: &str = "user/";
-const ROLE: &str = "role/";
+/// Prefix of user records (read also by `backup.rs`, which lists a snapshot's users).
+pub(crate) const USER: &str = "user/";
+pub(crate) const ROLE: &str = "role/";
 const REVISION: &[u8] = b"revision";
 const ENABLED: &[u8] = b"enabled";
 const TOKEN_KEY: &[u8] = b"token-key";

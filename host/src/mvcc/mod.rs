@@ -122,6 +122,13 @@ pub(crate) fn revisions_in(snap: &fjall::Snapshot, storage: &Storage) -> Result<
     ))
 }
 
+/// A position record (see [`POSITION`]) with the same revisions and no applied log entry:
+/// what a restored data dir starts from, before its new log has anything in it. A record too
+/// short to hold revisions is returned unchanged (and reported as corrupt when it is read).
+pub(crate) fn position_without_log(record: &[u8]) -> Vec<u8> {
+    record[..record.len().min(16)].to_vec()
+}
+
 fn read_position(
     snap: &fjall::Snapshot,
     storage: &Storage,

@@ -287,9 +287,10 @@ impl PluginError {
 pub const MAX_NAME_BYTES: usize = 1024;
 
 const MODULE: &str = "module/";
-const PLUGIN: &str = "plugin/";
+/// Prefix of installed plugins' records (read also by `backup.rs`).
+pub(crate) const PLUGIN: &str = "plugin/";
 const UPLOAD: &str = "upload/";
-const BINDING: &str = "binding/";
+pub(crate) const BINDING: &str = "binding/";
 const REACTOR: &str = "reactor/";
 
 fn key(prefix: &str, name: &str) -> Vec<u8> {

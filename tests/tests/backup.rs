@@ -1,0 +1,417 @@
+//! Backup and restore end to end: `etcdctl snapshot save` and `cairnctl snapshot save` from a
+//! 3-member cluster under write load, `cairnctl snapshot restore` into a new 3-member cluster
+//! (same HashKV at the snapshot's revision; users, roles, leases and plugins there and
+//! working), damaged files refused with nothing written, and kill -9 of the member during a
+//! save and of cairnctl during a restore.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cairn_tests::cluster::connect;
+use cairn_tests::workload::Writers;
+use cairn_tests::{CairnNode, Cluster, Etcdctl, Flavor, binary_path, with_timeout};
+
+/// Multi-member tests load two cores; they run one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn cairnctl_path() -> PathBuf {
+    let path = binary_path().with_file_name("cairnctl");
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build --bins` (the test command does)",
+        path.display()
+    );
+    path
+}
+
+/// Runs cairnctl with `args`; returns (success, stdout, stderr).
+fn cairnctl(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(cairnctl_path())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("cairnctl runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ok(args: &[&str]) -> String {
+    let (success, stdout, stderr) = cairnctl(args);
+    assert!(success, "cairnctl {args:?} failed: {stderr}{stdout}");
+    stdout
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
+/// The revision `cairnctl snapshot status -w json` reports.
+fn snapshot_revision(file: &Path) -> i64 {
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&["-w", "json", "snapshot", "status", path_str(file)]))
+            .expect("status JSON");
+    json["header"]["revision"].as_i64().expect("a revision")
+}
+
+/// Restores `file` into every member's data dir of the prepared cluster `to`.
+fn restore_into(file: &Path, to: &Cluster) -> Vec<String> {
+    let initial_cluster = to.initial_cluster();
+    to.members
+        .iter()
+        .map(|m| {
+            ok(&[
+                "snapshot",
+                "restore",
+                path_str(file),
+                "--name",
+                &m.name,
+                "--data-dir",
+                path_str(&m.data_dir),
+                "--initial-cluster",
+                &initial_cluster,
+                "--initial-cluster-token",
+                to.token(),
+                "--initial-advertise-peer-urls",
+                &m.peer_url(),
+            ])
+        })
+        .collect()
+}
+
+async fn hash_kv(endpoint: &str, revision: i64) -> u32 {
+    connect(endpoint)
+        .await
+        .hash_kv(revision)
+        .await
+        .expect("HashKV")
+        .hash()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_saved_under_load_restore_into_a_new_cluster() {
+    let _serial = SERIAL.lock().await;
+    with_timeout(Duration::from_secs(300), "backup and restore", async {
+        let source = Cluster::start(Flavor::Cairn, 3, &[]).await;
+        let e0 = source.members[0].endpoint();
+        let mut client = connect(&e0).await;
+        // Everything a snapshot must carry besides keys: users and roles, a lease with a key,
+        // a plugin bound as a guard.
+        client
+            .user_add("alice", "secret", None)
+            .await
+            .expect("user add");
+        client.role_add("reader").await.expect("role add");
+        client
+            .user_grant_role("alice", "reader")
+            .await
+            .expect("grant role");
+        let lease = client.lease_grant(600, None).await.expect("lease").id();
+        client
+            .put(
+                "leased",
+                "v",
+                Some(etcd_client::PutOptions::new().with_lease(lease)),
+            )
+            .await
+            .expect("put with lease");
+        let guard = cairn_tests::plugin_wasm("json-schema-guard");
+        let endpoints = format!("--endpoints={e0}");
+        ok(&[&endpoints, "plugin", "install", "schema", path_str(&guard)]);
+        ok(&[
+            &endpoints,
+            "plugin",
+            "bind",
+            "config-schema",
+            "--plugin",
+            "schema",
+            "--kind",
+            "guard",
+            "--key",
+            "/config/",
+            "--prefix",
+            "--config",
+            r#"{"type":"object","required":["port"]}"#,
+        ]);
+
+        // Both tools save while writes go on, from different members.
+        let writers = Writers::start(source.endpoints(), 4, "load/");
+        writers.wait_for_progress(50, Duration::from_secs(60)).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let by_etcdctl = dir.path().join("etcdctl.snap");
+        let out = Etcdctl::new(&e0).run(&["snapshot", "save", path_str(&by_etcdctl)], None);
+        assert!(
+            out.status.success(),
+            "etcdctl snapshot save: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Snapshot saved at"),
+            "etcdctl's own message"
+        );
+        writers.wait_for_progress(50, Duration::from_secs(60)).await;
+        let by_cairnctl = dir.path().join("cairnctl.snap");
+        let saved = ok(&[
+            &format!("--endpoints={}", source.members[1].endpoint()),
+            "snapshot",
+            "save",
+            path_str(&by_cairnctl),
+        ]);
+        assert_eq!(
+            saved.trim(),
+            format!("Snapshot saved at {}", by_cairnctl.display())
+        );
+        let acked = writers.stop().await;
+        assert!(!acked.is_empty());
+
+        let status = ok(&["snapshot", "status", path_str(&by_etcdctl)]);
+        assert!(
+            status.contains("plugins: schema; bindings: config-schema"),
+            "{status}"
+        );
+        assert!(status.contains("users: alice"), "{status}");
+        let revision = snapshot_revision(&by_etcdctl);
+        let later = snapshot_revision(&by_cairnctl);
+        assert!(later > revision, "the second snapshot saw more writes");
+        let expected = hash_kv(&e0, revision).await;
+
+        // Restore the first into a new cluster, started from its data dirs alone.
+        let mut restored = Cluster::prepare(Flavor::Cairn, 3);
+        for line in restore_into(&by_etcdctl, &restored) {
+            assert!(line.starts_with("restored snapshot"), "{line}");
+        }
+        restored.start_from_data_dirs().await;
+        for m in &restored.members {
+            assert_eq!(
+                hash_kv(&m.endpoint(), revision).await,
+                expected,
+                "{} holds the source's history up to the snapshot",
+                m.name
+            );
+        }
+        let r0 = restored.members[0].endpoint();
+        let mut client = connect(&r0).await;
+        let got = client.get("leased", None).await.expect("get");
+        assert_eq!(got.header().expect("header").revision(), revision);
+        assert_eq!(got.kvs()[0].lease(), lease);
+        let ttl = client
+            .lease_time_to_live(lease, None)
+            .await
+            .expect("time to live");
+        assert!(ttl.ttl() > 0, "the lease lives on: {}", ttl.ttl());
+        let users = client.user_list().await.expect("user list");
+        assert_eq!(users.users(), ["alice"]);
+        let alice = client.user_get("alice").await.expect("user get");
+        assert_eq!(alice.roles(), ["reader"]);
+        // The guard still guards, and the new cluster takes writes after the old revisions.
+        let denied = client
+            .put("/config/web", r#"{"no":"port"}"#, None)
+            .await
+            .expect_err("the schema guard denies");
+        assert!(
+            cairn_tests::grpc_message(&denied).contains("guard config-schema denied"),
+            "{denied}"
+        );
+        let put = client
+            .put("/config/web", r#"{"port":80}"#, None)
+            .await
+            .expect("allowed");
+        assert_eq!(put.header().expect("header").revision(), revision + 1);
+        // Every member of the new cluster agrees.
+        cairn_tests::converge::wait_converged(&restored, Duration::from_secs(60)).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_snapshots_are_refused_and_nothing_is_written() {
+    let _serial = SERIAL.lock().await;
+    with_timeout(Duration::from_secs(120), "damaged snapshots", async {
+        let node = CairnNode::start(&[]);
+        let mut client = connect(&node.endpoint()).await;
+        for i in 0..50 {
+            client
+                .put(format!("k{i}"), vec![b'v'; 1000], None)
+                .await
+                .expect("put");
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let good = dir.path().join("good.snap");
+        ok(&[
+            &format!("--endpoints={}", node.endpoint()),
+            "snapshot",
+            "save",
+            path_str(&good),
+        ]);
+        let bytes = std::fs::read(&good).expect("read snapshot");
+        let mut flipped = bytes.clone();
+        let middle = flipped.len() / 2;
+        flipped[middle] ^= 0x40;
+        let cases = [
+            (
+                "truncated",
+                bytes[..bytes.len() - 100].to_vec(),
+                "truncated",
+            ),
+            ("corrupted", flipped, "checksum"),
+        ];
+        for (name, content, reason) in cases {
+            let file = dir.path().join(format!("{name}.snap"));
+            std::fs::write(&file, content).expect("write damaged copy");
+            let (success, _, stderr) = cairnctl(&["snapshot", "status", path_str(&file)]);
+            assert!(
+                !success && stderr.contains(reason),
+                "status of {name}: {stderr}"
+            );
+            let data_dir = dir.path().join(format!("{name}.restored"));
+            let (success, _, stderr) = cairnctl(&[
+                "snapshot",
+                "restore",
+                path_str(&file),
+                "--data-dir",
+                path_str(&data_dir),
+            ]);
+            assert!(!success, "restore of a {name} snapshot refused");
+            assert!(
+                stderr.starts_with("Error: ") && stderr.contains(reason),
+                "{stderr}"
+            );
+            assert!(!data_dir.exists(), "nothing written for a {name} snapshot");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_save_and_restore_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    with_timeout(
+        Duration::from_secs(300),
+        "kill -9 during save and restore",
+        async {
+            // Enough data that saving and restoring take a while: about 32 MB.
+            let mut node = CairnNode::start(&[]);
+            let mut client = connect(&node.endpoint()).await;
+            let mut acked = Vec::new();
+            for i in 0..320 {
+                let key = format!("big/{i:04}");
+                client
+                    .put(key.as_str(), vec![b'x'; 100_000], None)
+                    .await
+                    .expect("put");
+                acked.push(key);
+            }
+            let dir = tempfile::tempdir().expect("tempdir");
+
+            // Kill the member while cairnctl streams its snapshot.
+            let file = dir.path().join("during-kill.snap");
+            let mut save = Command::new(cairnctl_path())
+                .args([
+                    &format!("--endpoints={}", node.endpoint()),
+                    "snapshot",
+                    "save",
+                    path_str(&file),
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("cairnctl runs");
+            let part = dir.path().join("during-kill.snap.part");
+            let started = Instant::now();
+            while !part.exists() && save.try_wait().expect("poll").is_none() {
+                assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "save never began"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            node.kill9();
+            let out = save.wait_with_output().expect("cairnctl ends");
+            if !out.status.success() {
+                // The usual case: the stream broke; the partial file is gone, no snapshot claimed.
+                assert!(!file.exists() && !part.exists());
+            } else {
+                // The member finished streaming before it died: then the file is whole.
+                ok(&["snapshot", "status", path_str(&file)]);
+            }
+            node.restart();
+            let mut client = connect(&node.endpoint()).await;
+            for key in &acked {
+                let got = client.get(key.as_str(), None).await.expect("get");
+                assert_eq!(got.kvs().len(), 1, "{key} survived the kill");
+            }
+
+            // Kill cairnctl while it restores: no data dir appears, and a second try works.
+            let good = dir.path().join("good.snap");
+            ok(&[
+                &format!("--endpoints={}", node.endpoint()),
+                "snapshot",
+                "save",
+                path_str(&good),
+            ]);
+            let mut caught = 0;
+            for attempt in 0..5 {
+                let data_dir = dir.path().join(format!("restored-{attempt}"));
+                let staging = dir.path().join(format!("restored-{attempt}.restoring"));
+                let mut restore = Command::new(cairnctl_path())
+                    .args([
+                        "snapshot",
+                        "restore",
+                        path_str(&good),
+                        "--data-dir",
+                        path_str(&data_dir),
+                    ])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("cairnctl runs");
+                while !staging.exists() && restore.try_wait().expect("poll").is_none() {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                let _ = restore.kill();
+                let status = restore.wait().expect("reaped");
+                if status.success() {
+                    // It finished first: the data dir is whole.
+                    assert!(data_dir.exists() && !staging.exists());
+                    continue;
+                }
+                caught += 1;
+                assert!(!data_dir.exists(), "a killed restore leaves no data dir");
+                let line = ok(&[
+                    "snapshot",
+                    "restore",
+                    path_str(&good),
+                    "--data-dir",
+                    path_str(&data_dir),
+                ]);
+                assert!(line.starts_with("restored snapshot"), "{line}");
+                assert!(!staging.exists(), "the leftover staging dir is replaced");
+                // The restored member starts and has every key.
+                let mut member = CairnNode::start_in(&data_dir, &[]);
+                let mut client = connect(&member.endpoint()).await;
+                let count = client
+                    .get(
+                        "big/",
+                        Some(
+                            etcd_client::GetOptions::new()
+                                .with_prefix()
+                                .with_count_only(),
+                        ),
+                    )
+                    .await
+                    .expect("count");
+                assert_eq!(count.count(), acked.len() as i64);
+                member.kill9();
+                break;
+            }
+            assert!(
+                caught > 0,
+                "a restore of 32 MB was never caught in progress"
+            );
+        },
+    )
+    .await;
+}
