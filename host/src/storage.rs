@@ -70,6 +70,8 @@ pub struct Storage {
     pub auth: Keyspace,
     pub raft_log: Keyspace,
     pub raft_meta: Keyspace,
+    /// The directory both databases live in.
+    dir: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for Storage {
@@ -111,6 +113,7 @@ impl Storage {
             raft_meta: log_db.keyspace(RAFT_META, counters)?,
             db,
             log_db,
+            dir: dir.to_path_buf(),
         })
     }
 
@@ -129,9 +132,10 @@ impl Storage {
         }
     }
 
-    /// Bytes on disk (journals plus tables of both databases), for `Status.dbSize`.
+    /// Bytes the databases occupy on disk (blocks allocated to their files, so a journal's
+    /// preallocated but unwritten length does not count), for `Status.dbSize`.
     pub fn disk_space(&self) -> u64 {
-        self.db.disk_space().unwrap_or(0) + self.log_db.disk_space().unwrap_or(0)
+        allocated_bytes(&self.dir)
     }
 
     /// Bytes of tables holding live state, for `Status.dbSizeInUse`.
@@ -142,6 +146,24 @@ impl Storage {
             .map(|ks| ks.disk_space())
             .sum()
     }
+}
+
+/// Bytes allocated to the files under `dir`, recursively. Files that vanish while it walks
+/// (a compaction removing a table) count as nothing.
+fn allocated_bytes(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(meta) if meta.is_dir() => allocated_bytes(&entry.path()),
+            // st_blocks counts 512-byte units whatever the filesystem's block size.
+            Ok(meta) => meta.blocks() * 512,
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 /// The state keyspaces outside the MVCC store, which the state machine's other subsystems
