@@ -147,6 +147,17 @@ pub struct Config {
     )]
     pub experimental_lease_checkpoint_interval: GoDuration,
 
+    /// The state database may grow to this many bytes; a write that would take it further
+    /// raises the NOSPACE alarm and is refused (0: etcd's default, 2 GiB; negative: no quota,
+    /// though a nearly full disk still raises the alarm).
+    #[arg(
+        long,
+        env = "CAIRN_QUOTA_BACKEND_BYTES",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    pub quota_backend_bytes: i64,
+
     /// Cost of the bcrypt hashes of user passwords (4 to 31, as etcd).
     #[arg(long, env = "CAIRN_BCRYPT_COST", default_value_t = 10, value_parser = clap::value_parser!(u32).range(4..=31))]
     pub bcrypt_cost: u32,

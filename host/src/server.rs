@@ -277,6 +277,8 @@ fn api_context(
             config.experimental_lease_checkpoint_interval.0,
         )),
         auth: raft.auth(),
+        alarms: raft.alarms(),
+        quota: Arc::new(crate::alarm::Quota::new(config.quota_backend_bytes)),
         policy_reads: raft.policy_reads(),
         watch_filters: raft.watch_filters(),
         tokens,
@@ -327,11 +329,40 @@ fn spawn_duties(
         purger.purge_duties(stop).await;
         Ok(())
     });
+    let (quota_ctx, stop) = (ctx.clone(), stopped.clone());
+    tasks.spawn("quota sampler", async move {
+        measure_quota(quota_ctx, stop).await;
+        Ok(())
+    });
     let lessor_ctx = ctx.clone();
     tasks.spawn("lessor", async move {
         crate::api::lease::run_lessor(lessor_ctx).await;
         Ok(())
     });
+}
+
+/// Measures the state database and the free disk space every `alarm::SAMPLE_EVERY`, for the
+/// quota check (`ApiContext::check_quota`), until the member stops.
+async fn measure_quota(ctx: Arc<ApiContext>, mut stopped: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(crate::alarm::SAMPLE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+        let storage = ctx.storage.clone();
+        let measured = tokio::task::spawn_blocking(move || {
+            (
+                storage.disk_space(),
+                crate::alarm::free_bytes(storage.dir()),
+            )
+        })
+        .await;
+        if let Ok((size, free)) = measured {
+            ctx.quota.sample(size, free);
+        }
+    }
 }
 
 /// Serves clients on every client, HTTP and metrics listener; returns the client addresses.

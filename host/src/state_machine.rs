@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::watch;
 
+use crate::alarm::{self, AlarmAction, AlarmKind, AlarmMember, Alarms, SharedAlarms};
 use crate::auth::needs::{self, Need};
 use crate::auth::{AuthCommand, AuthError, AuthStore, Caller};
 use crate::lease::{self, Leases};
@@ -75,6 +76,13 @@ pub enum Command {
         calls: Vec<Carried>,
         command: Box<Command>,
     },
+    /// Raises or clears a member's alarm (`alarm.rs`): a member over its quota raises
+    /// NOSPACE itself; root raises or clears any through Maintenance.Alarm.
+    Alarm {
+        action: AlarmAction,
+        member: u64,
+        kind: AlarmKind,
+    },
 }
 
 impl fmt::Display for Command {
@@ -116,6 +124,11 @@ impl fmt::Display for Command {
             Command::Stamped { command, .. } | Command::Vetted { command, .. } => {
                 write!(f, "{command}")
             }
+            Command::Alarm {
+                action,
+                member,
+                kind,
+            } => write!(f, "alarm({action:?} {} for {member:x})", kind.name()),
         }
     }
 }
@@ -136,6 +149,9 @@ pub enum CommandResponse {
     Auth(Result<bool, AuthError>, mvcc::Revision),
     /// A client's command its caller may not run (see [`Command::Request`]).
     Refused(AuthError),
+    /// An alarm change: the alarm it activated or deactivated (none if there was nothing to
+    /// deactivate), and the store revision it was applied at.
+    Alarm(Option<AlarmMember>, mvcc::Revision),
 }
 
 /// What an auth command is, for logs.
@@ -195,6 +211,8 @@ pub struct StateMachine {
     /// Users and roles as applied (apply is the only writer; the API reads it to check
     /// reads and to verify tokens).
     auth: SharedAuth,
+    /// The active alarms as applied (apply is the only writer).
+    alarms: SharedAlarms,
 }
 
 /// The auth store as applied, shared between apply (its only writer) and the API.
@@ -214,12 +232,14 @@ impl StateMachine {
         })?;
         let registry = Registry::load(&storage)?;
         let auth = AuthStore::load(&storage)?;
+        let alarms = Alarms::load(&storage)?;
         let published = Arc::new(crate::plugin::registry::Published::default());
         published.publish(&registry);
         let machine = StateMachine {
             published,
             side_engine,
             auth: Arc::new(RwLock::new(auth)),
+            alarms: Arc::new(RwLock::new(alarms)),
             committed: Arc::new(committed),
             storage,
             revisions: Arc::new(Mutex::new(revisions)),
@@ -258,6 +278,16 @@ impl StateMachine {
     /// The auth store as applied so far, shared.
     pub fn auth(&self) -> SharedAuth {
         self.auth.clone()
+    }
+
+    /// Whether an alarm of `kind` is active at this point of the log.
+    fn alarmed(&self, kind: AlarmKind) -> bool {
+        self.alarms.read().expect("alarms lock poisoned").has(kind)
+    }
+
+    /// The active alarms as applied so far, shared.
+    pub fn alarms(&self) -> SharedAlarms {
+        self.alarms.clone()
     }
 
     /// The watch filters of this member, over its registry.
@@ -360,6 +390,33 @@ impl StateMachine {
     ) -> Result<CommandResponse, Fault> {
         let batch = &mut *apply.batch;
         Ok(match command {
+            Command::Kv(_) if self.alarmed(AlarmKind::Corrupt) => {
+                CommandResponse::Kv(Err(MvccError::Corrupt))
+            }
+            Command::Kv(req) if alarm::grows_store(req) && self.alarmed(AlarmKind::NoSpace) => {
+                CommandResponse::Kv(Err(MvccError::NoSpace))
+            }
+            Command::LeaseGrant { .. } | Command::LeaseRevoke { .. }
+                if self.alarmed(AlarmKind::Corrupt) =>
+            {
+                CommandResponse::Lease(Err(MvccError::Corrupt))
+            }
+            Command::LeaseGrant { .. } if self.alarmed(AlarmKind::NoSpace) => {
+                CommandResponse::Lease(Err(MvccError::NoSpace))
+            }
+            Command::Alarm {
+                action,
+                member,
+                kind,
+            } => {
+                let changed = self.alarms.write().expect("alarms lock poisoned").apply(
+                    &mut batch.side(),
+                    *action,
+                    *member,
+                    *kind,
+                );
+                CommandResponse::Alarm(changed, batch.revisions().current)
+            }
             Command::Kv(req) => {
                 let mut hooks =
                     Hooks::new(apply.registry, &self.engine, apply.now_ms).carrying(apply.carried);
@@ -531,7 +588,9 @@ impl StateMachine {
             Command::LeaseGrant { .. } => auth.permissions(caller).map(|_| ()),
             Command::LeaseCheckpoint { .. } => Ok(()),
             // (With authentication off, `check_admin` lets anyone turn it on, as in etcd.)
-            Command::Auth(_) | Command::Plugin(_) => auth.check_admin(caller),
+            Command::Auth(_) | Command::Plugin(_) | Command::Alarm { .. } => {
+                auth.check_admin(caller)
+            }
             // The API never nests requests, and stamps outside them.
             Command::Request { .. } | Command::Stamped { .. } | Command::Vetted { .. } => {
                 Err(AuthError::PermissionDenied)
@@ -664,6 +723,8 @@ impl StateMachine {
         }
         *self.auth.write().expect("auth store lock poisoned") =
             AuthStore::load(&self.storage).map_err(std::io::Error::other)?;
+        *self.alarms.write().expect("alarms lock poisoned") =
+            Alarms::load(&self.storage).map_err(std::io::Error::other)?;
         self.prepare_modules().map_err(std::io::Error::other)?;
         let revisions = Mvcc::revisions(&self.storage).map_err(std::io::Error::other)?;
         *self.revisions.lock().expect("revisions lock poisoned") = revisions;

@@ -16,6 +16,7 @@
 //! | state    | `meta`      | fixed names                           | revisions, applied log id, members |
 //! | state    | `plugins`   | `module/`, `plugin/`, `upload/`, `binding/` + name | the plugin registry (`plugin/registry.rs`) |
 //! | state    | `auth`      | `user/`, `role/` + name; `revision`, `enabled` | users, roles, the auth revision (`auth/store.rs`) |
+//! | state    | `alarms`    | member ID ++ alarm type               | (empty): the active alarms (`alarm.rs`) |
 //! | log      | `raft_log`  | log index, big-endian                 | a Raft log entry                   |
 //! | log      | `raft_meta` | fixed names                           | vote, committed, last purged id    |
 //!
@@ -36,6 +37,7 @@ pub const LEASES: &str = "leases";
 pub const KV_LEASE: &str = "kv_lease";
 pub const PLUGINS: &str = "plugins";
 pub const AUTH: &str = "auth";
+pub const ALARMS: &str = "alarms";
 pub const RAFT_LOG: &str = "raft_log";
 pub const RAFT_META: &str = "raft_meta";
 
@@ -50,7 +52,7 @@ const COUNTER_MEMTABLE_BYTES: u64 = 1 << 20;
 /// All state keyspaces: what a snapshot of the state machine carries.
 /// Appended only: a snapshot names keyspaces by their index here.
 pub const STATE_KEYSPACES: &[&str] = &[
-    KV_META, KV_REVS, KV_INDEX, META, LEASES, KV_LEASE, PLUGINS, AUTH,
+    KV_META, KV_REVS, KV_INDEX, META, LEASES, KV_LEASE, PLUGINS, AUTH, ALARMS,
 ];
 
 /// Handles to the open databases and their keyspaces. Cheap to clone.
@@ -68,6 +70,7 @@ pub struct Storage {
     pub kv_lease: Keyspace,
     pub plugins: Keyspace,
     pub auth: Keyspace,
+    pub alarms: Keyspace,
     pub raft_log: Keyspace,
     pub raft_meta: Keyspace,
     /// The directory both databases live in.
@@ -109,6 +112,7 @@ impl Storage {
             kv_lease: db.keyspace(KV_LEASE, plain)?,
             plugins: db.keyspace(PLUGINS, separated)?,
             auth: db.keyspace(AUTH, plain)?,
+            alarms: db.keyspace(ALARMS, counters)?,
             raft_log: log_db.keyspace(RAFT_LOG, separated)?,
             raft_meta: log_db.keyspace(RAFT_META, counters)?,
             db,
@@ -128,14 +132,21 @@ impl Storage {
             KV_LEASE => Some(&self.kv_lease),
             PLUGINS => Some(&self.plugins),
             AUTH => Some(&self.auth),
+            ALARMS => Some(&self.alarms),
             _ => None,
         }
     }
 
-    /// Bytes the databases occupy on disk (blocks allocated to their files, so a journal's
-    /// preallocated but unwritten length does not count), for `Status.dbSize`.
+    /// Bytes the state's database occupies on disk (blocks allocated to its files, so a
+    /// journal's preallocated but unwritten length does not count), for `Status.dbSize` and
+    /// the quota. Like etcd's backend size, it leaves out the log (etcd's WAL).
     pub fn disk_space(&self) -> u64 {
-        allocated_bytes(&self.dir)
+        allocated_bytes(&self.dir.join("state"))
+    }
+
+    /// The directory both databases live in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Bytes of tables holding live state, for `Status.dbSizeInUse`.
@@ -176,6 +187,8 @@ pub enum SideTable {
     Plugins,
     /// Users and roles (`auth/store.rs`).
     Auth,
+    /// Active alarms (`alarm.rs`).
+    Alarms,
 }
 
 /// Writes to the side tables inside the state machine's apply batch, so that they commit
@@ -210,6 +223,7 @@ impl<'b> SideWrites<'b> {
             SideTable::Leases => &storage.leases,
             SideTable::Plugins => &storage.plugins,
             SideTable::Auth => &storage.auth,
+            SideTable::Alarms => &storage.alarms,
         }
     }
 

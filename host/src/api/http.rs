@@ -14,7 +14,7 @@ use axum::response::Response;
 use axum::routing::get;
 
 use super::Context;
-use super::maintenance::{DEFAULT_QUOTA_BYTES, ETCD_VERSION};
+use super::maintenance::ETCD_VERSION;
 use crate::metrics::{CONTENT_TYPE, METRICS, TextEncoder};
 use crate::mvcc::RangeRequest;
 
@@ -169,14 +169,25 @@ async fn read_check(ctx: &Context, serializable: bool) -> Result<(), String> {
     .map_err(|status| status.message().to_string())
 }
 
-/// `GET /health`: etcd's check. Alarms first (Cairn raises none, so `?exclude=` has nothing
-/// to exclude), then a leader unless `?serializable=true`, then a read.
+/// `GET /health`: etcd's check. Alarms first (any active alarm whose type `?exclude=` does not
+/// name: `ALARM NOSPACE`), then a leader unless `?serializable=true`, then a read.
 async fn health(ctx: &Context, uri: &Uri) -> Response {
     let q = query(uri);
     let serializable = q
         .get("serializable")
         .is_some_and(|v| v.iter().any(|s| s == "true"));
-    let verdict = if !serializable && ctx.raft.status().leader.is_none() {
+    let excluded = q.get("exclude").cloned().unwrap_or_default();
+    let alarm = ctx
+        .alarms
+        .read()
+        .expect("alarms lock poisoned")
+        .list(None)
+        .into_iter()
+        .map(|(_, kind)| kind.name())
+        .find(|name| !excluded.iter().any(|e| e == name));
+    let verdict = if let Some(name) = alarm {
+        Err(format!("ALARM {name}"))
+    } else if !serializable && ctx.raft.status().leader.is_none() {
         Err("RAFT NO LEADER".to_string())
     } else {
         read_check(ctx, serializable)
@@ -266,8 +277,15 @@ impl Probe {
 
 async fn run_check(ctx: &Context, check: &str) -> Result<(), String> {
     match check {
-        // Cairn raises no corruption alarm: its members compare HashKV in tests, not at runtime.
-        "data_corruption" => Ok(()),
+        // etcd 3.6's check: no CORRUPT alarm is active.
+        "data_corruption" => {
+            let alarms = ctx.alarms.read().expect("alarms lock poisoned");
+            if alarms.has(crate::alarm::AlarmKind::Corrupt) {
+                Err("alarm activated: CORRUPT".into())
+            } else {
+                Ok(())
+            }
+        }
         "serializable_read" => read_check(ctx, true).await,
         "linearizable_read" => read_check(ctx, false).await,
         "non_learner" if ctx.raft.status().is_learner => Err("this member is a learner".into()),
@@ -307,7 +325,7 @@ async fn metrics(ctx: &Context) -> Response {
     let mut out = TextEncoder::default();
     member_metrics(ctx, &raft, &mut out);
     raft_metrics(&raft, &mut out);
-    storage_metrics(sizes, &mut out);
+    storage_metrics(sizes, ctx.quota.limit, &mut out);
     peer_metrics(ctx, &mut out);
     plugin_metrics(ctx, &mut out).await;
     METRICS.encode(&mut out);
@@ -380,7 +398,7 @@ fn raft_metrics(raft: &crate::raft::RaftStatus, out: &mut TextEncoder) {
 }
 
 /// The database's size and quota.
-fn storage_metrics(sizes: Option<(u64, u64)>, out: &mut TextEncoder) {
+fn storage_metrics(sizes: Option<(u64, u64)>, quota: Option<u64>, out: &mut TextEncoder) {
     if let Some((total, in_use)) = sizes {
         out.gauge(
             "etcd_mvcc_db_total_size_in_bytes",
@@ -396,7 +414,7 @@ fn storage_metrics(sizes: Option<(u64, u64)>, out: &mut TextEncoder) {
     out.gauge(
         "etcd_server_quota_backend_bytes",
         "Current backend storage quota size in bytes.",
-        DEFAULT_QUOTA_BYTES as f64,
+        quota.map_or(0.0, |q| q as f64),
     );
 }
 

@@ -1,5 +1,5 @@
 //! etcd's Maintenance service. Status, Hash, HashKV, Snapshot (Cairn's own file format,
-//! `backup.rs`), MoveLeader and Alarm(GET) are served; the rest answer `Unimplemented` until
+//! `backup.rs`), MoveLeader and Alarm are served; the rest answer `Unimplemented` until
 //! their issue lands (see docs/compatibility.md).
 
 use cairn_proto::etcdserverpb as pb;
@@ -8,15 +8,14 @@ use futures::stream::BoxStream;
 use tonic::{Request, Response, Status};
 
 use super::{Context, status};
+use crate::alarm::{AlarmAction, AlarmKind, AlarmMember};
 use crate::backup;
 use crate::mvcc::Mvcc;
 use crate::raft::ProposeError;
-use crate::state_machine::StateView;
+use crate::state_machine::{Command, CommandResponse, StateView};
 
 /// The etcd API version Cairn speaks, reported by Status and /version.
 pub const ETCD_VERSION: &str = "3.6.0";
-/// etcd's default backend quota (2 GiB); Cairn enforces no quota yet.
-pub const DEFAULT_QUOTA_BYTES: i64 = 2 << 30;
 
 /// A snapshot travels in messages of this many bytes (etcd's 32 KiB is many small messages
 /// for a large store; gRPC's default 4 MiB receive limit is far above this).
@@ -68,6 +67,16 @@ impl std::io::Write for Chunks {
     }
 }
 
+/// The active alarms as `Status.errors` lists them (etcd's words, trailing space included).
+fn alarm_errors(ctx: &Context) -> Vec<String> {
+    let alarms = ctx.alarms.read().expect("alarms lock poisoned");
+    alarms
+        .list(None)
+        .into_iter()
+        .map(|(member, kind)| format!("memberID:{member} alarm:{} ", kind.name()))
+        .collect()
+}
+
 pub struct MaintenanceService {
     ctx: Context,
 }
@@ -84,24 +93,51 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
+        use pb::alarm_request::AlarmAction as Action;
         let caller = self.ctx.caller(&request)?;
         let req = request.into_inner();
-        match pb::alarm_request::AlarmAction::try_from(req.action) {
-            // Cairn raises no alarms (no space quota yet), so the list is truly empty.
-            Ok(pb::alarm_request::AlarmAction::Get) => {
-                let rev = self.ctx.read(true, |view| Ok(view.rev)).await?;
-                Ok(Response::new(pb::AlarmResponse {
-                    header: self.ctx.header(rev),
-                    alarms: Vec::new(),
-                }))
+        let kind = AlarmKind::from_proto(req.alarm);
+        // etcd answers alarms without a header.
+        let answer = |alarms: Vec<AlarmMember>| {
+            Response::new(pb::AlarmResponse {
+                header: None,
+                alarms: alarms
+                    .into_iter()
+                    .map(|(member, kind)| pb::AlarmMember {
+                        member_id: member,
+                        alarm: kind.to_proto(),
+                    })
+                    .collect(),
+            })
+        };
+        let action = match Action::try_from(req.action) {
+            Ok(Action::Get) => {
+                // After a read point, as etcd answers GET through Raft.
+                self.ctx.read_barrier().await?;
+                let alarms = self.ctx.alarms.read().expect("alarms lock poisoned");
+                return Ok(answer(alarms.list(kind)));
             }
-            // Raising or clearing an alarm is root's (etcd 3.4.42 and later).
-            _ => {
-                self.ctx.check_admin(&caller)?;
-                Err(status::unimplemented(
-                    "Maintenance.Alarm activate/deactivate",
-                ))
-            }
+            Ok(Action::Activate) => AlarmAction::Activate,
+            Ok(Action::Deactivate) => AlarmAction::Deactivate,
+            Err(_) => return Err(status::invalid_argument("unknown alarm action")),
+        };
+        // Raising or clearing an alarm is root's (etcd 3.4.42 and later); apply checks it.
+        self.ctx.check_admin(&caller)?;
+        // NONE names no alarm: nothing to raise or clear.
+        let Some(kind) = kind else {
+            return Ok(answer(Vec::new()));
+        };
+        let command = Command::Alarm {
+            action,
+            member: req.member_id,
+            kind,
+        };
+        match self.ctx.propose_as(caller, command).await? {
+            CommandResponse::Alarm(changed, _) => Ok(answer(changed.into_iter().collect())),
+            other => Err(status::internal(
+                "raising or clearing an alarm",
+                format!("unexpected response {other:?}"),
+            )),
         }
     }
 
@@ -126,11 +162,11 @@ impl Maintenance for MaintenanceService {
             raft_index: raft.last_log_index,
             raft_term: raft.term,
             raft_applied_index: raft.applied_index,
-            errors: Vec::new(),
+            errors: alarm_errors(&self.ctx),
             db_size_in_use: in_use as i64,
             is_learner: raft.is_learner,
             storage_version: ETCD_VERSION.to_string(),
-            db_size_quota: DEFAULT_QUOTA_BYTES,
+            db_size_quota: self.ctx.quota.limit.map_or(0, |q| q as i64),
             downgrade_info: None,
         }))
     }

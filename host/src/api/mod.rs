@@ -117,6 +117,10 @@ pub struct ApiContext {
     pub policy_reads: crate::plugin::policy::Reads,
     /// Watch filters (`plugin/filter.rs`).
     pub watch_filters: crate::plugin::filter::Filters,
+    /// The active alarms as this member applied them.
+    pub alarms: crate::alarm::SharedAlarms,
+    /// `--quota-backend-bytes` and the member's last measurement of its database and disk.
+    pub quota: Arc<crate::alarm::Quota>,
     /// Bounds the bcrypt work running at once (password checks and hashes), so a burst of
     /// Authenticate calls with wrong passwords cannot take every core from other requests.
     pub bcrypt_slots: Arc<tokio::sync::Semaphore>,
@@ -410,11 +414,35 @@ impl ApiContext {
         caller: Caller,
         command: Command,
     ) -> Result<CommandResponse, Status> {
+        self.check_quota(&command).await?;
         self.propose(Command::Request {
             caller,
             command: Box::new(command),
         })
         .await
+    }
+
+    /// etcd's quota check, before a client's command is proposed: a command that would grow
+    /// the store past `--quota-backend-bytes` (or onto a nearly full disk) raises this
+    /// member's NOSPACE alarm through Raft and is refused with `database space exceeded`.
+    async fn check_quota(&self, command: &Command) -> Result<(), Status> {
+        let cost = match command {
+            Command::Kv(request) => crate::alarm::cost(request),
+            Command::LeaseGrant { .. } => crate::alarm::LEASE_COST,
+            _ => 0,
+        };
+        if !self.quota.refuses(cost) {
+            return Ok(());
+        }
+        let raise = Command::Alarm {
+            action: crate::alarm::AlarmAction::Activate,
+            member: self.member_id,
+            kind: crate::alarm::AlarmKind::NoSpace,
+        };
+        if let Err(e) = self.propose(raise).await {
+            tracing::warn!(error = %e.message(), "could not raise the NOSPACE alarm");
+        }
+        Err(status::mvcc_error(&mvcc::MvccError::NoSpace))
     }
 
     /// Fills the identity fields of a response header; the revision stays as the handler set it.

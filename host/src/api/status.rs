@@ -20,6 +20,8 @@ pub fn mvcc_error(e: &MvccError) -> Status {
         MvccError::KeyNotFound | MvccError::KeyNotProvided => Code::InvalidArgument,
         MvccError::LeaseNotFound => Code::NotFound,
         MvccError::LeaseExists => Code::FailedPrecondition,
+        MvccError::NoSpace => Code::ResourceExhausted,
+        MvccError::Corrupt => Code::DataLoss,
         // Cairn's own: a plugin's decision, named after the binding that made it.
         MvccError::GuardDenied { .. } | MvccError::PluginFailed { .. } => {
             return Status::new(Code::FailedPrecondition, format!("cairn: {e}"));

@@ -38,6 +38,12 @@ pub enum MvccError {
     /// such puts before proposing; this keeps apply total for a log written by anything else.
     #[error("key is too long: {0} bytes, at most {max} can be stored", max = super::MAX_KEY_BYTES)]
     KeyTooLong(usize),
+    /// A write that would grow the store while a NOSPACE alarm is active (`alarm.rs`).
+    #[error("mvcc: database space exceeded")]
+    NoSpace,
+    /// A change while a CORRUPT alarm is active.
+    #[error("corrupt cluster")]
+    Corrupt,
 }
 
 /// Why this member cannot go on applying (or serving a read): never the client's doing and

@@ -178,6 +178,7 @@ pub struct RaftNode {
     strict_reconfig_check: bool,
     /// The auth store as this member applied it.
     auth: crate::state_machine::SharedAuth,
+    alarms: crate::alarm::SharedAlarms,
     /// Policy hooks' decisions on reads, over the registry this member applied.
     policy_reads: crate::plugin::policy::Reads,
     /// Watch filters, over the registry this member applied.
@@ -221,6 +222,7 @@ impl RaftNode {
             StateMachine::new(params.storage).map_err(|e| StartError::Raft(e.to_string()))?;
         let committed = state_machine.subscribe();
         let auth = state_machine.auth();
+        let alarms = state_machine.alarms();
         let policy_reads = state_machine.policy_reads();
         let reactors = state_machine.reactors();
         let vetter = state_machine.vetter();
@@ -264,6 +266,7 @@ impl RaftNode {
             catchup_entries: cfg.catchup_entries,
             strict_reconfig_check: cfg.strict_reconfig_check,
             auth,
+            alarms,
             policy_reads,
             watch_filters,
             reactors,
@@ -297,6 +300,11 @@ impl RaftNode {
     /// The auth store as this member applied it (see `StateMachine::auth`).
     pub fn auth(&self) -> crate::state_machine::SharedAuth {
         self.auth.clone()
+    }
+
+    /// The active alarms as this member applied them.
+    pub fn alarms(&self) -> crate::alarm::SharedAlarms {
+        self.alarms.clone()
     }
 
     /// Reactors (see `StateMachine::reactors`).
