@@ -158,6 +158,24 @@ pub struct Config {
     )]
     pub quota_backend_bytes: i64,
 
+    /// Auto-compaction: `periodic` (keep `--auto-compaction-retention` of time) or
+    /// `revision` (keep that many revisions).
+    #[arg(long, env = "CAIRN_AUTO_COMPACTION_MODE", default_value = "periodic")]
+    pub auto_compaction_mode: String,
+
+    /// How much history auto-compaction keeps: for `periodic`, a duration (`30m`) or a number
+    /// of hours (`1`); for `revision`, a number of revisions. `0` turns it off.
+    #[arg(long, env = "CAIRN_AUTO_COMPACTION_RETENTION", default_value = "0")]
+    pub auto_compaction_retention: String,
+
+    /// How often `revision` auto-compaction checks (Cairn's own; etcd fixes it at 5m).
+    #[arg(
+        long,
+        env = "CAIRN_AUTO_COMPACTION_CHECK_INTERVAL",
+        default_value = "5m"
+    )]
+    pub auto_compaction_check_interval: GoDuration,
+
     /// Cost of the bcrypt hashes of user passwords (4 to 31, as etcd).
     #[arg(long, env = "CAIRN_BCRYPT_COST", default_value_t = 10, value_parser = clap::value_parser!(u32).range(4..=31))]
     pub bcrypt_cost: u32,
@@ -247,6 +265,8 @@ pub enum ConfigError {
     BadUrl { url: String, reason: String },
     #[error("--initial-cluster: {0}")]
     InitialCluster(String),
+    #[error("{0}")]
+    AutoCompaction(String),
     #[error(
         "--election-timeout ({election}ms) must be at least 5 times --heartbeat-interval ({heartbeat}ms)"
     )]
@@ -324,6 +344,7 @@ impl Config {
         }
         self.client_listen_urls()?;
         self.peer_listen_urls()?;
+        self.auto_compaction()?;
         // etcd requires election timeout >= 5 x heartbeat interval.
         if self.election_timeout < 5 * self.heartbeat_interval {
             return Err(ConfigError::Timing {
@@ -514,6 +535,16 @@ impl Config {
             .iter()
             .map(|u| parse_url(u))
             .collect()
+    }
+
+    /// The auto-compaction the flags ask for (`None`: off).
+    pub fn auto_compaction(&self) -> Result<Option<crate::compactor::Policy>, ConfigError> {
+        crate::compactor::Policy::parse(
+            &self.auto_compaction_mode,
+            &self.auto_compaction_retention,
+            self.auto_compaction_check_interval.0,
+        )
+        .map_err(ConfigError::AutoCompaction)
     }
 
     /// The ID this member gets when its data dir enters a cluster (see `identity`).

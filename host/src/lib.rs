@@ -6,6 +6,7 @@ pub mod alarm;
 pub mod api;
 pub mod auth;
 pub mod backup;
+pub mod compactor;
 pub mod config;
 pub mod identity;
 pub mod lease;

@@ -127,7 +127,7 @@ impl Server {
         if !publish(&raft, &me, election * 4).await {
             tracing::warn!("could not publish this member's name and client URLs yet; will retry");
         }
-        spawn_duties(&mut tasks, &ctx, me, &stopped);
+        spawn_duties(&mut tasks, &ctx, me, config.auto_compaction()?, &stopped);
         let keepalive = Keepalive {
             interval: config.grpc_keepalive_interval.0,
             timeout: config.grpc_keepalive_timeout.0,
@@ -312,6 +312,7 @@ fn spawn_duties(
     tasks: &mut Tasks,
     ctx: &Arc<ApiContext>,
     me: MemberInfo,
+    auto_compaction: Option<crate::compactor::Policy>,
     stopped: &watch::Receiver<bool>,
 ) {
     let raft = &ctx.raft;
@@ -334,11 +335,68 @@ fn spawn_duties(
         measure_quota(quota_ctx, stop).await;
         Ok(())
     });
+    if let Some(policy) = auto_compaction {
+        let (compact_ctx, stop) = (ctx.clone(), stopped.clone());
+        tasks.spawn("auto-compaction", async move {
+            auto_compact(compact_ctx, policy, stop).await;
+            Ok(())
+        });
+    }
     let lessor_ctx = ctx.clone();
     tasks.spawn("lessor", async move {
         crate::api::lease::run_lessor(lessor_ctx).await;
         Ok(())
     });
+}
+
+/// Auto-compaction (`compactor.rs`): while this member leads, ticks the compactor and proposes
+/// the compactions it decides, as the member's own commands. A member that stops leading
+/// drops its samples; the next leader starts afresh, as etcd's compactor pauses and resumes.
+async fn auto_compact(
+    ctx: Arc<ApiContext>,
+    policy: crate::compactor::Policy,
+    mut stopped: watch::Receiver<bool>,
+) {
+    use crate::mvcc::{CompactRequest, MvccError, WriteRequest};
+    use crate::state_machine::{Command, CommandResponse};
+    let started = std::time::Instant::now();
+    let now_ms = || started.elapsed().as_millis() as u64;
+    let mut compactor: Option<crate::compactor::Compactor> = None;
+    let every = crate::compactor::Compactor::new(policy, 0).tick_every();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+        if !ctx.raft.status().is_leader {
+            compactor = None;
+            continue;
+        }
+        let compactor =
+            compactor.get_or_insert_with(|| crate::compactor::Compactor::new(policy, now_ms()));
+        let revision = ctx.raft.subscribe().borrow().current;
+        let Some(target) = compactor.tick(now_ms(), revision) else {
+            continue;
+        };
+        let compact = Command::Kv(WriteRequest::Compact(CompactRequest {
+            revision: target,
+            physical: false,
+        }));
+        match ctx.propose(compact).await {
+            Ok(CommandResponse::Kv(Ok(_) | Err(MvccError::Compacted))) => {
+                tracing::info!(revision = target, "auto-compacted");
+                compactor.compacted(now_ms(), target);
+            }
+            Ok(other) => {
+                tracing::warn!(revision = target, response = ?other, "auto-compaction refused")
+            }
+            Err(e) => {
+                tracing::warn!(revision = target, error = %e.message(), "auto-compaction failed; will retry")
+            }
+        }
+    }
 }
 
 /// Measures the state database and the free disk space every `alarm::SAMPLE_EVERY`, for the

@@ -534,3 +534,85 @@ async fn quota_and_alarms_behave_as_etcds() {
     })
     .await;
 }
+
+/// The compact revision the member at `endpoint` reports (0 before any compaction).
+async fn compact_revision(endpoint: &str) -> i64 {
+    connect(endpoint)
+        .await
+        .hash_kv(0)
+        .await
+        .expect("HashKV")
+        .compact_version()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_compaction_keeps_what_the_flags_say() {
+    // Revision mode keeps exactly the last `retention` revisions once writes stop; periodic
+    // mode compacts what is older than its retention while writes go on.
+    let _serial = SERIAL.lock().await;
+    with_timeout(Duration::from_secs(120), "auto-compaction", async {
+        let by_revision = CairnNode::start(&[
+            "--auto-compaction-mode=revision",
+            "--auto-compaction-retention=10",
+            "--auto-compaction-check-interval=200ms",
+        ]);
+        let e = by_revision.endpoint();
+        let mut client = connect(&e).await;
+        for i in 0..30 {
+            client.put(format!("k{i}"), "v", None).await.expect("put");
+        }
+        // 30 puts: revision 31, so the compactor settles on 31 - 10.
+        while compact_revision(&e).await != 21 {
+            assert!(
+                compact_revision(&e).await < 21,
+                "never past current - retention"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let old = client
+            .get("k0", Some(etcd_client::GetOptions::new().with_revision(20)))
+            .await
+            .expect_err("compacted");
+        assert!(
+            cairn_tests::grpc_message(&old).contains("required revision has been compacted"),
+            "{old}"
+        );
+        let kept = client
+            .get(
+                "k19",
+                Some(etcd_client::GetOptions::new().with_revision(21)),
+            )
+            .await
+            .expect("revision 21 is kept");
+        assert_eq!(kept.kvs().len(), 1);
+
+        let periodic = CairnNode::start(&[
+            "--auto-compaction-mode=periodic",
+            "--auto-compaction-retention=2s",
+        ]);
+        let e = periodic.endpoint();
+        let mut client = connect(&e).await;
+        let started = Instant::now();
+        let mut i = 0;
+        loop {
+            i += 1;
+            client.put("p", format!("{i}"), None).await.expect("put");
+            let compacted = compact_revision(&e).await;
+            if compacted > 0 {
+                let current = client.get("p", None).await.expect("get");
+                let current = current.header().expect("header").revision();
+                assert!(
+                    compacted < current,
+                    "history newer than the retention is kept"
+                );
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "a 2 s retention compacted nothing in a minute"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}
