@@ -33,7 +33,7 @@ impl Policy {
             "periodic" => {
                 let period = match retention.parse::<u64>() {
                     Ok(hours) => Duration::from_secs(hours * 3600),
-                    Err(_) => parse_go_duration(retention).ok_or_else(|| {
+                    Err(_) => crate::config::parse_go_duration(retention).ok_or_else(|| {
                         bad("expected a number of hours or a duration such as 30m")
                     })?,
                 };
@@ -53,30 +53,6 @@ impl Policy {
             )),
         }
     }
-}
-
-/// A Go duration of whole units (`500ms`, `90s`, `30m`, `1h30m`).
-fn parse_go_duration(text: &str) -> Option<Duration> {
-    let mut total = Duration::ZERO;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
-        let n: u64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = match &rest[..unit_len] {
-            "ms" => Duration::from_millis(1),
-            "s" => Duration::from_secs(1),
-            "m" => Duration::from_secs(60),
-            "h" => Duration::from_secs(3600),
-            _ => return None,
-        };
-        total += unit * u32::try_from(n).ok()?;
-        rest = &rest[unit_len..];
-    }
-    (!text.is_empty()).then_some(total)
 }
 
 /// The decisions of one leader's term of auto-compaction.

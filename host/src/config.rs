@@ -176,6 +176,20 @@ pub struct Config {
     )]
     pub auto_compaction_check_interval: GoDuration,
 
+    /// Before serving, compare this member's HashKV with every peer's at its revision, and
+    /// refuse to start on a mismatch.
+    #[arg(long, env = "CAIRN_EXPERIMENTAL_INITIAL_CORRUPT_CHECK", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub experimental_initial_corrupt_check: bool,
+
+    /// How often the leader compares its HashKV with every follower's (a Go duration; `0s`,
+    /// the default, turns it off); a follower that differs gets a CORRUPT alarm.
+    #[arg(
+        long,
+        env = "CAIRN_EXPERIMENTAL_CORRUPT_CHECK_TIME",
+        default_value = "0s"
+    )]
+    pub experimental_corrupt_check_time: String,
+
     /// Cost of the bcrypt hashes of user passwords (4 to 31, as etcd).
     #[arg(long, env = "CAIRN_BCRYPT_COST", default_value_t = 10, value_parser = clap::value_parser!(u32).range(4..=31))]
     pub bcrypt_cost: u32,
@@ -265,8 +279,9 @@ pub enum ConfigError {
     BadUrl { url: String, reason: String },
     #[error("--initial-cluster: {0}")]
     InitialCluster(String),
+    /// A flag whose value does not parse (auto-compaction, the corruption check).
     #[error("{0}")]
-    AutoCompaction(String),
+    Invalid(String),
     #[error(
         "--election-timeout ({election}ms) must be at least 5 times --heartbeat-interval ({heartbeat}ms)"
     )]
@@ -345,6 +360,7 @@ impl Config {
         self.client_listen_urls()?;
         self.peer_listen_urls()?;
         self.auto_compaction()?;
+        self.corrupt_check_every()?;
         // etcd requires election timeout >= 5 x heartbeat interval.
         if self.election_timeout < 5 * self.heartbeat_interval {
             return Err(ConfigError::Timing {
@@ -537,6 +553,17 @@ impl Config {
             .collect()
     }
 
+    /// How often the leader checks followers for corruption (`None`: off).
+    pub fn corrupt_check_every(&self) -> Result<Option<std::time::Duration>, ConfigError> {
+        let every = parse_go_duration(&self.experimental_corrupt_check_time).ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "invalid --experimental-corrupt-check-time {:?}: expected a duration such as 5m",
+                self.experimental_corrupt_check_time
+            ))
+        })?;
+        Ok((!every.is_zero()).then_some(every))
+    }
+
     /// The auto-compaction the flags ask for (`None`: off).
     pub fn auto_compaction(&self) -> Result<Option<crate::compactor::Policy>, ConfigError> {
         crate::compactor::Policy::parse(
@@ -544,7 +571,7 @@ impl Config {
             &self.auto_compaction_retention,
             self.auto_compaction_check_interval.0,
         )
-        .map_err(ConfigError::AutoCompaction)
+        .map_err(ConfigError::Invalid)
     }
 
     /// The ID this member gets when its data dir enters a cluster (see `identity`).
@@ -573,6 +600,31 @@ pub fn parse_initial_cluster(text: &str) -> Result<Vec<(String, Vec<String>)>, C
         }
     }
     Ok(members)
+}
+
+/// A Go duration of whole units (`500ms`, `90s`, `30m`, `1h30m`).
+pub fn parse_go_duration(text: &str) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+        let n: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(1),
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            _ => return None,
+        };
+        total += unit * u32::try_from(n).ok()?;
+        rest = &rest[unit_len..];
+    }
+    (!text.is_empty()).then_some(total)
 }
 
 pub fn parse_url(url: &str) -> Result<ListenUrl, ConfigError> {

@@ -241,6 +241,8 @@ const VERDICT_PLACES: [&str; 4] = ["proposed", "accepted", "stale", "evaluated"]
 #[derive(Debug)]
 pub struct Metrics {
     pub leader_changes: Counter,
+    /// Corruption checks this member ran as leader that compared at least one follower.
+    pub corruption_checks: Counter,
     pub proposals_failed: Counter,
     pub proposals_pending: Gauge,
     pub wal_fsync: Histogram,
@@ -264,6 +266,7 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics {
             leader_changes: Counter::default(),
+            corruption_checks: Counter::default(),
             proposals_failed: Counter::default(),
             proposals_pending: Gauge::default(),
             wal_fsync: Histogram::new(&DISK_BUCKETS),
@@ -375,6 +378,12 @@ impl Metrics {
             "etcd_server_leader_changes_seen_total",
             "The number of leader changes seen.",
             self.leader_changes.get(),
+        );
+        out.counter(
+            "cairn_corruption_checks_total",
+            "Periodic corruption checks this member ran as leader that compared at least one \
+             follower's HashKV with its own.",
+            self.corruption_checks.get(),
         );
         out.counter(
             "etcd_server_proposals_failed_total",

@@ -41,6 +41,9 @@ pub enum ServerError {
     Join { reason: String },
     #[error("the member has been permanently removed from the cluster")]
     Removed,
+    /// The initial corruption check found a peer whose history differs (etcd's words first).
+    #[error("found data inconsistency with peers: {0}")]
+    Corrupt(String),
     #[error("a server task failed: {0}")]
     Task(String),
 }
@@ -106,6 +109,9 @@ impl Server {
                 "no leader yet; serving anyway, writes fail with \"no leader\" until one is elected"
             );
         }
+        if config.experimental_initial_corrupt_check {
+            initial_corrupt_check(&raft, &storage).await?;
+        }
         let ctx = api_context(
             &config,
             &identity,
@@ -127,7 +133,11 @@ impl Server {
         if !publish(&raft, &me, election * 4).await {
             tracing::warn!("could not publish this member's name and client URLs yet; will retry");
         }
-        spawn_duties(&mut tasks, &ctx, me, config.auto_compaction()?, &stopped);
+        let schedules = Schedules {
+            auto_compaction: config.auto_compaction()?,
+            corrupt_check: config.corrupt_check_every()?,
+        };
+        spawn_duties(&mut tasks, &ctx, me, schedules, &stopped);
         let keepalive = Keepalive {
             interval: config.grpc_keepalive_interval.0,
             timeout: config.grpc_keepalive_timeout.0,
@@ -312,7 +322,7 @@ fn spawn_duties(
     tasks: &mut Tasks,
     ctx: &Arc<ApiContext>,
     me: MemberInfo,
-    auto_compaction: Option<crate::compactor::Policy>,
+    schedules: Schedules,
     stopped: &watch::Receiver<bool>,
 ) {
     let raft = &ctx.raft;
@@ -335,7 +345,14 @@ fn spawn_duties(
         measure_quota(quota_ctx, stop).await;
         Ok(())
     });
-    if let Some(policy) = auto_compaction {
+    if let Some(every) = schedules.corrupt_check {
+        let (check_ctx, stop) = (ctx.clone(), stopped.clone());
+        tasks.spawn("corruption check", async move {
+            check_corruption(check_ctx, every, stop).await;
+            Ok(())
+        });
+    }
+    if let Some(policy) = schedules.auto_compaction {
         let (compact_ctx, stop) = (ctx.clone(), stopped.clone());
         tasks.spawn("auto-compaction", async move {
             auto_compact(compact_ctx, policy, stop).await;
@@ -347,6 +364,75 @@ fn spawn_duties(
         crate::api::lease::run_lessor(lessor_ctx).await;
         Ok(())
     });
+}
+
+/// The periodic duties the flags turn on.
+struct Schedules {
+    auto_compaction: Option<crate::compactor::Policy>,
+    corrupt_check: Option<Duration>,
+}
+
+/// `--experimental-initial-corrupt-check`: compares this member's HashKV with its peers'
+/// before it serves (`corrupt.rs`); a mismatch stops the start.
+async fn initial_corrupt_check(raft: &RaftNode, storage: &Storage) -> Result<(), ServerError> {
+    let found = crate::corrupt::compare(raft, storage)
+        .await
+        .map_err(|e| ServerError::Corrupt(format!("cannot hash this member's history: {e}")))?;
+    for (member, why) in &found.skipped {
+        tracing::warn!(member = format!("{member:x}"), reason = %why, "initial corruption check skipped a peer");
+    }
+    if let Some(first) = found.mismatches.first() {
+        for m in &found.mismatches {
+            tracing::error!(%m, "initial corruption check: history differs");
+        }
+        return Err(ServerError::Corrupt(first.to_string()));
+    }
+    tracing::info!(agreed = found.agreed, "initial corruption check passed");
+    Ok(())
+}
+
+/// `--experimental-corrupt-check-time`: while this member leads, compares its HashKV with
+/// every follower's at that interval, and raises a CORRUPT alarm for each that differs.
+async fn check_corruption(
+    ctx: Arc<ApiContext>,
+    every: Duration,
+    mut stopped: watch::Receiver<bool>,
+) {
+    use crate::alarm::{AlarmAction, AlarmKind};
+    use crate::state_machine::Command;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+        if !ctx.raft.status().is_leader {
+            continue;
+        }
+        let found = match crate::corrupt::compare(&ctx.raft, &ctx.storage).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(error = %e, "corruption check could not hash this member");
+                continue;
+            }
+        };
+        if found.agreed + found.mismatches.len() > 0 {
+            crate::metrics::METRICS.corruption_checks.inc();
+        }
+        for m in found.mismatches {
+            tracing::error!(%m, "corruption check: history differs; raising the CORRUPT alarm");
+            let raise = Command::Alarm {
+                action: AlarmAction::Activate,
+                member: m.member,
+                kind: AlarmKind::Corrupt,
+            };
+            if let Err(e) = ctx.propose(raise).await {
+                tracing::warn!(error = %e.message(), "could not raise the CORRUPT alarm");
+            }
+        }
+    }
 }
 
 /// Auto-compaction (`compactor.rs`): while this member leads, ticks the compactor and proposes

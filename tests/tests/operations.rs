@@ -616,3 +616,139 @@ async fn auto_compaction_keeps_what_the_flags_say() {
     })
     .await;
 }
+
+/// `alarm list` on `endpoint`: (member, type name) pairs.
+fn alarms(endpoint: &str) -> Vec<String> {
+    let out = Etcdctl::new(endpoint).run(&["alarm", "list"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corruption_is_found_and_never_imagined() {
+    // No alarm while three healthy members take writes and the leader compares them; then
+    // one follower's history is altered on disk: the initial check refuses to start it, and
+    // started without it, the leader's periodic check raises CORRUPT for exactly that member,
+    // after which writes are refused with etcd's error and reads still work.
+    let _serial = SERIAL.lock().await;
+    with_timeout(Duration::from_secs(240), "corruption check", async {
+        let mut cluster = Cluster::start(
+            Flavor::Cairn,
+            3,
+            &["--experimental-corrupt-check-time=300ms"],
+        )
+        .await;
+        let marker = "a".repeat(48);
+        let e0 = cluster.members[0].endpoint();
+        connect(&e0)
+            .await
+            .put("target", marker.as_str(), None)
+            .await
+            .expect("put");
+        let writers = Writers::start(cluster.endpoints(), 4, "load/");
+        writers
+            .wait_for_progress(200, Duration::from_secs(60))
+            .await;
+        // Checks ran under load, and found nothing: a false alarm would be a bug.
+        let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
+        let checked = cluster.members[leader]
+            .metric("cairn_corruption_checks_total", &[])
+            .await
+            .unwrap_or(0.0);
+        cluster.members[leader]
+            .wait_for_metric(
+                "cairn_corruption_checks_total",
+                &[],
+                Duration::from_secs(60),
+                |n| n >= checked + 3.0,
+            )
+            .await;
+        writers.stop().await;
+        cairn_tests::converge::wait_converged(&cluster, Duration::from_secs(60)).await;
+        let checked = cluster.members[leader]
+            .metric("cairn_corruption_checks_total", &[])
+            .await
+            .unwrap_or(0.0);
+        cluster.members[leader]
+            .wait_for_metric(
+                "cairn_corruption_checks_total",
+                &[],
+                Duration::from_secs(60),
+                |n| n >= checked + 2.0,
+            )
+            .await;
+        assert!(alarms(&e0).is_empty(), "no alarm among healthy members");
+
+        // Alter the stored value of `target` in one follower's history.
+        let victim = (leader + 1) % 3;
+        let victim_id = cluster.members[victim].id().await;
+        cluster.members[victim].kill9();
+        {
+            let storage =
+                cairn::storage::Storage::open(&cluster.members[victim].data_dir.join("db"))
+                    .expect("open the stopped member's store");
+            let mut altered = 0;
+            for guard in storage.kv_revs.iter() {
+                let (key, value) = guard.into_inner().expect("record");
+                let Some(at) = value
+                    .windows(marker.len())
+                    .position(|w| w == marker.as_bytes())
+                else {
+                    continue;
+                };
+                let mut value = value.to_vec();
+                value[at..at + marker.len()].fill(b'b');
+                storage.kv_revs.insert(key, value).expect("rewrite");
+                altered += 1;
+            }
+            assert_eq!(altered, 1, "the marker was stored once");
+            storage
+                .db
+                .persist(fjall::PersistMode::SyncAll)
+                .expect("persist");
+        }
+        // The initial check refuses to start it.
+        let mut args = cluster.members[victim].args().to_vec();
+        args.push("--experimental-initial-corrupt-check=true".to_string());
+        let (started, log) = cluster.members[victim]
+            .run_to_exit(&args, Duration::from_secs(60))
+            .await;
+        assert!(!started, "a member with altered history must not start");
+        assert!(log.contains("found data inconsistency with peers"), "{log}");
+        // Started without it, the leader's check finds it.
+        cluster.members[victim].restart_from_data_dir(&[]);
+        let expected = format!("memberID:{victim_id} alarm:CORRUPT");
+        let started = Instant::now();
+        while !alarms(&e0).contains(&expected) {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "no CORRUPT alarm for {victim_id}: {:?}",
+                alarms(&e0)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(alarms(&e0), [expected], "only the altered member");
+        let mut client = connect(&e0).await;
+        let refused = client.put("k", "v", None).await.expect_err("refused");
+        assert!(
+            cairn_tests::grpc_message(&refused).contains("etcdserver: corrupt cluster"),
+            "{refused}"
+        );
+        assert_eq!(
+            client
+                .get("target", None)
+                .await
+                .expect("reads work")
+                .count(),
+            1
+        );
+    })
+    .await;
+}

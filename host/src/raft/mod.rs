@@ -179,6 +179,8 @@ pub struct RaftNode {
     /// The auth store as this member applied it.
     auth: crate::state_machine::SharedAuth,
     alarms: crate::alarm::SharedAlarms,
+    /// The member's storage (for the HashKV its peers ask of it).
+    storage: crate::storage::Storage,
     /// Policy hooks' decisions on reads, over the registry this member applied.
     policy_reads: crate::plugin::policy::Reads,
     /// Watch filters, over the registry this member applied.
@@ -218,6 +220,7 @@ impl RaftNode {
         .validate()
         .map_err(|e| StartError::Config(e.to_string()))?;
         let mut log_store = LogStore::new(params.storage.clone())?;
+        let storage = params.storage.clone();
         let state_machine =
             StateMachine::new(params.storage).map_err(|e| StartError::Raft(e.to_string()))?;
         let committed = state_machine.subscribe();
@@ -267,6 +270,7 @@ impl RaftNode {
             strict_reconfig_check: cfg.strict_reconfig_check,
             auth,
             alarms,
+            storage,
             policy_reads,
             watch_filters,
             reactors,

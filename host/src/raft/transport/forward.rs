@@ -36,6 +36,9 @@ pub enum ForwardRequest {
     Membership(MembershipChange),
     /// A question for the leader's lessor (see [`LessorHandler`]).
     Lessor(LessorRequest),
+    /// HashKV at a revision, asked of one member (any member answers it, leader or not):
+    /// the corruption check (`corrupt.rs`).
+    HashKv(i64),
 }
 
 impl ForwardRequest {
@@ -44,7 +47,9 @@ impl ForwardRequest {
         match self {
             ForwardRequest::Write(_) | ForwardRequest::Membership(_) => true,
             // Keepalives and lessor queries: renewing twice is renewing.
-            ForwardRequest::ReadIndex | ForwardRequest::Lessor(_) => false,
+            ForwardRequest::ReadIndex | ForwardRequest::Lessor(_) | ForwardRequest::HashKv(_) => {
+                false
+            }
         }
     }
 }
@@ -60,6 +65,9 @@ pub enum ForwardReply {
     ReadIndex(u64),
     Membership(Vec<Member>),
     Lessor(i64),
+    /// The hash and compact revision at the asked revision; `None` if this member cannot
+    /// hash there (compacted away, or not applied yet).
+    HashKv(Option<(u32, i64)>),
 }
 
 /// Answers [`LessorRequest`]s on the leader (its lessor owns lease deadlines). The API
@@ -170,6 +178,7 @@ impl RaftNode {
                 .change_members_local(change)
                 .await
                 .map(ForwardReply::Membership),
+            ForwardRequest::HashKv(revision) => self.hash_kv_local(revision).await,
             ForwardRequest::Lessor(request) => {
                 let status = self.status();
                 if !status.is_leader {
@@ -186,6 +195,40 @@ impl RaftNode {
                     .map(ForwardReply::Lessor)
                     .map_err(ProposeError::Lessor)
             }
+        }
+    }
+
+    /// This member's HashKV at `revision` (see [`ForwardRequest::HashKv`]).
+    async fn hash_kv_local(&self, revision: i64) -> Result<ForwardReply, ProposeError> {
+        let storage = self.storage.clone();
+        let hashed = tokio::task::spawn_blocking(move || {
+            crate::mvcc::Mvcc::read_view(&storage)?.hash_kv(revision)
+        })
+        .await
+        .map_err(|e| ProposeError::Stopped(e.to_string()))?;
+        match hashed {
+            Ok(hash) => Ok(ForwardReply::HashKv(Some(hash))),
+            Err(crate::mvcc::Error::Mvcc(_)) => Ok(ForwardReply::HashKv(None)),
+            Err(crate::mvcc::Error::Fault(f)) => Err(ProposeError::Stopped(f.to_string())),
+        }
+    }
+
+    /// Member `member`'s HashKV at `revision` and its compact revision (`None`: it cannot
+    /// hash there), asked over the peer channel; this member answers for itself.
+    pub async fn hash_kv_of(
+        &self,
+        member: u64,
+        revision: i64,
+    ) -> Result<Option<(u32, i64)>, ProposeError> {
+        let request = ForwardRequest::HashKv(revision);
+        let reply = if member == self.id {
+            self.serve_forwarded(request).await?
+        } else {
+            self.forward_to(member, &request).await?
+        };
+        match reply {
+            ForwardReply::HashKv(answer) => Ok(answer),
+            other => Err(unexpected(&other)),
         }
     }
 
