@@ -170,7 +170,7 @@ pub const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 pub struct Quota {
     /// The quota in bytes; `None` for none (a negative flag value, as etcd).
     pub limit: Option<u64>,
-    /// The state database's size on disk (`Storage::disk_space`).
+    /// The state's size in use (`Storage::disk_space_in_use`, `Status.dbSizeInUse`).
     size: AtomicU64,
     /// Bytes free to this process on the data dir's filesystem.
     free: AtomicU64,

@@ -498,7 +498,7 @@ async fn measure_quota(ctx: Arc<ApiContext>, mut stopped: watch::Receiver<bool>)
         let storage = ctx.storage.clone();
         let measured = tokio::task::spawn_blocking(move || {
             (
-                storage.disk_space(),
+                storage.disk_space_in_use(),
                 crate::alarm::free_bytes(storage.dir()),
             )
         })

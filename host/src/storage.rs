@@ -97,8 +97,13 @@ impl Storage {
         // Small memtables: a memtable is a skiplist, and inserts and lookups in it slow down
         // as it grows (cache misses), so flushing often is cheaper than fjall's 64 MiB default.
         let plain = || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES);
-        // Large values live in blob files, so scans that skip values stay cheap.
-        let separated = || plain().with_kv_separation(Some(KvSeparationOptions::default()));
+        // Large values live in blob files, so scans that skip values stay cheap. Any blob
+        // file a compaction meets that is a quarter stale may be rewritten (fjall's default
+        // considers only the oldest quarter of them, so a store with few blob files never
+        // reclaimed the space of overwritten and compacted values; set when a keyspace is
+        // created).
+        let separated =
+            || plain().with_kv_separation(Some(KvSeparationOptions::default().age_cutoff(1.0)));
         // `meta` and `raft_meta` rewrite the same few keys on every entry; a smaller memtable
         // keeps those versions few, so point lookups of them stay fast.
         let counters =
@@ -137,9 +142,10 @@ impl Storage {
         }
     }
 
-    /// Bytes the state's database occupies on disk (blocks allocated to its files, so a
-    /// journal's preallocated but unwritten length does not count), for `Status.dbSize` and
-    /// the quota. Like etcd's backend size, it leaves out the log (etcd's WAL).
+    /// Bytes the state's database occupies on disk (blocks allocated to its files: journal,
+    /// tables, blob files, including replaced files fjall has not deleted yet; a journal's
+    /// preallocated but unwritten length does not count), for `Status.dbSize`. Like etcd's
+    /// backend size, it leaves out the log (etcd's WAL).
     pub fn disk_space(&self) -> u64 {
         allocated_bytes(&self.dir.join("state"))
     }
@@ -149,13 +155,38 @@ impl Storage {
         &self.dir
     }
 
-    /// Bytes of tables holding live state, for `Status.dbSizeInUse`.
+    /// One round of etcd's defragment: writes every keyspace's memtable out, then rewrites
+    /// the keyspace into fresh tables (fjall's major compaction), dropping versions that
+    /// compaction, deletes and overwrites left and rewriting blob files that are largely
+    /// stale, while reads and writes go on against the old tables until the new ones are in
+    /// place. Versions an open view still reads are kept, and files are deleted only once no
+    /// view can reach them, so a full defragment takes a few rounds with the Raft layer's
+    /// pinned view refreshed between them (`api/maintenance.rs`).
+    pub fn defragment_round(&self) -> fjall::Result<()> {
+        let keyspaces = STATE_KEYSPACES
+            .iter()
+            .filter_map(|name| self.state_keyspace(name))
+            .chain([&self.raft_log, &self.raft_meta]);
+        for ks in keyspaces {
+            // What is still in memory (compaction's deletions, say) first goes to disk, where
+            // the major compaction can meet it.
+            ks.rotate_memtable_and_wait()?;
+            ks.major_compact()?;
+        }
+        Ok(())
+    }
+
+    /// The state's size in use: the tables and blob files the state keyspaces read now, plus
+    /// what their memtables hold. It shrinks as soon as a compaction or a defragment replaces
+    /// files, where [`Storage::disk_space`] waits until fjall deletes the replaced files. For
+    /// `Status.dbSizeInUse` and the quota. Reads no file.
     pub fn disk_space_in_use(&self) -> u64 {
-        STATE_KEYSPACES
+        let tables: u64 = STATE_KEYSPACES
             .iter()
             .filter_map(|name| self.state_keyspace(name))
             .map(|ks| ks.disk_space())
-            .sum()
+            .sum();
+        tables + self.db.write_buffer_size()
     }
 }
 

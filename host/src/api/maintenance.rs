@@ -1,5 +1,5 @@
 //! etcd's Maintenance service. Status, Hash, HashKV, Snapshot (Cairn's own file format,
-//! `backup.rs`), MoveLeader and Alarm are served; the rest answer `Unimplemented` until
+//! `backup.rs`), Defragment (without stopping the member), MoveLeader and Alarm are served; the rest answer `Unimplemented` until
 //! their issue lands (see docs/compatibility.md).
 
 use cairn_proto::etcdserverpb as pb;
@@ -77,13 +77,21 @@ fn alarm_errors(ctx: &Context) -> Vec<String> {
         .collect()
 }
 
+/// Compaction rounds in a defragment (see `Storage::defragment_round`).
+const DEFRAGMENT_ROUNDS: usize = 3;
+
 pub struct MaintenanceService {
     ctx: Context,
+    /// Held while a defragment runs.
+    defragmenting: tokio::sync::Mutex<()>,
 }
 
 impl MaintenanceService {
     pub fn new(ctx: Context) -> Self {
-        MaintenanceService { ctx }
+        MaintenanceService {
+            ctx,
+            defragmenting: tokio::sync::Mutex::new(()),
+        }
     }
 }
 
@@ -176,7 +184,48 @@ impl Maintenance for MaintenanceService {
         request: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
         self.ctx.check_admin(&self.ctx.caller(&request)?)?;
-        Err(status::unimplemented("Maintenance.Defragment"))
+        // One at a time: a second request waits for the first.
+        let _only = self.defragmenting.lock().await;
+        let started = std::time::Instant::now();
+        let before = (
+            self.ctx.storage.disk_space(),
+            self.ctx.storage.disk_space_in_use(),
+        );
+        // Round one merges tables and finds stale blob files; round two rewrites those; round
+        // three lets fjall delete what the first two replaced. Before each, the Raft layer's
+        // snapshot view is refreshed, so it pins nothing the rounds make obsolete.
+        for _ in 0..DEFRAGMENT_ROUNDS {
+            if let Err(e) = self
+                .ctx
+                .raft
+                .refresh_snapshot(self.ctx.limits.request_timeout)
+                .await
+            {
+                // Still worth going on: it reclaims all but what the old view pins.
+                tracing::warn!(error = %e, "defragment: could not refresh the snapshot view");
+            }
+            let storage = self.ctx.storage.clone();
+            tokio::task::spawn_blocking(move || storage.defragment_round())
+                .await
+                .map_err(|e| status::internal("defragment task failed", e))?
+                .map_err(|e| status::internal("defragmenting", e))?;
+        }
+        let after = (
+            self.ctx.storage.disk_space(),
+            self.ctx.storage.disk_space_in_use(),
+        );
+        tracing::info!(
+            before_bytes = before.0,
+            before_in_use_bytes = before.1,
+            after_bytes = after.0,
+            after_in_use_bytes = after.1,
+            took_ms = started.elapsed().as_millis() as u64,
+            "defragmented"
+        );
+        let rev = self.ctx.read(true, |view| Ok(view.rev)).await?;
+        Ok(Response::new(pb::DefragmentResponse {
+            header: self.ctx.header(rev),
+        }))
     }
 
     async fn hash(

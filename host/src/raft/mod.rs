@@ -181,6 +181,8 @@ pub struct RaftNode {
     alarms: crate::alarm::SharedAlarms,
     /// The member's storage (for the HashKV its peers ask of it).
     storage: crate::storage::Storage,
+    /// The state machine's side of snapshots (shared with openraft's copy), for re-pinning.
+    snapshots: StateMachineStore,
     /// Policy hooks' decisions on reads, over the registry this member applied.
     policy_reads: crate::plugin::policy::Reads,
     /// Watch filters, over the registry this member applied.
@@ -237,6 +239,7 @@ impl RaftNode {
             force::rewrite_as_one_member(&mut log_store, &mut sm, params.id, me.clone()).await?;
         }
         let applied = sm.applied_index();
+        let snapshots = sm.clone();
         let peers = Peers::new(params.id, params.cluster_id, params.filter, params.tls);
         let network = Network {
             peers: peers.clone(),
@@ -271,6 +274,7 @@ impl RaftNode {
             auth,
             alarms,
             storage,
+            snapshots,
             policy_reads,
             watch_filters,
             reactors,
@@ -304,6 +308,36 @@ impl RaftNode {
     /// The auth store as this member applied it (see `StateMachine::auth`).
     pub fn auth(&self) -> crate::state_machine::SharedAuth {
         self.auth.clone()
+    }
+
+    /// Moves the pin the current snapshot holds on fjall's garbage collection to now, so
+    /// compaction can drop what only the old view still read (defragment does this): the
+    /// same snapshot re-pinned when nothing was applied since, or else a fresh snapshot
+    /// (openraft's trigger), waited for up to `limit`.
+    pub async fn refresh_snapshot(&self, limit: Duration) -> Result<(), ProposeError> {
+        // Nothing applied since the last snapshot: the same snapshot, pinned afresh.
+        if self
+            .snapshots
+            .repin()
+            .map_err(|e| ProposeError::Stopped(e.to_string()))?
+        {
+            return Ok(());
+        }
+        let applied = self.status().applied_index;
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| ProposeError::Stopped(e.to_string()))?;
+        self.raft
+            .wait(Some(limit))
+            .metrics(
+                |m| m.snapshot.is_some_and(|s| s.index >= applied),
+                "snapshot refreshed",
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| ProposeError::Stopped(e.to_string()))
     }
 
     /// The active alarms as this member applied them.

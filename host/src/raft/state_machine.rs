@@ -96,6 +96,25 @@ impl StateMachineStore {
         })
     }
 
+    /// Re-pins the current snapshot's view at the state as it is now, if nothing has been
+    /// applied since that snapshot (the same state, so the same snapshot): the old view stops
+    /// holding back fjall's garbage collection. False if entries were applied since; then
+    /// only a new snapshot can move the pin.
+    pub fn repin(&self) -> io::Result<bool> {
+        let view = self.sm.view();
+        let now = snapshot_meta(&view.marker().map_err(io::Error::other)?)?;
+        let mut current = self.current.lock().expect("snapshot lock poisoned");
+        match current.as_mut() {
+            // Nothing pinned by this store.
+            None => Ok(true),
+            Some((meta, pinned)) if meta.last_log_id == now.last_log_id => {
+                *pinned = view;
+                Ok(true)
+            }
+            Some(_) => Ok(false),
+        }
+    }
+
     fn set_current(&self, meta: SnapshotMeta, view: StateView) {
         *self.current.lock().expect("snapshot lock poisoned") = Some((meta, view));
     }
