@@ -486,7 +486,9 @@ async fn auto_compact(
 }
 
 /// Measures the state database and the free disk space every `alarm::SAMPLE_EVERY`, for the
-/// quota check (`ApiContext::check_quota`), until the member stops.
+/// quota check (`ApiContext::check_quota`), until the member stops. A disk nearly full raises
+/// this member's NOSPACE alarm at once, whoever is writing: the log and the state of every
+/// member grow with the cluster's writes, not only with the writes this member receives.
 async fn measure_quota(ctx: Arc<ApiContext>, mut stopped: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(crate::alarm::SAMPLE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -503,8 +505,29 @@ async fn measure_quota(ctx: Arc<ApiContext>, mut stopped: watch::Receiver<bool>)
             )
         })
         .await;
-        if let Ok((size, free)) = measured {
-            ctx.quota.sample(size, free);
+        let Ok((size, free)) = measured else {
+            continue;
+        };
+        ctx.quota.sample(size, free);
+        let raised = ctx
+            .alarms
+            .read()
+            .expect("alarms lock poisoned")
+            .list(Some(crate::alarm::AlarmKind::NoSpace))
+            .contains(&(ctx.member_id, crate::alarm::AlarmKind::NoSpace));
+        if free < crate::alarm::LOW_DISK_BYTES && !raised {
+            tracing::warn!(
+                free_bytes = free,
+                "the data dir's disk is nearly full; raising the NOSPACE alarm"
+            );
+            let raise = crate::state_machine::Command::Alarm {
+                action: crate::alarm::AlarmAction::Activate,
+                member: ctx.member_id,
+                kind: crate::alarm::AlarmKind::NoSpace,
+            };
+            if let Err(e) = ctx.propose(raise).await {
+                tracing::warn!(error = %e.message(), "could not raise the NOSPACE alarm");
+            }
         }
     }
 }

@@ -294,14 +294,24 @@ impl Cluster {
         extra_args: &[&str],
         peer_tls: Option<&crate::inproc::PeerTls>,
     ) -> Cluster {
-        let dir = tempfile::tempdir().expect("temp dir for a cluster");
-        let token = format!("test-{}", free_port());
-        let mut members: Vec<Member> = (0..size)
-            .map(|i| Member::new(flavor, &format!("m{i}"), dir.path()))
-            .collect();
+        let mut cluster = Cluster::prepare(flavor, size);
+        cluster.start_prepared(extra_args, peer_tls).await;
+        cluster
+    }
+
+    /// Starts the members of a [`Self::prepare`]d cluster as its founding members and waits
+    /// until every one sees a leader (what [`Self::start_with`] does after preparing; a test
+    /// may first put a member's data dir somewhere of its own).
+    pub async fn start_prepared(
+        &mut self,
+        extra_args: &[&str],
+        peer_tls: Option<&crate::inproc::PeerTls>,
+    ) {
+        let token = self.token.clone();
+        let members = &mut self.members;
         let mut extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
         if let Some(t) = peer_tls {
-            for m in &mut members {
+            for m in members.iter_mut() {
                 m.peer_scheme = "https";
             }
             extra_args.extend([
@@ -316,7 +326,7 @@ impl Cluster {
             .map(|m| format!("{}={}", m.name, m.peer_url()))
             .collect();
         let initial = initial.join(",");
-        for m in &mut members {
+        for m in members.iter_mut() {
             let first = Initial {
                 token: &token,
                 cluster: &initial,
@@ -327,19 +337,12 @@ impl Cluster {
         // Spawned together: each waits for its client port only, and the first to listen
         // does so before the others have started (etcd waits for peers before it serves).
         std::thread::scope(|s| {
-            for m in &mut members {
+            for m in members.iter_mut() {
                 s.spawn(move || m.spawn());
             }
         });
-        let cluster = Cluster {
-            members,
-            flavor,
-            token,
-            extra_args,
-            dir,
-        };
-        cluster.wait_for_leader(Duration::from_secs(60)).await;
-        cluster
+        self.extra_args = extra_args;
+        self.wait_for_leader(Duration::from_secs(60)).await;
     }
 
     /// `size` members' ports and data dirs, none started: for data dirs made by something
