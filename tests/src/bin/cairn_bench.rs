@@ -161,6 +161,11 @@ struct Args {
     /// watch-fanout workload; a reactor measures reactor lag instead (see `reactor_lag`).
     #[arg(long)]
     plugin: Option<std::path::PathBuf>,
+    /// Defragment overhead instead of Cairn vs etcd: on one Cairn cluster (or member), puts
+    /// without and with a loop that compacts to 1,000 revisions back and defragments every
+    /// member, then waits a second, in the order plain, with, with, plain at each level.
+    #[arg(long, conflicts_with = "plugin")]
+    defrag_under_load: bool,
     #[arg(long, value_enum, default_value_t = PluginKind::Guard)]
     plugin_kind: PluginKind,
     /// The binding config (default: the json-schema guard's `{"type":"string"}`).
@@ -2196,6 +2201,92 @@ fn histogram_quantiles(text: &str, name: &str) -> (f64, f64, u64) {
     (at(0.5), at(0.99), total)
 }
 
+/// `--defrag-under-load`: puts with and without defragments going on (see the flag).
+async fn defrag_overhead(args: &Args, value: &[u8]) {
+    let single;
+    let cluster;
+    let deployment = if args.members == 1 {
+        single = CairnNode::start(&[]);
+        Deployment::Single(single.endpoint())
+    } else {
+        cluster = Cluster::start(Flavor::Cairn, args.members as usize, &[]).await;
+        Deployment::Cluster(&cluster)
+    };
+    let members = deployment.members();
+    let mut notes = Notes::default();
+    let mut plain = Vec::new();
+    let mut busy = Vec::new();
+    let mut defrags = 0u64;
+    for &level in Workload::Put.levels(args) {
+        let mut measure_once = async |server| {
+            measure(
+                &deployment,
+                server,
+                Workload::Put,
+                level,
+                args,
+                value,
+                &[],
+                &mut notes,
+            )
+            .await
+        };
+        let a1 = measure_once("Cairn").await;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let looping = {
+            let (stop, members) = (stop.clone(), members.clone());
+            tokio::spawn(async move {
+                let mut done = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for member in &members {
+                        let mut client = cairn_tests::cluster::connect(member).await;
+                        let revision = client
+                            .get("x", None)
+                            .await
+                            .ok()
+                            .and_then(|r| r.header().map(|h| h.revision()))
+                            .unwrap_or(0);
+                        if revision > 1000 {
+                            let _ = client.compact(revision - 1000, None).await;
+                        }
+                        client.defragment().await.expect("defragment");
+                        done += 1;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                done
+            })
+        };
+        let b1 = measure_once("Cairn defragmenting").await;
+        let b2 = measure_once("Cairn defragmenting").await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        defrags += looping.await.expect("defragment loop");
+        let a2 = measure_once("Cairn").await;
+        plain.push(mean(&a1, &a2));
+        busy.push(mean(&b1, &b2));
+    }
+    println!(
+        "| clients | plain puts/s | p50 ms | p99 ms | defragmenting puts/s | p50 ms | p99 ms | p99 ratio |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for ((level, p), d) in Workload::Put.levels(args).iter().zip(&plain).zip(&busy) {
+        println!(
+            "| {level} | {:.0} | {} | {} | {:.0} | {} | {} | {:.2} |",
+            p.ops_per_sec,
+            ms(p.p50_ms),
+            ms(p.p99_ms),
+            d.ops_per_sec,
+            ms(d.p50_ms),
+            ms(d.p99_ms),
+            d.p99_ms / p.p99_ms
+        );
+    }
+    println!();
+    println!("{defrags} defragments ran during the defragmenting runs.");
+    keep_logs(&deployment, "Cairn", &mut notes);
+    notes.print();
+}
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
@@ -2216,6 +2307,8 @@ async fn main() {
     println!();
     if let Some(plugin) = &args.plugin {
         plugin_overhead(&args, &workloads, plugin).await;
+    } else if args.defrag_under_load {
+        defrag_overhead(&args, &value).await;
     } else if !args.target.is_empty() {
         run_target(&args, &workloads, &value).await;
     } else if args.members == 1 {
