@@ -157,8 +157,10 @@ fn decode(key: &[u8]) -> Option<AlarmMember> {
 pub const DEFAULT_QUOTA_BYTES: u64 = 2 << 30;
 /// With less than this free on the data dir's filesystem, a write that would grow the store
 /// raises NOSPACE whatever the quota: the cluster stays readable instead of meeting a full
-/// disk (an improvement on etcd, which crashes there).
-pub const LOW_DISK_BYTES: u64 = 64 << 20;
+/// disk (an improvement on etcd, which crashes there). It must cover what fjall writes in a
+/// burst between two samples (a compaction rewrites blob files of up to 64 MiB before it
+/// deletes the old ones), which a 64 MiB margin was measured not to.
+pub const LOW_DISK_BYTES: u64 = 256 << 20;
 /// How often a member measures its database and its disk.
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 

@@ -506,21 +506,8 @@ fn plan_members(plan: &RestorePlan) -> Result<(u64, u64, BTreeMap<u64, MemberInf
             advertised.join(",")
         )));
     }
-    let founding: BTreeMap<u64, MemberInfo> = plan
-        .initial_cluster
-        .iter()
-        .map(|(name, urls)| {
-            let info = MemberInfo {
-                name: name.clone(),
-                peer_urls: urls.clone(),
-                client_urls: Vec::new(),
-            };
-            (
-                crate::identity::member_id(urls, &plan.initial_cluster_token),
-                info,
-            )
-        })
-        .collect();
+    let founding =
+        crate::identity::founding_members(&plan.initial_cluster, &plan.initial_cluster_token);
     if founding.len() != plan.initial_cluster.len() {
         return Err(RestoreError::Plan(
             "two members of --initial-cluster have the same peer URLs".to_string(),

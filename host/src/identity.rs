@@ -114,6 +114,26 @@ pub fn member_id(peer_urls: &[String], token: &str) -> u64 {
     sha1_id(&bytes)
 }
 
+/// The founding membership `--initial-cluster` (name → peer URLs) describes, by member ID
+/// under `token`. Client URLs are left empty: identical on every founding member, each
+/// publishes its own once it runs.
+pub fn founding_members(
+    initial_cluster: &[(String, Vec<String>)],
+    token: &str,
+) -> BTreeMap<u64, MemberInfo> {
+    initial_cluster
+        .iter()
+        .map(|(name, urls)| {
+            let info = MemberInfo {
+                name: name.clone(),
+                peer_urls: urls.clone(),
+                client_urls: Vec::new(),
+            };
+            (member_id(urls, token), info)
+        })
+        .collect()
+}
+
 /// The ID of the cluster founded by `member_ids` (etcd's `genID`).
 pub fn cluster_id(member_ids: &[u64]) -> u64 {
     let mut ids = member_ids.to_vec();

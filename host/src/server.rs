@@ -1,7 +1,6 @@
 //! Starts a member: opens storage, starts Raft, binds the client listeners and serves the
 //! gRPC services until shutdown.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -616,18 +615,7 @@ async fn enter_cluster(
     let member_id = config.member_id();
     let initial = config.initial_members()?;
     let (cluster_id, bootstrap) = if config.initial_cluster_state == "new" {
-        let members: BTreeMap<u64, MemberInfo> = initial
-            .iter()
-            .map(|(name, urls)| {
-                let info = MemberInfo {
-                    name: name.clone(),
-                    peer_urls: urls.clone(),
-                    // Identical on every founding member; each publishes its own later.
-                    client_urls: Vec::new(),
-                };
-                (config.member_id_for(urls), info)
-            })
-            .collect();
+        let members = crate::identity::founding_members(&initial, &config.initial_cluster_token);
         let ids: Vec<u64> = members.keys().copied().collect();
         (crate::identity::cluster_id(&ids), Bootstrap::New(members))
     } else {
