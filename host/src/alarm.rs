@@ -159,7 +159,8 @@ pub const DEFAULT_QUOTA_BYTES: u64 = 2 << 30;
 /// raises NOSPACE whatever the quota: the cluster stays readable instead of meeting a full
 /// disk (an improvement on etcd, which crashes there). It must cover what fjall writes in a
 /// burst between two samples (a compaction rewrites blob files of up to 64 MiB before it
-/// deletes the old ones), which a 64 MiB margin was measured not to.
+/// deletes the old ones), which a 64 MiB margin was measured not to; see docs/operations.md
+/// ("A full disk") for a burst this one did not cover either.
 pub const LOW_DISK_BYTES: u64 = 256 << 20;
 /// How often a member measures its database and its disk.
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(250);
