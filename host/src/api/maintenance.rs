@@ -214,6 +214,10 @@ impl Maintenance for MaintenanceService {
             self.ctx.storage.disk_space(),
             self.ctx.storage.disk_space_in_use(),
         );
+        // The quota sees the space at once: a write right after an `alarm disarm` that
+        // follows this defragment must not meet the size from before it.
+        let free = crate::alarm::free_bytes(self.ctx.storage.dir());
+        self.ctx.quota.sample(after.1, free);
         tracing::info!(
             before_bytes = before.0,
             before_in_use_bytes = before.1,
