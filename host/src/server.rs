@@ -25,6 +25,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const REMOVAL_CHECK_ROUNDS: u64 = 4;
 /// How long a member started with `--initial-cluster-state existing` looks for the cluster.
 const JOIN_PATIENCE: Duration = Duration::from_secs(30);
+/// How long a joining member keeps asking until the member list names it.
+const MEMBER_LIST_PATIENCE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Error)]
 pub enum ServerError {
@@ -625,9 +627,19 @@ async fn enter_cluster(
             .flat_map(|(_, urls)| urls.clone())
             .collect();
         let join_error = |reason: String| ServerError::Join { reason };
-        let reply = crate::raft::hello(member_id, &others, peer_tls, JOIN_PATIENCE)
-            .await
-            .map_err(|e| join_error(format!("no member of the cluster answered ({e})")))?;
+        // The member that answers may not have applied the `member add` yet (it was
+        // committed, but this one lags): ask again for a while before giving up.
+        let asked = std::time::Instant::now();
+        let reply = loop {
+            let reply = crate::raft::hello(member_id, &others, peer_tls.clone(), JOIN_PATIENCE)
+                .await
+                .map_err(|e| join_error(format!("no member of the cluster answered ({e})")))?;
+            let listed = reply.members.iter().any(|m| m.id == member_id);
+            if listed || asked.elapsed() >= MEMBER_LIST_PATIENCE {
+                break reply;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
         if !reply.members.iter().any(|m| m.id == member_id) {
             return Err(join_error(format!(
                 "this member ({member_id:x}) is not in the cluster's member list; add it first with `etcdctl member add {} --peer-urls={}`",

@@ -387,15 +387,22 @@ async fn etcdctl_member_commands_match_etcd() {
                 let (ok, out) = run_ctl(&cluster, follower, &args).await;
                 steps.push((label.to_string(), ok, out));
             }
-            // The learner has not started, so it cannot be in sync with the leader.
+            // The learner has not started, so it cannot be in sync with the leader. (The
+            // follower lists it once it has applied the addition: wait for that, bounded.)
             let learner = {
                 let mut c = connect(&cluster.members[follower].endpoint()).await;
-                let list = c.member_list().await.expect("member list");
-                list.members()
-                    .iter()
-                    .find(|m| m.is_learner())
-                    .map(|m| format!("{:x}", m.id()))
-                    .expect("a learner")
+                let started = Instant::now();
+                loop {
+                    let list = c.member_list().await.expect("member list");
+                    if let Some(m) = list.members().iter().find(|m| m.is_learner()) {
+                        break format!("{:x}", m.id());
+                    }
+                    assert!(
+                        started.elapsed() < Duration::from_secs(30),
+                        "the follower never listed the learner"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
             };
             let (ok, out) = run_ctl(&cluster, follower, &["member", "promote", &learner]).await;
             steps.push(("member promote <unstarted learner>".into(), ok, out));
