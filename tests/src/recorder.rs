@@ -63,6 +63,16 @@ impl Clients {
         self.start
     }
 
+    /// How many operations have completed (with a known outcome) so far.
+    pub async fn completed(&self) -> usize {
+        self.history
+            .lock()
+            .await
+            .iter()
+            .filter(|(op, _)| op.ret.is_some())
+            .count()
+    }
+
     /// Stops the clients once their requests in flight end; returns what they recorded.
     pub async fn stop(self) -> Result<Recorded, String> {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
