@@ -193,6 +193,14 @@ impl Quota {
         }
     }
 
+    /// Measures `storage` (its size in use, and the free space of its filesystem), records
+    /// it, and returns the free bytes. Walks no directory, but asks the filesystem.
+    pub fn measure(&self, storage: &Storage) -> u64 {
+        let free = free_bytes(storage.dir());
+        self.sample(storage.disk_space_in_use(), free);
+        free
+    }
+
     /// Records a measurement.
     pub fn sample(&self, size: u64, free: u64) {
         self.size.store(size, Ordering::Relaxed);
@@ -228,7 +236,9 @@ pub fn free_bytes(dir: &std::path::Path) -> u64 {
 }
 
 /// About how many bytes `request` adds to the store (etcd's quota cost): each put's key and
-/// value plus a fixed overhead; 0 for what adds nothing.
+/// value plus a fixed overhead, for a txn the larger branch, puts counted at any depth (etcd
+/// 3.4 looks only at the top level); 0 for what adds nothing, so `cost > 0` is whether the
+/// request grows the store.
 pub fn cost(request: &WriteRequest) -> u64 {
     const PUT_OVERHEAD: u64 = 64;
     fn ops(ops: &[RequestOp]) -> u64 {
@@ -259,34 +269,6 @@ pub fn cost(request: &WriteRequest) -> u64 {
 
 /// What a lease grant adds (etcd counts a fixed size too).
 pub const LEASE_COST: u64 = 64;
-
-/// Whether `request` would add to the store (etcd's quota cost above zero): a put, or a txn
-/// with a put in either branch, at any depth (etcd 3.4 looks only at the top level).
-pub fn grows_store(request: &WriteRequest) -> bool {
-    match request {
-        WriteRequest::Put(_) => true,
-        WriteRequest::Txn(txn) => txn_puts(&txn.success) || txn_puts(&txn.failure),
-        WriteRequest::DeleteRange(_) | WriteRequest::Compact(_) => false,
-    }
-}
-
-fn txn_puts(ops: &[RequestOp]) -> bool {
-    // An explicit stack: txns nest up to `--max-txn-ops` deep.
-    let mut pending: Vec<&[RequestOp]> = vec![ops];
-    while let Some(ops) = pending.pop() {
-        for op in ops {
-            match op {
-                RequestOp::Put(_) => return true,
-                RequestOp::Txn(inner) => {
-                    pending.push(&inner.success);
-                    pending.push(&inner.failure);
-                }
-                RequestOp::Range(_) | RequestOp::DeleteRange(_) => {}
-            }
-        }
-    }
-    false
-}
 
 #[cfg(test)]
 mod tests {

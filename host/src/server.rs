@@ -498,18 +498,10 @@ async fn measure_quota(ctx: Arc<ApiContext>, mut stopped: watch::Receiver<bool>)
             _ = tick.tick() => {}
             _ = stopped.wait_for(|s| *s) => return,
         }
-        let storage = ctx.storage.clone();
-        let measured = tokio::task::spawn_blocking(move || {
-            (
-                storage.disk_space_in_use(),
-                crate::alarm::free_bytes(storage.dir()),
-            )
-        })
-        .await;
-        let Ok((size, free)) = measured else {
+        let (storage, quota) = (ctx.storage.clone(), ctx.quota.clone());
+        let Ok(free) = tokio::task::spawn_blocking(move || quota.measure(&storage)).await else {
             continue;
         };
-        ctx.quota.sample(size, free);
         let raised = ctx
             .alarms
             .read()

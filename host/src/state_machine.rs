@@ -393,7 +393,7 @@ impl StateMachine {
             Command::Kv(_) if self.alarmed(AlarmKind::Corrupt) => {
                 CommandResponse::Kv(Err(MvccError::Corrupt))
             }
-            Command::Kv(req) if alarm::grows_store(req) && self.alarmed(AlarmKind::NoSpace) => {
+            Command::Kv(req) if alarm::cost(req) > 0 && self.alarmed(AlarmKind::NoSpace) => {
                 CommandResponse::Kv(Err(MvccError::NoSpace))
             }
             Command::LeaseGrant { .. } | Command::LeaseRevoke { .. }

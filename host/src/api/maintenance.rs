@@ -1,6 +1,6 @@
 //! etcd's Maintenance service. Status, Hash, HashKV, Snapshot (Cairn's own file format,
-//! `backup.rs`), Defragment (without stopping the member), MoveLeader and Alarm are served; the rest answer `Unimplemented` until
-//! their issue lands (see docs/compatibility.md).
+//! `backup.rs`), Defragment (without stopping the member), MoveLeader and Alarm are served;
+//! the rest answer `Unimplemented` until their issue lands (see docs/compatibility.md).
 
 use cairn_proto::etcdserverpb as pb;
 use cairn_proto::etcdserverpb::maintenance_server::Maintenance;
@@ -216,8 +216,7 @@ impl Maintenance for MaintenanceService {
         );
         // The quota sees the space at once: a write right after an `alarm disarm` that
         // follows this defragment must not meet the size from before it.
-        let free = crate::alarm::free_bytes(self.ctx.storage.dir());
-        self.ctx.quota.sample(after.1, free);
+        self.ctx.quota.measure(&self.ctx.storage);
         tracing::info!(
             before_bytes = before.0,
             before_in_use_bytes = before.1,
