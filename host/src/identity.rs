@@ -44,22 +44,12 @@ pub struct Identity {
 impl Identity {
     /// The identity stored in this data dir, if it has entered a cluster.
     pub fn load(storage: &Storage) -> io::Result<Option<Identity>> {
-        match storage.raft_meta.get(IDENTITY).map_err(to_io)? {
-            None => Ok(None),
-            Some(raw) => postcard::from_bytes(&raw).map(Some).map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("the stored member identity is unreadable: {e}"),
-                )
-            }),
-        }
+        read_record(storage, IDENTITY, "member identity")
     }
 
     /// Writes the identity durably, before the member takes part in its cluster.
     pub fn save(&self, storage: &Storage) -> io::Result<()> {
-        let raw = postcard::to_stdvec(self)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-        storage.raft_meta.insert(IDENTITY, raw).map_err(to_io)?;
+        write_record(storage, IDENTITY, self)?;
         storage
             .log_db
             .persist(fjall::PersistMode::SyncAll)
@@ -74,22 +64,36 @@ const FOUNDING: &[u8] = b"founding";
 /// (written by `backup::restore`, whose data dirs carry state but no Raft log yet). Durable
 /// with the next [`Identity::save`].
 pub fn save_founding(storage: &Storage, members: &BTreeMap<u64, MemberInfo>) -> io::Result<()> {
-    let raw = postcard::to_stdvec(members)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-    storage.raft_meta.insert(FOUNDING, raw).map_err(to_io)
+    write_record(storage, FOUNDING, members)
 }
 
 /// The founding membership [`save_founding`] recorded, if any.
 pub fn founding(storage: &Storage) -> io::Result<Option<BTreeMap<u64, MemberInfo>>> {
-    match storage.raft_meta.get(FOUNDING).map_err(to_io)? {
+    read_record(storage, FOUNDING, "founding membership")
+}
+
+/// A postcard-encoded `raft_meta` record, if present; `what` names it in the error.
+fn read_record<T: serde::de::DeserializeOwned>(
+    storage: &Storage,
+    key: &[u8],
+    what: &str,
+) -> io::Result<Option<T>> {
+    match storage.raft_meta.get(key).map_err(to_io)? {
         None => Ok(None),
         Some(raw) => postcard::from_bytes(&raw).map(Some).map_err(|e| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("the stored founding membership is unreadable: {e}"),
+                format!("the stored {what} is unreadable: {e}"),
             )
         }),
     }
+}
+
+/// Writes a postcard-encoded `raft_meta` record (not yet durable).
+fn write_record(storage: &Storage, key: &[u8], value: &impl Serialize) -> io::Result<()> {
+    let raw = postcard::to_stdvec(value)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    storage.raft_meta.insert(key, raw).map_err(to_io)
 }
 
 fn to_io(e: fjall::Error) -> io::Error {
