@@ -1,6 +1,5 @@
 //! `user`, `role` and `auth`: etcdctl's commands over etcd's Auth service, with etcdctl's
-//! arguments and its simple output, line for line (`-w json` prints the response as the other
-//! commands do).
+//! arguments and its output, line for line, in each format etcdctl has for them.
 
 use std::io::{BufRead, Write};
 
@@ -11,20 +10,130 @@ use crate::cli::{AuthCommand, PermissionRange, RoleCommand, UserCommand};
 use crate::endpoint::Connection;
 use crate::error::Error;
 use crate::key_range::prefix_range_end;
-use crate::output::{self, WriteOut};
+use crate::print::gojson::{GoJson, Obj};
+use crate::print::{Lines, Printer, Shown, WriteOut, fields_header, go_quote};
 
-/// Prints `response` as JSON, or the simple output `simple` writes.
-fn print<T: serde::Serialize>(
+/// An Auth response: its header, and the lists some of them carry.
+trait AuthResponse: prost::Message {
+    fn header(&self) -> Option<&pb::ResponseHeader>;
+}
+
+/// Prints `response` in the printer's format: `simple` writes the simple lines; the fields
+/// output is the header (plus what `extra` writes), or none where etcdctl has none.
+fn print<T: AuthResponse + GoJson>(
     out: &mut dyn Write,
-    write_out: WriteOut,
+    printer: Printer,
     response: &T,
-    simple: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    simple: impl Fn(&mut dyn Write) -> std::io::Result<()>,
+    fields: Fields<'_>,
 ) -> Result<(), Error> {
-    match write_out {
-        WriteOut::Simple => simple(out)?,
-        WriteOut::Json => output::json(out, response)?,
+    let header_only = |out: &mut dyn Write| fields_header(out, response.header());
+    let with_extra = |out: &mut dyn Write| {
+        fields_header(out, response.header())?;
+        match fields {
+            Fields::Extra(extra) => extra(out),
+            _ => Ok(()),
+        }
+    };
+    let fields: Option<Lines<'_>> = match fields {
+        Fields::None => None,
+        Fields::Header => Some(&header_only),
+        Fields::Extra(_) => Some(&with_extra),
+    };
+    printer.print(
+        out,
+        &Shown {
+            response,
+            simple: &simple,
+            fields,
+            protobuf: true,
+        },
+    )
+}
+
+/// What etcdctl's fields format prints for an Auth response.
+#[derive(Clone, Copy)]
+enum Fields<'a> {
+    /// Not supported (`user get`, `user list`).
+    None,
+    Header,
+    /// The header, then these lines.
+    Extra(Lines<'a>),
+}
+
+macro_rules! auth_responses {
+    ($($response:ident $(, $list:ident)?);* $(;)?) => {$(
+        impl AuthResponse for pb::$response {
+            fn header(&self) -> Option<&pb::ResponseHeader> {
+                self.header.as_ref()
+            }
+        }
+
+        impl GoJson for pb::$response {
+            fn go_json(&self, out: &mut String) {
+                let mut obj = Obj::open(out);
+                obj.msg("header", self.header.as_ref());
+                $(obj.strs(stringify!($list), &self.$list);)?
+                obj.close();
+            }
+        }
+    )*};
+}
+
+auth_responses!(
+    AuthUserAddResponse;
+    AuthUserDeleteResponse;
+    AuthUserGetResponse, roles;
+    AuthUserListResponse, users;
+    AuthUserChangePasswordResponse;
+    AuthUserGrantRoleResponse;
+    AuthUserRevokeRoleResponse;
+    AuthRoleAddResponse;
+    AuthRoleDeleteResponse;
+    AuthRoleListResponse, roles;
+    AuthRoleGrantPermissionResponse;
+    AuthRoleRevokePermissionResponse;
+);
+
+impl AuthResponse for pb::AuthRoleGetResponse {
+    fn header(&self) -> Option<&pb::ResponseHeader> {
+        self.header.as_ref()
     }
-    Ok(())
+}
+
+impl GoJson for Permission {
+    fn go_json(&self, out: &mut String) {
+        let mut obj = Obj::open(out);
+        obj.int("permType", self.perm_type)
+            .bytes("key", &self.key)
+            .bytes("range_end", &self.range_end);
+        obj.close();
+    }
+}
+
+impl GoJson for pb::AuthRoleGetResponse {
+    fn go_json(&self, out: &mut String) {
+        let mut obj = Obj::open(out);
+        obj.msg("header", self.header.as_ref())
+            .list("perm", &self.perm);
+        obj.close();
+    }
+}
+
+impl AuthResponse for pb::AuthStatusResponse {
+    fn header(&self) -> Option<&pb::ResponseHeader> {
+        self.header.as_ref()
+    }
+}
+
+impl GoJson for pb::AuthStatusResponse {
+    fn go_json(&self, out: &mut String) {
+        let mut obj = Obj::open(out);
+        obj.msg("header", self.header.as_ref())
+            .bool("enabled", self.enabled)
+            .int("authRevision", self.auth_revision);
+        obj.close();
+    }
 }
 
 /// A password the command line did not give: read from the terminal without echo
@@ -47,7 +156,7 @@ fn read_password(
             "Type password of {name} again for confirmation: "
         ))?;
         if again != first {
-            return Err(Error::Usage("given passwords are different".to_owned()));
+            return Err(Error::BadArgs("given passwords are different".to_owned()));
         }
     }
     Ok(first)
@@ -56,7 +165,7 @@ fn read_password(
 pub async fn user(
     connection: &Connection,
     command: UserCommand,
-    write_out: WriteOut,
+    printer: Printer,
     input: &mut dyn BufRead,
     out: &mut dyn Write,
 ) -> Result<(), Error> {
@@ -86,26 +195,34 @@ pub async fn user(
             let response = connection
                 .deadline(auth.user_add(connection.request(request)))
                 .await?;
-            print(out, write_out, &response, |out| {
-                writeln!(out, "User {name} created")
-            })
+            print(
+                out,
+                printer,
+                &response,
+                |out| writeln!(out, "User {name} created"),
+                Fields::Header,
+            )
         }
         UserCommand::Delete { name } => {
             let request = pb::AuthUserDeleteRequest { name: name.clone() };
             let response = connection
                 .deadline(auth.user_delete(connection.request(request)))
                 .await?;
-            print(out, write_out, &response, |out| {
-                writeln!(out, "User {name} deleted")
-            })
+            print(
+                out,
+                printer,
+                &response,
+                |out| writeln!(out, "User {name} deleted"),
+                Fields::Header,
+            )
         }
         UserCommand::Get { name, detail } => {
             let request = pb::AuthUserGetRequest { name: name.clone() };
             let response = connection
                 .deadline(auth.user_get(connection.request(request)))
                 .await?;
-            if write_out == WriteOut::Json {
-                return print(out, write_out, &response, |_| Ok(()));
+            if printer.format != WriteOut::Simple {
+                return print(out, printer, &response, |_| Ok(()), Fields::None);
             }
             writeln!(out, "User: {name}")?;
             if !detail {
@@ -131,9 +248,13 @@ pub async fn user(
             let response = connection
                 .deadline(auth.user_list(connection.request(pb::AuthUserListRequest {})))
                 .await?;
-            print(out, write_out, &response, |out| {
-                response.users.iter().try_for_each(|u| writeln!(out, "{u}"))
-            })
+            print(
+                out,
+                printer,
+                &response,
+                |out| response.users.iter().try_for_each(|u| writeln!(out, "{u}")),
+                Fields::None,
+            )
         }
         UserCommand::Passwd { name, interactive } => {
             let password = read_password(&name, interactive.interactive, true, input)?;
@@ -145,9 +266,13 @@ pub async fn user(
             let response = connection
                 .deadline(auth.user_change_password(connection.request(request)))
                 .await?;
-            print(out, write_out, &response, |out| {
-                writeln!(out, "Password updated")
-            })
+            print(
+                out,
+                printer,
+                &response,
+                |out| writeln!(out, "Password updated"),
+                Fields::Header,
+            )
         }
         UserCommand::GrantRole { user, role } => {
             let request = pb::AuthUserGrantRoleRequest {
@@ -157,9 +282,13 @@ pub async fn user(
             let response = connection
                 .deadline(auth.user_grant_role(connection.request(request)))
                 .await?;
-            print(out, write_out, &response, |out| {
-                writeln!(out, "Role {role} is granted to user {user}")
-            })
+            print(
+                out,
+                printer,
+                &response,
+                |out| writeln!(out, "Role {role} is granted to user {user}"),
+                Fields::Header,
+            )
         }
         UserCommand::RevokeRole { user, role } => {
             let request = pb::AuthUserRevokeRoleRequest {
@@ -169,9 +298,13 @@ pub async fn user(
             let response = connection
                 .deadline(auth.user_revoke_role(connection.request(request)))
                 .await?;
-            print(out, write_out, &response, |out| {
-                writeln!(out, "Role {role} is revoked from user {user}")
-            })
+            print(
+                out,
+                printer,
+                &response,
+                |out| writeln!(out, "Role {role} is revoked from user {user}"),
+                Fields::Header,
+            )
         }
     }
 }
@@ -181,12 +314,12 @@ fn permission_range(range: PermissionRange) -> Result<(Vec<u8>, Vec<u8>), Error>
     let key = range.key.into_bytes();
     let end = match (range.range_end, range.prefix, range.from_key) {
         (Some(_), true, _) | (Some(_), _, true) => {
-            return Err(Error::Usage(
+            return Err(Error::BadArgs(
                 "too many arguments: a range end with --prefix or --from-key".to_owned(),
             ));
         }
         (None, true, true) => {
-            return Err(Error::Usage(
+            return Err(Error::BadArgs(
                 "--from-key and --prefix flags are mutually exclusive".to_owned(),
             ));
         }
@@ -201,7 +334,7 @@ fn permission_range(range: PermissionRange) -> Result<(Vec<u8>, Vec<u8>), Error>
 pub async fn role(
     connection: &Connection,
     command: RoleCommand,
-    write_out: WriteOut,
+    printer: Printer,
     out: &mut dyn Write,
 ) -> Result<(), Error> {
     let mut auth = connection.auth();
@@ -211,35 +344,70 @@ pub async fn role(
             let response = connection
                 .deadline(auth.role_add(connection.request(request)))
                 .await?;
-            print(out, write_out, &response, |out| {
-                writeln!(out, "Role {name} created")
-            })
+            print(
+                out,
+                printer,
+                &response,
+                |out| writeln!(out, "Role {name} created"),
+                Fields::Header,
+            )
         }
         RoleCommand::Delete { name } => {
             let request = pb::AuthRoleDeleteRequest { role: name.clone() };
             let response = connection
                 .deadline(auth.role_delete(connection.request(request)))
                 .await?;
-            print(out, write_out, &response, |out| {
-                writeln!(out, "Role {name} deleted")
-            })
+            print(
+                out,
+                printer,
+                &response,
+                |out| writeln!(out, "Role {name} deleted"),
+                Fields::Header,
+            )
         }
         RoleCommand::Get { name } => {
             let request = pb::AuthRoleGetRequest { role: name.clone() };
             let response = connection
                 .deadline(auth.role_get(connection.request(request)))
                 .await?;
-            print(out, write_out, &response, |out| {
-                role_permissions(out, &name, &response.perm)
-            })
+            let perms = |out: &mut dyn Write| {
+                for p in &response.perm {
+                    let kind = permission::Type::try_from(p.perm_type)
+                        .map(|t| t.as_str_name())
+                        .unwrap_or("UNKNOWN");
+                    // Go's Println puts a space between its two operands.
+                    writeln!(out, "\"PermType\" :  {kind}")?;
+                    writeln!(out, "\"Key\" : {}", go_quote(&p.key))?;
+                    writeln!(out, "\"RangeEnd\" : {}", go_quote(&p.range_end))?;
+                }
+                Ok(())
+            };
+            print(
+                out,
+                printer,
+                &response,
+                |out| role_permissions(out, &name, &response.perm),
+                Fields::Extra(&perms),
+            )
         }
         RoleCommand::List => {
             let response = connection
                 .deadline(auth.role_list(connection.request(pb::AuthRoleListRequest {})))
                 .await?;
-            print(out, write_out, &response, |out| {
-                response.roles.iter().try_for_each(|r| writeln!(out, "{r}"))
-            })
+            let roles = |out: &mut dyn Write| {
+                write!(out, "\"Roles\" :")?;
+                for role in &response.roles {
+                    write!(out, " {}", go_quote(role.as_bytes()))?;
+                }
+                writeln!(out)
+            };
+            print(
+                out,
+                printer,
+                &response,
+                |out| response.roles.iter().try_for_each(|r| writeln!(out, "{r}")),
+                Fields::Extra(&roles),
+            )
         }
         RoleCommand::GrantPermission {
             role,
@@ -247,7 +415,7 @@ pub async fn role(
             range,
         } => {
             let perm_type = permission::Type::from_str_name(&permission.to_uppercase())
-                .ok_or_else(|| Error::Usage(format!("invalid permission type: {permission}")))?;
+                .ok_or_else(|| Error::BadArgs(format!("invalid permission type: {permission}")))?;
             let (key, range_end) = permission_range(range)?;
             let request = pb::AuthRoleGrantPermissionRequest {
                 name: role.clone(),
@@ -260,9 +428,13 @@ pub async fn role(
             let response = connection
                 .deadline(auth.role_grant_permission(connection.request(request)))
                 .await?;
-            print(out, write_out, &response, |out| {
-                writeln!(out, "Role {role} updated")
-            })
+            print(
+                out,
+                printer,
+                &response,
+                |out| writeln!(out, "Role {role} updated"),
+                Fields::Header,
+            )
         }
         RoleCommand::RevokePermission { role, range } => {
             let (key, range_end) = permission_range(range)?;
@@ -274,18 +446,24 @@ pub async fn role(
             let response = connection
                 .deadline(auth.role_revoke_permission(connection.request(request)))
                 .await?;
-            print(out, write_out, &response, |out| {
-                let key = String::from_utf8_lossy(&key);
-                if range_end.is_empty() {
-                    writeln!(out, "Permission of key {key} is revoked from role {role}")
-                } else {
-                    let end = String::from_utf8_lossy(&range_end);
-                    writeln!(
-                        out,
-                        "Permission of range [{key}, {end}) is revoked from role {role}"
-                    )
-                }
-            })
+            print(
+                out,
+                printer,
+                &response,
+                |out| {
+                    let key = String::from_utf8_lossy(&key);
+                    if range_end.is_empty() {
+                        writeln!(out, "Permission of key {key} is revoked from role {role}")
+                    } else {
+                        let end = String::from_utf8_lossy(&range_end);
+                        writeln!(
+                            out,
+                            "Permission of range [{key}, {end}) is revoked from role {role}"
+                        )
+                    }
+                },
+                Fields::Header,
+            )
         }
     }
 }
@@ -324,7 +502,7 @@ fn permission_line(out: &mut dyn Write, p: &Permission) -> std::io::Result<()> {
 pub async fn auth(
     connection: &Connection,
     command: AuthCommand,
-    write_out: WriteOut,
+    printer: Printer,
     out: &mut dyn Write,
 ) -> Result<(), Error> {
     let mut auth = connection.auth();
@@ -355,26 +533,33 @@ pub async fn auth(
                     other => break other?,
                 }
             };
-            print(out, write_out, &response, |out| {
-                writeln!(out, "Authentication Enabled")
-            })
+            // etcdctl prints this line whatever the output format.
+            let _ = (response, printer);
+            writeln!(out, "Authentication Enabled")?;
+            Ok(())
         }
         AuthCommand::Disable => {
             let response = connection
                 .deadline(auth.auth_disable(connection.request(pb::AuthDisableRequest {})))
                 .await?;
-            print(out, write_out, &response, |out| {
-                writeln!(out, "Authentication Disabled")
-            })
+            let _ = response;
+            writeln!(out, "Authentication Disabled")?;
+            Ok(())
         }
         AuthCommand::Status => {
             let response = connection
                 .deadline(auth.auth_status(connection.request(pb::AuthStatusRequest {})))
                 .await?;
-            print(out, write_out, &response, |out| {
-                writeln!(out, "Authentication Status: {}", response.enabled)?;
-                writeln!(out, "AuthRevision: {}", response.auth_revision)
-            })
+            print(
+                out,
+                printer,
+                &response,
+                |out| {
+                    writeln!(out, "Authentication Status: {}", response.enabled)?;
+                    writeln!(out, "AuthRevision: {}", response.auth_revision)
+                },
+                Fields::Header,
+            )
         }
     }
 }

@@ -6,13 +6,13 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::module::DEFAULT_CHUNK_BYTES;
-use crate::output::WriteOut;
+use crate::print::WriteOut;
 use crate::units::{parse_bytes, parse_duration};
 
-/// Cairn's command-line client: etcd transactions with computed compares, and the plugin
-/// registry.
+/// Cairn's command-line client: every etcdctl v3 command, Cairn's computed compares and watch
+/// filters, and the plugin registry.
 #[derive(Debug, Parser)]
-#[command(name = "cairnctl", version)]
+#[command(name = "cairnctl", version, disable_version_flag = true)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -62,12 +62,67 @@ pub struct GlobalArgs {
     #[arg(long = "key", id = "tls_key")]
     pub key: Option<std::path::PathBuf>,
     /// Accept any server certificate (only for testing, as etcdctl says).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub insecure_skip_tls_verify: bool,
+    /// Print keys and values as hex-escaped bytes (`\x66\x6f\x6f`).
+    #[arg(long, global = true, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub hex: bool,
+    /// HTTP/2 keepalive ping interval (Go duration).
+    #[arg(long, global = true, default_value = "2s", value_parser = parse_duration)]
+    pub keepalive_time: Duration,
+    /// How long a keepalive ping may go unanswered before the connection is dropped.
+    #[arg(long, global = true, default_value = "6s", value_parser = parse_duration)]
+    pub keepalive_timeout: Duration,
+    /// Accepted for etcdctl's sake: `http://` endpoints and bare `host:port` are plain,
+    /// `https://` endpoints use TLS, whatever this says.
+    #[arg(long, global = true, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub insecure_transport: bool,
+    /// Accepted for etcdctl's sake (DNS discovery is not supported).
+    #[arg(long, global = true, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub insecure_discovery: bool,
+    /// Print the flags as environment variables on stderr before running (etcdctl's
+    /// `--debug`).
+    #[arg(long, global = true, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub debug: bool,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Gets the key or a range of keys.
+    Get(GetArgs),
+    /// Puts the given key into the store (the value from stdin when not given).
+    Put(PutArgs),
+    /// Removes the specified key or range of keys [key, range_end).
+    Del(DelArgs),
+    /// Compacts the event history in etcd.
+    Compaction(CompactionArgs),
+    /// Lease related commands.
+    #[command(subcommand)]
+    Lease(LeaseCommand),
+    /// Membership related commands.
+    #[command(subcommand)]
+    Member(MemberCommand),
+    /// Endpoint related commands.
+    #[command(subcommand)]
+    Endpoint(EndpointCommand),
+    /// Alarm related commands.
+    #[command(subcommand)]
+    Alarm(AlarmCommand),
+    /// Defragments the storage of the etcd members with given endpoints.
+    Defrag(DefragArgs),
+    /// Transfers leadership to another etcd cluster member.
+    MoveLeader {
+        /// The new leader's member ID, in hex.
+        transferee: Option<String>,
+    },
+    /// Acquires a named lock (and runs a command while holding it).
+    Lock(LockArgs),
+    /// Observes and participates in leader election.
+    Elect(ElectArgs),
+    /// Prints the version of cairnctl.
+    Version,
+    /// Prints a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion { shell: clap_complete::Shell },
     /// Manage WebAssembly plugins: install modules, bind them to key ranges.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -89,6 +144,193 @@ pub enum Command {
     /// a new cluster's data dir (etcdctl's and etcdutl's `snapshot`).
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The key, and optionally the end of the range [key, range_end).
+    pub args: Vec<String>,
+    /// Linearizable (l) or Serializable (s).
+    #[arg(long, default_value = "l")]
+    pub consistency: String,
+    /// Order of results: ASCEND or DESCEND (ASCEND by default).
+    #[arg(long, default_value = "")]
+    pub order: String,
+    /// Sort target: CREATE, KEY, MODIFY, VALUE, or VERSION.
+    #[arg(long, default_value = "")]
+    pub sort_by: String,
+    /// Maximum number of results.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub limit: i64,
+    /// Get keys with matching prefix.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub prefix: bool,
+    /// Get keys that are greater than or equal to the given key using byte compare.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub from_key: bool,
+    /// Specify the kv revision.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub rev: i64,
+    /// Get only the keys.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub keys_only: bool,
+    /// Only write values when using the "simple" output format.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub print_value_only: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    /// The key, and the value (read from stdin when not given).
+    pub args: Vec<String>,
+    /// Lease ID (in hexadecimal) to attach to the key.
+    #[arg(long, default_value = "0")]
+    pub lease: String,
+    /// Return the previous key-value pair before modification.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub prev_kv: bool,
+    /// Updates the key using its current value.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub ignore_value: bool,
+    /// Updates the key using its current lease.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub ignore_lease: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DelArgs {
+    /// The key, and optionally the end of the range [key, range_end).
+    pub args: Vec<String>,
+    /// Delete keys with matching prefix.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub prefix: bool,
+    /// Return deleted key-value pairs.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub prev_kv: bool,
+    /// Delete keys that are greater than or equal to the given key using byte compare.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub from_key: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompactionArgs {
+    /// The revision to compact up to.
+    pub args: Vec<String>,
+    /// Wait for the compaction to be physically applied.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub physical: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LeaseCommand {
+    /// Creates leases.
+    Grant { args: Vec<String> },
+    /// Revokes leases.
+    Revoke { args: Vec<String> },
+    /// Gets lease information.
+    Timetolive {
+        args: Vec<String>,
+        /// Get keys attached to this lease.
+        #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+        keys: bool,
+    },
+    /// Lists all active leases.
+    List,
+    /// Keeps leases alive (renews them).
+    KeepAlive {
+        args: Vec<String>,
+        /// Resets the keep-alive time to its original value and exits immediately.
+        #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+        once: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MemberCommand {
+    /// Adds a member into the cluster.
+    Add {
+        args: Vec<String>,
+        /// Comma separated peer URLs for the new member.
+        #[arg(long, default_value = "")]
+        peer_urls: String,
+        /// Indicates if the new member is raft learner.
+        #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+        learner: bool,
+    },
+    /// Removes a member from the cluster.
+    Remove { args: Vec<String> },
+    /// Updates a member in the cluster.
+    Update {
+        args: Vec<String>,
+        /// Comma separated peer URLs for the updated member.
+        #[arg(long, default_value = "")]
+        peer_urls: String,
+    },
+    /// Lists all members in the cluster.
+    List,
+    /// Promotes a non-voting member in the cluster.
+    Promote { args: Vec<String> },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EndpointCommand {
+    /// Checks the healthiness of endpoints specified in `--endpoints` flag.
+    Health(ClusterFlag),
+    /// Prints out the status of endpoints specified in `--endpoints` flag.
+    Status(ClusterFlag),
+    /// Prints the KV history hash for each endpoint in --endpoints.
+    Hashkv {
+        #[command(flatten)]
+        cluster: ClusterFlag,
+        /// Maximum revision to hash (default: all revisions).
+        #[arg(long, default_value_t = 0)]
+        rev: i64,
+    },
+}
+
+/// `endpoint --cluster`.
+#[derive(Debug, Args)]
+pub struct ClusterFlag {
+    /// Use all endpoints from the cluster member list.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub cluster: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlarmCommand {
+    /// Disarms all alarms.
+    Disarm,
+    /// Lists all alarms.
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct DefragArgs {
+    /// Defragment every member of the cluster (from the member list).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub cluster: bool,
+    /// etcdctl's offline defragmentation of a data dir; Cairn members defragment online only.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    /// The lock's name, then optionally a command to run while holding it.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+    /// Timeout for the lock session, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub ttl: i64,
+}
+
+#[derive(Debug, Args)]
+pub struct ElectArgs {
+    /// The election's name, then the proposal.
+    pub args: Vec<String>,
+    /// Observation mode: print each new leader's proposal.
+    #[arg(short = 'l', long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub listen: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -125,20 +367,24 @@ pub struct RestoreArgs {
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {
-    /// The key, or the first key of the range.
-    pub key: String,
-    /// The end of the range (exclusive).
-    pub range_end: Option<String>,
-    /// Watch every key starting with KEY.
-    #[arg(long, conflicts_with = "range_end")]
+    /// The key, and optionally the end of the range [key, range_end).
+    pub args: Vec<String>,
+    /// A command to run for each event (after `--`), with the event in `ETCD_WATCH_*`.
+    #[arg(last = true)]
+    pub exec: Vec<String>,
+    /// Interactive mode: read `watch ...` and `progress` commands from stdin.
+    #[arg(short = 'i', long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub interactive: bool,
+    /// Watch on a prefix if prefix is set.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub prefix: bool,
-    /// The revision to start from (0: the next one).
+    /// Revision to start watching (0: the next one).
     #[arg(long, default_value_t = 0)]
     pub rev: i64,
-    /// Print each event's previous version too.
-    #[arg(long)]
+    /// Get the previous key-value pair before the event happens.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub prev_kv: bool,
-    /// A watch-filter binding to run over this watcher's events.
+    /// A watch-filter binding to run over this watcher's events (Cairn's own).
     #[arg(long, value_name = "BINDING")]
     pub filter: Option<String>,
     /// The argument the filter is opened with.
@@ -260,7 +506,7 @@ pub enum FailurePolicyArg {
 #[derive(Debug, Args)]
 pub struct Interactive {
     /// Read the password from the terminal instead of stdin.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub interactive: bool,
 }
 
@@ -309,10 +555,10 @@ pub struct PermissionRange {
     /// The end of the range [key, range_end).
     pub range_end: Option<String>,
     /// Every key with the prefix `key`.
-    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub prefix: bool,
     /// Every key from `key` on.
-    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub from_key: bool,
 }
 

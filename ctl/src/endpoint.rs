@@ -3,7 +3,7 @@
 //!
 //! Endpoints are tried in the order given; the first that completes the HTTP/2 handshake within
 //! the dial timeout serves the whole command. Every call gets the command timeout, both as a
-//! local deadline and as the `grpc-timeout` the server sees. Plain HTTP only: no TLS yet.
+//! local deadline and as the `grpc-timeout` the server sees. `https://` endpoints use TLS (`tls.rs`).
 
 use std::error::Error as StdError;
 use std::future::Future;
@@ -11,9 +11,13 @@ use std::time::{Duration, Instant};
 
 use cairn_proto::cairn_plugin::plugin_client::PluginClient;
 use cairn_proto::etcdserverpb::auth_client::AuthClient;
+use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
 use cairn_proto::etcdserverpb::kv_client::KvClient;
+use cairn_proto::etcdserverpb::lease_client::LeaseClient;
 use cairn_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use cairn_proto::etcdserverpb::watch_client::WatchClient;
+use cairn_proto::v3electionpb::election_client::ElectionClient;
+use cairn_proto::v3lockpb::lock_client::LockClient;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 
@@ -62,6 +66,18 @@ impl Connection {
         dial_timeout: Duration,
         command_timeout: Duration,
     ) -> Result<Self, Error> {
+        Self::dial_with(endpoints, tls, dial_timeout, command_timeout, None).await
+    }
+
+    /// [`Connection::dial`], with HTTP/2 keepalive pings (`--keepalive-time`,
+    /// `--keepalive-timeout`) when given.
+    pub async fn dial_with(
+        endpoints: &[String],
+        tls: &crate::tls::TlsArgs,
+        dial_timeout: Duration,
+        command_timeout: Duration,
+        keepalive: Option<(Duration, Duration)>,
+    ) -> Result<Self, Error> {
         let mut failures = Vec::new();
         for endpoint in endpoints {
             let (uri, secure) = endpoint_uri(endpoint)?;
@@ -69,7 +85,13 @@ impl Connection {
                 endpoint: endpoint.clone(),
                 reason: error_chain(&error),
             })?;
-            let dialer = dialer.connect_timeout(dial_timeout).tcp_nodelay(true);
+            let mut dialer = dialer.connect_timeout(dial_timeout).tcp_nodelay(true);
+            if let Some((interval, timeout)) = keepalive {
+                dialer = dialer
+                    .http2_keep_alive_interval(interval)
+                    .keep_alive_timeout(timeout)
+                    .keep_alive_while_idle(true);
+            }
             let connect = async {
                 if secure {
                     let connector = crate::tls::Connector::new(tls, &uri)?;
@@ -111,6 +133,22 @@ impl Connection {
 
     pub fn auth(&self) -> AuthClient<Channel> {
         AuthClient::new(self.channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES)
+    }
+
+    pub fn lease(&self) -> LeaseClient<Channel> {
+        LeaseClient::new(self.channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES)
+    }
+
+    pub fn cluster(&self) -> ClusterClient<Channel> {
+        ClusterClient::new(self.channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES)
+    }
+
+    pub fn lock(&self) -> LockClient<Channel> {
+        LockClient::new(self.channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES)
+    }
+
+    pub fn election(&self) -> ElectionClient<Channel> {
+        ElectionClient::new(self.channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES)
     }
 
     pub fn watch(&self) -> WatchClient<Channel> {

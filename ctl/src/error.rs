@@ -38,6 +38,39 @@ pub enum Error {
     Snapshot(String),
     #[error("cannot write the output: {0}")]
     Output(#[from] io::Error),
+    /// A format or feature the command does not have (etcdctl's exit status 4).
+    #[error("{0}")]
+    Unsupported(String),
+    /// Arguments etcdctl refuses before dialing (its exit status 128).
+    #[error("{0}")]
+    BadArgs(String),
+    /// A command that failed after printing what it could (`endpoint health` of an unhealthy
+    /// cluster); the message is printed as `Error: ...`.
+    #[error("{0}")]
+    Failed(String),
+    /// A watch the server ended (etcdctl's exit status 5, `ExitInterrupted`).
+    #[error("{0}")]
+    Canceled(String),
+    /// A failure etcdctl reports with exit status 2 (`ExitBadConnection`).
+    #[error("{0}")]
+    BadConnection(String),
+    /// A failure already reported on stderr in etcdctl's words: only the exit status is left.
+    #[error("")]
+    Silent,
+}
+
+impl Error {
+    /// etcdctl's exit status for this error: 1 for errors, 4 for an unsupported feature, 128
+    /// for bad arguments.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::BadConnection(_) => 2,
+            Error::Unsupported(_) => 4,
+            Error::Canceled(_) => 5,
+            Error::BadArgs(_) => 128,
+            _ => 1,
+        }
+    }
 }
 
 impl From<tonic::Status> for Error {

@@ -1,28 +1,36 @@
-//! `cairnctl`: Cairn's command-line client, in etcdctl's style.
+//! `cairnctl`: Cairn's command-line client, a superset of etcdctl.
 //!
-//! It speaks etcd's `KV` (for `txn`, with Cairn's computed compares), `Watch`, `Auth` (`user`,
-//! `role`, `auth`, as etcdctl) and `Maintenance` (`snapshot save`), and Cairn's
-//! `cairn.plugin.v1.Plugin` registry (install, bind, unbind, remove, list, get).
-//! `snapshot status` and `snapshot restore` work on files, through `cairn::backup`.
+//! It takes etcdctl's commands, flags and environment variables and prints what etcdctl prints
+//! in each of its output formats; it adds Cairn's computed compares (`txn`), watch filters
+//! (`watch --filter`), the plugin registry (`plugin ...`) and etcdutl's file commands
+//! (`snapshot status|restore`, through `cairn::backup`).
 //!
 //! ```text
-//!  argv ──▶ cli (clap) ──▶ run ──▶ endpoint::Connection ──gRPC──▶ a Cairn member
-//!  stdin ──▶ txn_parse ──┘   │
-//!  file.wasm ──▶ module ─────┘ (componentize, sha256, chunks)
-//!                            └──▶ output (simple | json) ──▶ stdout
+//!  env ──▶ env (ETCDCTL_*/CAIRNCTL_* as flags) ──▶ cli (clap) ──▶ run::Session
+//!                                                                   │ dial (endpoint)
+//!   keys · lease · cluster · recipes · watch · auth · snapshot ◀────┘ plugin (run.rs)
+//!     │ responses
+//!     ▼
+//!  print: simple | json (gojson: Go's encoding/json) | fields | protobuf | table ──▶ stdout
 //! ```
 //!
-//! The parsers (`txn_parse`, `key_range`, `units`) and `module` are pure: no I/O, no network,
-//! so `tests/` checks them directly. Only `run` and `endpoint` talk to a server, and only
-//! `main.rs` touches the process (exit code, `Error:` on stderr).
+//! The parsers (`txn_parse`, `key_range`, `units`, `env`) and `module` are pure: no I/O, no
+//! network, so tests check them directly. Only the command modules and `endpoint` talk to a
+//! server, and only `main.rs` touches the process (exit status, `Error:` on stderr).
 
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod endpoint;
+pub mod env;
 pub mod error;
 pub mod key_range;
+pub mod keys;
+pub mod lease;
 pub mod module;
 pub mod output;
+pub mod print;
+pub mod recipes;
 pub mod run;
 pub mod snapshot;
 pub mod tls;

@@ -1,5 +1,6 @@
-//! What `cairnctl` prints: etcdctl's simple format, or the response as proto3 JSON (pbjson:
-//! proto field names, 64-bit integers as strings, bytes as base64) on one line.
+//! What `cairnctl` prints for Cairn's own services (the plugin registry, snapshot status): a
+//! simple format, or the response as proto3 JSON (pbjson: proto field names, 64-bit integers
+//! as strings, bytes as base64) on one line. etcd's services print through `print`.
 //!
 //! Printers write to any `Write`, so tests read what a user would see.
 
@@ -8,54 +9,13 @@ use std::io::{self, Write};
 use cairn_proto::cairn_plugin::{
     Binding, FailurePolicy, GetResponse, Kind, ListResponse, PluginInfo,
 };
-use cairn_proto::etcdserverpb::{TxnResponse, response_op::Response};
 
 use crate::key_range::display_range;
 
-/// `-w/--write-out`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum WriteOut {
-    Simple,
-    Json,
-}
-
-/// A response as one line of JSON.
+/// A response as one line of proto3 JSON (Cairn's own services, which etcdctl does not print).
 pub fn json(out: &mut dyn Write, value: &impl serde::Serialize) -> io::Result<()> {
     serde_json::to_writer(&mut *out, value).map_err(io::Error::other)?;
     writeln!(out)
-}
-
-/// etcdctl's simple txn output: `SUCCESS` or `FAILURE`, then a blank line and the result of
-/// each op that ran (`OK` for a put, key and value lines for a get, the count for a delete).
-pub fn txn(out: &mut dyn Write, response: &TxnResponse) -> io::Result<()> {
-    writeln!(
-        out,
-        "{}",
-        if response.succeeded {
-            "SUCCESS"
-        } else {
-            "FAILURE"
-        }
-    )?;
-    for op in &response.responses {
-        writeln!(out)?;
-        match &op.response {
-            Some(Response::ResponsePut(_)) => writeln!(out, "OK")?,
-            Some(Response::ResponseRange(range)) => {
-                // Raw bytes, as etcdctl prints them.
-                for kv in &range.kvs {
-                    out.write_all(&kv.key)?;
-                    writeln!(out)?;
-                    out.write_all(&kv.value)?;
-                    writeln!(out)?;
-                }
-            }
-            Some(Response::ResponseDeleteRange(delete)) => writeln!(out, "{}", delete.deleted)?,
-            Some(Response::ResponseTxn(nested)) => txn(out, nested)?,
-            None => writeln!(out, "unexpected empty response")?,
-        }
-    }
-    Ok(())
 }
 
 /// `plugin list`: a table of plugins, a blank line, a table of bindings.

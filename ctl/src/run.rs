@@ -18,16 +18,66 @@ use crate::endpoint::Connection;
 use crate::error::Error;
 use crate::key_range::prefix_range_end;
 use crate::module::{self, MAX_MODULE_BYTES, Module};
-use crate::output::{self, WriteOut};
+use crate::output;
+use crate::print::{Printer, WriteOut};
 use crate::txn_parse;
 
 /// The largest `--config-file`: a binding travels in one request, under gRPC's 4 MiB.
 pub const MAX_CONFIG_BYTES: usize = 1 << 20;
 
-/// Runs `cli`, reading a txn from `input` and printing to `out`.
+/// One command's global settings: how to dial and how to print.
+pub struct Session {
+    pub global: GlobalArgs,
+    pub printer: Printer,
+}
+
+impl Session {
+    pub fn new(global: GlobalArgs) -> Self {
+        let printer = Printer::new(global.write_out, global.hex);
+        Session { global, printer }
+    }
+
+    /// Connects to the first endpoint that answers, authenticated with `--user` if given.
+    pub async fn dial(&self) -> Result<Connection, Error> {
+        dial(&self.global, &self.global.endpoints).await
+    }
+
+    /// Connects to `endpoint` alone (commands that report per endpoint).
+    pub async fn dial_one(&self, endpoint: &str) -> Result<Connection, Error> {
+        dial(&self.global, &[endpoint.to_owned()]).await
+    }
+}
+
+/// Runs `cli`, reading a txn or a value from `input` and printing to `out`.
 pub async fn run(cli: Cli, input: &mut dyn BufRead, out: &mut dyn Write) -> Result<(), Error> {
-    let global = cli.global;
+    if cli.global.debug {
+        debug_flags(&cli.global);
+    }
+    let session = Session::new(cli.global);
+    let global = &session.global;
     match cli.command {
+        Command::Get(args) => crate::keys::get(&session, args, out).await?,
+        Command::Put(args) => crate::keys::put(&session, args, input, out).await?,
+        Command::Del(args) => crate::keys::del(&session, args, out).await?,
+        Command::Compaction(args) => crate::keys::compaction(&session, args, out).await?,
+        Command::Lease(command) => crate::lease::lease(&session, command, out).await?,
+        Command::Member(command) => crate::cluster::member(&session, command, out).await?,
+        Command::Endpoint(command) => crate::cluster::endpoint(&session, command, out).await?,
+        Command::Alarm(command) => crate::cluster::alarm(&session, command, out).await?,
+        Command::Defrag(args) => crate::cluster::defrag(&session, args, out).await?,
+        Command::MoveLeader { transferee } => {
+            crate::cluster::move_leader(&session, transferee, out).await?;
+        }
+        Command::Lock(args) => crate::recipes::lock(&session, args, out).await?,
+        Command::Elect(args) => crate::recipes::elect(&session, args, out).await?,
+        Command::Version => {
+            writeln!(out, "cairnctl version: {}", env!("CARGO_PKG_VERSION"))?;
+            writeln!(out, "API version: 3.4")?;
+        }
+        Command::Completion { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "cairnctl", out);
+        }
         Command::Txn(args) => {
             let prompts: Option<&mut dyn Write> = if args.interactive {
                 Some(&mut *out)
@@ -35,95 +85,132 @@ pub async fn run(cli: Cli, input: &mut dyn BufRead, out: &mut dyn Write) -> Resu
                 None
             };
             let request = txn_parse::read_txn(input, prompts)?;
-            let connection = dial(&global).await?;
+            let connection = session.dial().await?;
             let response = connection
                 .deadline(connection.kv().txn(connection.request(request)))
                 .await?;
-            match global.write_out {
-                WriteOut::Simple => output::txn(out, &response)?,
-                WriteOut::Json => output::json(out, &response)?,
-            }
+            session.printer.print(out, &response)?;
         }
-        Command::Watch(args) => crate::watch::watch(&dial(&global).await?, args, out).await?,
+        Command::Watch(args) => crate::watch::watch(&session, args, input, out).await?,
         Command::Snapshot(command) => {
-            crate::snapshot::snapshot(command, || dial(&global), global.write_out, out).await?;
+            crate::snapshot::snapshot(command, || session.dial(), global.write_out, out).await?;
         }
         Command::User(command) => {
-            crate::auth::user(&dial(&global).await?, command, global.write_out, input, out).await?;
+            crate::auth::user(&session.dial().await?, command, session.printer, input, out).await?;
         }
         Command::Role(command) => {
-            crate::auth::role(&dial(&global).await?, command, global.write_out, out).await?;
+            crate::auth::role(&session.dial().await?, command, session.printer, out).await?;
         }
         Command::Auth(command) => {
-            crate::auth::auth(&dial(&global).await?, command, global.write_out, out).await?;
+            crate::auth::auth(&session.dial().await?, command, session.printer, out).await?;
         }
-        Command::Plugin(PluginCommand::Install(args)) => install(&global, args, out).await?,
-        Command::Plugin(PluginCommand::Bind(args)) => bind(&global, args, out).await?,
-        Command::Plugin(PluginCommand::Unbind { binding }) => {
-            let connection = dial(&global).await?;
+        Command::Plugin(command) => plugin(&session, command, out).await?,
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// etcdctl's `--debug`: every global flag as the environment variable that would set it.
+fn debug_flags(global: &GlobalArgs) {
+    eprintln!("ETCDCTL_ENDPOINTS=[{}]", global.endpoints.join(" "));
+    eprintln!("ETCDCTL_WRITE_OUT={}", global.write_out.name());
+    eprintln!("ETCDCTL_HEX={}", global.hex);
+    eprintln!("ETCDCTL_DIAL_TIMEOUT={:?}", global.dial_timeout);
+    eprintln!("ETCDCTL_COMMAND_TIMEOUT={:?}", global.command_timeout);
+    eprintln!("ETCDCTL_KEEPALIVE_TIME={:?}", global.keepalive_time);
+    eprintln!("ETCDCTL_KEEPALIVE_TIMEOUT={:?}", global.keepalive_timeout);
+    eprintln!(
+        "ETCDCTL_INSECURE_SKIP_TLS_VERIFY={}",
+        global.insecure_skip_tls_verify
+    );
+}
+
+/// Cairn's plugin registry commands. Their JSON is the response as proto3 JSON (Cairn's own
+/// API: no etcdctl output to match).
+async fn plugin(
+    session: &Session,
+    command: PluginCommand,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
+    let global = &session.global;
+    let write_out = match global.write_out {
+        WriteOut::Simple | WriteOut::Json => global.write_out,
+        other => {
+            return Err(Error::Unsupported(format!(
+                "{} not supported as output format",
+                other.name()
+            )));
+        }
+    };
+    match command {
+        PluginCommand::Install(args) => install(global, write_out, args, out).await?,
+        PluginCommand::Bind(args) => bind(global, write_out, args, out).await?,
+        PluginCommand::Unbind { binding } => {
+            let connection = dial(global, &global.endpoints).await?;
             let request = connection.request(UnbindRequest {
                 name: binding.clone(),
             });
             let response = connection
                 .deadline(connection.plugin().unbind(request))
                 .await?;
-            match global.write_out {
-                WriteOut::Simple => writeln!(out, "unbound {binding}")?,
+            match write_out {
                 WriteOut::Json => output::json(out, &response)?,
+                _ => writeln!(out, "unbound {binding}")?,
             }
         }
-        Command::Plugin(PluginCommand::Remove { name }) => {
-            let connection = dial(&global).await?;
+        PluginCommand::Remove { name } => {
+            let connection = dial(global, &global.endpoints).await?;
             let request = connection.request(RemoveRequest { name: name.clone() });
             let response = connection
                 .deadline(connection.plugin().remove(request))
                 .await?;
-            match global.write_out {
-                WriteOut::Simple => writeln!(out, "removed {name}")?,
+            match write_out {
                 WriteOut::Json => output::json(out, &response)?,
+                _ => writeln!(out, "removed {name}")?,
             }
         }
-        Command::Plugin(PluginCommand::List) => {
-            let connection = dial(&global).await?;
+        PluginCommand::List => {
+            let connection = dial(global, &global.endpoints).await?;
             let request = connection.request(ListRequest {});
             let response = connection
                 .deadline(connection.plugin().list(request))
                 .await?;
-            match global.write_out {
-                WriteOut::Simple => output::plugin_list(out, &response)?,
+            match write_out {
                 WriteOut::Json => output::json(out, &response)?,
+                _ => output::plugin_list(out, &response)?,
             }
         }
-        Command::Plugin(PluginCommand::Get { name }) => {
-            let connection = dial(&global).await?;
+        PluginCommand::Get { name } => {
+            let connection = dial(global, &global.endpoints).await?;
             let request = connection.request(GetRequest { name });
             let response = connection
                 .deadline(connection.plugin().get(request))
                 .await?;
-            match global.write_out {
-                WriteOut::Simple => output::plugin_get(out, &response)?,
+            match write_out {
                 WriteOut::Json => output::json(out, &response)?,
+                _ => output::plugin_get(out, &response)?,
             }
         }
     }
-    out.flush()?;
     Ok(())
 }
 
-/// Connects, and with `--user` authenticates as etcdctl does: the token then goes with every
-/// request; a cluster with authentication off is used without one.
-async fn dial(global: &GlobalArgs) -> Result<Connection, Error> {
+/// Connects to the first of `endpoints` that answers, and with `--user` authenticates as
+/// etcdctl does: the token then goes with every request; a cluster with authentication off
+/// is used without one.
+async fn dial(global: &GlobalArgs, endpoints: &[String]) -> Result<Connection, Error> {
     let tls = crate::tls::TlsArgs {
         cacert: global.cacert.clone(),
         cert: global.cert.clone(),
         key: global.key.clone(),
         insecure_skip_verify: global.insecure_skip_tls_verify,
     };
-    let connection = Connection::dial(
-        &global.endpoints,
+    let connection = Connection::dial_with(
+        endpoints,
         &tls,
         global.dial_timeout,
         global.command_timeout,
+        Some((global.keepalive_time, global.keepalive_timeout)),
     )
     .await?;
     let Some(user) = &global.user else {
@@ -143,7 +230,12 @@ async fn dial(global: &GlobalArgs) -> Result<Connection, Error> {
 /// `plugin install`: the chunks go one unary call each, in order; each answer must count the
 /// bytes sent so far, and the last must say the plugin is installed. A server that already
 /// has these bytes may say so early, which ends the upload.
-async fn install(global: &GlobalArgs, args: InstallArgs, out: &mut dyn Write) -> Result<(), Error> {
+async fn install(
+    global: &GlobalArgs,
+    write_out: WriteOut,
+    args: InstallArgs,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
     let chunk_bytes = usize::try_from(args.chunk_size)
         .ok()
         .filter(|&bytes| bytes > 0)
@@ -151,17 +243,17 @@ async fn install(global: &GlobalArgs, args: InstallArgs, out: &mut dyn Write) ->
     let path = args.file.display().to_string();
     let bytes = read_file(&args.file, MAX_MODULE_BYTES)?;
     let module = module::prepare(&path, bytes)?;
-    let connection = dial(global).await?;
+    let connection = dial(global, &global.endpoints).await?;
     let response = send_chunks(&connection, &args.name, &module, chunk_bytes).await?;
-    match global.write_out {
-        WriteOut::Simple => writeln!(
+    match write_out {
+        WriteOut::Json => output::json(out, &response)?,
+        _ => writeln!(
             out,
             "installed {} sha256:{} ({} bytes)",
             args.name,
             module.sha256,
             module.bytes.len()
         )?,
-        WriteOut::Json => output::json(out, &response)?,
     }
     Ok(())
 }
@@ -197,7 +289,12 @@ async fn send_chunks(
 }
 
 /// `plugin bind`: one Bind request with the binding as the flags describe it.
-async fn bind(global: &GlobalArgs, args: BindArgs, out: &mut dyn Write) -> Result<(), Error> {
+async fn bind(
+    global: &GlobalArgs,
+    write_out: WriteOut,
+    args: BindArgs,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
     let config = match (args.config, &args.config_file) {
         (Some(text), _) => text.into_bytes(),
         (None, Some(path)) => read_file(path, MAX_CONFIG_BYTES)?,
@@ -248,16 +345,16 @@ async fn bind(global: &GlobalArgs, args: BindArgs, out: &mut dyn Write) -> Resul
         } as i32,
         ..Binding::default()
     };
-    let connection = dial(global).await?;
+    let connection = dial(global, &global.endpoints).await?;
     let request = connection.request(BindRequest {
         binding: Some(binding),
     });
     let response = connection
         .deadline(connection.plugin().bind(request))
         .await?;
-    match global.write_out {
-        WriteOut::Simple => writeln!(out, "bound {}", args.binding)?,
+    match write_out {
         WriteOut::Json => output::json(out, &response)?,
+        _ => writeln!(out, "bound {}", args.binding)?,
     }
     Ok(())
 }

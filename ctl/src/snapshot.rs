@@ -13,7 +13,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::cli::{RestoreArgs, SnapshotCommand};
 use crate::endpoint::Connection;
 use crate::error::Error;
-use crate::output::{self, WriteOut};
+use crate::output;
+use crate::print::{Table, WriteOut};
 
 /// Runs a `snapshot` subcommand; only `save` needs `connect`.
 pub async fn snapshot<F, Fut>(
@@ -34,9 +35,34 @@ where
         }
         SnapshotCommand::Status { file } => {
             let summary = backup::status(&file).map_err(|e| Error::Snapshot(e.to_string()))?;
+            // etcdctl's hash is a CRC-32 of the bolt file; Cairn's is the SHA-256's first
+            // 32 bits (the 8 hex digits the simple line shows).
+            let hash = u32::from_str_radix(&summary.sha256[..8], 16).unwrap_or(0);
             match write_out {
                 WriteOut::Simple => status(out, &summary)?,
+                // Everything the file holds (Cairn's summary, a superset of etcdctl's).
                 WriteOut::Json => output::json(out, &summary)?,
+                WriteOut::Fields => {
+                    writeln!(out, "\"Hash\" : {hash}")?;
+                    writeln!(out, "\"Revision\" : {}", summary.header.revision)?;
+                    writeln!(out, "\"Keys\" : {}", summary.keys)?;
+                    writeln!(out, "\"Size\" : {}", summary.size)?;
+                }
+                WriteOut::Table => Table {
+                    header: vec!["hash", "revision", "total keys", "total size"],
+                    rows: vec![vec![
+                        format!("{hash:x}"),
+                        summary.header.revision.to_string(),
+                        summary.keys.to_string(),
+                        crate::units::human_bytes(summary.size),
+                    ]],
+                }
+                .render(out)?,
+                WriteOut::Protobuf => {
+                    return Err(Error::Unsupported(
+                        "protobuf not supported as output format".to_owned(),
+                    ));
+                }
             }
         }
         SnapshotCommand::Restore(args) => {

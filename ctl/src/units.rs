@@ -83,3 +83,50 @@ pub fn human_bytes(n: u64) -> String {
         format!("{value:.0} {}", UNITS[exp - 1])
     }
 }
+
+/// A duration as Go's `time.Duration.String` writes it: `2.559554ms`, `1.5s`, `1m2.5s`.
+pub fn go_duration(d: std::time::Duration) -> String {
+    let nanos = d.as_nanos();
+    // Trailing zeros of the fraction dropped, as Go drops them.
+    let with_fraction = |whole: u128, fraction: u128, digits: usize, unit: &str| {
+        let fraction = format!("{fraction:0digits$}");
+        let fraction = fraction.trim_end_matches('0');
+        if fraction.is_empty() {
+            format!("{whole}{unit}")
+        } else {
+            format!("{whole}.{fraction}{unit}")
+        }
+    };
+    match nanos {
+        0 => "0s".to_owned(),
+        n if n < 1_000 => format!("{n}ns"),
+        n if n < 1_000_000 => with_fraction(n / 1_000, n % 1_000, 3, "µs"),
+        n if n < 1_000_000_000 => with_fraction(n / 1_000_000, n % 1_000_000, 6, "ms"),
+        n => {
+            let secs = n / 1_000_000_000;
+            let (hours, minutes, secs) = (secs / 3600, secs / 60 % 60, secs % 60);
+            let seconds = with_fraction(secs, n % 1_000_000_000, 9, "s");
+            match (hours, minutes) {
+                (0, 0) => seconds,
+                (0, m) => format!("{m}m{seconds}"),
+                (h, m) => format!("{h}h{m}m{seconds}"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod go_duration_tests {
+    use super::go_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_read_as_go_writes_them() {
+        assert_eq!(go_duration(Duration::from_nanos(2_559_554)), "2.559554ms");
+        assert_eq!(go_duration(Duration::from_nanos(1_500)), "1.5µs");
+        assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(go_duration(Duration::from_millis(62_500)), "1m2.5s");
+        assert_eq!(go_duration(Duration::from_secs(3600)), "1h0m0s");
+        assert_eq!(go_duration(Duration::from_nanos(999)), "999ns");
+    }
+}

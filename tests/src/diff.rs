@@ -66,6 +66,21 @@ pub fn zero_field(text: &str, key: &str) -> String {
     out
 }
 
+/// Zeroes the identity lines of etcdctl's `fields` format (`"ClusterID" : 123`).
+pub fn zero_fields_lines(text: &str) -> String {
+    text.split('\n')
+        .map(|line| {
+            for key in ["\"ClusterID\" : ", "\"MemberID\" : ", "\"RaftTerm\" : "] {
+                if line.starts_with(key) {
+                    return format!("{key}0");
+                }
+            }
+            line.to_owned()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// What is compared: exit status, stdout with identity fields zeroed, and the `Error:` lines
 /// of stderr (the rest of stderr is client logging with timestamps and random ids).
 pub fn normalize(out: &Output) -> String {
@@ -73,6 +88,7 @@ pub fn normalize(out: &Output) -> String {
     for key in ["cluster_id", "member_id", "raft_term"] {
         stdout = zero_field(&stdout, key);
     }
+    stdout = zero_fields_lines(&stdout);
     let errors: Vec<&str> = std::str::from_utf8(&out.stderr)
         .unwrap_or_default()
         .lines()

@@ -450,6 +450,19 @@ impl Etcdctl {
         child.wait_with_output().expect("wait for etcdctl")
     }
 
+    /// Runs `<args>` with the environment variables `env` and no flags of its own (neither
+    /// `--endpoints` nor `--command-timeout`): for testing how the client reads its
+    /// environment.
+    pub fn run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        Command::new(&self.bin)
+            .env("ETCDCTL_API", "3")
+            .envs(env.iter().copied())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run etcdctl")
+    }
+
     /// Runs `etcdctl --endpoints=<endpoint> <args>` with optional stdin.
     pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
         use std::io::Write;

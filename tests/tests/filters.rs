@@ -180,7 +180,8 @@ async fn example_filters_through_cairnctl_on_three_members() {
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
-        "Error: watch is canceled by the server: cairn: no watch filter binding named \"nope\""
+        "watch was canceled (rpc error: code = FailedPrecondition desc = cairn: no watch filter binding named \"nope\")\n\
+         Error: watch is canceled by the server"
     );
     let out = Etcdctl::cairnctl(&e0).run(
         &[

@@ -515,7 +515,8 @@ put never ran
     assert_eq!((txn.success.len(), txn.failure.len()), (4, 1));
 }
 
-/// A failed txn prints FAILURE and the failure ops' results; -w json prints the TxnResponse.
+/// A failed txn prints FAILURE and the failure ops' results; -w json prints the TxnResponse
+/// as etcdctl does (Go's encoding/json: numbers as numbers, the op under `Response`).
 #[test]
 fn txn_failure_and_json() {
     let server = FakeServer::start();
@@ -529,8 +530,8 @@ fn txn_failure_and_json() {
     );
     let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(json["succeeded"], true);
-    assert_eq!(json["header"]["revision"], "7");
-    assert!(json["responses"][0]["response_put"].is_object());
+    assert_eq!(json["header"]["revision"], 7);
+    assert!(json["responses"][0]["Response"]["ResponsePut"].is_object());
     let recorded = server.recorded();
     let computed = recorded.txns[1].compare[0].computed.clone().unwrap();
     assert_eq!(
