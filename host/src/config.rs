@@ -268,9 +268,27 @@ pub struct Config {
     #[arg(skip)]
     pub link_filter: crate::raft::transport::filter::Filter,
 
-    /// Log level: debug, info, warn or error.
-    #[arg(long, env = "CAIRN_LOG_LEVEL", default_value = "info", value_parser = ["debug", "info", "warn", "error"])]
+    /// Log level: debug, info, warn or error (etcd's panic and fatal log errors only).
+    #[arg(long, env = "CAIRN_LOG_LEVEL", default_value = "info", value_parser = ["debug", "info", "warn", "error", "panic", "fatal"])]
     pub log_level: String,
+
+    /// The logger: etcd's `zap` (the only one; its `capnslog` is gone from etcd 3.5).
+    #[arg(long, env = "CAIRN_LOGGER", default_value = "zap", value_parser = ["zap"])]
+    pub logger: String,
+
+    /// Where logs go, comma-separated: `default` or `stderr`, `stdout`, or file paths.
+    #[arg(
+        long,
+        env = "CAIRN_LOG_OUTPUTS",
+        default_value = "default",
+        value_delimiter = ','
+    )]
+    pub log_outputs: Vec<String>,
+
+    /// Log line format: `text` (zap's `console`; coloured only on a terminal) or `json` (one
+    /// object per line with etcd's field names).
+    #[arg(long, env = "CAIRN_LOG_FORMAT", value_enum, default_value_t = crate::logging::LogFormat::Text)]
+    pub log_format: crate::logging::LogFormat,
 }
 
 #[derive(Debug, Error)]

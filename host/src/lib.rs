@@ -11,6 +11,7 @@ pub mod config;
 pub mod corrupt;
 pub mod identity;
 pub mod lease;
+pub mod logging;
 pub mod metrics;
 pub mod mvcc;
 pub mod net;

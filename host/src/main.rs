@@ -13,14 +13,15 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let config = Config::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
-            // The transport crates' debug output is per frame: useless noise to an operator.
-            "{},openraft=warn,h2=info,hyper=info,hyper_util=info,tower=info,tonic=info",
-            config.log_level
-        )))
-        .with_writer(std::io::stderr)
-        .init();
+    // etcd's panic and fatal levels log errors only.
+    let level = match config.log_level.as_str() {
+        "panic" | "fatal" => "error",
+        level => level,
+    };
+    if let Err(e) = cairn::logging::init(level, config.log_format, &config.log_outputs) {
+        eprintln!("cairn: {e}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -188,11 +188,11 @@ async fn sigterm_stops_a_member_of_a_busy_cluster() {
 
 /// `etcdctl endpoint status --cluster -w json`, reduced to what must agree: how many members
 /// answered, whether they name one leader among them, and whether their terms agree.
-async fn cluster_status_shape(cluster: &Cluster, via: usize) -> String {
+async fn cluster_status_shape(cluster: &Cluster, via: usize, client: Client) -> String {
     // Right after a leader change, members may briefly disagree: ask until they settle.
     let mut shape = String::new();
     for _ in 0..20 {
-        shape = status_shape_once(cluster, via);
+        shape = status_shape_once(cluster, via, client);
         if shape.contains(" 1 leader(s)") && shape.ends_with(" 1 term(s)") {
             break;
         }
@@ -201,8 +201,8 @@ async fn cluster_status_shape(cluster: &Cluster, via: usize) -> String {
     shape
 }
 
-fn status_shape_once(cluster: &Cluster, via: usize) -> String {
-    let ctl = Etcdctl::new(&cluster.members[via].endpoint());
+fn status_shape_once(cluster: &Cluster, via: usize, client: Client) -> String {
+    let ctl = client(&cluster.members[via].endpoint());
     let out = ctl.run(&["endpoint", "status", "--cluster", "-w", "json"], None);
     assert!(
         out.status.success(),
@@ -233,10 +233,10 @@ fn status_shape_once(cluster: &Cluster, via: usize) -> String {
 
 /// `etcdctl endpoint hashkv --cluster -w json`, reduced to how many members answered and
 /// whether their hashes agree.
-async fn cluster_hashkv_shape(cluster: &Cluster, via: usize) -> String {
+async fn cluster_hashkv_shape(cluster: &Cluster, via: usize, client: Client) -> String {
     let mut shape = String::new();
     for _ in 0..20 {
-        shape = hashkv_shape_once(cluster, via);
+        shape = hashkv_shape_once(cluster, via, client);
         if shape.ends_with(" 1 distinct hash(es)") {
             break;
         }
@@ -245,8 +245,8 @@ async fn cluster_hashkv_shape(cluster: &Cluster, via: usize) -> String {
     shape
 }
 
-fn hashkv_shape_once(cluster: &Cluster, via: usize) -> String {
-    let ctl = Etcdctl::new(&cluster.members[via].endpoint());
+fn hashkv_shape_once(cluster: &Cluster, via: usize, client: Client) -> String {
+    let ctl = client(&cluster.members[via].endpoint());
     let out = ctl.run(&["endpoint", "hashkv", "--cluster", "-w", "json"], None);
     assert!(
         out.status.success(),
@@ -280,7 +280,12 @@ fn normalize_ids(text: &str, ids: &[u64]) -> String {
 }
 
 /// What etcdctl printed, with member and cluster IDs and ports made comparable.
-async fn run_ctl(cluster: &Cluster, member: usize, args: &[&str]) -> (bool, String) {
+async fn run_ctl(
+    cluster: &Cluster,
+    member: usize,
+    args: &[&str],
+    client: Client,
+) -> (bool, String) {
     let mut ids = Vec::new();
     for m in cluster.members.iter().filter(|m| m.is_running()) {
         ids.push(m.id().await);
@@ -291,7 +296,7 @@ async fn run_ctl(cluster: &Cluster, member: usize, args: &[&str]) -> (bool, Stri
     if let Some(h) = list.header() {
         ids.push(h.cluster_id());
     }
-    let ctl = Etcdctl::new(&cluster.members[member].endpoint());
+    let ctl = client(&cluster.members[member].endpoint());
     let out = ctl.run(args, None);
     // Members the command added.
     let list = c.member_list().await.expect("member list");
@@ -334,14 +339,33 @@ fn comparable(text: &str) -> String {
     lines.join("\n")
 }
 
+/// The command-line client a session runs: etcdctl, or cairnctl (which takes its flags).
+type Client = fn(&str) -> Etcdctl;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_member_commands_match_etcd() {
     // Proves `etcdctl member list/add/promote/remove` and `move-leader` give the same
     // output and errors against Cairn as against a real 3-member etcd cluster.
+    member_session(Etcdctl::new).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cairnctl_member_commands_print_what_etcdctl_prints() {
+    // Proves cairnctl's member, move-leader and `endpoint --cluster` commands do and print
+    // what etcdctl's do: cairnctl against a 3-member Cairn, etcdctl against a 3-member etcd.
+    member_session(Etcdctl::cairnctl).await;
+}
+
+/// The membership session: etcdctl against etcd, `on_cairn` against Cairn.
+async fn member_session(on_cairn: Client) {
     let _serial = SERIAL.lock().await;
-    with_timeout(Duration::from_secs(240), "etcdctl member commands", async {
+    with_timeout(Duration::from_secs(240), "member commands", async {
         let mut outputs = Vec::new();
         for flavor in [Flavor::Etcd, Flavor::Cairn] {
+            let client: Client = match flavor {
+                Flavor::Etcd => Etcdctl::new,
+                _ => on_cairn,
+            };
             let mut cluster = Cluster::start(flavor, 3, &[]).await;
             let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
             let follower = (leader + 1) % 3;
@@ -381,10 +405,19 @@ async fn etcdctl_member_commands_match_etcd() {
                     "member promote <voter>",
                     vec!["member".into(), "promote".into(), other_id.clone()],
                 ),
+                (
+                    "member update <voter> <its own peer URL>",
+                    vec![
+                        "member".into(),
+                        "update".into(),
+                        other_id.clone(),
+                        format!("--peer-urls={}", cluster.members[other].peer_url()),
+                    ],
+                ),
             ];
             for (label, args) in &script {
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                let (ok, out) = run_ctl(&cluster, follower, &args).await;
+                let (ok, out) = run_ctl(&cluster, follower, &args, client).await;
                 steps.push((label.to_string(), ok, out));
             }
             // The learner has not started, so it cannot be in sync with the leader. (The
@@ -404,13 +437,15 @@ async fn etcdctl_member_commands_match_etcd() {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             };
-            let (ok, out) = run_ctl(&cluster, follower, &["member", "promote", &learner]).await;
+            let (ok, out) =
+                run_ctl(&cluster, follower, &["member", "promote", &learner], client).await;
             steps.push(("member promote <unstarted learner>".into(), ok, out));
-            let (ok, out) = run_ctl(&cluster, follower, &["member", "remove", &learner]).await;
+            let (ok, out) =
+                run_ctl(&cluster, follower, &["member", "remove", &learner], client).await;
             steps.push(("member remove <learner>".into(), ok, out));
             // move-leader: etcdctl sends it to the leader endpoint it finds itself.
             let target = format!("{:x}", cluster.members[follower].id().await);
-            let (ok, out) = run_ctl(&cluster, leader, &["move-leader", &target]).await;
+            let (ok, out) = run_ctl(&cluster, leader, &["move-leader", &target], client).await;
             steps.push(("move-leader <follower>".into(), ok, out));
             let new_leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
             assert_eq!(new_leader, follower, "{flavor:?}: leadership moved");
@@ -419,13 +454,15 @@ async fn etcdctl_member_commands_match_etcd() {
             steps.push((
                 "endpoint status --cluster".into(),
                 true,
-                cluster_status_shape(&cluster, follower).await,
+                cluster_status_shape(&cluster, follower, client).await,
             ));
             steps.push((
                 "endpoint hashkv --cluster".into(),
                 true,
-                cluster_hashkv_shape(&cluster, follower).await,
+                cluster_hashkv_shape(&cluster, follower, client).await,
             ));
+            let (ok, out) = run_ctl(&cluster, follower, &["defrag", "--cluster"], client).await;
+            steps.push(("defrag --cluster".into(), ok, out));
             outputs.push(steps);
         }
         let (etcd, cairn) = (&outputs[0], &outputs[1]);
@@ -587,5 +624,61 @@ async fn users_and_roles_replicate() {
             assert_eq!(users.users(), ["alice"]);
         },
     )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_parse_and_an_unreachable_peer_is_reported_sparingly() {
+    // Proves `--log-format json` writes one object per line with etcd's field names on every
+    // member, that auth changes leave an audit line (who, what, revision), and that a peer
+    // down for a minute costs the leader a few lines with its ID in hex (one at once, then one
+    // every 30 s), where openraft's warnings alone gave ten a second with decimal IDs.
+    let _serial = SERIAL.lock().await;
+    with_timeout(Duration::from_secs(240), "json logs", async {
+        let mut cluster = Cluster::start(Flavor::Cairn, 3, &["--log-format=json"]).await;
+        let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
+        let ctl = Etcdctl::new(&cluster.members[leader].endpoint());
+        let added = ctl.run(&["user", "add", "auditor:pw"], None);
+        assert!(added.status.success(), "{added:?}");
+        let down = (leader + 1) % 3;
+        let down_id = cluster.members[down].id().await;
+        cluster.members[down].kill9();
+        // The span is what is measured: how many lines a minute of outage costs.
+        tokio::time::sleep(Duration::from_secs(62)).await;
+        for member in [leader, (leader + 2) % 3] {
+            for line in cluster.members[member].log().lines() {
+                let object: serde_json::Value = serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("not one JSON object ({e}): {line}"));
+                for key in ["level", "ts", "caller", "msg"] {
+                    assert!(object[key].is_string(), "no {key} in {line}");
+                }
+            }
+        }
+        let log = cluster.members[leader].log();
+        let audit: Vec<&str> = log.lines().filter(|l| l.contains("\"audit\"")).collect();
+        assert!(
+            audit
+                .iter()
+                .any(|l| l.contains("\"change\":\"user add auditor\"")
+                    && l.contains("\"user\":\"(anonymous)\"")
+                    && l.contains("\"revision\":")),
+            "no audit line for the user add: {audit:?}"
+        );
+        let hex = format!("{down_id:x}");
+        let about_down: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(&hex) && l.contains("unreachable"))
+            .collect();
+        assert!(
+            (1..=4).contains(&about_down.len()),
+            "{} lines about the down peer in a minute:\n{}",
+            about_down.len(),
+            about_down.join("\n")
+        );
+        assert!(
+            !log.contains(&down_id.to_string()),
+            "the down member's ID in decimal:\n{log}"
+        );
+    })
     .await;
 }

@@ -33,11 +33,14 @@ impl AuthService {
         caller: Caller,
         command: AuthCommand,
     ) -> Result<Response<T>, Status> {
+        let change = describe(&command);
+        let who = caller.clone();
         let revision = match self.ctx.propose_as(caller, Command::Auth(command)).await? {
             CommandResponse::Auth(Ok(_), revision) => revision,
             CommandResponse::Auth(Err(e), _) => return Err(status::auth_error(&e)),
             other => return Err(status::unexpected_response("an auth command", &other)),
         };
+        super::audit(&who, &change, revision);
         let mut out = T::default();
         *out.header_mut() = self.ctx.header(revision);
         Ok(Response::new(out))
@@ -95,6 +98,40 @@ impl AuthService {
         } else {
             Ok(hashed)
         }
+    }
+}
+
+/// An auth change in etcdctl's words, for the audit log (never a password or its hash).
+fn describe(command: &AuthCommand) -> String {
+    let range = |key: &[u8], end: &[u8]| match end {
+        [] => key.escape_ascii().to_string(),
+        end => format!("[{}, {})", key.escape_ascii(), end.escape_ascii()),
+    };
+    match command {
+        AuthCommand::UserAdd {
+            name, no_password, ..
+        } => match no_password {
+            true => format!("user add {name} --no-password"),
+            false => format!("user add {name}"),
+        },
+        AuthCommand::UserDelete { name } => format!("user delete {name}"),
+        AuthCommand::UserChangePassword { name, .. } => format!("user passwd {name}"),
+        AuthCommand::UserGrantRole { user, role } => format!("user grant-role {user} {role}"),
+        AuthCommand::UserRevokeRole { user, role } => format!("user revoke-role {user} {role}"),
+        AuthCommand::RoleAdd { name } => format!("role add {name}"),
+        AuthCommand::RoleDelete { name } => format!("role delete {name}"),
+        AuthCommand::RoleGrantPermission { role, permission } => format!(
+            "role grant-permission {role} {:?} {}",
+            permission.kind,
+            range(&permission.key, &permission.range_end)
+        ),
+        AuthCommand::RoleRevokePermission {
+            role,
+            key,
+            range_end,
+        } => format!("role revoke-permission {role} {}", range(key, range_end)),
+        AuthCommand::Enable { .. } => "auth enable".to_owned(),
+        AuthCommand::Disable => "auth disable".to_owned(),
     }
 }
 

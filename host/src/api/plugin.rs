@@ -29,12 +29,27 @@ impl PluginService {
         caller: crate::auth::Caller,
         command: PluginCommand,
     ) -> Result<(PluginOutcome, i64), Status> {
+        let change = describe(&command);
+        let who = caller.clone();
         match self
             .ctx
             .propose_as(caller, Command::Plugin(command))
             .await?
         {
-            CommandResponse::Plugin(Ok(outcome), revision) => Ok((outcome, revision)),
+            CommandResponse::Plugin(Ok(outcome), revision) => {
+                // An upload is audited once, when its last chunk installs the plugin.
+                let done = !matches!(
+                    outcome,
+                    PluginOutcome::Install {
+                        installed: false,
+                        ..
+                    }
+                );
+                if let (Some(change), true) = (change, done) {
+                    super::audit(&who, &change, revision);
+                }
+                Ok((outcome, revision))
+            }
             CommandResponse::Plugin(Err(e), _) => Err(status::plugin_error(&e)),
             other => Err(status::unexpected_response("a plugin command", &other)),
         }
@@ -106,6 +121,31 @@ fn binding_to_pb(b: &Binding, registry: &Registry) -> pb::Binding {
             fuel_used: b.stats.fuel_used,
             decisions_hash: hex(&b.stats.decisions_hash),
         }),
+    }
+}
+
+/// A registry change made through the API, for the audit log (`None` for the leader's own
+/// reactor bookkeeping, which never comes through here).
+fn describe(command: &PluginCommand) -> Option<String> {
+    let binding = |b: &Binding| {
+        let range = match b.range_end.as_slice() {
+            [] => b.key.escape_ascii().to_string(),
+            end => format!("[{}, {})", b.key.escape_ascii(), end.escape_ascii()),
+        };
+        format!(
+            "plugin bind {} --plugin {} --kind {:?} {range}",
+            b.name, b.plugin, b.kind
+        )
+    };
+    match command {
+        PluginCommand::Install { name, sha256, .. } => {
+            Some(format!("plugin install {name} sha256:{sha256}"))
+        }
+        PluginCommand::Bind(b) => Some(binding(b)),
+        PluginCommand::BindReactor { binding: b, .. } => Some(binding(b)),
+        PluginCommand::Unbind { name } => Some(format!("plugin unbind {name}")),
+        PluginCommand::Remove { name } => Some(format!("plugin remove {name}")),
+        PluginCommand::ReactorStep { .. } | PluginCommand::ReactorFailed { .. } => None,
     }
 }
 

@@ -86,7 +86,11 @@ enum Rpc {
 }
 
 impl PeerLink {
+    /// The error openraft gets for a failed message; the failure is also noted for the
+    /// rate-limited reachability log.
     fn unreachable(&self, why: impl std::fmt::Display) -> Unreachable<TypeConfig> {
+        let why = why.to_string();
+        self.peers.note_unreachable(self.target, &self.url, &why);
         Unreachable::from_string(format!("member {:x} ({}): {why}", self.target, self.url))
     }
 
@@ -119,7 +123,10 @@ impl PeerLink {
             }
         };
         let reply = match tokio::time::timeout(option.hard_ttl(), call).await {
-            Ok(Ok(reply)) => reply.into_inner(),
+            Ok(Ok(reply)) => {
+                self.peers.note_reachable(self.target);
+                reply.into_inner()
+            }
             Ok(Err(status)) => {
                 return Err(RPCError::Unreachable(self.unreachable(status.message())));
             }
@@ -314,7 +321,10 @@ impl RaftNetworkV2<TypeConfig> for PeerLink {
                     }
                 });
             let inbound = match tokio::time::timeout(ttl, client.append_stream(outbound)).await {
-                Ok(Ok(response)) => response.into_inner(),
+                Ok(Ok(response)) => {
+                    self.peers.note_reachable(self.target);
+                    response.into_inner()
+                }
                 Ok(Err(status)) => return failed(status.message().to_string()).await,
                 Err(_) => {
                     return Err(RPCError::Unreachable(
@@ -353,6 +363,9 @@ impl RaftNetworkV2<TypeConfig> for PeerLink {
                 postcard::from_bytes(&reply.payload)
                     .map_err(|e| RPCError::Network(NetworkError::from_string(e)))
             });
+        if reply.is_ok() {
+            self.peers.note_reachable(self.target);
+        }
         if let (Some(started), Ok(_)) = (started, &reply) {
             crate::metrics::METRICS
                 .peer_rtt(self.target)

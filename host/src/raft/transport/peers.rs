@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cairn_proto::cairn_raft::peer_client::PeerClient;
 use cairn_proto::cairn_raft::{CallKind, Envelope};
@@ -26,6 +26,16 @@ use super::peer_error::PeerError;
 pub const MAX_PEER_MESSAGE_BYTES: usize = 256 << 20;
 /// How long a connection attempt to a peer may take before the call fails.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// How often a peer that stays unreachable is reported again (the first failure is reported
+/// at once; openraft retries ten times a second, which is not worth a line each).
+const OUTAGE_REPORT_EVERY: Duration = Duration::from_secs(30);
+
+/// A peer that has not answered since `since`.
+struct Outage {
+    since: Instant,
+    failures: u64,
+    reported: Instant,
+}
 
 #[derive(Clone)]
 pub struct Peers {
@@ -42,6 +52,8 @@ struct Inner {
     calls: Links,
     /// Snapshots being sent to peers right now (purging waits for none, see `purge.rs`).
     sending_snapshots: AtomicU64,
+    /// Peers that stopped answering, by member ID (for rate-limited logging only).
+    outages: Mutex<BTreeMap<u64, Outage>>,
 }
 
 impl std::fmt::Debug for Peers {
@@ -77,6 +89,7 @@ impl Peers {
                 channels: Mutex::default(),
                 calls: Links::default(),
                 sending_snapshots: AtomicU64::new(0),
+                outages: Mutex::default(),
             }),
         }
     }
@@ -87,6 +100,58 @@ impl Peers {
 
     pub fn cluster_id(&self) -> u64 {
         self.inner.cluster_id.load(Ordering::Relaxed)
+    }
+
+    /// Notes a failed message to member `target`: logged at once the first time, then once
+    /// every [`OUTAGE_REPORT_EVERY`] with the count, while the peer stays unreachable.
+    pub fn note_unreachable(&self, target: u64, url: &str, why: &str) {
+        let now = Instant::now();
+        let mut outages = self.inner.outages.lock().expect("outage lock poisoned");
+        match outages.get_mut(&target) {
+            None => {
+                outages.insert(
+                    target,
+                    Outage {
+                        since: now,
+                        failures: 1,
+                        reported: now,
+                    },
+                );
+                tracing::warn!(
+                    member = format!("{target:x}"),
+                    url,
+                    error = why,
+                    "peer unreachable"
+                );
+            }
+            Some(outage) => {
+                outage.failures += 1;
+                if now.duration_since(outage.reported) >= OUTAGE_REPORT_EVERY {
+                    outage.reported = now;
+                    tracing::warn!(
+                        member = format!("{target:x}"),
+                        url,
+                        failures = outage.failures,
+                        for_secs = now.duration_since(outage.since).as_secs(),
+                        error = why,
+                        "peer still unreachable"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Notes an answer from member `target`; logs its return if it had been unreachable.
+    pub fn note_reachable(&self, target: u64) {
+        let mut outages = self.inner.outages.lock().expect("outage lock poisoned");
+        if let Some(outage) = outages.remove(&target) {
+            tracing::info!(
+                member = format!("{target:x}"),
+                failures = outage.failures,
+                after_secs = outage.since.elapsed().as_secs(),
+                "peer reachable again"
+            );
+        }
     }
 
     /// Counts a snapshot as on its way to a peer until the returned guard drops.
