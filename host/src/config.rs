@@ -138,6 +138,16 @@ pub struct Config {
     #[arg(long, env = "CAIRN_GRPC_KEEPALIVE_TIMEOUT", default_value = "20s")]
     pub grpc_keepalive_timeout: GoDuration,
 
+    /// Most concurrent HTTP/2 streams (RPCs, watch and keepalive streams) one client
+    /// connection may hold (etcd's default: 2^32 - 1, no limit in practice).
+    #[arg(long, env = "CAIRN_MAX_CONCURRENT_STREAMS", default_value_t = u32::MAX, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_streams: u32,
+
+    /// A YAML file with etcd's configuration keys (the flags' names, as in etcd's
+    /// `etcd.conf.yml`). Flags and `CAIRN_*` variables win over it.
+    #[arg(long, env = "CAIRN_CONFIG_FILE")]
+    pub config_file: Option<PathBuf>,
+
     /// How often the leader records remaining lease TTLs through Raft, so that a new leader
     /// continues each lease's countdown instead of restarting it (Go-style duration).
     #[arg(

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod backup;
 pub mod compactor;
 pub mod config;
+pub mod config_file;
 pub mod corrupt;
 pub mod identity;
 pub mod lease;

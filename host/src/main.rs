@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use cairn::config::Config;
 use cairn::server::Server;
 use clap::Parser;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
 
 /// mimalloc instead of glibc's allocator: the request path allocates many small, short-lived
 /// buffers (gRPC frames, keys, values), where glibc malloc cost ~10% of CPU under load.
@@ -12,7 +13,32 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let config = Config::parse();
+    // `--config-file` settings join the command line, below its flags and variables.
+    let applied = match cairn::config_file::apply(std::env::args_os().collect(), &|name| {
+        std::env::var(name).ok()
+    }) {
+        Ok(applied) => applied,
+        Err(e) => {
+            eprintln!("cairn: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = match Config::try_parse_from(&applied.args) {
+        Ok(config) => config,
+        Err(error) => {
+            let hint = match (error.kind(), error.get(ContextKind::InvalidArg)) {
+                (ErrorKind::UnknownArgument, Some(ContextValue::String(flag))) => {
+                    cairn::config_file::etcd_flag_hint(flag)
+                }
+                _ => None,
+            };
+            let _ = error.print();
+            if let Some(hint) = hint {
+                eprintln!("\n{hint}");
+            }
+            return ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2));
+        }
+    };
     // etcd's panic and fatal levels log errors only.
     let level = match config.log_level.as_str() {
         "panic" | "fatal" => "error",
@@ -21,6 +47,13 @@ fn main() -> ExitCode {
     if let Err(e) = cairn::logging::init(level, config.log_format, &config.log_outputs) {
         eprintln!("cairn: {e}");
         return ExitCode::FAILURE;
+    }
+    if !applied.ignored.is_empty() {
+        tracing::warn!(
+            keys = applied.ignored.join(", "),
+            "the config file's settings for these etcd flags are ignored: Cairn does not take \
+             them (see docs/compatibility.md)"
+        );
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -142,6 +142,7 @@ impl Server {
         let keepalive = Keepalive {
             interval: config.grpc_keepalive_interval.0,
             timeout: config.grpc_keepalive_timeout.0,
+            max_streams: config.max_concurrent_streams,
         };
         let client_addrs = serve_clients(
             &mut tasks,

@@ -5,6 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cairn_tests::{CairnNode, Etcdctl, binary_path, free_port};
+use futures::StreamExt;
 
 /// Runs `cairn` with `args` until it exits (bounded), returning (exit code, stderr).
 fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
@@ -39,6 +40,13 @@ fn bad_flags_exit_with_a_message() {
     assert_eq!(code, Some(2));
     assert!(
         err.contains("unexpected argument '--no-such-flag'"),
+        "stderr: {err}"
+    );
+    // An etcd flag Cairn does not take says so, and where the flags are listed.
+    let (code, err) = run_to_exit(&["--wal-dir=/tmp/wal"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("--wal-dir is an etcd flag Cairn does not take; docs/compatibility.md"),
         "stderr: {err}"
     );
     let (code, err) = run_to_exit(&["--max-txn-ops=zero"]);
@@ -268,4 +276,98 @@ fn silent_and_unresponsive_connections_are_closed() {
         waited[2] < Duration::from_secs(15),
         "an unanswered ping did not close the connection: {waited:?}"
     );
+}
+
+#[test]
+fn a_config_file_sets_what_flags_and_variables_do_not() {
+    // Proves `--config-file` reads etcd's YAML keys, that a flag wins over the file, that
+    // the file's TLS section maps to the TLS flags, and that etcd keys Cairn lacks are only
+    // warned about: the member starts, with the file's limits and JSON logs.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("etcd.conf.yml");
+    std::fs::write(
+        &file,
+        "log-format: json\nmax-txn-ops: 2\nmax-request-bytes: 4096\nwal-dir:\n\
+         enable-v2: true\nclient-transport-security:\n  client-cert-auth: false\n",
+    )
+    .expect("write the config file");
+    let config = format!("--config-file={}", file.display());
+    let node = CairnNode::start(&[&config, "--max-request-bytes=1048576"]);
+    let ctl = Etcdctl::new(&node.endpoint());
+    // The file's 2 operations per txn: a txn of three is refused.
+    let txn = ctl.run(&["txn"], Some("\n\nput a 1\nput b 2\nput c 3\n\n\n"));
+    assert!(
+        String::from_utf8_lossy(&txn.stderr).contains("too many operations in txn request"),
+        "{txn:?}"
+    );
+    // The flag's 1 MiB, not the file's 4 KiB: a 5 KB value is taken.
+    let big = "x".repeat(5000);
+    let put = ctl.run(&["put", "big", &big], None);
+    assert!(put.status.success(), "{put:?}");
+    let log = node.log();
+    let first: serde_json::Value =
+        serde_json::from_str(log.lines().next().expect("a log line")).expect("JSON logs");
+    assert_eq!(first["level"], "warn", "{log}");
+    assert_eq!(first["keys"], "enable-v2", "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_concurrent_streams_bounds_one_connection() {
+    // Proves `--max-concurrent-streams` caps the streams of one client connection, as etcd's
+    // flag does: with a cap of 2 and two watches open, a third RPC on the same connection
+    // waits, while another connection is served at once.
+    use cairn_proto::etcdserverpb::kv_client::KvClient;
+    use cairn_proto::etcdserverpb::watch_client::WatchClient;
+    use cairn_proto::etcdserverpb::{
+        RangeRequest, WatchCreateRequest, WatchRequest, watch_request::RequestUnion,
+    };
+    let node = CairnNode::start(&["--max-concurrent-streams=2"]);
+    let url = format!("http://{}", node.endpoint());
+    let channel = tonic::transport::Endpoint::from_shared(url.clone())
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut watches = Vec::new();
+    for key in ["a", "b"] {
+        let create = WatchRequest {
+            request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+                key: key.as_bytes().to_vec(),
+                ..WatchCreateRequest::default()
+            })),
+        };
+        let requests = futures::stream::iter([create]).chain(futures::stream::pending());
+        let mut stream = WatchClient::new(channel.clone())
+            .watch(requests)
+            .await
+            .expect("watch")
+            .into_inner();
+        // Created: the stream is open on the server.
+        stream
+            .message()
+            .await
+            .expect("created")
+            .expect("a response");
+        watches.push(stream);
+    }
+    let range = || RangeRequest {
+        key: b"a".to_vec(),
+        ..RangeRequest::default()
+    };
+    let third = tokio::time::timeout(
+        Duration::from_millis(1500),
+        KvClient::new(channel.clone()).range(range()),
+    )
+    .await;
+    assert!(third.is_err(), "a third stream was served: {third:?}");
+    let other = tonic::transport::Endpoint::from_shared(url)
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    tokio::time::timeout(Duration::from_secs(10), KvClient::new(other).range(range()))
+        .await
+        .expect("another connection is served")
+        .expect("range");
+    drop(watches);
 }

@@ -44,12 +44,14 @@ pub async fn bind_all(urls: &[ListenUrl]) -> Result<Vec<(String, TcpListener)>, 
     Ok(listeners)
 }
 
-/// How a client connection is kept honest: HTTP/2 pings after `interval` of quiet, and the
-/// connection closed when one goes unanswered for `timeout` (etcd's gRPC keepalive flags).
+/// How a client connection is kept honest: HTTP/2 pings after `interval` of quiet, the
+/// connection closed when one goes unanswered for `timeout` (etcd's gRPC keepalive flags), and
+/// at most `max_streams` streams open on it at once (`--max-concurrent-streams`).
 #[derive(Clone, Copy, Debug)]
 pub struct Keepalive {
     pub interval: Duration,
     pub timeout: Duration,
+    pub max_streams: u32,
 }
 
 /// Serves `router` (gRPC and HTTP/1.1 on one port) on a client-side listener, over TLS when
@@ -68,6 +70,7 @@ pub async fn serve_client(
             .accept_http1(true)
             .http2_keepalive_interval(Some(keepalive.interval))
             .http2_keepalive_timeout(Some(keepalive.timeout))
+            .max_concurrent_streams(Some(keepalive.max_streams))
             .add_routes(tonic::service::Routes::from(router.clone()))
     };
     let mut on_stop = stopped.clone();
