@@ -149,6 +149,8 @@ fn run_session(name: &str, blocks: &[Block]) {
     std::os::unix::fs::symlink(&debug, bin.join("cairn")).expect("link cairn");
     std::os::unix::fs::symlink(built.join("cairnctl"), bin.join("cairnctl"))
         .expect("link cairnctl");
+    // The repository's Procfile, which docs/operations.md runs from the checkout.
+    std::fs::copy(repo().join("Procfile"), work.join("Procfile")).expect("copy the Procfile");
     // ./target/release/cairn and target/wasm32-unknown-unknown/release/*.wasm, as the docs
     // name them.
     std::fs::create_dir_all(work.join("target/release")).expect("target dir");
@@ -364,6 +366,16 @@ fn cluster_examples_run_as_written() {
         "## Watch memory",
     ));
     run_session("cluster", &session);
+}
+
+#[test]
+fn procfile_cluster_runs_as_written() {
+    // Proves the repository's Procfile starts a 3-member cluster that elects a leader and
+    // takes writes, run as docs/operations.md runs it without a Procfile runner.
+    run_session(
+        "procfile",
+        &blocks("docs/operations.md", "## Running it", "## Restarting"),
+    );
 }
 
 #[test]
