@@ -119,6 +119,9 @@ pub enum Command {
     Lock(LockArgs),
     /// Observes and participates in leader election.
     Elect(ElectArgs),
+    /// Commands for checking properties of the cluster (etcdctl's `check perf|datascale`).
+    #[command(subcommand)]
+    Check(CheckCommand),
     /// Prints the version of cairnctl.
     Version,
     /// Prints a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -312,6 +315,31 @@ pub struct DefragArgs {
     /// etcdctl's offline defragmentation of a data dir; Cairn members defragment online only.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CheckCommand {
+    /// Checks the performance of the cluster: writes at a fixed rate for 60 s.
+    Perf(CheckArgs),
+    /// Checks the memory a member uses to hold a given number of keys.
+    Datascale(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The workload: s(mall), m(edium), l(arge), xl (xLarge).
+    #[arg(long, default_value = "s")]
+    pub load: String,
+    /// The prefix the check writes under (default: /etcdctl-check-perf/ or
+    /// /etcdctl-check-datascale/).
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// Compact storage at the last revision after the check.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub auto_compact: bool,
+    /// Defragment the endpoints after the check.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub auto_defrag: bool,
 }
 
 #[derive(Debug, Args)]

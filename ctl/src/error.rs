@@ -48,6 +48,9 @@ pub enum Error {
     /// cluster); the message is printed as `Error: ...`.
     #[error("{0}")]
     Failed(String),
+    /// Input etcdctl refuses with exit status 3 (`ExitInvalidInput`).
+    #[error("{0}")]
+    InvalidInput(String),
     /// A watch the server ended (etcdctl's exit status 5, `ExitInterrupted`).
     #[error("{0}")]
     Canceled(String),
@@ -65,6 +68,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::BadConnection(_) => 2,
+            Error::InvalidInput(_) => 3,
             Error::Unsupported(_) => 4,
             Error::Canceled(_) => 5,
             Error::BadArgs(_) => 128,

@@ -1337,3 +1337,37 @@ async fn nested_txns_are_taken_up_to_the_op_limit() {
     assert_eq!(outcomes[0][0], "50: succeeded true");
     assert_eq!(outcomes[0], outcomes[1], "left etcd, right Cairn");
 }
+
+#[test]
+fn check_perf_passes_against_cairn() {
+    // Proves `etcdctl check perf` and `cairnctl check perf` (150 writes/s from 50 clients for
+    // 60 s: throughput within 10%, no write slower than 500 ms, deviation under 100 ms) pass
+    // against a Cairn member, and that each leaves no key behind. Timed: it takes the lock the
+    // other timing-sensitive tests take.
+    let _timed = timed();
+    let cairn = CairnNode::start(&[]);
+    for ctl in [
+        Etcdctl::new(&cairn.endpoint()),
+        Etcdctl::cairnctl(&cairn.endpoint()),
+    ] {
+        let out = ctl.run(&["check", "perf"], None);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let verdicts: Vec<&str> = stdout
+            .lines()
+            .map(|l| l.trim())
+            .filter(|l| l.starts_with("PASS") || l.starts_with("FAIL"))
+            .collect();
+        assert_eq!(verdicts.len(), 4, "{stdout}");
+        assert_eq!(verdicts.last(), Some(&"PASS"), "{stdout}");
+        let left = ctl.run(
+            &["get", "/etcdctl-check-perf/", "--prefix", "--keys-only"],
+            None,
+        );
+        assert!(left.stdout.is_empty(), "keys left behind");
+    }
+}
