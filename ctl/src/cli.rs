@@ -122,6 +122,8 @@ pub enum Command {
     /// Commands for checking properties of the cluster (etcdctl's `check perf|datascale`).
     #[command(subcommand)]
     Check(CheckCommand),
+    /// Makes a mirror of a prefix at the destination cluster.
+    MakeMirror(MirrorArgs),
     /// Prints the version of cairnctl.
     Version,
     /// Prints a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -315,6 +317,34 @@ pub struct DefragArgs {
     /// etcdctl's offline defragmentation of a data dir; Cairn members defragment online only.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct MirrorArgs {
+    /// The destination cluster's endpoint.
+    pub destination: Vec<String>,
+    /// Key-value prefix to mirror.
+    #[arg(long, default_value = "")]
+    pub prefix: String,
+    /// Destination prefix to mirror a prefix to a different prefix in the destination
+    /// cluster.
+    #[arg(long, default_value = "")]
+    pub dest_prefix: String,
+    /// Mirror key-values to the root of the destination cluster.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub no_dest_prefix: bool,
+    /// TLS certificate for the destination cluster.
+    #[arg(long)]
+    pub dest_cert: Option<PathBuf>,
+    /// TLS key for the destination cluster.
+    #[arg(long)]
+    pub dest_key: Option<PathBuf>,
+    /// CA bundle that verifies the destination cluster's servers.
+    #[arg(long)]
+    pub dest_cacert: Option<PathBuf>,
+    /// Accepted for etcdctl's sake: the destination's scheme decides.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub dest_insecure_transport: bool,
 }
 
 #[derive(Debug, Subcommand)]

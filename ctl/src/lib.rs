@@ -28,6 +28,7 @@ pub mod error;
 pub mod key_range;
 pub mod keys;
 pub mod lease;
+pub mod mirror;
 pub mod module;
 pub mod output;
 pub mod print;

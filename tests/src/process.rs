@@ -400,6 +400,17 @@ impl EtcdNode {
     }
 }
 
+/// A client command running in the background, killed (and reaped) on drop.
+#[derive(Debug)]
+pub struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `etcdctl` (Debian's `etcd-client`) pointed at one endpoint.
 #[derive(Debug, Clone)]
 pub struct Etcdctl {
@@ -429,6 +440,21 @@ impl Etcdctl {
             endpoint: endpoint.to_string(),
             bin,
         }
+    }
+
+    /// Starts a command that does not end by itself (`make-mirror`); it is killed when the
+    /// returned guard drops.
+    pub fn spawn(&self, args: &[&str]) -> Running {
+        let child = Command::new(&self.bin)
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.endpoint))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn etcdctl");
+        Running(child)
     }
 
     /// Runs a command that does not end by itself (`watch`) for `period`, then kills it and

@@ -1371,3 +1371,59 @@ fn check_perf_passes_against_cairn() {
         assert!(left.stdout.is_empty(), "keys left behind");
     }
 }
+
+#[test]
+fn make_mirror_copies_a_prefix_and_follows_its_changes() {
+    // Proves `cairnctl make-mirror` (and etcdctl's, against the same clusters) copies a
+    // prefix's keys into another cluster under the destination prefix, then follows puts and
+    // deletes: the destination ends with the same keys and values, renamed.
+    for client in [Etcdctl::new as fn(&str) -> Etcdctl, Etcdctl::cairnctl] {
+        let (source, dest) = (CairnNode::start(&[]), CairnNode::start(&[]));
+        let (from, to) = (
+            Etcdctl::new(&source.endpoint()),
+            Etcdctl::new(&dest.endpoint()),
+        );
+        for line in ["put /app/a 1", "put /app/b 2", "put /other/x 9"] {
+            let args = split(line);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            assert!(from.run(&args, None).status.success());
+        }
+        let _mirror = client(&source.endpoint()).spawn(&[
+            "make-mirror",
+            "--prefix=/app/",
+            "--dest-prefix=/copy/",
+            &dest.endpoint(),
+        ]);
+        let listing = |ctl: &Etcdctl, prefix: &str| {
+            String::from_utf8_lossy(&ctl.run(&["get", prefix, "--prefix"], None).stdout)
+                .into_owned()
+        };
+        let wait_for = |want: &str| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            loop {
+                let got = listing(&to, "/copy/");
+                if got == want {
+                    return;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the mirror holds {got:?}, not {want:?}"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        };
+        wait_for("/copy/a\n1\n/copy/b\n2\n");
+        for line in [
+            "put /app/c 3",
+            "del /app/a",
+            "put /app/b 22",
+            "put /other/y 8",
+        ] {
+            let args = split(line);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            assert!(from.run(&args, None).status.success());
+        }
+        wait_for("/copy/b\n22\n/copy/c\n3\n");
+        assert_eq!(listing(&to, "/other/"), "", "only the prefix is mirrored");
+    }
+}
