@@ -40,7 +40,7 @@ pub async fn lease(
                 .deadline(connection.lease().lease_grant(request))
                 .await
                 .map_err(|e| Error::Failed(format!("failed to grant lease ({e})")))?;
-            printer.print(out, &Grant(response))
+            printer.print(out, &LeaseTtl::granted(response))
         }
         LeaseCommand::Revoke { args } => {
             let [id] = args.as_slice() else {
@@ -163,7 +163,9 @@ async fn keep_alive(
             }
             break;
         }
-        session.printer.print(out, &KeepAlive(response))?;
+        session
+            .printer
+            .print(out, &LeaseTtl::kept_alive(response))?;
         out.flush()?;
         if once {
             return Ok(());
@@ -180,80 +182,72 @@ async fn keep_alive(
     Ok(())
 }
 
-/// clientv3's `LeaseGrantResponse`: the header embedded, then `ID`, `TTL`, `Error`.
-struct Grant(LeaseGrantResponse);
-
 /// etcdctl's protobuf output of clientv3's lease responses: they embed the header, whose
 /// `Marshal` Go promotes, so only the header is encoded.
 fn header_bytes(header: Option<&ResponseHeader>) -> Option<Vec<u8>> {
     Some(header.map(Message::encode_to_vec).unwrap_or_default())
 }
 
-impl Printable for Grant {
-    fn simple(&self, out: &mut dyn Write, _style: Style) -> io::Result<()> {
-        writeln!(
-            out,
-            "lease {:016x} granted with TTL({}s)",
-            self.0.id, self.0.ttl
-        )
+/// clientv3's `LeaseGrantResponse` (the header embedded, then `ID`, `TTL`, `Error`) and
+/// `LeaseKeepAliveResponse` (the same without `Error`), with their simple line.
+struct LeaseTtl {
+    header: Option<ResponseHeader>,
+    id: i64,
+    ttl: i64,
+    /// `Some` for a grant.
+    error: Option<String>,
+    line: String,
+}
+
+impl LeaseTtl {
+    fn granted(r: LeaseGrantResponse) -> Self {
+        LeaseTtl {
+            line: format!("lease {:016x} granted with TTL({}s)", r.id, r.ttl),
+            header: r.header,
+            id: r.id,
+            ttl: r.ttl,
+            error: Some(r.error),
+        }
     }
 
-    fn json(&self) -> Option<String> {
-        let mut out = String::new();
-        let mut obj = Obj::open(&mut out);
-        header_fields(&mut obj, self.0.header.as_ref());
-        obj.int_always("ID", self.0.id)
-            .int_always("TTL", self.0.ttl)
-            .str_always("Error", &self.0.error);
-        obj.close();
-        Some(out)
-    }
-
-    fn fields(&self, out: &mut dyn Write) -> Option<io::Result<()>> {
-        Some((|| {
-            fields_header(out, self.0.header.as_ref())?;
-            writeln!(out, "\"ID\" : {}", self.0.id)?;
-            writeln!(out, "\"TTL\" : {}", self.0.ttl)
-        })())
-    }
-
-    fn protobuf(&self) -> Option<Vec<u8>> {
-        header_bytes(self.0.header.as_ref())
+    fn kept_alive(r: LeaseKeepAliveResponse) -> Self {
+        LeaseTtl {
+            line: format!("lease {:016x} keepalived with TTL({})", r.id, r.ttl),
+            header: r.header,
+            id: r.id,
+            ttl: r.ttl,
+            error: None,
+        }
     }
 }
 
-/// clientv3's `LeaseKeepAliveResponse`: the header embedded, then `ID` and `TTL`.
-struct KeepAlive(LeaseKeepAliveResponse);
-
-impl Printable for KeepAlive {
+impl Printable for LeaseTtl {
     fn simple(&self, out: &mut dyn Write, _style: Style) -> io::Result<()> {
-        writeln!(
-            out,
-            "lease {:016x} keepalived with TTL({})",
-            self.0.id, self.0.ttl
-        )
+        writeln!(out, "{}", self.line)
     }
 
     fn json(&self) -> Option<String> {
         let mut out = String::new();
         let mut obj = Obj::open(&mut out);
-        header_fields(&mut obj, self.0.header.as_ref());
-        obj.int_always("ID", self.0.id)
-            .int_always("TTL", self.0.ttl);
+        header_fields(&mut obj, self.header.as_ref());
+        obj.int_always("ID", self.id).int_always("TTL", self.ttl);
+        if let Some(error) = &self.error {
+            obj.str_always("Error", error);
+        }
         obj.close();
         Some(out)
     }
 
     fn fields(&self, out: &mut dyn Write) -> Option<io::Result<()>> {
         Some((|| {
-            fields_header(out, self.0.header.as_ref())?;
-            writeln!(out, "\"ID\" : {}", self.0.id)?;
-            writeln!(out, "\"TTL\" : {}", self.0.ttl)
+            fields_header(out, self.header.as_ref())?;
+            writeln!(out, "\"ID\" : {}", self.id)?;
+            writeln!(out, "\"TTL\" : {}", self.ttl)
         })())
     }
 
     fn protobuf(&self) -> Option<Vec<u8>> {
-        header_bytes(self.0.header.as_ref())
+        header_bytes(self.header.as_ref())
     }
 }
 

@@ -842,6 +842,32 @@ fn lease_session(on_cairn: fn(&str) -> Etcdctl) {
                     text.replace_range(from..from + len, &sorted);
                 }
             }
+            // The same in JSON (`"keys":[...]`) and fields (`"Key" : ...` lines).
+            if let Some(start) = text.find("\"keys\":[") {
+                let from = start + "\"keys\":[".len();
+                if let Some(len) = text[from..].find(']') {
+                    let mut keys: Vec<&str> = text[from..from + len].split(',').collect();
+                    keys.sort_unstable();
+                    let sorted = keys.join(",");
+                    text.replace_range(from..from + len, &sorted);
+                }
+            }
+            let mut key_lines: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with("\"Key\" : "))
+                .collect();
+            if key_lines.len() > 1 {
+                key_lines.sort_unstable();
+                let mut sorted = key_lines.into_iter();
+                text = text
+                    .lines()
+                    .map(|l| match l.starts_with("\"Key\" : ") {
+                        true => sorted.next().unwrap_or(l),
+                        false => l,
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n");
+            }
             if *step == "lease list" {
                 // etcd lists leases in Go map order (unspecified); compare them as a set.
                 let mut lines: Vec<&str> = text.lines().collect();
