@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::cli::{CheckArgs, CheckCommand};
 use crate::endpoint::Connection;
 use crate::error::Error;
-use crate::key_range::prefix_range_end;
+use crate::key_range::prefix_range;
 use crate::run::Session;
 
 /// A workload: how many requests (per second for `perf`, in all for `datascale`), from how
@@ -82,6 +82,9 @@ const DATASCALE_LOADS: [Load; 4] = [
         clients: 1000,
     },
 ];
+
+/// How long each clean-up call (delete, compact, defragment) may take, as etcdctl's.
+const CLEAN_UP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long `perf` writes.
 const PERF_SECONDS: u64 = 60;
@@ -155,9 +158,10 @@ fn random_key(prefix: &[u8], size: usize, state: &mut u64) -> Vec<u8> {
 
 /// Refuses a prefix that already holds keys (etcdctl's words and exit status 3).
 async fn ensure_empty(connection: &Connection, prefix: &str) -> Result<(), Error> {
+    let (key, range_end) = prefix_range(prefix.as_bytes());
     let request = connection.request(RangeRequest {
-        key: prefix.as_bytes().to_vec(),
-        range_end: prefix_range_end(prefix.as_bytes()),
+        key,
+        range_end,
         limit: 1,
         ..RangeRequest::default()
     });
@@ -232,47 +236,56 @@ async fn clean_up(
     args: &CheckArgs,
     out: &mut dyn Write,
 ) -> Result<(), Error> {
+    let (key, range_end) = prefix_range(prefix.as_bytes());
     let request = DeleteRangeRequest {
-        key: prefix.as_bytes().to_vec(),
-        range_end: prefix_range_end(prefix.as_bytes()),
+        key,
+        range_end,
         prev_kv: false,
     };
-    let deleted = tokio::time::timeout(
-        Duration::from_secs(30),
-        connection
-            .kv()
-            .delete_range(connection.stream_request(request)),
-    )
-    .await
-    .map_err(|_| Error::DeadlineExceeded)??
-    .into_inner();
+    // etcdctl gives each of these calls 30 s, whatever `--command-timeout` says.
+    let connection = connection.with_command_timeout(CLEAN_UP_TIMEOUT);
+    let deleted = connection
+        .deadline(connection.kv().delete_range(connection.request(request)))
+        .await?;
     if args.auto_compact {
         let revision = deleted.header.map(|h| h.revision).unwrap_or(0);
         writeln!(out, "Compacting with revision {revision}")?;
-        let request = connection.stream_request(CompactionRequest {
+        let request = connection.request(CompactionRequest {
             revision,
             physical: true,
         });
-        tokio::time::timeout(Duration::from_secs(30), connection.kv().compact(request))
-            .await
-            .map_err(|_| Error::DeadlineExceeded)??;
+        connection
+            .deadline(connection.kv().compact(request))
+            .await?;
         writeln!(out, "Compacted with revision {revision}")?;
     }
     if args.auto_defrag {
         for ep in &session.global.endpoints {
             writeln!(out, "Defragmenting {ep:?}")?;
-            let member = session.dial_one(ep).await?;
-            let request = member.stream_request(DefragmentRequest {});
-            tokio::time::timeout(
-                Duration::from_secs(30),
-                member.maintenance().defragment(request),
-            )
-            .await
-            .map_err(|_| Error::DeadlineExceeded)??;
+            let member = session
+                .dial_one(ep)
+                .await?
+                .with_command_timeout(CLEAN_UP_TIMEOUT);
+            let request = member.request(DefragmentRequest {});
+            member
+                .deadline(member.maintenance().defragment(request))
+                .await?;
             writeln!(out, "Defragmented {ep:?}")?;
         }
     }
     Ok(())
+}
+
+/// etcdctl's lines for failed requests, by message; whether there were none.
+fn print_errors(out: &mut dyn Write, errors: &BTreeMap<String, u64>) -> std::io::Result<bool> {
+    if errors.is_empty() {
+        return Ok(true);
+    }
+    writeln!(out, "FAIL: too many errors")?;
+    for (error, count) in errors {
+        writeln!(out, "FAIL: ERROR({error}) -> {count}")?;
+    }
+    Ok(false)
 }
 
 /// A bar on a terminal (indicatif draws nothing when stderr is not one).
@@ -330,14 +343,7 @@ async fn perf(session: &Session, args: CheckArgs, out: &mut dyn Write) -> Result
     let stats = results.stats(total);
     clean_up(session, &first, &prefix, &args, out).await?;
 
-    let mut ok = true;
-    if !stats.errors.is_empty() {
-        writeln!(out, "FAIL: too many errors")?;
-        for (error, count) in &stats.errors {
-            writeln!(out, "FAIL: ERROR({error}) -> {count}")?;
-        }
-        ok = false;
-    }
+    let mut ok = print_errors(out, &stats.errors)?;
     let writes = stats.rps as u64 + 1;
     if stats.rps / load.limit as f64 <= 0.9 {
         writeln!(out, "FAIL: Throughput too low: {writes} writes/s")?;
@@ -427,11 +433,7 @@ async fn datascale(session: &Session, args: CheckArgs, out: &mut dyn Write) -> R
         return Err(Error::Silent);
     };
     let stats = results.stats(elapsed);
-    if !stats.errors.is_empty() {
-        writeln!(out, "FAIL: too many errors")?;
-        for (error, count) in &stats.errors {
-            writeln!(out, "FAIL: ERROR({error}) -> {count}")?;
-        }
+    if !print_errors(out, &stats.errors)? {
         return Err(Error::Silent);
     }
     let used = (after - before) / (1024.0 * 1024.0);

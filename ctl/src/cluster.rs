@@ -10,7 +10,8 @@ use cairn_proto::etcdserverpb::{
     HashKvResponse, Member, MemberAddRequest, MemberAddResponse, MemberListRequest,
     MemberListResponse, MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest,
     MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse, MoveLeaderRequest,
-    MoveLeaderResponse, RangeRequest, StatusRequest, StatusResponse, alarm_request::AlarmAction,
+    MoveLeaderResponse, RangeRequest, ResponseHeader, StatusRequest, StatusResponse,
+    alarm_request::AlarmAction,
 };
 
 use crate::cli::{AlarmCommand, DefragArgs, EndpointCommand, MemberCommand};
@@ -18,7 +19,7 @@ use crate::endpoint::Connection;
 use crate::error::Error;
 use crate::keys::go_parse_error;
 use crate::print::gojson::{GoJson, Obj};
-use crate::print::{Lines, Printable, Shown, Style, Table, fields_header, go_quote};
+use crate::print::{Lines, Printable, Printer, Shown, Style, Table, fields_header, go_quote};
 use crate::run::Session;
 use crate::units::{go_duration, human_bytes};
 
@@ -69,11 +70,14 @@ pub async fn member(
             let response = connection
                 .deadline(connection.cluster().member_remove(request))
                 .await?;
-            let cluster = cluster_id(response.header.as_ref());
-            let simple = |out: &mut dyn Write| {
-                writeln!(out, "Member {id:16x} removed from cluster {cluster:16x}")
-            };
-            printer.print(out, &member_shown(&response, &simple))
+            print_change(
+                printer,
+                out,
+                &response,
+                response.header.as_ref(),
+                id,
+                "removed from",
+            )
         }
         MemberCommand::Update { args, peer_urls } => {
             let id = member_id(&args)?;
@@ -88,11 +92,14 @@ pub async fn member(
             let response = connection
                 .deadline(connection.cluster().member_update(request))
                 .await?;
-            let cluster = cluster_id(response.header.as_ref());
-            let simple = |out: &mut dyn Write| {
-                writeln!(out, "Member {id:16x} updated in cluster {cluster:16x}")
-            };
-            printer.print(out, &member_shown(&response, &simple))
+            print_change(
+                printer,
+                out,
+                &response,
+                response.header.as_ref(),
+                id,
+                "updated in",
+            )
         }
         MemberCommand::Promote { args } => {
             let id = member_id(&args)?;
@@ -101,11 +108,14 @@ pub async fn member(
             let response = connection
                 .deadline(connection.cluster().member_promote(request))
                 .await?;
-            let cluster = cluster_id(response.header.as_ref());
-            let simple = |out: &mut dyn Write| {
-                writeln!(out, "Member {id:16x} promoted in cluster {cluster:16x}")
-            };
-            printer.print(out, &member_shown(&response, &simple))
+            print_change(
+                printer,
+                out,
+                &response,
+                response.header.as_ref(),
+                id,
+                "promoted in",
+            )
         }
         MemberCommand::List => {
             let response = member_list(&session.dial().await?).await?;
@@ -133,7 +143,23 @@ fn member_shown<'a, R>(response: &'a R, simple: Lines<'a>) -> Shown<'a, R> {
     }
 }
 
-fn cluster_id(header: Option<&cairn_proto::etcdserverpb::ResponseHeader>) -> u64 {
+/// A member removed, updated or promoted: etcdctl's `Member <id> <what> cluster <id>` line,
+/// or the response in the other formats.
+fn print_change<R: GoJson + prost::Message>(
+    printer: Printer,
+    out: &mut dyn Write,
+    response: &R,
+    header: Option<&ResponseHeader>,
+    id: u64,
+    what: &str,
+) -> Result<(), Error> {
+    let cluster = cluster_id(header);
+    let simple =
+        |out: &mut dyn Write| writeln!(out, "Member {id:16x} {what} cluster {cluster:16x}");
+    printer.print(out, &member_shown(response, &simple))
+}
+
+fn cluster_id(header: Option<&ResponseHeader>) -> u64 {
     header.map(|h| h.cluster_id).unwrap_or(0)
 }
 
@@ -338,49 +364,28 @@ pub async fn endpoint(
     match command {
         EndpointCommand::Health(flag) => health(session, flag.cluster, out).await,
         EndpointCommand::Status(flag) => {
-            let mut statuses = Vec::new();
-            let mut failed = false;
-            for ep in endpoints(session, flag.cluster).await? {
-                let status = async {
-                    let connection = session.dial_one(&ep).await?;
-                    let request = connection.request(StatusRequest {});
-                    connection
-                        .deadline(connection.maintenance().status(request))
-                        .await
-                };
-                match status.await {
-                    Ok(status) => statuses.push((ep, status)),
-                    Err(e) => {
-                        failed = true;
-                        eprintln!("Failed to get the status of endpoint {ep} ({e})");
-                    }
-                }
-            }
+            let endpoints = endpoints(session, flag.cluster).await?;
+            let (statuses, failure) = ask_each(endpoints, "status", |ep| async move {
+                (status_of(session, &ep).await).map(|(_, status)| status)
+            })
+            .await;
             session.printer.print(out, &Statuses(statuses))?;
-            if failed {
-                return Err(Error::Silent);
+            // etcdctl exits without an `Error:` line here.
+            match failure {
+                Some(_) => Err(Error::Silent),
+                None => Ok(()),
             }
-            Ok(())
         }
         EndpointCommand::Hashkv { cluster, rev } => {
-            let mut hashes = Vec::new();
-            let mut failure = None;
-            for ep in endpoints(session, cluster.cluster).await? {
-                let hash = async {
-                    let connection = session.dial_one(&ep).await?;
-                    let request = connection.request(HashKvRequest { revision: rev });
-                    connection
-                        .deadline(connection.maintenance().hash_kv(request))
-                        .await
-                };
-                match hash.await {
-                    Ok(hash) => hashes.push((ep, hash)),
-                    Err(e) => {
-                        eprintln!("Failed to get the hash of endpoint {ep} ({e})");
-                        failure = Some(e);
-                    }
-                }
-            }
+            let endpoints = endpoints(session, cluster.cluster).await?;
+            let (hashes, failure) = ask_each(endpoints, "hash", |ep| async move {
+                let connection = session.dial_one(&ep).await?;
+                let request = connection.request(HashKvRequest { revision: rev });
+                connection
+                    .deadline(connection.maintenance().hash_kv(request))
+                    .await
+            })
+            .await;
             session.printer.print(out, &Hashes(hashes))?;
             match failure {
                 Some(e) => Err(e),
@@ -388,6 +393,44 @@ pub async fn endpoint(
             }
         }
     }
+}
+
+/// Asks each endpoint alone, in order: the answers, and the last failure. Each failure is
+/// reported on stderr as etcdctl words it (`Failed to get the <what> of endpoint ...`).
+async fn ask_each<T, F, Fut>(
+    endpoints: Vec<String>,
+    what: &str,
+    ask: F,
+) -> (Vec<(String, T)>, Option<Error>)
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    let mut answers = Vec::new();
+    let mut failure = None;
+    for ep in endpoints {
+        match ask(ep.clone()).await {
+            Ok(answer) => answers.push((ep, answer)),
+            Err(e) => {
+                eprintln!("Failed to get the {what} of endpoint {ep} ({e})");
+                failure = Some(e);
+            }
+        }
+    }
+    (answers, failure)
+}
+
+/// The connection to `endpoint` alone, and its status.
+async fn status_of(
+    session: &Session,
+    endpoint: &str,
+) -> Result<(Connection, StatusResponse), Error> {
+    let connection = session.dial_one(endpoint).await?;
+    let request = connection.request(StatusRequest {});
+    let status = connection
+        .deadline(connection.maintenance().status(request))
+        .await?;
+    Ok((connection, status))
 }
 
 /// One endpoint's health: a linearizable read of the key `health` through that endpoint (a
@@ -808,11 +851,7 @@ pub async fn move_leader(
     // The request must reach the leader: find it among the endpoints.
     let mut leader = None;
     for ep in &session.global.endpoints {
-        let connection = session.dial_one(ep).await?;
-        let request = connection.request(StatusRequest {});
-        let status = connection
-            .deadline(connection.maintenance().status(request))
-            .await?;
+        let (connection, status) = status_of(session, ep).await?;
         let member = status.header.as_ref().map(|h| h.member_id).unwrap_or(0);
         if member == status.leader {
             leader = Some((connection, status.leader));
@@ -835,31 +874,22 @@ pub async fn move_leader(
             "Leadership transferred from {leader_id:x} to {target:x}"
         )
     };
+    // etcdctl prints a leader move as simple or JSON only.
     session.printer.print(
         out,
-        &MoveLeaderShown {
+        &Shown {
             response: &response,
             simple: &simple,
+            fields: None,
+            protobuf: false,
         },
     )
 }
 
-/// etcdctl prints a leader move as simple or JSON only.
-struct MoveLeaderShown<'a> {
-    response: &'a MoveLeaderResponse,
-    simple: Lines<'a>,
-}
-
-impl Printable for MoveLeaderShown<'_> {
-    fn simple(&self, out: &mut dyn Write, _style: Style) -> io::Result<()> {
-        (self.simple)(out)
-    }
-
-    fn json(&self) -> Option<String> {
-        let mut out = String::new();
-        let mut obj = Obj::open(&mut out);
-        obj.msg("header", self.response.header.as_ref());
+impl GoJson for MoveLeaderResponse {
+    fn go_json(&self, out: &mut String) {
+        let mut obj = Obj::open(out);
+        obj.msg("header", self.header.as_ref());
         obj.close();
-        Some(out)
     }
 }

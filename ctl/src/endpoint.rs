@@ -169,6 +169,14 @@ impl Connection {
         MaintenanceClient::new(self.channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES)
     }
 
+    /// This connection with another deadline for each call.
+    pub fn with_command_timeout(&self, timeout: Duration) -> Connection {
+        Connection {
+            command_timeout: timeout,
+            ..self.clone()
+        }
+    }
+
     /// `--command-timeout`.
     pub fn command_timeout(&self) -> Duration {
         self.command_timeout

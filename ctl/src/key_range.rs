@@ -20,6 +20,16 @@ pub fn prefix_range_end(key: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
+/// The range clientv3's `WithPrefix` reads: every key that starts with `prefix`; for the
+/// empty prefix, every key (from `"\0"`, with no upper bound).
+pub fn prefix_range(prefix: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    if prefix.is_empty() {
+        (vec![0], vec![0])
+    } else {
+        (prefix.to_vec(), prefix_range_end(prefix))
+    }
+}
+
 /// A key as text: printable ASCII as is, anything else as `\xNN`, so that a binary key or a
 /// terminal escape never reaches the terminal raw.
 pub fn display_key(key: &[u8]) -> String {

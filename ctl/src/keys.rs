@@ -9,7 +9,7 @@ use cairn_proto::etcdserverpb::{
 
 use crate::cli::{CompactionArgs, DelArgs, GetArgs, PutArgs};
 use crate::error::Error;
-use crate::key_range::prefix_range_end;
+use crate::key_range::prefix_range;
 use crate::print::WriteOut;
 use crate::run::Session;
 
@@ -45,12 +45,7 @@ fn key_range(
         range_end = end.clone().into_bytes();
     }
     if prefix {
-        if key.is_empty() {
-            key = FROM_KEY.to_vec();
-            range_end = FROM_KEY.to_vec();
-        } else {
-            range_end = prefix_range_end(&key);
-        }
+        (key, range_end) = prefix_range(&key);
     }
     if from_key {
         if key.is_empty() {

@@ -12,6 +12,7 @@ use futures::StreamExt;
 use prost::Message;
 
 use crate::cli::LeaseCommand;
+use crate::endpoint::Connection;
 use crate::error::Error;
 use crate::keys::go_parse_error;
 use crate::print::gojson::{GoJson, Obj};
@@ -43,12 +44,7 @@ pub async fn lease(
             printer.print(out, &LeaseTtl::granted(response))
         }
         LeaseCommand::Revoke { args } => {
-            let [id] = args.as_slice() else {
-                return Err(Error::BadArgs(
-                    "lease revoke command needs 1 argument".to_owned(),
-                ));
-            };
-            let id = lease_id(id)?;
+            let id = one_lease_id(&args, "lease revoke command needs 1 argument")?;
             let connection = session.dial().await?;
             let request = connection.request(LeaseRevokeRequest { id });
             let response = connection
@@ -69,12 +65,7 @@ pub async fn lease(
             )
         }
         LeaseCommand::Timetolive { args, keys } => {
-            let [id] = args.as_slice() else {
-                return Err(Error::BadArgs(
-                    "lease timetolive command needs lease ID as argument".to_owned(),
-                ));
-            };
-            let id = lease_id(id)?;
+            let id = one_lease_id(&args, "lease timetolive command needs lease ID as argument")?;
             let connection = session.dial().await?;
             let request = connection.request(LeaseTimeToLiveRequest { id, keys });
             let response = connection
@@ -93,12 +84,7 @@ pub async fn lease(
             printer.print(out, &Leases(response))
         }
         LeaseCommand::KeepAlive { args, once } => {
-            let [id] = args.as_slice() else {
-                return Err(Error::BadArgs(
-                    "lease keep-alive command needs lease ID as argument".to_owned(),
-                ));
-            };
-            let id = lease_id(id)?;
+            let id = one_lease_id(&args, "lease keep-alive command needs lease ID as argument")?;
             let connection = session.dial().await?;
             keep_alive(session, &connection, id, once, out).await
         }
@@ -108,6 +94,14 @@ pub async fn lease(
 /// etcdctl exits with status 2 when these lease calls fail.
 fn bad_connection(error: Error) -> Error {
     Error::BadConnection(error.to_string())
+}
+
+/// The one lease ID a command takes, or etcdctl's `usage` error.
+fn one_lease_id(args: &[String], usage: &str) -> Result<i64, Error> {
+    match args {
+        [id] => lease_id(id),
+        _ => Err(Error::BadArgs(usage.to_owned())),
+    }
 }
 
 /// etcdctl's lease ID argument: hex.
@@ -120,37 +114,71 @@ fn lease_id(text: &str) -> Result<i64, Error> {
     })
 }
 
+/// A keep-alive stream for one lease: opened with a first renewal on its way; `ping` sends
+/// the next, `next` waits for an answer.
+pub(crate) struct Renewals {
+    id: i64,
+    sender: tokio::sync::mpsc::Sender<LeaseKeepAliveRequest>,
+    responses: tonic::Streaming<LeaseKeepAliveResponse>,
+}
+
+impl Renewals {
+    /// Opens the stream (within the command timeout) and sends the first renewal.
+    pub(crate) async fn open(connection: &Connection, id: i64) -> Result<Self, Error> {
+        let (sender, receiver) = tokio::sync::mpsc::channel::<LeaseKeepAliveRequest>(1);
+        // The first ping goes out before the stream is opened.
+        sender
+            .send(LeaseKeepAliveRequest { id })
+            .await
+            .map_err(|_| Error::Protocol("the keep-alive stream closed early".to_owned()))?;
+        let requests = tokio_stream::wrappers::ReceiverStream::new(receiver);
+        let responses = connection
+            .deadline(
+                connection
+                    .lease()
+                    .lease_keep_alive(connection.stream_request(requests)),
+            )
+            .await?;
+        Ok(Renewals {
+            id,
+            sender,
+            responses,
+        })
+    }
+
+    /// Sends one more renewal; false once the stream is gone.
+    pub(crate) async fn ping(&self) -> bool {
+        self.sender
+            .send(LeaseKeepAliveRequest { id: self.id })
+            .await
+            .is_ok()
+    }
+
+    /// The next answer, `None` when the server ends the stream.
+    pub(crate) async fn next(&mut self) -> Option<Result<LeaseKeepAliveResponse, tonic::Status>> {
+        self.responses.next().await
+    }
+}
+
 /// Renews lease `id` once, or every third of its TTL until it expires or the user stops it.
 async fn keep_alive(
     session: &Session,
-    connection: &crate::endpoint::Connection,
+    connection: &Connection,
     id: i64,
     once: bool,
     out: &mut dyn Write,
 ) -> Result<(), Error> {
-    let (sender, receiver) = tokio::sync::mpsc::channel::<LeaseKeepAliveRequest>(1);
-    // The first ping goes out before the stream is opened.
-    sender
-        .send(LeaseKeepAliveRequest { id })
-        .await
-        .map_err(|_| Error::Protocol("the keep-alive stream closed early".to_owned()))?;
-    let requests = tokio_stream::wrappers::ReceiverStream::new(receiver);
-    let mut responses = connection
-        .deadline(
-            connection
-                .lease()
-                .lease_keep_alive(connection.stream_request(requests)),
-        )
+    let mut renewals = Renewals::open(connection, id)
         .await
         .map_err(bad_connection)?;
     loop {
         // clientv3's KeepAliveOnce waits without a bound; Cairn's waits the command timeout.
         let next = if once {
-            tokio::time::timeout(connection.command_timeout(), responses.next())
+            tokio::time::timeout(connection.command_timeout(), renewals.next())
                 .await
                 .map_err(|_| Error::DeadlineExceeded)?
         } else {
-            responses.next().await
+            renewals.next().await
         };
         let next = next.transpose().map_err(|e| bad_connection(e.into()))?;
         let Some(response) = next else { break };
@@ -172,7 +200,7 @@ async fn keep_alive(
         }
         let wait = std::time::Duration::from_secs((response.ttl as u64 / 3).max(1));
         tokio::time::sleep(wait).await;
-        if sender.send(LeaseKeepAliveRequest { id }).await.is_err() {
+        if !renewals.ping().await {
             break;
         }
     }

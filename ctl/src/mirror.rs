@@ -9,16 +9,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use cairn_proto::etcdserverpb::{
-    DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest, WatchCreateRequest,
-    WatchRequest, request_op, watch_request,
+    DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest, request_op,
 };
 use cairn_proto::mvccpb::event::EventType;
-use futures::StreamExt;
 
 use crate::cli::MirrorArgs;
 use crate::endpoint::Connection;
 use crate::error::Error;
-use crate::key_range::prefix_range_end;
+use crate::key_range::prefix_range;
 use crate::run::Session;
 
 /// Keys read per request of the initial copy.
@@ -110,11 +108,8 @@ async fn mirror(
     renamer: &Renamer,
     total: &AtomicU64,
 ) -> Result<(), Error> {
-    let (mut key, range_end) = if prefix.is_empty() {
-        (vec![0], vec![0])
-    } else {
-        (prefix.to_vec(), prefix_range_end(prefix))
-    };
+    let (start, range_end) = prefix_range(prefix);
+    let mut key = start.clone();
     // The initial copy, in pages at one revision.
     let mut revision = 0;
     loop {
@@ -147,27 +142,7 @@ async fn mirror(
         }
     }
     // Then every change after that revision.
-    let (watch_key, watch_end) = if prefix.is_empty() {
-        (vec![0], vec![0])
-    } else {
-        (prefix.to_vec(), prefix_range_end(prefix))
-    };
-    let create = WatchRequest {
-        request_union: Some(watch_request::RequestUnion::CreateRequest(
-            WatchCreateRequest {
-                key: watch_key,
-                range_end: watch_end,
-                start_revision: revision + 1,
-                ..WatchCreateRequest::default()
-            },
-        )),
-    };
-    let requests = futures::stream::iter([create]).chain(futures::stream::pending());
-    let mut updates = source
-        .watch()
-        .watch(source.stream_request(requests))
-        .await?
-        .into_inner();
+    let mut updates = crate::watch::watch_from(source, &start, &range_end, revision + 1).await?;
     while let Some(response) = updates.message().await? {
         if response.compact_revision != 0 {
             return Err(Error::Failed(

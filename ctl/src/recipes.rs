@@ -12,18 +12,18 @@ use std::io::Write;
 use std::time::Duration;
 
 use cairn_proto::etcdserverpb::{
-    LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest, RangeRequest, RangeResponse,
-    ResponseHeader, WatchCreateRequest, WatchRequest, WatchResponse, range_request, watch_request,
+    LeaseGrantRequest, LeaseRevokeRequest, RangeRequest, RangeResponse, ResponseHeader,
+    range_request,
 };
 use cairn_proto::mvccpb::{KeyValue, event::EventType};
 use cairn_proto::v3electionpb::{CampaignRequest, ResignRequest};
 use cairn_proto::v3lockpb::{LockRequest, UnlockRequest};
-use futures::StreamExt;
 use tokio::sync::oneshot;
 
 use crate::cli::{ElectArgs, LockArgs};
 use crate::endpoint::Connection;
 use crate::error::Error;
+use crate::lease::Renewals;
 use crate::run::Session;
 
 /// etcd's concurrency sessions default to a 60 s TTL (`elect`); `lock --ttl` sets its own.
@@ -49,20 +49,15 @@ impl LeaseSession {
             )
             .await?;
         let id = granted.id;
-        let (sender, receiver) = tokio::sync::mpsc::channel::<LeaseKeepAliveRequest>(1);
         let (expire, expired) = oneshot::channel();
         let stream_connection = connection.clone();
         let keeper = tokio::spawn(async move {
-            let requests = tokio_stream::wrappers::ReceiverStream::new(receiver);
-            let mut client = stream_connection.lease();
             let pings = async {
-                let call = client.lease_keep_alive(stream_connection.stream_request(requests));
-                let mut responses = call.await.ok()?.into_inner();
+                let mut renewals = Renewals::open(&stream_connection, id).await.ok()?;
                 loop {
-                    sender.send(LeaseKeepAliveRequest { id }).await.ok()?;
                     let answer = tokio::time::timeout(
                         Duration::from_secs(ttl.max(1) as u64),
-                        responses.next(),
+                        renewals.next(),
                     )
                     .await
                     .ok()??
@@ -71,6 +66,9 @@ impl LeaseSession {
                         return None::<()>;
                     }
                     tokio::time::sleep(Duration::from_secs((answer.ttl as u64 / 3).max(1))).await;
+                    if !renewals.ping().await {
+                        return None;
+                    }
                 }
             };
             pings.await;
@@ -217,8 +215,7 @@ async fn observe_leaders(
     out: &mut dyn Write,
 ) -> Result<(), Error> {
     let lost = || Error::Failed("elect: observer lost".to_owned());
-    let prefix = format!("{name}/").into_bytes();
-    let prefix_end = crate::key_range::prefix_range_end(&prefix);
+    let (prefix, prefix_end) = crate::key_range::prefix_range(format!("{name}/").as_bytes());
     loop {
         // The leader: the key under the prefix created first.
         let request = connection.request(RangeRequest {
@@ -236,7 +233,8 @@ async fn observe_leaders(
             None => {
                 // No candidate yet: the first put under the prefix is the leader.
                 let mut events =
-                    watch_from(connection, &prefix, &prefix_end, header.revision).await?;
+                    crate::watch::watch_from(connection, &prefix, &prefix_end, header.revision)
+                        .await?;
                 loop {
                     let response = events.message().await?.ok_or_else(lost)?;
                     if response.canceled {
@@ -257,7 +255,8 @@ async fn observe_leaders(
         };
         print_leader(session, out, header, leader.clone())?;
         // Its proposals, until it is deleted.
-        let mut events = watch_from(connection, &leader.key, &[], header.revision + 1).await?;
+        let mut events =
+            crate::watch::watch_from(connection, &leader.key, &[], header.revision + 1).await?;
         'leader: loop {
             let response = events.message().await?.ok_or_else(lost)?;
             if response.canceled {
@@ -289,31 +288,6 @@ fn print_leader(
     session.printer.print(out, &shown)?;
     out.flush()?;
     Ok(())
-}
-
-/// A watch of `[key, range_end)` from `revision` on a stream of its own.
-async fn watch_from(
-    connection: &Connection,
-    key: &[u8],
-    range_end: &[u8],
-    revision: i64,
-) -> Result<tonic::Streaming<WatchResponse>, Error> {
-    let create = WatchRequest {
-        request_union: Some(watch_request::RequestUnion::CreateRequest(
-            WatchCreateRequest {
-                key: key.to_vec(),
-                range_end: range_end.to_vec(),
-                start_revision: revision,
-                ..WatchCreateRequest::default()
-            },
-        )),
-    };
-    let requests = futures::stream::iter([create]).chain(futures::stream::pending());
-    Ok(connection
-        .watch()
-        .watch(connection.stream_request(requests))
-        .await?
-        .into_inner())
 }
 
 /// Campaigns, prints the won key and proposal, and holds leadership until interrupted.

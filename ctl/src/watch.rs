@@ -16,8 +16,9 @@ use futures::StreamExt;
 use tokio::io::AsyncBufReadExt;
 
 use crate::cli::WatchArgs;
+use crate::endpoint::Connection;
 use crate::error::Error;
-use crate::key_range::prefix_range_end;
+use crate::key_range::prefix_range;
 use crate::print::{WatchShown, go_quote};
 use crate::run::Session;
 
@@ -60,19 +61,10 @@ fn watcher(mut args: WatchArgs) -> Result<Watcher, Error> {
         }
         _ => return Err(Error::BadArgs("bad number of arguments".to_owned())),
     };
-    let range_end = if args.prefix {
-        if key.is_empty() {
-            vec![0]
-        } else {
-            prefix_range_end(&key)
-        }
+    let (key, range_end) = if args.prefix {
+        prefix_range(&key)
     } else {
-        range_end
-    };
-    let key = if args.prefix && key.is_empty() {
-        vec![0]
-    } else {
-        key
+        (key, range_end)
     };
     Ok(Watcher {
         create: WatchRequest {
@@ -257,4 +249,28 @@ async fn run_for_events(exec: &[String], response: &WatchResponse) -> Result<(),
         return Err(Error::Silent);
     }
     Ok(())
+}
+
+/// A plain watch of `[key, range_end)` from `revision`, on a stream of its own (`elect -l`,
+/// `make-mirror`).
+pub async fn watch_from(
+    connection: &Connection,
+    key: &[u8],
+    range_end: &[u8],
+    revision: i64,
+) -> Result<tonic::Streaming<WatchResponse>, Error> {
+    let create = WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+            key: key.to_vec(),
+            range_end: range_end.to_vec(),
+            start_revision: revision,
+            ..WatchCreateRequest::default()
+        })),
+    };
+    let requests = futures::stream::iter([create]).chain(futures::stream::pending());
+    Ok(connection
+        .watch()
+        .watch(connection.stream_request(requests))
+        .await?
+        .into_inner())
 }

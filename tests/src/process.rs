@@ -442,13 +442,21 @@ impl Etcdctl {
         }
     }
 
+    /// `<client> --endpoints=<endpoint> <args>`, speaking v3.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.bin);
+        command
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.endpoint))
+            .args(args);
+        command
+    }
+
     /// Starts a command that does not end by itself (`make-mirror`); it is killed when the
     /// returned guard drops.
     pub fn spawn(&self, args: &[&str]) -> Running {
-        let child = Command::new(&self.bin)
-            .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={}", self.endpoint))
-            .args(args)
+        let child = self
+            .command(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -460,10 +468,8 @@ impl Etcdctl {
     /// Runs a command that does not end by itself (`watch`) for `period`, then kills it and
     /// returns what it printed until then.
     pub fn run_for(&self, args: &[&str], period: Duration) -> Output {
-        let child = Command::new(&self.bin)
-            .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={}", self.endpoint))
-            .args(args)
+        let child = self
+            .command(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -492,10 +498,8 @@ impl Etcdctl {
     /// Runs `etcdctl --endpoints=<endpoint> <args>` with optional stdin.
     pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
         use std::io::Write;
-        let mut child = Command::new(&self.bin)
-            .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={}", self.endpoint))
-            .arg("--command-timeout=10s")
+        let mut child = self
+            .command(&["--command-timeout=10s"])
             .args(args)
             .stdin(if stdin.is_some() {
                 Stdio::piped()

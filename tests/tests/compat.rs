@@ -293,6 +293,16 @@ fn cairnctl_user_and_role_commands_print_what_etcdctl_prints() {
     assert_clients_match(&[], &steps, Etcdctl::cairnctl);
 }
 
+/// Runs each line (split as [`split`] splits it) through `ctl`; each must succeed.
+fn run_ok(ctl: &Etcdctl, lines: &[&str]) {
+    for line in lines {
+        let args = split(line);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = ctl.run(&args, None);
+        assert!(out.status.success(), "{line}: {out:?}");
+    }
+}
+
 /// What one client run printed, for byte-for-byte comparison: exit status, stdout, and the
 /// `Error:` lines of stderr (the rest is etcdctl's logging).
 fn exact(out: &std::process::Output) -> (Option<i32>, Vec<u8>, Vec<String>) {
@@ -312,7 +322,7 @@ fn cairnctl_and_etcdctl_print_the_same_on_one_cairn() {
     let cairn = CairnNode::start(&[]);
     let ep = cairn.endpoint();
     let (etcdctl, cairnctl) = (Etcdctl::new(&ep), Etcdctl::cairnctl(&ep));
-    for line in [
+    let setup = [
         "put foo bar",
         "put foo2 'with space'",
         "put tab 'a\tb<&>'",
@@ -322,12 +332,8 @@ fn cairnctl_and_etcdctl_print_the_same_on_one_cairn() {
         "role grant-permission r read /z --from-key=true",
         "user grant-role u r",
         "lease grant 1000",
-    ] {
-        let args = split(line);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = etcdctl.run(&args, None);
-        assert!(out.status.success(), "{line}: {out:?}");
-    }
+    ];
+    run_ok(&etcdctl, &setup);
     let commands = [
         "get foo",
         "get foo --prefix",
@@ -674,12 +680,8 @@ fn watch_session(on_cairn: fn(&str) -> Etcdctl) {
         "put zz 6",
         "del fo --prefix",
     ];
-    for line in writes {
-        let args = split(line);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        assert!(on_etcd.run(&args, None).status.success());
-        assert!(on_cairn.run(&args, None).status.success());
-    }
+    run_ok(&on_etcd, &writes);
+    run_ok(&on_cairn, &writes);
     let watches = [
         "watch foo --rev=1",
         "watch foo --rev=1 --prev-kv",
@@ -1409,11 +1411,7 @@ fn make_mirror_copies_a_prefix_and_follows_its_changes() {
             Etcdctl::new(&source.endpoint()),
             Etcdctl::new(&dest.endpoint()),
         );
-        for line in ["put /app/a 1", "put /app/b 2", "put /other/x 9"] {
-            let args = split(line);
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            assert!(from.run(&args, None).status.success());
-        }
+        run_ok(&from, &["put /app/a 1", "put /app/b 2", "put /other/x 9"]);
         let _mirror = client(&source.endpoint()).spawn(&[
             "make-mirror",
             "--prefix=/app/",
@@ -1439,16 +1437,15 @@ fn make_mirror_copies_a_prefix_and_follows_its_changes() {
             }
         };
         wait_for("/copy/a\n1\n/copy/b\n2\n");
-        for line in [
-            "put /app/c 3",
-            "del /app/a",
-            "put /app/b 22",
-            "put /other/y 8",
-        ] {
-            let args = split(line);
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            assert!(from.run(&args, None).status.success());
-        }
+        run_ok(
+            &from,
+            &[
+                "put /app/c 3",
+                "del /app/a",
+                "put /app/b 22",
+                "put /other/y 8",
+            ],
+        );
         wait_for("/copy/b\n22\n/copy/c\n3\n");
         assert_eq!(listing(&to, "/other/"), "", "only the prefix is mirrored");
     }

@@ -103,10 +103,7 @@ impl AuthService {
 
 /// An auth change in etcdctl's words, for the audit log (never a password or its hash).
 fn describe(command: &AuthCommand) -> String {
-    let range = |key: &[u8], end: &[u8]| match end {
-        [] => key.escape_ascii().to_string(),
-        end => format!("[{}, {})", key.escape_ascii(), end.escape_ascii()),
-    };
+    let range = super::audit_range;
     match command {
         AuthCommand::UserAdd {
             name, no_password, ..

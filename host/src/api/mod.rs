@@ -144,6 +144,15 @@ pub(crate) fn audit(caller: &crate::auth::Caller, change: &str, revision: i64) {
     );
 }
 
+/// A key range in an audit line: the key alone, or `[key, end)`, bytes outside printable
+/// ASCII escaped.
+pub(crate) fn audit_range(key: &[u8], end: &[u8]) -> String {
+    match end {
+        [] => key.escape_ascii().to_string(),
+        end => format!("[{}, {})", key.escape_ascii(), end.escape_ascii()),
+    }
+}
+
 pub(crate) fn blocking_in_place<T>(work: impl FnOnce() -> T) -> T {
     let multi_thread = tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);

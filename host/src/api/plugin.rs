@@ -128,10 +128,7 @@ fn binding_to_pb(b: &Binding, registry: &Registry) -> pb::Binding {
 /// reactor bookkeeping, which never comes through here).
 fn describe(command: &PluginCommand) -> Option<String> {
     let binding = |b: &Binding| {
-        let range = match b.range_end.as_slice() {
-            [] => b.key.escape_ascii().to_string(),
-            end => format!("[{}, {})", b.key.escape_ascii(), end.escape_ascii()),
-        };
+        let range = super::audit_range(&b.key, &b.range_end);
         format!(
             "plugin bind {} --plugin {} --kind {:?} {range}",
             b.name, b.plugin, b.kind
