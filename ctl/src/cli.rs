@@ -480,6 +480,70 @@ pub enum PluginCommand {
         /// The plugin's name.
         name: String,
     },
+    /// Write a new plugin crate, ready to build, from the template of one of the five kinds.
+    New(NewArgs),
+    /// Run a .wasm plugin on a sample request here, without a server: the host's own plugin
+    /// engine over a store of its own.
+    Test(TestArgs),
+    /// Follow the log lines plugins write, on every member, until interrupted.
+    Logs {
+        /// Only this binding's lines (default: every binding's).
+        #[arg(default_value = "")]
+        binding: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// What the plugin does.
+    #[arg(value_enum)]
+    pub kind: KindArg,
+    /// The plugin's crate name (ASCII letters, digits, '-' and '_').
+    pub name: String,
+    /// The directory to write it into (default: ./NAME).
+    #[arg(long, value_name = "PATH")]
+    pub dir: Option<PathBuf>,
+    /// Cairn's sdk/ directory, which the crate depends on (default: the one this cairnctl was
+    /// built from).
+    #[arg(long, value_name = "PATH")]
+    pub sdk: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// A .wasm file: a component, or a core module built with wit-bindgen.
+    pub file: PathBuf,
+    /// Which hook to run.
+    #[arg(long, value_enum)]
+    pub kind: KindArg,
+    /// Configuration handed to the plugin.
+    #[arg(long, default_value = "")]
+    pub config: String,
+    /// A key the store holds before the request, KEY=VALUE (repeatable).
+    #[arg(long = "given", value_name = "KEY=VALUE")]
+    pub given: Vec<String>,
+    /// A put: of the request (guard, policy) or an event (reactor, watch filter), KEY=VALUE
+    /// (repeatable; puts come before deletes).
+    #[arg(long = "put", value_name = "KEY=VALUE")]
+    pub puts: Vec<String>,
+    /// A delete of one key: of the request, or an event (repeatable).
+    #[arg(long = "delete", value_name = "KEY")]
+    pub deletes: Vec<String>,
+    /// A read of one key, shown to a policy hook (repeatable).
+    #[arg(long = "get", value_name = "KEY")]
+    pub gets: Vec<String>,
+    /// The argument of a compare, or the one a watcher names a filter with.
+    #[arg(long, default_value = "")]
+    pub argument: String,
+    /// The user a policy hook is asked about, or a watch filter is opened for.
+    #[arg(long, value_name = "USER", default_value = "alice")]
+    pub caller: String,
+    /// One of the user's roles (repeatable).
+    #[arg(long = "role", value_name = "ROLE")]
+    pub roles: Vec<String>,
+    /// Fuel per call (0: the server's default).
+    #[arg(long, default_value_t = 0)]
+    pub fuel: u64,
 }
 
 #[derive(Debug, Args)]
@@ -653,4 +717,18 @@ pub enum AuthCommand {
     Disable,
     /// Whether authentication is on, and the auth revision (etcdctl 3.5's `auth status`).
     Status,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        // clap's own checks (unique flag names across global and command flags, …), which
+        // otherwise run only when a command is parsed.
+        Cli::command().debug_assert();
+    }
 }

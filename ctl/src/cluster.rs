@@ -124,7 +124,7 @@ pub async fn member(
     }
 }
 
-async fn member_list(connection: &Connection) -> Result<MemberListResponse, Error> {
+pub(crate) async fn member_list(connection: &Connection) -> Result<MemberListResponse, Error> {
     let request = connection.request(MemberListRequest {
         linearizable: false,
     });

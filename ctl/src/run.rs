@@ -145,6 +145,19 @@ async fn plugin(
         }
     };
     match command {
+        PluginCommand::New(args) => {
+            let dir = args.dir.unwrap_or_else(|| args.name.clone().into());
+            let sdk = args.sdk.unwrap_or_else(crate::scaffold::default_sdk);
+            for line in crate::scaffold::create(args.kind, &args.name, &dir, &sdk)? {
+                writeln!(out, "{line}")?;
+            }
+        }
+        // Blocking work (compiling and running the plugin) on cairnctl's one-command runtime,
+        // where nothing else waits.
+        PluginCommand::Test(args) => crate::sandbox::run(&args, out)?,
+        PluginCommand::Logs { binding } => {
+            crate::plugin_logs::follow(session, binding, write_out, out).await?;
+        }
         PluginCommand::Install(args) => install(global, write_out, args, out).await?,
         PluginCommand::Bind(args) => bind(global, write_out, args, out).await?,
         PluginCommand::Unbind { binding } => {

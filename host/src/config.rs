@@ -143,6 +143,11 @@ pub struct Config {
     #[arg(long, env = "CAIRN_MAX_CONCURRENT_STREAMS", default_value_t = u32::MAX, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrent_streams: u32,
 
+    /// `basic` or `extensive`: `extensive` also exports the gRPC handling-time histograms
+    /// (`grpc_server_handling_seconds`), as etcd does.
+    #[arg(long, env = "CAIRN_METRICS", value_enum, default_value_t = MetricsLevel::Basic)]
+    pub metrics: MetricsLevel,
+
     /// A YAML file with etcd's configuration keys (the flags' names, as in etcd's
     /// `etcd.conf.yml`). Flags and `CAIRN_*` variables win over it.
     #[arg(long, env = "CAIRN_CONFIG_FILE")]
@@ -299,6 +304,13 @@ pub struct Config {
     /// object per line with etcd's field names).
     #[arg(long, env = "CAIRN_LOG_FORMAT", value_enum, default_value_t = crate::logging::LogFormat::Text)]
     pub log_format: crate::logging::LogFormat,
+}
+
+/// `--metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MetricsLevel {
+    Basic,
+    Extensive,
 }
 
 #[derive(Debug, Error)]

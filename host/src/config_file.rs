@@ -201,7 +201,6 @@ pub const ETCD_FLAGS_NOT_TAKEN: &[&str] = &[
     "log-rotation-config-json",
     "max-snapshots",
     "max-wals",
-    "metrics",
     "peer-cert-allowed-hostname",
     "peer-crl-file",
     "pre-vote",

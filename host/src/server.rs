@@ -139,6 +139,9 @@ impl Server {
             corrupt_check: config.corrupt_check_every()?,
         };
         spawn_duties(&mut tasks, &ctx, me, schedules, &stopped);
+        crate::metrics::METRICS
+            .grpc
+            .set_extensive(config.metrics == crate::config::MetricsLevel::Extensive);
         let keepalive = Keepalive {
             interval: config.grpc_keepalive_interval.0,
             timeout: config.grpc_keepalive_timeout.0,

@@ -213,6 +213,8 @@ pub struct StateMachine {
     auth: SharedAuth,
     /// The active alarms as applied (apply is the only writer).
     alarms: SharedAlarms,
+    /// Where this member's plugins write their log lines.
+    plugin_logs: crate::plugin::logs::PluginLogs,
 }
 
 /// The auth store as applied, shared between apply (its only writer) and the API.
@@ -222,11 +224,12 @@ impl StateMachine {
     pub fn new(storage: Storage) -> Result<Self, Fault> {
         let revisions = Mvcc::revisions(&storage).map_err(mvcc::into_fault)?;
         let (committed, _) = watch::channel(revisions);
-        let engine = Engine::new().map_err(|e| Fault::PluginHost {
+        let plugin_logs = crate::plugin::logs::PluginLogs::default();
+        let engine = Engine::new(plugin_logs.clone()).map_err(|e| Fault::PluginHost {
             binding: "(engine start)".into(),
             reason: e.to_string(),
         })?;
-        let side_engine = Engine::new().map_err(|e| Fault::PluginHost {
+        let side_engine = Engine::new(plugin_logs.clone()).map_err(|e| Fault::PluginHost {
             binding: "(side engine start)".into(),
             reason: e.to_string(),
         })?;
@@ -245,6 +248,7 @@ impl StateMachine {
             revisions: Arc::new(Mutex::new(revisions)),
             registry: Arc::new(Mutex::new(registry)),
             engine,
+            plugin_logs,
         };
         machine.prepare_modules()?;
         Ok(machine)
@@ -290,15 +294,21 @@ impl StateMachine {
         self.alarms.clone()
     }
 
+    /// Where this member's plugins write their log lines (`Plugin.Logs` follows them).
+    pub fn plugin_logs(&self) -> crate::plugin::logs::PluginLogs {
+        self.plugin_logs.clone()
+    }
+
     /// The watch filters of this member, over its registry.
     pub fn watch_filters(&self) -> Result<crate::plugin::filter::Filters, Fault> {
-        let engine =
-            crate::plugin::filter::FilterEngine::new(self.storage.clone()).map_err(|e| {
-                Fault::PluginHost {
-                    binding: "(watch filter engine start)".into(),
-                    reason: e.to_string(),
-                }
-            })?;
+        let engine = crate::plugin::filter::FilterEngine::new(
+            self.storage.clone(),
+            self.plugin_logs.clone(),
+        )
+        .map_err(|e| Fault::PluginHost {
+            binding: "(watch filter engine start)".into(),
+            reason: e.to_string(),
+        })?;
         Ok(crate::plugin::filter::Filters::new(
             self.registry.clone(),
             self.published.clone(),
@@ -359,7 +369,13 @@ impl StateMachine {
                         now_ms: 0,
                         carried: &[],
                     };
-                    self.apply_command(&mut apply, command)?
+                    // Timed for etcd's slow-apply counter only; nothing applied depends on it.
+                    let started = std::time::Instant::now();
+                    let response = self.apply_command(&mut apply, command)?;
+                    if started.elapsed() > crate::metrics::SLOW_APPLY {
+                        crate::metrics::METRICS.slow_apply.inc();
+                    }
+                    response
                 }
             });
             batch.set_position(&marker.applied);
@@ -374,7 +390,7 @@ impl StateMachine {
         *revs = batch.commit()?;
         crate::metrics::METRICS
             .backend_commit
-            .observe(started.elapsed());
+            .observe(started.elapsed().as_secs_f64());
         if registry.generation != self.published.generation() {
             self.published.publish(&registry);
         }

@@ -145,7 +145,7 @@ fn main() {
         );
     }
     // Per call, on an engine of its own.
-    let engine = Engine::new().expect("engine");
+    let engine = Engine::new(Default::default()).expect("engine");
     let ops = [GuardOp::Put {
         key: b"bench/1".to_vec(),
         value: format!("\"{}\"", "x".repeat(254)).into_bytes(),

@@ -106,16 +106,7 @@ pub fn install_plugin(endpoint: &str, name: &str, crate_name: &str) {
 /// A plugin built by `scripts/build-plugins.sh` (the test command runs it first), as a core
 /// wasm module.
 pub fn plugin_wasm(crate_name: &str) -> PathBuf {
-    let target_dir = match std::env::var("CARGO_TARGET_DIR") {
-        Ok(dir) => PathBuf::from(dir),
-        // binary_path() is target/<profile>/cairn.
-        Err(_) => binary_path()
-            .parent()
-            .and_then(|p| p.parent())
-            .expect("target dir above the cairn binary")
-            .to_path_buf(),
-    };
-    let path = target_dir
+    let path = target_dir()
         .join("wasm32-unknown-unknown/release")
         .join(format!("{}.wasm", crate_name.replace('-', "_")));
     assert!(
@@ -124,6 +115,19 @@ pub fn plugin_wasm(crate_name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// The workspace's target directory: `CARGO_TARGET_DIR`, or the one above the binaries.
+pub fn target_dir() -> PathBuf {
+    match std::env::var("CARGO_TARGET_DIR") {
+        Ok(dir) => PathBuf::from(dir),
+        // binary_path() is target/<profile>/cairn.
+        Err(_) => binary_path()
+            .parent()
+            .and_then(|p| p.parent())
+            .expect("target dir above the cairn binary")
+            .to_path_buf(),
+    }
 }
 
 pub fn binary_path() -> PathBuf {

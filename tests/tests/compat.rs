@@ -1366,38 +1366,54 @@ async fn nested_txns_are_taken_up_to_the_op_limit() {
     assert_eq!(outcomes[0], outcomes[1], "left etcd, right Cairn");
 }
 
-#[test]
-fn check_perf_passes_against_cairn() {
-    // Proves `etcdctl check perf` and `cairnctl check perf` (150 writes/s from 50 clients for
-    // 60 s: throughput within 10%, no write slower than 500 ms, deviation under 100 ms) pass
-    // against a Cairn member, and that each leaves no key behind. Timed: it takes the lock the
-    // other timing-sensitive tests take.
+/// Runs `check <what>` through etcdctl and cairnctl against one Cairn member: each must
+/// succeed, print the verdict lines `verdicts` accepts, and leave no key under its prefix.
+fn check_passes_against_cairn(what: &str, verdicts: impl Fn(&[&str]) -> bool) {
     let _timed = timed();
     let cairn = CairnNode::start(&[]);
     for ctl in [
         Etcdctl::new(&cairn.endpoint()),
         Etcdctl::cairnctl(&cairn.endpoint()),
     ] {
-        let out = ctl.run(&["check", "perf"], None);
+        let out = ctl.run(&["check", what], None);
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
             "{stdout}{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let verdicts: Vec<&str> = stdout
+        let found: Vec<&str> = stdout
             .lines()
             .map(|l| l.trim())
             .filter(|l| l.starts_with("PASS") || l.starts_with("FAIL"))
             .collect();
-        assert_eq!(verdicts.len(), 4, "{stdout}");
-        assert_eq!(verdicts.last(), Some(&"PASS"), "{stdout}");
-        let left = ctl.run(
-            &["get", "/etcdctl-check-perf/", "--prefix", "--keys-only"],
-            None,
-        );
+        assert!(verdicts(&found), "{stdout}");
+        let prefix = format!("/etcdctl-check-{what}/");
+        let left = ctl.run(&["get", &prefix, "--prefix", "--keys-only"], None);
         assert!(left.stdout.is_empty(), "keys left behind");
     }
+}
+
+#[test]
+fn check_perf_passes_against_cairn() {
+    // Proves `etcdctl check perf` and `cairnctl check perf` (150 writes/s from 50 clients for
+    // 60 s: throughput within 10%, no write slower than 500 ms, deviation under 100 ms) pass
+    // against a Cairn member, and that each leaves no key behind. Timed: it takes the lock the
+    // other timing-sensitive tests take.
+    check_passes_against_cairn("perf", |verdicts| {
+        verdicts.len() == 4 && verdicts.last() == Some(&"PASS")
+    });
+}
+
+#[test]
+fn check_datascale_passes_against_cairn() {
+    // Proves `etcdctl check datascale` and `cairnctl check datascale` (10,000 writes of 1 KiB
+    // from 50 clients, with the member's resident memory read from /metrics before and after)
+    // pass against a Cairn member and leave no key behind.
+    check_passes_against_cairn(
+        "datascale",
+        |verdicts| matches!(verdicts, [v] if v.starts_with("PASS: Approximate system memory used")),
+    );
 }
 
 #[test]

@@ -562,6 +562,110 @@ async fn metrics_parse_and_move() {
     }
 }
 
+/// The table of docs/operations.md listing the series etcd's dashboard and alerts read: each
+/// series with what moves it (`load`, `faults` or `constant`).
+fn dashboard_series() -> Vec<(String, String)> {
+    let doc = include_str!("../../docs/operations.md");
+    let section = doc
+        .split("### The series etcd's dashboard and alerts read")
+        .nth(1)
+        .expect("operations.md lists the dashboard's series");
+    let section = section.split("\n#").next().unwrap_or(section);
+    section
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            let moves = cells[3].split(':').next().unwrap_or("").to_string();
+            (cells[1].trim_matches('`').to_string(), moves)
+        })
+        .collect()
+}
+
+/// Whether a scrape has at least one sample of `name` (a histogram's under its base name).
+fn has_series(text: &str, name: &str) -> bool {
+    !samples(text, name).is_empty()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_series_exist_and_move() {
+    // Proves every series of docs/operations.md's dashboard-and-alerts table is on the
+    // leader's /metrics; that the `load` ones move under client reads and writes; and that
+    // the `faults` ones move when both followers freeze (a write then times out, heartbeats
+    // and appends to the followers fail).
+    let series = dashboard_series();
+    assert!(series.len() >= 20, "{series:?}");
+    for (name, moves) in &series {
+        assert!(
+            ["load", "faults", "constant"].contains(&moves.as_str()),
+            "{name}: {moves}"
+        );
+    }
+    let cluster = Cluster::start(Flavor::Cairn, 3, &["--metrics=extensive"]).await;
+    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
+    let endpoint = cluster.members[leader].endpoint();
+    let client = http();
+    let scrape = || {
+        let client = client.clone();
+        let url = format!("http://{endpoint}/metrics");
+        async move {
+            let resp = client.get(&url).send().await.expect("GET /metrics");
+            resp.text().await.expect("body")
+        }
+    };
+    let before = scrape().await;
+    for (name, _) in &series {
+        assert!(has_series(&before, name), "{name} missing from\n{before}");
+    }
+
+    let mut grpc = cairn_tests::cluster::connect(&endpoint).await;
+    for i in 0..20 {
+        grpc.put(format!("k{i}"), "v", None).await.expect("put");
+        grpc.get(format!("k{i}"), None).await.expect("get");
+    }
+    grpc.delete("k0", None).await.expect("delete");
+    let after = scrape().await;
+    for (name, moves) in &series {
+        if moves == "load" {
+            let (was, is) = (value_of(&before, name, &[]), value_of(&after, name, &[]));
+            assert!(is > was, "{name} did not move under load: {was} then {is}");
+        }
+    }
+
+    let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    for f in &followers {
+        cluster.members[*f].pause();
+    }
+    let frozen = scrape().await;
+    // The write cannot commit: it fails with etcd's timeout once the member gives up.
+    let write = tokio::time::timeout(Duration::from_secs(60), grpc.put("k", "v", None)).await;
+    assert!(
+        matches!(write, Ok(Err(_))),
+        "a write without a quorum: {write:?}"
+    );
+    let start = Instant::now();
+    loop {
+        let now = scrape().await;
+        let still: Vec<&str> = series
+            .iter()
+            .filter(|(_, moves)| moves == "faults")
+            .filter(|(name, _)| value_of(&now, name, &[]) <= value_of(&frozen, name, &[]))
+            .map(|(name, _)| name.as_str())
+            .collect();
+        if still.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{still:?} did not move with both followers frozen:\n{now}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for f in &followers {
+        cluster.members[*f].resume();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_follows_the_quorum() {
     // Proves /health turns 503 on a member whose cluster lost its quorum, and back to 200

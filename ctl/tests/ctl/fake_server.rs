@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use cairn_proto::cairn_plugin::{
     BindRequest, BindResponse, Binding, BindingStats, FailurePolicy, GetRequest, GetResponse,
-    InstallRequest, InstallResponse, Kind, ListRequest, ListResponse, PluginInfo, RemoveRequest,
-    RemoveResponse, UnbindRequest, UnbindResponse,
+    InstallRequest, InstallResponse, Kind, ListRequest, ListResponse, LogLine, LogsRequest,
+    PluginInfo, RemoveRequest, RemoveResponse, UnbindRequest, UnbindResponse,
     plugin_server::{Plugin, PluginServer},
 };
 use cairn_proto::etcdserverpb::{
@@ -253,6 +253,16 @@ impl Plugin for FakePlugin {
             plugins: vec![acl_plugin(), quota],
             bindings: vec![acl_binding(), quota_count],
         }))
+    }
+
+    type LogsStream = futures::stream::BoxStream<'static, Result<LogLine, Status>>;
+
+    /// Not exercised through the fake: `plugin logs` is tested against real members.
+    async fn logs(
+        &self,
+        _request: tonic::Request<LogsRequest>,
+    ) -> Result<tonic::Response<Self::LogsStream>, Status> {
+        Err(Status::unimplemented("the fake server has no Plugin.Logs"))
     }
 
     async fn get(

@@ -46,7 +46,7 @@ use super::lease::LeaseService;
 use super::lock::LockService;
 use super::maintenance::MaintenanceService;
 use super::{Context, GRPC_OVERHEAD_BYTES, status};
-use crate::metrics::{GrpcMethod, METRICS};
+use crate::metrics::{CallTally, GrpcMethod};
 
 /// The path prefixes etcd 3.4 serves the gateway under (`/v3beta` is 3.3's, kept by 3.4).
 const PREFIXES: [&str; 2] = ["/v3", "/v3beta"];
@@ -292,7 +292,7 @@ async fn unary<Req, Resp, F, Fut>(
 ) -> Response
 where
     Req: DeserializeOwned + prost::Message + Default,
-    Resp: Serialize,
+    Resp: Serialize + prost::Message,
     F: FnOnce(tonic::Request<Req>) -> Fut,
     Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
 {
@@ -300,14 +300,28 @@ where
         Ok(req) => req,
         Err(status) => return error_response(&status),
     };
+    // The gateway's calls count as gRPC calls, as etcd's gateway is a gRPC client of its own
+    // server.
+    let mut tally = method(grpc).map(CallTally::start);
+    if let Some(t) = &tally {
+        t.received(1, req.encoded_len() as u64);
+    }
     let request = grpc_request(&headers, req);
     let requires_leader = super::requires_leader(&request);
-    let result = METRICS
-        .count_call(method(grpc), async {
-            super::refuse_without_leader(&gw.ctx, requires_leader)?;
-            call(request).await
-        })
-        .await;
+    let result = async {
+        super::refuse_without_leader(&gw.ctx, requires_leader)?;
+        call(request).await
+    }
+    .await;
+    if let Some(t) = &mut tally {
+        match &result {
+            Ok(resp) => {
+                t.sent(1, resp.get_ref().encoded_len() as u64);
+                t.finish(Code::Ok as i32);
+            }
+            Err(status) => t.finish(status.code() as i32),
+        }
+    }
     match result {
         Ok(resp) => json_response(StatusCode::OK, &resp.into_inner()),
         Err(status) => error_response(&status),
@@ -485,29 +499,35 @@ fn streaming<Resp>(
     opened: Result<BoxStream<'static, Result<Resp, Status>>, Status>,
 ) -> Response
 where
-    Resp: Serialize + Send + 'static,
+    Resp: Serialize + prost::Message + Send + 'static,
 {
-    if let Some(m) = grpc {
-        METRICS.grpc_started(m);
-    }
+    // Dropped unfinished (the client went away), the tally counts the call `Canceled`.
+    let mut tally = grpc.map(CallTally::start);
     let inner = match opened {
         Ok(inner) => inner,
         Err(status) => {
-            if let Some(m) = grpc {
-                METRICS.grpc_handled(m, status.code() as i32);
+            if let Some(t) = &mut tally {
+                t.finish(status.code() as i32);
             }
             return error_response(&status);
         }
     };
-    let tally = StreamTally { grpc, code: None };
+    let finish = |tally: &mut Option<CallTally>, code: i32| {
+        if let Some(t) = tally {
+            t.finish(code);
+        }
+    };
     let lines = futures::stream::unfold(
         (inner, tally, false),
-        |(mut inner, mut tally, done)| async move {
+        move |(mut inner, mut tally, done)| async move {
             if done {
                 return None;
             }
             let line = match inner.next().await {
                 Some(Ok(msg)) => {
+                    if let Some(t) = &tally {
+                        t.sent(1, msg.encoded_len() as u64);
+                    }
                     let mut line = serde_json::to_vec(&StreamResult { result: &msg })
                         .unwrap_or_else(|e| encode_failure(&e));
                     line.push(b'\n');
@@ -517,11 +537,11 @@ where
                     ));
                 }
                 Some(Err(status)) => {
-                    tally.finish(status.code() as i32);
+                    finish(&mut tally, status.code() as i32);
                     stream_error_line(&status)
                 }
                 None => {
-                    tally.finish(0);
+                    finish(&mut tally, Code::Ok as i32);
                     return None;
                 }
             };
@@ -534,26 +554,6 @@ where
         HeaderValue::from_static("application/json"),
     );
     response
-}
-
-/// Counts a streaming call as handled when its response stream ends or is dropped.
-struct StreamTally {
-    grpc: Option<GrpcMethod>,
-    code: Option<i32>,
-}
-
-impl StreamTally {
-    fn finish(&mut self, code: i32) {
-        self.code = Some(code);
-    }
-}
-
-impl Drop for StreamTally {
-    fn drop(&mut self) {
-        if let Some(m) = self.grpc {
-            METRICS.grpc_handled(m, self.code.unwrap_or(Code::Cancelled as i32));
-        }
-    }
 }
 
 #[derive(Serialize)]

@@ -15,8 +15,9 @@ use axum::routing::get;
 
 use super::Context;
 use super::maintenance::ETCD_VERSION;
-use crate::metrics::{CONTENT_TYPE, METRICS, TextEncoder};
+use crate::metrics::{CONTENT_TYPE, METRICS, counter_family};
 use crate::mvcc::RangeRequest;
+use prometheus::proto::MetricFamily;
 
 /// Everything but gRPC: the gateway, health, version and metrics.
 pub fn routes(ctx: &Context) -> Router {
@@ -195,8 +196,12 @@ async fn health(ctx: &Context, uri: &Uri) -> Response {
             .map_err(|e| format!("RANGE ERROR:{e}"))
     };
     match verdict {
-        Ok(()) => json(StatusCode::OK, &serde_json::json!({"health": "true"})),
+        Ok(()) => {
+            METRICS.health_success.inc();
+            json(StatusCode::OK, &serde_json::json!({"health": "true"}))
+        }
         Err(reason) => {
+            METRICS.health_failures.inc();
             tracing::warn!(%reason, "serving /health false");
             json(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -308,143 +313,87 @@ async fn version() -> Response {
 
 /// etcd reports the cluster version as major.minor.0.
 fn cluster_version() -> String {
-    let mut parts = ETCD_VERSION.split('.');
-    let major = parts.next().unwrap_or("3");
-    let minor = parts.next().unwrap_or("0");
-    format!("{major}.{minor}.0")
+    format!("{}.0", crate::metrics::major_minor(ETCD_VERSION))
 }
 
-/// `GET /metrics`: the process's instruments and this member's Raft and storage state.
+/// `GET /metrics`: the process's instruments, with this member's Raft, storage and plugin
+/// state read now.
 async fn metrics(ctx: &Context) -> Response {
     let storage = ctx.storage.clone();
-    let sizes =
-        tokio::task::spawn_blocking(move || (storage.disk_space(), storage.disk_space_in_use()))
-            .await
-            .ok();
+    let read = tokio::task::spawn_blocking(move || {
+        let sizes = (storage.disk_space(), storage.disk_space_in_use());
+        (sizes, crate::plugin::Registry::load(&storage).ok())
+    });
+    let keys = ctx
+        .read(true, |view| {
+            let counted = view.range(&RangeRequest {
+                key: vec![0],
+                range_end: vec![0],
+                count_only: true,
+                ..Default::default()
+            });
+            Ok((counted.map(|r| r.count), view.rev, view.compact_rev))
+        })
+        .await;
     let raft = ctx.raft.status();
-    let mut out = TextEncoder::default();
-    member_metrics(ctx, &raft, &mut out);
-    raft_metrics(&raft, &mut out);
-    storage_metrics(sizes, ctx.quota.limit, &mut out);
-    peer_metrics(ctx, &mut out);
-    plugin_metrics(ctx, &mut out).await;
-    METRICS.encode(&mut out);
-    let mut response = Response::new(Body::from(out.finish()));
+    let m = &METRICS;
+    m.has_leader.set(raft.leader.is_some().into());
+    m.is_leader.set(raft.is_leader.into());
+    m.is_learner.set(raft.is_learner.into());
+    m.server_id.reset();
+    m.server_id
+        .with_label_values(&[&format!("{:x}", ctx.member_id)])
+        .set(1);
+    m.proposals_committed.set(gauge(raft.committed_index));
+    m.proposals_applied.set(gauge(raft.applied_index));
+    m.purged_index.set(gauge(raft.purged_index));
+    m.quota_backend_bytes.set(ctx.quota.limit.map_or(0, gauge));
+    if let Ok((Ok(count), rev, compact_rev)) = keys {
+        m.keys.set(count);
+        m.current_revision.set(rev);
+        m.compact_revision.set(compact_rev);
+    }
+    // etcd counts a peer active while its connection is up; Cairn's leader counts a peer
+    // active while it acknowledges heartbeats within the leader lease (followers report none).
+    let local = format!("{:x}", ctx.member_id);
+    m.active_peers.reset();
+    for (id, live) in ctx.raft.peer_liveness() {
+        m.active_peers
+            .with_label_values(&[&local, &format!("{id:x}")])
+            .set(live.into());
+    }
+    let me = ctx.member_id;
+    m.know_peers(
+        ctx.raft
+            .members()
+            .into_iter()
+            .map(|member| member.id)
+            .filter(|id| *id != me),
+    );
+    let mut extra = Vec::new();
+    if let Ok(((total, in_use), registry)) = read.await {
+        for g in &m.db_size {
+            g.set(gauge(total));
+        }
+        m.db_size_in_use.set(gauge(in_use));
+        if let Some(registry) = registry {
+            extra = plugin_families(&registry);
+        }
+    }
+    let mut response = Response::new(Body::from(m.encode(extra)));
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
     response
 }
 
-/// 1.0 or 0.0.
-fn flag(b: bool) -> f64 {
-    if b { 1.0 } else { 0.0 }
-}
-
-/// Who this member is, and whether it leads.
-fn member_metrics(ctx: &Context, raft: &crate::raft::RaftStatus, out: &mut TextEncoder) {
-    out.gauge(
-        "etcd_server_has_leader",
-        "Whether or not a leader exists. 1 is existence, 0 is not.",
-        flag(raft.leader.is_some()),
-    );
-    out.gauge(
-        "etcd_server_is_leader",
-        "Whether or not this member is a leader. 1 if is, 0 otherwise.",
-        flag(raft.is_leader),
-    );
-    out.gauge(
-        "etcd_server_is_learner",
-        "Whether or not this member is a learner. 1 if is, 0 otherwise.",
-        flag(raft.is_learner),
-    );
-    out.labeled_gauge(
-        "etcd_server_id",
-        "Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID.",
-        &[("server_id", &format!("{:x}", ctx.member_id))],
-        1.0,
-    );
-    out.labeled_gauge(
-        "etcd_server_version",
-        "Which version is running. 1 for 'server_version' label with current version.",
-        &[("server_version", ETCD_VERSION)],
-        1.0,
-    );
-    out.labeled_gauge(
-        "cairn_build_info",
-        "Which Cairn is running. 1 for the 'version' label with the current version.",
-        &[("version", env!("CARGO_PKG_VERSION"))],
-        1.0,
-    );
-}
-
-/// The Raft log's commit, apply and purge points.
-fn raft_metrics(raft: &crate::raft::RaftStatus, out: &mut TextEncoder) {
-    out.gauge(
-        "etcd_server_proposals_committed_total",
-        "The total number of consensus proposals committed (the Raft commit index).",
-        raft.committed_index as f64,
-    );
-    out.gauge(
-        "etcd_server_proposals_applied_total",
-        "The total number of consensus proposals applied (the applied index).",
-        raft.applied_index as f64,
-    );
-    out.gauge(
-        "cairn_raft_log_purged_index",
-        "The last Raft log index purged from this member's log (0 before the first purge).",
-        raft.purged_index as f64,
-    );
-}
-
-/// The database's size and quota.
-fn storage_metrics(sizes: Option<(u64, u64)>, quota: Option<u64>, out: &mut TextEncoder) {
-    if let Some((total, in_use)) = sizes {
-        out.gauge(
-            "etcd_mvcc_db_total_size_in_bytes",
-            "Total size of the underlying database physically allocated in bytes.",
-            total as f64,
-        );
-        out.gauge(
-            "etcd_mvcc_db_total_size_in_use_in_bytes",
-            "Total size of the underlying database logically in use in bytes.",
-            in_use as f64,
-        );
-    }
-    out.gauge(
-        "etcd_server_quota_backend_bytes",
-        "Current backend storage quota size in bytes.",
-        quota.map_or(0.0, |q| q as f64),
-    );
-}
-
-/// On the leader: which members answer heartbeats.
-fn peer_metrics(ctx: &Context, out: &mut TextEncoder) {
-    // etcd counts a peer active while its connection is up; Cairn's leader counts a peer
-    // active while it acknowledges heartbeats within the leader lease (followers report none).
-    let local = format!("{:x}", ctx.member_id);
-    out.header(
-        "etcd_network_active_peers",
-        "The current number of active peer connections.",
-        "gauge",
-    );
-    for (id, live) in ctx.raft.peer_liveness() {
-        out.sample(
-            "etcd_network_active_peers",
-            &[("Local", &local), ("Remote", &format!("{id:x}"))],
-            flag(live),
-        );
-    }
+/// A count or size as a gauge's value (saturating: no real count is that large).
+fn gauge(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// Per-binding counters from the registry: the same on every member, since apply keeps them.
-async fn plugin_metrics(ctx: &Context, out: &mut TextEncoder) {
-    let storage = ctx.storage.clone();
-    let Ok(Ok(registry)) =
-        tokio::task::spawn_blocking(move || crate::plugin::Registry::load(&storage)).await
-    else {
-        return;
-    };
+fn plugin_families(registry: &crate::plugin::Registry) -> Vec<MetricFamily> {
     type Counter = fn(&crate::plugin::BindingStats) -> u64;
     let series: [(&str, &str, Counter); 4] = [
         (
@@ -468,16 +417,16 @@ async fn plugin_metrics(ctx: &Context, out: &mut TextEncoder) {
             |s| s.fuel_used,
         ),
     ];
-    for (name, help, get) in series {
-        out.header(name, help, "counter");
-        for b in registry.bindings.values() {
-            out.sample(
-                name,
-                &[("binding", &b.name), ("plugin", &b.plugin)],
-                get(&b.stats) as f64,
-            );
-        }
-    }
+    series
+        .into_iter()
+        .map(|(name, help, get)| {
+            let samples = registry.bindings.values().map(|b| {
+                let labels = vec![("binding", b.name.clone()), ("plugin", b.plugin.clone())];
+                (labels, get(&b.stats))
+            });
+            counter_family(name, help, samples)
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -60,6 +60,7 @@ impl Kv for KvService {
         } else {
             self.ctx.read(true, move |view| view.range(&req)).await?
         };
+        crate::metrics::METRICS.ranges.inc();
         Ok(self.ctx.respond(convert::range_response(resp)))
     }
 

@@ -204,7 +204,7 @@ pub async fn intercept_grpc(
     let wants_leader = asks_for_leader(request.headers().get(HASLEADER).map(|v| v.as_bytes()));
     // A call refused here, before its handler, is still counted as etcd counts it.
     let refuse = |refused: Status| {
-        crate::metrics::METRICS.grpc_refused(method, refused.code() as i32);
+        crate::metrics::grpc_refused(method, refused.code() as i32);
         refused.into_http()
     };
     if method.kind == "unary"
@@ -220,7 +220,7 @@ pub async fn intercept_grpc(
     } else {
         request
     };
-    let response = crate::metrics::count_grpc(method, next.run(request)).await;
+    let response = crate::metrics::count_grpc(method, request, |r| next.run(r)).await;
     grpc_go_size_error(response)
 }
 

@@ -314,4 +314,48 @@ impl Plugin for PluginService {
                 .collect(),
         }))
     }
+
+    type LogsStream = futures::stream::BoxStream<'static, Result<pb::LogLine, Status>>;
+
+    async fn logs(
+        &self,
+        request: Request<pb::LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
+        use futures::StreamExt;
+        use tokio::sync::broadcast::error::RecvError;
+        self.ctx.check_admin(&self.ctx.caller(&request)?)?;
+        let wanted = request.into_inner().binding;
+        let lines = self.ctx.raft.plugin_logs().follow();
+        let member_id = self.ctx.member_id;
+        let mut stopping = self.ctx.stopping.clone();
+        let stopped = async move {
+            let _ = stopping.wait_for(|s| *s).await;
+        };
+        let followed = futures::stream::unfold(lines, move |mut lines| {
+            let wanted = wanted.clone();
+            async move {
+                let mut missed = 0;
+                loop {
+                    match lines.recv().await {
+                        Ok(line) if wanted.is_empty() || line.binding == wanted => {
+                            let line = pb::LogLine {
+                                member_id,
+                                binding: line.binding,
+                                level: line.level.to_string(),
+                                message: line.message,
+                                unix_ms: line.unix_ms,
+                                missed,
+                            };
+                            return Some((Ok(line), lines));
+                        }
+                        Ok(_) => {}
+                        Err(RecvError::Lagged(n)) => missed += n,
+                        Err(RecvError::Closed) => return None,
+                    }
+                }
+            }
+        })
+        .take_until(stopped);
+        Ok(Response::new(followed.boxed()))
+    }
 }

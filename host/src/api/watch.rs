@@ -76,8 +76,12 @@ struct Outgoing {
     _budget: Option<OwnedSemaphorePermit>,
 }
 
-/// The responses of one watch stream, as the transport takes them.
-pub struct WatchResponses(ReceiverStream<Outgoing>);
+/// The responses of one watch stream, as the transport takes them; counted as an open
+/// stream while the transport holds it.
+pub struct WatchResponses {
+    responses: ReceiverStream<Outgoing>,
+    _open: crate::metrics::GaugeGuard,
+}
 
 impl Stream for WatchResponses {
     type Item = Result<pb::WatchResponse, Status>;
@@ -87,7 +91,7 @@ impl Stream for WatchResponses {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
         // The budget returns to the stream as the response leaves it.
-        std::pin::Pin::new(&mut self.0)
+        std::pin::Pin::new(&mut self.responses)
             .poll_next(cx)
             .map(|o| o.map(|o| o.response))
     }
@@ -122,7 +126,10 @@ where
         filters_checked: ctx.watch_filters.generation(),
     };
     tokio::spawn(stream.run(inbound));
-    Ok(WatchResponses(ReceiverStream::new(rx)))
+    Ok(WatchResponses {
+        responses: ReceiverStream::new(rx),
+        _open: crate::metrics::GaugeGuard::new(&crate::metrics::METRICS.watch_streams),
+    })
 }
 
 /// The client went away; the stream ends.

@@ -10,6 +10,7 @@
 //! compares, and guards see the writes on the taken path after the checks, before the first
 //! write, so a denial is one more error that leaves nothing behind.
 
+// Counted for /metrics as etcd counts them ("seen by this member"); never read back.
 use super::error::{Error, MvccError};
 use super::key_range::{KeyRange, MAX_KEY_BYTES};
 use super::read::ReadView;
@@ -19,6 +20,7 @@ use super::types::{
     ResponseOp, TxnRequest, TxnResponse,
 };
 use super::write::WriteTxn;
+use crate::metrics::METRICS;
 
 /// Answers whether a lease exists; the lease subsystem implements it.
 pub trait LeaseLookup {
@@ -110,6 +112,7 @@ pub fn txn(
     leases: &dyn LeaseLookup,
     hooks: &mut dyn WriteHooks,
 ) -> Result<TxnResponse, Error> {
+    METRICS.txns.inc();
     let before = w.before();
     let mut path = Vec::new();
     compare_path(&before, req, &mut path, hooks)?;
@@ -147,6 +150,7 @@ pub fn planned_writes<'r>(
 /// A Txn with no write on any branch, served from a read view without going through Raft
 /// (as etcd does). The caller checks that the txn is read-only.
 pub fn read_only(view: &ReadView<'_>, req: &TxnRequest) -> Result<TxnResponse, Error> {
+    METRICS.txns.inc();
     let mut path = Vec::new();
     compare_path(view, req, &mut path, &mut NoHooks)?;
     check_path(view, req, &path, &NoLeases)?;
@@ -166,7 +170,10 @@ fn read_branch(
     let mut responses = Vec::new();
     for op in branch(req, succeeded) {
         responses.push(match op {
-            RequestOp::Range(r) => ResponseOp::Range(view.range(r)?),
+            RequestOp::Range(r) => {
+                METRICS.ranges.inc();
+                ResponseOp::Range(view.range(r)?)
+            }
             RequestOp::Txn(nested) => ResponseOp::Txn(read_branch(view, nested, path, cursor)?),
             // Writes never reach here: callers send only txns without writes.
             RequestOp::Put(_) | RequestOp::DeleteRange(_) => continue,
@@ -389,7 +396,10 @@ fn apply_txn(
     let mut responses = Vec::new();
     for op in branch(req, succeeded) {
         let resp = match op {
-            RequestOp::Range(r) => ResponseOp::Range(w.current().range(r)?),
+            RequestOp::Range(r) => {
+                METRICS.ranges.inc();
+                ResponseOp::Range(w.current().range(r)?)
+            }
             RequestOp::Put(p) => ResponseOp::Put(apply_put(w, p)?),
             RequestOp::DeleteRange(d) => ResponseOp::DeleteRange(apply_delete(w, d)?),
             // A nested txn's own header carries no revision, as in etcd.
@@ -419,6 +429,7 @@ fn apply_put(w: &mut WriteTxn<'_>, req: &PutRequest) -> Result<PutResponse, Erro
         _ => req.lease,
     };
     let prev = w.put(&req.key, value, lease, req.prev_kv)?;
+    METRICS.puts.inc();
     Ok(PutResponse {
         revision: w.write_rev(),
         prev_kv: if req.prev_kv { prev } else { None },
@@ -430,6 +441,7 @@ fn apply_delete(
     req: &DeleteRangeRequest,
 ) -> Result<DeleteRangeResponse, Error> {
     let deleted = w.delete_range(&KeyRange::new(&req.key, &req.range_end))?;
+    METRICS.deletes.inc();
     let revision = if w.changed() {
         w.write_rev()
     } else {

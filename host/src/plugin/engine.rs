@@ -277,6 +277,7 @@ struct HostState {
     binding: String,
     /// Set when a host call failed for a reason of this member (a storage read error).
     fault: Option<String>,
+    logs: super::logs::PluginLogs,
 }
 
 impl HostState {
@@ -372,15 +373,10 @@ impl HostState {
         Ok(count)
     }
 
-    fn log(&mut self, level: &str, message: String) -> wasmtime::Result<()> {
+    fn log(&mut self, level: &'static str, message: String) -> wasmtime::Result<()> {
         self.charge(HOST_CALL_FUEL + message.len() as u64)?;
         let message = truncated(message);
-        let binding = &self.binding;
-        match level {
-            "warn" => tracing::warn!(%binding, "plugin: {message}"),
-            "info" => tracing::info!(%binding, "plugin: {message}"),
-            _ => tracing::debug!(%binding, "plugin: {message}"),
-        }
+        self.logs.write("plugin", &self.binding, level, message);
         Ok(())
     }
 }
@@ -492,6 +488,8 @@ pub struct Engine {
     pending: Arc<Mutex<BTreeMap<String, Arc<Vec<u8>>>>>,
     /// Whether the pooling allocator could reserve its memory on this machine.
     pub pooling: bool,
+    /// Where the plugins' log lines go.
+    logs: super::logs::PluginLogs,
 }
 
 impl std::fmt::Debug for Engine {
@@ -545,7 +543,7 @@ fn config(pooling: bool) -> Config {
 impl Engine {
     /// Builds the engine, with the pooling allocator when this machine can reserve its
     /// memory, else with on-demand allocation (same results, slower instantiation).
-    pub fn new() -> Result<Engine, HostFault> {
+    pub fn new(logs: super::logs::PluginLogs) -> Result<Engine, HostFault> {
         let fault = |e: wasmtime::Error| HostFault(format!("{e:#}"));
         let (engine, pooling) = match wasmtime::Engine::new(&config(true)) {
             Ok(engine) => (engine, true),
@@ -587,6 +585,7 @@ impl Engine {
             cache: Arc::default(),
             pending: Arc::default(),
             pooling,
+            logs,
         })
     }
 
@@ -683,6 +682,7 @@ impl Engine {
                 budget: target.fuel,
                 binding: target.binding.to_string(),
                 fault: None,
+                logs: self.logs.clone(),
             },
         );
         store.limiter(|s| &mut s.limits);
@@ -969,7 +969,7 @@ fn bounded_message(what: &str, message: String) -> Result<String, String> {
 
 /// Times a call for `/metrics` (this member's wall time: observed, never decided on).
 struct Timer {
-    histogram: Arc<crate::metrics::Histogram>,
+    histogram: prometheus::Histogram,
     started: std::time::Instant,
 }
 
@@ -984,7 +984,7 @@ impl Timer {
 
 impl Drop for Timer {
     fn drop(&mut self) {
-        self.histogram.observe(self.started.elapsed());
+        self.histogram.observe(self.started.elapsed().as_secs_f64());
     }
 }
 

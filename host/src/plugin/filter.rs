@@ -60,6 +60,7 @@ pub const MAX_REWRITE_BYTES: usize = 1536 << 10;
 struct FilterState {
     limits: StoreLimits,
     binding: String,
+    logs: super::logs::PluginLogs,
 }
 
 impl filter_world::cairn::plugin::types::Host for FilterState {}
@@ -71,13 +72,14 @@ impl filter_world::cairn::plugin::log::Host for FilterState {
         message: String,
     ) -> wasmtime::Result<()> {
         use filter_world::cairn::plugin::log::Level;
+        let level = match level {
+            Level::Warn => "warn",
+            Level::Info => "info",
+            Level::Debug => "debug",
+        };
         let message = truncated(message);
-        let binding = &self.binding;
-        match level {
-            Level::Warn => tracing::warn!(%binding, "watch filter: {message}"),
-            Level::Info => tracing::info!(%binding, "watch filter: {message}"),
-            Level::Debug => tracing::debug!(%binding, "watch filter: {message}"),
-        }
+        self.logs
+            .write("watch filter", &self.binding, level, message);
         Ok(())
     }
 }
@@ -197,6 +199,8 @@ pub struct FilterEngine {
     open: Arc<std::sync::atomic::AtomicUsize>,
     /// Held while compiling a module.
     compiling: Arc<Mutex<()>>,
+    /// Where the filters' log lines go.
+    logs: super::logs::PluginLogs,
 }
 
 impl std::fmt::Debug for FilterEngine {
@@ -207,7 +211,7 @@ impl std::fmt::Debug for FilterEngine {
 
 impl FilterEngine {
     /// Builds the engine and starts its epoch ticker (a thread that ends with the engine).
-    pub fn new(storage: Storage) -> Result<FilterEngine, HostFault> {
+    pub fn new(storage: Storage, logs: super::logs::PluginLogs) -> Result<FilterEngine, HostFault> {
         let fault = |e: wasmtime::Error| HostFault(format!("{e:#}"));
         let mut config = Config::new();
         config
@@ -238,6 +242,7 @@ impl FilterEngine {
             storage,
             open: Arc::default(),
             compiling: Arc::default(),
+            logs,
         })
     }
 
@@ -307,6 +312,7 @@ impl FilterEngine {
             FilterState {
                 limits,
                 binding: binding.name.clone(),
+                logs: self.logs.clone(),
             },
         );
         store.limiter(|s| &mut s.limits);

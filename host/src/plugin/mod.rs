@@ -30,6 +30,7 @@ pub mod carry;
 pub mod engine;
 pub mod filter;
 pub mod hooks;
+pub mod logs;
 pub mod policy;
 pub mod reactor;
 pub mod registry;

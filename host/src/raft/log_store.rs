@@ -159,7 +159,9 @@ impl LogStore {
                     // Rides on this round's fsync.
                     write_committed(&s, &pending, None);
                     let result = s.log_db.persist(fjall::PersistMode::SyncData);
-                    crate::metrics::METRICS.wal_fsync.observe(started.elapsed());
+                    crate::metrics::METRICS
+                        .wal_fsync
+                        .observe(started.elapsed().as_secs_f64());
                     for callback in waiting {
                         callback.io_completed(
                             result

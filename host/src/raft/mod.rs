@@ -187,6 +187,7 @@ pub struct RaftNode {
     policy_reads: crate::plugin::policy::Reads,
     /// Watch filters, over the registry this member applied.
     watch_filters: crate::plugin::filter::Filters,
+    plugin_logs: crate::plugin::logs::PluginLogs,
     /// Reactors, over the registry this member applied (run while it leads).
     reactors: crate::plugin::reactor::Reactors,
     /// Evaluates writes' guards and policy hooks before this member, leading, proposes them.
@@ -231,6 +232,7 @@ impl RaftNode {
         let policy_reads = state_machine.policy_reads();
         let reactors = state_machine.reactors();
         let vetter = state_machine.vetter();
+        let plugin_logs = state_machine.plugin_logs();
         let watch_filters = state_machine
             .watch_filters()
             .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -277,6 +279,7 @@ impl RaftNode {
             snapshots,
             policy_reads,
             watch_filters,
+            plugin_logs,
             reactors,
             vetter,
         })
@@ -348,6 +351,11 @@ impl RaftNode {
     /// Reactors (see `StateMachine::reactors`).
     pub fn reactors(&self) -> crate::plugin::reactor::Reactors {
         self.reactors.clone()
+    }
+
+    /// Where this member's plugins write their log lines (see `plugin/logs.rs`).
+    pub fn plugin_logs(&self) -> crate::plugin::logs::PluginLogs {
+        self.plugin_logs.clone()
     }
 
     /// Watch filters (see `StateMachine::watch_filters`).

@@ -33,6 +33,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::calls::CallError;
 use super::peers::Peers;
+use crate::metrics::METRICS;
 use crate::raft::state_machine::{Snapshot, SnapshotData};
 use crate::raft::types::{MemberInfo, TypeConfig, Vote};
 
@@ -90,6 +91,7 @@ impl PeerLink {
     /// rate-limited reachability log.
     fn unreachable(&self, why: impl std::fmt::Display) -> Unreachable<TypeConfig> {
         let why = why.to_string();
+        METRICS.peer_send_failed(self.target);
         self.peers.note_unreachable(self.target, &self.url, &why);
         Unreachable::from_string(format!("member {:x} ({}): {why}", self.target, self.url))
     }
@@ -101,7 +103,14 @@ impl PeerLink {
         }
         let payload = postcard::to_stdvec(request)
             .map_err(|e| RPCError::Network(NetworkError::from_string(e)))?;
+        METRICS.peer_sent(self.target, payload.len());
         Ok(self.peers.envelope(payload))
+    }
+
+    /// Decodes a peer's answer, counting its bytes.
+    fn open<T: DeserializeOwned>(&self, reply: &Envelope) -> Result<T, NetworkError<TypeConfig>> {
+        METRICS.peer_received(self.target, reply.payload.len());
+        postcard::from_bytes(&reply.payload).map_err(NetworkError::from_string)
     }
 
     async fn call<Req: Serialize, Resp: DeserializeOwned>(
@@ -136,12 +145,26 @@ impl PeerLink {
                 ));
             }
         };
-        postcard::from_bytes(&reply.payload)
-            .map_err(|e| RPCError::Network(NetworkError::from_string(e)))
+        self.open(&reply).map_err(RPCError::Network)
+    }
+
+    /// Streams `snapshot` to the peer; returns its reply, counting the transfer.
+    async fn send_snapshot(
+        &self,
+        vote: Vote,
+        snapshot: Snapshot,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let started = std::time::Instant::now();
+        let sent = self.stream_snapshot(vote, snapshot).await;
+        METRICS.snapshot_sent(
+            self.target,
+            sent.as_ref().map(|_| started.elapsed()).map_err(|_| ()),
+        );
+        sent
     }
 
     /// Streams `snapshot` to the peer; returns its reply.
-    async fn send_snapshot(
+    async fn stream_snapshot(
         &self,
         vote: Vote,
         snapshot: Snapshot,
@@ -154,6 +177,7 @@ impl PeerLink {
             .map_err(|e| StreamingError::Network(NetworkError::from_string(e)))?;
         let (tx, rx) = mpsc::channel(SNAPSHOT_CHUNKS_IN_FLIGHT);
         let (cluster_id, from) = (self.peers.cluster_id(), self.peers.me());
+        METRICS.peer_sent(self.target, header.len());
         let first = SnapshotChunk {
             cluster_id,
             from,
@@ -164,12 +188,14 @@ impl PeerLink {
         tx.try_send(first)
             .map_err(|e| StreamingError::Network(NetworkError::from_string(e)))?;
         let mut data = snapshot.snapshot;
+        let target = self.target;
         let reader = tokio::task::spawn_blocking(move || {
             let mut out = ChunkWriter {
                 tx,
                 buf: Vec::with_capacity(SNAPSHOT_CHUNK_BYTES),
                 cluster_id,
                 from,
+                to: target,
             };
             data.write_to(&mut out)?;
             out.flush()
@@ -192,8 +218,7 @@ impl PeerLink {
             Err(e) => return Err(StreamingError::Network(NetworkError::from_string(e))),
         }
         let reply: Envelope = sent?.into_inner();
-        postcard::from_bytes(&reply.payload)
-            .map_err(|e| StreamingError::Network(NetworkError::from_string(e)))
+        self.open(&reply).map_err(StreamingError::Network)
     }
 }
 
@@ -203,6 +228,8 @@ struct ChunkWriter {
     buf: Vec<u8>,
     cluster_id: u64,
     from: u64,
+    /// The member it goes to, for counting the bytes sent.
+    to: u64,
 }
 
 impl ChunkWriter {
@@ -211,6 +238,7 @@ impl ChunkWriter {
             return Ok(());
         }
         let data = std::mem::replace(&mut self.buf, Vec::with_capacity(SNAPSHOT_CHUNK_BYTES));
+        METRICS.peer_sent(self.to, data.len());
         self.tx
             .blocking_send(SnapshotChunk {
                 cluster_id: self.cluster_id,
@@ -311,7 +339,10 @@ impl RaftNetworkV2<TypeConfig> for PeerLink {
                         // An entry that cannot be encoded ends the stream; openraft then sees
                         // its requests unanswered and starts over.
                         let envelope = postcard::to_stdvec(&request)
-                            .map(|payload| peers.envelope(payload))
+                            .map(|payload| {
+                                METRICS.peer_sent(target, payload.len());
+                                peers.envelope(payload)
+                            })
                             .inspect_err(|e| tracing::error!(error = %e, "encoding AppendEntries"))
                             .ok();
                         if envelope.is_some() {
@@ -359,17 +390,16 @@ impl RaftNetworkV2<TypeConfig> for PeerLink {
                     CallError::Refused(status) => status.message().to_string(),
                 }))
             })
-            .and_then(|reply| {
-                postcard::from_bytes(&reply.payload)
-                    .map_err(|e| RPCError::Network(NetworkError::from_string(e)))
-            });
+            .and_then(|reply| self.open(&reply).map_err(RPCError::Network));
         if reply.is_ok() {
             self.peers.note_reachable(self.target);
         }
-        if let (Some(started), Ok(_)) = (started, &reply) {
-            crate::metrics::METRICS
+        match (started, &reply) {
+            (Some(started), Ok(_)) => METRICS
                 .peer_rtt(self.target)
-                .observe(started.elapsed());
+                .observe(started.elapsed().as_secs_f64()),
+            (Some(_), Err(_)) => METRICS.heartbeat_send_failures.inc(),
+            (None, _) => {}
         }
         reply
     }
@@ -433,8 +463,7 @@ fn replies(
                 let failed = match tokio::time::timeout(ttl, inbound.message()).await {
                     Ok(Ok(Some(envelope))) => {
                         in_flight.fetch_sub(1, Ordering::Relaxed);
-                        let answer = postcard::from_bytes(&envelope.payload)
-                            .map_err(|e| RPCError::Network(NetworkError::from_string(e)));
+                        let answer = link.open(&envelope).map_err(RPCError::Network);
                         return Some((answer, Some((inbound, in_flight))));
                     }
                     Ok(Ok(None)) => return None,

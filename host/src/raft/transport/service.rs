@@ -16,7 +16,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status, Streaming};
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use super::peer_error::{PeerError, raft_stopped as unavailable};
+use super::peers::Peers;
+use crate::metrics::{GaugeGuard, METRICS};
 use crate::raft::RaftNode;
 use crate::raft::state_machine::{Snapshot, SnapshotData};
 use crate::raft::types::Member;
@@ -70,35 +75,37 @@ impl PeerService {
             .map_err(Status::from)
     }
 
-    /// Admits and decodes a request.
-    fn open<T: DeserializeOwned>(&self, envelope: Envelope) -> Result<T, Status> {
-        self.admit(envelope.cluster_id, envelope.from)?;
-        postcard::from_bytes(&envelope.payload).map_err(|error| {
-            PeerError::Undecodable {
+    /// Admits and decodes a request; returns its sender with it.
+    fn open<T: DeserializeOwned>(&self, envelope: Envelope) -> Result<(u64, T), Status> {
+        let from = envelope.from;
+        received(&self.node.peers, &envelope)?;
+        let request = postcard::from_bytes(&envelope.payload).map_err(|error| {
+            METRICS.peer_receive_failed(from);
+            Status::from(PeerError::Undecodable {
                 what: "peer payload",
                 error,
-            }
-            .into()
-        })
+            })
+        })?;
+        Ok((from, request))
     }
 
-    fn seal<T: Serialize>(&self, reply: &T) -> Result<Envelope, Status> {
-        let payload = postcard::to_stdvec(reply).map_err(PeerError::Encoding)?;
-        Ok(self.node.peers.envelope(payload))
+    /// Encodes a reply to member `to`.
+    fn seal<T: Serialize>(&self, to: u64, reply: &T) -> Result<Envelope, Status> {
+        seal(&self.node.peers, to, reply).map_err(Status::from)
     }
 
     /// Answers a request that may come as a unary call or over the `Calls` stream.
     async fn answer(&self, kind: CallKind, envelope: Envelope) -> Result<Envelope, Status> {
         match kind {
             CallKind::AppendEntries => {
-                let rpc = self.open(envelope)?;
+                let (from, rpc) = self.open(envelope)?;
                 let reply = self.node.raft.append_entries(rpc).await;
-                self.seal(&reply.map_err(unavailable)?)
+                self.seal(from, &reply.map_err(unavailable)?)
             }
             CallKind::Forward => {
-                let forwarded = self.open(envelope)?;
+                let (from, forwarded) = self.open(envelope)?;
                 let reply = self.node.serve_forwarded(forwarded).await;
-                self.seal(&reply)
+                self.seal(from, &reply)
             }
             CallKind::Unspecified => Err(PeerError::Malformed("a call of unknown kind").into()),
         }
@@ -132,6 +139,8 @@ impl PeerService {
             .await?
             .ok_or(PeerError::Malformed("empty snapshot stream"))?;
         self.admit(first.cluster_id, first.from)?;
+        let from = first.from;
+        METRICS.peer_received(from, first.header.len() + first.data.len());
         let (vote, meta): (Vote, SnapshotMeta) =
             postcard::from_bytes(&first.header).map_err(|error| PeerError::Undecodable {
                 what: "snapshot header",
@@ -142,11 +151,32 @@ impl PeerService {
         // Unnamed: the file disappears on its own if this member dies mid-transfer.
         let mut file = tempfile::tempfile_in(&self.snapshot_dir).map_err(io)?;
         file.write_all(&first.data).map_err(io)?;
-        while let Some(chunk) = chunks.message().await? {
+        while let Some(chunk) = chunks
+            .message()
+            .await
+            .inspect_err(|_| METRICS.snapshot_received(from, Err(())))?
+        {
+            METRICS.peer_received(from, chunk.data.len());
             file.write_all(&chunk.data).map_err(io)?;
         }
         Ok((first.from, vote, meta, file))
     }
+}
+
+/// Admits a request from a peer, counting its bytes, or its refusal.
+fn received(peers: &Peers, envelope: &Envelope) -> Result<(), PeerError> {
+    peers
+        .admit(envelope.cluster_id, envelope.from)
+        .inspect_err(|_| METRICS.peer_receive_failed(envelope.from))?;
+    METRICS.peer_received(envelope.from, envelope.payload.len());
+    Ok(())
+}
+
+/// Encodes a message to member `to`, counting its bytes.
+fn seal<T: Serialize>(peers: &Peers, to: u64, message: &T) -> Result<Envelope, PeerError> {
+    let payload = postcard::to_stdvec(message).map_err(PeerError::Encoding)?;
+    METRICS.peer_sent(to, payload.len());
+    Ok(peers.envelope(payload))
 }
 
 #[tonic::async_trait]
@@ -161,14 +191,19 @@ impl Peer for PeerService {
         use futures::StreamExt;
         tracing::debug!("replication stream from the leader opened");
         let peers = self.node.peers.clone();
+        // The leader at the other end, for counting the answers' bytes.
+        let leader = Arc::new(AtomicU64::new(0));
+        let sender = leader.clone();
         // Requests until the first one that is refused (another cluster, fault injection) or
         // undecodable, or until the leader closes its side: ending the input ends the output.
         let requests = request.into_inner().scan((), move |(), item| {
             let decoded = item.ok().and_then(|envelope| {
-                peers.admit(envelope.cluster_id, envelope.from).ok()?;
+                received(&peers, &envelope).ok()?;
+                sender.store(envelope.from, Ordering::Relaxed);
                 postcard::from_bytes::<
                         openraft::raft::AppendEntriesRequest<crate::raft::TypeConfig>,
                     >(&envelope.payload)
+                    .inspect_err(|_| METRICS.peer_receive_failed(envelope.from))
                     .ok()
             });
             futures::future::ready(decoded)
@@ -179,9 +214,9 @@ impl Peer for PeerService {
             .raft
             .stream_append(requests)
             .map(move |result| match result {
-                Ok(result) => postcard::to_stdvec(&result)
-                    .map(|payload| peers.envelope(payload))
-                    .map_err(|e| PeerError::Encoding(e).into()),
+                Ok(result) => {
+                    seal(&peers, leader.load(Ordering::Relaxed), &result).map_err(Status::from)
+                }
                 Err(fatal) => Err(unavailable(fatal)),
             })
             .take_until(self.stopped());
@@ -236,32 +271,37 @@ impl Peer for PeerService {
     }
 
     async fn vote(&self, request: Request<Envelope>) -> Result<Response<Envelope>, Status> {
-        let rpc = self.open(request.into_inner())?;
+        let (from, rpc) = self.open(request.into_inner())?;
         let reply = self.node.raft.vote(rpc).await;
-        self.seal(&reply.map_err(unavailable)?).map(Response::new)
+        self.seal(from, &reply.map_err(unavailable)?)
+            .map(Response::new)
     }
 
     async fn pre_vote(&self, request: Request<Envelope>) -> Result<Response<Envelope>, Status> {
-        let rpc = self.open(request.into_inner())?;
+        let (from, rpc) = self.open(request.into_inner())?;
         let reply = self.node.raft.pre_vote(rpc).await;
-        self.seal(&reply.map_err(unavailable)?).map(Response::new)
+        self.seal(from, &reply.map_err(unavailable)?)
+            .map(Response::new)
     }
 
     async fn transfer_leader(
         &self,
         request: Request<Envelope>,
     ) -> Result<Response<Envelope>, Status> {
-        let rpc = self.open(request.into_inner())?;
+        let (from, rpc) = self.open(request.into_inner())?;
         let reply = self.node.raft.handle_transfer_leader(rpc).await;
-        self.seal(&reply.map_err(unavailable)?).map(Response::new)
+        self.seal(from, &reply.map_err(unavailable)?)
+            .map(Response::new)
     }
 
     async fn install_snapshot(
         &self,
         request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<Envelope>, Status> {
+        let started = std::time::Instant::now();
         let (from, vote, meta, file) = self.receive_snapshot(request.into_inner()).await?;
         tracing::info!(last_log_id = ?meta.last_log_id, "installing a snapshot from the leader");
+        let _applying = GaugeGuard::new(&METRICS.snapshot_apply_in_progress);
         let snapshot = Snapshot {
             meta,
             snapshot: SnapshotData::File(file),
@@ -271,9 +311,10 @@ impl Peer for PeerService {
             .raft
             .install_full_snapshot(vote, snapshot)
             .await
+            .inspect_err(|_| METRICS.snapshot_received(from, Err(())))
             .map_err(unavailable)?;
-        crate::metrics::METRICS.snapshot_received(from);
-        self.seal(&reply).map(Response::new)
+        METRICS.snapshot_received(from, Ok(started.elapsed()));
+        self.seal(from, &reply).map(Response::new)
     }
 
     async fn forward(&self, request: Request<Envelope>) -> Result<Response<Envelope>, Status> {
@@ -286,10 +327,13 @@ impl Peer for PeerService {
         // A joining member does not know the cluster ID yet; it checks our answer instead.
         let envelope = request.into_inner();
         self.node.peers.not_cut_from(envelope.from)?;
-        self.seal(&HelloReply {
-            cluster_id: self.node.peers.cluster_id(),
-            members: self.node.committed_members(),
-        })
+        self.seal(
+            envelope.from,
+            &HelloReply {
+                cluster_id: self.node.peers.cluster_id(),
+                members: self.node.committed_members(),
+            },
+        )
         .map(Response::new)
     }
 }
