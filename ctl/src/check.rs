@@ -102,9 +102,19 @@ pub async fn check(
 
 /// What the workers measured: each success's latency, and failures by message.
 #[derive(Default)]
-struct Results {
-    latencies: Vec<f64>,
-    errors: BTreeMap<String, u64>,
+pub(crate) struct Results {
+    pub latencies: Vec<f64>,
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl Results {
+    /// Adds another worker's results.
+    pub fn merge(&mut self, other: Results) {
+        self.latencies.extend(other.latencies);
+        for (error, count) in other.errors {
+            *self.errors.entry(error).or_default() += count;
+        }
+    }
 }
 
 struct Stats {
@@ -211,16 +221,13 @@ async fn run_puts(
     let mut all = Results::default();
     while let Some(joined) = workers.join_next().await {
         if let Ok(results) = joined {
-            all.latencies.extend(results.latencies);
-            for (error, count) in results.errors {
-                *all.errors.entry(error).or_default() += count;
-            }
+            all.merge(results);
         }
     }
     (all, started.elapsed())
 }
 
-async fn connections(session: &Session, n: usize) -> Result<Vec<Connection>, Error> {
+pub(crate) async fn connections(session: &Session, n: usize) -> Result<Vec<Connection>, Error> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         out.push(session.dial().await?);
@@ -289,7 +296,7 @@ fn print_errors(out: &mut dyn Write, errors: &BTreeMap<String, u64>) -> std::io:
 }
 
 /// A bar on a terminal (indicatif draws nothing when stderr is not one).
-fn bar(length: u64) -> ProgressBar {
+pub(crate) fn bar(length: u64) -> ProgressBar {
     let bar = ProgressBar::new(length);
     if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} {elapsed}") {
         bar.set_style(style);

@@ -124,6 +124,8 @@ pub enum Command {
     Check(CheckCommand),
     /// Makes a mirror of a prefix at the destination cluster.
     MakeMirror(MirrorArgs),
+    /// Loads the cluster and reports latencies as etcd's `benchmark` tool does.
+    Bench(BenchArgs),
     /// Prints the version of cairnctl.
     Version,
     /// Prints a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -717,6 +719,93 @@ pub enum AuthCommand {
     Disable,
     /// Whether authentication is on, and the auth revision (etcdctl 3.5's `auth status`).
     Status,
+}
+
+/// `bench`: etcd's `benchmark` tool's flags.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// gRPC connections to open.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub conns: u32,
+    /// Concurrent clients, spread over the connections.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub clients: u32,
+    /// Print durations with full floating-point precision.
+    #[arg(long)]
+    pub precise: bool,
+    #[command(subcommand)]
+    pub workload: BenchWorkload,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchWorkload {
+    /// Benchmark put.
+    Put(BenchPutArgs),
+    /// Benchmark range.
+    Range(BenchRangeArgs),
+    /// Benchmark txn with puts.
+    TxnPut(BenchTxnPutArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchPutArgs {
+    /// Key size of put request.
+    #[arg(long, default_value_t = 8)]
+    pub key_size: usize,
+    /// Value size of put request.
+    #[arg(long, default_value_t = 8)]
+    pub val_size: usize,
+    /// Maximum puts per second (0 is no limit).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u32,
+    /// Total number of put requests.
+    #[arg(long, default_value_t = 10000)]
+    pub total: usize,
+    /// Maximum possible keys.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub key_space_size: u64,
+    /// Use sequential keys.
+    #[arg(long)]
+    pub sequential_keys: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchRangeArgs {
+    /// The key, or the start of the range.
+    pub key: String,
+    /// The end of the range.
+    pub end: Option<String>,
+    /// Maximum range requests per second (0 is no limit).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u32,
+    /// Total number of range requests.
+    #[arg(long, default_value_t = 10000)]
+    pub total: usize,
+    /// Linearizable (l) or serializable (s).
+    #[arg(long, default_value = "l", value_parser = ["l", "s"])]
+    pub consistency: String,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchTxnPutArgs {
+    /// Key size of txn put.
+    #[arg(long, default_value_t = 8)]
+    pub key_size: usize,
+    /// Value size of txn put.
+    #[arg(long, default_value_t = 8)]
+    pub val_size: usize,
+    /// Number of puts per txn.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub txn_ops: u64,
+    /// Maximum txns per second (0 is no limit).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u32,
+    /// Total number of txn requests.
+    #[arg(long, default_value_t = 10000)]
+    pub total: usize,
+    /// Maximum possible keys.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub key_space_size: u64,
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@
 //! server, and only `main.rs` touches the process (exit status, `Error:` on stderr).
 
 pub mod auth;
+pub mod bench;
 pub mod check;
 pub mod cli;
 pub mod cluster;

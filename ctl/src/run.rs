@@ -72,6 +72,7 @@ pub async fn run(cli: Cli, input: &mut dyn BufRead, out: &mut dyn Write) -> Resu
         Command::Elect(args) => crate::recipes::elect(&session, args, out).await?,
         Command::MakeMirror(args) => crate::mirror::make_mirror(&session, args, out).await?,
         Command::Check(command) => crate::check::check(&session, command, out).await?,
+        Command::Bench(args) => crate::bench::bench(&session, args, out).await?,
         Command::Version => {
             writeln!(out, "cairnctl version: {}", env!("CARGO_PKG_VERSION"))?;
             writeln!(out, "API version: 3.4")?;

@@ -4,6 +4,7 @@
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use cairn::backup::{self, RestorePlan, Summary};
 use cairn_proto::etcdserverpb::SnapshotRequest;
@@ -34,7 +35,10 @@ where
             writeln!(out, "Snapshot saved at {}", file.display())?;
         }
         SnapshotCommand::Status { file } => {
-            let summary = backup::status(&file).map_err(|e| Error::Snapshot(e.to_string()))?;
+            let reading = spinner(&format!("checking {}", file.display()));
+            let summary = backup::status(&file).map_err(|e| Error::Snapshot(e.to_string()));
+            reading.finish_and_clear();
+            let summary = summary?;
             // etcdctl's hash is a CRC-32 of the bolt file; Cairn's is the SHA-256's first
             // 32 bits (the 8 hex digits the simple line shows).
             let hash = u32::from_str_radix(&summary.sha256[..8], 16).unwrap_or(0);
@@ -67,8 +71,11 @@ where
         }
         SnapshotCommand::Restore(args) => {
             let (file, plan) = restore_plan(args)?;
+            let restoring = spinner(&format!("restoring {}", file.display()));
             let restored =
-                backup::restore(&file, &plan).map_err(|e| Error::Snapshot(e.to_string()))?;
+                backup::restore(&file, &plan).map_err(|e| Error::Snapshot(e.to_string()));
+            restoring.finish_and_clear();
+            let restored = restored?;
             writeln!(
                 out,
                 "restored snapshot {} (revision {}) into {} as member {} ({:x}) of cluster {:x}",
@@ -146,6 +153,18 @@ async fn receive(connection: &Connection, part: &Path) -> Result<(), Error> {
         .map_err(|e| write_error(part, e.into_error()))?;
     file.sync_all().map_err(|e| write_error(part, e))?;
     Ok(())
+}
+
+/// A spinner with the time so far, for work whose size is not known ahead (checking and
+/// restoring a file read in one pass); drawn on stderr only when it is a terminal.
+fn spinner(what: &str) -> ProgressBar {
+    let spinner = ProgressBar::new_spinner();
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} ({elapsed})") {
+        spinner.set_style(style);
+    }
+    spinner.set_message(what.to_string());
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    spinner
 }
 
 fn part_path(file: &Path) -> PathBuf {

@@ -1466,3 +1466,96 @@ fn make_mirror_copies_a_prefix_and_follows_its_changes() {
         assert_eq!(listing(&to, "/other/"), "", "only the prefix is mirrored");
     }
 }
+
+#[test]
+fn bench_reports_as_etcds_benchmark_tool_and_does_the_work() {
+    // Proves `cairnctl bench` runs etcd's benchmark workloads against Cairn and against etcd
+    // alike: each prints etcd's report (summary, a histogram of ten buckets that counts every
+    // request, the latency distribution) and does the writes it reports (put: the revision
+    // moves by --total, over --key-space-size keys; txn-put: one revision per txn).
+    let (cairn, etcd) = (CairnNode::start(&[]), EtcdNode::start(&[]));
+    for (server, endpoint) in [("cairn", cairn.endpoint()), ("etcd", etcd.endpoint())] {
+        let ctl = Etcdctl::cairnctl(&endpoint);
+        let run = |args: &[&str]| {
+            let out = ctl.run(args, None);
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(
+                out.status.success(),
+                "{server} {args:?}: {stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            stdout
+        };
+        let revision = || {
+            let out = run(&["get", "x", "-w", "json"]);
+            let json: serde_json::Value = serde_json::from_str(&out).expect("json");
+            json["header"]["revision"].as_i64().expect("revision")
+        };
+        let before = revision();
+        let report = run(&[
+            "bench",
+            "--clients=4",
+            "--conns=2",
+            "put",
+            "--total=200",
+            "--key-space-size=50",
+            "--sequential-keys",
+            "--val-size=16",
+        ]);
+        let lines: Vec<&str> = report.lines().collect();
+        let at = |heading: &str| {
+            lines
+                .iter()
+                .position(|l| *l == heading)
+                .unwrap_or_else(|| panic!("{server}: no {heading:?} in\n{report}"))
+        };
+        let summary = at("Summary:");
+        for (i, field) in ["Total", "Slowest", "Fastest", "Average", "Stddev"]
+            .iter()
+            .enumerate()
+        {
+            let line = lines[summary + 1 + i];
+            assert!(
+                line.starts_with(&format!("  {field}:\t")) && line.ends_with(" secs."),
+                "{line}"
+            );
+        }
+        assert!(
+            lines[summary + 6].starts_with("  Requests/sec:\t"),
+            "{report}"
+        );
+        let histogram = at("Response time histogram:");
+        let counted: u64 = lines[histogram + 1..histogram + 12]
+            .iter()
+            .map(|l| {
+                let count = l.split('[').nth(1).and_then(|r| r.split(']').next());
+                count
+                    .and_then(|c| c.parse::<u64>().ok())
+                    .unwrap_or_else(|| panic!("{l}"))
+            })
+            .sum();
+        assert_eq!(counted, 200, "{server}: {report}");
+        let distribution = at("Latency distribution:");
+        assert!(lines[distribution + 1].starts_with("  10% in "), "{report}");
+        assert!(!report.contains("Error distribution"), "{report}");
+        assert_eq!(revision() - before, 200, "{server}");
+        let keys = run(&["get", "", "--prefix", "--keys-only", "-w", "json"]);
+        let json: serde_json::Value = serde_json::from_str(&keys).expect("json");
+        assert_eq!(json["count"], 50, "{server}");
+
+        let before = revision();
+        run(&[
+            "bench",
+            "txn-put",
+            "--total=30",
+            "--txn-ops=3",
+            "--key-space-size=10",
+        ]);
+        assert_eq!(revision() - before, 30, "{server}");
+        let range = run(&["bench", "range", "foo", "--total=20", "--consistency=s"]);
+        assert!(
+            range.starts_with("bench with serializable range\n"),
+            "{range}"
+        );
+    }
+}
