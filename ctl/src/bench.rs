@@ -96,13 +96,14 @@ fn requests(workload: &BenchWorkload, out: &mut dyn Write) -> Result<Vec<Request
     let mut rng = Rng::new();
     Ok(match workload {
         BenchWorkload::Put(a) => {
-            let (mut key, value) = (vec![0; a.key_size], value(a.val_size, &mut rng));
+            let w = &a.writes;
+            let (mut key, value) = (vec![0; w.key_size], value(w.val_size, &mut rng));
             (0..a.total)
                 .map(|i| {
                     let n = if a.sequential_keys {
-                        i as u64 % a.key_space_size
+                        i as u64 % w.key_space_size
                     } else {
-                        rng.next() % a.key_space_size
+                        rng.next() % w.key_space_size
                     };
                     put_varint(&mut key, n as i64);
                     Request::Put(PutRequest {
@@ -133,12 +134,13 @@ fn requests(workload: &BenchWorkload, out: &mut dyn Write) -> Result<Vec<Request
             vec![Request::Range(request); a.total]
         }
         BenchWorkload::TxnPut(a) => {
-            let (mut key, value) = (vec![0; a.key_size], value(a.val_size, &mut rng));
+            let w = &a.writes;
+            let (mut key, value) = (vec![0; w.key_size], value(w.val_size, &mut rng));
             (0..a.total as u64)
                 .map(|i| {
                     let success = (0..a.txn_ops)
                         .map(|j| {
-                            put_varint(&mut key, ((i * a.txn_ops + j) % a.key_space_size) as i64);
+                            put_varint(&mut key, ((i * a.txn_ops + j) % w.key_space_size) as i64);
                             RequestOp {
                                 request: Some(request_op::Request::RequestPut(PutRequest {
                                     key: key.clone(),

@@ -747,23 +747,30 @@ pub enum BenchWorkload {
     TxnPut(BenchTxnPutArgs),
 }
 
+/// The keys and values the write workloads put.
 #[derive(Debug, Args)]
-pub struct BenchPutArgs {
-    /// Key size of put request.
+pub struct BenchWrites {
+    /// Key size of each put.
     #[arg(long, default_value_t = 8)]
     pub key_size: usize,
-    /// Value size of put request.
+    /// Value size of each put.
     #[arg(long, default_value_t = 8)]
     pub val_size: usize,
+    /// Maximum possible keys.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub key_space_size: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchPutArgs {
+    #[command(flatten)]
+    pub writes: BenchWrites,
     /// Maximum puts per second (0 is no limit).
     #[arg(long, default_value_t = 0)]
     pub rate: u32,
     /// Total number of put requests.
     #[arg(long, default_value_t = 10000)]
     pub total: usize,
-    /// Maximum possible keys.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
-    pub key_space_size: u64,
     /// Use sequential keys.
     #[arg(long)]
     pub sequential_keys: bool,
@@ -788,12 +795,8 @@ pub struct BenchRangeArgs {
 
 #[derive(Debug, Args)]
 pub struct BenchTxnPutArgs {
-    /// Key size of txn put.
-    #[arg(long, default_value_t = 8)]
-    pub key_size: usize,
-    /// Value size of txn put.
-    #[arg(long, default_value_t = 8)]
-    pub val_size: usize,
+    #[command(flatten)]
+    pub writes: BenchWrites,
     /// Number of puts per txn.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub txn_ops: u64,
@@ -803,9 +806,6 @@ pub struct BenchTxnPutArgs {
     /// Total number of txn requests.
     #[arg(long, default_value_t = 10000)]
     pub total: usize,
-    /// Maximum possible keys.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
-    pub key_space_size: u64,
 }
 
 #[cfg(test)]
