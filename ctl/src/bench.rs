@@ -67,12 +67,12 @@ fn put_varint(key: &mut [u8], n: i64) {
     }
 }
 
-/// A value of `n` random letters, as the benchmark tool's `mustRandBytes` makes.
+/// A value of `n` random bytes, as the benchmark tool's `mustRandBytes` makes.
 fn value(n: usize, rng: &mut Rng) -> Vec<u8> {
-    (0..n).map(|_| b'a' + (rng.next() % 26) as u8).collect()
+    (0..n).map(|_| (rng.next() >> 56) as u8).collect()
 }
 
-/// A small PRNG for key choice (xorshift64*): benchmark keys need spread, not secrecy.
+/// A small PRNG for keys and values (xorshift64*): benchmark data needs spread, not secrecy.
 struct Rng(u64);
 
 impl Rng {
@@ -91,110 +91,130 @@ impl Rng {
     }
 }
 
-/// The workload's requests, in the order the tool sends them.
-fn requests(workload: &BenchWorkload, out: &mut dyn Write) -> Result<Vec<Request>, Error> {
-    let mut rng = Rng::new();
-    Ok(match workload {
-        BenchWorkload::Put(a) => {
-            let w = &a.writes;
-            let (mut key, value) = (vec![0; w.key_size], value(w.val_size, &mut rng));
-            (0..a.total)
-                .map(|i| {
-                    let n = if a.sequential_keys {
-                        i as u64 % w.key_space_size
-                    } else {
-                        rng.next() % w.key_space_size
-                    };
-                    put_varint(&mut key, n as i64);
-                    Request::Put(PutRequest {
-                        key: key.clone(),
-                        value: value.clone(),
-                        ..PutRequest::default()
-                    })
-                })
-                .collect()
-        }
-        BenchWorkload::Range(a) => {
-            let serializable = a.consistency == "s";
-            writeln!(
-                out,
-                "bench with {} range",
-                if serializable {
-                    "serializable"
-                } else {
-                    "linearizable"
-                }
-            )?;
-            let request = RangeRequest {
-                key: a.key.clone().into_bytes(),
-                range_end: a.end.clone().unwrap_or_default().into_bytes(),
-                serializable,
-                ..RangeRequest::default()
-            };
-            vec![Request::Range(request); a.total]
-        }
-        BenchWorkload::TxnPut(a) => {
-            let w = &a.writes;
-            let (mut key, value) = (vec![0; w.key_size], value(w.val_size, &mut rng));
-            (0..a.total as u64)
-                .map(|i| {
-                    let success = (0..a.txn_ops)
-                        .map(|j| {
-                            put_varint(&mut key, ((i * a.txn_ops + j) % w.key_space_size) as i64);
-                            RequestOp {
-                                request: Some(request_op::Request::RequestPut(PutRequest {
-                                    key: key.clone(),
-                                    value: value.clone(),
-                                    ..PutRequest::default()
-                                })),
-                            }
-                        })
-                        .collect();
-                    Request::Txn(TxnRequest {
-                        success,
-                        ..TxnRequest::default()
-                    })
-                })
-                .collect()
-        }
-    })
+/// A workload: how to make its `i`-th request. Requests are made as they are sent, so a large
+/// `--total` costs no memory up front.
+struct Plan {
+    workload: BenchWorkload,
+    /// The one value every put writes, as the tool does.
+    value: Vec<u8>,
 }
 
-fn rate(workload: &BenchWorkload) -> u32 {
-    match workload {
-        BenchWorkload::Put(a) => a.rate,
-        BenchWorkload::Range(a) => a.rate,
-        BenchWorkload::TxnPut(a) => a.rate,
+impl Plan {
+    fn new(workload: BenchWorkload, out: &mut dyn Write) -> Result<Plan, Error> {
+        let mut rng = Rng::new();
+        let value = match &workload {
+            BenchWorkload::Put(a) => value(a.writes.val_size, &mut rng),
+            BenchWorkload::TxnPut(a) => value(a.writes.val_size, &mut rng),
+            BenchWorkload::Range(a) => {
+                writeln!(
+                    out,
+                    "bench with {} range",
+                    if a.consistency == "s" {
+                        "serializable"
+                    } else {
+                        "linearizable"
+                    }
+                )?;
+                Vec::new()
+            }
+        };
+        Ok(Plan { workload, value })
+    }
+
+    fn total(&self) -> usize {
+        match &self.workload {
+            BenchWorkload::Put(a) => a.total,
+            BenchWorkload::Range(a) => a.total,
+            BenchWorkload::TxnPut(a) => a.total,
+        }
+    }
+
+    fn rate(&self) -> u32 {
+        match &self.workload {
+            BenchWorkload::Put(a) => a.rate,
+            BenchWorkload::Range(a) => a.rate,
+            BenchWorkload::TxnPut(a) => a.rate,
+        }
+    }
+
+    /// A put of the plan's value at key number `n`, Go-varint-encoded into a key of `size`.
+    fn put(&self, size: usize, n: u64) -> PutRequest {
+        let mut key = vec![0; size];
+        put_varint(&mut key, n as i64);
+        PutRequest {
+            key,
+            value: self.value.clone(),
+            ..PutRequest::default()
+        }
+    }
+
+    /// The `i`-th request (`rng` picks random keys).
+    fn request(&self, i: usize, rng: &mut Rng) -> Request {
+        match &self.workload {
+            BenchWorkload::Put(a) => {
+                let w = &a.writes;
+                let n = if a.sequential_keys {
+                    i as u64 % w.key_space_size
+                } else {
+                    rng.next() % w.key_space_size
+                };
+                Request::Put(self.put(w.key_size, n))
+            }
+            BenchWorkload::Range(a) => Request::Range(RangeRequest {
+                key: a.key.clone().into_bytes(),
+                range_end: a.end.clone().unwrap_or_default().into_bytes(),
+                serializable: a.consistency == "s",
+                ..RangeRequest::default()
+            }),
+            BenchWorkload::TxnPut(a) => {
+                let w = &a.writes;
+                let success = (0..a.txn_ops)
+                    .map(|j| {
+                        let n = (i as u64 * a.txn_ops + j) % w.key_space_size;
+                        RequestOp {
+                            request: Some(request_op::Request::RequestPut(self.put(w.key_size, n))),
+                        }
+                    })
+                    .collect();
+                Request::Txn(TxnRequest {
+                    success,
+                    ..TxnRequest::default()
+                })
+            }
+        }
     }
 }
 
 /// Runs `bench`.
 pub async fn bench(session: &Session, args: BenchArgs, out: &mut dyn Write) -> Result<(), Error> {
-    let requests = Arc::new(requests(&args.workload, out)?);
+    let plan = Arc::new(Plan::new(args.workload, out)?);
     let connections = connections(session, args.conns as usize).await?;
-    let limiter = match rate(&args.workload) {
+    let limiter = match plan.rate() {
         0 => None,
         per_second => {
-            let mut ticks = tokio::time::interval(Duration::from_secs(1) / per_second);
+            let period = (Duration::from_secs(1) / per_second).max(Duration::from_nanos(1));
+            let mut ticks = tokio::time::interval(period);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             Some(Arc::new(tokio::sync::Mutex::new(ticks)))
         }
     };
-    let progress = bar(requests.len() as u64);
+    let total = plan.total();
+    let progress = bar(total as u64);
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for client in 0..args.clients as usize {
         let connection = connections[client % connections.len()].clone();
-        let (requests, next, limiter) = (requests.clone(), next.clone(), limiter.clone());
+        let (plan, next, limiter) = (plan.clone(), next.clone(), limiter.clone());
         let progress = progress.clone();
         workers.spawn(async move {
-            let mut results = Results::default();
+            let (mut results, mut rng) = (Results::default(), Rng::new());
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(request) = requests.get(i) else {
+                if i >= total {
                     break;
-                };
+                }
+                let request = plan.request(i, &mut rng);
                 if let Some(limiter) = &limiter {
                     limiter.lock().await.tick().await;
                 }
@@ -214,9 +234,9 @@ pub async fn bench(session: &Session, args: BenchArgs, out: &mut dyn Write) -> R
             all.merge(results);
         }
     }
-    let total = started.elapsed();
+    let took = started.elapsed();
     progress.finish_and_clear();
-    writeln!(out, "{}", report(all, total, args.precise))?;
+    writeln!(out, "{}", report(all, took, args.precise))?;
     Ok(())
 }
 

@@ -1,9 +1,10 @@
 //! `cairnctl plugin logs [BINDING]`: follows the log lines plugins write, on every member at
 //! once (each member's `Plugin.Logs` stream, merged as lines arrive), until interrupted.
 //!
-//! A guard's lines come from every member (guards run in apply everywhere); a watch filter's
-//! from the member serving the watcher; a reactor's from the leader. Each line says which
-//! member wrote it.
+//! A line comes from each member that ran the plugin (see docs/plugins.md: a guard's from
+//! the leader that vetted the write and the members that ran it again in apply, a watch
+//! filter's from the member serving the watcher, a reactor's from the leader). Each line says
+//! which member wrote it.
 
 use std::io::Write;
 
@@ -28,16 +29,25 @@ pub async fn follow(
         let Some(url) = member.client_ur_ls.first() else {
             continue; // a member added but not started yet has no client URL
         };
-        let connection = session.dial_one(url).await?;
-        let request = connection.stream_request(LogsRequest {
-            binding: binding.clone(),
-        });
-        let lines = connection.plugin().logs(request).await?.into_inner();
-        let id = member.id;
-        streams.push(lines.map(move |line| (id, line)).boxed());
+        // A member that cannot be followed (down, unreachable) is reported; the others are
+        // still followed.
+        let opened = async {
+            let connection = session.dial_one(url).await?;
+            let request = connection.stream_request(LogsRequest {
+                binding: binding.clone(),
+            });
+            Ok::<_, Error>(connection.plugin().logs(request).await?.into_inner())
+        };
+        match opened.await {
+            Ok(lines) => {
+                let id = member.id;
+                streams.push(lines.map(move |line| (id, line)).boxed());
+            }
+            Err(e) => eprintln!("member {:x}: {e}", member.id),
+        }
     }
     if streams.is_empty() {
-        return Err(Error::Failed("no member has a client URL to follow".into()));
+        return Err(Error::Failed("no member could be followed".into()));
     }
     let mut merged = futures::stream::select_all(streams);
     while let Some((member, line)) = merged.next().await {

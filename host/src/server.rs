@@ -336,8 +336,8 @@ fn spawn_duties(
         membership_duties(raft.clone(), me, stopped.clone()),
     );
     let (counter, stop) = (raft.clone(), stopped.clone());
-    tasks.spawn("leader change counter", async move {
-        counter.count_leader_changes(stop).await;
+    tasks.spawn("metrics follower", async move {
+        counter.follow_for_metrics(stop).await;
         Ok(())
     });
     let (purger, stop) = (raft.clone(), stopped.clone());

@@ -319,22 +319,16 @@ fn cluster_version() -> String {
 /// `GET /metrics`: the process's instruments, with this member's Raft, storage and plugin
 /// state read now.
 async fn metrics(ctx: &Context) -> Response {
+    // One scrape at a time: each sets the shared scrape-time gauges, and two interleaved
+    // would drop series the other had just reset.
+    static SCRAPING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _scraping = SCRAPING.lock().await;
     let storage = ctx.storage.clone();
     let read = tokio::task::spawn_blocking(move || {
         let sizes = (storage.disk_space(), storage.disk_space_in_use());
         (sizes, crate::plugin::Registry::load(&storage).ok())
     });
-    let keys = ctx
-        .read(true, |view| {
-            let counted = view.range(&RangeRequest {
-                key: vec![0],
-                range_end: vec![0],
-                count_only: true,
-                ..Default::default()
-            });
-            Ok((counted.map(|r| r.count), view.rev, view.compact_rev))
-        })
-        .await;
+    let keys = live_keys(ctx).await;
     let raft = ctx.raft.status();
     let m = &METRICS;
     m.has_leader.set(raft.leader.is_some().into());
@@ -348,7 +342,7 @@ async fn metrics(ctx: &Context) -> Response {
     m.proposals_applied.set(gauge(raft.applied_index));
     m.purged_index.set(gauge(raft.purged_index));
     m.quota_backend_bytes.set(ctx.quota.limit.map_or(0, gauge));
-    if let Ok((Ok(count), rev, compact_rev)) = keys {
+    if let Some((count, rev, compact_rev)) = keys {
         m.keys.set(count);
         m.current_revision.set(rev);
         m.compact_revision.set(compact_rev);
@@ -362,14 +356,6 @@ async fn metrics(ctx: &Context) -> Response {
             .with_label_values(&[&local, &format!("{id:x}")])
             .set(live.into());
     }
-    let me = ctx.member_id;
-    m.know_peers(
-        ctx.raft
-            .members()
-            .into_iter()
-            .map(|member| member.id)
-            .filter(|id| *id != me),
-    );
     let mut extra = Vec::new();
     if let Ok(((total, in_use), registry)) = read.await {
         for g in &m.db_size {
@@ -385,6 +371,39 @@ async fn metrics(ctx: &Context) -> Response {
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
     response
+}
+
+/// How long a count of the live keys stands for `etcd_debugging_mvcc_keys_total`: counting
+/// reads the whole key index, which scrapes (unauthenticated) must not be able to repeat at
+/// will.
+const KEY_COUNT_STANDS: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The live keys, the revision and the compaction revision, counted at most once per
+/// [`KEY_COUNT_STANDS`] per member; `None` if the store cannot be read.
+async fn live_keys(ctx: &Context) -> Option<(i64, i64, i64)> {
+    type Counted = (std::time::Instant, (i64, i64, i64));
+    static LAST: std::sync::Mutex<BTreeMap<u64, Counted>> = std::sync::Mutex::new(BTreeMap::new());
+    let fresh = crate::metrics::lock(&LAST)
+        .get(&ctx.member_id)
+        .filter(|(at, _)| at.elapsed() < KEY_COUNT_STANDS)
+        .map(|(_, counted)| *counted);
+    if fresh.is_some() {
+        return fresh;
+    }
+    let counted = ctx
+        .read(true, |view| {
+            let all = view.range(&RangeRequest {
+                key: vec![0],
+                range_end: vec![0],
+                count_only: true,
+                ..Default::default()
+            })?;
+            Ok((all.count, view.rev, view.compact_rev))
+        })
+        .await
+        .ok()?;
+    crate::metrics::lock(&LAST).insert(ctx.member_id, (std::time::Instant::now(), counted));
+    Some(counted)
 }
 
 /// A count or size as a gauge's value (saturating: no real count is that large).

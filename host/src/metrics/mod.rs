@@ -44,10 +44,8 @@ const PEER_RTT_BUCKETS: [f64; 16] = [
     0.0001, 0.0002, 0.0004, 0.0008, 0.0016, 0.0032, 0.0064, 0.0128, 0.0256, 0.0512, 0.1024, 0.2048,
     0.4096, 0.8192, 1.6384, 3.2768,
 ];
-/// etcd's buckets for snapshot transfers: 0.1 s to about 410 s, doubling.
-const SNAPSHOT_BUCKETS: [f64; 13] = [
-    0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8, 25.6, 51.2, 102.4, 204.8, 409.6,
-];
+/// etcd's buckets for snapshot transfers: 0.1 s to 51.2 s, doubling.
+const SNAPSHOT_BUCKETS: [f64; 10] = [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8, 25.6, 51.2];
 
 /// etcd counts an apply slower than this as slow (its `warnApplyDuration`).
 pub const SLOW_APPLY: std::time::Duration = std::time::Duration::from_millis(100);
@@ -129,6 +127,10 @@ pub struct Metrics {
 
     // grpc_server_*
     pub(crate) grpc: grpc::GrpcMetrics,
+
+    /// The members ever seen in this process's memberships: only these label per-peer
+    /// series, so a sender on the peer port cannot grow the label sets with made-up IDs.
+    known_peers: Mutex<std::collections::BTreeSet<u64>>,
 
     // cairn_*
     pub corruption_checks: IntCounter,
@@ -411,6 +413,7 @@ impl Metrics {
                 &SNAPSHOT_BUCKETS,
             ),
             grpc: grpc::GrpcMetrics::new(&b),
+            known_peers: Mutex::default(),
             corruption_checks: b.counter(
                 "cairn_corruption_checks_total",
                 "Periodic corruption checks this member ran as leader that compared at least one \
@@ -441,36 +444,48 @@ impl Metrics {
         metrics
     }
 
+    /// The label of member `id` in per-peer series: its hex ID if it is a member this process
+    /// has seen, else `unknown`.
+    fn peer(&self, id: u64) -> String {
+        if lock(&self.known_peers).contains(&id) {
+            hex(id)
+        } else {
+            "unknown".to_string()
+        }
+    }
+
     /// The round-trip histogram towards one peer.
     pub fn peer_rtt(&self, to: u64) -> Histogram {
-        self.peer_rtt.with_label_values(&[&hex(to)])
+        self.peer_rtt.with_label_values(&[&self.peer(to)])
     }
 
     /// Bytes of a message sent to member `to`, or a message to it that failed.
     pub fn peer_sent(&self, to: u64, bytes: usize) {
         self.peer_sent_bytes
-            .with_label_values(&[&hex(to)])
+            .with_label_values(&[&self.peer(to)])
             .inc_by(bytes as u64);
     }
     pub fn peer_send_failed(&self, to: u64) {
-        self.peer_sent_failures.with_label_values(&[&hex(to)]).inc();
+        self.peer_sent_failures
+            .with_label_values(&[&self.peer(to)])
+            .inc();
     }
 
     /// Bytes of a message received from member `from`, or a message from it refused.
     pub fn peer_received(&self, from: u64, bytes: usize) {
         self.peer_received_bytes
-            .with_label_values(&[&hex(from)])
+            .with_label_values(&[&self.peer(from)])
             .inc_by(bytes as u64);
     }
     pub fn peer_receive_failed(&self, from: u64) {
         self.peer_received_failures
-            .with_label_values(&[&hex(from)])
+            .with_label_values(&[&self.peer(from)])
             .inc();
     }
 
     /// A snapshot sent to `to`, in `elapsed`, or failed.
     pub fn snapshot_sent(&self, to: u64, outcome: Result<std::time::Duration, ()>) {
-        let to = hex(to);
+        let to = self.peer(to);
         match outcome {
             Ok(elapsed) => {
                 self.snapshot_send_success.with_label_values(&[&to]).inc();
@@ -484,7 +499,7 @@ impl Metrics {
 
     /// A snapshot received from `from` and installed, in `elapsed`, or failed.
     pub fn snapshot_received(&self, from: u64, outcome: Result<std::time::Duration, ()>) {
-        let from = hex(from);
+        let from = self.peer(from);
         match outcome {
             Ok(elapsed) => {
                 self.snapshot_receive_success
@@ -516,11 +531,12 @@ impl Metrics {
         self.plugin_calls.with_label_values(&[binding])
     }
 
-    /// Makes the per-peer counters towards and from each of `peers` exist (at zero until
-    /// something is counted), so that an alert on their rate has a baseline before the first
-    /// failure.
+    /// Records `peers` as members, and makes the per-peer counters towards and from each
+    /// exist (at zero until something is counted), so that an alert on their rate has a
+    /// baseline before the first failure.
     pub fn know_peers(&self, peers: impl IntoIterator<Item = u64>) {
         for id in peers {
+            lock(&self.known_peers).insert(id);
             let id = hex(id);
             for vec in [
                 &self.peer_sent_bytes,
@@ -624,6 +640,8 @@ mod tests {
         let m = Metrics::new();
         m.wal_fsync.observe(0.0005);
         m.wal_fsync.observe(100.0);
+        m.peer_sent(0xcd, 3);
+        m.know_peers([0xab]);
         m.peer_sent(0xab, 10);
         m.puts.inc();
         let text = m.encode(vec![counter_family(
@@ -634,6 +652,8 @@ mod tests {
         assert!(text.contains("etcd_disk_wal_fsync_duration_seconds_bucket{le=\"0.001\"} 1\n"));
         assert!(text.contains("etcd_disk_wal_fsync_duration_seconds_bucket{le=\"+Inf\"} 2\n"));
         assert!(text.contains("etcd_network_peer_sent_bytes_total{To=\"ab\"} 10\n"));
+        // An ID never seen in a membership is not a label of its own.
+        assert!(text.contains("etcd_network_peer_sent_bytes_total{To=\"unknown\"} 3\n"));
         assert!(text.contains("etcd_mvcc_put_total 1\n"));
         assert!(text.contains("etcd_debugging_mvcc_put_total 1\n"));
         assert!(text.contains("cairn_x_total{binding=\"a\\\"b\"} 3\n"));

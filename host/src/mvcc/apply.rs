@@ -155,6 +155,8 @@ impl<'a> ApplyBatch<'a> {
         );
         for key in keys {
             w.delete_range(&KeyRange::Single(key)).map_err(into_fault)?;
+            // Counted as etcd counts a revoked lease's keys, one delete each (metrics only).
+            crate::metrics::METRICS.deletes.inc();
         }
         if w.changed() {
             self.revs.current = begin_rev + 1;

@@ -2,9 +2,10 @@
 //! the member's own log, and to the clients following the plugin's lines (`Plugin.Logs`,
 //! `cairnctl plugin logs`).
 //!
-//! Guards, compares and write-side policy hooks run in apply, so every member writes their
-//! lines; read-side policy hooks and watch filters run on the member serving the request,
-//! reactors on the leader. A follower that reads too slowly misses lines rather than slowing
+//! A line comes from each member that ran the plugin: guards and write-side policy hooks on
+//! the leader that vets the write and on each member that runs them again in apply
+//! (`carry.rs`), compares on every member, read-side policy hooks and watch filters on the
+//! member serving the request, reactors on the leader. A follower that reads too slowly misses lines rather than slowing
 //! the plugin: the channel keeps the last [`KEPT_LINES`] and tells the follower how many it
 //! missed.
 

@@ -559,18 +559,30 @@ impl RaftNode {
             .collect()
     }
 
-    /// Counts leader changes into `etcd_server_leader_changes_seen_total` until `stopped`, as
-    /// etcd does: each time a leader is known that differs from the last one seen (losing the
-    /// leader and getting it back counts again).
-    pub async fn count_leader_changes(&self, mut stopped: tokio::sync::watch::Receiver<bool>) {
+    /// Until `stopped`, counts leader changes into `etcd_server_leader_changes_seen_total` as
+    /// etcd does (each time a leader is known that differs from the last one seen: losing the
+    /// leader and getting it back counts again), and tells the metrics which members exist,
+    /// the only IDs per-peer series are labelled with.
+    pub async fn follow_for_metrics(&self, mut stopped: tokio::sync::watch::Receiver<bool>) {
         let mut metrics = self.raft.metrics();
-        let mut last = None;
+        let (mut last, mut membership_seen) = (None, None);
         loop {
-            let leader = metrics.borrow_watched().current_leader;
+            let (leader, membership) = {
+                let m = metrics.borrow_watched();
+                (m.current_leader, m.membership_config.clone())
+            };
             if leader.is_some() && leader != last {
                 crate::metrics::METRICS.leader_changes.inc();
             }
             last = leader;
+            if membership_seen != Some(*membership.log_id()) {
+                membership_seen = Some(*membership.log_id());
+                let peers = membership
+                    .nodes()
+                    .map(|(id, _)| *id)
+                    .filter(|id| *id != self.id);
+                crate::metrics::METRICS.know_peers(peers);
+            }
             tokio::select! {
                 changed = metrics.changed() => {
                     if changed.is_err() {
