@@ -69,6 +69,29 @@ impl Twin {
     }
 }
 
+/// Snapshot transfers in one direction: successes with their durations, and failures, per
+/// peer.
+#[derive(Debug)]
+struct Transfers {
+    success: IntCounterVec,
+    failures: IntCounterVec,
+    seconds: HistogramVec,
+}
+
+impl Transfers {
+    fn record(&self, peer: &str, outcome: Result<std::time::Duration, ()>) {
+        match outcome {
+            Ok(elapsed) => {
+                self.success.with_label_values(&[peer]).inc();
+                self.seconds
+                    .with_label_values(&[peer])
+                    .observe(elapsed.as_secs_f64());
+            }
+            Err(()) => self.failures.with_label_values(&[peer]).inc(),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -118,12 +141,8 @@ pub struct Metrics {
     peer_received_failures: IntCounterVec,
     pub active_peers: IntGaugeVec,
     peer_rtt: HistogramVec,
-    snapshot_send_success: IntCounterVec,
-    snapshot_send_failures: IntCounterVec,
-    snapshot_send_seconds: HistogramVec,
-    snapshot_receive_success: IntCounterVec,
-    snapshot_receive_failures: IntCounterVec,
-    snapshot_receive_seconds: HistogramVec,
+    snapshot_sends: Transfers,
+    snapshot_receives: Transfers,
 
     // grpc_server_*
     pub(crate) grpc: grpc::GrpcMetrics,
@@ -185,6 +204,30 @@ impl Builder {
     fn histogram_vec(&self, name: &str, help: &str, labels: &[&str], b: &[f64]) -> HistogramVec {
         let opts = HistogramOpts::new(name, help).buckets(b.to_vec());
         self.register(HistogramVec::new(opts, labels).expect("valid metric name"))
+    }
+
+    /// etcd's three series of snapshot transfers in one direction (`what`: `send` or
+    /// `receive`), labelled with the peer (`To` or `From`).
+    fn transfers(&self, what: &str, peer: &str) -> Transfers {
+        let name = |tail: &str| format!("etcd_network_snapshot_{what}_{tail}");
+        Transfers {
+            success: self.counter_vec(
+                &name("success"),
+                &format!("Total number of successful snapshot {what}s"),
+                &[peer],
+            ),
+            failures: self.counter_vec(
+                &name("failures"),
+                &format!("Total number of snapshot {what} failures"),
+                &[peer],
+            ),
+            seconds: self.histogram_vec(
+                &name("total_duration_seconds"),
+                &format!("Total latency distributions of v3 snapshot {what}s"),
+                &[peer],
+                &SNAPSHOT_BUCKETS,
+            ),
+        }
     }
 
     fn twin(&self, what: &str, help: &str) -> Twin {
@@ -380,38 +423,8 @@ impl Metrics {
                 to,
                 &PEER_RTT_BUCKETS,
             ),
-            snapshot_send_success: b.counter_vec(
-                "etcd_network_snapshot_send_success",
-                "Total number of successful snapshot sends",
-                to,
-            ),
-            snapshot_send_failures: b.counter_vec(
-                "etcd_network_snapshot_send_failures",
-                "Total number of snapshot send failures",
-                to,
-            ),
-            snapshot_send_seconds: b.histogram_vec(
-                "etcd_network_snapshot_send_total_duration_seconds",
-                "Total latency distributions of v3 snapshot sends",
-                to,
-                &SNAPSHOT_BUCKETS,
-            ),
-            snapshot_receive_success: b.counter_vec(
-                "etcd_network_snapshot_receive_success",
-                "Total number of successful snapshot receives",
-                from,
-            ),
-            snapshot_receive_failures: b.counter_vec(
-                "etcd_network_snapshot_receive_failures",
-                "Total number of snapshot receive failures",
-                from,
-            ),
-            snapshot_receive_seconds: b.histogram_vec(
-                "etcd_network_snapshot_receive_total_duration_seconds",
-                "Total latency distributions of v3 snapshot receives",
-                from,
-                &SNAPSHOT_BUCKETS,
-            ),
+            snapshot_sends: b.transfers("send", "To"),
+            snapshot_receives: b.transfers("receive", "From"),
             grpc: grpc::GrpcMetrics::new(&b),
             known_peers: Mutex::default(),
             corruption_checks: b.counter(
@@ -485,35 +498,12 @@ impl Metrics {
 
     /// A snapshot sent to `to`, in `elapsed`, or failed.
     pub fn snapshot_sent(&self, to: u64, outcome: Result<std::time::Duration, ()>) {
-        let to = self.peer(to);
-        match outcome {
-            Ok(elapsed) => {
-                self.snapshot_send_success.with_label_values(&[&to]).inc();
-                self.snapshot_send_seconds
-                    .with_label_values(&[&to])
-                    .observe(elapsed.as_secs_f64());
-            }
-            Err(()) => self.snapshot_send_failures.with_label_values(&[&to]).inc(),
-        }
+        self.snapshot_sends.record(&self.peer(to), outcome);
     }
 
     /// A snapshot received from `from` and installed, in `elapsed`, or failed.
     pub fn snapshot_received(&self, from: u64, outcome: Result<std::time::Duration, ()>) {
-        let from = self.peer(from);
-        match outcome {
-            Ok(elapsed) => {
-                self.snapshot_receive_success
-                    .with_label_values(&[&from])
-                    .inc();
-                self.snapshot_receive_seconds
-                    .with_label_values(&[&from])
-                    .observe(elapsed.as_secs_f64());
-            }
-            Err(()) => self
-                .snapshot_receive_failures
-                .with_label_values(&[&from])
-                .inc(),
-        }
+        self.snapshot_receives.record(&self.peer(from), outcome);
     }
 
     /// Counts one guard or write-side policy call by where it was decided (`plugin/carry.rs`):
@@ -652,6 +642,18 @@ mod tests {
         assert!(text.contains("etcd_disk_wal_fsync_duration_seconds_bucket{le=\"0.001\"} 1\n"));
         assert!(text.contains("etcd_disk_wal_fsync_duration_seconds_bucket{le=\"+Inf\"} 2\n"));
         assert!(text.contains("etcd_network_peer_sent_bytes_total{To=\"ab\"} 10\n"));
+        m.snapshot_sent(0xab, Ok(std::time::Duration::from_secs(1)));
+        m.snapshot_received(0xab, Err(()));
+        let snapshots = m.encode(Vec::new());
+        for line in [
+            "etcd_network_snapshot_send_success{To=\"ab\"} 1\n",
+            "etcd_network_snapshot_send_total_duration_seconds_count{To=\"ab\"} 1\n",
+            "etcd_network_snapshot_receive_failures{From=\"ab\"} 1\n",
+            "# HELP etcd_network_snapshot_receive_failures Total number of snapshot receive failures\n",
+            "# HELP etcd_network_snapshot_send_total_duration_seconds Total latency distributions of v3 snapshot sends\n",
+        ] {
+            assert!(snapshots.contains(line), "{line} in\n{snapshots}");
+        }
         // An ID never seen in a membership is not a label of its own.
         assert!(text.contains("etcd_network_peer_sent_bytes_total{To=\"unknown\"} 3\n"));
         assert!(text.contains("etcd_mvcc_put_total 1\n"));
