@@ -23,6 +23,9 @@ use crate::storage::Storage;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Rounds (of 500 ms) between asking a peer whether this member was removed.
 const REMOVAL_CHECK_ROUNDS: u64 = 4;
+/// How long a removed member keeps serving before it stops (etcd waits one second too), so
+/// the reply to the request that removed it reaches its client.
+const REMOVED_STOP_DELAY: Duration = Duration::from_secs(1);
 /// How long a member started with `--initial-cluster-state existing` looks for the cluster.
 const JOIN_PATIENCE: Duration = Duration::from_secs(30);
 /// How long a joining member keeps asking until the member list names it.
@@ -722,20 +725,27 @@ async fn membership_duties(
     let mut round = 0u64;
     loop {
         round += 1;
-        match publish_step(&raft, &me).await {
-            Published::Unlisted if listed_once => return Err(ServerError::Removed),
-            Published::Unlisted => {}
+        let removed = match publish_step(&raft, &me).await {
+            Published::Unlisted => listed_once,
             Published::Yes | Published::Pending => {
                 listed_once = true;
                 // Every few seconds, ask a peer whether this member is still in the cluster.
-                if round.is_multiple_of(REMOVAL_CHECK_ROUNDS) && raft.removed_by_peers().await {
-                    return Err(ServerError::Removed);
-                }
+                round.is_multiple_of(REMOVAL_CHECK_ROUNDS) && raft.removed_by_peers().await
             }
-        }
+        };
+        let pause = if removed {
+            // This member may be the one that answers the MemberRemove that removed it (a
+            // leader removing itself): give that answer time to leave, as etcd does.
+            REMOVED_STOP_DELAY
+        } else {
+            Duration::from_millis(500)
+        };
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = tokio::time::sleep(pause) => {}
             _ = stopped.wait_for(|s| *s) => return Ok(()),
+        }
+        if removed {
+            return Err(ServerError::Removed);
         }
     }
 }

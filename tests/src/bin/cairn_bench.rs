@@ -64,6 +64,12 @@
 //! ./target/release/cairn-bench --workload watch-fanout --watchers 1000,10000 --seconds 10
 //! # lease keepalives: 10,000 leases renewed by 16 and by 256 clients
 //! ./target/release/cairn-bench --workload lease-keepalive --leases 10000 --clients 16,256 --seconds 10
+//! # failover: kill a 3-member cluster's leader, time the first write accepted after it
+//! ./target/release/cairn-bench --members 3 --failover-rounds 6
+//! # puts under a schedule of leader kills and member pauses, 16 clients, 2 rounds each
+//! ./target/release/cairn-bench --fault-rounds 2 --clients 16
+//! # RSS, disk and restart time after a million keys, one member each, 2 rounds
+//! ./target/release/cairn-bench --scale-keys 1000000
 //! # load running endpoints only (profiling), e.g. a cluster started by hand
 //! ./target/release/cairn-bench --target 127.0.0.1:2379,127.0.0.1:22379 --workload range-linearizable --clients 16
 //! ```
@@ -166,6 +172,26 @@ struct Args {
     /// member, then waits a second, in the order plain, with, with, plain at each level.
     #[arg(long, conflicts_with = "plugin")]
     defrag_under_load: bool,
+    /// Failover instead of throughput: this many rounds, each on fresh `--members`-member
+    /// Cairn and etcd clusters (alternating etcd, Cairn, Cairn, etcd, ...): kill the leader
+    /// with SIGKILL, then write through the surviving members, each attempt bounded by 1 s and
+    /// retried at once, and time the kill to the first accepted write.
+    #[arg(long, conflicts_with_all = ["plugin", "defrag_under_load"])]
+    failover_rounds: Option<u32>,
+    /// Puts under faults instead of throughput: this many rounds, each on fresh 3-member Cairn
+    /// and etcd clusters (alternating etcd, Cairn, Cairn, etcd, ...), the first `--clients`
+    /// level putting for 30 s while the same schedule kills, pauses and restarts members;
+    /// counts the puts acknowledged.
+    #[arg(long, conflicts_with_all = ["plugin", "defrag_under_load", "failover_rounds"])]
+    fault_rounds: Option<u32>,
+    /// Memory, disk and restart time instead of throughput: one member of each server in
+    /// turn, this many keys (`scale/<n>`, `--val-size` values) written 256 at a time, then RSS
+    /// and the data dir's size on disk, then a restart timed to the first linearizable read
+    /// of the last key; `--scale-rounds` rounds alternating etcd, Cairn, Cairn, etcd, ...
+    #[arg(long, conflicts_with_all = ["plugin", "defrag_under_load", "failover_rounds", "fault_rounds"])]
+    scale_keys: Option<usize>,
+    #[arg(long, default_value_t = 2)]
+    scale_rounds: u32,
     #[arg(long, value_enum, default_value_t = PluginKind::Guard)]
     plugin_kind: PluginKind,
     /// The binding config (default: the json-schema guard's `{"type":"string"}`).
@@ -1667,6 +1693,15 @@ fn header_line(args: &Args, workloads: &[Workload]) -> String {
     let nproc = std::thread::available_parallelism()
         .map(|n| n.get().to_string())
         .unwrap_or_else(|_| "?".to_string());
+    if args.failover_rounds.is_some() || args.fault_rounds.is_some() || args.scale_keys.is_some() {
+        // Their own clusters and clients: the rest does not apply.
+        return format!(
+            "`{}` · nproc {nproc} · CPU: {} · etcd {}",
+            command.join(" "),
+            cpu_model(),
+            etcd_version(),
+        );
+    }
     let mode = match args.endpoints_mode {
         EndpointsMode::Leader => "leader (every connection to the leader)".to_string(),
         EndpointsMode::All => {
@@ -2287,6 +2322,460 @@ async fn defrag_overhead(args: &Args, value: &[u8]) {
     notes.print();
 }
 
+/// `--failover-rounds`: each attempt to write after the leader's kill waits at most this long
+/// (etcdctl's `--command-timeout=1s`).
+const FAILOVER_ATTEMPT: Duration = Duration::from_secs(1);
+/// A round fails if no write is accepted this long after the kill.
+const FAILOVER_LIMIT: Duration = Duration::from_secs(60);
+
+/// One leader kill, as a client saw it.
+struct Failover {
+    /// From the SIGKILL to the acknowledgement of the first write after it.
+    seconds: f64,
+    /// Attempts that failed (or timed out) before it.
+    failed: u32,
+    first_error: Option<String>,
+}
+
+/// Starts a fresh `members`-member cluster, kills its leader with SIGKILL, and writes through
+/// the surviving members (one client over all of them, as etcdctl with their endpoints) until
+/// a write is accepted, each attempt bounded by [`FAILOVER_ATTEMPT`] and retried at once.
+async fn failover_round(flavor: Flavor, server: &str, members: usize) -> Failover {
+    let mut cluster = Cluster::start(flavor, members, &[]).await;
+    let leader = cluster.wait_for_leader(Duration::from_secs(60)).await;
+    let survivors: Vec<String> = cluster
+        .members
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != leader)
+        .map(|(_, m)| m.endpoint())
+        .collect();
+    let options = ConnectOptions::new()
+        .with_connect_timeout(FAILOVER_ATTEMPT)
+        .with_timeout(FAILOVER_ATTEMPT);
+    let mut client = Client::connect(survivors.clone(), Some(options))
+        .await
+        .unwrap_or_else(|e| panic!("{server}: connect to {survivors:?}: {e}"));
+    // One write first: the connections are up and the cluster takes writes.
+    client
+        .put("failover/before", "v", None)
+        .await
+        .unwrap_or_else(|e| panic!("{server}: a write before the kill: {e}"));
+    let killed = Instant::now();
+    cluster.members[leader].kill9();
+    let mut failed = 0;
+    let mut first_error = None;
+    loop {
+        let attempt = Instant::now();
+        let error =
+            match tokio::time::timeout(FAILOVER_ATTEMPT, client.put("failover/after", "v", None))
+                .await
+            {
+                Ok(Ok(_)) => break,
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("no answer within {FAILOVER_ATTEMPT:?}"),
+            };
+        failed += 1;
+        first_error.get_or_insert(error);
+        assert!(
+            killed.elapsed() < FAILOVER_LIMIT,
+            "{server}: no write accepted within {FAILOVER_LIMIT:?} of the leader's kill \
+             ({failed} attempts, first error: {first_error:?})"
+        );
+        // An error that came at once (no leader yet): a short pause, as a retrying client
+        // makes, rather than a busy loop that takes the CPU from the election.
+        if attempt.elapsed() < Duration::from_millis(10) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let seconds = killed.elapsed().as_secs_f64();
+    drop(cluster);
+    Failover {
+        seconds,
+        failed,
+        first_error,
+    }
+}
+
+/// Leader kill to first accepted write, Cairn against etcd at their default election timeouts
+/// (1 s), `--failover-rounds` rounds each, alternating etcd, Cairn, Cairn, etcd, ...; every
+/// round on fresh clusters that run alone.
+async fn failover(args: &Args, rounds: u32) {
+    let members = usize::from(args.members);
+    assert!(members >= 3, "--failover-rounds needs --members 3 or more");
+    let mut rows = Vec::new();
+    for round in 0..rounds {
+        let order = if round % 2 == 0 {
+            [("etcd", Flavor::Etcd), ("Cairn", Flavor::Cairn)]
+        } else {
+            [("Cairn", Flavor::Cairn), ("etcd", Flavor::Etcd)]
+        };
+        for (server, flavor) in order {
+            let outcome = failover_round(flavor, server, members).await;
+            eprintln!(
+                "round {}: {server} accepted a write {:.2} s after the kill",
+                round + 1,
+                outcome.seconds
+            );
+            rows.push((round + 1, server, outcome));
+        }
+    }
+    println!("| round | server | kill → first accepted write, s | failed attempts | first error |");
+    println!("|---:|---|---:|---:|---|");
+    for (round, server, f) in &rows {
+        println!(
+            "| {round} | {server} | {:.2} | {} | {} |",
+            f.seconds,
+            f.failed,
+            f.first_error.as_deref().unwrap_or("")
+        );
+    }
+    println!();
+    let summary = |server: &str| {
+        let times: Vec<f64> = rows
+            .iter()
+            .filter(|(_, s, _)| *s == server)
+            .map(|(_, _, f)| f.seconds)
+            .collect();
+        let mean = times.iter().sum::<f64>() / times.len() as f64;
+        let max = times.iter().copied().fold(0.0, f64::max);
+        let min = times.iter().copied().fold(f64::INFINITY, f64::min);
+        (mean, min, max)
+    };
+    let (c_mean, c_min, c_max) = summary("Cairn");
+    let (e_mean, e_min, e_max) = summary("etcd");
+    println!(
+        "Cairn: mean {c_mean:.2} s (min {c_min:.2}, max {c_max:.2}); etcd: mean {e_mean:.2} s \
+         (min {e_min:.2}, max {e_max:.2}); Cairn/etcd {:.2}",
+        c_mean / e_mean
+    );
+}
+
+/// `--faults`: how long each round loads its cluster.
+const FAULT_RUN: Duration = Duration::from_secs(30);
+/// `--faults`: each put's timeout (a paused member never answers).
+const FAULT_ATTEMPT: Duration = Duration::from_secs(2);
+
+/// A fault the schedule injects, `at` after the load starts.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    KillLeader,
+    RestartKilled,
+    PauseLeader,
+    PauseFollower,
+    ResumePaused,
+}
+
+/// The same schedule for both servers: a leader killed and restarted, a leader paused and
+/// resumed, a follower paused and resumed, a leader killed and restarted again.
+const FAULT_SCHEDULE: [(u64, Fault); 8] = [
+    (2, Fault::KillLeader),
+    (5, Fault::RestartKilled),
+    (9, Fault::PauseLeader),
+    (12, Fault::ResumePaused),
+    (16, Fault::PauseFollower),
+    (19, Fault::ResumePaused),
+    (23, Fault::KillLeader),
+    (26, Fault::RestartKilled),
+];
+
+/// What one round under faults completed.
+struct FaultRun {
+    ops: u64,
+    errors: u64,
+    /// The longest stretch without an acknowledged put, in seconds.
+    longest_gap: f64,
+}
+
+/// Loads a fresh 3-member cluster with `clients` clients putting back to back (each over its
+/// own connection to all members, as etcdctl with every endpoint) for [`FAULT_RUN`], while
+/// [`FAULT_SCHEDULE`] runs; counts the acknowledged puts.
+async fn fault_round(flavor: Flavor, server: &str, clients: usize, value: &[u8]) -> FaultRun {
+    let mut cluster = Cluster::start(flavor, 3, &[]).await;
+    let endpoints = cluster.endpoints();
+    let start = Instant::now();
+    let deadline = start + FAULT_RUN;
+    let mut load = JoinSet::new();
+    for c in 0..clients {
+        let endpoints = endpoints.clone();
+        let value = value.to_vec();
+        load.spawn(async move {
+            let options = ConnectOptions::new()
+                .with_connect_timeout(FAULT_ATTEMPT)
+                .with_timeout(FAULT_ATTEMPT);
+            let mut client = Client::connect(endpoints, Some(options))
+                .await
+                .expect("connect (lazy: never fails for reachable addresses)");
+            let mut done = Vec::new();
+            let mut errors = 0u64;
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                n += 1;
+                let attempt = Instant::now();
+                let put = client.put(format!("faults/{c}/{n}"), value.clone(), None);
+                match tokio::time::timeout(FAULT_ATTEMPT, put).await {
+                    Ok(Ok(_)) => done.push(start.elapsed().as_secs_f64()),
+                    _ => {
+                        errors += 1;
+                        if attempt.elapsed() < Duration::from_millis(10) {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                }
+            }
+            (done, errors)
+        });
+    }
+    let mut killed = None;
+    let mut paused = None;
+    for (at, fault) in FAULT_SCHEDULE {
+        tokio::time::sleep_until((start + Duration::from_secs(at)).into()).await;
+        match fault {
+            Fault::KillLeader | Fault::PauseLeader => {
+                let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
+                if let Fault::KillLeader = fault {
+                    cluster.members[leader].kill9();
+                    killed = Some(leader);
+                } else {
+                    cluster.members[leader].pause();
+                    paused = Some(leader);
+                }
+            }
+            Fault::PauseFollower => {
+                let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
+                let follower = (leader + 1) % cluster.members.len();
+                cluster.members[follower].pause();
+                paused = Some(follower);
+            }
+            Fault::RestartKilled => {
+                if let Some(i) = killed.take() {
+                    // It waits for the member's client port: off the runtime's workers.
+                    tokio::task::block_in_place(|| cluster.members[i].restart());
+                }
+            }
+            Fault::ResumePaused => {
+                if let Some(i) = paused.take() {
+                    cluster.members[i].resume();
+                }
+            }
+        }
+        eprintln!(
+            "{server}: {fault:?} at {:.1} s",
+            start.elapsed().as_secs_f64()
+        );
+    }
+    let mut times = Vec::new();
+    let mut errors = 0;
+    while let Some(joined) = load.join_next().await {
+        let (done, failed) = joined.expect("load task");
+        times.extend(done);
+        errors += failed;
+    }
+    drop(cluster);
+    times.sort_by(f64::total_cmp);
+    let last = FAULT_RUN.as_secs() as usize;
+    let mut per_second = vec![0u64; last + 1];
+    for t in &times {
+        per_second[(*t as usize).min(last)] += 1;
+    }
+    eprintln!("{server}: acknowledged puts per second: {per_second:?}");
+    let mut longest_gap = times.first().copied().unwrap_or(FAULT_RUN.as_secs_f64());
+    for pair in times.windows(2) {
+        longest_gap = longest_gap.max(pair[1] - pair[0]);
+    }
+    FaultRun {
+        ops: times.len() as u64,
+        errors,
+        longest_gap,
+    }
+}
+
+/// Puts under the same fault schedule, Cairn against etcd (3 members each), `rounds` rounds
+/// alternating etcd, Cairn, Cairn, etcd, ..., at the first `--clients` level.
+async fn under_faults(args: &Args, rounds: u32, value: &[u8]) {
+    let clients = args.clients[0];
+    let mut rows = Vec::new();
+    for round in 0..rounds {
+        let order = if round % 2 == 0 {
+            [("etcd", Flavor::Etcd), ("Cairn", Flavor::Cairn)]
+        } else {
+            [("Cairn", Flavor::Cairn), ("etcd", Flavor::Etcd)]
+        };
+        for (server, flavor) in order {
+            let run = fault_round(flavor, server, clients, value).await;
+            eprintln!(
+                "round {}: {server} completed {} puts ({} failed)",
+                round + 1,
+                run.ops,
+                run.errors
+            );
+            rows.push((round + 1, server, run));
+        }
+    }
+    println!(
+        "| round | server | puts acknowledged in {} s | failed or timed out | longest gap, s |",
+        FAULT_RUN.as_secs()
+    );
+    println!("|---:|---|---:|---:|---:|");
+    for (round, server, r) in &rows {
+        println!(
+            "| {round} | {server} | {} | {} | {:.2} |",
+            r.ops, r.errors, r.longest_gap
+        );
+    }
+    println!();
+    let total = |server: &str| -> u64 {
+        rows.iter()
+            .filter(|(_, s, _)| *s == server)
+            .map(|(_, _, r)| r.ops)
+            .sum()
+    };
+    println!(
+        "Cairn/etcd acknowledged puts: {:.2}",
+        total("Cairn") as f64 / total("etcd") as f64
+    );
+}
+
+/// `--scale-keys`: puts in flight while loading.
+const SCALE_IN_FLIGHT: usize = 256;
+/// `--scale-keys`: longest a restarted member may take to serve the last key.
+const SCALE_RESTART_LIMIT: Duration = Duration::from_secs(300);
+
+/// One server after `--scale-keys` keys.
+struct Scale {
+    load_seconds: f64,
+    rss_mib: f64,
+    disk_mib: f64,
+    restart_seconds: f64,
+    rss_after_restart_mib: f64,
+}
+
+/// The resident set of process `pid`, in MiB (from /proc).
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+/// Bytes `dir` and everything under it take on disk (allocated blocks, as `du`).
+fn disk_bytes(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => disk_bytes(&e.path()),
+            Ok(m) => m.blocks() * 512,
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Writes `keys` keys of `value` to a fresh single member, then measures its RSS and data
+/// dir, stops it (SIGTERM), starts it again over the same data dir and times the restart to
+/// the first linearizable read of the last key written.
+async fn scale_round(flavor: Flavor, server: &str, keys: usize, value: &[u8]) -> Scale {
+    let mut cluster = Cluster::start(flavor, 1, &[]).await;
+    let endpoint = cluster.endpoints()[0].clone();
+    let mut clients = Vec::new();
+    for _ in 0..16 {
+        clients.push(connect(&endpoint).await);
+    }
+    let key = |n: usize| format!("scale/{n:010}");
+    let started = Instant::now();
+    let results: Vec<_> = futures::stream::iter(0..keys)
+        .map(|n| {
+            let mut client = clients[n % clients.len()].clone();
+            let value = value.to_vec();
+            async move { client.put(key(n), value, None).await }
+        })
+        .buffer_unordered(SCALE_IN_FLIGHT)
+        .collect()
+        .await;
+    let load_seconds = started.elapsed().as_secs_f64();
+    if let Some(e) = results.into_iter().find_map(Result::err) {
+        panic!("{server}: loading {keys} keys: {e}");
+    }
+    drop(clients);
+    let member = &mut cluster.members[0];
+    let pid = member.pid().expect("the member runs");
+    let rss = rss_mib(pid);
+    member.terminate();
+    member.wait_for_exit(Duration::from_secs(60)).await;
+    let disk_mib = disk_bytes(&member.data_dir) as f64 / (1024.0 * 1024.0);
+    let restarted = Instant::now();
+    tokio::task::block_in_place(|| member.restart());
+    let last = key(keys - 1);
+    loop {
+        let read = async {
+            let mut client = Client::connect([&endpoint], Some(anonymous_options()))
+                .await
+                .ok()?;
+            let got = client.get(last.as_str(), None).await.ok()?;
+            (got.count() == 1).then_some(())
+        };
+        if let Ok(Some(())) = tokio::time::timeout(Duration::from_secs(2), read).await {
+            break;
+        }
+        assert!(
+            restarted.elapsed() < SCALE_RESTART_LIMIT,
+            "{server}: the restarted member did not serve {last} within {SCALE_RESTART_LIMIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let restart_seconds = restarted.elapsed().as_secs_f64();
+    let rss_after_restart_mib = rss_mib(member.pid().expect("the member runs"));
+    drop(cluster);
+    Scale {
+        load_seconds,
+        rss_mib: rss,
+        disk_mib,
+        restart_seconds,
+        rss_after_restart_mib,
+    }
+}
+
+/// Memory, disk and restart time after `keys` keys, Cairn against etcd (one member each, one
+/// at a time), `rounds` rounds alternating etcd, Cairn, Cairn, etcd, ...
+async fn at_scale(keys: usize, rounds: u32, value: &[u8]) {
+    assert!(keys > 0, "--scale-keys must be at least 1");
+    let mut rows = Vec::new();
+    for round in 0..rounds {
+        let order = if round % 2 == 0 {
+            [("etcd", Flavor::Etcd), ("Cairn", Flavor::Cairn)]
+        } else {
+            [("Cairn", Flavor::Cairn), ("etcd", Flavor::Etcd)]
+        };
+        for (server, flavor) in order {
+            let s = scale_round(flavor, server, keys, value).await;
+            eprintln!(
+                "round {}: {server}: loaded in {:.1} s, RSS {:.0} MiB, disk {:.0} MiB, restart {:.2} s",
+                round + 1,
+                s.load_seconds,
+                s.rss_mib,
+                s.disk_mib,
+                s.restart_seconds
+            );
+            rows.push((round + 1, server, s));
+        }
+    }
+    println!(
+        "| round | server | load, s | RSS after load, MiB | data dir, MiB | restart to first read, s | RSS after restart, MiB |"
+    );
+    println!("|---:|---|---:|---:|---:|---:|---:|");
+    for (round, server, s) in &rows {
+        println!(
+            "| {round} | {server} | {:.1} | {:.0} | {:.0} | {:.2} | {:.0} |",
+            s.load_seconds, s.rss_mib, s.disk_mib, s.restart_seconds, s.rss_after_restart_mib
+        );
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
@@ -2309,6 +2798,12 @@ async fn main() {
         plugin_overhead(&args, &workloads, plugin).await;
     } else if args.defrag_under_load {
         defrag_overhead(&args, &value).await;
+    } else if let Some(rounds) = args.failover_rounds {
+        failover(&args, rounds).await;
+    } else if let Some(rounds) = args.fault_rounds {
+        under_faults(&args, rounds, &value).await;
+    } else if let Some(keys) = args.scale_keys {
+        at_scale(keys, args.scale_rounds, &value).await;
     } else if !args.target.is_empty() {
         run_target(&args, &workloads, &value).await;
     } else if args.members == 1 {
