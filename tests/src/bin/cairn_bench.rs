@@ -2322,6 +2322,21 @@ async fn defrag_overhead(args: &Args, value: &[u8]) {
     notes.print();
 }
 
+/// The rounds of a Cairn-against-etcd mode in the order they run: etcd, Cairn, Cairn, etcd,
+/// and so on, so that neither server always follows the other on a warmed machine.
+fn alternating(rounds: u32) -> impl Iterator<Item = (u32, &'static str, Flavor)> {
+    (0..rounds).flat_map(|round| {
+        let order = if round % 2 == 0 {
+            [("etcd", Flavor::Etcd), ("Cairn", Flavor::Cairn)]
+        } else {
+            [("Cairn", Flavor::Cairn), ("etcd", Flavor::Etcd)]
+        };
+        order
+            .into_iter()
+            .map(move |(server, flavor)| (round + 1, server, flavor))
+    })
+}
+
 /// `--failover-rounds`: each attempt to write after the leader's kill waits at most this long
 /// (etcdctl's `--command-timeout=1s`).
 const FAILOVER_ATTEMPT: Duration = Duration::from_secs(1);
@@ -2404,21 +2419,13 @@ async fn failover(args: &Args, rounds: u32) {
     let members = usize::from(args.members);
     assert!(members >= 3, "--failover-rounds needs --members 3 or more");
     let mut rows = Vec::new();
-    for round in 0..rounds {
-        let order = if round % 2 == 0 {
-            [("etcd", Flavor::Etcd), ("Cairn", Flavor::Cairn)]
-        } else {
-            [("Cairn", Flavor::Cairn), ("etcd", Flavor::Etcd)]
-        };
-        for (server, flavor) in order {
-            let outcome = failover_round(flavor, server, members).await;
-            eprintln!(
-                "round {}: {server} accepted a write {:.2} s after the kill",
-                round + 1,
-                outcome.seconds
-            );
-            rows.push((round + 1, server, outcome));
-        }
+    for (round, server, flavor) in alternating(rounds) {
+        let outcome = failover_round(flavor, server, members).await;
+        eprintln!(
+            "round {round}: {server} accepted a write {:.2} s after the kill",
+            outcome.seconds
+        );
+        rows.push((round, server, outcome));
     }
     println!("| round | server | kill → first accepted write, s | failed attempts | first error |");
     println!("|---:|---|---:|---:|---|");
@@ -2595,22 +2602,13 @@ async fn fault_round(flavor: Flavor, server: &str, clients: usize, value: &[u8])
 async fn under_faults(args: &Args, rounds: u32, value: &[u8]) {
     let clients = args.clients[0];
     let mut rows = Vec::new();
-    for round in 0..rounds {
-        let order = if round % 2 == 0 {
-            [("etcd", Flavor::Etcd), ("Cairn", Flavor::Cairn)]
-        } else {
-            [("Cairn", Flavor::Cairn), ("etcd", Flavor::Etcd)]
-        };
-        for (server, flavor) in order {
-            let run = fault_round(flavor, server, clients, value).await;
-            eprintln!(
-                "round {}: {server} completed {} puts ({} failed)",
-                round + 1,
-                run.ops,
-                run.errors
-            );
-            rows.push((round + 1, server, run));
-        }
+    for (round, server, flavor) in alternating(rounds) {
+        let run = fault_round(flavor, server, clients, value).await;
+        eprintln!(
+            "round {round}: {server} completed {} puts ({} failed)",
+            run.ops, run.errors
+        );
+        rows.push((round, server, run));
     }
     println!(
         "| round | server | puts acknowledged in {} s | failed or timed out | longest gap, s |",
@@ -2745,24 +2743,13 @@ async fn scale_round(flavor: Flavor, server: &str, keys: usize, value: &[u8]) ->
 async fn at_scale(keys: usize, rounds: u32, value: &[u8]) {
     assert!(keys > 0, "--scale-keys must be at least 1");
     let mut rows = Vec::new();
-    for round in 0..rounds {
-        let order = if round % 2 == 0 {
-            [("etcd", Flavor::Etcd), ("Cairn", Flavor::Cairn)]
-        } else {
-            [("Cairn", Flavor::Cairn), ("etcd", Flavor::Etcd)]
-        };
-        for (server, flavor) in order {
-            let s = scale_round(flavor, server, keys, value).await;
-            eprintln!(
-                "round {}: {server}: loaded in {:.1} s, RSS {:.0} MiB, disk {:.0} MiB, restart {:.2} s",
-                round + 1,
-                s.load_seconds,
-                s.rss_mib,
-                s.disk_mib,
-                s.restart_seconds
-            );
-            rows.push((round + 1, server, s));
-        }
+    for (round, server, flavor) in alternating(rounds) {
+        let s = scale_round(flavor, server, keys, value).await;
+        eprintln!(
+            "round {round}: {server}: loaded in {:.1} s, RSS {:.0} MiB, disk {:.0} MiB, restart {:.2} s",
+            s.load_seconds, s.rss_mib, s.disk_mib, s.restart_seconds
+        );
+        rows.push((round, server, s));
     }
     println!(
         "| round | server | load, s | RSS after load, MiB | data dir, MiB | restart to first read, s | RSS after restart, MiB |"
