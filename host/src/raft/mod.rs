@@ -172,6 +172,9 @@ pub struct RaftNode {
     /// no leader (see `status`), and members not heard from for this long count as down.
     /// (openraft's own lease is shorter, see `start`: such a leader takes no proposals.)
     leader_lease: Duration,
+    /// openraft's leader lease, `election_timeout_max` (see `start`): a leader without a
+    /// quorum acknowledgement for this long takes no proposals.
+    proposal_lease: Duration,
     /// Log retention (see `purge.rs`).
     snapshot_count: u64,
     catchup_entries: u64,
@@ -257,6 +260,7 @@ impl RaftNode {
         let network = Network {
             peers: peers.clone(),
         };
+        let proposal_lease = Duration::from_millis(config.election_timeout_max);
         let raft = Raft::new(params.id, Arc::new(config), network, log_store, sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -280,6 +284,7 @@ impl RaftNode {
             membership_lock: Arc::default(),
             leader_patience: Duration::from_millis(cfg.election_timeout_ms * 3),
             leader_lease: Duration::from_millis(cfg.election_timeout_ms * 2),
+            proposal_lease,
             applied,
             snapshot_count: cfg.snapshot_count.max(1),
             catchup_entries: cfg.catchup_entries,
@@ -387,7 +392,7 @@ impl RaftNode {
     /// Proposes `command` on the leader; returns once it is committed, durable and applied
     /// there.
     pub async fn write(&self, command: Command) -> Result<CommandResponse, ProposeError> {
-        if self.status().is_leader {
+        if self.takes_proposals() {
             // The common case: no clone of the command, no serialization.
             return self
                 .write_local(command)
@@ -522,6 +527,24 @@ impl RaftNode {
             .await
             .map(|_| ())
             .map_err(|_| ProposeError::LeaderChanged)
+    }
+
+    /// Whether this member leads and openraft takes proposals from it now: it heard from a
+    /// quorum within openraft's own lease (shorter than the two election timeouts after which
+    /// [`Self::status`] reports no leader; see `start`). A leader past that lease answers a
+    /// proposal with "forward to the leader", naming none. So [`Self::write`] sends such a
+    /// write the forwarding way, which waits (bounded) for a leader and ends in
+    /// `no leader`, as etcd's does.
+    fn takes_proposals(&self) -> bool {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        if m.state != ServerState::Leader {
+            return false;
+        }
+        // As in `status`: no acknowledgement recorded yet means just elected by a quorum.
+        m.membership_config.voter_ids().count() <= 1
+            || m.last_quorum_acked
+                .is_none_or(|t| t.into_inner().elapsed() < self.proposal_lease)
     }
 
     pub fn status(&self) -> RaftStatus {
