@@ -190,9 +190,10 @@ impl Storage {
     }
 }
 
-/// Bytes allocated to the files under `dir`, recursively. Files that vanish while it walks
-/// (a compaction removing a table) count as nothing.
-fn allocated_bytes(dir: &Path) -> u64 {
+/// Bytes allocated to the files under `dir`, recursively, as `du` counts them. Files that
+/// vanish while it walks (a compaction removing a table) count as nothing. Public for the
+/// benchmark tool, which sizes whole data directories with it.
+pub fn allocated_bytes(dir: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;

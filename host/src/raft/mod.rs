@@ -172,9 +172,6 @@ pub struct RaftNode {
     /// no leader (see `status`), and members not heard from for this long count as down.
     /// (openraft's own lease is shorter, see `start`: such a leader takes no proposals.)
     leader_lease: Duration,
-    /// openraft's leader lease, `election_timeout_max` (see `start`): a leader without a
-    /// quorum acknowledgement for this long takes no proposals.
-    proposal_lease: Duration,
     /// Log retention (see `purge.rs`).
     snapshot_count: u64,
     catchup_entries: u64,
@@ -260,7 +257,6 @@ impl RaftNode {
         let network = Network {
             peers: peers.clone(),
         };
-        let proposal_lease = Duration::from_millis(config.election_timeout_max);
         let raft = Raft::new(params.id, Arc::new(config), network, log_store, sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -284,7 +280,6 @@ impl RaftNode {
             membership_lock: Arc::default(),
             leader_patience: Duration::from_millis(cfg.election_timeout_ms * 3),
             leader_lease: Duration::from_millis(cfg.election_timeout_ms * 2),
-            proposal_lease,
             applied,
             snapshot_count: cfg.snapshot_count.max(1),
             catchup_entries: cfg.catchup_entries,
@@ -536,15 +531,11 @@ impl RaftNode {
     /// write the forwarding way, which waits (bounded) for a leader and ends in
     /// `no leader`, as etcd's does.
     fn takes_proposals(&self) -> bool {
+        // openraft's lease is its `election_timeout_max`.
+        let lease = Duration::from_millis(self.raft.config().election_timeout_max);
         let metrics = self.raft.metrics();
         let m = metrics.borrow_watched();
-        if m.state != ServerState::Leader {
-            return false;
-        }
-        // As in `status`: no acknowledgement recorded yet means just elected by a quorum.
-        m.membership_config.voter_ids().count() <= 1
-            || m.last_quorum_acked
-                .is_none_or(|t| t.into_inner().elapsed() < self.proposal_lease)
+        m.state == ServerState::Leader && quorum_heard_within(&m, lease)
     }
 
     pub fn status(&self) -> RaftStatus {
@@ -563,14 +554,10 @@ impl RaftNode {
         };
         // A leader that has not heard from a quorum for a lease period cannot commit: report
         // no leader, as etcd's leader does when CheckQuorum makes it step down. (openraft keeps
-        // the role and rejects proposals meanwhile; it resumes when the quorum answers.) A
-        // leader with no acknowledgement recorded yet has just been elected by a quorum, and
-        // counts as leader: openraft fills this metric in only seconds after an election.
-        let voters = m.membership_config.voter_ids().count();
-        let acked = m.last_quorum_acked.map(|t| t.into_inner());
+        // the role and rejects proposals meanwhile; it resumes when the quorum answers.)
+        let heard = quorum_heard_within(&m, self.leader_lease);
         drop(m);
-        if status.is_leader && voters > 1 && acked.is_some_and(|t| t.elapsed() > self.leader_lease)
-        {
+        if status.is_leader && !heard {
             status.is_leader = false;
             status.leader = None;
         }
@@ -690,6 +677,15 @@ async fn hello_through(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Err(last_error)
+}
+
+/// Whether a quorum acknowledged this leader within `lease`. Always true with one voter; and
+/// true before any acknowledgement is recorded, which means just elected by a quorum
+/// (openraft fills the metric in only seconds after an election).
+fn quorum_heard_within(m: &openraft::RaftMetrics<TypeConfig>, lease: Duration) -> bool {
+    m.membership_config.voter_ids().count() <= 1
+        || m.last_quorum_acked
+            .is_none_or(|at| at.into_inner().elapsed() <= lease)
 }
 
 /// Whether member `id` acknowledged a heartbeat of this leader within `lease`: Raft's own

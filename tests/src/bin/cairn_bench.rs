@@ -2337,6 +2337,16 @@ fn alternating(rounds: u32) -> impl Iterator<Item = (u32, &'static str, Flavor)>
     })
 }
 
+/// After a failed attempt started at `attempt`: if the error came at once (no leader yet), a
+/// short pause, as a retrying client makes, rather than a busy loop that takes the CPU from
+/// the election.
+async fn pause_after_failure(attempt: Instant) {
+    const RETRY_PAUSE: Duration = Duration::from_millis(10);
+    if attempt.elapsed() < RETRY_PAUSE {
+        tokio::time::sleep(RETRY_PAUSE).await;
+    }
+}
+
 /// `--failover-rounds`: each attempt to write after the leader's kill waits at most this long
 /// (etcdctl's `--command-timeout=1s`).
 const FAILOVER_ATTEMPT: Duration = Duration::from_secs(1);
@@ -2397,11 +2407,7 @@ async fn failover_round(flavor: Flavor, server: &str, members: usize) -> Failove
             "{server}: no write accepted within {FAILOVER_LIMIT:?} of the leader's kill \
              ({failed} attempts, first error: {first_error:?})"
         );
-        // An error that came at once (no leader yet): a short pause, as a retrying client
-        // makes, rather than a busy loop that takes the CPU from the election.
-        if attempt.elapsed() < Duration::from_millis(10) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        pause_after_failure(attempt).await;
     }
     let seconds = killed.elapsed().as_secs_f64();
     drop(cluster);
@@ -2524,9 +2530,7 @@ async fn fault_round(flavor: Flavor, server: &str, clients: usize, value: &[u8])
                     Ok(Ok(_)) => done.push(start.elapsed().as_secs_f64()),
                     _ => {
                         errors += 1;
-                        if attempt.elapsed() < Duration::from_millis(10) {
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                        }
+                        pause_after_failure(attempt).await;
                     }
                 }
             }
@@ -2658,22 +2662,6 @@ fn rss_mib(pid: u32) -> f64 {
         .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
-/// Bytes `dir` and everything under it take on disk (allocated blocks, as `du`).
-fn disk_bytes(dir: &std::path::Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => disk_bytes(&e.path()),
-            Ok(m) => m.blocks() * 512,
-            Err(_) => 0,
-        })
-        .sum()
-}
-
 /// Writes `keys` keys of `value` to a fresh single member, then measures its RSS and data
 /// dir, stops it (SIGTERM), starts it again over the same data dir and times the restart to
 /// the first linearizable read of the last key written.
@@ -2705,7 +2693,7 @@ async fn scale_round(flavor: Flavor, server: &str, keys: usize, value: &[u8]) ->
     let rss = rss_mib(pid);
     member.terminate();
     member.wait_for_exit(Duration::from_secs(60)).await;
-    let disk_mib = disk_bytes(&member.data_dir) as f64 / (1024.0 * 1024.0);
+    let disk_mib = cairn::storage::allocated_bytes(&member.data_dir) as f64 / (1024.0 * 1024.0);
     let restarted = Instant::now();
     tokio::task::block_in_place(|| member.restart());
     let last = key(keys - 1);
