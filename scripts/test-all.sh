@@ -31,6 +31,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 
+# A cold clone gains nothing from incremental compilation, and its files cost gigabytes of disk.
+if [ "${CI:-}" = true ]; then
+    export CARGO_INCREMENTAL=0
+fi
+echo "==> disk before the build: $(df -h --output=avail . | tail -1 | tr -d ' ') free"
+
 echo "==> rust components"
 rustup target add wasm32-unknown-unknown
 rustup component add rustfmt clippy
@@ -53,5 +59,6 @@ trap 'rm -f "$log"' EXIT
 cargo test --workspace --no-fail-fast 2>&1 | tee "$log"
 # One closing line for the whole run (cargo prints one summary per test binary, the last of
 # them often a doc-test run with nothing in it).
+echo "==> disk after the tests: $(df -h --output=avail . | tail -1 | tr -d ' ') free"
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
      END { printf "workspace: %d passed, %d failed\n", p, f }' "$log"
