@@ -4,6 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use cairn_tests::process::release_port;
 use cairn_tests::{CairnNode, Etcdctl, binary_path, free_port};
 use futures::StreamExt;
 
@@ -370,4 +371,147 @@ async fn max_concurrent_streams_bounds_one_connection() {
         .expect("another connection is served")
         .expect("range");
     drop(watches);
+}
+
+#[test]
+fn thousands_of_small_requests_queued_on_one_connection_are_served() {
+    // Proves a member whose runtime was too busy to read a client connection for a while
+    // answers every small request queued on it meanwhile. h2 budgets the small DATA frames
+    // that wait unread on a connection (half its flow-control window) and closes the
+    // connection with GOAWAY ENHANCE_YOUR_CALM ("too_many_data_frames") past it; with hyper's
+    // 1 MiB default window, about 2,000 queued unary requests were enough (a writer beside
+    // 10,000 watchers lost its connection that way in the fan-out benchmark). The member runs
+    // in this process on a runtime with one worker, and the test holds that worker while the
+    // requests queue, so the member then reads them all before any is decoded.
+    use cairn_proto::etcdserverpb::RangeRequest;
+    use cairn_proto::etcdserverpb::kv_client::KvClient;
+    use clap::Parser;
+    const REQUESTS: usize = 8000;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (client, peer) = (free_port(), free_port());
+    let config = cairn::config::Config::try_parse_from([
+        "cairn".to_string(),
+        format!("--data-dir={}", dir.path().join("data").display()),
+        format!("--listen-client-urls=http://127.0.0.1:{client}"),
+        format!("--advertise-client-urls=http://127.0.0.1:{client}"),
+        format!("--listen-peer-urls=http://127.0.0.1:{peer}"),
+        format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"),
+        format!("--initial-cluster=default=http://127.0.0.1:{peer}"),
+    ])
+    .expect("member flags");
+    let member_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("member runtime");
+    let server = member_rt
+        .block_on(cairn::server::Server::start(config))
+        .expect("member starts");
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("client runtime");
+    let channel = client_rt.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{client}"))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        // One answered request first: by then the client knows the member's SETTINGS, without
+        // which it keeps to 100 streams.
+        KvClient::new(channel.clone())
+            .range(RangeRequest {
+                key: b"k".to_vec(),
+                ..RangeRequest::default()
+            })
+            .await
+            .expect("first range");
+        channel
+    });
+    // Hold the member's only worker (a plain blocking wait inside one of its tasks).
+    let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    member_rt.spawn(async move {
+        let _ = held_tx.send(());
+        let _ = release_rx.recv_timeout(Duration::from_secs(60));
+    });
+    held_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the member's worker is held");
+    let answered = client_rt.block_on(async {
+        let mut ranges = futures::stream::FuturesUnordered::new();
+        for i in 0..REQUESTS {
+            let mut kv = KvClient::new(channel.clone());
+            ranges.push(async move {
+                kv.range(RangeRequest {
+                    key: format!("k{i}").into_bytes(),
+                    ..RangeRequest::default()
+                })
+                .await
+            });
+        }
+        // Each request is about 63 bytes on the wire; wait (driving the requests) until at
+        // least 50 apiece are queued in the kernel, then let the member go.
+        {
+            let mut first = std::pin::pin!(ranges.next());
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Ok(r) = tokio::time::timeout(Duration::from_millis(20), &mut first).await {
+                    panic!("a held member answered: {r:?}");
+                }
+                let queued = queued_bytes(client);
+                if queued >= REQUESTS * 50 {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "only {queued} bytes of {REQUESTS} requests reached the socket"
+                );
+            }
+        }
+        release_tx.send(()).expect("release the member");
+        tokio::time::timeout(Duration::from_secs(60), async {
+            let mut ok = 0;
+            while let Some(r) = ranges.next().await {
+                r.expect("every queued request is answered");
+                ok += 1;
+            }
+            ok
+        })
+        .await
+        .expect("answers within 60 s")
+    });
+    assert_eq!(answered, REQUESTS);
+    drop(channel);
+    drop(client_rt);
+    member_rt.block_on(server.shutdown());
+    release_port(client);
+    release_port(peer);
+}
+
+/// The bytes the kernel holds on loopback TCP connections to `port`: what the server side
+/// received and has not read, plus what the client side has not sent yet (/proc/net/tcp,
+/// whose addresses and queue sizes are hexadecimal).
+fn queued_bytes(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    let port = format!(":{port:04X}");
+    let hex = |v: &str| usize::from_str_radix(v, 16).unwrap_or(0);
+    let mut total = 0;
+    for line in table.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(local), Some(remote), Some((tx, rx))) = (
+            fields.get(1),
+            fields.get(2),
+            fields.get(4).and_then(|q| q.split_once(':')),
+        ) else {
+            continue;
+        };
+        if local.ends_with(&port) {
+            total += hex(rx);
+        } else if remote.ends_with(&port) {
+            total += hex(tx);
+        }
+    }
+    total
 }

@@ -54,6 +54,15 @@ pub struct Keepalive {
     pub max_streams: u32,
 }
 
+/// The HTTP/2 flow-control window of a whole client connection, in bytes: how much a client
+/// may send ahead of the member reading it, across all its streams. grpc-go (etcd's server)
+/// lets this window grow to the same 16 MiB. It also sizes h2's budget for small DATA frames
+/// that wait unread (half the window): with hyper's 1 MiB default, a client with a few
+/// thousand small requests queued on one connection while the member's runtime is saturated
+/// (a writer beside 10,000 watchers) used it up, and h2 closed the connection with GOAWAY
+/// ENHANCE_YOUR_CALM ("too_many_data_frames"). One stream keeps hyper's 1 MiB window.
+const CLIENT_CONNECTION_WINDOW: u32 = 16 << 20;
+
 /// Serves `router` (gRPC and HTTP/1.1 on one port) on a client-side listener, over TLS when
 /// `tls` is given, until `stopped` turns true; in-flight requests then finish (the caller
 /// bounds how long).
@@ -71,6 +80,7 @@ pub async fn serve_client(
             .http2_keepalive_interval(Some(keepalive.interval))
             .http2_keepalive_timeout(Some(keepalive.timeout))
             .max_concurrent_streams(Some(keepalive.max_streams))
+            .initial_connection_window_size(CLIENT_CONNECTION_WINDOW)
             .add_routes(tonic::service::Routes::from(router.clone()))
     };
     let mut on_stop = stopped.clone();
