@@ -57,8 +57,8 @@ echo "==> tests"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --no-fail-fast 2>&1 | tee "$log"
+echo "==> disk after the tests: $(df -h --output=avail . | tail -1 | tr -d ' ') free"
 # One closing line for the whole run (cargo prints one summary per test binary, the last of
 # them often a doc-test run with nothing in it).
-echo "==> disk after the tests: $(df -h --output=avail . | tail -1 | tr -d ' ') free"
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
      END { printf "workspace: %d passed, %d failed\n", p, f }' "$log"

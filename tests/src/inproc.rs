@@ -142,6 +142,11 @@ impl InProcMember {
         format!("http://127.0.0.1:{}", self.client_port)
     }
 
+    /// The port of its client listener.
+    pub fn client_port(&self) -> u16 {
+        self.client_port
+    }
+
     pub fn is_running(&self) -> bool {
         self.server.is_some()
     }

@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cairn_tests::process::release_port;
+use cairn_tests::inproc::InProcCluster;
 use cairn_tests::{CairnNode, Etcdctl, binary_path, free_port};
 use futures::StreamExt;
 
@@ -385,35 +385,23 @@ fn thousands_of_small_requests_queued_on_one_connection_are_served() {
     // requests queue, so the member then reads them all before any is decoded.
     use cairn_proto::etcdserverpb::RangeRequest;
     use cairn_proto::etcdserverpb::kv_client::KvClient;
-    use clap::Parser;
     const REQUESTS: usize = 8000;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (client, peer) = (free_port(), free_port());
-    let config = cairn::config::Config::try_parse_from([
-        "cairn".to_string(),
-        format!("--data-dir={}", dir.path().join("data").display()),
-        format!("--listen-client-urls=http://127.0.0.1:{client}"),
-        format!("--advertise-client-urls=http://127.0.0.1:{client}"),
-        format!("--listen-peer-urls=http://127.0.0.1:{peer}"),
-        format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"),
-        format!("--initial-cluster=default=http://127.0.0.1:{peer}"),
-    ])
-    .expect("member flags");
     let member_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .expect("member runtime");
-    let server = member_rt
-        .block_on(cairn::server::Server::start(config))
-        .expect("member starts");
+    // One member: the seed of its (unused) network filter does not matter.
+    let cluster = member_rt.block_on(InProcCluster::start(1, 1));
+    let endpoint = cluster.members[0].endpoint();
+    let port = cluster.members[0].client_port();
     let client_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("client runtime");
     let channel = client_rt.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{client}"))
+        let channel = tonic::transport::Endpoint::from_shared(endpoint)
             .expect("endpoint")
             .connect()
             .await
@@ -460,7 +448,7 @@ fn thousands_of_small_requests_queued_on_one_connection_are_served() {
                 if let Ok(r) = tokio::time::timeout(Duration::from_millis(20), &mut first).await {
                     panic!("a held member answered: {r:?}");
                 }
-                let queued = queued_bytes(client);
+                let queued = queued_bytes(port);
                 if queued >= REQUESTS * 50 {
                     break;
                 }
@@ -485,9 +473,7 @@ fn thousands_of_small_requests_queued_on_one_connection_are_served() {
     assert_eq!(answered, REQUESTS);
     drop(channel);
     drop(client_rt);
-    member_rt.block_on(server.shutdown());
-    release_port(client);
-    release_port(peer);
+    member_rt.block_on(cluster.shutdown());
 }
 
 /// The bytes the kernel holds on loopback TCP connections to `port`: what the server side
