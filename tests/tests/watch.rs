@@ -374,6 +374,12 @@ async fn a_stalled_watcher_delays_no_one_and_misses_nothing() {
                     .await
                     .expect("more watchers");
             }
+            // Sending a create does not wait for it: every watcher must exist before the
+            // first put, or one created late (on a busy machine) misses the first events.
+            for _ in 1..PER_STREAM {
+                let resp = stream.message().await.expect("stream").expect("open");
+                assert!(resp.created() && resp.events().is_empty(), "{resp:?}");
+            }
             readers.push(tokio::spawn(async move {
                 let _keep = c;
                 let mut seen: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
