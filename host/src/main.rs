@@ -12,7 +12,21 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Turns transparent huge pages off for this process. mimalloc asks for huge pages on its
+/// arenas and gives memory back in 64 KiB pieces a second after it is freed; with huge pages
+/// each fault after that zeroes a whole 2 MiB page. Under watch fan-out (large response
+/// buffers allocated and freed all the time) that zeroing took 80% of the member's CPU and
+/// its puts waited seconds (docs/benchmarks.md, "Watch fan-out"). Small pages cost nothing
+/// measurable elsewhere. A kernel that refuses (no THP support) leaves nothing to turn off.
+fn disable_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
+        eprintln!("cairn: could not turn transparent huge pages off ({e}); continuing");
+    }
+}
+
 fn main() -> ExitCode {
+    disable_transparent_huge_pages();
     // `--config-file` settings join the command line, below its flags and variables.
     let applied = match cairn::config_file::apply(std::env::args_os().collect(), &|name| {
         std::env::var(name).ok()
