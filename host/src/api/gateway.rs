@@ -154,7 +154,10 @@ fn kv_routes(mut r: Router, gw: &Shared) -> Router {
                 );
                 streaming(
                     method("etcdserverpb.Watch/Watch"),
-                    opened.map(|s| s.boxed()),
+                    opened.map(|s| {
+                        s.map(|r| r.map(super::watch_wire::WatchFrame::into_pb))
+                            .boxed()
+                    }),
                 )
             }
         }),

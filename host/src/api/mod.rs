@@ -21,6 +21,7 @@ pub mod router;
 pub mod status;
 mod txn_depth;
 pub mod watch;
+pub mod watch_wire;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -9,7 +9,6 @@ use cairn_proto::etcdserverpb::cluster_server::ClusterServer;
 use cairn_proto::etcdserverpb::kv_server::KvServer;
 use cairn_proto::etcdserverpb::lease_server::LeaseServer;
 use cairn_proto::etcdserverpb::maintenance_server::MaintenanceServer;
-use cairn_proto::etcdserverpb::watch_server::WatchServer;
 use cairn_proto::v3electionpb::election_server::ElectionServer;
 use cairn_proto::v3lockpb::lock_server::LockServer;
 
@@ -20,7 +19,7 @@ use super::kv::KvService;
 use super::lease::LeaseService;
 use super::lock::LockService;
 use super::maintenance::MaintenanceService;
-use super::watch::WatchService;
+use super::watch_wire::WatchServer;
 use super::{ApiContext, GRPC_OVERHEAD_BYTES};
 
 /// What a client-side listener serves.
@@ -81,10 +80,7 @@ async fn grpc_routes(ctx: &Arc<ApiContext>) -> tonic::service::Routes {
             LeaseServer::new(LeaseService::new(ctx.clone()))
                 .max_decoding_message_size(max_decoding),
         )
-        .add_service(
-            WatchServer::new(WatchService::new(ctx.clone()))
-                .max_decoding_message_size(max_decoding),
-        )
+        .add_service(WatchServer::new(ctx.clone(), max_decoding))
         .add_service(
             LockServer::new(LockService::new(ctx.clone())).max_decoding_message_size(max_decoding),
         )

@@ -25,18 +25,17 @@ use std::sync::Arc;
 use cairn_proto::etcdserverpb as pb;
 use cairn_proto::etcdserverpb::watch_create_request::FilterType;
 use cairn_proto::etcdserverpb::watch_request::RequestUnion;
-use cairn_proto::etcdserverpb::watch_server::Watch;
-use cairn_proto::mvccpb;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
-use tonic::{Request, Response, Status, Streaming};
+use tonic::Status;
 
-use super::{Context, convert, status};
+use super::watch_wire::WatchFrame;
+use super::{Context, status};
 use crate::auth::needs::Need;
-use crate::mvcc::{Event, EventKind, Revision, Revisions};
+use crate::mvcc::{Revision, Revisions};
 use crate::plugin::filter::{OpenFilter, Watcher as FilterWatcher};
-use crate::watch::{Delivery, ReadFailed, Spec, Watchers};
+use crate::watch::{Delivery, ReadFailed, Shaped, Spec, Watchers};
 
 /// Bytes of responses a stream holds before it waits for its client to take them.
 const STREAM_BUFFER_BYTES: usize = 512 << 10;
@@ -45,34 +44,10 @@ const SEND_BUFFER: usize = 128;
 /// How long a progress request waits for the hub to reach the store's revision.
 const PROGRESS_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);
 
-pub struct WatchService {
-    ctx: Context,
-}
-
-impl WatchService {
-    pub fn new(ctx: Context) -> Self {
-        WatchService { ctx }
-    }
-}
-
-#[tonic::async_trait]
-impl Watch for WatchService {
-    type WatchStream = WatchResponses;
-
-    async fn watch(
-        &self,
-        request: Request<Streaming<pb::WatchRequest>>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
-        let require_leader = super::requires_leader(&request);
-        let credentials = super::Credentials::of(&request);
-        open(&self.ctx, require_leader, credentials, request.into_inner()).map(Response::new)
-    }
-}
-
 /// A response on its way to the client, holding its share of the stream's byte budget until
 /// the transport takes it.
 struct Outgoing {
-    response: Result<pb::WatchResponse, Status>,
+    response: Result<WatchFrame, Status>,
     _budget: Option<OwnedSemaphorePermit>,
 }
 
@@ -84,7 +59,7 @@ pub struct WatchResponses {
 }
 
 impl Stream for WatchResponses {
-    type Item = Result<pb::WatchResponse, Status>;
+    type Item = Result<WatchFrame, Status>;
 
     fn poll_next(
         mut self: std::pin::Pin<&mut Self>,
@@ -225,8 +200,8 @@ impl WatchStream {
     /// Queues `resp` for the client once the stream's byte budget has room for it (a
     /// response larger than the whole budget waits for all of it). Waiting here is how a
     /// client that does not read holds its stream back.
-    async fn send(&self, resp: pb::WatchResponse) -> Result<(), Closed> {
-        use prost::Message;
+    async fn send(&self, resp: impl Into<WatchFrame>) -> Result<(), Closed> {
+        let resp = resp.into();
         let bytes = resp.encoded_len().clamp(1, STREAM_BUFFER_BYTES) as u32;
         let budget = tokio::select! {
             permit = self.budget.clone().acquire_many_owned(bytes) => permit.map_err(|_| Closed)?,
@@ -560,16 +535,16 @@ impl WatchStream {
                     self.watchers.mark_unsent(id);
                     return Ok(());
                 }
-                let whole = pb::WatchResponse {
-                    events: events.into_iter().map(event).collect(),
-                    ..self.response(id, to)
+                let whole = WatchFrame {
+                    head: self.response(id, to),
+                    events,
                 };
                 if !fragment {
                     return self.send(whole).await;
                 }
                 // etcd's threshold: the request limit plus gRPC's allowance.
                 let limit = self.ctx.limits.max_request_bytes + super::GRPC_OVERHEAD_BYTES;
-                for part in fragments(whole, limit) {
+                for part in whole.fragments(limit) {
                     self.send(part).await?;
                 }
                 Ok(())
@@ -615,14 +590,17 @@ impl WatchStream {
     /// Inline on this worker while it is quick (most deliveries: a call takes microseconds);
     /// a delivery still filtering after [`FILTER_INLINE`] hands the worker's other tasks to
     /// another thread for the rest (`block_in_place` per delivery cost more than the calls).
-    fn filter(&mut self, id: i64, events: Vec<Event>) -> Result<Vec<Event>, String> {
+    /// A filtered watcher is sent copies of its events (a filter may rewrite them), not the
+    /// shared ones.
+    fn filter(&mut self, id: i64, events: Vec<Shaped>) -> Result<Vec<Shaped>, String> {
         let Some(filters) = self.filters.get_mut(&id).filter(|w| !w.open.is_empty()) else {
             return Ok(events);
         };
         let started = std::time::Instant::now();
         let mut out = Vec::with_capacity(events.len());
         let mut events = events.into_iter();
-        let mut one = |event: Event| -> Result<Option<Event>, String> {
+        let mut one = |shaped: Shaped| -> Result<Option<Shaped>, String> {
+            let event = shaped.to_event();
             if started.elapsed() > FILTER_TIME_PER_DELIVERY {
                 return Err(format!(
                     "cairn: watch filters took over {} ms on one delivery",
@@ -643,7 +621,7 @@ impl WatchStream {
                     }
                 }
             }
-            Ok(Some(event))
+            Ok(Some(Shaped::owned(event)))
         };
         while started.elapsed() < FILTER_INLINE {
             let Some(event) = events.next() else {
@@ -669,103 +647,3 @@ fn read_failed(e: &ReadFailed) -> Status {
 
 /// How often a `hasleader` stream checks that its member still has a leader.
 const LEADER_CHECK: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// Splits a response for a watcher that asked for `fragment`, as etcd does: a response of at
-/// least `limit` encoded bytes with two or more events goes out in parts, each as many events
-/// as fit under the limit (at least one), every part but the last marked `fragment`. etcd's
-/// client reassembles them.
-fn fragments(whole: pb::WatchResponse, limit: usize) -> Vec<pb::WatchResponse> {
-    use prost::Message;
-    if whole.encoded_len() < limit || whole.events.len() < 2 {
-        return vec![whole];
-    }
-    let mut template = whole;
-    let events = std::mem::take(&mut template.events);
-    template.fragment = true;
-    // Sizes add up: a part is the template plus, per event, the field key (field 11, length
-    // delimited: one byte), the length prefix and the event.
-    let base = template.encoded_len();
-    let field_len =
-        |e: &mvccpb::Event| 1 + prost::length_delimiter_len(e.encoded_len()) + e.encoded_len();
-    let mut parts = Vec::new();
-    let mut current: Vec<mvccpb::Event> = Vec::new();
-    let mut size = base;
-    for e in events {
-        let len = field_len(&e);
-        if !current.is_empty() && size + len >= limit {
-            parts.push(std::mem::take(&mut current));
-            size = base;
-        }
-        size += len;
-        current.push(e);
-    }
-    parts.push(current);
-    let last = parts.len() - 1;
-    parts
-        .into_iter()
-        .enumerate()
-        .map(|(i, events)| pb::WatchResponse {
-            events,
-            fragment: i < last,
-            ..template.clone()
-        })
-        .collect()
-}
-
-fn event(e: Event) -> mvccpb::Event {
-    mvccpb::Event {
-        r#type: match e.kind {
-            EventKind::Put => mvccpb::event::EventType::Put as i32,
-            EventKind::Delete => mvccpb::event::EventType::Delete as i32,
-        },
-        kv: Some(convert::kv(e.kv)),
-        prev_kv: e.prev_kv.map(convert::kv),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use prost::Message;
-
-    #[test]
-    fn fragments_follow_etcds_rule() {
-        // Proves every part but the last is as full as etcd makes it: under the limit, and the
-        // next event would reach it; events keep their order, and only the last part is final.
-        let events: Vec<mvccpb::Event> = (0..40)
-            .map(|i| mvccpb::Event {
-                kv: Some(mvccpb::KeyValue {
-                    key: format!("k{i}").into_bytes(),
-                    value: vec![b'v'; 50 + 37 * (i % 7)],
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .collect();
-        let whole = pb::WatchResponse {
-            watch_id: 3,
-            events: events.clone(),
-            ..Default::default()
-        };
-        let limit = 1000;
-        let parts = fragments(whole, limit);
-        assert!(parts.len() > 2);
-        let joined: Vec<_> = parts.iter().flat_map(|p| p.events.clone()).collect();
-        assert_eq!(joined, events);
-        let mut next = 0;
-        for (i, part) in parts.iter().enumerate() {
-            let last = i == parts.len() - 1;
-            assert_eq!(part.fragment, !last);
-            assert!(part.events.len() == 1 || part.encoded_len() < limit);
-            next += part.events.len();
-            if !last {
-                let mut fuller = part.clone();
-                fuller.events.push(events[next].clone());
-                assert!(
-                    fuller.encoded_len() >= limit,
-                    "part {i} could hold one more event"
-                );
-            }
-        }
-    }
-}

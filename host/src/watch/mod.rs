@@ -26,7 +26,7 @@ use tokio::sync::watch;
 
 use crate::mvcc::{Event, KeyRange, Mvcc, Revision, Revisions};
 use crate::storage::Storage;
-pub use watcher::{Delivery, Filter, ReadFailed, Refusal, Spec, Watchers};
+pub use watcher::{Delivery, Filter, ReadFailed, Refusal, Shaped, SharedEvent, Spec, Watchers};
 
 /// Most revisions the ring holds.
 const RING_REVISIONS: usize = 10_000;
@@ -40,7 +40,7 @@ const READ_BYTES: usize = 4 << 20;
 /// One revision's events.
 struct Slot {
     rev: Revision,
-    events: Arc<Vec<Event>>,
+    events: Vec<SharedEvent>,
     /// Whether the events carry `prev_kv` (read while a watcher wanted it).
     with_prev: bool,
     bytes: usize,
@@ -155,7 +155,7 @@ impl EventHub {
         to: Revision,
         filter: &Filter,
         max_bytes: usize,
-    ) -> Option<(Vec<Event>, Revision)> {
+    ) -> Option<(Vec<Shaped>, Revision)> {
         let ring = self.ring.read().expect("watch ring lock poisoned");
         if from <= ring.base || to > ring.last {
             return None;
@@ -170,7 +170,7 @@ impl EventHub {
             if bytes >= max_bytes && slot.rev > from {
                 return Some((out, slot.rev - 1));
             }
-            for e in slot.events.iter().filter(|e| filter.admits(e)) {
+            for e in slot.events.iter().filter(|e| filter.admits(e.event())) {
                 let e = filter.shape(e);
                 bytes += e.size();
                 out.push(e);
@@ -274,7 +274,7 @@ fn push_slot(ring: &mut Ring, rev: Revision, events: Vec<Event>, with_prev: bool
     let bytes = events.iter().map(Event::size).sum::<usize>() + 64;
     ring.push(Slot {
         rev,
-        events: Arc::new(events),
+        events: events.into_iter().map(SharedEvent::new).collect(),
         with_prev,
         bytes,
     });
@@ -355,7 +355,10 @@ mod tests {
             .expect("held")
             .0;
         assert_eq!(got.len(), 2);
-        assert!(got.iter().all(|e| e.kv.key == b"a" && e.prev_kv.is_none()));
+        assert!(
+            got.iter()
+                .all(|e| e.event().kv.key == b"a" && e.prev_kv().is_none())
+        );
         assert_eq!(
             hub.events(2, 3, &all(false), usize::MAX)
                 .expect("held")
@@ -379,7 +382,7 @@ mod tests {
             .events(3, 3, &all(true), usize::MAX)
             .expect("held with prev")
             .0;
-        assert!(with_prev[0].prev_kv.is_some());
+        assert!(with_prev[0].prev_kv().is_some());
     }
 
     #[test]

@@ -13,7 +13,9 @@
 //! this module knows MVCC events only, so it is tested without a transport.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
 
+use bytes::Bytes;
 use tokio::sync::Semaphore;
 
 use super::{EventHub, PrevKvInterest, WatcherInterest};
@@ -53,15 +55,98 @@ impl Filter {
     }
 
     /// `event` as the watcher is sent it (without the previous version unless it asked).
-    pub fn shape(&self, event: &Event) -> Event {
-        Event {
-            prev_kv: if self.prev_kv {
-                event.prev_kv.clone()
-            } else {
-                None
-            },
-            ..event.clone()
+    pub fn shape(&self, event: &SharedEvent) -> Shaped {
+        Shaped {
+            event: event.clone(),
+            prev_kv: self.prev_kv,
         }
+    }
+}
+
+/// One event as the hub's ring and shared history scans hold it: read once, shared by every
+/// watcher it goes to, never copied per watcher. Its wire encoding is made once too, by the
+/// first stream that sends it (one with the previous version and one without), and every
+/// other stream sends those bytes.
+#[derive(Clone, Debug)]
+pub struct SharedEvent(Arc<SharedInner>);
+
+#[derive(Debug)]
+struct SharedInner {
+    event: Event,
+    /// The encodings without and with the previous version, once made.
+    wire: [OnceLock<Bytes>; 2],
+}
+
+impl SharedEvent {
+    pub fn new(event: Event) -> Self {
+        SharedEvent(Arc::new(SharedInner {
+            event,
+            wire: [OnceLock::new(), OnceLock::new()],
+        }))
+    }
+
+    pub fn event(&self) -> &Event {
+        &self.0.event
+    }
+}
+
+/// An event as one watcher is sent it: a shared event, and whether its previous version
+/// goes with it.
+#[derive(Clone, Debug)]
+pub struct Shaped {
+    event: SharedEvent,
+    prev_kv: bool,
+}
+
+impl Shaped {
+    /// An event of this watcher's own (one a watch filter rewrote), sent as it is.
+    pub fn owned(event: Event) -> Self {
+        Shaped {
+            event: SharedEvent::new(event),
+            prev_kv: true,
+        }
+    }
+
+    /// The event, previous version included whether or not this watcher is sent it.
+    pub fn event(&self) -> &Event {
+        self.event.event()
+    }
+
+    /// The previous version, if this watcher is sent it.
+    pub fn prev_kv(&self) -> Option<&crate::mvcc::KeyValue> {
+        self.prev_kv
+            .then(|| self.event().prev_kv.as_ref())
+            .flatten()
+    }
+
+    /// A copy of the event as this watcher is sent it.
+    pub fn to_event(&self) -> Event {
+        Event {
+            kind: self.event().kind,
+            kv: self.event().kv.clone(),
+            prev_kv: self.prev_kv().cloned(),
+        }
+    }
+
+    /// Bytes of keys and values this watcher is sent (see [`Event::size`]).
+    pub fn size(&self) -> usize {
+        let kv = |kv: &crate::mvcc::KeyValue| kv.key.len() + kv.value.len();
+        kv(&self.event().kv) + self.prev_kv().map_or(0, kv)
+    }
+
+    /// The event's wire encoding as this watcher is sent it: `encode(event, with_prev_kv)`
+    /// makes it on the first call for the shared event, and later calls, from any stream,
+    /// return the same bytes.
+    pub fn wire(&self, encode: impl FnOnce(&Event, bool) -> Bytes) -> &Bytes {
+        let with_prev = self.prev_kv && self.event().prev_kv.is_some();
+        self.event.0.wire[usize::from(with_prev)].get_or_init(|| encode(self.event(), with_prev))
+    }
+}
+
+impl PartialEq for Shaped {
+    fn eq(&self, other: &Self) -> bool {
+        let (a, b) = (self.event(), other.event());
+        a.kind == b.kind && a.kv == b.kv && self.prev_kv() == other.prev_kv()
     }
 }
 
@@ -99,7 +184,7 @@ pub enum Delivery {
     Events {
         id: i64,
         to: Revision,
-        events: Vec<Event>,
+        events: Vec<Shaped>,
         /// The watcher asked for large responses to be split.
         fragment: bool,
     },
@@ -360,7 +445,7 @@ impl Watchers {
 
 /// Events read for one watcher in a round: its id, the last revision covered, and the events
 /// (or the compact revision that took them away).
-type Batch = (i64, Revision, Result<Vec<Event>, Revision>);
+type Batch = (i64, Revision, Result<Vec<Shaped>, Revision>);
 
 /// What one watcher needs read from history in a round.
 struct Read {
@@ -389,7 +474,9 @@ fn read_plan(storage: &Storage, plan: Vec<Read>) -> Result<Vec<Batch>, mvcc::Err
         let shared = if reads.len() > 1 {
             let any_prev = reads.iter().any(|r| r.filter.prev_kv);
             let budget = RESPONSE_BYTES.saturating_mul(reads.len());
-            Some(view.events(from, to, &KeyRange::all(), any_prev, budget)?)
+            let (all, covered) = view.events(from, to, &KeyRange::all(), any_prev, budget)?;
+            let all: Vec<SharedEvent> = all.into_iter().map(SharedEvent::new).collect();
+            Some((all, covered))
         } else {
             None
         };
@@ -397,7 +484,7 @@ fn read_plan(storage: &Storage, plan: Vec<Read>) -> Result<Vec<Batch>, mvcc::Err
             let (events, to) = match &shared {
                 Some((all, covered)) => (
                     all.iter()
-                        .filter(|e| r.filter.admits(e))
+                        .filter(|e| r.filter.admits(e.event()))
                         .map(|e| r.filter.shape(e))
                         .collect(),
                     *covered,
@@ -405,7 +492,11 @@ fn read_plan(storage: &Storage, plan: Vec<Read>) -> Result<Vec<Batch>, mvcc::Err
                 None => {
                     let (events, to) =
                         view.events(from, to, &r.filter.range, r.filter.prev_kv, RESPONSE_BYTES)?;
-                    let admitted = events.into_iter().filter(|e| r.filter.admits(e)).collect();
+                    let admitted = events
+                        .into_iter()
+                        .filter(|e| r.filter.admits(e))
+                        .map(|e| r.filter.shape(&SharedEvent::new(e)))
+                        .collect();
                     (admitted, to)
                 }
             };

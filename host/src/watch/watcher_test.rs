@@ -142,7 +142,9 @@ fn summary(deliveries: &[Delivery], want: i64) -> Vec<(String, EventKind, Revisi
     deliveries
         .iter()
         .flat_map(|d| match d {
-            Delivery::Events { id, events, .. } if *id == want => events.clone(),
+            Delivery::Events { id, events, .. } if *id == want => {
+                events.iter().map(|e| e.to_event()).collect()
+            }
             _ => Vec::new(),
         })
         .map(|e| {
