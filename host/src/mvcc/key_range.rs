@@ -26,7 +26,7 @@ pub fn storable(key: &[u8]) -> Vec<u8> {
 }
 
 /// A set of keys named by etcd's `(key, range_end)` pair.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum KeyRange {
     /// Exactly one key.
     Single(Vec<u8>),

@@ -12,7 +12,7 @@
 //! The stream's protocol (gRPC or the HTTP gateway, budgets, fragmenting) is `api/watch.rs`;
 //! this module knows MVCC events only, so it is tested without a transport.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
@@ -36,7 +36,7 @@ static HISTORY_READS: Semaphore = Semaphore::const_new(4);
 /// Which events a watcher is sent, and in what shape: etcd's key range, its NOPUT and
 /// NODELETE filters, and `prev_kv`. The one filter every read path applies (the hub's ring,
 /// shared history scans, a lone watcher's history read).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Filter {
     pub range: KeyRange,
     pub no_put: bool,
@@ -377,6 +377,10 @@ impl Watchers {
     fn plan(&mut self, hub: Revisions, store_current: Revision) -> (Vec<Batch>, Vec<Read>) {
         let mut batches: Vec<Batch> = Vec::new();
         let mut plan: Vec<Read> = Vec::new();
+        // Watchers alike (the same filter, due the same revisions) share one read of the
+        // ring: a stream's watchers often are.
+        type Window<'a> = (Revision, Revision, &'a Filter);
+        let mut alike: HashMap<Window<'_>, Option<(Vec<Shaped>, Revision)>> = HashMap::new();
         for (id, w) in &mut self.watchers {
             if !w.synced {
                 if w.next_rev > store_current {
@@ -391,12 +395,16 @@ impl Watchers {
                     continue;
                 }
             }
+            let w: &Watcher = w;
             if w.next_rev > hub.current {
                 continue;
             }
             let to = hub.current.min(w.next_rev + MAX_REVS_PER_RESPONSE - 1);
-            match self.hub.events(w.next_rev, to, &w.filter, RESPONSE_BYTES) {
-                Some((events, to)) => batches.push((*id, to, Ok(events))),
+            let held = alike
+                .entry((w.next_rev, to, &w.filter))
+                .or_insert_with(|| self.hub.events(w.next_rev, to, &w.filter, RESPONSE_BYTES));
+            match held {
+                Some((events, to)) => batches.push((*id, *to, Ok(events.clone()))),
                 None => plan.push(Read {
                     id: *id,
                     from: w.next_rev,

@@ -346,3 +346,59 @@ async fn progress_is_due_once_per_quiet_tick() {
     assert_eq!(watchers.progress_due(5), vec![caught_up]);
     assert_eq!(watchers.progress_due(5), vec![caught_up]);
 }
+
+#[tokio::test]
+async fn watchers_alike_share_one_ring_read_and_others_get_their_own() {
+    // Proves watchers with the same filter and cursor get the same events (the very same
+    // shared events), while a watcher with another range, another option or another cursor
+    // gets exactly its own.
+    let f = Fixture::new();
+    let mut watchers = f.watchers();
+    let start = f.put("a/0", "x");
+    let current = start.current;
+    let prefix = |id| Spec {
+        id,
+        ..spec("a/", "a0", 0)
+    };
+    let (a, b) = (
+        create(&mut watchers, prefix(1), current),
+        create(&mut watchers, prefix(2), current),
+    );
+    let single = create(&mut watchers, spec("a/2", "", 0), current);
+    let deletes_only = create(
+        &mut watchers,
+        Spec {
+            no_put: true,
+            ..prefix(4)
+        },
+        current,
+    );
+    f.put("a/1", "x");
+    let later = create(&mut watchers, prefix(5), f.store().current);
+    f.put("a/2", "y");
+    f.delete("a/1");
+    let hub = f.publish().await;
+    let round = due(&mut watchers, hub, hub.current).await;
+    let rev = |n: i64| current + n;
+    let put = |k: &str, n| (k.to_string(), EventKind::Put, rev(n), false);
+    let del = |k: &str, n| (k.to_string(), EventKind::Delete, rev(n), false);
+    let all = vec![put("a/1", 1), put("a/2", 2), del("a/1", 3)];
+    assert_eq!(summary(&round, a), all);
+    assert_eq!(summary(&round, b), all);
+    assert_eq!(summary(&round, single), vec![put("a/2", 2)]);
+    assert_eq!(summary(&round, deletes_only), vec![del("a/1", 3)]);
+    assert_eq!(summary(&round, later), all[1..].to_vec());
+    let events_of = |want| {
+        round.iter().find_map(|d| match d {
+            Delivery::Events { id, events, .. } if *id == want => Some(events),
+            _ => None,
+        })
+    };
+    let (of_a, of_b) = (
+        events_of(a).expect("a's events"),
+        events_of(b).expect("b's events"),
+    );
+    for (x, y) in of_a.iter().zip(of_b) {
+        assert!(std::ptr::eq(x.event(), y.event()), "one shared event");
+    }
+}
