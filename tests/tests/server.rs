@@ -124,6 +124,20 @@ fn sigterm_stops_cleanly_and_data_survives() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "v\n");
 }
 
+#[test]
+fn the_member_runs_without_transparent_huge_pages() {
+    // Proves cairn turns transparent huge pages off for its own process, whatever the
+    // system's setting (docs/operations.md, "Transparent huge pages").
+    let node = CairnNode::start(&[]);
+    let pid = node.pid().expect("running");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let thp = status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .unwrap_or_else(|| panic!("no THP_enabled line (Linux 5.0 or later) in:\n{status}"));
+    assert_eq!(thp.trim(), "0", "THP_enabled in /proc/{pid}/status");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_status_report_the_member() {
     // Proves grpc.health.v1 says SERVING and Maintenance.Status describes this member.

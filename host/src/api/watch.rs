@@ -3,7 +3,8 @@
 //! This is the protocol side of a watch stream: requests in, responses out, for gRPC and the
 //! HTTP gateway alike. Which events each watcher is due, and reading them, is
 //! `crate::watch::Watchers`; this file turns requests into its calls and its deliveries
-//! into `WatchResponse`s (converting events, splitting `fragment` responses).
+//! into responses (`watch_wire::WatchFrame`s, which carry each event's shared encoding, split
+//! for `fragment` watchers). `watch_wire.rs` serves them over gRPC.
 //!
 //! Each stream runs one task, woken by the member's watch hub after each commit. Memory is
 //! bounded in bytes, not in responses: a delivery carries at most about
