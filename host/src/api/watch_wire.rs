@@ -119,13 +119,7 @@ impl WatchFrame {
 
 /// The event's encoding, made once for every watcher that is sent it alike.
 fn wire(e: &Shaped) -> &Bytes {
-    e.wire(|event, with_prev| {
-        let mut pb = event_ref(event);
-        if !with_prev {
-            pb.prev_kv = None;
-        }
-        Bytes::from(pb.encode_to_vec())
-    })
+    e.wire(|shaped| Bytes::from(event(shaped.to_event()).encode_to_vec()))
 }
 
 /// Bytes the event takes in a response: field key (one byte), length, encoding.
@@ -140,14 +134,6 @@ pub fn event(e: Event) -> mvccpb::Event {
         r#type: event_type(e.kind),
         kv: Some(convert::kv(e.kv)),
         prev_kv: e.prev_kv.map(convert::kv),
-    }
-}
-
-fn event_ref(e: &Event) -> mvccpb::Event {
-    mvccpb::Event {
-        r#type: event_type(e.kind),
-        kv: Some(convert::kv(e.kv.clone())),
-        prev_kv: e.prev_kv.clone().map(convert::kv),
     }
 }
 

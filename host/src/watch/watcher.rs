@@ -134,12 +134,12 @@ impl Shaped {
         kv(&self.event().kv) + self.prev_kv().map_or(0, kv)
     }
 
-    /// The event's wire encoding as this watcher is sent it: `encode(event, with_prev_kv)`
-    /// makes it on the first call for the shared event, and later calls, from any stream,
-    /// return the same bytes.
-    pub fn wire(&self, encode: impl FnOnce(&Event, bool) -> Bytes) -> &Bytes {
-        let with_prev = self.prev_kv && self.event().prev_kv.is_some();
-        self.event.0.wire[usize::from(with_prev)].get_or_init(|| encode(self.event(), with_prev))
+    /// The event's wire encoding as this watcher is sent it: `encode(self)` makes it on the
+    /// first call for the shared event and this shape (with or without the previous
+    /// version), and later calls, from any stream, return the same bytes.
+    pub fn wire(&self, encode: impl FnOnce(&Shaped) -> Bytes) -> &Bytes {
+        let with_prev = self.prev_kv().is_some();
+        self.event.0.wire[usize::from(with_prev)].get_or_init(|| encode(self))
     }
 }
 
