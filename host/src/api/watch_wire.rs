@@ -129,18 +129,14 @@ fn event_field_len(e: &Shaped) -> usize {
 }
 
 /// etcd's `mvccpb.Event` for `e`.
-pub fn event(e: Event) -> mvccpb::Event {
+fn event(e: Event) -> mvccpb::Event {
     mvccpb::Event {
-        r#type: event_type(e.kind),
+        r#type: match e.kind {
+            EventKind::Put => mvccpb::event::EventType::Put as i32,
+            EventKind::Delete => mvccpb::event::EventType::Delete as i32,
+        },
         kv: Some(convert::kv(e.kv)),
         prev_kv: e.prev_kv.map(convert::kv),
-    }
-}
-
-fn event_type(kind: EventKind) -> i32 {
-    match kind {
-        EventKind::Put => mvccpb::event::EventType::Put as i32,
-        EventKind::Delete => mvccpb::event::EventType::Delete as i32,
     }
 }
 

@@ -19,6 +19,13 @@ pub struct KeyValue {
     pub lease: i64,
 }
 
+impl KeyValue {
+    /// Bytes of its key and value.
+    pub fn size(&self) -> usize {
+        self.key.len() + self.value.len()
+    }
+}
+
 /// What happened to a key at one revision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventKind {
@@ -41,8 +48,7 @@ impl Event {
     /// Bytes of keys and values the event carries (with its previous version's): what
     /// bounds on buffered events count.
     pub fn size(&self) -> usize {
-        let kv = |kv: &KeyValue| kv.key.len() + kv.value.len();
-        kv(&self.kv) + self.prev_kv.as_ref().map_or(0, kv)
+        self.kv.size() + self.prev_kv.as_ref().map_or(0, KeyValue::size)
     }
 }
 

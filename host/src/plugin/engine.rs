@@ -348,11 +348,7 @@ impl HostState {
             .range(&req)
             .map_err(|e| self.storage_fault(e))?;
         self.recorded(|| op, || carry::answer_of_range(&resp.kvs));
-        let bytes: u64 = resp
-            .kvs
-            .iter()
-            .map(|kv| (kv.key.len() + kv.value.len()) as u64)
-            .sum();
+        let bytes: u64 = resp.kvs.iter().map(|kv| kv.size() as u64).sum();
         self.charge(PER_KEY_FUEL * resp.kvs.len() as u64 + bytes)?;
         Ok(resp.kvs)
     }

@@ -130,8 +130,7 @@ impl Shaped {
 
     /// Bytes of keys and values this watcher is sent (see [`Event::size`]).
     pub fn size(&self) -> usize {
-        let kv = |kv: &crate::mvcc::KeyValue| kv.key.len() + kv.value.len();
-        kv(&self.event().kv) + self.prev_kv().map_or(0, kv)
+        self.event().kv.size() + self.prev_kv().map_or(0, crate::mvcc::KeyValue::size)
     }
 
     /// The event's wire encoding as this watcher is sent it: `encode(self)` makes it on the
