@@ -257,3 +257,136 @@ async fn restarted_leader_serves_no_stale_linearizable_read() {
     })
     .await;
 }
+
+/// The member (other than `except`) that reports itself leader, if one does within 2 s.
+async fn leader_among_others(cluster: &Cluster, except: usize) -> Option<(usize, u64)> {
+    for (i, m) in cluster.members.iter().enumerate() {
+        if i == except {
+            continue;
+        }
+        let status = async {
+            let mut c = cairn_tests::cluster::try_connect(&m.endpoint())
+                .await
+                .ok()?;
+            c.status().await.ok()
+        };
+        if let Ok(Some(status)) = tokio::time::timeout(Duration::from_secs(2), status).await {
+            let me = status.header().map(|h| h.member_id());
+            if me == Some(status.leader()) {
+                return me.map(|id| (i, id));
+            }
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resumed_leader_follows_the_new_one_under_client_load() {
+    // Proves a leader frozen (SIGSTOP) past its lease, while the others elect a new leader
+    // and its own clients keep sending it writes, follows the new leader within seconds of
+    // being resumed and forwards its clients' writes to it. (It once spun its workers on the
+    // writes it held, in the forwarding loop, and answered neither clients nor peers for as
+    // long as the load lasted.) No acknowledged write is lost.
+    let _serial = SERIAL.lock().await;
+    with_timeout(Duration::from_secs(240), "resumed leader", async {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+        let cluster = Cluster::start(Flavor::Cairn, 3, &[]).await;
+        let old = cluster.wait_for_leader(Duration::from_secs(30)).await;
+        let endpoint = cluster.members[old].endpoint();
+        // More writers than any machine has cores: each write the frozen member holds is a
+        // task of its own once it runs again.
+        const CLIENTS: usize = 32;
+        let mut clients = Vec::new();
+        for _ in 0..CLIENTS {
+            clients.push(connect(&endpoint).await);
+        }
+        cluster.members[old].pause();
+        let paused = Instant::now();
+        let stop = Arc::new(AtomicBool::new(false));
+        let resumed_at: Arc<std::sync::OnceLock<Instant>> = Arc::default();
+        let acked_after_resume = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for (w, mut c) in clients.into_iter().enumerate() {
+            let (stop, resumed_at, after) =
+                (stop.clone(), resumed_at.clone(), acked_after_resume.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut acked = Vec::new();
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = format!("frozen/{w}/{n}");
+                    n += 1;
+                    let sent = Instant::now();
+                    let put = c.put(key.as_str(), "v", None);
+                    if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), put).await {
+                        acked.push(key);
+                        if resumed_at.get().is_some_and(|r| sent > *r) {
+                            after.fetch_add(1, Ordering::Relaxed);
+                        }
+                    } else {
+                        // A refused put fails at once: do not spin on it.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+                acked
+            }));
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (new, new_id) = loop {
+            if let Some(found) = leader_among_others(&cluster, old).await {
+                break found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no new leader while m{old} is frozen"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        // Frozen well past its leader lease (two election timeouts: 2 s), so that once it
+        // runs it knows it has lost its quorum.
+        let frozen_for = Duration::from_secs(4);
+        if let Some(rest) = frozen_for.checked_sub(paused.elapsed()) {
+            tokio::time::sleep(rest).await;
+        }
+        cluster.members[old].resume();
+        let resumed = Instant::now();
+        resumed_at.set(resumed).expect("set once");
+
+        // Within 4 s: it names the new leader, and writes sent to it after the resume are
+        // acknowledged. (It takes 0.1-1.1 s, on a busy machine too. The spinning writes
+        // held their workers for at least the forwarding patience, 3 s, and usually for as
+        // long as the load lasted.)
+        let limit = Duration::from_secs(4);
+        let follows = loop {
+            let status = async {
+                let mut c = cairn_tests::cluster::try_connect(&endpoint).await.ok()?;
+                c.status().await.ok()
+            };
+            let leader = tokio::time::timeout(Duration::from_secs(1), status)
+                .await
+                .ok()
+                .flatten()
+                .map(|s| s.leader());
+            if leader == Some(new_id) && acked_after_resume.load(Ordering::Relaxed) > 0 {
+                break resumed.elapsed();
+            }
+            assert!(
+                resumed.elapsed() < limit,
+                "m{old} resumed {limit:?} ago: it names leader {leader:?} (the new one is \
+                 m{new}, {new_id:x}) and acknowledged {} writes sent since",
+                acked_after_resume.load(Ordering::Relaxed)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        println!("m{old} follows m{new} and takes writes {follows:?} after its resume");
+        stop.store(true, Ordering::Relaxed);
+        let mut acked = Vec::new();
+        for t in tasks {
+            acked.extend(t.await.expect("writer task"));
+        }
+        cairn_tests::converge::wait_converged(&cluster, Duration::from_secs(60)).await;
+        cairn_tests::converge::assert_all_present(&cluster, "frozen/", &acked).await;
+    })
+    .await;
+}

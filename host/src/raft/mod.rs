@@ -542,26 +542,17 @@ impl RaftNode {
         // Read in place: this runs several times per request.
         let metrics = self.raft.metrics();
         let m = metrics.borrow_watched();
-        let mut status = RaftStatus {
+        let leader = known_leader(&m, self.leader_lease);
+        RaftStatus {
             term: m.current_term,
-            leader: m.current_leader,
+            leader,
             last_log_index: m.last_log_index.unwrap_or(0),
             committed_index: m.local_committed.map_or(0, |id| id.index),
             applied_index: m.last_applied.map_or(0, |id| id.index),
             purged_index: m.purged.map_or(0, |id| id.index),
-            is_leader: m.state == ServerState::Leader,
+            is_leader: m.state == ServerState::Leader && leader == Some(self.id),
             is_learner: m.state == ServerState::Learner,
-        };
-        // A leader that has not heard from a quorum for a lease period cannot commit: report
-        // no leader, as etcd's leader does when CheckQuorum makes it step down. (openraft keeps
-        // the role and rejects proposals meanwhile; it resumes when the quorum answers.)
-        let heard = quorum_heard_within(&m, self.leader_lease);
-        drop(m);
-        if status.is_leader && !heard {
-            status.is_leader = false;
-            status.leader = None;
         }
-        status
     }
 
     /// On the leader: every other member of the configuration, and whether it acknowledged a
@@ -682,6 +673,20 @@ async fn hello_through(
 /// Whether a quorum acknowledged this leader within `lease`. Always true with one voter; and
 /// true before any acknowledgement is recorded, which means just elected by a quorum
 /// (openraft fills the metric in only seconds after an election).
+/// The leader as this member reports it ([`RaftNode::status`]): openraft's, except that a
+/// leader that has not heard from a quorum within `lease` cannot commit and reports none, as
+/// etcd's leader does when CheckQuorum makes it step down. (openraft keeps the role and
+/// rejects proposals meanwhile; it resumes when the quorum answers, or steps down when it
+/// hears of a newer term.) Whatever waits for a leader must judge by this too: openraft's own
+/// `current_leader` names such a leader still.
+fn known_leader(m: &openraft::RaftMetrics<TypeConfig>, lease: Duration) -> Option<u64> {
+    if m.state == ServerState::Leader && !quorum_heard_within(m, lease) {
+        None
+    } else {
+        m.current_leader
+    }
+}
+
 fn quorum_heard_within(m: &openraft::RaftMetrics<TypeConfig>, lease: Duration) -> bool {
     m.membership_config.voter_ids().count() <= 1
         || m.last_quorum_acked

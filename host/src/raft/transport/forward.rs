@@ -107,13 +107,21 @@ impl RaftNode {
         }
     }
 
-    /// Waits (up to `limit`) until the known leader differs from `old`.
+    /// Waits (up to `limit`) until a leader is known ([`RaftNode::status`]'s) that differs
+    /// from `old`.
+    ///
+    /// It must judge by the same leader as `status`, which `on_leader` read `old` from. A
+    /// leader frozen past its lease (SIGSTOP, a stalled disk) reports no leader while
+    /// openraft's metrics still name itself: judged by openraft's, "a leader other than
+    /// none" held at once, and every write it held spun in `on_leader` without yielding,
+    /// starving the Raft core that would have learned the new leader.
     async fn wait_for_leader_change(&self, old: Option<u64>, limit: Duration) {
+        let lease = self.leader_lease;
         let _ = self
             .raft
             .wait(Some(limit))
             .metrics(
-                |m| m.current_leader.is_some() && m.current_leader != old,
+                |m| crate::raft::known_leader(m, lease).is_some_and(|l| Some(l) != old),
                 "leader change",
             )
             .await;
