@@ -114,6 +114,30 @@ impl LogCache {
         let to = (end - w.first) as usize;
         Some(w.entries.range(from..to).map(|(e, _)| e.clone()).collect())
     }
+
+    /// The entries from `start` on, before `end`, while they add up to at most `budget` bytes
+    /// (the first one whatever its size), if the window holds at least the first.
+    pub fn get_within(&self, start: u64, end: u64, budget: usize) -> Option<Vec<Entry>> {
+        let w = self.window();
+        let last = w.last()?;
+        if start < w.first || start > last || start >= end {
+            return None;
+        }
+        let from = (start - w.first) as usize;
+        let to = (end.min(last + 1) - w.first) as usize;
+        let mut spent = 0;
+        Some(
+            w.entries
+                .range(from..to)
+                .take_while(|(_, cost)| {
+                    let first = spent == 0;
+                    spent += cost;
+                    first || spent <= budget
+                })
+                .map(|(e, _)| e.clone())
+                .collect(),
+        )
+    }
 }
 
 #[cfg(test)]
@@ -179,6 +203,27 @@ mod tests {
         cache.append(entry(50), 10);
         assert_eq!(cache.get(1, 2), None);
         assert_eq!(indexes(cache.get(50, 51)), Some(vec![50]));
+    }
+
+    #[test]
+    fn a_limited_read_stops_at_its_budget_or_the_window() {
+        let cache = LogCache::new(1 << 20);
+        for index in 1..=10 {
+            // Each costs 100 bytes with the overhead.
+            cache.append(entry(index), 100 - ENTRY_OVERHEAD);
+        }
+        let read = |start, end, budget| indexes(cache.get_within(start, end, budget));
+        assert_eq!(read(3, 11, 1000), Some((3..=10).collect()));
+        assert_eq!(read(3, 11, 300), Some(vec![3, 4, 5]));
+        assert_eq!(read(3, 5, 300), Some(vec![3, 4]));
+        // The first entry comes whatever the budget.
+        assert_eq!(read(3, 11, 10), Some(vec![3]));
+        // Past the window's end: what the window has.
+        assert_eq!(read(9, 20, 1000), Some(vec![9, 10]));
+        // Not starting inside the window, or an empty range: disk's business.
+        assert_eq!(read(11, 20, 1000), None);
+        assert_eq!(read(0, 5, 1000), None);
+        assert_eq!(read(4, 4, 1000), None);
     }
 
     #[test]

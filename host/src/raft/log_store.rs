@@ -43,6 +43,10 @@ const INLINE_READ_ENTRIES: u64 = 16;
 /// Bytes of recent entries kept decoded: at 10,000 writes a second of 256-byte values, a few
 /// seconds of log, far more than replication or apply normally trail by.
 const CACHE_BYTES: usize = 16 << 20;
+/// Bytes of entries per AppendEntries request (at least one entry), as etcd's
+/// `MaxSizePerMsg` (1 MiB). Requests are pipelined on the replication stream, so this bounds
+/// the size of each, not the rate.
+pub const REPLICATION_BATCH_BYTES: usize = 1 << 20;
 /// Entries the purge thread deletes per batch.
 const PURGE_CHUNK: u64 = 1024;
 
@@ -214,6 +218,56 @@ impl LogStore {
     }
 }
 
+impl LogStore {
+    /// The entries from `first` (`None`: past `u64::MAX`) up to `end` (exclusive; `None`:
+    /// the log's end), stopping once they add up to more than `budget` bytes (the first entry
+    /// comes whatever its size).
+    async fn read_entries(
+        &self,
+        first: Option<u64>,
+        end: Option<u64>,
+        budget: usize,
+    ) -> Result<Vec<Entry>, io::Error> {
+        if let (Some(first), Some(end)) = (first, end) {
+            let cached = if budget == usize::MAX {
+                self.cache.get(first, end)
+            } else {
+                self.cache.get_within(first, end, budget)
+            };
+            if let Some(entries) = cached {
+                return Ok(entries);
+            }
+        }
+        // Entries purged but not deleted yet are not there for readers.
+        let floor = self.purger.purged().map_or(0, |p| p.index + 1);
+        let Some(first) = first.map(|f| f.max(floor)) else {
+            return Ok(Vec::new()); // starts after u64::MAX
+        };
+        let start = Bound::Included(first.to_be_bytes());
+        let end_key = end.map_or(Bound::Unbounded, |e| Bound::Excluded(e.to_be_bytes()));
+        let read = move |s: Storage| {
+            let (mut out, mut spent) = (Vec::new(), 0usize);
+            for guard in s.raft_log.range::<[u8; 8], _>((start, end_key)) {
+                let (_, raw) = guard.into_inner().map_err(to_io)?;
+                spent = spent.saturating_add(raw.len());
+                if spent > budget && !out.is_empty() {
+                    break;
+                }
+                out.push(postcard::from_bytes(&raw).map_err(invalid)?);
+            }
+            Ok(out)
+        };
+        // Not in the cache (a follower catching up, or the first reads after a restart): a few
+        // entries are read in place, which spares two thread hops; long ranges go to the
+        // blocking pool.
+        if end.is_some_and(|e| e.saturating_sub(first) <= INLINE_READ_ENTRIES) {
+            read(self.storage.clone())
+        } else {
+            self.blocking(read).await
+        }
+    }
+}
+
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
@@ -229,34 +283,21 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(&i) => Some(i),
             Bound::Unbounded => None,
         };
-        if let (Some(first), Some(end)) = (first, end)
-            && let Some(entries) = self.cache.get(first, end)
-        {
-            return Ok(entries);
-        }
-        // Entries purged but not deleted yet are not there for readers.
-        let floor = self.purger.purged().map_or(0, |p| p.index + 1);
-        let Some(first) = first.map(|f| f.max(floor)) else {
-            return Ok(Vec::new()); // starts after u64::MAX
-        };
-        let start = Bound::Included(first.to_be_bytes());
-        let end_key = end.map_or(Bound::Unbounded, |e| Bound::Excluded(e.to_be_bytes()));
-        let read = move |s: Storage| {
-            let mut out = Vec::new();
-            for guard in s.raft_log.range::<[u8; 8], _>((start, end_key)) {
-                let (_, raw) = guard.into_inner().map_err(to_io)?;
-                out.push(postcard::from_bytes(&raw).map_err(invalid)?);
-            }
-            Ok(out)
-        };
-        // Not in the cache (a follower catching up, or the first reads after a restart): a few
-        // entries are read in place, which spares two thread hops; long ranges go to the
-        // blocking pool.
-        if end.is_some_and(|e| e.saturating_sub(first) <= INLINE_READ_ENTRIES) {
-            read(self.storage.clone())
-        } else {
-            self.blocking(read).await
-        }
+        self.read_entries(first, end, usize::MAX).await
+    }
+
+    /// What replication sends in one AppendEntries request: at most
+    /// [`REPLICATION_BATCH_BYTES`] of entries (openraft caps only their number). Without a
+    /// byte cap, a follower that had fallen a few hundred large entries behind was sent a
+    /// request larger than a peer message may be (or than it could take in before the
+    /// stream's deadline), again and again, and never caught up.
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, io::Error> {
+        self.read_entries(Some(start), Some(end), REPLICATION_BATCH_BYTES)
+            .await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {

@@ -238,3 +238,38 @@ async fn purge_is_immediate_for_readers_and_complete_after_a_restart() -> io::Re
     assert_eq!(read.len(), 500);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_reads_stop_at_the_batch_bytes() -> io::Result<()> {
+    // Proves what one AppendEntries request carries is bounded by bytes, whether the entries
+    // come from the cache (the store that appended them) or from disk (a fresh store: its
+    // cache is empty), that a single entry larger than the bound still goes, and that other
+    // log reads are not bounded.
+    use super::log_store::REPLICATION_BATCH_BYTES;
+    use openraft::storage::{RaftLogReader, RaftLogStorageExt};
+    let dir = tempfile::tempdir()?;
+    let to_io = |e: StorageError<TypeConfig>| io::Error::other(e.to_string());
+    let value = "v".repeat(REPLICATION_BATCH_BYTES / 4);
+    let big = "b".repeat(REPLICATION_BATCH_BYTES * 2);
+    let mut entries: Vec<Entry> = (1..=10)
+        .map(|i| kv_entry(i, put(&format!("k{i}"), &value)))
+        .collect();
+    entries.push(kv_entry(11, put("big", &big)));
+    entries.push(kv_entry(12, put("k12", &value)));
+    for from in ["cache", "disk"] {
+        let (_, mut log, _) = open(dir.path())?;
+        if from == "cache" {
+            log.blocking_append(entries.clone()).await.map_err(to_io)?;
+        }
+        let mut read = async |start, end| -> io::Result<Vec<u64>> {
+            let entries = log.limited_get_log_entries(start, end).await?;
+            Ok(entries.iter().map(|e| e.log_id.index).collect())
+        };
+        // A quarter of the bound each, plus a little: three fit, not four.
+        assert_eq!(read(1, 13).await?, vec![1, 2, 3], "from {from}");
+        assert_eq!(read(9, 13).await?, vec![9, 10], "from {from}");
+        assert_eq!(read(11, 13).await?, vec![11], "from {from}");
+        assert_eq!(log.try_get_log_entries(1..13).await?.len(), 12, "from {from}");
+    }
+    Ok(())
+}
