@@ -269,7 +269,11 @@ async fn replication_reads_stop_at_the_batch_bytes() -> io::Result<()> {
         assert_eq!(read(1, 13).await?, vec![1, 2, 3], "from {from}");
         assert_eq!(read(9, 13).await?, vec![9, 10], "from {from}");
         assert_eq!(read(11, 13).await?, vec![11], "from {from}");
-        assert_eq!(log.try_get_log_entries(1..13).await?.len(), 12, "from {from}");
+        assert_eq!(
+            log.try_get_log_entries(1..13).await?.len(),
+            12,
+            "from {from}"
+        );
     }
     Ok(())
 }
