@@ -443,8 +443,14 @@ impl Cluster {
 
     /// The index of the member that reports itself leader, if a running one does.
     pub async fn leader(&self) -> Option<usize> {
+        self.leader_except(None).await
+    }
+
+    /// [`Self::leader`], asking every running member but `except` (a member that is frozen,
+    /// whose answer would only cost the wait).
+    pub async fn leader_except(&self, except: Option<usize>) -> Option<usize> {
         for (i, m) in self.members.iter().enumerate() {
-            if !m.is_running() {
+            if !m.is_running() || Some(i) == except {
                 continue;
             }
             let Ok(Ok(mut client)) = tokio::time::timeout(

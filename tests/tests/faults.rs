@@ -258,28 +258,6 @@ async fn restarted_leader_serves_no_stale_linearizable_read() {
     .await;
 }
 
-/// The member (other than `except`) that reports itself leader, if one does within 2 s.
-async fn leader_among_others(cluster: &Cluster, except: usize) -> Option<(usize, u64)> {
-    for (i, m) in cluster.members.iter().enumerate() {
-        if i == except {
-            continue;
-        }
-        let status = async {
-            let mut c = cairn_tests::cluster::try_connect(&m.endpoint())
-                .await
-                .ok()?;
-            c.status().await.ok()
-        };
-        if let Ok(Some(status)) = tokio::time::timeout(Duration::from_secs(2), status).await {
-            let me = status.header().map(|h| h.member_id());
-            if me == Some(status.leader()) {
-                return me.map(|id| (i, id));
-            }
-        }
-    }
-    None
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resumed_leader_follows_the_new_one_under_client_load() {
     // Proves a leader frozen (SIGSTOP) past its lease, while the others elect a new leader
@@ -333,8 +311,8 @@ async fn resumed_leader_follows_the_new_one_under_client_load() {
             }));
         }
         let deadline = Instant::now() + Duration::from_secs(30);
-        let (new, new_id) = loop {
-            if let Some(found) = leader_among_others(&cluster, old).await {
+        let new = loop {
+            if let Some(found) = cluster.leader_except(Some(old)).await {
                 break found;
             }
             assert!(
@@ -343,6 +321,7 @@ async fn resumed_leader_follows_the_new_one_under_client_load() {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
+        let new_id = cluster.members[new].id().await;
         // Frozen well past its leader lease (two election timeouts: 2 s), so that once it
         // runs it knows it has lost its quorum.
         let frozen_for = Duration::from_secs(4);
