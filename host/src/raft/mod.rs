@@ -681,9 +681,6 @@ async fn hello_through(
     Err(last_error)
 }
 
-/// Whether a quorum acknowledged this leader within `lease`. Always true with one voter; and
-/// true before any acknowledgement is recorded, which means just elected by a quorum
-/// (openraft fills the metric in only seconds after an election).
 /// The leader as this member reports it ([`RaftNode::status`]): openraft's, except that a
 /// leader that has not heard from a quorum within `lease` cannot commit and reports none, as
 /// etcd's leader does when CheckQuorum makes it step down. (openraft keeps the role and
@@ -698,6 +695,9 @@ fn known_leader(m: &openraft::RaftMetrics<TypeConfig>, lease: Duration) -> Optio
     }
 }
 
+/// Whether a quorum acknowledged this leader within `lease`. Always true with one voter; and
+/// true before any acknowledgement is recorded, which means just elected by a quorum
+/// (openraft fills the metric in only seconds after an election).
 fn quorum_heard_within(m: &openraft::RaftMetrics<TypeConfig>, lease: Duration) -> bool {
     m.membership_config.voter_ids().count() <= 1
         || m.last_quorum_acked
