@@ -129,9 +129,6 @@ pub struct ApiContext {
 
 pub type Context = Arc<ApiContext>;
 
-/// Runs `work`, which may block for a while (a plugin call), letting a multi-threaded runtime
-/// move its other tasks off this thread meanwhile (a current-thread runtime, as some tests
-/// use, cannot: there it just runs).
 /// One audit line for a change to users, roles, authentication or the plugin registry, on
 /// the member that received it: who asked (the authenticated user), what changed, and the
 /// revision it was applied at. Target `cairn::audit`, so `RUST_LOG` can route or silence it.
@@ -154,6 +151,9 @@ pub(crate) fn audit_range(key: &[u8], end: &[u8]) -> String {
     }
 }
 
+/// Runs `work`, which may block for a while (a plugin call), letting a multi-threaded runtime
+/// move its other tasks off this thread meanwhile (a current-thread runtime, as some tests
+/// use, cannot: there it just runs).
 pub(crate) fn blocking_in_place<T>(work: impl FnOnce() -> T) -> T {
     let multi_thread = tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);

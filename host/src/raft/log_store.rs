@@ -220,19 +220,18 @@ impl LogStore {
 
 impl LogStore {
     /// The entries from `first` (`None`: past `u64::MAX`) up to `end` (exclusive; `None`:
-    /// the log's end), stopping once they add up to more than `budget` bytes (the first entry
-    /// comes whatever its size).
+    /// the log's end), with a `budget`: stopping once they add up to more than that many bytes
+    /// (the first entry comes whatever its size).
     async fn read_entries(
         &self,
         first: Option<u64>,
         end: Option<u64>,
-        budget: usize,
+        budget: Option<usize>,
     ) -> Result<Vec<Entry>, io::Error> {
         if let (Some(first), Some(end)) = (first, end) {
-            let cached = if budget == usize::MAX {
-                self.cache.get(first, end)
-            } else {
-                self.cache.get_within(first, end, budget)
+            let cached = match budget {
+                None => self.cache.get(first, end),
+                Some(budget) => self.cache.get_within(first, end, budget),
             };
             if let Some(entries) = cached {
                 return Ok(entries);
@@ -250,7 +249,7 @@ impl LogStore {
             for guard in s.raft_log.range::<[u8; 8], _>((start, end_key)) {
                 let (_, raw) = guard.into_inner().map_err(to_io)?;
                 spent = spent.saturating_add(raw.len());
-                if spent > budget && !out.is_empty() {
+                if budget.is_some_and(|b| spent > b) && !out.is_empty() {
                     break;
                 }
                 out.push(postcard::from_bytes(&raw).map_err(invalid)?);
@@ -283,7 +282,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(&i) => Some(i),
             Bound::Unbounded => None,
         };
-        self.read_entries(first, end, usize::MAX).await
+        self.read_entries(first, end, None).await
     }
 
     /// What replication sends in one AppendEntries request: at most
@@ -296,7 +295,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         start: u64,
         end: u64,
     ) -> Result<Vec<Entry>, io::Error> {
-        self.read_entries(Some(start), Some(end), REPLICATION_BATCH_BYTES)
+        self.read_entries(Some(start), Some(end), Some(REPLICATION_BATCH_BYTES))
             .await
     }
 
