@@ -70,6 +70,8 @@
 //! ./target/release/cairn-bench --fault-rounds 2 --clients 16
 //! # RSS, disk and restart time after a million keys, one member each, 2 rounds
 //! ./target/release/cairn-bench --scale-keys 1000000
+//! # the same after ten million revisions of 100,000 keys, values random (incompressible)
+//! ./target/release/cairn-bench --scale-keys 100000 --scale-revisions 10000000 --scale-random-values
 //! # load running endpoints only (profiling), e.g. a cluster started by hand
 //! ./target/release/cairn-bench --target 127.0.0.1:2379,127.0.0.1:22379 --workload range-linearizable --clients 16
 //! ```
@@ -192,6 +194,16 @@ struct Args {
     scale_keys: Option<usize>,
     #[arg(long, default_value_t = 2)]
     scale_rounds: u32,
+    /// With `--scale-keys`: write this many revisions (puts) in all, cycling over the keys, so
+    /// each key has about revisions/keys versions; nothing is compacted (default: one put per
+    /// key).
+    #[arg(long, requires = "scale_keys")]
+    scale_revisions: Option<usize>,
+    /// With `--scale-keys`: every value `--val-size` random bytes, different for every put,
+    /// so neither server can compress them (default: `--val-size` repeated letters, as every
+    /// other workload writes).
+    #[arg(long, requires = "scale_keys")]
+    scale_random_values: bool,
     #[arg(long, value_enum, default_value_t = PluginKind::Guard)]
     plugin_kind: PluginKind,
     /// The binding config (default: the json-schema guard's `{"type":"string"}`).
@@ -2642,8 +2654,40 @@ async fn under_faults(args: &Args, rounds: u32, value: &[u8]) {
 const SCALE_IN_FLIGHT: usize = 256;
 /// `--scale-keys`: longest a restarted member may take to serve the last key.
 const SCALE_RESTART_LIMIT: Duration = Duration::from_secs(300);
+/// `--scale-keys`: the backend quota both servers run with (16 GiB), so that neither refuses
+/// writes (NOSPACE) before the load is done: ten million revisions outgrow etcd's default
+/// 2 GiB.
+const SCALE_QUOTA_BYTES: &str = "17179869184";
 
-/// One server after `--scale-keys` keys.
+/// What `--scale-keys` writes.
+struct ScaleLoad {
+    /// Distinct keys, `scale/<n>`.
+    keys: usize,
+    /// Puts in all: put `i` writes key `i % keys`.
+    revisions: usize,
+    /// The value of every put, or its length when `random`.
+    value: Vec<u8>,
+    /// Every put a fresh random value of `value.len()` bytes.
+    random: bool,
+}
+
+impl ScaleLoad {
+    fn key(n: usize) -> String {
+        format!("scale/{n:010}")
+    }
+
+    fn value(&self) -> Vec<u8> {
+        if self.random {
+            let mut v = vec![0; self.value.len()];
+            rand::Rng::fill(&mut rand::rng(), &mut v[..]);
+            v
+        } else {
+            self.value.clone()
+        }
+    }
+}
+
+/// One server after a [`ScaleLoad`].
 struct Scale {
     load_seconds: f64,
     rss_mib: f64,
@@ -2662,30 +2706,37 @@ fn rss_mib(pid: u32) -> f64 {
         .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
-/// Writes `keys` keys of `value` to a fresh single member, then measures its RSS and data
-/// dir, stops it (SIGTERM), starts it again over the same data dir and times the restart to
-/// the first linearizable read of the last key written.
-async fn scale_round(flavor: Flavor, server: &str, keys: usize, value: &[u8]) -> Scale {
-    let mut cluster = Cluster::start(flavor, 1, &[]).await;
+/// Writes `load` to a fresh single member, then measures its RSS and data dir, stops it
+/// (SIGTERM), starts it again over the same data dir and times the restart to the first
+/// linearizable read of the last key written, at the store's last revision.
+async fn scale_round(flavor: Flavor, server: &str, load: &ScaleLoad) -> Scale {
+    let mut cluster =
+        Cluster::start(flavor, 1, &["--quota-backend-bytes", SCALE_QUOTA_BYTES]).await;
     let endpoint = cluster.endpoints()[0].clone();
     let mut clients = Vec::new();
     for _ in 0..16 {
         clients.push(connect(&endpoint).await);
     }
-    let key = |n: usize| format!("scale/{n:010}");
     let started = Instant::now();
-    let results: Vec<_> = futures::stream::iter(0..keys)
-        .map(|n| {
+    let first_error = std::sync::Mutex::new(None);
+    futures::stream::iter(0..load.revisions)
+        .for_each_concurrent(SCALE_IN_FLIGHT, |n| {
             let mut client = clients[n % clients.len()].clone();
-            let value = value.to_vec();
-            async move { client.put(key(n), value, None).await }
+            let value = load.value();
+            let first_error = &first_error;
+            async move {
+                if let Err(e) = client.put(ScaleLoad::key(n % load.keys), value, None).await {
+                    first_error
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .get_or_insert(e);
+                }
+            }
         })
-        .buffer_unordered(SCALE_IN_FLIGHT)
-        .collect()
         .await;
     let load_seconds = started.elapsed().as_secs_f64();
-    if let Some(e) = results.into_iter().find_map(Result::err) {
-        panic!("{server}: loading {keys} keys: {e}");
+    if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        panic!("{server}: loading {} revisions: {e}", load.revisions);
     }
     drop(clients);
     let member = &mut cluster.members[0];
@@ -2696,16 +2747,24 @@ async fn scale_round(flavor: Flavor, server: &str, keys: usize, value: &[u8]) ->
     let disk_mib = cairn::storage::allocated_bytes(&member.data_dir) as f64 / (1024.0 * 1024.0);
     let restarted = Instant::now();
     tokio::task::block_in_place(|| member.restart());
-    let last = key(keys - 1);
+    let last = ScaleLoad::key((load.revisions - 1) % load.keys);
+    // Both servers start at revision 1 and every put adds one. (The puts complete in any
+    // order, so the last key need not hold the last revision: the store's must be it.)
+    let last_revision = load.revisions as i64 + 1;
     loop {
         let read = async {
             let mut client = Client::connect([&endpoint], Some(anonymous_options()))
                 .await
                 .ok()?;
             let got = client.get(last.as_str(), None).await.ok()?;
-            (got.count() == 1).then_some(())
+            got.kvs().first()?;
+            Some(got.header()?.revision())
         };
-        if let Ok(Some(())) = tokio::time::timeout(Duration::from_secs(2), read).await {
+        if let Ok(Some(revision)) = tokio::time::timeout(Duration::from_secs(2), read).await {
+            assert_eq!(
+                revision, last_revision,
+                "{server}: the restarted member serves the wrong revision"
+            );
             break;
         }
         assert!(
@@ -2726,13 +2785,17 @@ async fn scale_round(flavor: Flavor, server: &str, keys: usize, value: &[u8]) ->
     }
 }
 
-/// Memory, disk and restart time after `keys` keys, Cairn against etcd (one member each, one
-/// at a time), `rounds` rounds alternating etcd, Cairn, Cairn, etcd, ...
-async fn at_scale(keys: usize, rounds: u32, value: &[u8]) {
-    assert!(keys > 0, "--scale-keys must be at least 1");
+/// Memory, disk and restart time after `load`, Cairn against etcd (one member each, one at a
+/// time), `rounds` rounds alternating etcd, Cairn, Cairn, etcd, ...
+async fn at_scale(load: &ScaleLoad, rounds: u32) {
+    assert!(load.keys > 0, "--scale-keys must be at least 1");
+    assert!(
+        load.revisions >= load.keys,
+        "--scale-revisions must be at least --scale-keys"
+    );
     let mut rows = Vec::new();
     for (round, server, flavor) in alternating(rounds) {
-        let s = scale_round(flavor, server, keys, value).await;
+        let s = scale_round(flavor, server, load).await;
         eprintln!(
             "round {round}: {server}: loaded in {:.1} s, RSS {:.0} MiB, disk {:.0} MiB, restart {:.2} s",
             s.load_seconds, s.rss_mib, s.disk_mib, s.restart_seconds
@@ -2778,7 +2841,13 @@ async fn main() {
     } else if let Some(rounds) = args.fault_rounds {
         under_faults(&args, rounds, &value).await;
     } else if let Some(keys) = args.scale_keys {
-        at_scale(keys, args.scale_rounds, &value).await;
+        let load = ScaleLoad {
+            keys,
+            revisions: args.scale_revisions.unwrap_or(keys),
+            value: value.clone(),
+            random: args.scale_random_values,
+        };
+        at_scale(&load, args.scale_rounds).await;
     } else if !args.target.is_empty() {
         run_target(&args, &workloads, &value).await;
     } else if args.members == 1 {
