@@ -220,8 +220,8 @@ impl LogStore {
 
 impl LogStore {
     /// The entries from `first` (`None`: past `u64::MAX`) up to `end` (exclusive; `None`:
-    /// the log's end), with a `budget`: stopping once they add up to more than that many bytes
-    /// (the first entry comes whatever its size).
+    /// the log's end). With a `budget` (`None`: no limit), stopping once they add up to more
+    /// than that many bytes (the first entry comes whatever its size).
     async fn read_entries(
         &self,
         first: Option<u64>,

@@ -2665,10 +2665,15 @@ struct ScaleLoad {
     keys: usize,
     /// Puts in all: put `i` writes key `i % keys`.
     revisions: usize,
-    /// The value of every put, or its length when `random`.
-    value: Vec<u8>,
-    /// Every put a fresh random value of `value.len()` bytes.
-    random: bool,
+    values: ScaleValues,
+}
+
+/// The values of a [`ScaleLoad`]'s puts.
+enum ScaleValues {
+    /// The same value for every put.
+    Repeated(Vec<u8>),
+    /// A fresh random value of this many bytes for every put (`--scale-random-values`).
+    Random(usize),
 }
 
 impl ScaleLoad {
@@ -2677,12 +2682,13 @@ impl ScaleLoad {
     }
 
     fn value(&self) -> Vec<u8> {
-        if self.random {
-            let mut v = vec![0; self.value.len()];
-            rand::Rng::fill(&mut rand::rng(), &mut v[..]);
-            v
-        } else {
-            self.value.clone()
+        match &self.values {
+            ScaleValues::Repeated(value) => value.clone(),
+            ScaleValues::Random(len) => {
+                let mut v = vec![0; *len];
+                rand::Rng::fill(&mut rand::rng(), &mut v[..]);
+                v
+            }
         }
     }
 }
@@ -2844,8 +2850,11 @@ async fn main() {
         let load = ScaleLoad {
             keys,
             revisions: args.scale_revisions.unwrap_or(keys),
-            value: value.clone(),
-            random: args.scale_random_values,
+            values: if args.scale_random_values {
+                ScaleValues::Random(args.val_size)
+            } else {
+                ScaleValues::Repeated(value.clone())
+            },
         };
         at_scale(&load, args.scale_rounds).await;
     } else if !args.target.is_empty() {
